@@ -1,0 +1,303 @@
+//! MIME → the archived document: the searchable view of one original message.
+
+use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
+
+/// How much decoded text (body, and attachments together) one message contributes to the index.
+/// Beyond it the text is cut and the document flagged [`Flags::TEXT_TRUNCATED`]; the original
+/// bytes are always kept whole.
+pub const MAX_TEXT: usize = 1 << 20;
+
+/// Facts about a message that a reviewer may need to know; stored in the catalog with the message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags(pub u32);
+
+impl Flags {
+    /// No parser understood the bytes (no header block): stored as is, searchable only by its metadata.
+    pub const UNPARSEABLE: Flags = Flags(1);
+    /// Parsed, but some part had a broken encoding or structure.
+    pub const MALFORMED: Flags = Flags(2);
+    /// Archived from an Exchange journal report (the report's recipients are envelope recipients).
+    pub const JOURNALED: Flags = Flags(4);
+    /// The decoded text was longer than [`MAX_TEXT`] and only its start is indexed.
+    pub const TEXT_TRUNCATED: Flags = Flags(8);
+    /// Looked like a journal report but had no original message inside; archived as the report itself.
+    pub const JOURNAL_MALFORMED: Flags = Flags(16);
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn insert(&mut self, other: Flags) {
+        self.0 |= other.0;
+    }
+    /// Short names for display and JSON.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Self::UNPARSEABLE, "unparseable"),
+            (Self::MALFORMED, "malformed"),
+            (Self::JOURNALED, "journaled"),
+            (Self::TEXT_TRUNCATED, "text-truncated"),
+            (Self::JOURNAL_MALFORMED, "journal-malformed"),
+        ]
+        .into_iter()
+        .filter(|(f, _)| self.contains(*f))
+        .map(|(_, n)| n)
+        .collect()
+    }
+}
+
+/// One address as written in a header: display name and address (case kept; compare lowercased).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub name: Option<String>,
+    pub content_type: String,
+    pub size: usize,
+    /// Decoded text of text-like attachments (text/*, HTML, attached messages).
+    pub text: Option<String>,
+}
+
+/// The searchable view of one original message. Built by [`parse`]; the original bytes stay the
+/// record of truth and this can be rebuilt from them at any time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchivedDocument {
+    /// Message-ID without angle brackets.
+    pub message_id: Option<String>,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    /// Unix seconds from the Date header, when it has a sensible one.
+    pub date: Option<i64>,
+    pub from: Vec<Mailbox>,
+    pub sender: Vec<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub bcc: Vec<Mailbox>,
+    pub reply_to: Vec<Mailbox>,
+    pub subject: Option<String>,
+    /// Plain text of the body parts (HTML converted to text), at most [`MAX_TEXT`] bytes.
+    pub body: String,
+    pub attachments: Vec<Attachment>,
+    pub flags: Flags,
+}
+
+impl ArchivedDocument {
+    pub fn has_attachments(&self) -> bool {
+        !self.attachments.is_empty()
+    }
+}
+
+/// Parses the original bytes of one message. Never fails and never panics on any input.
+pub fn parse(raw: &[u8]) -> ArchivedDocument {
+    let mut doc = ArchivedDocument::default();
+    let Some(message) = MessageParser::default().parse(raw) else {
+        doc.flags.insert(Flags::UNPARSEABLE);
+        return doc;
+    };
+    if !message.headers().iter().any(|h| is_field_name(h.name())) {
+        doc.flags.insert(Flags::UNPARSEABLE);
+        return doc;
+    }
+    if message.parts.iter().any(|p| p.is_encoding_problem) {
+        doc.flags.insert(Flags::MALFORMED);
+    }
+    doc.message_id = message.message_id().map(clean_id);
+    doc.in_reply_to = id_list(message.in_reply_to());
+    doc.references = id_list(message.references());
+    doc.date = message
+        .date()
+        .filter(|d| d.is_valid())
+        .map(|d| d.to_timestamp())
+        // Years 1970..=9999: anything else is a broken header, not a date worth sorting by.
+        .filter(|t| (0..253_402_300_800).contains(t));
+    doc.from = mailboxes(message.from());
+    doc.sender = mailboxes(message.sender());
+    doc.to = message.all_to().flat_map(|a| mailboxes(Some(a))).collect();
+    doc.cc = message.all_cc().flat_map(|a| mailboxes(Some(a))).collect();
+    doc.bcc = message.all_bcc().flat_map(|a| mailboxes(Some(a))).collect();
+    doc.reply_to = mailboxes(message.reply_to());
+    doc.subject = message.subject().map(str::to_owned);
+
+    let mut budget = TextBudget::new();
+    for i in 0..message.text_body_count() {
+        if let Some(text) = message.body_text(i) {
+            budget.push(&mut doc.body, &text);
+        }
+    }
+    for part in message.attachments() {
+        let content_type = part
+            .content_type()
+            .map(|ct| match ct.subtype() {
+                Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                None => ct.ctype().to_owned(),
+            })
+            .unwrap_or_else(|| "application/octet-stream".into())
+            .to_ascii_lowercase();
+        let mut name = part.attachment_name().map(str::to_owned);
+        let mut text = None;
+        match &part.body {
+            PartType::Text(t) => text = Some(budget.take(t)),
+            PartType::Html(h) => text = Some(budget.take(&mail_parser::decoders::html::html_to_text(h))),
+            PartType::Message(inner) => {
+                // An attached message is searchable by its subject and text, like MailStore does.
+                let subject = inner.subject().unwrap_or_default();
+                if name.is_none() && !subject.is_empty() {
+                    name = Some(format!("{subject}.eml"));
+                }
+                let mut inner_text = subject.to_owned();
+                for i in 0..inner.text_body_count() {
+                    if let Some(t) = inner.body_text(i) {
+                        inner_text.push('\n');
+                        inner_text.push_str(&t);
+                    }
+                }
+                text = Some(budget.take(&inner_text));
+            }
+            _ => {}
+        }
+        doc.attachments.push(Attachment {
+            name,
+            content_type,
+            size: part.contents().len(),
+            text: text.filter(|t| !t.is_empty()),
+        });
+    }
+    if budget.truncated {
+        doc.flags.insert(Flags::TEXT_TRUNCATED);
+    }
+    doc
+}
+
+/// RFC 5322 field names are printable ASCII without a colon; without one such header, what the
+/// parser found is not a header block.
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+/// Shares [`MAX_TEXT`] between the body and the attachments of one message.
+struct TextBudget {
+    left: usize,
+    truncated: bool,
+}
+
+impl TextBudget {
+    fn new() -> Self {
+        TextBudget { left: MAX_TEXT, truncated: false }
+    }
+    fn take(&mut self, text: &str) -> String {
+        let mut out = String::new();
+        self.push(&mut out, text);
+        out
+    }
+    fn push(&mut self, out: &mut String, text: &str) {
+        if text.len() + 1 > self.left {
+            self.truncated = true;
+            let cut = floor_char_boundary(text, self.left.saturating_sub(1));
+            out.push_str(&text[..cut]);
+            self.left = 0;
+            return;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(text);
+        self.left -= text.len() + 1;
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn mailboxes(address: Option<&Address<'_>>) -> Vec<Mailbox> {
+    let Some(address) = address else { return Vec::new() };
+    address
+        .iter()
+        .filter_map(|a| {
+            let addr = a.address()?.trim();
+            if addr.is_empty() {
+                return None;
+            }
+            Some(Mailbox {
+                name: a.name().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()),
+                address: addr.to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn id_list(value: &mail_parser::HeaderValue<'_>) -> Vec<String> {
+    match value {
+        mail_parser::HeaderValue::Text(t) => vec![clean_id(t)],
+        mail_parser::HeaderValue::TextList(list) => list.iter().map(|t| clean_id(t)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn clean_id(id: &str) -> String {
+    id.trim().trim_start_matches('<').trim_end_matches('>').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_alternative_with_attachment_yields_text_and_attachment() {
+        let raw = concat!(
+            "From: \"Müller, Jörg\" <joerg.mueller@contoso.de>\r\n",
+            "To: a@x.com, \"B\" <b@y.com>\r\nCc: c@z.com\r\nBcc: d@w.com\r\n",
+            "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n",
+            "Message-ID: <abc@contoso.de>\r\nDate: Tue, 05 Mar 2024 10:00:00 +0100\r\n",
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n",
+            "--b1\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n",
+            "--b2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHallo Welt\r\n",
+            "--b2\r\nContent-Type: text/html\r\n\r\n<p>Hallo <b>Welt</b></p>\r\n--b2--\r\n",
+            "--b1\r\nContent-Type: text/csv; name=report.csv\r\n",
+            "Content-Disposition: attachment; filename=report.csv\r\n\r\nq1,q2\r\n--b1--\r\n"
+        );
+        let doc = parse(raw.as_bytes());
+        assert_eq!(doc.subject.as_deref(), Some("Grüße"));
+        assert_eq!(doc.message_id.as_deref(), Some("abc@contoso.de"));
+        assert_eq!(doc.date, Some(1_709_629_200));
+        assert_eq!(doc.from[0].name.as_deref(), Some("Müller, Jörg"));
+        assert_eq!(doc.to.len(), 2);
+        assert_eq!(doc.bcc[0].address, "d@w.com");
+        assert!(doc.body.contains("Hallo Welt"));
+        assert_eq!(doc.attachments.len(), 1);
+        assert_eq!(doc.attachments[0].name.as_deref(), Some("report.csv"));
+        assert_eq!(doc.attachments[0].text.as_deref(), Some("q1,q2"));
+        assert_eq!(doc.flags, Flags::default());
+    }
+
+    #[test]
+    fn bytes_without_headers_are_flagged_unparseable() {
+        for raw in [&b""[..], b"\x00\x01\x02\xff\xfe garbage", b"\r\n\r\n"] {
+            assert!(parse(raw).flags.contains(Flags::UNPARSEABLE), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn absurd_date_is_dropped_rather_than_sorted_by() {
+        let doc = parse(b"Subject: x\r\nDate: Mon, 1 Jan 99999 00:00:00 +0000\r\n\r\nx");
+        assert_eq!(doc.date, None);
+    }
+
+    #[test]
+    fn text_beyond_the_limit_is_cut_and_flagged() {
+        let mut raw = b"Subject: big\r\n\r\n".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', MAX_TEXT + 10));
+        let doc = parse(&raw);
+        assert!(doc.flags.contains(Flags::TEXT_TRUNCATED));
+        assert!(doc.body.len() <= MAX_TEXT);
+    }
+}
