@@ -140,7 +140,9 @@ pub fn parse(raw: &[u8]) -> ArchivedDocument {
         let mut text = None;
         match &part.body {
             PartType::Text(t) => text = Some(budget.take(t)),
-            PartType::Html(h) => text = Some(budget.take(&mail_parser::decoders::html::html_to_text(h))),
+            PartType::Html(h) => {
+                text = Some(budget.take(&mail_parser::decoders::html::html_to_text(h)))
+            }
             PartType::Message(inner) => {
                 // An attached message is searchable by its subject and text, like MailStore does.
                 let subject = inner.subject().unwrap_or_default();
@@ -185,7 +187,10 @@ struct TextBudget {
 
 impl TextBudget {
     fn new() -> Self {
-        TextBudget { left: MAX_TEXT, truncated: false }
+        TextBudget {
+            left: MAX_TEXT,
+            truncated: false,
+        }
     }
     fn take(&mut self, text: &str) -> String {
         let mut out = String::new();
@@ -219,7 +224,9 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 }
 
 fn mailboxes(address: Option<&Address<'_>>) -> Vec<Mailbox> {
-    let Some(address) = address else { return Vec::new() };
+    let Some(address) = address else {
+        return Vec::new();
+    };
     address
         .iter()
         .filter_map(|a| {
@@ -228,7 +235,10 @@ fn mailboxes(address: Option<&Address<'_>>) -> Vec<Mailbox> {
                 return None;
             }
             Some(Mailbox {
-                name: a.name().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()),
+                name: a
+                    .name()
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty()),
                 address: addr.to_owned(),
             })
         })
@@ -244,7 +254,10 @@ fn id_list(value: &mail_parser::HeaderValue<'_>) -> Vec<String> {
 }
 
 fn clean_id(id: &str) -> String {
-    id.trim().trim_start_matches('<').trim_end_matches('>').to_owned()
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -23,4 +23,4 @@ mod document;
 pub mod journal;
 pub mod mbox;
 
-pub use document::{parse, ArchivedDocument, Attachment, Flags, Mailbox, MAX_TEXT};
+pub use document::{ArchivedDocument, Attachment, Flags, MAX_TEXT, Mailbox, parse};

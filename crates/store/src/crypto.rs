@@ -1,0 +1,139 @@
+//! Keys: the master key (one per installation, a file the operator backs up) wraps a data key per
+//! volume; the data key seals the records.
+
+use std::io::Write;
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload as AeadPayload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+
+use crate::{Result, StoreError};
+
+pub const NONCE_LEN: usize = 24;
+
+#[derive(Clone)]
+pub struct MasterKey(XChaCha20Poly1305);
+
+impl MasterKey {
+    /// Reads the master key file, or creates one when `may_create` (only on a new archive: a
+    /// missing key next to existing volumes means the archive cannot be read, and a new key would
+    /// hide that).
+    pub fn load_or_create(path: &Path, may_create: bool) -> Result<MasterKey> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let hex_key = text
+                    .lines()
+                    .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                    .unwrap_or("");
+                let bytes = hex::decode(hex_key.trim())
+                    .ok()
+                    .filter(|b| b.len() == 32)
+                    .ok_or_else(|| {
+                        StoreError::MasterKey(format!(
+                            "{} does not hold a 64-hex-digit key; restore it from your backup",
+                            path.display()
+                        ))
+                    })?;
+                Ok(Self::from_bytes(&bytes))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => {
+                let mut bytes = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(crate::io_err(dir))?;
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(path).map_err(crate::io_err(path))?;
+                writeln!(
+                    file,
+                    "# Coffer master key. Every archived message is unreadable without it.\n\
+                     # Back it up apart from the data folder.\n{}",
+                    hex::encode(bytes)
+                )
+                .and_then(|_| file.sync_all())
+                .map_err(crate::io_err(path))?;
+                Ok(Self::from_bytes(&bytes))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::MasterKey(format!(
+                    "{} is missing but volumes exist; restore the key from your backup",
+                    path.display()
+                )))
+            }
+            Err(e) => Err(crate::io_err(path)(e)),
+        }
+    }
+
+    fn from_bytes(bytes: &[u8]) -> MasterKey {
+        MasterKey(XChaCha20Poly1305::new_from_slice(bytes).expect("32-byte key"))
+    }
+
+    /// A new random data key, and its wrapped form (nonce ‖ ciphertext) bound to `volume`.
+    pub(crate) fn new_data_key(&self, volume: &str) -> (DataKey, Vec<u8>) {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        let wrapped = seal(&self.0, &key, volume.as_bytes());
+        (DataKey::from_bytes(&key), wrapped)
+    }
+
+    pub(crate) fn unwrap_data_key(&self, volume: &str, wrapped: &[u8]) -> Result<DataKey> {
+        let key = open(&self.0, wrapped, volume.as_bytes()).ok_or_else(|| {
+            StoreError::MasterKey(format!(
+                "the master key does not open volume {volume}'s data key: wrong master key?"
+            ))
+        })?;
+        Ok(DataKey::from_bytes(&key))
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct DataKey(XChaCha20Poly1305);
+
+impl DataKey {
+    fn from_bytes(bytes: &[u8]) -> DataKey {
+        DataKey(XChaCha20Poly1305::new_from_slice(bytes).expect("32-byte key"))
+    }
+
+    pub(crate) fn encrypt(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        self.0
+            .encrypt(XNonce::from_slice(nonce), AeadPayload { msg: plain, aad })
+            .expect("XChaCha20-Poly1305 encryption of an in-memory buffer")
+    }
+
+    pub(crate) fn decrypt(&self, nonce: &[u8], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        self.0
+            .decrypt(XNonce::from_slice(nonce), AeadPayload { msg: sealed, aad })
+            .ok()
+    }
+}
+
+pub(crate) fn random_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    nonce
+}
+
+fn seal(cipher: &XChaCha20Poly1305, plain: &[u8], aad: &[u8]) -> Vec<u8> {
+    let nonce = random_nonce();
+    let mut out = nonce.to_vec();
+    out.extend(
+        cipher
+            .encrypt(XNonce::from_slice(&nonce), AeadPayload { msg: plain, aad })
+            .expect("encrypt"),
+    );
+    out
+}
+
+fn open(cipher: &XChaCha20Poly1305, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    cipher
+        .decrypt(XNonce::from_slice(nonce), AeadPayload { msg: ct, aad })
+        .ok()
+}
