@@ -1,0 +1,445 @@
+use std::collections::HashMap;
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::{Catalog, Result};
+
+/// Where the store keeps a message's record, as plain values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRef {
+    pub volume: String,
+    pub segment: i64,
+    pub offset: i64,
+    pub length: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecipient {
+    /// to | cc | bcc | envelope
+    pub kind: String,
+    /// Lowercased.
+    pub address: String,
+    pub name: Option<String>,
+    /// '' or `expanded:<list>` / `forwarded:<mailbox>`.
+    pub via: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPlacement {
+    pub mailbox: String,
+    pub folder: String,
+    pub source: String,
+}
+
+/// One archived message as the ingest pipeline describes it.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub tenant_id: i64,
+    pub sha256: String,
+    pub size: i64,
+    pub message_id: Option<String>,
+    pub date: i64,
+    pub from_addr: Option<String>,
+    pub from_name: Option<String>,
+    pub sender: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub subject: Option<String>,
+    pub has_attachment: bool,
+    pub flags: i64,
+    pub source: String,
+    pub archived_at: i64,
+    pub recipients: Vec<NewRecipient>,
+    pub placements: Vec<NewPlacement>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// A new message (its record was stored for it).
+    Stored { id: i64 },
+    /// The same bytes were archived before; `merged` when this arrival added recipients or placements.
+    Duplicate { id: i64, merged: bool },
+}
+
+impl CommitOutcome {
+    pub fn id(self) -> i64 {
+        match self {
+            CommitOutcome::Stored { id } | CommitOutcome::Duplicate { id, .. } => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MessageRow {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub sha256: String,
+    #[serde(skip)]
+    pub record: RecordRef,
+    pub size: i64,
+    pub message_id: Option<String>,
+    pub date: i64,
+    pub from_addr: Option<String>,
+    pub from_name: Option<String>,
+    pub sender: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub subject: Option<String>,
+    pub has_attachment: bool,
+    pub flags: i64,
+    pub source: String,
+    pub archived_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecipientRow {
+    pub kind: String,
+    pub address: String,
+    pub name: Option<String>,
+    pub via: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlacementRow {
+    pub mailbox: String,
+    pub folder: String,
+    pub source: String,
+}
+
+/// A message's record location, for cross-checking the catalog against the store.
+#[derive(Debug, Clone)]
+pub struct StoredLocation {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub sha256: String,
+    pub record: RecordRef,
+}
+
+const MESSAGE_COLUMNS: &str = "id, tenant_id, sha256, volume, segment, record_offset, record_length, size, message_id, \
+     date, from_addr, from_name, sender, on_behalf_of, subject, has_attachment, flags, source, archived_at";
+
+impl Catalog {
+    /// Which of these content hashes the tenant has archived already, and as which message.
+    pub async fn existing(
+        &self,
+        tenant_id: i64,
+        hashes: &[String],
+    ) -> Result<HashMap<String, i64>> {
+        let mut found = HashMap::new();
+        for chunk in hashes.chunks(500) {
+            let sql = format!(
+                "SELECT sha256, id FROM messages WHERE tenant_id = $1 AND sha256 IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(tenant_id);
+            for h in chunk {
+                query = query.bind(h.clone());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                found.insert(row.get(0), row.get(1));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records a batch in one transaction: each message with the record it was stored in, or with
+    /// `None` for bytes the tenant has already (recipients and placements are merged into it).
+    pub async fn commit(
+        &self,
+        batch: &[(NewMessage, Option<RecordRef>)],
+    ) -> Result<Vec<CommitOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (message, record) in batch {
+            let inserted = match record {
+                Some(record) => insert_message(&mut tx, message, record).await?,
+                None => None,
+            };
+            let outcome = match inserted {
+                Some(id) => CommitOutcome::Stored { id },
+                None => {
+                    let id: i64 =
+                        sqlx::query("SELECT id FROM messages WHERE tenant_id = $1 AND sha256 = $2")
+                            .bind(message.tenant_id)
+                            .bind(&message.sha256)
+                            .fetch_one(&mut *tx)
+                            .await?
+                            .get(0);
+                    CommitOutcome::Duplicate { id, merged: false }
+                }
+            };
+            let added = add_recipients_and_placements(&mut tx, outcome.id(), message).await?;
+            let outcome = match outcome {
+                CommitOutcome::Duplicate { id, .. } => {
+                    CommitOutcome::Duplicate { id, merged: added }
+                }
+                stored => stored,
+            };
+            if matches!(
+                outcome,
+                CommitOutcome::Stored { .. } | CommitOutcome::Duplicate { merged: true, .. }
+            ) {
+                sqlx::query("INSERT INTO index_queue (message) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(outcome.id())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// One message, only if it belongs to `tenant_id`.
+    pub async fn message(&self, tenant_id: i64, id: i64) -> Result<Option<MessageRow>> {
+        let sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| message_row(&r)).transpose()
+    }
+
+    /// Messages by id in the order asked (unknown ids are left out). No tenant filter: callers
+    /// pass ids that came out of a tenant-filtered search or queue.
+    pub async fn messages(&self, ids: &[i64]) -> Result<Vec<MessageRow>> {
+        let mut by_id = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let m = message_row(&row)?;
+                by_id.insert(m.id, m);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    pub async fn recipients(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<RecipientRow>>> {
+        let mut out: HashMap<i64, Vec<RecipientRow>> = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT message, kind, address, name, via FROM recipients WHERE message IN ({}) ORDER BY message, kind, address",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.entry(row.try_get(0)?).or_default().push(RecipientRow {
+                    kind: row.try_get(1)?,
+                    address: row.try_get(2)?,
+                    name: row.try_get(3)?,
+                    via: row.try_get(4)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn placements(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<PlacementRow>>> {
+        let mut out: HashMap<i64, Vec<PlacementRow>> = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT message, mailbox, folder, source FROM placements WHERE message IN ({}) ORDER BY message, mailbox, folder",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.entry(row.try_get(0)?).or_default().push(PlacementRow {
+                    mailbox: row.try_get(1)?,
+                    folder: row.try_get(2)?,
+                    source: row.try_get(3)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every message's record location (all tenants), for `verify`.
+    pub async fn locations(&self) -> Result<Vec<StoredLocation>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, sha256, volume, segment, record_offset, record_length FROM messages ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredLocation {
+                    id: r.try_get(0)?,
+                    tenant_id: r.try_get(1)?,
+                    sha256: r.try_get(2)?,
+                    record: RecordRef {
+                        volume: r.try_get(3)?,
+                        segment: r.try_get(4)?,
+                        offset: r.try_get(5)?,
+                        length: r.try_get(6)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    pub async fn count_messages(&self, tenant_id: i64) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM messages WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
+    }
+
+    /// The ids of messages whose index document is due, oldest first.
+    pub async fn index_queue_take(&self, limit: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT message FROM index_queue ORDER BY message LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Called after the index committed these documents.
+    pub async fn index_queue_done(&self, ids: &[i64]) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "DELETE FROM index_queue WHERE message IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn index_queue_len(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM index_queue")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    /// Queues every message for indexing (after the index was deleted).
+    pub async fn index_queue_all(&self) -> Result<()> {
+        sqlx::query("INSERT INTO index_queue (message) SELECT id FROM messages WHERE true ON CONFLICT DO NOTHING")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn insert_message(
+    tx: &mut Transaction<'_, Any>,
+    m: &NewMessage,
+    r: &RecordRef,
+) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "INSERT INTO messages (tenant_id, sha256, volume, segment, record_offset, record_length, size, message_id, \
+         date, from_addr, from_name, sender, on_behalf_of, subject, has_attachment, flags, source, archived_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         ON CONFLICT (tenant_id, sha256) DO NOTHING RETURNING id",
+    )
+    .bind(m.tenant_id)
+    .bind(&m.sha256)
+    .bind(&r.volume)
+    .bind(r.segment)
+    .bind(r.offset)
+    .bind(r.length)
+    .bind(m.size)
+    .bind(m.message_id.clone())
+    .bind(m.date)
+    .bind(m.from_addr.clone())
+    .bind(m.from_name.clone())
+    .bind(m.sender.clone())
+    .bind(m.on_behalf_of.clone())
+    .bind(m.subject.clone())
+    .bind(m.has_attachment as i64)
+    .bind(m.flags)
+    .bind(&m.source)
+    .bind(m.archived_at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+async fn add_recipients_and_placements(
+    tx: &mut Transaction<'_, Any>,
+    id: i64,
+    m: &NewMessage,
+) -> Result<bool> {
+    let mut added = 0;
+    for r in &m.recipients {
+        added += sqlx::query(
+            "INSERT INTO recipients (message, kind, address, name, via) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(&r.kind)
+        .bind(&r.address)
+        .bind(r.name.clone())
+        .bind(&r.via)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
+    for p in &m.placements {
+        added += sqlx::query(
+            "INSERT INTO placements (message, mailbox, folder, source) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(&p.mailbox)
+        .bind(&p.folder)
+        .bind(&p.source)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
+    Ok(added > 0)
+}
+
+fn message_row(r: &AnyRow) -> Result<MessageRow> {
+    Ok(MessageRow {
+        id: r.try_get(0)?,
+        tenant_id: r.try_get(1)?,
+        sha256: r.try_get(2)?,
+        record: RecordRef {
+            volume: r.try_get(3)?,
+            segment: r.try_get(4)?,
+            offset: r.try_get(5)?,
+            length: r.try_get(6)?,
+        },
+        size: r.try_get(7)?,
+        message_id: r.try_get(8)?,
+        date: r.try_get(9)?,
+        from_addr: r.try_get(10)?,
+        from_name: r.try_get(11)?,
+        sender: r.try_get(12)?,
+        on_behalf_of: r.try_get(13)?,
+        subject: r.try_get(14)?,
+        has_attachment: r.try_get::<i64, _>(15)? != 0,
+        flags: r.try_get(16)?,
+        source: r.try_get(17)?,
+        archived_at: r.try_get(18)?,
+    })
+}
+
+/// `$first, $first+1, …` for `n` values.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,80 @@
+use sqlx::Row;
+
+use crate::{Catalog, Result};
+
+/// What one source did for one tenant, to be added to the hour it happened in.
+#[derive(Debug, Clone, Default)]
+pub struct TrafficDelta {
+    pub messages: i64,
+    pub bytes: i64,
+    pub duplicates: i64,
+    pub rejected: i64,
+    pub errors: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TrafficRow {
+    pub bucket: i64,
+    pub tenant_id: i64,
+    pub source: String,
+    pub messages: i64,
+    pub bytes: i64,
+    pub duplicates: i64,
+    pub rejected: i64,
+    pub errors: i64,
+}
+
+pub const BUCKET_SECONDS: i64 = 3600;
+
+impl Catalog {
+    pub async fn add_traffic(
+        &self,
+        at: i64,
+        tenant_id: i64,
+        source: &str,
+        d: &TrafficDelta,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO traffic (bucket, tenant_id, source, messages, bytes, duplicates, rejected, errors) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (bucket, tenant_id, source) DO UPDATE SET \
+             messages = traffic.messages + excluded.messages, bytes = traffic.bytes + excluded.bytes, \
+             duplicates = traffic.duplicates + excluded.duplicates, rejected = traffic.rejected + excluded.rejected, \
+             errors = traffic.errors + excluded.errors",
+        )
+        .bind(at - at.rem_euclid(BUCKET_SECONDS))
+        .bind(tenant_id)
+        .bind(source)
+        .bind(d.messages)
+        .bind(d.bytes)
+        .bind(d.duplicates)
+        .bind(d.rejected)
+        .bind(d.errors)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn traffic(&self, since: i64) -> Result<Vec<TrafficRow>> {
+        let rows = sqlx::query(
+            "SELECT bucket, tenant_id, source, messages, bytes, duplicates, rejected, errors FROM traffic \
+             WHERE bucket >= $1 ORDER BY bucket, tenant_id, source",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TrafficRow {
+                    bucket: r.try_get(0)?,
+                    tenant_id: r.try_get(1)?,
+                    source: r.try_get(2)?,
+                    messages: r.try_get(3)?,
+                    bytes: r.try_get(4)?,
+                    duplicates: r.try_get(5)?,
+                    rejected: r.try_get(6)?,
+                    errors: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+}
