@@ -1,0 +1,417 @@
+//! The e-discovery query language, parsed into a small syntax tree. The same language serves the
+//! console, the API and the CLI:
+//!
+//! ```text
+//! budget report               words anywhere (AND by default)
+//! "quarterly numbers"         phrase
+//! from:alice@contoso.com to:contoso.com cc:bob bcc:… recipient:… participant:… envelope:…
+//! subject:invoice body:… attachment:… filename:report.pdf message-id:<…> mailbox:… folder:Inbox/Projects tag:…
+//! has:attachment size:>1M after:2024-01-01 before:2024-07-01 date:2024-03
+//! a OR b   -word   NOT from:x   ( … )   prefix*
+//! ```
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    From,
+    To,
+    Cc,
+    Bcc,
+    Envelope,
+    Recipient,
+    Participant,
+    Subject,
+    Body,
+    Attachment,
+    Filename,
+    MessageId,
+    Mailbox,
+    Folder,
+    Tag,
+    Has,
+    Size,
+    After,
+    Before,
+    Date,
+}
+
+impl Field {
+    pub fn parse(name: &str) -> Option<Field> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "from" => Field::From,
+            "to" => Field::To,
+            "cc" => Field::Cc,
+            "bcc" => Field::Bcc,
+            "envelope" => Field::Envelope,
+            "recipient" | "rcpt" => Field::Recipient,
+            "participant" | "address" => Field::Participant,
+            "subject" => Field::Subject,
+            "body" | "text" => Field::Body,
+            "attachment" => Field::Attachment,
+            "filename" => Field::Filename,
+            "message-id" | "messageid" | "msgid" => Field::MessageId,
+            "mailbox" => Field::Mailbox,
+            "folder" => Field::Folder,
+            "tag" | "tags" => Field::Tag,
+            "has" => Field::Has,
+            "size" => Field::Size,
+            "after" => Field::After,
+            "before" => Field::Before,
+            "date" => Field::Date,
+            _ => return None,
+        })
+    }
+}
+
+pub const FIELD_NAMES: &str = "from to cc bcc envelope recipient participant subject body attachment filename \
+                               message-id mailbox folder tag has size after before date";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Word(String),
+    Phrase(String),
+    /// `budg*`: the text before the star.
+    Prefix(String),
+}
+
+impl Value {
+    pub fn text(&self) -> &str {
+        match self {
+            Value::Word(s) | Value::Phrase(s) | Value::Prefix(s) => s,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+    Not(Box<Expr>),
+    Term {
+        field: Option<Field>,
+        value: Value,
+    },
+    /// The empty query: every message in scope.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error(
+        "unknown field \"{0}:\" (fields: {FIELD_NAMES}); put the text in quotes to search for it literally"
+    )]
+    UnknownField(String),
+    #[error("unclosed quote: add a closing \"")]
+    UnclosedQuote,
+    #[error("unbalanced parenthesis: check that every ( has a )")]
+    Unbalanced,
+    #[error("\"{0}\" expects something after it")]
+    Dangling(String),
+    #[error("{field}: cannot use \"{value}\": {hint}")]
+    BadValue {
+        field: String,
+        value: String,
+        hint: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Open,
+    Close,
+    Or,
+    And,
+    Not,
+    /// A term, with a leading `-` already taken off into `negated`.
+    Term {
+        negated: bool,
+        field: Option<String>,
+        value: Value,
+    },
+}
+
+pub fn parse(input: &str) -> Result<Expr, QueryError> {
+    let tokens = lex(input)?;
+    let mut parser = Parser { tokens, pos: 0 };
+    if parser.tokens.is_empty() {
+        return Ok(Expr::All);
+    }
+    let expr = parser.or()?;
+    if parser.pos != parser.tokens.len() {
+        return Err(QueryError::Unbalanced);
+    }
+    Ok(expr)
+}
+
+fn lex(input: &str) -> Result<Vec<Token>, QueryError> {
+    let chars: Vec<char> = input.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c == '(' {
+            tokens.push(Token::Open);
+            i += 1;
+            continue;
+        }
+        if c == ')' {
+            tokens.push(Token::Close);
+            i += 1;
+            continue;
+        }
+        let negated = c == '-' && i + 1 < chars.len() && !chars[i + 1].is_whitespace();
+        if negated {
+            i += 1;
+        }
+        // field:value, field:"phrase", "phrase", word, prefix*
+        let start = i;
+        let mut field = None;
+        while i < chars.len()
+            && !chars[i].is_whitespace()
+            && chars[i] != '('
+            && chars[i] != ')'
+            && chars[i] != '"'
+        {
+            if chars[i] == ':' && field.is_none() && i > start {
+                let name: String = chars[start..i].iter().collect();
+                if name.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+                    field = Some(name);
+                    i += 1;
+                    break;
+                }
+            }
+            i += 1;
+        }
+        let value_start = if field.is_some() { i } else { start };
+        let value = if i < chars.len() && chars[i] == '"' && (i == value_start) {
+            let close = chars[i + 1..]
+                .iter()
+                .position(|&c| c == '"')
+                .ok_or(QueryError::UnclosedQuote)?;
+            let phrase: String = chars[i + 1..i + 1 + close].iter().collect();
+            i += close + 2;
+            Value::Phrase(phrase)
+        } else {
+            if field.is_some() {
+                while i < chars.len() && !chars[i].is_whitespace() && chars[i] != ')' {
+                    if chars[i] == '(' && chars[value_start..i].is_empty() {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            let text: String = chars[value_start..i].iter().collect();
+            if text.is_empty() {
+                if let Some(f) = field {
+                    return Err(QueryError::Dangling(format!("{f}:")));
+                }
+                // A lone quote character inside a word: skip it.
+                i += 1;
+                continue;
+            }
+            match text.strip_suffix('*') {
+                Some(prefix) if !prefix.is_empty() => Value::Prefix(prefix.to_owned()),
+                _ => Value::Word(text),
+            }
+        };
+        if field.is_none()
+            && !negated
+            && let Value::Word(w) = &value
+        {
+            match w.as_str() {
+                "OR" | "||" => {
+                    tokens.push(Token::Or);
+                    continue;
+                }
+                "AND" | "&&" => {
+                    tokens.push(Token::And);
+                    continue;
+                }
+                "NOT" => {
+                    tokens.push(Token::Not);
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        tokens.push(Token::Term {
+            negated,
+            field,
+            value,
+        });
+    }
+    Ok(tokens)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn or(&mut self) -> Result<Expr, QueryError> {
+        let mut items = vec![self.and()?];
+        while self.peek() == Some(&Token::Or) {
+            self.pos += 1;
+            if self.peek().is_none() || self.peek() == Some(&Token::Close) {
+                return Err(QueryError::Dangling("OR".into()));
+            }
+            items.push(self.and()?);
+        }
+        Ok(if items.len() == 1 {
+            items.pop().unwrap()
+        } else {
+            Expr::Or(items)
+        })
+    }
+
+    fn and(&mut self) -> Result<Expr, QueryError> {
+        let mut items = Vec::new();
+        loop {
+            match self.peek() {
+                None | Some(Token::Close) | Some(Token::Or) => break,
+                Some(Token::And) => {
+                    self.pos += 1;
+                    if matches!(self.peek(), None | Some(Token::Close) | Some(Token::Or)) {
+                        return Err(QueryError::Dangling("AND".into()));
+                    }
+                }
+                _ => items.push(self.unary()?),
+            }
+        }
+        match items.len() {
+            0 => Err(QueryError::Unbalanced),
+            1 => Ok(items.pop().unwrap()),
+            _ => Ok(Expr::And(items)),
+        }
+    }
+
+    fn unary(&mut self) -> Result<Expr, QueryError> {
+        match self.tokens.get(self.pos).cloned() {
+            Some(Token::Not) => {
+                self.pos += 1;
+                if matches!(
+                    self.peek(),
+                    None | Some(Token::Close) | Some(Token::Or) | Some(Token::And)
+                ) {
+                    return Err(QueryError::Dangling("NOT".into()));
+                }
+                Ok(Expr::Not(Box::new(self.unary()?)))
+            }
+            Some(Token::Open) => {
+                self.pos += 1;
+                let inner = self.or()?;
+                if self.peek() != Some(&Token::Close) {
+                    return Err(QueryError::Unbalanced);
+                }
+                self.pos += 1;
+                Ok(inner)
+            }
+            Some(Token::Term {
+                negated,
+                field,
+                value,
+            }) => {
+                self.pos += 1;
+                let field = match field {
+                    Some(name) => Some(Field::parse(&name).ok_or(QueryError::UnknownField(name))?),
+                    None => None,
+                };
+                let term = Expr::Term { field, value };
+                Ok(if negated {
+                    Expr::Not(Box::new(term))
+                } else {
+                    term
+                })
+            }
+            Some(Token::Close) | None => Err(QueryError::Unbalanced),
+            Some(Token::Or) | Some(Token::And) => Err(QueryError::Dangling("OR".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn term(field: Option<Field>, v: &str) -> Expr {
+        Expr::Term {
+            field,
+            value: Value::Word(v.into()),
+        }
+    }
+
+    #[test]
+    fn words_are_anded_and_or_binds_looser() {
+        assert_eq!(
+            parse("budget report OR invoice").unwrap(),
+            Expr::Or(vec![
+                Expr::And(vec![term(None, "budget"), term(None, "report")]),
+                term(None, "invoice")
+            ])
+        );
+    }
+
+    #[test]
+    fn fields_phrases_negation_prefix_and_groups() {
+        let e =
+            parse(r#"from:alice@contoso.com subject:"quarterly numbers" -spam NOT to:x (a OR b*)"#)
+                .unwrap();
+        assert_eq!(
+            e,
+            Expr::And(vec![
+                term(Some(Field::From), "alice@contoso.com"),
+                Expr::Term {
+                    field: Some(Field::Subject),
+                    value: Value::Phrase("quarterly numbers".into())
+                },
+                Expr::Not(Box::new(term(None, "spam"))),
+                Expr::Not(Box::new(term(Some(Field::To), "x"))),
+                Expr::Or(vec![
+                    term(None, "a"),
+                    Expr::Term {
+                        field: None,
+                        value: Value::Prefix("b".into())
+                    }
+                ]),
+            ])
+        );
+    }
+
+    #[test]
+    fn values_keep_their_punctuation() {
+        assert_eq!(
+            parse("message-id:<a.b@c>").unwrap(),
+            term(Some(Field::MessageId), "<a.b@c>")
+        );
+        assert_eq!(parse("size:>1M").unwrap(), term(Some(Field::Size), ">1M"));
+        assert_eq!(
+            parse("folder:Inbox/Projects").unwrap(),
+            term(Some(Field::Folder), "Inbox/Projects")
+        );
+        assert_eq!(parse("(from:bob)").unwrap(), term(Some(Field::From), "bob"));
+    }
+
+    #[test]
+    fn mistakes_get_errors_that_say_how_to_fix_them() {
+        assert!(matches!(parse("tp:alice"), Err(QueryError::UnknownField(f)) if f == "tp"));
+        assert_eq!(parse("\"open"), Err(QueryError::UnclosedQuote));
+        assert_eq!(parse("(a OR b"), Err(QueryError::Unbalanced));
+        assert_eq!(parse("a)"), Err(QueryError::Unbalanced));
+        assert!(matches!(parse("a OR"), Err(QueryError::Dangling(_))));
+        assert!(matches!(parse("from:"), Err(QueryError::Dangling(_))));
+        assert_eq!(parse("   ").unwrap(), Expr::All);
+    }
+
+    #[test]
+    fn urls_and_times_are_words_not_fields() {
+        assert_eq!(parse("10:30").unwrap(), term(None, "10:30"));
+    }
+}

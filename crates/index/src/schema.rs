@@ -1,0 +1,248 @@
+//! The index schema and the document the archive hands in for each message.
+
+use tantivy::TantivyDocument;
+use tantivy::schema::{
+    Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing,
+    TextOptions,
+};
+
+use crate::analyzer::{self, ANALYZER};
+
+/// Everything the index knows about one message. Built by the archive from the catalog (ids,
+/// recipients, placements) and the parsed original (text); the index is derived from those two.
+#[derive(Debug, Clone, Default)]
+pub struct IndexDocument {
+    pub id: u64,
+    pub tenant: u64,
+    /// Unix seconds.
+    pub date: i64,
+    pub size: u64,
+    pub from: Vec<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub bcc: Vec<Address>,
+    pub envelope: Vec<Address>,
+    pub subject: String,
+    pub body: String,
+    pub attachment_text: String,
+    pub filenames: Vec<String>,
+    pub message_id: Option<String>,
+    pub mailboxes: Vec<String>,
+    pub folders: Vec<String>,
+    pub tags: Vec<String>,
+    pub has_attachment: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Address {
+    pub address: String,
+    pub name: Option<String>,
+}
+
+/// Characters of body text kept in the index for snippets.
+pub const PREVIEW_CHARS: usize = 600;
+
+#[derive(Clone)]
+pub struct Fields {
+    pub id: Field,
+    pub tenant: Field,
+    pub date: Field,
+    pub size: Field,
+    pub has_attachment: Field,
+    pub from: Field,
+    pub to: Field,
+    pub cc: Field,
+    pub bcc: Field,
+    pub envelope: Field,
+    pub subject: Field,
+    pub body: Field,
+    pub attachment: Field,
+    pub filename: Field,
+    pub message_id: Field,
+    pub mailbox: Field,
+    pub folder: Field,
+    pub tag: Field,
+    pub preview: Field,
+}
+
+impl Fields {
+    pub fn schema() -> (Schema, Fields) {
+        let mut b = Schema::builder();
+        let number = || NumericOptions::default().set_indexed().set_fast();
+        let text = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(ANALYZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        );
+        let fields = Fields {
+            id: b.add_u64_field("id", number().set_stored()),
+            tenant: b.add_u64_field("tenant", number()),
+            date: b.add_i64_field("date", number()),
+            size: b.add_u64_field("size", number()),
+            has_attachment: b.add_u64_field("has_attachment", number()),
+            from: b.add_text_field("from", STRING),
+            to: b.add_text_field("to", STRING),
+            cc: b.add_text_field("cc", STRING),
+            bcc: b.add_text_field("bcc", STRING),
+            envelope: b.add_text_field("envelope", STRING),
+            subject: b.add_text_field("subject", text.clone()),
+            body: b.add_text_field("body", text.clone()),
+            attachment: b.add_text_field("attachment", text.clone()),
+            filename: b.add_text_field("filename", text),
+            message_id: b.add_text_field("message_id", STRING),
+            mailbox: b.add_text_field("mailbox", STRING),
+            folder: b.add_text_field("folder", STRING),
+            tag: b.add_text_field("tag", STRING),
+            preview: b.add_text_field("preview", STORED),
+        };
+        (b.build(), fields)
+    }
+
+    pub fn document(&self, d: &IndexDocument) -> TantivyDocument {
+        let mut doc = TantivyDocument::default();
+        doc.add_u64(self.id, d.id);
+        doc.add_u64(self.tenant, d.tenant);
+        doc.add_i64(self.date, d.date);
+        doc.add_u64(self.size, d.size);
+        doc.add_u64(self.has_attachment, d.has_attachment as u64);
+        for (field, list) in [
+            (self.from, &d.from),
+            (self.to, &d.to),
+            (self.cc, &d.cc),
+            (self.bcc, &d.bcc),
+            (self.envelope, &d.envelope),
+        ] {
+            let mut terms: Vec<String> = list
+                .iter()
+                .flat_map(|a| address_terms(&a.address, a.name.as_deref()))
+                .collect();
+            terms.sort();
+            terms.dedup();
+            for t in terms {
+                doc.add_text(field, t);
+            }
+        }
+        doc.add_text(self.subject, &d.subject);
+        doc.add_text(self.body, &d.body);
+        doc.add_text(self.attachment, &d.attachment_text);
+        for name in &d.filenames {
+            doc.add_text(self.filename, name);
+        }
+        if let Some(id) = &d.message_id {
+            doc.add_text(self.message_id, normalize_message_id(id));
+        }
+        for m in &d.mailboxes {
+            doc.add_text(self.mailbox, m.trim().to_lowercase());
+        }
+        let mut folders: Vec<String> = d.folders.iter().flat_map(|f| folder_terms(f)).collect();
+        folders.sort();
+        folders.dedup();
+        for f in folders {
+            doc.add_text(self.folder, f);
+        }
+        for t in &d.tags {
+            doc.add_text(self.tag, t.trim().to_lowercase());
+        }
+        let preview: String = d
+            .body
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(PREVIEW_CHARS)
+            .collect();
+        doc.add_text(self.preview, preview);
+        doc
+    }
+}
+
+/// The terms an address is found by: the whole address, its local part and the pieces of it, its
+/// domain and parent domains, and the words of the display name (as written and folded).
+pub fn address_terms(address: &str, name: Option<&str>) -> Vec<String> {
+    let address = address.trim().trim_matches(['<', '>']).to_lowercase();
+    let mut terms = Vec::new();
+    if let Some((local, domain)) = address.rsplit_once('@') {
+        terms.push(local.to_owned());
+        terms.extend(
+            local
+                .split(['.', '_', '-', '+'])
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+        );
+        let labels: Vec<&str> = domain.split('.').collect();
+        for i in 0..labels.len().saturating_sub(1).max(1) {
+            terms.push(labels[i..].join("."));
+        }
+    }
+    if let Some(name) = name {
+        terms.extend(name.split_whitespace().map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        }));
+        terms.extend(analyzer::tokens(name));
+    }
+    terms.push(address);
+    terms.retain(|t| !t.is_empty());
+    terms
+}
+
+/// `Inbox/Projects/X` is found by `folder:inbox`, `folder:inbox/projects` and the full path.
+pub fn folder_terms(folder: &str) -> Vec<String> {
+    let path = normalize_folder(folder);
+    let mut out = Vec::new();
+    let mut acc = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if !acc.is_empty() {
+            acc.push('/');
+        }
+        acc.push_str(part);
+        out.push(acc.clone());
+    }
+    out
+}
+
+pub fn normalize_folder(folder: &str) -> String {
+    folder.replace('\\', "/").trim_matches('/').to_lowercase()
+}
+
+pub fn normalize_message_id(id: &str) -> String {
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_found_by_whole_local_part_domain_and_name() {
+        let t = address_terms("Joerg.Mueller@mail.Fabrikam.de", Some("Jörg Müller"));
+        for want in [
+            "joerg.mueller@mail.fabrikam.de",
+            "joerg.mueller",
+            "joerg",
+            "mueller",
+            "mail.fabrikam.de",
+            "fabrikam.de",
+            "jörg",
+            "jorg",
+            "muller",
+        ] {
+            assert!(t.contains(&want.to_string()), "{want} missing from {t:?}");
+        }
+        assert!(
+            !t.contains(&"de".to_string()),
+            "a top-level domain alone is not a useful term"
+        );
+    }
+
+    #[test]
+    fn folders_are_found_by_every_ancestor() {
+        assert_eq!(
+            folder_terms("Inbox\\Projects/X/"),
+            ["inbox", "inbox/projects", "inbox/projects/x"]
+        );
+    }
+}
