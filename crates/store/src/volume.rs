@@ -123,6 +123,9 @@ struct Writer {
 }
 
 pub struct Store {
+    /// Held while this process may write: one writer per store, or recovery could cut another
+    /// process's write in flight.
+    writer_lock: Option<File>,
     cfg: StoreConfig,
     master: MasterKey,
     writers: Mutex<HashMap<u64, Writer>>,
@@ -134,7 +137,13 @@ impl Store {
     /// (a crash during a write that was never acknowledged) is moved aside and cut off.
     pub fn open(cfg: StoreConfig, master: MasterKey) -> Result<Store> {
         std::fs::create_dir_all(&cfg.root).map_err(io_err(&cfg.root))?;
+        let lock_path = cfg.root.join(".writer.lock");
+        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Busy(cfg.root.display().to_string()));
+        }
         let store = Store {
+            writer_lock: Some(lock),
             cfg,
             master,
             writers: Mutex::new(HashMap::new()),
@@ -155,6 +164,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store for reading only, next to a process that may be writing: no recovery, and
+    /// `append` is refused.
+    pub fn open_read_only(cfg: StoreConfig, master: MasterKey) -> Result<Store> {
+        Ok(Store { writer_lock: None, cfg, master, writers: Mutex::new(HashMap::new()), keys: RwLock::new(HashMap::new()) })
+    }
+
     /// True when the folder holds no volume yet (a new archive may create its master key).
     pub fn is_empty(root: &Path) -> bool {
         std::fs::read_dir(root)
@@ -165,6 +180,9 @@ impl Store {
     /// Seals the payloads into records of `owner`'s open volume and makes them durable with one
     /// fsync. On any error nothing of the batch remains and the caller may retry.
     pub fn append(&self, owner: u64, payloads: &[Payload]) -> Result<Vec<Location>> {
+        if self.writer_lock.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
         let mut writers = self.writers.lock().unwrap();
         if !writers.contains_key(&owner) {
             let w = self.create_volume(owner, 1)?;

@@ -1,0 +1,286 @@
+//! File import: EML files and folders of them, mbox files (mboxo, mboxrd, Content-Length) and
+//! Maildir (cur/new; Maildir++ subfolders become folders). Parsing runs on all cores; commits go
+//! through the same pipeline as every other source, so re-running an import adds nothing.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::ingest::{prepare, Pipeline, Prepared, Receipt, Source, Submission};
+use crate::ArchiveError;
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    pub tenant: i64,
+    /// The mailbox the messages belong to (e.g. `alice@contoso.com`), when known.
+    pub mailbox: Option<String>,
+    /// A folder to put everything under; discovered folders go beneath it.
+    pub folder: Option<String>,
+    /// Unwrap Exchange journal reports (and reports attached to bounces). On by default: an
+    /// administrator importing files knows where they come from.
+    pub journal: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportSummary {
+    pub imported: u64,
+    pub duplicates: u64,
+    /// Archived, but unparseable or malformed: see `tag:unparseable`, `tag:malformed`.
+    pub flagged: u64,
+    pub failed: u64,
+    pub bytes: u64,
+}
+
+pub enum ImportEvent<'a> {
+    Stored { origin: &'a str, receipt: &'a Receipt },
+    Failed { origin: &'a str, error: &'a str },
+    /// After each committed batch.
+    Progress(&'a ImportSummary),
+}
+
+/// One file found on disk, and how to read it.
+#[derive(Debug, Clone)]
+enum Input {
+    Eml { path: PathBuf, folder: String },
+    Mbox { path: PathBuf, folder: String },
+}
+
+/// Messages prepared per batch handed from the parsing threads to the committer.
+const BATCH_MESSAGES: usize = 256;
+const BATCH_BYTES: usize = 32 << 20;
+
+type Batch = Vec<(String, Result<Prepared, ArchiveError>)>;
+
+pub async fn import(
+    pipeline: &Pipeline,
+    paths: &[PathBuf],
+    options: &ImportOptions,
+    on_event: &mut (dyn FnMut(ImportEvent<'_>) + Send),
+) -> Result<ImportSummary, ArchiveError> {
+    let mut inputs = Vec::new();
+    for path in paths {
+        discover(path, "", &mut inputs).map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
+    let options_for_reader = options.clone();
+    let limit = pipeline.max_message_bytes();
+    let reader = tokio::task::spawn_blocking(move || read_all(inputs, &options_for_reader, limit, tx));
+
+    let mut summary = ImportSummary::default();
+    while let Some(batch) = rx.recv().await {
+        let mut commits = JoinSet::new();
+        for (origin, prepared) in batch {
+            match prepared {
+                Ok(p) => {
+                    let pipeline = pipeline.clone();
+                    commits.spawn(async move { (origin, pipeline.commit(p).await) });
+                }
+                Err(e) => {
+                    summary.failed += 1;
+                    on_event(ImportEvent::Failed { origin: &origin, error: &e.to_string() });
+                }
+            }
+        }
+        while let Some(done) = commits.join_next().await {
+            let (origin, result) = done.map_err(|e| ArchiveError::Internal(e.to_string()))?;
+            match result {
+                Ok(receipt) => {
+                    if receipt.duplicate {
+                        summary.duplicates += 1;
+                    } else {
+                        summary.imported += 1;
+                    }
+                    let f = receipt.flags;
+                    if f.contains(coffer_mail::Flags::UNPARSEABLE) || f.contains(coffer_mail::Flags::MALFORMED) {
+                        summary.flagged += 1;
+                    }
+                    on_event(ImportEvent::Stored { origin: &origin, receipt: &receipt });
+                }
+                // A storage failure stops the import: nothing more can be made durable now.
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    summary.failed += 1;
+                    on_event(ImportEvent::Failed { origin: &origin, error: &e.to_string() });
+                }
+            }
+        }
+        on_event(ImportEvent::Progress(&summary));
+    }
+    let (bytes, read_failures) = reader.await.map_err(|e| ArchiveError::Internal(e.to_string()))?;
+    summary.bytes = bytes;
+    for (origin, error) in read_failures {
+        summary.failed += 1;
+        on_event(ImportEvent::Failed { origin: &origin, error: &error });
+    }
+    Ok(summary)
+}
+
+/// Reads every input, prepares its messages in parallel batches and hands them on. Returns the
+/// bytes read and the files that could not be read.
+fn read_all(
+    inputs: Vec<Input>,
+    options: &ImportOptions,
+    limit: u64,
+    tx: tokio::sync::mpsc::Sender<Batch>,
+) -> (u64, Vec<(String, String)>) {
+    let mut pending: Vec<(String, Vec<u8>, String)> = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut total = 0u64;
+    let mut failures = Vec::new();
+    let flush = |pending: &mut Vec<(String, Vec<u8>, String)>| -> bool {
+        let batch: Batch = std::mem::take(pending)
+            .into_par_iter()
+            .map(|(origin, raw, folder)| {
+                let sub = submission(options, raw, &folder);
+                (origin, prepare(sub, limit))
+            })
+            .collect();
+        tx.blocking_send(batch).is_ok()
+    };
+    let mut push = |origin: String, raw: Vec<u8>, folder: &str, pending: &mut Vec<_>, pending_bytes: &mut usize| -> bool {
+        total += raw.len() as u64;
+        *pending_bytes += raw.len();
+        pending.push((origin, raw, folder.to_owned()));
+        if pending.len() >= BATCH_MESSAGES || *pending_bytes >= BATCH_BYTES {
+            *pending_bytes = 0;
+            return flush(pending);
+        }
+        true
+    };
+    for input in inputs {
+        match &input {
+            Input::Eml { path, folder } => match std::fs::read(path) {
+                Ok(raw) => {
+                    if !push(path.display().to_string(), raw, folder, &mut pending, &mut pending_bytes) {
+                        return (total, failures);
+                    }
+                }
+                Err(e) => failures.push((path.display().to_string(), e.to_string())),
+            },
+            Input::Mbox { path, folder } => {
+                let file = match std::fs::File::open(path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        failures.push((path.display().to_string(), e.to_string()));
+                        continue;
+                    }
+                };
+                // SAFETY: the file is only read; an mbox changed by another program while being
+                // imported yields odd messages, not memory unsafety beyond what mmap allows.
+                let map = match unsafe { memmap2::Mmap::map(&file) } {
+                    Ok(m) => m,
+                    Err(e) => {
+                        failures.push((path.display().to_string(), e.to_string()));
+                        continue;
+                    }
+                };
+                for (n, message) in coffer_mail::mbox::Mbox::new(&map).enumerate() {
+                    let origin = format!("{}#{}", path.display(), n + 1);
+                    if !push(origin, message.into_owned(), folder, &mut pending, &mut pending_bytes) {
+                        return (total, failures);
+                    }
+                }
+            }
+        }
+    }
+    if !pending.is_empty() {
+        flush(&mut pending);
+    }
+    (total, failures)
+}
+
+fn submission(options: &ImportOptions, raw: Vec<u8>, discovered: &str) -> Submission {
+    let folder = [options.folder.as_deref().unwrap_or(""), discovered]
+        .iter()
+        .map(|s| s.trim_matches('/'))
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    let mailbox = options.mailbox.clone().unwrap_or_default();
+    Submission {
+        tenant: options.tenant,
+        source: Source::Import,
+        raw,
+        envelope: Vec::new(),
+        envelope_from: None,
+        placement: (!mailbox.is_empty() || !folder.is_empty()).then_some((mailbox, folder)),
+        journal: options.journal,
+    }
+}
+
+/// Finds the inputs under `path`; `folder` is the folder path discovered so far.
+fn discover(path: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        let mut head = [0u8; 512];
+        let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head)?;
+        if coffer_mail::mbox::looks_like_mbox(&head[..n]) {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push(Input::Mbox { path: path.into(), folder: join(folder, &name) });
+        } else {
+            out.push(Input::Eml { path: path.into(), folder: folder.into() });
+        }
+        return Ok(());
+    }
+    if is_maildir(path) {
+        return discover_maildir(path, folder, out);
+    }
+    for entry in sorted_entries(path)? {
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with('.') {
+            continue;
+        }
+        let sub = if entry.is_dir() { join(folder, &name) } else { folder.to_owned() };
+        discover(&entry, &sub, out)?;
+    }
+    Ok(())
+}
+
+fn is_maildir(path: &Path) -> bool {
+    path.join("cur").is_dir() || path.join("new").is_dir()
+}
+
+/// Maildir++: the root is the inbox; `.Sent` and `.Projects.Alpha` are `Sent` and `Projects/Alpha`.
+fn discover_maildir(root: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<()> {
+    let mut add_messages = |dir: &Path, name: &str| -> std::io::Result<()> {
+        for sub in ["cur", "new"] {
+            let d = dir.join(sub);
+            if d.is_dir() {
+                for file in sorted_entries(&d)? {
+                    if file.is_file() {
+                        out.push(Input::Eml { path: file, folder: join(folder, name) });
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    add_messages(root, "Inbox")?;
+    for entry in sorted_entries(root)? {
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(sub) = name.strip_prefix('.')
+            && !sub.is_empty()
+            && entry.is_dir()
+            && is_maildir(&entry)
+        {
+            add_messages(&entry, &sub.replace('.', "/"))?;
+        }
+    }
+    Ok(())
+}
+
+fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    Ok(entries)
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_owned(),
+        (_, true) => a.to_owned(),
+        _ => format!("{a}/{b}"),
+    }
+}

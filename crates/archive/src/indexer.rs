@@ -1,0 +1,131 @@
+//! Feeds the search index from the catalog's index queue. The index is derived: each document is
+//! rebuilt from the catalog row and the original in the store, so the index can lag, be deleted
+//! and be rebuilt, and catches up after a crash (the queue entry goes only after the index commit).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use coffer_catalog::{Catalog, MessageRow, PlacementRow, RecipientRow};
+use coffer_index::{Address, IndexDocument, SearchIndex};
+use coffer_store::{Location, Store};
+use rayon::prelude::*;
+
+use crate::ArchiveError;
+
+pub struct Indexer {
+    pub(crate) catalog: Catalog,
+    pub(crate) store: Arc<Store>,
+    pub(crate) index: Arc<SearchIndex>,
+}
+
+/// Messages indexed per index commit.
+const BATCH: i64 = 2000;
+
+impl Indexer {
+    /// Indexes one batch from the queue; returns how many messages it indexed (0: caught up).
+    pub async fn run_once(&self) -> Result<usize, ArchiveError> {
+        let ids = self.catalog.index_queue_take(BATCH).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let rows = self.catalog.messages(&ids).await?;
+        let mut recipients = self.catalog.recipients(&ids).await?;
+        let mut placements = self.catalog.placements(&ids).await?;
+        let work: Vec<(MessageRow, Vec<RecipientRow>, Vec<PlacementRow>)> = rows
+            .into_iter()
+            .map(|r| {
+                let id = r.id;
+                (r, recipients.remove(&id).unwrap_or_default(), placements.remove(&id).unwrap_or_default())
+            })
+            .collect();
+        let store = self.store.clone();
+        let index = self.index.clone();
+        let count = work.len();
+        tokio::task::spawn_blocking(move || {
+            let docs: Vec<IndexDocument> = work.par_iter().map(|(row, r, p)| document(&store, row, r, p)).collect();
+            index.apply(&docs)
+        })
+        .await
+        .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        self.catalog.index_queue_done(&ids).await?;
+        Ok(count)
+    }
+
+    /// Indexes until the queue is empty; returns the number of messages indexed.
+    pub async fn run_until_idle(&self) -> Result<usize, ArchiveError> {
+        let mut total = 0;
+        loop {
+            match self.run_once().await? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
+    }
+}
+
+/// The index document of one message: catalog facts plus the text of the original.
+pub fn document(store: &Store, row: &MessageRow, recipients: &[RecipientRow], placements: &[PlacementRow]) -> IndexDocument {
+    let location = Location {
+        volume: row.record.volume.clone(),
+        segment: row.record.segment as u32,
+        offset: row.record.offset as u64,
+        length: row.record.length as u32,
+    };
+    let parsed = match store.read(&location) {
+        Ok(raw) => coffer_mail::parse(&raw),
+        Err(e) => {
+            // Still findable by its catalog facts; `coffer verify` names the damage.
+            tracing::warn!(message = row.id, error = %e, "indexing without text: the original could not be read");
+            Default::default()
+        }
+    };
+    let mut by_kind: HashMap<&str, Vec<Address>> = HashMap::new();
+    for r in recipients {
+        by_kind.entry(r.kind.as_str()).or_default().push(Address { address: r.address.clone(), name: r.name.clone() });
+        // A recipient reached through a list or a forward is also found by that list or mailbox.
+        if let Some((_, via)) = r.via.split_once(':') {
+            by_kind.entry("envelope").or_default().push(Address { address: via.to_owned(), name: None });
+        }
+    }
+    let mut from: Vec<Address> = row
+        .from_addr
+        .iter()
+        .map(|a| Address { address: a.clone(), name: row.from_name.clone() })
+        .collect();
+    for extra in [&row.sender, &row.on_behalf_of].into_iter().flatten() {
+        if row.from_addr.as_ref() != Some(extra) {
+            from.push(Address { address: extra.clone(), name: None });
+        }
+    }
+    let mut attachment_text = String::new();
+    let mut filenames = Vec::new();
+    for a in &parsed.attachments {
+        if let Some(t) = &a.text {
+            attachment_text.push_str(t);
+            attachment_text.push('\n');
+        }
+        if let Some(n) = &a.name {
+            filenames.push(n.clone());
+        }
+    }
+    IndexDocument {
+        id: row.id as u64,
+        tenant: row.tenant_id as u64,
+        date: row.date,
+        size: row.size as u64,
+        from,
+        to: by_kind.remove("to").unwrap_or_default(),
+        cc: by_kind.remove("cc").unwrap_or_default(),
+        bcc: by_kind.remove("bcc").unwrap_or_default(),
+        envelope: by_kind.remove("envelope").unwrap_or_default(),
+        subject: row.subject.clone().unwrap_or_default(),
+        body: parsed.body,
+        attachment_text,
+        filenames,
+        message_id: row.message_id.clone(),
+        mailboxes: placements.iter().map(|p| p.mailbox.clone()).collect(),
+        folders: placements.iter().map(|p| p.folder.clone()).collect(),
+        tags: coffer_mail::Flags(row.flags as u32).names().into_iter().map(str::to_owned).collect(),
+        has_attachment: row.has_attachment,
+    }
+}
