@@ -314,8 +314,15 @@ impl Archive {
         self.indexer().run_until_idle().await
     }
 
-    pub fn volumes(&self) -> Result<Vec<VolumeInfo>, ArchiveError> {
-        Ok(self.store.volumes()?)
+    /// Volumes with the number of catalogued messages in each (the store's own record count can
+    /// include records a crash left unreferenced).
+    pub async fn volumes(&self) -> Result<Vec<VolumeInfo>, ArchiveError> {
+        let counts = self.catalog.messages_per_volume().await?;
+        let mut volumes = self.store.volumes()?;
+        for v in &mut volumes {
+            v.records = counts.get(&v.id).copied().unwrap_or(0) as u64;
+        }
+        Ok(volumes)
     }
 
     pub fn close_volume(&self, id: &str) -> Result<(), ArchiveError> {

@@ -1,1 +1,418 @@
-fn main() {}
+//! The `coffer` binary: command line, configuration and wiring. Every capability lives in a
+//! library crate; this file only turns commands into calls.
+
+mod config;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use coffer_archive::export::ExportFormat;
+use coffer_archive::import::{ImportEvent, ImportOptions};
+use coffer_archive::{Actor, Archive, Sort};
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(name = "coffer", version, about = "Coffer: an email archive and e-discovery server")]
+struct Cli {
+    /// Data folder (volumes, catalog, index, master key). Default ./coffer-data.
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Configuration file. Default ./coffer.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the archive server.
+    Serve {
+        /// SMTP listener address (overrides smtp.listen).
+        #[arg(long, value_name = "ADDR:PORT")]
+        smtp: Option<String>,
+        /// HTTP listener address (overrides http.listen).
+        #[arg(long, value_name = "ADDR:PORT")]
+        http: Option<String>,
+    },
+    /// Import EML files, folders of them, mbox files and Maildirs.
+    Import {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The mailbox these messages belong to, e.g. alice@contoso.com.
+        #[arg(long, value_name = "ADDR")]
+        mailbox: Option<String>,
+        /// Put the messages under this folder (discovered folders go beneath it).
+        #[arg(long, value_name = "PATH")]
+        folder: Option<String>,
+        /// Archive Exchange journal reports as they are instead of unwrapping their originals.
+        #[arg(long)]
+        no_journal: bool,
+        /// Print one line per message: stored or duplicate, its id, SHA-256 and origin.
+        #[arg(long, short)]
+        verbose: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Search with the query language (see README).
+    Search {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Print only the exact number of matching messages.
+        #[arg(long)]
+        count: bool,
+        #[arg(long, value_enum, default_value_t = SortArg::Date)]
+        sort: SortArg,
+        #[arg(required = true)]
+        query: Vec<String>,
+    },
+    /// Show one message; --raw writes its original bytes to stdout.
+    Show {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        raw: bool,
+        id: i64,
+    },
+    /// Export the messages a query matches.
+    Export {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, value_enum)]
+        format: FormatArg,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(required = true)]
+        query: Vec<String>,
+    },
+    /// Check every record, hash chain and catalog entry; exit status 0 only when all is intact.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the search index and rebuild it from the store and the catalog.
+    Reindex,
+    /// Volumes: list them, or close the open one.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+    /// Tenants: add one, or list them with their journal addresses.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VolumeCommand {
+    List,
+    Close { id: String },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    Add {
+        name: String,
+        /// A mail domain of this tenant (repeatable).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+    },
+    List,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SortArg {
+    Date,
+    Relevance,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Mbox,
+    EmlZip,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(data) = cli.data {
+        config.data = data;
+    }
+    match cli.command {
+        Command::Serve { smtp, http } => {
+            if let Some(a) = smtp {
+                config.smtp.listen = a;
+            }
+            if let Some(a) = http {
+                config.http.listen = a;
+            }
+            serve(config).await
+        }
+        Command::Import { tenant, mailbox, folder, no_journal, verbose, paths } => {
+            let archive = open(&config, true).await?;
+            let tenant = archive.tenant(tenant.as_deref()).await?;
+            let options = ImportOptions { tenant: tenant.id, mailbox, folder, journal: !no_journal };
+            import(&archive, &paths, &options, verbose).await
+        }
+        Command::Search { tenant, json, limit, offset, count, sort, query } => {
+            let archive = open(&config, false).await?;
+            let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
+            let query = query.join(" ");
+            if count {
+                println!("{}", archive.count(&actor, &query).await?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let sort = match sort {
+                SortArg::Date => Sort::Date,
+                SortArg::Relevance => Sort::Relevance,
+            };
+            let page = archive.search(&actor, &query, limit, offset, sort, !json).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                for m in &page.messages {
+                    writeln!(out, "{}", serde_json::to_string(m)?)?;
+                }
+            } else {
+                for m in &page.messages {
+                    writeln!(
+                        out,
+                        "{:>8}  {}  {:<32}  {}",
+                        m.id,
+                        &m.date[..m.date.len().min(10)],
+                        truncate(m.from.as_deref().unwrap_or("-"), 32),
+                        m.subject.as_deref().unwrap_or("(no subject)")
+                    )?;
+                }
+                let shown = page.messages.len();
+                writeln!(out, "{} messages match; showing {} from {}", page.total, shown, offset + usize::from(shown > 0))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { tenant, raw, id } => {
+            let archive = open(&config, false).await?;
+            let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
+            if raw {
+                let bytes = archive.raw(&actor, id).await.with_context(|| format!("message {id}"))?;
+                std::io::stdout().lock().write_all(&bytes)?;
+            } else {
+                let m = archive.message(&actor, id).await.with_context(|| format!("message {id}"))?;
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { tenant, format, out, query } => {
+            let archive = open(&config, false).await?;
+            let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
+            let format = match format {
+                FormatArg::Mbox => ExportFormat::Mbox,
+                FormatArg::EmlZip => ExportFormat::EmlZip,
+            };
+            let summary = archive.export(&actor, &query.join(" "), format, &out).await?;
+            eprintln!("exported {} messages ({} bytes) to {}", summary.messages, summary.bytes, out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { json } => {
+            let archive = open(&config, true).await?;
+            let outcome = archive.verify().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                for p in &outcome.problems {
+                    println!("PROBLEM: {p}");
+                }
+                println!(
+                    "{} volumes, {} segments, {} records, {} catalog messages, {} unreferenced records: {}",
+                    outcome.volumes,
+                    outcome.segments,
+                    outcome.records,
+                    outcome.messages,
+                    outcome.unreferenced_records,
+                    if outcome.is_clean() { "all intact".to_string() } else { format!("{} problems", outcome.problems.len()) }
+                );
+            }
+            Ok(if outcome.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Reindex => {
+            let archive = open(&config, true).await?;
+            let started = Instant::now();
+            let n = archive.reindex().await?;
+            eprintln!("reindexed {n} messages in {:.1} s", started.elapsed().as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Volume { command } => {
+            let writable = matches!(command, VolumeCommand::Close { .. });
+            let archive = open(&config, writable).await?;
+            match command {
+                VolumeCommand::List => {
+                    println!("{:<16} {:<7} {:>10} {:>14} {:>8}  CREATED", "VOLUME", "STATE", "MESSAGES", "BYTES", "SEGMENTS");
+                    for v in archive.volumes().await? {
+                        println!(
+                            "{:<16} {:<7} {:>10} {:>14} {:>8}  {}",
+                            v.id,
+                            format!("{:?}", v.state).to_lowercase(),
+                            v.records,
+                            v.bytes,
+                            v.segments,
+                            coffer_archive::service::rfc3339(v.created_at as i64)
+                        );
+                    }
+                }
+                VolumeCommand::Close { id } => {
+                    archive.close_volume(&id)?;
+                    println!("volume {id} is closed; new mail goes to a new volume");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant { command } => {
+            let archive = open(&config, false).await?;
+            match command {
+                TenantCommand::Add { name, domains } => {
+                    let t = archive.catalog.add_tenant(&name, &domains).await?;
+                    println!("tenant {} created; journal address: {}", t.name, t.journal_address(&config.journal_domain));
+                }
+                TenantCommand::List => {
+                    for t in archive.catalog.tenants().await? {
+                        println!("{:<20} {}  {}", t.name, t.journal_address(&config.journal_domain), t.domains.join(","));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn open(config: &Config, writable: bool) -> anyhow::Result<Archive> {
+    Archive::open(config.archive(), writable)
+        .await
+        .with_context(|| format!("cannot open the archive in {}", config.data.display()))
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let archive = open(&config, true).await?;
+    let _pipeline = archive.pipeline();
+    let indexer = archive.spawn_indexer();
+    tracing::info!(data = %config.data.display(), "Coffer is serving; the index catches up in the background");
+    for t in archive.catalog.tenants().await? {
+        tracing::info!(tenant = %t.name, journal = %t.journal_address(&config.journal_domain), "tenant");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    indexer.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn import(archive: &Archive, paths: &[PathBuf], options: &ImportOptions, verbose: bool) -> anyhow::Result<ExitCode> {
+    let pipeline = archive.pipeline();
+    let indexing = archive.spawn_indexer();
+    let started = Instant::now();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let mut last_line = Instant::now();
+    let mut on_event = |event: ImportEvent<'_>| match event {
+        ImportEvent::Stored { origin, receipt } => {
+            if verbose {
+                let what = if receipt.duplicate { "duplicate" } else { "stored" };
+                println!("{what} id={} sha256={} origin={origin}", receipt.id, receipt.sha256);
+            }
+        }
+        ImportEvent::Failed { origin, error } => {
+            let line = format!("failed: {origin}: {error}");
+            match &bar {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+        ImportEvent::Progress(s) => {
+            let line = format!(
+                "imported {} · duplicates {} · flagged {} · failed {} · {:.0} msg/s",
+                s.imported,
+                s.duplicates,
+                s.flagged,
+                s.failed,
+                (s.imported + s.duplicates) as f64 / started.elapsed().as_secs_f64().max(0.001)
+            );
+            match &bar {
+                Some(b) => b.set_message(line),
+                None if last_line.elapsed() >= Duration::from_secs(1) => {
+                    eprintln!("progress: {line}");
+                    last_line = Instant::now();
+                }
+                None => {}
+            }
+        }
+    };
+    let summary = coffer_archive::import::import(&pipeline, paths, options, &mut on_event).await?;
+    let stored_secs = started.elapsed().as_secs_f64();
+    if let Some(b) = &bar {
+        b.set_message("indexing…");
+    }
+    indexing.abort();
+    archive.indexer().run_until_idle().await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let total = summary.imported + summary.duplicates;
+    eprintln!(
+        "done: imported {}, duplicates {}, flagged {}, failed {}; {:.1} MB in {:.1} s ({:.0} msg/s stored), searchable after {:.1} s",
+        summary.imported,
+        summary.duplicates,
+        summary.flagged,
+        summary.failed,
+        summary.bytes as f64 / 1e6,
+        stored_secs,
+        total as f64 / stored_secs.max(0.001),
+        started.elapsed().as_secs_f64()
+    );
+    if summary.failed > 0 {
+        eprintln!("{} messages could not be imported (listed above)", summary.failed);
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_owned() } else { s.chars().take(n - 1).collect::<String>() + "…" }
+}

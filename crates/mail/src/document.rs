@@ -107,12 +107,13 @@ pub fn parse(raw: &[u8]) -> ArchivedDocument {
     doc.message_id = message.message_id().map(clean_id);
     doc.in_reply_to = id_list(message.in_reply_to());
     doc.references = id_list(message.references());
-    doc.date = message
-        .date()
-        .filter(|d| d.is_valid())
-        .map(|d| d.to_timestamp())
+    // The Date header; when it is missing or broken, the newest Received header's date (when the
+    // message was delivered) is the next best thing.
+    let sane = |d: &mail_parser::DateTime| {
         // Years 1970..=9999: anything else is a broken header, not a date worth sorting by.
-        .filter(|t| (0..253_402_300_800).contains(t));
+        Some(d.to_timestamp()).filter(|t| d.is_valid() && (0..253_402_300_800).contains(t))
+    };
+    doc.date = message.date().and_then(sane).or_else(|| message.received().and_then(|r| r.date()).and_then(|d| sane(&d)));
     doc.from = mailboxes(message.from());
     doc.sender = mailboxes(message.sender());
     doc.to = message.all_to().flat_map(|a| mailboxes(Some(a))).collect();
@@ -297,6 +298,12 @@ mod tests {
         for raw in [&b""[..], b"\x00\x01\x02\xff\xfe garbage", b"\r\n\r\n"] {
             assert!(parse(raw).flags.contains(Flags::UNPARSEABLE), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn date_without_zone_falls_back_to_the_received_header() {
+        let doc = parse(b"Received: from x by y; Thu, 25 Jul 2002 19:06:35 +0000\r\nDate: Thu, 25 Jul 2002 19:06:35\r\n\r\nb");
+        assert_eq!(doc.date, Some(1_027_623_995));
     }
 
     #[test]

@@ -1,0 +1,82 @@
+//! `coffer.toml` and `COFFER_*`: every key can come from either (environment wins), and the
+//! command line's `--data`, `--smtp` and `--http` win over both.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// The data folder: volumes, catalog (SQLite), index and master key.
+    pub data: PathBuf,
+    /// `sqlite://PATH` (default: DATA/catalog.sqlite) or `postgres://USER@HOST/DB`.
+    pub database_url: Option<String>,
+    /// The master key file (default: DATA/master.key). Back it up apart from the data.
+    pub master_key_file: Option<PathBuf>,
+    /// The domain of the tenants' journal addresses: journal-<token>@<journal_domain>.
+    pub journal_domain: String,
+    pub max_message_bytes: u64,
+    pub segment_max_bytes: u64,
+    pub volume_max_bytes: u64,
+    pub volume_max_messages: u64,
+    pub smtp: Listener,
+    pub http: Listener,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listener {
+    pub listen: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let archive = coffer_archive::ArchiveConfig::new("./coffer-data".into());
+        Config {
+            data: archive.data_dir,
+            database_url: None,
+            master_key_file: None,
+            journal_domain: archive.journal_domain,
+            max_message_bytes: archive.max_message_bytes,
+            segment_max_bytes: archive.segment_max_bytes,
+            volume_max_bytes: archive.volume_max_bytes,
+            volume_max_messages: archive.volume_max_messages,
+            smtp: Listener { listen: "127.0.0.1:2525".into() },
+            http: Listener { listen: "127.0.0.1:8090".into() },
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the config file (the one named, or `./coffer.toml` if present), then `COFFER_*`.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("coffer.toml").is_file() => figment = figment.merge(Toml::file_exact("coffer.toml")),
+            None => {}
+        }
+        figment
+            .merge(Env::prefixed("COFFER_").split("__"))
+            .extract()
+            .context("configuration is invalid (check coffer.toml and COFFER_* variables; nested keys use __, e.g. COFFER_SMTP__LISTEN)")
+    }
+
+    pub fn archive(&self) -> coffer_archive::ArchiveConfig {
+        let mut a = coffer_archive::ArchiveConfig::new(self.data.clone());
+        a.database_url = self.database_url.clone();
+        a.master_key_file = self.master_key_file.clone();
+        a.journal_domain = self.journal_domain.clone();
+        a.max_message_bytes = self.max_message_bytes;
+        a.segment_max_bytes = self.segment_max_bytes;
+        a.volume_max_bytes = self.volume_max_bytes;
+        a.volume_max_messages = self.volume_max_messages;
+        a
+    }
+}
