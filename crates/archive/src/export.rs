@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::service::{Actor, Archive};
 use crate::ArchiveError;
+use crate::service::{Actor, Archive};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -22,7 +22,13 @@ pub struct ExportSummary {
 }
 
 impl Archive {
-    pub async fn export(&self, actor: &Actor, query: &str, format: ExportFormat, out: &Path) -> Result<ExportSummary, ArchiveError> {
+    pub async fn export(
+        &self,
+        actor: &Actor,
+        query: &str,
+        format: ExportFormat,
+        out: &Path,
+    ) -> Result<ExportSummary, ArchiveError> {
         let ids = self.matching_ids(actor, query).await?;
         let io = |e: std::io::Error| ArchiveError::Io(out.display().to_string(), e);
         let file = std::io::BufWriter::new(std::fs::File::create(out).map_err(io)?);
@@ -32,7 +38,10 @@ impl Archive {
                 let mut w = file;
                 for chunk in ids.chunks(200) {
                     for (row, raw) in self.originals(actor, chunk).await? {
-                        let sender = row.sender.or(row.from_addr).unwrap_or_else(|| "MAILER-DAEMON".into());
+                        let sender = row
+                            .sender
+                            .or(row.from_addr)
+                            .unwrap_or_else(|| "MAILER-DAEMON".into());
                         write_mbox_entry(&mut w, &sender, row.date, &raw).map_err(io)?;
                         summary.messages += 1;
                         summary.bytes += raw.len() as u64;
@@ -41,7 +50,9 @@ impl Archive {
                 w.flush().map_err(io)?;
             }
             ExportFormat::EmlZip => {
-                let zip_err = |e: zip::result::ZipError| ArchiveError::Io(out.display().to_string(), std::io::Error::other(e));
+                let zip_err = |e: zip::result::ZipError| {
+                    ArchiveError::Io(out.display().to_string(), std::io::Error::other(e))
+                };
                 let mut zip = zip::ZipWriter::new(file);
                 let options = zip::write::SimpleFileOptions::default()
                     .compression_method(zip::CompressionMethod::Deflated)
@@ -74,13 +85,31 @@ impl Archive {
                 zip.finish().map_err(zip_err)?.flush().map_err(io)?;
             }
         }
-        self.audit(actor, "export", &format!("{query} → {} messages to {}", summary.messages, out.display())).await?;
+        self.audit(
+            actor,
+            "export",
+            &format!(
+                "{query} → {} messages to {}",
+                summary.messages,
+                out.display()
+            ),
+        )
+        .await?;
         Ok(summary)
     }
 
     /// Originals of visible messages, in order.
-    async fn originals(&self, actor: &Actor, ids: &[i64]) -> Result<Vec<(coffer_catalog::MessageRow, Vec<u8>)>, ArchiveError> {
-        let visible: std::collections::HashSet<i64> = self.summaries(actor, ids).await?.iter().map(|s| s.id).collect();
+    async fn originals(
+        &self,
+        actor: &Actor,
+        ids: &[i64],
+    ) -> Result<Vec<(coffer_catalog::MessageRow, Vec<u8>)>, ArchiveError> {
+        let visible: std::collections::HashSet<i64> = self
+            .summaries(actor, ids)
+            .await?
+            .iter()
+            .map(|s| s.id)
+            .collect();
         let mut out = Vec::new();
         for row in self.catalog.messages(ids).await? {
             if visible.contains(&row.id) {
@@ -93,11 +122,20 @@ impl Archive {
 }
 
 fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
 /// One mboxrd entry: postmark, the message with `>*From ` lines quoted once more, a blank line.
-pub fn write_mbox_entry(w: &mut impl Write, sender: &str, date: i64, raw: &[u8]) -> std::io::Result<()> {
+pub fn write_mbox_entry(
+    w: &mut impl Write,
+    sender: &str,
+    date: i64,
+    raw: &[u8],
+) -> std::io::Result<()> {
     let asctime = time::OffsetDateTime::from_unix_timestamp(date)
         .ok()
         .and_then(|d| d.format(time::macros::format_description!("[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]")).ok())
@@ -136,9 +174,14 @@ mod tests {
         for m in &messages {
             write_mbox_entry(&mut out, "a@x", 1_700_000_000, m).unwrap();
         }
-        let back: Vec<Vec<u8>> = coffer_mail::mbox::Mbox::new(&out).map(|m| m.into_owned()).collect();
+        let back: Vec<Vec<u8>> = coffer_mail::mbox::Mbox::new(&out)
+            .map(|m| m.into_owned())
+            .collect();
         assert_eq!(back[0], messages[0]);
         assert_eq!(back[1], messages[1]);
-        assert_eq!(back[2], b"Subject: c\r\n\r\nno newline at end\n", "mbox needs a final newline");
+        assert_eq!(
+            back[2], b"Subject: c\r\n\r\nno newline at end\n",
+            "mbox needs a final newline"
+        );
     }
 }

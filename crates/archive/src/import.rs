@@ -8,8 +8,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::ingest::{prepare, Pipeline, Prepared, Receipt, Source, Submission};
 use crate::ArchiveError;
+use crate::ingest::{Pipeline, Prepared, Receipt, Source, Submission, prepare};
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -34,8 +34,14 @@ pub struct ImportSummary {
 }
 
 pub enum ImportEvent<'a> {
-    Stored { origin: &'a str, receipt: &'a Receipt },
-    Failed { origin: &'a str, error: &'a str },
+    Stored {
+        origin: &'a str,
+        receipt: &'a Receipt,
+    },
+    Failed {
+        origin: &'a str,
+        error: &'a str,
+    },
     /// After each committed batch.
     Progress(&'a ImportSummary),
 }
@@ -61,12 +67,14 @@ pub async fn import(
 ) -> Result<ImportSummary, ArchiveError> {
     let mut inputs = Vec::new();
     for path in paths {
-        discover(path, "", &mut inputs).map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
+        discover(path, "", &mut inputs)
+            .map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let options_for_reader = options.clone();
     let limit = pipeline.max_message_bytes();
-    let reader = tokio::task::spawn_blocking(move || read_all(inputs, &options_for_reader, limit, tx));
+    let reader =
+        tokio::task::spawn_blocking(move || read_all(inputs, &options_for_reader, limit, tx));
 
     let mut summary = ImportSummary::default();
     while let Some(batch) = rx.recv().await {
@@ -79,7 +87,10 @@ pub async fn import(
                 }
                 Err(e) => {
                     summary.failed += 1;
-                    on_event(ImportEvent::Failed { origin: &origin, error: &e.to_string() });
+                    on_event(ImportEvent::Failed {
+                        origin: &origin,
+                        error: &e.to_string(),
+                    });
                 }
             }
         }
@@ -93,26 +104,39 @@ pub async fn import(
                         summary.imported += 1;
                     }
                     let f = receipt.flags;
-                    if f.contains(coffer_mail::Flags::UNPARSEABLE) || f.contains(coffer_mail::Flags::MALFORMED) {
+                    if f.contains(coffer_mail::Flags::UNPARSEABLE)
+                        || f.contains(coffer_mail::Flags::MALFORMED)
+                    {
                         summary.flagged += 1;
                     }
-                    on_event(ImportEvent::Stored { origin: &origin, receipt: &receipt });
+                    on_event(ImportEvent::Stored {
+                        origin: &origin,
+                        receipt: &receipt,
+                    });
                 }
                 // A storage failure stops the import: nothing more can be made durable now.
                 Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
                     summary.failed += 1;
-                    on_event(ImportEvent::Failed { origin: &origin, error: &e.to_string() });
+                    on_event(ImportEvent::Failed {
+                        origin: &origin,
+                        error: &e.to_string(),
+                    });
                 }
             }
         }
         on_event(ImportEvent::Progress(&summary));
     }
-    let (bytes, read_failures) = reader.await.map_err(|e| ArchiveError::Internal(e.to_string()))?;
+    let (bytes, read_failures) = reader
+        .await
+        .map_err(|e| ArchiveError::Internal(e.to_string()))?;
     summary.bytes = bytes;
     for (origin, error) in read_failures {
         summary.failed += 1;
-        on_event(ImportEvent::Failed { origin: &origin, error: &error });
+        on_event(ImportEvent::Failed {
+            origin: &origin,
+            error: &error,
+        });
     }
     Ok(summary)
 }
@@ -139,7 +163,12 @@ fn read_all(
             .collect();
         tx.blocking_send(batch).is_ok()
     };
-    let mut push = |origin: String, raw: Vec<u8>, folder: &str, pending: &mut Vec<_>, pending_bytes: &mut usize| -> bool {
+    let mut push = |origin: String,
+                    raw: Vec<u8>,
+                    folder: &str,
+                    pending: &mut Vec<_>,
+                    pending_bytes: &mut usize|
+     -> bool {
         total += raw.len() as u64;
         *pending_bytes += raw.len();
         pending.push((origin, raw, folder.to_owned()));
@@ -153,7 +182,13 @@ fn read_all(
         match &input {
             Input::Eml { path, folder } => match std::fs::read(path) {
                 Ok(raw) => {
-                    if !push(path.display().to_string(), raw, folder, &mut pending, &mut pending_bytes) {
+                    if !push(
+                        path.display().to_string(),
+                        raw,
+                        folder,
+                        &mut pending,
+                        &mut pending_bytes,
+                    ) {
                         return (total, failures);
                     }
                 }
@@ -178,7 +213,13 @@ fn read_all(
                 };
                 for (n, message) in coffer_mail::mbox::Mbox::new(&map).enumerate() {
                     let origin = format!("{}#{}", path.display(), n + 1);
-                    if !push(origin, message.into_owned(), folder, &mut pending, &mut pending_bytes) {
+                    if !push(
+                        origin,
+                        message.into_owned(),
+                        folder,
+                        &mut pending,
+                        &mut pending_bytes,
+                    ) {
                         return (total, failures);
                     }
                 }
@@ -217,10 +258,19 @@ fn discover(path: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<
         let mut head = [0u8; 512];
         let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head)?;
         if coffer_mail::mbox::looks_like_mbox(&head[..n]) {
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            out.push(Input::Mbox { path: path.into(), folder: join(folder, &name) });
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push(Input::Mbox {
+                path: path.into(),
+                folder: join(folder, &name),
+            });
         } else {
-            out.push(Input::Eml { path: path.into(), folder: folder.into() });
+            out.push(Input::Eml {
+                path: path.into(),
+                folder: folder.into(),
+            });
         }
         return Ok(());
     }
@@ -228,11 +278,18 @@ fn discover(path: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<
         return discover_maildir(path, folder, out);
     }
     for entry in sorted_entries(path)? {
-        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = entry
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.starts_with('.') {
             continue;
         }
-        let sub = if entry.is_dir() { join(folder, &name) } else { folder.to_owned() };
+        let sub = if entry.is_dir() {
+            join(folder, &name)
+        } else {
+            folder.to_owned()
+        };
         discover(&entry, &sub, out)?;
     }
     Ok(())
@@ -250,7 +307,10 @@ fn discover_maildir(root: &Path, folder: &str, out: &mut Vec<Input>) -> std::io:
             if d.is_dir() {
                 for file in sorted_entries(&d)? {
                     if file.is_file() {
-                        out.push(Input::Eml { path: file, folder: join(folder, name) });
+                        out.push(Input::Eml {
+                            path: file,
+                            folder: join(folder, name),
+                        });
                     }
                 }
             }
@@ -259,7 +319,10 @@ fn discover_maildir(root: &Path, folder: &str, out: &mut Vec<Input>) -> std::io:
     };
     add_messages(root, "Inbox")?;
     for entry in sorted_entries(root)? {
-        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = entry
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(sub) = name.strip_prefix('.')
             && !sub.is_empty()
             && entry.is_dir()
@@ -272,7 +335,9 @@ fn discover_maildir(root: &Path, folder: &str, out: &mut Vec<Input>) -> std::io:
 }
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     entries.sort();
     Ok(entries)
 }

@@ -35,14 +35,21 @@ impl Indexer {
             .into_iter()
             .map(|r| {
                 let id = r.id;
-                (r, recipients.remove(&id).unwrap_or_default(), placements.remove(&id).unwrap_or_default())
+                (
+                    r,
+                    recipients.remove(&id).unwrap_or_default(),
+                    placements.remove(&id).unwrap_or_default(),
+                )
             })
             .collect();
         let store = self.store.clone();
         let index = self.index.clone();
         let count = work.len();
         tokio::task::spawn_blocking(move || {
-            let docs: Vec<IndexDocument> = work.par_iter().map(|(row, r, p)| document(&store, row, r, p)).collect();
+            let docs: Vec<IndexDocument> = work
+                .par_iter()
+                .map(|(row, r, p)| document(&store, row, r, p))
+                .collect();
             index.apply(&docs)
         })
         .await
@@ -64,7 +71,12 @@ impl Indexer {
 }
 
 /// The index document of one message: catalog facts plus the text of the original.
-pub fn document(store: &Store, row: &MessageRow, recipients: &[RecipientRow], placements: &[PlacementRow]) -> IndexDocument {
+pub fn document(
+    store: &Store,
+    row: &MessageRow,
+    recipients: &[RecipientRow],
+    placements: &[PlacementRow],
+) -> IndexDocument {
     let location = Location {
         volume: row.record.volume.clone(),
         segment: row.record.segment as u32,
@@ -81,20 +93,32 @@ pub fn document(store: &Store, row: &MessageRow, recipients: &[RecipientRow], pl
     };
     let mut by_kind: HashMap<&str, Vec<Address>> = HashMap::new();
     for r in recipients {
-        by_kind.entry(r.kind.as_str()).or_default().push(Address { address: r.address.clone(), name: r.name.clone() });
+        by_kind.entry(r.kind.as_str()).or_default().push(Address {
+            address: r.address.clone(),
+            name: r.name.clone(),
+        });
         // A recipient reached through a list or a forward is also found by that list or mailbox.
         if let Some((_, via)) = r.via.split_once(':') {
-            by_kind.entry("envelope").or_default().push(Address { address: via.to_owned(), name: None });
+            by_kind.entry("envelope").or_default().push(Address {
+                address: via.to_owned(),
+                name: None,
+            });
         }
     }
     let mut from: Vec<Address> = row
         .from_addr
         .iter()
-        .map(|a| Address { address: a.clone(), name: row.from_name.clone() })
+        .map(|a| Address {
+            address: a.clone(),
+            name: row.from_name.clone(),
+        })
         .collect();
     for extra in [&row.sender, &row.on_behalf_of].into_iter().flatten() {
         if row.from_addr.as_ref() != Some(extra) {
-            from.push(Address { address: extra.clone(), name: None });
+            from.push(Address {
+                address: extra.clone(),
+                name: None,
+            });
         }
     }
     let mut attachment_text = String::new();
@@ -125,7 +149,11 @@ pub fn document(store: &Store, row: &MessageRow, recipients: &[RecipientRow], pl
         message_id: row.message_id.clone(),
         mailboxes: placements.iter().map(|p| p.mailbox.clone()).collect(),
         folders: placements.iter().map(|p| p.folder.clone()).collect(),
-        tags: coffer_mail::Flags(row.flags as u32).names().into_iter().map(str::to_owned).collect(),
+        tags: coffer_mail::Flags(row.flags as u32)
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         has_attachment: row.has_attachment,
     }
 }

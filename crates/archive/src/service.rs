@@ -33,7 +33,13 @@ impl Actor {
     /// The operator at the command line of the machine: the whole tenant.
     pub fn operator(tenant: Tenant) -> Actor {
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        Actor { name: format!("cli:{user}"), ip: "local".into(), tenant, visibility: None, sees_bcc: true }
+        Actor {
+            name: format!("cli:{user}"),
+            ip: "local".into(),
+            tenant,
+            visibility: None,
+            sees_bcc: true,
+        }
     }
 }
 
@@ -102,15 +108,23 @@ impl Archive {
     /// next to a serving process.
     pub async fn open(config: ArchiveConfig, writable: bool) -> Result<Archive, ArchiveError> {
         let data = &config.data_dir;
-        std::fs::create_dir_all(data).map_err(|e| ArchiveError::Io(data.display().to_string(), e))?;
+        std::fs::create_dir_all(data)
+            .map_err(|e| ArchiveError::Io(data.display().to_string(), e))?;
         let volumes = data.join("volumes");
-        let key_file = config.master_key_file.clone().unwrap_or_else(|| data.join("master.key"));
+        let key_file = config
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| data.join("master.key"));
         let master = MasterKey::load_or_create(&key_file, Store::is_empty(&volumes))?;
         let mut store_config = StoreConfig::new(volumes);
         store_config.segment_max_bytes = config.segment_max_bytes;
         store_config.volume_max_bytes = config.volume_max_bytes;
         store_config.volume_max_records = config.volume_max_messages;
-        let store = if writable { Store::open(store_config, master)? } else { Store::open_read_only(store_config, master)? };
+        let store = if writable {
+            Store::open(store_config, master)?
+        } else {
+            Store::open_read_only(store_config, master)?
+        };
         let url = config
             .database_url
             .clone()
@@ -118,16 +132,31 @@ impl Archive {
         let catalog = Catalog::connect(&url).await?;
         catalog.default_tenant().await?;
         let index = SearchIndex::open(&data.join("index"))?;
-        Ok(Archive { config, catalog, store: Arc::new(store), index: Arc::new(index), indexed: Arc::new(Notify::new()) })
+        Ok(Archive {
+            config,
+            catalog,
+            store: Arc::new(store),
+            index: Arc::new(index),
+            indexed: Arc::new(Notify::new()),
+        })
     }
 
     /// Starts the group committer. Only on a writable archive.
     pub fn pipeline(&self) -> Pipeline {
-        Pipeline::start(self.store.clone(), self.catalog.clone(), self.indexed.clone(), self.config.max_message_bytes)
+        Pipeline::start(
+            self.store.clone(),
+            self.catalog.clone(),
+            self.indexed.clone(),
+            self.config.max_message_bytes,
+        )
     }
 
     pub fn indexer(&self) -> Indexer {
-        Indexer { catalog: self.catalog.clone(), store: self.store.clone(), index: self.index.clone() }
+        Indexer {
+            catalog: self.catalog.clone(),
+            store: self.store.clone(),
+            index: self.index.clone(),
+        }
     }
 
     /// Keeps the index caught up in the background: after each commit, and every few seconds.
@@ -148,7 +177,11 @@ impl Archive {
     pub async fn tenant(&self, name: Option<&str>) -> Result<Tenant, ArchiveError> {
         match name {
             None => Ok(self.catalog.default_tenant().await?),
-            Some(n) => self.catalog.tenant_by_name(n).await?.ok_or_else(|| ArchiveError::UnknownTenant(n.to_owned())),
+            Some(n) => self
+                .catalog
+                .tenant_by_name(n)
+                .await?
+                .ok_or_else(|| ArchiveError::UnknownTenant(n.to_owned())),
         }
     }
 
@@ -165,7 +198,10 @@ impl Archive {
         index.reload()?;
         let request = SearchRequest {
             query: query.to_owned(),
-            scope: Scope { tenant: actor.tenant.id as u64, visible_to: actor.visibility.clone() },
+            scope: Scope {
+                tenant: actor.tenant.id as u64,
+                visible_to: actor.visibility.clone(),
+            },
             limit,
             offset,
             sort,
@@ -174,25 +210,40 @@ impl Archive {
         let results = tokio::task::spawn_blocking(move || index.search(&request))
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))??;
-        self.audit(actor, "search", &format!("{query} → {} results", results.total)).await?;
+        self.audit(
+            actor,
+            "search",
+            &format!("{query} → {} results", results.total),
+        )
+        .await?;
         let ids: Vec<i64> = results.hits.iter().map(|h| h.id as i64).collect();
         let mut summaries = self.summaries(actor, &ids).await?;
         for (summary, hit) in summaries.iter_mut().zip(&results.hits) {
             summary.snippet = hit.snippet.as_ref().map(|s| s.fragment.clone());
         }
-        Ok(SearchPage { total: results.total, offset, messages: summaries })
+        Ok(SearchPage {
+            total: results.total,
+            offset,
+            messages: summaries,
+        })
     }
 
     /// The exact number of messages a query matches.
     pub async fn count(&self, actor: &Actor, query: &str) -> Result<usize, ArchiveError> {
-        Ok(self.search(actor, query, 1, 0, Sort::Date, false).await?.total)
+        Ok(self
+            .search(actor, query, 1, 0, Sort::Date, false)
+            .await?
+            .total)
     }
 
     /// All ids a query matches, newest first (for export).
     pub async fn matching_ids(&self, actor: &Actor, query: &str) -> Result<Vec<i64>, ArchiveError> {
         let index = self.index.clone();
         index.reload()?;
-        let scope = Scope { tenant: actor.tenant.id as u64, visible_to: actor.visibility.clone() };
+        let scope = Scope {
+            tenant: actor.tenant.id as u64,
+            visible_to: actor.visibility.clone(),
+        };
         let query = query.to_owned();
         tokio::task::spawn_blocking(move || {
             let mut ids = Vec::new();
@@ -217,7 +268,11 @@ impl Archive {
     }
 
     /// Summaries of messages the actor may see, in the order of `ids`.
-    pub async fn summaries(&self, actor: &Actor, ids: &[i64]) -> Result<Vec<MessageSummary>, ArchiveError> {
+    pub async fn summaries(
+        &self,
+        actor: &Actor,
+        ids: &[i64],
+    ) -> Result<Vec<MessageSummary>, ArchiveError> {
         let rows = self.catalog.messages(ids).await?;
         let mut recipients = self.catalog.recipients(ids).await?;
         let mut placements = self.catalog.placements(ids).await?;
@@ -234,7 +289,11 @@ impl Archive {
 
     /// One message's summary; `NotFound` for another tenant's or an invisible message.
     pub async fn message(&self, actor: &Actor, id: i64) -> Result<MessageSummary, ArchiveError> {
-        let found = self.summaries(actor, &[id]).await?.pop().ok_or(ArchiveError::NotFound)?;
+        let found = self
+            .summaries(actor, &[id])
+            .await?
+            .pop()
+            .ok_or(ArchiveError::NotFound)?;
         self.audit(actor, "view", &format!("message {id}")).await?;
         Ok(found)
     }
@@ -244,9 +303,18 @@ impl Archive {
         if self.summaries(actor, &[id]).await?.is_empty() {
             return Err(ArchiveError::NotFound);
         }
-        let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
+        let row = self
+            .catalog
+            .message(actor.tenant.id, id)
+            .await?
+            .ok_or(ArchiveError::NotFound)?;
         let raw = self.read_original(&row).await?;
-        self.audit(actor, "download", &format!("message {id} ({} bytes)", raw.len())).await?;
+        self.audit(
+            actor,
+            "download",
+            &format!("message {id} ({} bytes)", raw.len()),
+        )
+        .await?;
         Ok(raw)
     }
 
@@ -259,8 +327,21 @@ impl Archive {
             .map_err(Into::into)
     }
 
-    pub(crate) async fn audit(&self, actor: &Actor, action: &str, detail: &str) -> Result<(), ArchiveError> {
-        self.catalog.audit(Some(actor.tenant.id), &actor.name, &actor.ip, action, detail).await?;
+    pub(crate) async fn audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), ArchiveError> {
+        self.catalog
+            .audit(
+                Some(actor.tenant.id),
+                &actor.name,
+                &actor.ip,
+                action,
+                detail,
+            )
+            .await?;
         Ok(())
     }
 
@@ -278,13 +359,20 @@ impl Archive {
             problems: report.problems.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
         };
-        let good: HashMap<(String, u32, u64), [u8; 32]> =
-            report.good.into_iter().map(|(l, h)| ((l.volume, l.segment, l.offset), h)).collect();
+        let good: HashMap<(String, u32, u64), [u8; 32]> = report
+            .good
+            .into_iter()
+            .map(|(l, h)| ((l.volume, l.segment, l.offset), h))
+            .collect();
         let mut referenced = HashSet::new();
         let locations = self.catalog.locations().await?;
         outcome.messages = locations.len();
         for m in &locations {
-            let key = (m.record.volume.clone(), m.record.segment as u32, m.record.offset as u64);
+            let key = (
+                m.record.volume.clone(),
+                m.record.segment as u32,
+                m.record.offset as u64,
+            );
             match good.get(&key) {
                 Some(hash) if hex::encode(hash) == m.sha256 => {
                     referenced.insert(key);
@@ -301,7 +389,9 @@ impl Archive {
         }
         outcome.unreferenced_records = good.len() - referenced.len();
         for p in self.catalog.verify_audit().await? {
-            outcome.problems.push(format!("audit log entry {}: {}", p.seq, p.detail));
+            outcome
+                .problems
+                .push(format!("audit log entry {}: {}", p.seq, p.detail));
         }
         Ok(outcome)
     }
@@ -309,7 +399,9 @@ impl Archive {
     /// Deletes the index and rebuilds it from the store and the catalog.
     pub async fn reindex(&self) -> Result<usize, ArchiveError> {
         let index = self.index.clone();
-        tokio::task::spawn_blocking(move || index.clear()).await.map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || index.clear())
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
         self.catalog.index_queue_all().await?;
         self.indexer().run_until_idle().await
     }
@@ -343,18 +435,38 @@ pub(crate) fn location_of(row: &MessageRow) -> Location {
     }
 }
 
-fn visible(actor: &Actor, row: &MessageRow, recipients: &[RecipientRow], placements: &[PlacementRow]) -> bool {
-    let Some(v) = &actor.visibility else { return true };
+fn visible(
+    actor: &Actor,
+    row: &MessageRow,
+    recipients: &[RecipientRow],
+    placements: &[PlacementRow],
+) -> bool {
+    let Some(v) = &actor.visibility else {
+        return true;
+    };
     let mine = |a: &str| v.addresses.iter().any(|x| x.eq_ignore_ascii_case(a));
     row.from_addr.as_deref().is_some_and(mine)
         || row.sender.as_deref().is_some_and(mine)
         || recipients.iter().any(|r| mine(&r.address))
-        || placements.iter().any(|p| v.mailboxes.iter().any(|m| m.eq_ignore_ascii_case(&p.mailbox)))
+        || placements.iter().any(|p| {
+            v.mailboxes
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&p.mailbox))
+        })
 }
 
-fn summary(actor: &Actor, row: MessageRow, recipients: Vec<RecipientRow>, placements: Vec<PlacementRow>) -> MessageSummary {
+fn summary(
+    actor: &Actor,
+    row: MessageRow,
+    recipients: Vec<RecipientRow>,
+    placements: Vec<PlacementRow>,
+) -> MessageSummary {
     let of = |kind: &str| -> Vec<String> {
-        let mut list: Vec<String> = recipients.iter().filter(|r| r.kind == kind).map(|r| r.address.clone()).collect();
+        let mut list: Vec<String> = recipients
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.address.clone())
+            .collect();
         list.dedup();
         list
     };
@@ -367,8 +479,16 @@ fn summary(actor: &Actor, row: MessageRow, recipients: Vec<RecipientRow>, placem
         from_name: row.from_name,
         to: of("to"),
         cc: of("cc"),
-        bcc: if actor.sees_bcc { of("bcc") } else { Vec::new() },
-        envelope: if actor.sees_bcc { of("envelope") } else { Vec::new() },
+        bcc: if actor.sees_bcc {
+            of("bcc")
+        } else {
+            Vec::new()
+        },
+        envelope: if actor.sees_bcc {
+            of("envelope")
+        } else {
+            Vec::new()
+        },
         subject: row.subject,
         size: row.size,
         sha256: row.sha256,
@@ -386,6 +506,9 @@ fn summary(actor: &Actor, row: MessageRow, recipients: Vec<RecipientRow>, placem
 pub fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }

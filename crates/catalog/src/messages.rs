@@ -303,8 +303,12 @@ impl Catalog {
 
     /// Messages per volume (all tenants).
     pub async fn messages_per_volume(&self) -> Result<HashMap<String, i64>> {
-        let rows = sqlx::query("SELECT volume, COUNT(*) FROM messages GROUP BY volume").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        let rows = sqlx::query("SELECT volume, COUNT(*) FROM messages GROUP BY volume")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// The ids of messages whose index document is due, oldest first.

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,8 +44,12 @@ impl Default for Config {
             segment_max_bytes: archive.segment_max_bytes,
             volume_max_bytes: archive.volume_max_bytes,
             volume_max_messages: archive.volume_max_messages,
-            smtp: Listener { listen: "127.0.0.1:2525".into() },
-            http: Listener { listen: "127.0.0.1:8090".into() },
+            smtp: Listener {
+                listen: "127.0.0.1:2525".into(),
+            },
+            http: Listener {
+                listen: "127.0.0.1:8090".into(),
+            },
         }
     }
 }
@@ -56,10 +60,16 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => {
-                anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
+                anyhow::ensure!(
+                    path.is_file(),
+                    "config file {} does not exist",
+                    path.display()
+                );
                 figment = figment.merge(Toml::file_exact(path));
             }
-            None if Path::new("coffer.toml").is_file() => figment = figment.merge(Toml::file_exact("coffer.toml")),
+            None if Path::new("coffer.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("coffer.toml"))
+            }
             None => {}
         }
         figment

@@ -17,7 +17,11 @@ use coffer_archive::{Actor, Archive, Sort};
 use config::Config;
 
 #[derive(Parser)]
-#[command(name = "coffer", version, about = "Coffer: an email archive and e-discovery server")]
+#[command(
+    name = "coffer",
+    version,
+    about = "Coffer: an email archive and e-discovery server"
+)]
 struct Cli {
     /// Data folder (volumes, catalog, index, master key). Default ./coffer-data.
     #[arg(long, global = true, value_name = "DIR")]
@@ -147,14 +151,22 @@ enum FormatArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let filter = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -179,13 +191,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             serve(config).await
         }
-        Command::Import { tenant, mailbox, folder, no_journal, verbose, paths } => {
+        Command::Import {
+            tenant,
+            mailbox,
+            folder,
+            no_journal,
+            verbose,
+            paths,
+        } => {
             let archive = open(&config, true).await?;
             let tenant = archive.tenant(tenant.as_deref()).await?;
-            let options = ImportOptions { tenant: tenant.id, mailbox, folder, journal: !no_journal };
+            let options = ImportOptions {
+                tenant: tenant.id,
+                mailbox,
+                folder,
+                journal: !no_journal,
+            };
             import(&archive, &paths, &options, verbose).await
         }
-        Command::Search { tenant, json, limit, offset, count, sort, query } => {
+        Command::Search {
+            tenant,
+            json,
+            limit,
+            offset,
+            count,
+            sort,
+            query,
+        } => {
             let archive = open(&config, false).await?;
             let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
             let query = query.join(" ");
@@ -197,7 +229,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 SortArg::Date => Sort::Date,
                 SortArg::Relevance => Sort::Relevance,
             };
-            let page = archive.search(&actor, &query, limit, offset, sort, !json).await?;
+            let page = archive
+                .search(&actor, &query, limit, offset, sort, !json)
+                .await?;
             let mut out = std::io::stdout().lock();
             if json {
                 for m in &page.messages {
@@ -215,7 +249,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     )?;
                 }
                 let shown = page.messages.len();
-                writeln!(out, "{} messages match; showing {} from {}", page.total, shown, offset + usize::from(shown > 0))?;
+                writeln!(
+                    out,
+                    "{} messages match; showing {} from {}",
+                    page.total,
+                    shown,
+                    offset + usize::from(shown > 0)
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -223,23 +263,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let archive = open(&config, false).await?;
             let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
             if raw {
-                let bytes = archive.raw(&actor, id).await.with_context(|| format!("message {id}"))?;
+                let bytes = archive
+                    .raw(&actor, id)
+                    .await
+                    .with_context(|| format!("message {id}"))?;
                 std::io::stdout().lock().write_all(&bytes)?;
             } else {
-                let m = archive.message(&actor, id).await.with_context(|| format!("message {id}"))?;
+                let m = archive
+                    .message(&actor, id)
+                    .await
+                    .with_context(|| format!("message {id}"))?;
                 println!("{}", serde_json::to_string_pretty(&m)?);
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { tenant, format, out, query } => {
+        Command::Export {
+            tenant,
+            format,
+            out,
+            query,
+        } => {
             let archive = open(&config, false).await?;
             let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
             let format = match format {
                 FormatArg::Mbox => ExportFormat::Mbox,
                 FormatArg::EmlZip => ExportFormat::EmlZip,
             };
-            let summary = archive.export(&actor, &query.join(" "), format, &out).await?;
-            eprintln!("exported {} messages ({} bytes) to {}", summary.messages, summary.bytes, out.display());
+            let summary = archive
+                .export(&actor, &query.join(" "), format, &out)
+                .await?;
+            eprintln!(
+                "exported {} messages ({} bytes) to {}",
+                summary.messages,
+                summary.bytes,
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { json } => {
@@ -258,16 +316,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     outcome.records,
                     outcome.messages,
                     outcome.unreferenced_records,
-                    if outcome.is_clean() { "all intact".to_string() } else { format!("{} problems", outcome.problems.len()) }
+                    if outcome.is_clean() {
+                        "all intact".to_string()
+                    } else {
+                        format!("{} problems", outcome.problems.len())
+                    }
                 );
             }
-            Ok(if outcome.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if outcome.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Reindex => {
             let archive = open(&config, true).await?;
             let started = Instant::now();
             let n = archive.reindex().await?;
-            eprintln!("reindexed {n} messages in {:.1} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "reindexed {n} messages in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Volume { command } => {
@@ -275,7 +344,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let archive = open(&config, writable).await?;
             match command {
                 VolumeCommand::List => {
-                    println!("{:<16} {:<7} {:>10} {:>14} {:>8}  CREATED", "VOLUME", "STATE", "MESSAGES", "BYTES", "SEGMENTS");
+                    println!(
+                        "{:<16} {:<7} {:>10} {:>14} {:>8}  CREATED",
+                        "VOLUME", "STATE", "MESSAGES", "BYTES", "SEGMENTS"
+                    );
                     for v in archive.volumes().await? {
                         println!(
                             "{:<16} {:<7} {:>10} {:>14} {:>8}  {}",
@@ -300,11 +372,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match command {
                 TenantCommand::Add { name, domains } => {
                     let t = archive.catalog.add_tenant(&name, &domains).await?;
-                    println!("tenant {} created; journal address: {}", t.name, t.journal_address(&config.journal_domain));
+                    println!(
+                        "tenant {} created; journal address: {}",
+                        t.name,
+                        t.journal_address(&config.journal_domain)
+                    );
                 }
                 TenantCommand::List => {
                     for t in archive.catalog.tenants().await? {
-                        println!("{:<20} {}  {}", t.name, t.journal_address(&config.journal_domain), t.domains.join(","));
+                        println!(
+                            "{:<20} {}  {}",
+                            t.name,
+                            t.journal_address(&config.journal_domain),
+                            t.domains.join(",")
+                        );
                     }
                 }
             }
@@ -334,14 +415,20 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
 }
 
-async fn import(archive: &Archive, paths: &[PathBuf], options: &ImportOptions, verbose: bool) -> anyhow::Result<ExitCode> {
+async fn import(
+    archive: &Archive,
+    paths: &[PathBuf],
+    options: &ImportOptions,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
     let pipeline = archive.pipeline();
     let indexing = archive.spawn_indexer();
     let started = Instant::now();
@@ -354,8 +441,15 @@ async fn import(archive: &Archive, paths: &[PathBuf], options: &ImportOptions, v
     let mut on_event = |event: ImportEvent<'_>| match event {
         ImportEvent::Stored { origin, receipt } => {
             if verbose {
-                let what = if receipt.duplicate { "duplicate" } else { "stored" };
-                println!("{what} id={} sha256={} origin={origin}", receipt.id, receipt.sha256);
+                let what = if receipt.duplicate {
+                    "duplicate"
+                } else {
+                    "stored"
+                };
+                println!(
+                    "{what} id={} sha256={} origin={origin}",
+                    receipt.id, receipt.sha256
+                );
             }
         }
         ImportEvent::Failed { origin, error } => {
@@ -407,12 +501,19 @@ async fn import(archive: &Archive, paths: &[PathBuf], options: &ImportOptions, v
         started.elapsed().as_secs_f64()
     );
     if summary.failed > 0 {
-        eprintln!("{} messages could not be imported (listed above)", summary.failed);
+        eprintln!(
+            "{} messages could not be imported (listed above)",
+            summary.failed
+        );
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_owned() } else { s.chars().take(n - 1).collect::<String>() + "…" }
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        s.chars().take(n - 1).collect::<String>() + "…"
+    }
 }

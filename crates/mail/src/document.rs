@@ -113,7 +113,12 @@ pub fn parse(raw: &[u8]) -> ArchivedDocument {
         // Years 1970..=9999: anything else is a broken header, not a date worth sorting by.
         Some(d.to_timestamp()).filter(|t| d.is_valid() && (0..253_402_300_800).contains(t))
     };
-    doc.date = message.date().and_then(sane).or_else(|| message.received().and_then(|r| r.date()).and_then(|d| sane(&d)));
+    doc.date = message.date().and_then(sane).or_else(|| {
+        message
+            .received()
+            .and_then(|r| r.date())
+            .and_then(|d| sane(&d))
+    });
     doc.from = mailboxes(message.from());
     doc.sender = mailboxes(message.sender());
     doc.to = message.all_to().flat_map(|a| mailboxes(Some(a))).collect();

@@ -167,7 +167,13 @@ impl Store {
     /// Opens the store for reading only, next to a process that may be writing: no recovery, and
     /// `append` is refused.
     pub fn open_read_only(cfg: StoreConfig, master: MasterKey) -> Result<Store> {
-        Ok(Store { writer_lock: None, cfg, master, writers: Mutex::new(HashMap::new()), keys: RwLock::new(HashMap::new()) })
+        Ok(Store {
+            writer_lock: None,
+            cfg,
+            master,
+            writers: Mutex::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
+        })
     }
 
     /// True when the folder holds no volume yet (a new archive may create its master key).
