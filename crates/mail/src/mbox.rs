@@ -60,13 +60,12 @@ impl<'a> Iterator for Mbox<'a> {
             line += len;
         }
         self.pos = end;
+        // The blank line before the next postmark (or at the end of the file) separates messages.
         let mut body_end = end;
-        if end < data.len() {
-            if data[..end].ends_with(b"\r\n\r\n") {
-                body_end -= 2;
-            } else if data[..end].ends_with(b"\n\n") {
-                body_end -= 1;
-            }
+        if data[start..end].ends_with(b"\r\n\r\n") {
+            body_end -= 2;
+        } else if data[start..end].ends_with(b"\n\n") {
+            body_end -= 1;
         }
         Some(unquote(&data[start..body_end]))
     }

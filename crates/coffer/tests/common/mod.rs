@@ -1,0 +1,119 @@
+//! Runs the real `coffer` binary against a temporary data folder.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Coffer {
+    pub dir: tempfile::TempDir,
+    pub database_url: Option<String>,
+}
+
+impl Coffer {
+    pub fn new() -> Coffer {
+        Coffer {
+            dir: tempfile::tempdir().unwrap(),
+            database_url: None,
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_coffer"));
+        c.current_dir(self.dir.path())
+            .env("COFFER_DATA", self.data())
+            .env_remove("COFFER_DATABASE_URL")
+            .env("RUST_LOG", "warn");
+        if let Some(url) = &self.database_url {
+            c.env("COFFER_DATABASE_URL", url);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "coffer {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn count(&self, query: &str) -> usize {
+        self.ok(&["search", "--count", query])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn json(&self, query: &str, limit: usize) -> Vec<serde_json::Value> {
+        self.ok(&["search", "--json", "--limit", &limit.to_string(), query])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// `stored id=.. sha256=.. origin=..` lines of `import -v`.
+pub fn receipts(stdout: &str) -> Vec<(String, i64, String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let (what, rest) = l.split_once(' ')?;
+            let id = rest.split("id=").nth(1)?.split(' ').next()?.parse().ok()?;
+            let sha = rest.split("sha256=").nth(1)?.split(' ').next()?.to_owned();
+            let origin = rest.split("origin=").nth(1)?.to_owned();
+            Some((what.to_owned(), id, sha, origin))
+        })
+        .collect()
+}
+
+/// Writes messages as a Maildir++ tree: `folders[i]` is "" for the inbox or "Sub/Folder".
+pub fn write_maildir(root: &Path, messages: &[(Vec<u8>, String)]) {
+    for (i, (raw, folder)) in messages.iter().enumerate() {
+        let dir = if folder.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(format!(".{}", folder.replace('/', ".")))
+        };
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::write(dir.join("cur").join(format!("{i}.coffer-test:2,S")), raw).unwrap();
+    }
+}
+
+/// Reads every entry of an export zip: name → bytes.
+pub fn zip_entries(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        out.insert(f.name().to_owned(), bytes);
+    }
+    out
+}
