@@ -255,9 +255,14 @@ fn submission(options: &ImportOptions, raw: Vec<u8>, discovered: &str) -> Submis
 fn discover(path: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if meta.is_file() {
+        // A `.eml` file is one message even when it starts with a `From ` postmark line (as the
+        // SpamAssassin corpus does): its bytes are kept whole.
+        let is_eml = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("eml"));
         let mut head = [0u8; 512];
         let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head)?;
-        if coffer_mail::mbox::looks_like_mbox(&head[..n]) {
+        if !is_eml && coffer_mail::mbox::looks_like_mbox(&head[..n]) {
             let name = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())

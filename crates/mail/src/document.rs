@@ -90,8 +90,16 @@ impl ArchivedDocument {
     }
 }
 
-/// Parses the original bytes of one message. Never fails and never panics on any input.
+/// Parses the original bytes of one message. Never fails: should the parser itself break on some
+/// input, the message is flagged unparseable (and still archived by the caller).
 pub fn parse(raw: &[u8]) -> ArchivedDocument {
+    std::panic::catch_unwind(|| parse_unguarded(raw)).unwrap_or_else(|_| ArchivedDocument {
+        flags: Flags::UNPARSEABLE,
+        ..Default::default()
+    })
+}
+
+fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
     let mut doc = ArchivedDocument::default();
     let Some(message) = MessageParser::default().parse(raw) else {
         doc.flags.insert(Flags::UNPARSEABLE);

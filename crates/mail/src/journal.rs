@@ -61,8 +61,13 @@ pub enum Unwrapped {
     NotAReport,
 }
 
-/// Recognises a journal report, directly or attached to a bounce, and takes it apart.
+/// Recognises a journal report, directly or attached to a bounce, and takes it apart. Input the
+/// parser breaks on is not a report.
 pub fn unwrap(raw: &[u8]) -> Unwrapped {
+    std::panic::catch_unwind(|| unwrap_unguarded(raw)).unwrap_or(Unwrapped::NotAReport)
+}
+
+fn unwrap_unguarded(raw: &[u8]) -> Unwrapped {
     let Some(message) = MessageParser::default().parse(raw) else {
         return Unwrapped::NotAReport;
     };
@@ -78,7 +83,7 @@ pub fn unwrap(raw: &[u8]) -> Unwrapped {
             && is_report(&inner.parts[0])
         {
             let bytes = attached_bytes(raw, part, inner);
-            return match unwrap(&bytes) {
+            return match unwrap_unguarded(&bytes) {
                 Unwrapped::NotAReport => Unwrapped::Malformed,
                 found => found,
             };
