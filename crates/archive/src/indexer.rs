@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use coffer_catalog::{Catalog, MessageRow, PlacementRow, RecipientRow};
 use coffer_index::{Address, IndexDocument, SearchIndex};
+use coffer_mail::ArchivedDocument;
 use coffer_store::{Location, Store};
 use rayon::prelude::*;
 
 use crate::ArchiveError;
 
 pub struct Indexer {
+    pub(crate) parsed: crate::parsed::ParsedCache,
     pub(crate) catalog: Catalog,
     pub(crate) store: Arc<Store>,
     pub(crate) index: Arc<SearchIndex>,
@@ -31,7 +33,12 @@ impl Indexer {
         let rows = self.catalog.messages(&ids).await?;
         let mut recipients = self.catalog.recipients(&ids).await?;
         let mut placements = self.catalog.placements(&ids).await?;
-        let work: Vec<(MessageRow, Vec<RecipientRow>, Vec<PlacementRow>)> = rows
+        let work: Vec<(
+            MessageRow,
+            Vec<RecipientRow>,
+            Vec<PlacementRow>,
+            Option<Arc<ArchivedDocument>>,
+        )> = rows
             .into_iter()
             .map(|r| {
                 let id = r.id;
@@ -39,6 +46,7 @@ impl Indexer {
                     r,
                     recipients.remove(&id).unwrap_or_default(),
                     placements.remove(&id).unwrap_or_default(),
+                    self.parsed.take(id),
                 )
             })
             .collect();
@@ -48,7 +56,7 @@ impl Indexer {
         tokio::task::spawn_blocking(move || {
             let docs: Vec<IndexDocument> = work
                 .par_iter()
-                .map(|(row, r, p)| document(&store, row, r, p))
+                .map(|(row, r, p, parsed)| document(&store, row, r, p, parsed.as_deref()))
                 .collect();
             index.apply(&docs)
         })
@@ -70,12 +78,14 @@ impl Indexer {
     }
 }
 
-/// The index document of one message: catalog facts plus the text of the original.
+/// The index document of one message: catalog facts plus the text of the original (parsed here
+/// unless ingest already did).
 pub fn document(
     store: &Store,
     row: &MessageRow,
     recipients: &[RecipientRow],
     placements: &[PlacementRow],
+    parsed: Option<&ArchivedDocument>,
 ) -> IndexDocument {
     let location = Location {
         volume: row.record.volume.clone(),
@@ -83,12 +93,20 @@ pub fn document(
         offset: row.record.offset as u64,
         length: row.record.length as u32,
     };
-    let parsed = match store.read(&location) {
+    let read = || match store.read(&location) {
         Ok(raw) => coffer_mail::parse(&raw),
         Err(e) => {
             // Still findable by its catalog facts; `coffer verify` names the damage.
             tracing::warn!(message = row.id, error = %e, "indexing without text: the original could not be read");
             Default::default()
+        }
+    };
+    let owned;
+    let parsed = match parsed {
+        Some(p) => p,
+        None => {
+            owned = read();
+            &owned
         }
     };
     let mut by_kind: HashMap<&str, Vec<Address>> = HashMap::new();
@@ -143,7 +161,7 @@ pub fn document(
         bcc: by_kind.remove("bcc").unwrap_or_default(),
         envelope: by_kind.remove("envelope").unwrap_or_default(),
         subject: row.subject.clone().unwrap_or_default(),
-        body: parsed.body,
+        body: parsed.body.clone(),
         attachment_text,
         filenames,
         message_id: row.message_id.clone(),

@@ -17,6 +17,7 @@ use coffer_store::{Payload, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::ArchiveError;
+use crate::parsed::ParsedCache;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -59,6 +60,8 @@ pub struct Prepared {
     pub message: NewMessage,
     pub payload: Payload,
     pub source: Source,
+    /// The parse of the original, handed to the indexer through the [`ParsedCache`].
+    pub document: Arc<coffer_mail::ArchivedDocument>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +184,7 @@ pub fn prepare(sub: Submission, max_message_bytes: u64) -> Result<Prepared, Arch
         message,
         payload,
         source: sub.source,
+        document: Arc::new(doc),
     })
 }
 
@@ -206,10 +210,11 @@ impl Pipeline {
         store: Arc<Store>,
         catalog: Catalog,
         indexed: Arc<Notify>,
+        parsed: ParsedCache,
         max_message_bytes: u64,
     ) -> Pipeline {
         let (tx, rx) = mpsc::channel(4 * BATCH_MESSAGES);
-        tokio::spawn(committer(rx, store, catalog, indexed));
+        tokio::spawn(committer(rx, store, catalog, indexed, parsed));
         Pipeline {
             jobs: tx,
             max_message_bytes,
@@ -245,6 +250,7 @@ async fn committer(
     store: Arc<Store>,
     catalog: Catalog,
     indexed: Arc<Notify>,
+    parsed: ParsedCache,
 ) {
     while let Some(first) = rx.recv().await {
         let mut bytes = first.prepared.message.size as usize;
@@ -261,6 +267,11 @@ async fn committer(
         let result = commit_batch(&store, &catalog, &jobs).await;
         match result {
             Ok(receipts) => {
+                for (job, receipt) in jobs.iter().zip(&receipts) {
+                    if !receipt.duplicate {
+                        parsed.put(receipt.id, job.prepared.document.clone());
+                    }
+                }
                 for (job, receipt) in jobs.into_iter().zip(receipts) {
                     let _ = job.reply.send(Ok(receipt));
                 }

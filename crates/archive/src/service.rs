@@ -100,6 +100,7 @@ pub struct Archive {
     pub(crate) store: Arc<Store>,
     pub(crate) index: Arc<SearchIndex>,
     indexed: Arc<Notify>,
+    parsed: crate::parsed::ParsedCache,
 }
 
 impl Archive {
@@ -138,6 +139,7 @@ impl Archive {
             store: Arc::new(store),
             index: Arc::new(index),
             indexed: Arc::new(Notify::new()),
+            parsed: Default::default(),
         })
     }
 
@@ -147,19 +149,21 @@ impl Archive {
             self.store.clone(),
             self.catalog.clone(),
             self.indexed.clone(),
+            self.parsed.clone(),
             self.config.max_message_bytes,
         )
     }
 
     pub fn indexer(&self) -> Indexer {
         Indexer {
+            parsed: self.parsed.clone(),
             catalog: self.catalog.clone(),
             store: self.store.clone(),
             index: self.index.clone(),
         }
     }
 
-    /// Keeps the index caught up in the background: after each commit, and every few seconds.
+    /// Keeps the index caught up in the background: shortly after commits, and every few seconds.
     pub fn spawn_indexer(&self) -> tokio::task::JoinHandle<()> {
         let indexer = self.indexer();
         let wake = self.indexed.clone();
@@ -169,6 +173,8 @@ impl Archive {
                     tracing::error!(error = %e, "indexing failed; retrying shortly");
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
+                // Let commits gather: one index commit for many messages costs far less than many.
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         })
     }

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 
 use crate::{Catalog, Result};
 
@@ -143,47 +143,188 @@ impl Catalog {
 
     /// Records a batch in one transaction: each message with the record it was stored in, or with
     /// `None` for bytes the tenant has already (recipients and placements are merged into it).
+    /// Rows go in as multi-row statements: a batch costs a handful of statements, not a few per
+    /// message.
     pub async fn commit(
         &self,
         batch: &[(NewMessage, Option<RecordRef>)],
     ) -> Result<Vec<CommitOutcome>> {
         let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (message, record) in batch {
-            let inserted = match record {
-                Some(record) => insert_message(&mut tx, message, record).await?,
-                None => None,
-            };
-            let outcome = match inserted {
-                Some(id) => CommitOutcome::Stored { id },
-                None => {
-                    let id: i64 =
-                        sqlx::query("SELECT id FROM messages WHERE tenant_id = $1 AND sha256 = $2")
-                            .bind(message.tenant_id)
-                            .bind(&message.sha256)
-                            .fetch_one(&mut *tx)
-                            .await?
-                            .get(0);
-                    CommitOutcome::Duplicate { id, merged: false }
-                }
-            };
-            let added = add_recipients_and_placements(&mut tx, outcome.id(), message).await?;
-            let outcome = match outcome {
-                CommitOutcome::Duplicate { id, .. } => {
-                    CommitOutcome::Duplicate { id, merged: added }
-                }
-                stored => stored,
-            };
-            if matches!(
-                outcome,
-                CommitOutcome::Stored { .. } | CommitOutcome::Duplicate { merged: true, .. }
-            ) {
-                sqlx::query("INSERT INTO index_queue (message) VALUES ($1) ON CONFLICT DO NOTHING")
-                    .bind(outcome.id())
-                    .execute(&mut *tx)
-                    .await?;
+        let mut ids: Vec<Option<i64>> = vec![None; batch.len()];
+        let mut stored = vec![false; batch.len()];
+
+        let new: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].1.is_some()).collect();
+        for chunk in new.chunks(50) {
+            let mut sql = String::from(
+                "INSERT INTO messages (tenant_id, sha256, volume, segment, record_offset, record_length, size, message_id, \
+                 date, from_addr, from_name, sender, on_behalf_of, subject, has_attachment, flags, source, archived_at) VALUES ",
+            );
+            sql.push_str(&rows_of(chunk.len(), 18));
+            sql.push_str(
+                " ON CONFLICT (tenant_id, sha256) DO NOTHING RETURNING id, tenant_id, sha256",
+            );
+            let mut query = sqlx::query(&sql);
+            for &i in chunk {
+                let (m, r) = (&batch[i].0, batch[i].1.as_ref().unwrap());
+                query = query
+                    .bind(m.tenant_id)
+                    .bind(&m.sha256)
+                    .bind(&r.volume)
+                    .bind(r.segment)
+                    .bind(r.offset)
+                    .bind(r.length)
+                    .bind(m.size)
+                    .bind(m.message_id.clone())
+                    .bind(m.date)
+                    .bind(m.from_addr.clone())
+                    .bind(m.from_name.clone())
+                    .bind(m.sender.clone())
+                    .bind(m.on_behalf_of.clone())
+                    .bind(m.subject.clone())
+                    .bind(m.has_attachment as i64)
+                    .bind(m.flags)
+                    .bind(&m.source)
+                    .bind(m.archived_at);
             }
-            outcomes.push(outcome);
+            let mut inserted: HashMap<(i64, String), i64> = HashMap::new();
+            for row in query.fetch_all(&mut *tx).await? {
+                inserted.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
+            }
+            for &i in chunk {
+                let m = &batch[i].0;
+                if let Some(&id) = inserted.get(&(m.tenant_id, m.sha256.clone())) {
+                    ids[i] = Some(id);
+                    stored[i] = true;
+                }
+            }
+        }
+
+        // Known bytes (and any lost race for new ones): the existing message.
+        let mut missing: HashMap<i64, Vec<String>> = HashMap::new();
+        for (i, (m, _)) in batch.iter().enumerate() {
+            if ids[i].is_none() {
+                missing
+                    .entry(m.tenant_id)
+                    .or_default()
+                    .push(m.sha256.clone());
+            }
+        }
+        let mut existing: HashMap<(i64, String), i64> = HashMap::new();
+        for (tenant, hashes) in missing {
+            for chunk in hashes.chunks(500) {
+                let sql = format!(
+                    "SELECT sha256, id FROM messages WHERE tenant_id = $1 AND sha256 IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut query = sqlx::query(&sql).bind(tenant);
+                for h in chunk {
+                    query = query.bind(h.clone());
+                }
+                for row in query.fetch_all(&mut *tx).await? {
+                    existing.insert((tenant, row.try_get(0)?), row.try_get(1)?);
+                }
+            }
+        }
+        let mut id_of = Vec::with_capacity(batch.len());
+        for (i, (m, _)) in batch.iter().enumerate() {
+            let id = match ids[i] {
+                Some(id) => id,
+                None => *existing
+                    .get(&(m.tenant_id, m.sha256.clone()))
+                    .ok_or_else(|| {
+                        crate::CatalogError::Invalid(format!(
+                            "message {} vanished during commit",
+                            m.sha256
+                        ))
+                    })?,
+            };
+            id_of.push(id);
+        }
+
+        // Recipients and placements; RETURNING names the messages that gained a row.
+        let mut gained: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        let recipients: Vec<(i64, &NewRecipient)> = batch
+            .iter()
+            .zip(&id_of)
+            .flat_map(|((m, _), &id)| m.recipients.iter().map(move |r| (id, r)))
+            .collect();
+        for chunk in recipients.chunks(200) {
+            let sql = format!(
+                "INSERT INTO recipients (message, kind, address, name, via) VALUES {} ON CONFLICT DO NOTHING RETURNING message",
+                rows_of(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, r) in chunk {
+                query = query
+                    .bind(*id)
+                    .bind(&r.kind)
+                    .bind(&r.address)
+                    .bind(r.name.clone())
+                    .bind(&r.via);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                gained.insert(row.try_get(0)?);
+            }
+        }
+        let placements: Vec<(i64, &NewPlacement)> = batch
+            .iter()
+            .zip(&id_of)
+            .flat_map(|((m, _), &id)| m.placements.iter().map(move |p| (id, p)))
+            .collect();
+        for chunk in placements.chunks(200) {
+            let sql = format!(
+                "INSERT INTO placements (message, mailbox, folder, source) VALUES {} ON CONFLICT DO NOTHING RETURNING message",
+                rows_of(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, p) in chunk {
+                query = query
+                    .bind(*id)
+                    .bind(&p.mailbox)
+                    .bind(&p.folder)
+                    .bind(&p.source);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                gained.insert(row.try_get(0)?);
+            }
+        }
+
+        let outcomes: Vec<CommitOutcome> = id_of
+            .iter()
+            .zip(&stored)
+            .map(|(&id, &new)| {
+                if new {
+                    CommitOutcome::Stored { id }
+                } else {
+                    CommitOutcome::Duplicate {
+                        id,
+                        merged: gained.contains(&id),
+                    }
+                }
+            })
+            .collect();
+        let mut to_index: Vec<i64> = outcomes
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    CommitOutcome::Stored { .. } | CommitOutcome::Duplicate { merged: true, .. }
+                )
+            })
+            .map(|o| o.id())
+            .collect();
+        to_index.sort_unstable();
+        to_index.dedup();
+        for chunk in to_index.chunks(500) {
+            let sql = format!(
+                "INSERT INTO index_queue (message) VALUES {} ON CONFLICT DO NOTHING",
+                rows_of(chunk.len(), 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -352,74 +493,6 @@ impl Catalog {
     }
 }
 
-async fn insert_message(
-    tx: &mut Transaction<'_, Any>,
-    m: &NewMessage,
-    r: &RecordRef,
-) -> Result<Option<i64>> {
-    let row = sqlx::query(
-        "INSERT INTO messages (tenant_id, sha256, volume, segment, record_offset, record_length, size, message_id, \
-         date, from_addr, from_name, sender, on_behalf_of, subject, has_attachment, flags, source, archived_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-         ON CONFLICT (tenant_id, sha256) DO NOTHING RETURNING id",
-    )
-    .bind(m.tenant_id)
-    .bind(&m.sha256)
-    .bind(&r.volume)
-    .bind(r.segment)
-    .bind(r.offset)
-    .bind(r.length)
-    .bind(m.size)
-    .bind(m.message_id.clone())
-    .bind(m.date)
-    .bind(m.from_addr.clone())
-    .bind(m.from_name.clone())
-    .bind(m.sender.clone())
-    .bind(m.on_behalf_of.clone())
-    .bind(m.subject.clone())
-    .bind(m.has_attachment as i64)
-    .bind(m.flags)
-    .bind(&m.source)
-    .bind(m.archived_at)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-async fn add_recipients_and_placements(
-    tx: &mut Transaction<'_, Any>,
-    id: i64,
-    m: &NewMessage,
-) -> Result<bool> {
-    let mut added = 0;
-    for r in &m.recipients {
-        added += sqlx::query(
-            "INSERT INTO recipients (message, kind, address, name, via) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(&r.kind)
-        .bind(&r.address)
-        .bind(r.name.clone())
-        .bind(&r.via)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    }
-    for p in &m.placements {
-        added += sqlx::query(
-            "INSERT INTO placements (message, mailbox, folder, source) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(&p.mailbox)
-        .bind(&p.folder)
-        .bind(&p.source)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    }
-    Ok(added > 0)
-}
-
 fn message_row(r: &AnyRow) -> Result<MessageRow> {
     Ok(MessageRow {
         id: r.try_get(0)?,
@@ -444,6 +517,14 @@ fn message_row(r: &AnyRow) -> Result<MessageRow> {
         source: r.try_get(17)?,
         archived_at: r.try_get(18)?,
     })
+}
+
+/// `($1, $2, …), ($k+1, …), …`: `rows` rows of `width` placeholders each.
+fn rows_of(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(r * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `$first, $first+1, …` for `n` values.

@@ -430,7 +430,6 @@ async fn import(
     verbose: bool,
 ) -> anyhow::Result<ExitCode> {
     let pipeline = archive.pipeline();
-    let indexing = archive.spawn_indexer();
     let started = Instant::now();
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
@@ -478,13 +477,27 @@ async fn import(
             }
         }
     };
-    let summary = coffer_archive::import::import(&pipeline, paths, options, &mut on_event).await?;
-    let stored_secs = started.elapsed().as_secs_f64();
-    if let Some(b) = &bar {
-        b.set_message("indexing…");
-    }
-    indexing.abort();
-    archive.indexer().run_until_idle().await?;
+    // Index while importing; once the import is done, index what is left.
+    let imported = std::sync::atomic::AtomicBool::new(false);
+    let indexer = archive.indexer();
+    let indexing = async {
+        loop {
+            if indexer.run_once().await? == 0 {
+                if imported.load(std::sync::atomic::Ordering::Acquire) {
+                    return indexer.run_until_idle().await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let importing = async {
+        let result = coffer_archive::import::import(&pipeline, paths, options, &mut on_event).await;
+        imported.store(true, std::sync::atomic::Ordering::Release);
+        (result, started.elapsed().as_secs_f64())
+    };
+    let ((summary, stored_secs), indexed) = tokio::join!(importing, indexing);
+    let summary = summary?;
+    indexed?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -165,6 +165,10 @@ fn lex(input: &str) -> Result<Vec<Token>, QueryError> {
         let negated = c == '-' && i + 1 < chars.len() && !chars[i + 1].is_whitespace();
         if negated {
             i += 1;
+            if chars[i] == '(' {
+                tokens.push(Token::Not);
+                continue;
+            }
         }
         // field:value, field:"phrase", "phrase", word, prefix*
         let start = i;
@@ -408,6 +412,17 @@ mod tests {
         assert!(matches!(parse("a OR"), Err(QueryError::Dangling(_))));
         assert!(matches!(parse("from:"), Err(QueryError::Dangling(_))));
         assert_eq!(parse("   ").unwrap(), Expr::All);
+    }
+
+    #[test]
+    fn a_minus_before_a_group_negates_the_group() {
+        assert_eq!(
+            parse("a -(b OR c)").unwrap(),
+            Expr::And(vec![
+                term(None, "a"),
+                Expr::Not(Box::new(Expr::Or(vec![term(None, "b"), term(None, "c")])))
+            ])
+        );
     }
 
     #[test]
