@@ -409,7 +409,19 @@ impl Archive {
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))??;
         self.catalog.index_queue_all().await?;
-        self.indexer().run_until_idle().await
+        let n = self.indexer().run_until_idle().await?;
+        self.close().await?;
+        Ok(n)
+    }
+
+    /// Ends a writing session tidily: index merges finished, catalog log folded in.
+    pub async fn close(&self) -> Result<(), ArchiveError> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.finish_writing())
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        self.catalog.close().await;
+        Ok(())
     }
 
     /// Volumes with the number of catalogued messages in each (the store's own record count can

@@ -125,7 +125,12 @@ impl Catalog {
         &self.pool
     }
 
+    /// Folds SQLite's write-ahead log back into the database file (after a large import, so the
+    /// catalog does not keep a WAL as big as the batch), then closes the pool.
     pub async fn close(&self) {
+        if self.dialect == Dialect::Sqlite {
+            let _ = self.pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
+        }
         self.pool.close().await;
     }
 }

@@ -411,6 +411,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     indexer.abort();
+    archive.close().await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -498,6 +499,7 @@ async fn import(
     let ((summary, stored_secs), indexed) = tokio::join!(importing, indexing);
     let summary = summary?;
     indexed?;
+    archive.close().await?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

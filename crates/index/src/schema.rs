@@ -40,7 +40,7 @@ pub struct Address {
 }
 
 /// Characters of body text kept in the index for snippets.
-pub const PREVIEW_CHARS: usize = 600;
+pub const PREVIEW_CHARS: usize = 300;
 
 #[derive(Clone)]
 pub struct Fields {

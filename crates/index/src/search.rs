@@ -131,6 +131,16 @@ impl SearchIndex {
         Ok(slot.as_mut().unwrap())
     }
 
+    /// Lets the background segment merges finish and releases the write lock (after a large
+    /// import: fewer, larger segments are smaller and faster to search).
+    pub fn finish_writing(&self) -> Result<()> {
+        if let Some(writer) = self.writer.lock().unwrap().take() {
+            writer.wait_merging_threads()?;
+            self.reader.reload()?;
+        }
+        Ok(())
+    }
+
     pub fn reload(&self) -> Result<()> {
         Ok(self.reader.reload()?)
     }
