@@ -101,6 +101,7 @@ pub struct Archive {
     pub(crate) index: Arc<SearchIndex>,
     indexed: Arc<Notify>,
     parsed: crate::parsed::ParsedCache,
+    master: MasterKey,
 }
 
 impl Archive {
@@ -122,9 +123,9 @@ impl Archive {
         store_config.volume_max_bytes = config.volume_max_bytes;
         store_config.volume_max_records = config.volume_max_messages;
         let store = if writable {
-            Store::open(store_config, master)?
+            Store::open(store_config, master.clone())?
         } else {
-            Store::open_read_only(store_config, master)?
+            Store::open_read_only(store_config, master.clone())?
         };
         let url = config
             .database_url
@@ -140,7 +141,13 @@ impl Archive {
             index: Arc::new(index),
             indexed: Arc::new(Notify::new()),
             parsed: Default::default(),
+            master,
         })
+    }
+
+    /// The certificate store (`<data>/certs`).
+    pub fn certs(&self) -> crate::certs::CertStore {
+        crate::certs::CertStore::new(self.config.data_dir.join("certs"), self.master.clone())
     }
 
     /// Starts the group committer. Only on a writable archive.

@@ -72,6 +72,17 @@ impl MasterKey {
         MasterKey(XChaCha20Poly1305::new_from_slice(bytes).expect("32-byte key"))
     }
 
+    /// Seals a secret kept outside the volumes (a private key, a connection password), bound to
+    /// `label` so it cannot be swapped for another.
+    pub fn seal_secret(&self, label: &str, plain: &[u8]) -> Vec<u8> {
+        seal(&self.0, plain, label.as_bytes())
+    }
+
+    pub fn open_secret(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        open(&self.0, sealed, label.as_bytes())
+            .ok_or_else(|| StoreError::MasterKey(format!("the master key does not open the secret {label}")))
+    }
+
     /// A new random data key, and its wrapped form (nonce ‖ ciphertext) bound to `volume`.
     pub(crate) fn new_data_key(&self, volume: &str) -> (DataKey, Vec<u8>) {
         let mut key = [0u8; 32];

@@ -1,0 +1,175 @@
+//! The certificate store: TLS certificates for the listeners (and later the console and the
+//! Microsoft 365 app), by alias. Certificates are kept as PEM; private keys only sealed with the
+//! master key (`certs/<alias>.key.sealed`), never in the clear on disk.
+
+use std::path::PathBuf;
+
+use coffer_store::MasterKey;
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::ArchiveError;
+
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub common_name: String,
+    pub organization: Option<String>,
+    pub unit: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertInfo {
+    pub alias: String,
+    pub subject: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub sha1: String,
+    pub sha256: String,
+}
+
+pub struct CertStore {
+    dir: PathBuf,
+    master: MasterKey,
+}
+
+impl CertStore {
+    pub(crate) fn new(dir: PathBuf, master: MasterKey) -> CertStore {
+        CertStore { dir, master }
+    }
+
+    /// A new self-signed certificate (ECDSA P-256, valid two years) for `subject.common_name`.
+    pub fn generate(&self, alias: &str, subject: &Subject) -> Result<CertInfo, ArchiveError> {
+        check_alias(alias)?;
+        let bad = |e: rcgen::Error| ArchiveError::Invalid(format!("cannot make the certificate: {e}"));
+        let mut params = rcgen::CertificateParams::new(vec![subject.common_name.clone()]).map_err(bad)?;
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, subject.common_name.as_str());
+        for (ty, value) in [
+            (rcgen::DnType::OrganizationName, &subject.organization),
+            (rcgen::DnType::OrganizationalUnitName, &subject.unit),
+            (rcgen::DnType::LocalityName, &subject.city),
+            (rcgen::DnType::StateOrProvinceName, &subject.state),
+            (rcgen::DnType::CountryName, &subject.country),
+        ] {
+            if let Some(v) = value {
+                dn.push(ty, v.as_str());
+            }
+        }
+        params.distinguished_name = dn;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(730);
+        let key = rcgen::KeyPair::generate().map_err(bad)?;
+        let cert = params.self_signed(&key).map_err(bad)?;
+        self.save(alias, cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+    }
+
+    /// Imports a PEM file holding the certificate (chain) and its private key.
+    pub fn import_pem(&self, alias: &str, pem: &[u8]) -> Result<CertInfo, ArchiveError> {
+        check_alias(alias)?;
+        let text = std::str::from_utf8(pem).map_err(|_| ArchiveError::Invalid("the file is not PEM text".into()))?;
+        let mut certs = String::new();
+        let mut key = None;
+        for (label, block) in pem_blocks(text) {
+            if label == "CERTIFICATE" {
+                certs.push_str(&block);
+            } else if label.ends_with("PRIVATE KEY") {
+                key = Some(block);
+            }
+        }
+        let key = key.ok_or_else(|| {
+            ArchiveError::Invalid("no private key in the file: give one PEM file with the certificate and its key".into())
+        })?;
+        if certs.is_empty() {
+            return Err(ArchiveError::Invalid("no certificate in the file".into()));
+        }
+        self.save(alias, certs.as_bytes(), key.as_bytes())
+    }
+
+    pub fn list(&self) -> Result<Vec<CertInfo>, ArchiveError> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Ok(out) };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".crt.pem").map(str::to_owned))
+            .collect();
+        names.sort();
+        for alias in names {
+            out.push(info(&alias, self.certificate_pem(&alias)?.as_bytes())?);
+        }
+        Ok(out)
+    }
+
+    /// The public certificate chain (PEM).
+    pub fn certificate_pem(&self, alias: &str) -> Result<String, ArchiveError> {
+        let path = self.dir.join(format!("{alias}.crt.pem"));
+        std::fs::read_to_string(&path)
+            .map_err(|_| ArchiveError::Invalid(format!("no certificate {alias:?}; `coffer cert list` shows them")))
+    }
+
+    /// The private key (PEM), unsealed in memory for the TLS stack.
+    pub fn private_key_pem(&self, alias: &str) -> Result<Vec<u8>, ArchiveError> {
+        let path = self.dir.join(format!("{alias}.key.sealed"));
+        let sealed = std::fs::read(&path).map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
+        Ok(self.master.open_secret(&format!("cert:{alias}"), &sealed)?)
+    }
+
+    fn save(&self, alias: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertInfo, ArchiveError> {
+        let certificate = info(alias, cert_pem)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| ArchiveError::Io(self.dir.display().to_string(), e))?;
+        let write = |name: String, bytes: &[u8]| {
+            let path = self.dir.join(name);
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| ArchiveError::Io(path.display().to_string(), e))
+        };
+        write(format!("{alias}.key.sealed"), &self.master.seal_secret(&format!("cert:{alias}"), key_pem))?;
+        write(format!("{alias}.crt.pem"), cert_pem)?;
+        Ok(certificate)
+    }
+}
+
+/// The `-----BEGIN X-----` … `-----END X-----` blocks of a PEM text, with their labels.
+fn pem_blocks(text: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) {
+            current = Some((label.to_owned(), format!("{line}\n")));
+        } else if let Some((_, block)) = current.as_mut() {
+            block.push_str(line);
+            block.push('\n');
+            if line.starts_with("-----END ") {
+                blocks.extend(current.take());
+            }
+        }
+    }
+    blocks
+}
+
+fn check_alias(alias: &str) -> Result<(), ArchiveError> {
+    let ok = !alias.is_empty()
+        && alias.len() <= 64
+        && alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !alias.starts_with('.');
+    if ok { Ok(()) } else { Err(ArchiveError::Invalid("an alias is 1-64 letters, digits, '-', '_' or '.'".into())) }
+}
+
+fn info(alias: &str, pem: &[u8]) -> Result<CertInfo, ArchiveError> {
+    let bad = || ArchiveError::Invalid(format!("certificate {alias:?} is not a readable PEM X.509 certificate"));
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).map_err(|_| bad())?;
+    let cert = block.parse_x509().map_err(|_| bad())?;
+    let date = |t: x509_parser::time::ASN1Time| crate::service::rfc3339(t.timestamp());
+    Ok(CertInfo {
+        alias: alias.to_owned(),
+        subject: cert.subject().to_string(),
+        not_before: date(cert.validity().not_before),
+        not_after: date(cert.validity().not_after),
+        sha1: hex::encode(sha1::Sha1::digest(&block.contents)),
+        sha256: hex::encode(sha2::Sha256::digest(&block.contents)),
+    })
+}
