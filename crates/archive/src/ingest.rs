@@ -240,6 +240,11 @@ impl Pipeline {
         answer.await.map_err(|_| ArchiveError::ShuttingDown)?
     }
 
+    /// True when the committer's queue is full: a source should shed load (SMTP 421).
+    pub fn is_saturated(&self) -> bool {
+        self.jobs.capacity() == 0
+    }
+
     pub fn max_message_bytes(&self) -> u64 {
         self.max_message_bytes
     }

@@ -78,3 +78,57 @@ impl Catalog {
             .collect()
     }
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListenerFigure {
+    pub bucket: i64,
+    pub listener: String,
+    pub tenant_id: i64,
+    pub figure: String,
+    pub value: i64,
+}
+
+impl Catalog {
+    pub async fn add_listener_figure(
+        &self,
+        at: i64,
+        listener: &str,
+        tenant_id: i64,
+        figure: &str,
+        n: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO listener_figures (bucket, listener, tenant_id, figure, value) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (bucket, listener, tenant_id, figure) DO UPDATE SET value = listener_figures.value + excluded.value",
+        )
+        .bind(at - at.rem_euclid(BUCKET_SECONDS))
+        .bind(listener)
+        .bind(tenant_id)
+        .bind(figure)
+        .bind(n)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn listener_figures(&self, since: i64) -> Result<Vec<ListenerFigure>> {
+        let rows = sqlx::query(
+            "SELECT bucket, listener, tenant_id, figure, value FROM listener_figures WHERE bucket >= $1 \
+             ORDER BY bucket, listener, tenant_id, figure",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ListenerFigure {
+                    bucket: r.try_get(0)?,
+                    listener: r.try_get(1)?,
+                    tenant_id: r.try_get(2)?,
+                    figure: r.try_get(3)?,
+                    value: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -58,7 +58,9 @@ pub enum Step {
 /// How the archive answered a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    Stored { ids: Vec<i64> },
+    Stored {
+        ids: Vec<i64>,
+    },
     /// Store or catalog trouble: the client retries later.
     TemporaryFailure(String),
     /// The archive is saturated.
@@ -146,7 +148,11 @@ impl Session {
                     let mut chunk = Vec::new();
                     let done = receiver.ingest(&mut iter, &mut chunk);
                     self.take_data(&chunk);
-                    if done { Some(self.end_of_data()) } else { Some(Step::NeedMore) }
+                    if done {
+                        Some(self.end_of_data())
+                    } else {
+                        Some(Step::NeedMore)
+                    }
                 }
                 Receiving::Bdat(receiver) => {
                     let mut chunk = Vec::new();
@@ -222,7 +228,10 @@ impl Session {
                 Step::NeedMore
             }
             Delivery::TemporaryFailure(why) => {
-                self.reply(&format!("451 4.3.0 Temporary archive failure, try again later ({})", one_line(&why)));
+                self.reply(&format!(
+                    "451 4.3.0 Temporary archive failure, try again later ({})",
+                    one_line(&why)
+                ));
                 Step::NeedMore
             }
             Delivery::Busy => {
@@ -265,12 +274,19 @@ impl Session {
         match e {
             ProtoError::UnknownCommand => self.reply("500 5.5.1 Command unrecognized"),
             ProtoError::InvalidSenderAddress => self.reply("501 5.1.7 Bad sender address syntax"),
-            ProtoError::InvalidRecipientAddress => self.reply("501 5.1.3 Bad recipient address syntax"),
-            ProtoError::SyntaxError { syntax } => self.reply(&format!("501 5.5.4 Syntax: {syntax}")),
-            ProtoError::InvalidParameter { param } => self.reply(&format!("501 5.5.4 Invalid parameter {param}")),
-            ProtoError::UnsupportedParameter { param } => {
-                self.reply(&format!("504 5.5.4 Unsupported parameter {}", one_line(&param)))
+            ProtoError::InvalidRecipientAddress => {
+                self.reply("501 5.1.3 Bad recipient address syntax")
             }
+            ProtoError::SyntaxError { syntax } => {
+                self.reply(&format!("501 5.5.4 Syntax: {syntax}"))
+            }
+            ProtoError::InvalidParameter { param } => {
+                self.reply(&format!("501 5.5.4 Invalid parameter {param}"))
+            }
+            ProtoError::UnsupportedParameter { param } => self.reply(&format!(
+                "504 5.5.4 Unsupported parameter {}",
+                one_line(&param)
+            )),
             ProtoError::ResponseTooLong => self.reply("500 5.5.6 Line too long"),
             ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
                 self.reply("500 5.5.2 Syntax error")
@@ -378,7 +394,10 @@ impl Session {
                     self.receiving = Receiving::Data(DataReceiver::new());
                 }
             }
-            Request::Bdat { chunk_size, is_last } => {
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => {
                 if self.tls_missing() || self.mail_from.is_none() || self.recipients.is_empty() {
                     // The chunk still follows on the wire: read it and throw it away.
                     if self.mail_from.is_none() || self.recipients.is_empty() {
@@ -395,13 +414,20 @@ impl Session {
                 self.reply("250 2.0.0 Reset");
             }
             Request::Noop { .. } => self.reply("250 2.0.0 OK"),
-            Request::Vrfy { .. } | Request::Expn { .. } => self.reply("502 5.5.1 VRFY and EXPN are disabled"),
+            Request::Vrfy { .. } | Request::Expn { .. } => {
+                self.reply("502 5.5.1 VRFY and EXPN are disabled")
+            }
             Request::Quit => {
                 self.reply("221 2.0.0 Bye");
                 return Some(Step::Close);
             }
-            Request::Help { .. } => self.reply("214 2.0.0 This is a journaling archive: EHLO, MAIL, RCPT, DATA, BDAT, QUIT"),
-            Request::Auth { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+            Request::Help { .. } => self.reply(
+                "214 2.0.0 This is a journaling archive: EHLO, MAIL, RCPT, DATA, BDAT, QUIT",
+            ),
+            Request::Auth { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => {
                 self.reply("502 5.5.1 Command not implemented");
             }
         }
@@ -410,7 +436,10 @@ impl Session {
 }
 
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
 }
 
 #[cfg(test)]
@@ -420,13 +449,21 @@ mod tests {
     struct Journal;
     impl Recipients for Journal {
         fn resolve(&self, address: &str) -> Option<i64> {
-            address.eq_ignore_ascii_case("journal-abc@archive.test").then_some(1)
+            address
+                .eq_ignore_ascii_case("journal-abc@archive.test")
+                .then_some(1)
         }
     }
 
     fn session(tls: TlsPolicy) -> Session {
         Session::new(
-            SessionConfig { hostname: "archive.test".into(), max_message_bytes: 1000, max_recipients: 3, tls, max_errors: 5 },
+            SessionConfig {
+                hostname: "archive.test".into(),
+                max_message_bytes: 1000,
+                max_recipients: 3,
+                tls,
+                max_errors: 5,
+            },
             false,
         )
     }
@@ -441,13 +478,26 @@ mod tests {
     #[test]
     fn a_pipelined_transaction_is_answered_in_order_and_delivered() {
         let mut s = session(TlsPolicy::Offer);
-        let (out, step) = run(&mut s, "EHLO client\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n");
-        assert!(out.contains("250-PIPELINING") && out.contains("250-STARTTLS") && out.contains("CHUNKING"));
+        let (out, step) = run(
+            &mut s,
+            "EHLO client\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n",
+        );
+        assert!(
+            out.contains("250-PIPELINING")
+                && out.contains("250 STARTTLS")
+                && out.contains("CHUNKING"),
+            "{out}"
+        );
         assert!(out.contains("250 2.1.0") && out.contains("250 2.1.5") && out.contains("354 "));
-        let Step::Deliver(t) = step else { panic!("{step:?}") };
+        let Step::Deliver(t) = step else {
+            panic!("{step:?}")
+        };
         assert_eq!(t.data, b"Subject: hi\r\n\r\n.dot\r\n");
         assert_eq!(t.recipients, [("journal-abc@archive.test".into(), 1)]);
-        assert_eq!(s.delivered(Delivery::Stored { ids: vec![7] }), Step::NeedMore);
+        assert_eq!(
+            s.delivered(Delivery::Stored { ids: vec![7] }),
+            Step::NeedMore
+        );
         // The pipelined QUIT waited in the buffer and is answered after the delivery.
         let (out, step) = run(&mut s, "");
         assert_eq!(out, "250 2.0.0 Archived as 7\r\n221 2.0.0 Bye\r\n");
@@ -457,7 +507,10 @@ mod tests {
     #[test]
     fn unknown_recipient_is_refused_so_the_listener_never_relays() {
         let mut s = session(TlsPolicy::Offer);
-        let (out, _) = run(&mut s, "EHLO c\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<bob@elsewhere.com>\r\nDATA\r\n");
+        let (out, _) = run(
+            &mut s,
+            "EHLO c\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<bob@elsewhere.com>\r\nDATA\r\n",
+        );
         assert!(out.contains("550 5.1.1"), "{out}");
         assert!(out.contains("554 5.5.1 No valid recipients"), "{out}");
     }
@@ -472,7 +525,10 @@ mod tests {
         assert_eq!(step, Step::StartTls);
         s.tls_started();
         let (out, _) = run(&mut s, "MAIL FROM:<a@x.com>\r\n");
-        assert!(out.contains("503 5.5.1 Send EHLO"), "state is reset after TLS: {out}");
+        assert!(
+            out.contains("503 5.5.1 Send EHLO"),
+            "state is reset after TLS: {out}"
+        );
         let (out, _) = run(&mut s, "EHLO c\r\n");
         assert!(!out.contains("STARTTLS"));
     }
@@ -480,9 +536,14 @@ mod tests {
     #[test]
     fn bdat_chunks_make_one_message() {
         let mut s = session(TlsPolicy::Off);
-        let (out, step) = run(&mut s, "EHLO c\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nBDAT 9\r\nSubject: BDAT 5 LAST\r\nhello");
+        let (out, step) = run(
+            &mut s,
+            "EHLO c\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nBDAT 9\r\nSubject: BDAT 5 LAST\r\nhello",
+        );
         assert!(out.contains("250 2.0.0 9 octets received"), "{out}");
-        let Step::Deliver(t) = step else { panic!("{step:?}") };
+        let Step::Deliver(t) = step else {
+            panic!("{step:?}")
+        };
         assert_eq!(t.data, b"Subject: hello");
     }
 
@@ -492,7 +553,12 @@ mod tests {
         let (out, _) = run(&mut s, "EHLO c\r\nMAIL FROM:<a@x.com> SIZE=5000\r\n");
         assert!(out.contains("552 5.3.4"), "{out}");
         let body = "x".repeat(2000);
-        let (out, step) = run(&mut s, &format!("MAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nDATA\r\n{body}\r\n.\r\n"));
+        let (out, step) = run(
+            &mut s,
+            &format!(
+                "MAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nDATA\r\n{body}\r\n.\r\n"
+            ),
+        );
         assert!(out.contains("552 5.3.4"), "{out}");
         assert_eq!(step, Step::NeedMore);
     }

@@ -79,8 +79,9 @@ impl MasterKey {
     }
 
     pub fn open_secret(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>> {
-        open(&self.0, sealed, label.as_bytes())
-            .ok_or_else(|| StoreError::MasterKey(format!("the master key does not open the secret {label}")))
+        open(&self.0, sealed, label.as_bytes()).ok_or_else(|| {
+            StoreError::MasterKey(format!("the master key does not open the secret {label}"))
+        })
     }
 
     /// A new random data key, and its wrapped form (nonce ‖ ciphertext) bound to `volume`.

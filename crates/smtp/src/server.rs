@@ -1,0 +1,419 @@
+//! The SMTP listener on tokio: accepts connections within limits, runs a [`Session`] per
+//! connection, upgrades to TLS on STARTTLS and answers the end of each message only after the
+//! archive's durable commit.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use coffer_archive::{ArchiveError, Catalog, Pipeline, Source, Submission};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::session::{Delivery, Recipients, Session, SessionConfig, Step, TlsPolicy, Transaction};
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// A name for status figures, e.g. "smtp".
+    pub name: String,
+    pub hostname: String,
+    pub tls: TlsPolicy,
+    pub max_message_bytes: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// RFC 5321 §4.5.3.2: 5 minutes for a command, 10 for the end of data; we use one data timeout.
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    /// Below this many free bytes in the data folder, deliveries get `452 4.3.1`.
+    pub min_free_bytes: u64,
+    pub data_dir: PathBuf,
+}
+
+/// The tenants' journal addresses (`journal-<token>@<domain>`), refreshed from the catalog.
+pub struct JournalAddresses {
+    domain: String,
+    tokens: RwLock<HashMap<String, i64>>,
+}
+
+impl JournalAddresses {
+    pub fn new(domain: &str) -> Arc<JournalAddresses> {
+        Arc::new(JournalAddresses {
+            domain: domain.to_ascii_lowercase(),
+            tokens: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub async fn refresh(&self, catalog: &Catalog) -> Result<(), ArchiveError> {
+        let tenants = catalog.tenants().await?;
+        *self.tokens.write().unwrap() = tenants
+            .into_iter()
+            .map(|t| (t.journal_token, t.id))
+            .collect();
+        Ok(())
+    }
+
+    /// Refreshes every few seconds, so a tenant added while serving gets mail soon.
+    pub fn keep_fresh(self: &Arc<Self>, catalog: Catalog) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = me.refresh(&catalog).await {
+                    tracing::warn!(error = %e, "could not refresh the journal addresses");
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        })
+    }
+}
+
+impl Recipients for JournalAddresses {
+    fn resolve(&self, address: &str) -> Option<i64> {
+        let address = address.trim().to_ascii_lowercase();
+        let (local, domain) = address.rsplit_once('@')?;
+        if domain != self.domain {
+            return None;
+        }
+        let token = local.strip_prefix("journal-")?;
+        self.tokens.read().unwrap().get(token).copied()
+    }
+}
+
+/// Counters of one listener, flushed into the catalog's hourly buckets.
+#[derive(Default)]
+pub struct Stats {
+    counters: Mutex<HashMap<(i64, String), i64>>,
+    pub connections: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(&self, tenant: i64, what: &str, n: i64) {
+        *self
+            .counters
+            .lock()
+            .unwrap()
+            .entry((tenant, what.to_owned()))
+            .or_default() += n;
+    }
+
+    /// Moves the counters into the catalog (called every few seconds and at shutdown).
+    pub async fn flush(&self, catalog: &Catalog, listener: &str) {
+        let taken: Vec<((i64, String), i64)> = self.counters.lock().unwrap().drain().collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        for ((tenant, what), n) in taken {
+            if let Err(e) = catalog
+                .add_listener_figure(now, listener, tenant, &what, n)
+                .await
+            {
+                tracing::warn!(error = %e, "could not record listener figures");
+            }
+        }
+    }
+}
+
+pub struct Listener {
+    pub config: ListenerConfig,
+    pub pipeline: Pipeline,
+    pub addresses: Arc<JournalAddresses>,
+    pub tls: Option<TlsAcceptor>,
+    pub stats: Arc<Stats>,
+}
+
+struct Shared {
+    config: ListenerConfig,
+    pipeline: Pipeline,
+    addresses: Arc<JournalAddresses>,
+    tls: Option<TlsAcceptor>,
+    stats: Arc<Stats>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Listener {
+    /// Accepts connections until `shutdown` turns true, then lets the sessions in flight finish
+    /// their transaction (up to the data timeout) and returns.
+    pub async fn serve(self, socket: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let shared = Arc::new(Shared {
+            config: self.config,
+            pipeline: self.pipeline,
+            addresses: self.addresses,
+            tls: self.tls,
+            stats: self.stats,
+            per_ip: Mutex::new(HashMap::new()),
+        });
+        let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+        let mut sessions = tokio::task::JoinSet::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.changed() => break,
+                accepted = socket.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = shared.clone();
+            let permit = slots.clone().try_acquire_owned();
+            let shutdown = shutdown.clone();
+            sessions.spawn(async move {
+                let mut stream = stream;
+                let Ok(_permit) = permit else {
+                    let _ = stream
+                        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+                        .await;
+                    shared.stats.add(0, "reject:connections", 1);
+                    return;
+                };
+                if !shared.admit(peer.ip()) {
+                    let _ = stream
+                        .write_all(b"421 4.7.0 Too many connections from your address\r\n")
+                        .await;
+                    shared.stats.add(0, "reject:per-ip", 1);
+                    return;
+                }
+                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                shared.stats.add(0, "connections", 1);
+                if let Err(e) = connection(&shared, stream, peer, shutdown).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                shared.leave(peer.ip());
+            });
+        }
+        drop(socket);
+        while sessions.join_next().await.is_some() {}
+    }
+}
+
+impl Shared {
+    fn admit(&self, ip: IpAddr) -> bool {
+        let mut per_ip = self.per_ip.lock().unwrap();
+        let n = per_ip.entry(ip).or_default();
+        if *n >= self.config.max_connections_per_ip {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn leave(&self, ip: IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap();
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            hostname: self.config.hostname.clone(),
+            max_message_bytes: self.config.max_message_bytes,
+            max_recipients: self.config.max_recipients,
+            tls: if self.tls.is_some() {
+                self.config.tls
+            } else {
+                TlsPolicy::Off
+            },
+            max_errors: 10,
+        }
+    }
+
+    /// Archives a message for every tenant it was addressed to; 250 only when all are durable.
+    async fn deliver(&self, t: Transaction) -> Delivery {
+        if free_bytes(&self.config.data_dir).is_some_and(|free| free < self.config.min_free_bytes) {
+            self.stats.add(0, "reject:storage", 1);
+            return Delivery::InsufficientStorage;
+        }
+        if self.pipeline.is_saturated() {
+            self.stats.add(0, "reject:busy", 1);
+            return Delivery::Busy;
+        }
+        let mut tenants: Vec<i64> = t.recipients.iter().map(|(_, tenant)| *tenant).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut ids = Vec::new();
+        for tenant in tenants {
+            let submission = Submission {
+                tenant,
+                source: Source::Smtp,
+                raw: t.data.clone(),
+                // The RCPTs are journal addresses, not recipients of the message: the report says who those were.
+                envelope: Vec::new(),
+                envelope_from: Some(t.mail_from.clone()).filter(|s| !s.is_empty()),
+                placement: None,
+                journal: true,
+            };
+            match self.pipeline.submit(submission).await {
+                Ok(receipt) => {
+                    self.stats.add(tenant, "messages", 1);
+                    self.stats.add(tenant, "bytes", t.data.len() as i64);
+                    if t.tls {
+                        self.stats.add(tenant, "tls-messages", 1);
+                    }
+                    ids.push(receipt.id);
+                }
+                Err(ArchiveError::TooLarge { .. }) => {
+                    self.stats.add(tenant, "reject:size", 1);
+                    return Delivery::TooLarge;
+                }
+                Err(e) if e.is_storage_full() => {
+                    self.stats.add(tenant, "reject:storage", 1);
+                    return Delivery::InsufficientStorage;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "delivery deferred");
+                    self.stats.add(tenant, "errors", 1);
+                    return Delivery::TemporaryFailure(e.to_string());
+                }
+            }
+        }
+        Delivery::Stored { ids }
+    }
+}
+
+async fn connection(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut session = Session::new(shared.session_config(), false);
+    let mut stream = stream;
+    stream.write_all(session.greeting().as_bytes()).await?;
+    match converse(shared, &mut stream, &mut session, shutdown.clone()).await? {
+        End::Closed => Ok(()),
+        End::StartTls => {
+            let acceptor = shared
+                .tls
+                .clone()
+                .expect("STARTTLS is offered only with a certificate");
+            let mut tls =
+                match tokio::time::timeout(shared.config.command_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake failed");
+                        shared.stats.add(0, "reject:tls-handshake", 1);
+                        return Ok(());
+                    }
+                    Err(_) => return Ok(()),
+                };
+            session.tls_started();
+            shared.stats.add(0, "tls-connections", 1);
+            match converse(shared, &mut tls, &mut session, shutdown).await? {
+                End::Closed | End::StartTls => Ok(()),
+            }
+        }
+    }
+}
+
+enum End {
+    Closed,
+    StartTls,
+}
+
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    stream: &mut S,
+    session: &mut Session,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<End> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        loop {
+            let step = session.step(&*shared.addresses);
+            flush(stream, session).await?;
+            match step {
+                Step::NeedMore => break,
+                Step::Deliver(transaction) => {
+                    let delivery = shared.deliver(transaction).await;
+                    if session.delivered(delivery) == Step::Close {
+                        flush(stream, session).await?;
+                        return Ok(End::Closed);
+                    }
+                }
+                Step::StartTls => return Ok(End::StartTls),
+                Step::Close => {
+                    let _ = stream.shutdown().await;
+                    return Ok(End::Closed);
+                }
+            }
+        }
+        let timeout = if session.in_data() {
+            shared.config.data_timeout
+        } else {
+            shared.config.command_timeout
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(timeout, stream.read(&mut buf)) => r,
+            _ = shutdown.changed(), if !session.in_data() => {
+                stream.write_all(b"421 4.3.2 Service shutting down, try again later\r\n").await?;
+                return Ok(End::Closed);
+            }
+        };
+        match read {
+            Err(_) => {
+                stream
+                    .write_all(b"421 4.4.2 Timeout, closing connection\r\n")
+                    .await?;
+                return Ok(End::Closed);
+            }
+            // The client went away; a message it was sending is dropped whole.
+            Ok(Ok(0)) => return Ok(End::Closed),
+            Ok(Ok(n)) => session.push(&buf[..n]),
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &mut Session,
+) -> std::io::Result<()> {
+    if !session.replies.is_empty() {
+        let replies = std::mem::take(&mut session.replies);
+        stream.write_all(&replies).await?;
+        stream.flush().await?;
+    }
+    Ok(())
+}
+
+/// Free bytes on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail * stat.f_frsize)
+}
+
+/// A TLS acceptor for a certificate chain and key in PEM (TLS 1.2 and 1.3 only).
+pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| e.to_string())?
+        .ok_or("no private key in the PEM")?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[
+            &tokio_rustls::rustls::version::TLS12,
+            &tokio_rustls::rustls::version::TLS13,
+        ])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
