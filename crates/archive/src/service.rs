@@ -528,6 +528,13 @@ fn summary(
     }
 }
 
+pub use coffer_store::VolumeState;
+
+/// Now, in Unix seconds.
+pub fn now_secs() -> i64 {
+    crate::now()
+}
+
 pub fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()

@@ -5,8 +5,14 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::{CatalogError, Result};
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "archive", include_str!("../migrations/0001_archive.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "archive", include_str!("../migrations/0001_archive.sql")),
+    (
+        2,
+        "listener_figures",
+        include_str!("../migrations/0002_listener_figures.sql"),
+    ),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

@@ -23,13 +23,61 @@ pub struct Config {
     pub segment_max_bytes: u64,
     pub volume_max_bytes: u64,
     pub volume_max_messages: u64,
-    pub smtp: Listener,
-    pub http: Listener,
+    pub smtp: Smtp,
+    pub http: Http,
+}
+
+/// The SMTP journaling listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Smtp {
+    pub enabled: bool,
+    pub listen: String,
+    /// Greeting and EHLO name; default: journal_domain.
+    pub hostname: Option<String>,
+    /// off | offer | require
+    pub tls: coffer_smtp::TlsPolicy,
+    /// Certificate-store alias; a self-signed one is made on first start when it does not exist.
+    pub certificate: String,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_recipients: usize,
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+    /// Deliveries get 452 4.3.1 when the data folder's filesystem has less free space than this.
+    pub min_free_bytes: u64,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Smtp {
+            enabled: true,
+            listen: "127.0.0.1:2525".into(),
+            hostname: None,
+            tls: coffer_smtp::TlsPolicy::Offer,
+            certificate: "smtp".into(),
+            max_connections: 200,
+            max_connections_per_ip: 50,
+            max_recipients: 100,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+            min_free_bytes: 256 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Listener {
+#[serde(default)]
+pub struct Http {
     pub listen: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: "127.0.0.1:8090".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -44,12 +92,8 @@ impl Default for Config {
             segment_max_bytes: archive.segment_max_bytes,
             volume_max_bytes: archive.volume_max_bytes,
             volume_max_messages: archive.volume_max_messages,
-            smtp: Listener {
-                listen: "127.0.0.1:2525".into(),
-            },
-            http: Listener {
-                listen: "127.0.0.1:8090".into(),
-            },
+            smtp: Smtp::default(),
+            http: Http::default(),
         }
     }
 }

@@ -118,6 +118,51 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Certificates for the listeners: generate, import, list, export.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Traffic of the last 24 hours, listener figures, index lag, volumes.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Make a self-signed certificate (ECDSA P-256, two years).
+    Generate {
+        #[arg(long)]
+        alias: String,
+        /// Common name: the host name clients connect to.
+        #[arg(long)]
+        cn: String,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        unit: Option<String>,
+        #[arg(long)]
+        city: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        country: Option<String>,
+    },
+    /// Import a PEM file holding the certificate chain and its private key.
+    Import {
+        #[arg(long)]
+        alias: String,
+        file: PathBuf,
+    },
+    /// List certificates with fingerprints and expiry.
+    List,
+    /// Print a certificate (public part, PEM), e.g. for a client's CA file.
+    Export {
+        #[arg(long)]
+        alias: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -367,6 +412,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cert { command } => {
+            let archive = open(&config, false).await?;
+            let certs = archive.certs();
+            match command {
+                CertCommand::Generate {
+                    alias,
+                    cn,
+                    org,
+                    unit,
+                    city,
+                    state,
+                    country,
+                } => {
+                    let subject = coffer_archive::certs::Subject {
+                        common_name: cn,
+                        organization: org,
+                        unit,
+                        city,
+                        state,
+                        country,
+                    };
+                    let info = certs.generate(&alias, &subject)?;
+                    println!(
+                        "certificate {} generated: {} valid until {}; SHA-256 {}",
+                        info.alias, info.subject, info.not_after, info.sha256
+                    );
+                }
+                CertCommand::Import { alias, file } => {
+                    let pem = std::fs::read(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let info = certs.import_pem(&alias, &pem)?;
+                    println!(
+                        "certificate {} imported: {} valid until {}; SHA-256 {}",
+                        info.alias, info.subject, info.not_after, info.sha256
+                    );
+                }
+                CertCommand::List => {
+                    for c in certs.list()? {
+                        println!(
+                            "{}\n  subject   {}\n  valid     {} to {}\n  SHA-1     {}\n  SHA-256   {}",
+                            c.alias, c.subject, c.not_before, c.not_after, c.sha1, c.sha256
+                        );
+                    }
+                }
+                CertCommand::Export { alias } => print!("{}", certs.certificate_pem(&alias)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let archive = open(&config, false).await?;
+            status(&archive, &config, json).await
+        }
         Command::Tenant { command } => {
             let archive = open(&config, false).await?;
             match command {
@@ -402,16 +499,168 @@ async fn open(config: &Config, writable: bool) -> anyhow::Result<Archive> {
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let archive = open(&config, true).await?;
-    let _pipeline = archive.pipeline();
+    let pipeline = archive.pipeline();
     let indexer = archive.spawn_indexer();
     tracing::info!(data = %config.data.display(), "Coffer is serving; the index catches up in the background");
     for t in archive.catalog.tenants().await? {
         tracing::info!(tenant = %t.name, journal = %t.journal_address(&config.journal_domain), "tenant");
     }
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut smtp = None;
+    if config.smtp.enabled {
+        smtp = Some(start_smtp(&archive, &config, pipeline.clone(), stopping.clone()).await?);
+    }
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: no new connections; finishing the transactions in flight");
+    let _ = stop.send(true);
+    if let Some((listener, stats, flusher)) = smtp {
+        let _ = tokio::time::timeout(Duration::from_secs(config.smtp.data_timeout_secs), listener)
+            .await;
+        flusher.abort();
+        stats.flush(&archive.catalog, "smtp").await;
+    }
     indexer.abort();
     archive.close().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+type Running = (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<coffer_smtp::Stats>,
+    tokio::task::JoinHandle<()>,
+);
+
+async fn start_smtp(
+    archive: &Archive,
+    config: &Config,
+    pipeline: coffer_archive::Pipeline,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Running> {
+    let s = &config.smtp;
+    let hostname = s
+        .hostname
+        .clone()
+        .unwrap_or_else(|| config.journal_domain.clone());
+    let tls = if s.tls == coffer_smtp::TlsPolicy::Off {
+        None
+    } else {
+        let certs = archive.certs();
+        if certs.certificate_pem(&s.certificate).is_err() {
+            let subject = coffer_archive::certs::Subject {
+                common_name: hostname.clone(),
+                ..Default::default()
+            };
+            let info = certs.generate(&s.certificate, &subject)?;
+            tracing::warn!(alias = %info.alias, cn = %hostname, "no certificate for SMTP: generated a self-signed one (import a real one with `coffer cert import`)");
+        }
+        let acceptor = coffer_smtp::server::tls_acceptor(
+            certs.certificate_pem(&s.certificate)?.as_bytes(),
+            &certs.private_key_pem(&s.certificate)?,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "certificate {:?} cannot be used for TLS: {e}",
+                s.certificate
+            )
+        })?;
+        Some(acceptor)
+    };
+    let addresses = coffer_smtp::JournalAddresses::new(&config.journal_domain);
+    addresses.refresh(&archive.catalog).await?;
+    addresses.keep_fresh(archive.catalog.clone());
+    let socket = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| {
+        format!("cannot listen for SMTP on {} (port 25 needs root or CAP_NET_BIND_SERVICE; see README)", s.listen)
+    })?;
+    let bound = socket.local_addr()?;
+    let stats = std::sync::Arc::new(coffer_smtp::Stats::default());
+    let listener = coffer_smtp::Listener {
+        config: coffer_smtp::ListenerConfig {
+            name: "smtp".into(),
+            hostname,
+            tls: s.tls,
+            max_message_bytes: config.max_message_bytes as usize,
+            max_recipients: s.max_recipients,
+            max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
+            command_timeout: Duration::from_secs(s.command_timeout_secs),
+            data_timeout: Duration::from_secs(s.data_timeout_secs),
+            min_free_bytes: s.min_free_bytes,
+            data_dir: config.data.clone(),
+        },
+        pipeline,
+        addresses,
+        tls,
+        stats: stats.clone(),
+    };
+    let task = tokio::spawn(listener.serve(socket, stopping));
+    let flusher = {
+        let stats = stats.clone();
+        let catalog = archive.catalog.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                stats.flush(&catalog, "smtp").await;
+            }
+        })
+    };
+    // A plain line scripts and tests can wait for.
+    println!("smtp listening on {bound}");
+    tracing::info!(%bound, tls = ?s.tls, "SMTP journaling listener started");
+    Ok((task, stats, flusher))
+}
+
+async fn status(archive: &Archive, config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let since = coffer_archive::service::now_secs() - 24 * 3600;
+    let traffic = archive.catalog.traffic(since).await?;
+    let figures = archive.catalog.listener_figures(since).await?;
+    let lag = archive.catalog.index_queue_len().await?;
+    let volumes = archive.volumes().await?;
+    let tenants = archive.catalog.tenants().await?;
+    if json {
+        let value = serde_json::json!({
+            "traffic": traffic, "listener_figures": figures, "index_lag": lag, "volumes": volumes,
+            "tenants": tenants.iter().map(|t| serde_json::json!({"name": t.name, "journal_address": t.journal_address(&config.journal_domain)})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Tenants");
+    for t in &tenants {
+        println!(
+            "  {:<20} journal address {}",
+            t.name,
+            t.journal_address(&config.journal_domain)
+        );
+    }
+    println!("Archived in the last 24 hours (by source and tenant)");
+    let mut sums: std::collections::BTreeMap<(String, i64), (i64, i64, i64)> = Default::default();
+    for r in &traffic {
+        let e = sums.entry((r.source.clone(), r.tenant_id)).or_default();
+        e.0 += r.messages;
+        e.1 += r.bytes;
+        e.2 += r.duplicates;
+    }
+    for ((source, tenant), (m, b, d)) in &sums {
+        println!("  {source:<8} tenant {tenant:<4} {m} messages, {b} bytes, {d} duplicates");
+    }
+    println!("Listener figures in the last 24 hours");
+    let mut fig: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for f in &figures {
+        *fig.entry((f.listener.clone(), f.figure.clone()))
+            .or_default() += f.value;
+    }
+    for ((listener, figure), v) in &fig {
+        println!("  {listener:<8} {figure:<24} {v}");
+    }
+    println!("Index lag: {lag} messages waiting");
+    println!(
+        "Volumes: {} ({} open)",
+        volumes.len(),
+        volumes
+            .iter()
+            .filter(|v| v.state == coffer_archive::service::VolumeState::Open)
+            .count()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -117,3 +117,120 @@ pub fn zip_entries(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+/// A running `coffer serve` on a free loopback port, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub smtp: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Starts `coffer serve` with extra environment (e.g. COFFER_SMTP__TLS=require) and waits until
+    /// the SMTP listener is up.
+    pub fn start(c: &Coffer, env: &[(&str, &str)]) -> Server {
+        use std::io::BufRead;
+        let port = free_port();
+        let mut cmd = c.command();
+        cmd.args(["serve", "--smtp", &format!("127.0.0.1:{port}")])
+            .env("COFFER_JOURNAL_DOMAIN", "archive.test")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let line = lines.next().expect("coffer serve printed nothing").unwrap();
+        let addr = line
+            .strip_prefix("smtp listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {line}"));
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            smtp: addr.parse().unwrap(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: the graceful way.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Prepares an archive with tenant `contoso` and certificate `smtp` for `localhost`; returns the
+/// tenant's journal address and the CA file (the self-signed certificate) clients verify against.
+pub fn journal_archive(c: &Coffer) -> (String, PathBuf) {
+    let out = c
+        .command()
+        .args(["tenant", "add", "contoso", "--domain", "contoso.com"])
+        .env("COFFER_JOURNAL_DOMAIN", "archive.test")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let address = text
+        .split("journal address: ")
+        .nth(1)
+        .expect("journal address")
+        .trim()
+        .to_owned();
+    c.ok(&["cert", "generate", "--alias", "smtp", "--cn", "localhost"]);
+    let ca = c.dir.path().join("ca.pem");
+    std::fs::write(&ca, c.ok(&["cert", "export", "--alias", "smtp"])).unwrap();
+    (address, ca)
+}
+
+/// Polls until `coffer search --count` gives `expected` (the index may lag the 250 by a moment).
+pub fn wait_for_count(c: &Coffer, tenant: &str, query: &str, expected: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: usize = c
+            .ok(&["search", "--tenant", tenant, "--count", query])
+            .trim()
+            .parse()
+            .unwrap();
+        if n == expected || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// Runs a Python 3 script with arguments; returns stdout, failing the test on a non-zero exit.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

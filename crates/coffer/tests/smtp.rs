@@ -1,0 +1,296 @@
+//! The SMTP journaling listener against real clients: Python's smtplib, swaks and a scripted
+//! client for what those do not do (pipelining in one write, BDAT, a client vanishing mid-DATA).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use coffer_testkit::journal::{Envelope, Style, report};
+use common::{Coffer, Server, journal_archive, python, sha256, wait_for_count};
+
+const ORIGINAL: &[u8] = b"From: Alice <alice@contoso.com>\r\nTo: bob@contoso.com\r\nSubject: Q3 numbers\r\n\
+Message-ID: <q3-smtp@contoso.com>\r\nDate: Tue, 05 Mar 2024 09:59:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: 8bit\r\n\r\nThe quarterly numbers, \xc3\xbcber gut.\r\n";
+
+fn journal_report(original: &[u8], message_id: &str, journal: &str) -> Vec<u8> {
+    let env = Envelope::new("alice@contoso.com", "Q3 numbers", message_id)
+        .line("To", "bob@contoso.com")
+        .line("Bcc", "dave@contoso.com");
+    report(original, &env, Style::ExchangeOnline, journal)
+}
+
+const SMTPLIB: &str = r#"
+import smtplib, ssl, sys
+host, port, ca, journal, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
+s = smtplib.SMTP(host, port, local_hostname="exchange.test")
+s.starttls(context=ctx)
+s.ehlo("exchange.test")
+data = open(path, "rb").read()
+code, reply = s.mail("MicrosoftExchange@contoso.com")
+assert code == 250, (code, reply)
+code, reply = s.rcpt(journal)
+assert code == 250, (code, reply)
+code, reply = s.data(data)
+print(code, reply.decode())
+s.quit()
+"#;
+
+#[test]
+fn smtplib_over_verified_starttls_delivers_a_journal_report_with_its_bcc_searchable() {
+    let c = Coffer::new();
+    let (journal, ca) = journal_archive(&c);
+    let server = Server::start(&c, &[]);
+    let report_file = c.dir.path().join("report.eml");
+    std::fs::write(
+        &report_file,
+        journal_report(ORIGINAL, "<q3-smtp@contoso.com>", &journal),
+    )
+    .unwrap();
+    let out = python(
+        SMTPLIB,
+        &[
+            "localhost",
+            &server.smtp.port().to_string(),
+            ca.to_str().unwrap(),
+            &journal,
+            report_file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.starts_with("250 2.0.0 Archived as"), "{out}");
+
+    assert_eq!(wait_for_count(&c, "contoso", "bcc:dave@contoso.com", 1), 1);
+    let hit: serde_json::Value = serde_json::from_str(
+        c.ok(&[
+            "search",
+            "--tenant",
+            "contoso",
+            "--json",
+            "message-id:<q3-smtp@contoso.com>",
+        ])
+        .lines()
+        .next()
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        hit["sha256"],
+        sha256(ORIGINAL),
+        "the original's bytes are archived, not the report's"
+    );
+    let raw = c
+        .command()
+        .args([
+            "show",
+            "--tenant",
+            "contoso",
+            "--raw",
+            &hit["id"].to_string(),
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(raw, ORIGINAL);
+}
+
+#[test]
+fn tls_required_refuses_mail_before_starttls() {
+    let c = Coffer::new();
+    let (journal, _) = journal_archive(&c);
+    let server = Server::start(&c, &[("COFFER_SMTP__TLS", "require")]);
+    let out = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+s.ehlo("client.test")
+print(s.mail("a@contoso.com")[0], s.rcpt(sys.argv[2])[0])
+"#,
+        &[&server.smtp.port().to_string(), &journal],
+    );
+    assert_eq!(out.trim(), "530 530");
+}
+
+#[test]
+fn swaks_with_verified_starttls_and_smtputf8_delivers() {
+    let c = Coffer::new();
+    let (journal, ca) = journal_archive(&c);
+    let server = Server::start(&c, &[("COFFER_SMTP__TLS", "require")]);
+    let original = "From: Jörg <jörg@müller.example>\r\nTo: bob@contoso.com\r\nSubject: Grüße\r\nMessage-ID: <utf8@müller.example>\r\n\r\nHallo\r\n";
+    let file = c.dir.path().join("report.eml");
+    std::fs::write(
+        &file,
+        journal_report(original.as_bytes(), "<utf8@müller.example>", &journal),
+    )
+    .unwrap();
+    let out = std::process::Command::new("swaks")
+        .args([
+            "--server",
+            &format!("localhost:{}", server.smtp.port()),
+            "--tls",
+            "--tls-verify",
+            "--tls-ca-path",
+            ca.to_str().unwrap(),
+        ])
+        .args([
+            "--from",
+            "jörg@müller.example",
+            "--to",
+            &journal,
+            "--data",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("250 2.0.0 Archived as"), "{text}");
+    assert_eq!(wait_for_count(&c, "contoso", "subject:grüße", 1), 1);
+}
+
+/// A minimal scripted SMTP client over a plain socket.
+struct Client {
+    stream: TcpStream,
+}
+
+impl Client {
+    fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut c = Client { stream };
+        assert!(c.read_replies(1).starts_with("220 "));
+        c
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads until `n` final reply lines (`NNN ` not `NNN-`) have arrived.
+    fn read_replies(&mut self, n: usize) -> String {
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while text
+            .lines()
+            .filter(|l| l.len() >= 4 && &l[3..4] == " ")
+            .count()
+            < n
+        {
+            let got = self.stream.read(&mut buf).unwrap();
+            assert!(got > 0, "connection closed; so far: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..got]));
+        }
+        text
+    }
+}
+
+#[test]
+fn scripted_sessions_pipelining_bdat_sizes_and_mistakes() {
+    let c = Coffer::new();
+    let (journal, _) = journal_archive(&c);
+    let server = Server::start(&c, &[("COFFER_MAX_MESSAGE_BYTES", "100000")]);
+    let port = server.smtp.port();
+
+    // Pipelining: the whole transaction in one write; the replies come in order.
+    let mut client = Client::connect(port);
+    let first = journal_report(ORIGINAL, "<q3-smtp@contoso.com>", &journal);
+    let mut batch = format!(
+        "EHLO exchange.test\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n"
+    )
+    .into_bytes();
+    batch.extend_from_slice(&first);
+    batch.extend_from_slice(b".\r\nQUIT\r\n");
+    client.send(&batch);
+    let replies = client.read_replies(6);
+    let codes: Vec<&str> = replies
+        .lines()
+        .filter(|l| &l[3..4] == " ")
+        .map(|l| &l[..3])
+        .collect();
+    assert_eq!(
+        codes,
+        ["250", "250", "250", "354", "250", "221"],
+        "{replies}"
+    );
+
+    // BDAT in three chunks.
+    let other = b"From: carol@contoso.com\r\nSubject: chunked\r\nMessage-ID: <bdat@contoso.com>\r\n\r\nin three pieces\r\n".to_vec();
+    let bdat = journal_report(&other, "<bdat@contoso.com>", &journal);
+    let (a, rest) = bdat.split_at(100);
+    let (b, last) = rest.split_at(rest.len() / 2);
+    let mut client = Client::connect(port);
+    client
+        .send(format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\n").as_bytes());
+    client.read_replies(3);
+    for (chunk, is_last) in [(a, false), (b, false), (last, true)] {
+        client.send(
+            format!(
+                "BDAT {}{}\r\n",
+                chunk.len(),
+                if is_last { " LAST" } else { "" }
+            )
+            .as_bytes(),
+        );
+        client.send(chunk);
+        let reply = client.read_replies(1);
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+
+    // Mistakes: unknown recipient, syntax error, over SIZE, VRFY.
+    let mut client = Client::connect(port);
+    client.send(b"EHLO x\r\nVRFY bob\r\nMAIL FROM:<a@contoso.com> SIZE=200000\r\nMAIL FROM:bad address\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<bob@contoso.com>\r\n");
+    let replies = client.read_replies(6);
+    let codes: Vec<&str> = replies
+        .lines()
+        .filter(|l| &l[3..4] == " ")
+        .map(|l| &l[..3])
+        .collect();
+    assert_eq!(
+        codes,
+        ["250", "502", "552", "501", "250", "550"],
+        "{replies}"
+    );
+
+    // A message over the size limit after DATA.
+    client.send(format!("RCPT TO:<{journal}>\r\nDATA\r\n").as_bytes());
+    client.read_replies(2);
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 150_000));
+    big.extend_from_slice(b"\r\n.\r\n");
+    client.send(&big);
+    assert!(client.read_replies(1).starts_with("552 5.3.4"));
+
+    // A client that disappears in the middle of DATA: nothing half-stored.
+    let mut client = Client::connect(port);
+    client.send(
+        format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n")
+            .as_bytes(),
+    );
+    client.read_replies(4);
+    client.send(b"From: eve@contoso.com\r\nSubject: vanished\r\nMessage-ID: <gone@contoso.com>\r\n\r\nhalf a mess");
+    drop(client);
+
+    assert_eq!(wait_for_count(&c, "contoso", "", 2), 2);
+    assert_eq!(wait_for_count(&c, "contoso", "subject:chunked", 1), 1);
+    assert_eq!(
+        c.ok(&[
+            "search",
+            "--tenant",
+            "contoso",
+            "--count",
+            "message-id:<gone@contoso.com>"
+        ])
+        .trim(),
+        "0"
+    );
+    // verify takes the store's writer lock: after the server has stopped.
+    drop(server);
+    assert!(c.ok(&["verify"]).contains("all intact"));
+}
