@@ -128,8 +128,12 @@ impl Server {
     /// Starts `coffer serve` with extra environment (e.g. COFFER_SMTP__TLS=require) and waits until
     /// the SMTP listener is up.
     pub fn start(c: &Coffer, env: &[(&str, &str)]) -> Server {
+        Server::start_on(c, free_port(), env)
+    }
+
+    /// Starts on a given port (a restart after a crash keeps the clients' address).
+    pub fn start_on(c: &Coffer, port: u16, env: &[(&str, &str)]) -> Server {
         use std::io::BufRead;
-        let port = free_port();
         let mut cmd = c.command();
         cmd.args(["serve", "--smtp", &format!("127.0.0.1:{port}")])
             .env("COFFER_JOURNAL_DOMAIN", "archive.test")
