@@ -520,6 +520,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         stats.flush(&archive.catalog, "smtp").await;
     }
     indexer.abort();
+    // Leave the index caught up with what was acknowledged (it would catch up at the next start).
+    if tokio::time::timeout(Duration::from_secs(60), archive.indexer().run_until_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the index is still catching up; it continues at the next start");
+    }
     archive.close().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -294,3 +294,51 @@ fn scripted_sessions_pipelining_bdat_sizes_and_mistakes() {
     drop(server);
     assert!(c.ok(&["verify"]).contains("all intact"));
 }
+
+#[test]
+fn sigterm_finishes_the_transaction_in_flight_then_exits() {
+    let c = Coffer::new();
+    let (journal, _) = journal_archive(&c);
+    let mut server = Server::start(&c, &[]);
+    let mut client = Client::connect(server.smtp.port());
+    client.send(
+        format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n")
+            .as_bytes(),
+    );
+    client.read_replies(4);
+    let report = journal_report(ORIGINAL, "<q3-smtp@contoso.com>", &journal);
+    let (head, tail) = report.split_at(report.len() / 2);
+    client.send(head);
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are no longer accepted …
+    assert!(
+        TcpStream::connect(server.smtp).is_err() || {
+            let mut s = TcpStream::connect(server.smtp).unwrap();
+            let mut b = [0u8; 64];
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            matches!(s.read(&mut b), Ok(0) | Err(_))
+        }
+    );
+    // … but the message in flight is finished and acknowledged.
+    client.send(tail);
+    client.send(b".\r\n");
+    let reply = client.read_replies(1);
+    assert!(reply.starts_with("250 2.0.0 Archived"), "{reply}");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        c.ok(&[
+            "search",
+            "--tenant",
+            "contoso",
+            "--count",
+            "message-id:<q3-smtp@contoso.com>"
+        ])
+        .trim(),
+        "1"
+    );
+}
