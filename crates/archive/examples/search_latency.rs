@@ -32,53 +32,28 @@ const QUERIES: &[&str] = &[
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let data = args
-        .get(1)
-        .expect("usage: search_latency DATA_DIR [ROUNDS]");
+    let data = args.get(1).expect("usage: search_latency DATA_DIR [ROUNDS]");
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(20);
-    let archive = Archive::open(ArchiveConfig::new(data.into()), false)
-        .await
-        .expect("open the archive");
+    let archive = Archive::open(ArchiveConfig::new(data.into()), false).await.expect("open the archive");
     let actor = Actor::operator(archive.tenant(None).await.unwrap());
     // One warm-up pass (page cache, lazy loads).
     for q in QUERIES {
-        archive
-            .search(&actor, q, 50, 0, Sort::Date, true)
-            .await
-            .unwrap();
+        archive.search(&actor, q, 50, 0, Sort::Date, true).await.unwrap();
     }
     let mut all = Vec::new();
-    println!(
-        "{:<52} {:>8} {:>9} {:>9}",
-        "query", "hits", "p50 ms", "p99 ms"
-    );
+    println!("{:<52} {:>8} {:>9} {:>9}", "query", "hits", "p50 ms", "p99 ms");
     for q in QUERIES {
         let mut times = Vec::new();
         let mut total = 0;
         for _ in 0..rounds {
             let t = Instant::now();
-            total = archive
-                .search(&actor, q, 50, 0, Sort::Date, true)
-                .await
-                .unwrap()
-                .total;
+            total = archive.search(&actor, q, 50, 0, Sort::Date, true).await.unwrap().total;
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         all.extend(&times);
-        println!(
-            "{:<52} {:>8} {:>9.2} {:>9.2}",
-            q,
-            total,
-            pct(&mut times, 50.0),
-            pct(&mut times, 99.0)
-        );
+        println!("{:<52} {:>8} {:>9.2} {:>9.2}", q, total, pct(&mut times, 50.0), pct(&mut times, 99.0));
     }
-    println!(
-        "ALL p50 {:.2} ms  p99 {:.2} ms over {} searches",
-        pct(&mut all, 50.0),
-        pct(&mut all, 99.0),
-        all.len()
-    );
+    println!("ALL p50 {:.2} ms  p99 {:.2} ms over {} searches", pct(&mut all, 50.0), pct(&mut all, 99.0), all.len());
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {

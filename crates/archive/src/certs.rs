@@ -43,8 +43,7 @@ impl CertStore {
     /// A new self-signed certificate (ECDSA P-256, valid two years) for `subject.common_name`.
     pub fn generate(&self, alias: &str, subject: &Subject) -> Result<CertInfo, ArchiveError> {
         check_alias(alias)?;
-        let bad =
-            |e: rcgen::Error| ArchiveError::Invalid(format!("cannot make the certificate: {e}"));
+        let bad = |e: rcgen::Error| ArchiveError::Invalid(format!("cannot make the certificate: {e}"));
         let mut names = vec![subject.common_name.clone()];
         if subject.common_name == "localhost" {
             // Clients that connect to the loopback address by number still verify.
@@ -76,8 +75,7 @@ impl CertStore {
     /// Imports a PEM file holding the certificate (chain) and its private key.
     pub fn import_pem(&self, alias: &str, pem: &[u8]) -> Result<CertInfo, ArchiveError> {
         check_alias(alias)?;
-        let text = std::str::from_utf8(pem)
-            .map_err(|_| ArchiveError::Invalid("the file is not PEM text".into()))?;
+        let text = std::str::from_utf8(pem).map_err(|_| ArchiveError::Invalid("the file is not PEM text".into()))?;
         let mut certs = String::new();
         let mut key = None;
         for (label, block) in pem_blocks(text) {
@@ -89,8 +87,7 @@ impl CertStore {
         }
         let key = key.ok_or_else(|| {
             ArchiveError::Invalid(
-                "no private key in the file: give one PEM file with the certificate and its key"
-                    .into(),
+                "no private key in the file: give one PEM file with the certificate and its key".into(),
             )
         })?;
         if certs.is_empty() {
@@ -104,15 +101,8 @@ impl CertStore {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(out);
         };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".crt.pem")
-                    .map(str::to_owned)
-            })
-            .collect();
+        let mut names: Vec<String> =
+            entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".crt.pem").map(str::to_owned)).collect();
         names.sort();
         for alias in names {
             out.push(info(&alias, self.certificate_pem(&alias)?.as_bytes())?);
@@ -123,25 +113,20 @@ impl CertStore {
     /// The public certificate chain (PEM).
     pub fn certificate_pem(&self, alias: &str) -> Result<String, ArchiveError> {
         let path = self.dir.join(format!("{alias}.crt.pem"));
-        std::fs::read_to_string(&path).map_err(|_| {
-            ArchiveError::Invalid(format!(
-                "no certificate {alias:?}; `coffer cert list` shows them"
-            ))
-        })
+        std::fs::read_to_string(&path)
+            .map_err(|_| ArchiveError::Invalid(format!("no certificate {alias:?}; `coffer cert list` shows them")))
     }
 
     /// The private key (PEM), unsealed in memory for the TLS stack.
     pub fn private_key_pem(&self, alias: &str) -> Result<Vec<u8>, ArchiveError> {
         let path = self.dir.join(format!("{alias}.key.sealed"));
-        let sealed =
-            std::fs::read(&path).map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
+        let sealed = std::fs::read(&path).map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
         Ok(self.master.open_secret(&format!("cert:{alias}"), &sealed)?)
     }
 
     fn save(&self, alias: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertInfo, ArchiveError> {
         let certificate = info(alias, cert_pem)?;
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| ArchiveError::Io(self.dir.display().to_string(), e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| ArchiveError::Io(self.dir.display().to_string(), e))?;
         let write = |name: String, bytes: &[u8]| {
             let path = self.dir.join(name);
             let tmp = path.with_extension("tmp");
@@ -149,10 +134,7 @@ impl CertStore {
                 .and_then(|_| std::fs::rename(&tmp, &path))
                 .map_err(|e| ArchiveError::Io(path.display().to_string(), e))
         };
-        write(
-            format!("{alias}.key.sealed"),
-            &self.master.seal_secret(&format!("cert:{alias}"), key_pem),
-        )?;
+        write(format!("{alias}.key.sealed"), &self.master.seal_secret(&format!("cert:{alias}"), key_pem))?;
         write(format!("{alias}.crt.pem"), cert_pem)?;
         Ok(certificate)
     }
@@ -164,10 +146,7 @@ fn pem_blocks(text: &str) -> Vec<(String, String)> {
     let mut current: Option<(String, String)> = None;
     for line in text.lines() {
         let line = line.trim_end();
-        if let Some(label) = line
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-        {
+        if let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) {
             current = Some((label.to_owned(), format!("{line}\n")));
         } else if let Some((_, block)) = current.as_mut() {
             block.push_str(line);
@@ -183,25 +162,13 @@ fn pem_blocks(text: &str) -> Vec<(String, String)> {
 fn check_alias(alias: &str) -> Result<(), ArchiveError> {
     let ok = !alias.is_empty()
         && alias.len() <= 64
-        && alias
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && !alias.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(ArchiveError::Invalid(
-            "an alias is 1-64 letters, digits, '-', '_' or '.'".into(),
-        ))
-    }
+    if ok { Ok(()) } else { Err(ArchiveError::Invalid("an alias is 1-64 letters, digits, '-', '_' or '.'".into())) }
 }
 
 fn info(alias: &str, pem: &[u8]) -> Result<CertInfo, ArchiveError> {
-    let bad = || {
-        ArchiveError::Invalid(format!(
-            "certificate {alias:?} is not a readable PEM X.509 certificate"
-        ))
-    };
+    let bad = || ArchiveError::Invalid(format!("certificate {alias:?} is not a readable PEM X.509 certificate"));
     let (_, block) = x509_parser::pem::parse_x509_pem(pem).map_err(|_| bad())?;
     let cert = block.parse_x509().map_err(|_| bad())?;
     let date = |t: x509_parser::time::ASN1Time| crate::service::rfc3339(t.timestamp());

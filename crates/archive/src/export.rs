@@ -38,10 +38,7 @@ impl Archive {
                 let mut w = file;
                 for chunk in ids.chunks(200) {
                     for (row, raw) in self.originals(actor, chunk).await? {
-                        let sender = row
-                            .sender
-                            .or(row.from_addr)
-                            .unwrap_or_else(|| "MAILER-DAEMON".into());
+                        let sender = row.sender.or(row.from_addr).unwrap_or_else(|| "MAILER-DAEMON".into());
                         write_mbox_entry(&mut w, &sender, row.date, &raw).map_err(io)?;
                         summary.messages += 1;
                         summary.bytes += raw.len() as u64;
@@ -50,9 +47,8 @@ impl Archive {
                 w.flush().map_err(io)?;
             }
             ExportFormat::EmlZip => {
-                let zip_err = |e: zip::result::ZipError| {
-                    ArchiveError::Io(out.display().to_string(), std::io::Error::other(e))
-                };
+                let zip_err =
+                    |e: zip::result::ZipError| ArchiveError::Io(out.display().to_string(), std::io::Error::other(e));
                 let mut zip = zip::ZipWriter::new(file);
                 let options = zip::write::SimpleFileOptions::default()
                     .compression_method(zip::CompressionMethod::Deflated)
@@ -85,16 +81,7 @@ impl Archive {
                 zip.finish().map_err(zip_err)?.flush().map_err(io)?;
             }
         }
-        self.audit(
-            actor,
-            "export",
-            &format!(
-                "{query} → {} messages to {}",
-                summary.messages,
-                out.display()
-            ),
-        )
-        .await?;
+        self.audit(actor, "export", &format!("{query} → {} messages to {}", summary.messages, out.display())).await?;
         Ok(summary)
     }
 
@@ -104,12 +91,7 @@ impl Archive {
         actor: &Actor,
         ids: &[i64],
     ) -> Result<Vec<(coffer_catalog::MessageRow, Vec<u8>)>, ArchiveError> {
-        let visible: std::collections::HashSet<i64> = self
-            .summaries(actor, ids)
-            .await?
-            .iter()
-            .map(|s| s.id)
-            .collect();
+        let visible: std::collections::HashSet<i64> = self.summaries(actor, ids).await?.iter().map(|s| s.id).collect();
         let mut out = Vec::new();
         for row in self.catalog.messages(ids).await? {
             if visible.contains(&row.id) {
@@ -122,23 +104,19 @@ impl Archive {
 }
 
 fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
 }
 
 /// One mboxrd entry: postmark, the message with `>*From ` lines quoted once more, a blank line.
-pub fn write_mbox_entry(
-    w: &mut impl Write,
-    sender: &str,
-    date: i64,
-    raw: &[u8],
-) -> std::io::Result<()> {
+pub fn write_mbox_entry(w: &mut impl Write, sender: &str, date: i64, raw: &[u8]) -> std::io::Result<()> {
     let asctime = time::OffsetDateTime::from_unix_timestamp(date)
         .ok()
-        .and_then(|d| d.format(time::macros::format_description!("[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]")).ok())
+        .and_then(|d| {
+            d.format(time::macros::format_description!(
+                "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
+            ))
+            .ok()
+        })
         .unwrap_or_else(|| "Thu Jan  1 00:00:00 1970".into());
     let sender: String = sender.chars().filter(|c| !c.is_whitespace()).collect();
     writeln!(w, "From {sender} {asctime}")?;
@@ -174,14 +152,9 @@ mod tests {
         for m in &messages {
             write_mbox_entry(&mut out, "a@x", 1_700_000_000, m).unwrap();
         }
-        let back: Vec<Vec<u8>> = coffer_mail::mbox::Mbox::new(&out)
-            .map(|m| m.into_owned())
-            .collect();
+        let back: Vec<Vec<u8>> = coffer_mail::mbox::Mbox::new(&out).map(|m| m.into_owned()).collect();
         assert_eq!(back[0], messages[0]);
         assert_eq!(back[1], messages[1]);
-        assert_eq!(
-            back[2], b"Subject: c\r\n\r\nno newline at end\n",
-            "mbox needs a final newline"
-        );
+        assert_eq!(back[2], b"Subject: c\r\n\r\nno newline at end\n", "mbox needs a final newline");
     }
 }

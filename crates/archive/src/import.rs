@@ -67,14 +67,12 @@ pub async fn import(
 ) -> Result<ImportSummary, ArchiveError> {
     let mut inputs = Vec::new();
     for path in paths {
-        discover(path, "", &mut inputs)
-            .map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
+        discover(path, "", &mut inputs).map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let options_for_reader = options.clone();
     let limit = pipeline.max_message_bytes();
-    let reader =
-        tokio::task::spawn_blocking(move || read_all(inputs, &options_for_reader, limit, tx));
+    let reader = tokio::task::spawn_blocking(move || read_all(inputs, &options_for_reader, limit, tx));
 
     let mut summary = ImportSummary::default();
     while let Some(batch) = rx.recv().await {
@@ -87,10 +85,7 @@ pub async fn import(
                 }
                 Err(e) => {
                     summary.failed += 1;
-                    on_event(ImportEvent::Failed {
-                        origin: &origin,
-                        error: &e.to_string(),
-                    });
+                    on_event(ImportEvent::Failed { origin: &origin, error: &e.to_string() });
                 }
             }
         }
@@ -104,39 +99,26 @@ pub async fn import(
                         summary.imported += 1;
                     }
                     let f = receipt.flags;
-                    if f.contains(coffer_mail::Flags::UNPARSEABLE)
-                        || f.contains(coffer_mail::Flags::MALFORMED)
-                    {
+                    if f.contains(coffer_mail::Flags::UNPARSEABLE) || f.contains(coffer_mail::Flags::MALFORMED) {
                         summary.flagged += 1;
                     }
-                    on_event(ImportEvent::Stored {
-                        origin: &origin,
-                        receipt: &receipt,
-                    });
+                    on_event(ImportEvent::Stored { origin: &origin, receipt: &receipt });
                 }
                 // A storage failure stops the import: nothing more can be made durable now.
                 Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
                     summary.failed += 1;
-                    on_event(ImportEvent::Failed {
-                        origin: &origin,
-                        error: &e.to_string(),
-                    });
+                    on_event(ImportEvent::Failed { origin: &origin, error: &e.to_string() });
                 }
             }
         }
         on_event(ImportEvent::Progress(&summary));
     }
-    let (bytes, read_failures) = reader
-        .await
-        .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+    let (bytes, read_failures) = reader.await.map_err(|e| ArchiveError::Internal(e.to_string()))?;
     summary.bytes = bytes;
     for (origin, error) in read_failures {
         summary.failed += 1;
-        on_event(ImportEvent::Failed {
-            origin: &origin,
-            error: &error,
-        });
+        on_event(ImportEvent::Failed { origin: &origin, error: &error });
     }
     Ok(summary)
 }
@@ -163,32 +145,22 @@ fn read_all(
             .collect();
         tx.blocking_send(batch).is_ok()
     };
-    let mut push = |origin: String,
-                    raw: Vec<u8>,
-                    folder: &str,
-                    pending: &mut Vec<_>,
-                    pending_bytes: &mut usize|
-     -> bool {
-        total += raw.len() as u64;
-        *pending_bytes += raw.len();
-        pending.push((origin, raw, folder.to_owned()));
-        if pending.len() >= BATCH_MESSAGES || *pending_bytes >= BATCH_BYTES {
-            *pending_bytes = 0;
-            return flush(pending);
-        }
-        true
-    };
+    let mut push =
+        |origin: String, raw: Vec<u8>, folder: &str, pending: &mut Vec<_>, pending_bytes: &mut usize| -> bool {
+            total += raw.len() as u64;
+            *pending_bytes += raw.len();
+            pending.push((origin, raw, folder.to_owned()));
+            if pending.len() >= BATCH_MESSAGES || *pending_bytes >= BATCH_BYTES {
+                *pending_bytes = 0;
+                return flush(pending);
+            }
+            true
+        };
     for input in inputs {
         match &input {
             Input::Eml { path, folder } => match std::fs::read(path) {
                 Ok(raw) => {
-                    if !push(
-                        path.display().to_string(),
-                        raw,
-                        folder,
-                        &mut pending,
-                        &mut pending_bytes,
-                    ) {
+                    if !push(path.display().to_string(), raw, folder, &mut pending, &mut pending_bytes) {
                         return (total, failures);
                     }
                 }
@@ -213,13 +185,7 @@ fn read_all(
                 };
                 for (n, message) in coffer_mail::mbox::Mbox::new(&map).enumerate() {
                     let origin = format!("{}#{}", path.display(), n + 1);
-                    if !push(
-                        origin,
-                        message.into_owned(),
-                        folder,
-                        &mut pending,
-                        &mut pending_bytes,
-                    ) {
+                    if !push(origin, message.into_owned(), folder, &mut pending, &mut pending_bytes) {
                         return (total, failures);
                     }
                 }
@@ -257,25 +223,14 @@ fn discover(path: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<
     if meta.is_file() {
         // A `.eml` file is one message even when it starts with a `From ` postmark line (as the
         // SpamAssassin corpus does): its bytes are kept whole.
-        let is_eml = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("eml"));
+        let is_eml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("eml"));
         let mut head = [0u8; 512];
         let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head)?;
         if !is_eml && coffer_mail::mbox::looks_like_mbox(&head[..n]) {
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            out.push(Input::Mbox {
-                path: path.into(),
-                folder: join(folder, &name),
-            });
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push(Input::Mbox { path: path.into(), folder: join(folder, &name) });
         } else {
-            out.push(Input::Eml {
-                path: path.into(),
-                folder: folder.into(),
-            });
+            out.push(Input::Eml { path: path.into(), folder: folder.into() });
         }
         return Ok(());
     }
@@ -283,18 +238,11 @@ fn discover(path: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<
         return discover_maildir(path, folder, out);
     }
     for entry in sorted_entries(path)? {
-        let name = entry
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name.starts_with('.') {
             continue;
         }
-        let sub = if entry.is_dir() {
-            join(folder, &name)
-        } else {
-            folder.to_owned()
-        };
+        let sub = if entry.is_dir() { join(folder, &name) } else { folder.to_owned() };
         discover(&entry, &sub, out)?;
     }
     Ok(())
@@ -312,10 +260,7 @@ fn discover_maildir(root: &Path, folder: &str, out: &mut Vec<Input>) -> std::io:
             if d.is_dir() {
                 for file in sorted_entries(&d)? {
                     if file.is_file() {
-                        out.push(Input::Eml {
-                            path: file,
-                            folder: join(folder, name),
-                        });
+                        out.push(Input::Eml { path: file, folder: join(folder, name) });
                     }
                 }
             }
@@ -324,10 +269,7 @@ fn discover_maildir(root: &Path, folder: &str, out: &mut Vec<Input>) -> std::io:
     };
     add_messages(root, "Inbox")?;
     for entry in sorted_entries(root)? {
-        let name = entry
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if let Some(sub) = name.strip_prefix('.')
             && !sub.is_empty()
             && entry.is_dir()
@@ -340,9 +282,7 @@ fn discover_maildir(root: &Path, folder: &str, out: &mut Vec<Input>) -> std::io:
 }
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     Ok(entries)
 }

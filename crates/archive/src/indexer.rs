@@ -33,12 +33,7 @@ impl Indexer {
         let rows = self.catalog.messages(&ids).await?;
         let mut recipients = self.catalog.recipients(&ids).await?;
         let mut placements = self.catalog.placements(&ids).await?;
-        let work: Vec<(
-            MessageRow,
-            Vec<RecipientRow>,
-            Vec<PlacementRow>,
-            Option<Arc<ArchivedDocument>>,
-        )> = rows
+        let work: Vec<(MessageRow, Vec<RecipientRow>, Vec<PlacementRow>, Option<Arc<ArchivedDocument>>)> = rows
             .into_iter()
             .map(|r| {
                 let id = r.id;
@@ -54,10 +49,8 @@ impl Indexer {
         let index = self.index.clone();
         let count = work.len();
         tokio::task::spawn_blocking(move || {
-            let docs: Vec<IndexDocument> = work
-                .par_iter()
-                .map(|(row, r, p, parsed)| document(&store, row, r, p, parsed.as_deref()))
-                .collect();
+            let docs: Vec<IndexDocument> =
+                work.par_iter().map(|(row, r, p, parsed)| document(&store, row, r, p, parsed.as_deref())).collect();
             index.apply(&docs)
         })
         .await
@@ -111,32 +104,17 @@ pub fn document(
     };
     let mut by_kind: HashMap<&str, Vec<Address>> = HashMap::new();
     for r in recipients {
-        by_kind.entry(r.kind.as_str()).or_default().push(Address {
-            address: r.address.clone(),
-            name: r.name.clone(),
-        });
+        by_kind.entry(r.kind.as_str()).or_default().push(Address { address: r.address.clone(), name: r.name.clone() });
         // A recipient reached through a list or a forward is also found by that list or mailbox.
         if let Some((_, via)) = r.via.split_once(':') {
-            by_kind.entry("envelope").or_default().push(Address {
-                address: via.to_owned(),
-                name: None,
-            });
+            by_kind.entry("envelope").or_default().push(Address { address: via.to_owned(), name: None });
         }
     }
-    let mut from: Vec<Address> = row
-        .from_addr
-        .iter()
-        .map(|a| Address {
-            address: a.clone(),
-            name: row.from_name.clone(),
-        })
-        .collect();
+    let mut from: Vec<Address> =
+        row.from_addr.iter().map(|a| Address { address: a.clone(), name: row.from_name.clone() }).collect();
     for extra in [&row.sender, &row.on_behalf_of].into_iter().flatten() {
         if row.from_addr.as_ref() != Some(extra) {
-            from.push(Address {
-                address: extra.clone(),
-                name: None,
-            });
+            from.push(Address { address: extra.clone(), name: None });
         }
     }
     let mut attachment_text = String::new();
@@ -167,11 +145,7 @@ pub fn document(
         message_id: row.message_id.clone(),
         mailboxes: placements.iter().map(|p| p.mailbox.clone()).collect(),
         folders: placements.iter().map(|p| p.folder.clone()).collect(),
-        tags: coffer_mail::Flags(row.flags as u32)
-            .names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
+        tags: coffer_mail::Flags(row.flags as u32).names().into_iter().map(str::to_owned).collect(),
         has_attachment: row.has_attachment,
     }
 }

@@ -9,9 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use coffer_catalog::{
-    Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient, RecordRef, TrafficDelta,
-};
+use coffer_catalog::{Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient, RecordRef, TrafficDelta};
 use coffer_mail::{Flags, journal};
 use coffer_store::{Payload, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -76,10 +74,7 @@ pub struct Receipt {
 /// Parses, unwraps and seals one submission. Never fails on content: only on size.
 pub fn prepare(sub: Submission, max_message_bytes: u64) -> Result<Prepared, ArchiveError> {
     if sub.raw.len() as u64 > max_message_bytes {
-        return Err(ArchiveError::TooLarge {
-            size: sub.raw.len() as u64,
-            limit: max_message_bytes,
-        });
+        return Err(ArchiveError::TooLarge { size: sub.raw.len() as u64, limit: max_message_bytes });
     }
     let mut flags = Flags::default();
     let mut report = None;
@@ -107,12 +102,7 @@ pub fn prepare(sub: Submission, max_message_bytes: u64) -> Result<Prepared, Arch
     let mut add = |kind: &str, address: &str, name: Option<&str>, via: String| {
         let address = address.trim().trim_matches(['<', '>']).to_lowercase();
         if !address.is_empty() {
-            recipients.push(NewRecipient {
-                kind: kind.into(),
-                address,
-                name: name.map(str::to_owned),
-                via,
-            });
+            recipients.push(NewRecipient { kind: kind.into(), address, name: name.map(str::to_owned), via });
         }
     };
     for (kind, list) in [("to", &doc.to), ("cc", &doc.cc), ("bcc", &doc.bcc)] {
@@ -155,10 +145,7 @@ pub fn prepare(sub: Submission, max_message_bytes: u64) -> Result<Prepared, Arch
         tenant_id: sub.tenant,
         sha256: hex::encode(payload.content_hash),
         size: original.len() as i64,
-        message_id: doc
-            .message_id
-            .clone()
-            .or_else(|| report.as_ref().and_then(|r| r.message_id.clone())),
+        message_id: doc.message_id.clone().or_else(|| report.as_ref().and_then(|r| r.message_id.clone())),
         date: doc.date.unwrap_or(now),
         from_addr: from.map(|m| m.address.to_lowercase()),
         from_name: from.and_then(|m| m.name.clone()),
@@ -180,12 +167,7 @@ pub fn prepare(sub: Submission, max_message_bytes: u64) -> Result<Prepared, Arch
             })
             .collect(),
     };
-    Ok(Prepared {
-        message,
-        payload,
-        source: sub.source,
-        document: Arc::new(doc),
-    })
+    Ok(Prepared { message, payload, source: sub.source, document: Arc::new(doc) })
 }
 
 struct Job {
@@ -215,10 +197,7 @@ impl Pipeline {
     ) -> Pipeline {
         let (tx, rx) = mpsc::channel(4 * BATCH_MESSAGES);
         tokio::spawn(committer(rx, store, catalog, indexed, parsed));
-        Pipeline {
-            jobs: tx,
-            max_message_bytes,
-        }
+        Pipeline { jobs: tx, max_message_bytes }
     }
 
     /// Prepares (on a blocking thread) and commits one submission; returns once it is durable.
@@ -233,10 +212,7 @@ impl Pipeline {
     /// Commits an already prepared submission; returns once it is durable.
     pub async fn commit(&self, prepared: Prepared) -> Result<Receipt, ArchiveError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { prepared, reply })
-            .await
-            .map_err(|_| ArchiveError::ShuttingDown)?;
+        self.jobs.send(Job { prepared, reply }).await.map_err(|_| ArchiveError::ShuttingDown)?;
         answer.await.map_err(|_| ArchiveError::ShuttingDown)?
     }
 
@@ -292,19 +268,12 @@ async fn committer(
     }
 }
 
-async fn commit_batch(
-    store: &Arc<Store>,
-    catalog: &Catalog,
-    jobs: &[Job],
-) -> Result<Vec<Receipt>, ArchiveError> {
+async fn commit_batch(store: &Arc<Store>, catalog: &Catalog, jobs: &[Job]) -> Result<Vec<Receipt>, ArchiveError> {
     // Which contents are new: not in the catalog, and the first of their kind in this batch.
     let mut by_tenant: HashMap<i64, Vec<String>> = HashMap::new();
     for job in jobs {
         let m = &job.prepared.message;
-        by_tenant
-            .entry(m.tenant_id)
-            .or_default()
-            .push(m.sha256.clone());
+        by_tenant.entry(m.tenant_id).or_default().push(m.sha256.clone());
     }
     let mut known: HashMap<(i64, String), ()> = HashMap::new();
     for (tenant, hashes) in &by_tenant {
@@ -323,10 +292,7 @@ async fn commit_batch(
     // One fsync per tenant's volume for the whole batch.
     let mut records: Vec<Option<RecordRef>> = vec![None; jobs.len()];
     for (tenant, indexes) in to_store {
-        let payloads: Vec<Payload> = indexes
-            .iter()
-            .map(|&i| jobs[i].prepared.payload.clone())
-            .collect();
+        let payloads: Vec<Payload> = indexes.iter().map(|&i| jobs[i].prepared.payload.clone()).collect();
         let store = store.clone();
         let locations = tokio::task::spawn_blocking(move || store.append(tenant as u64, &payloads))
             .await
@@ -340,11 +306,8 @@ async fn commit_batch(
             });
         }
     }
-    let batch: Vec<(NewMessage, Option<RecordRef>)> = jobs
-        .iter()
-        .zip(records)
-        .map(|(j, r)| (j.prepared.message.clone(), r))
-        .collect();
+    let batch: Vec<(NewMessage, Option<RecordRef>)> =
+        jobs.iter().zip(records).map(|(j, r)| (j.prepared.message.clone(), r)).collect();
     let outcomes = catalog.commit(&batch).await?;
 
     let mut traffic: HashMap<(i64, Source), TrafficDelta> = HashMap::new();
@@ -353,28 +316,18 @@ async fn commit_batch(
         .zip(outcomes)
         .map(|(job, outcome)| {
             let m = &job.prepared.message;
-            let t = traffic
-                .entry((m.tenant_id, job.prepared.source))
-                .or_default();
+            let t = traffic.entry((m.tenant_id, job.prepared.source)).or_default();
             t.messages += 1;
             t.bytes += m.size;
             let duplicate = matches!(outcome, CommitOutcome::Duplicate { .. });
             t.duplicates += duplicate as i64;
-            Receipt {
-                id: outcome.id(),
-                sha256: m.sha256.clone(),
-                duplicate,
-                flags: Flags(m.flags as u32),
-            }
+            Receipt { id: outcome.id(), sha256: m.sha256.clone(), duplicate, flags: Flags(m.flags as u32) }
         })
         .collect();
     let now = crate::now();
     for ((tenant, source), delta) in traffic {
         // Figures, not records: a failure here must not turn a durable commit into a retry.
-        if let Err(e) = catalog
-            .add_traffic(now, tenant, source.as_str(), &delta)
-            .await
-        {
+        if let Err(e) = catalog.add_traffic(now, tenant, source.as_str(), &delta).await {
             tracing::warn!(error = %e, "could not record traffic figures");
         }
     }

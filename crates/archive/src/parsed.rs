@@ -16,13 +16,7 @@ pub struct ParsedCache {
 }
 
 fn weight(doc: &ArchivedDocument) -> usize {
-    doc.body.len()
-        + doc
-            .attachments
-            .iter()
-            .map(|a| a.text.as_ref().map_or(0, String::len))
-            .sum::<usize>()
-        + 512
+    doc.body.len() + doc.attachments.iter().map(|a| a.text.as_ref().map_or(0, String::len)).sum::<usize>() + 512
 }
 
 impl ParsedCache {

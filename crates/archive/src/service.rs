@@ -33,13 +33,7 @@ impl Actor {
     /// The operator at the command line of the machine: the whole tenant.
     pub fn operator(tenant: Tenant) -> Actor {
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        Actor {
-            name: format!("cli:{user}"),
-            ip: "local".into(),
-            tenant,
-            visibility: None,
-            sees_bcc: true,
-        }
+        Actor { name: format!("cli:{user}"), ip: "local".into(), tenant, visibility: None, sees_bcc: true }
     }
 }
 
@@ -110,13 +104,9 @@ impl Archive {
     /// next to a serving process.
     pub async fn open(config: ArchiveConfig, writable: bool) -> Result<Archive, ArchiveError> {
         let data = &config.data_dir;
-        std::fs::create_dir_all(data)
-            .map_err(|e| ArchiveError::Io(data.display().to_string(), e))?;
+        std::fs::create_dir_all(data).map_err(|e| ArchiveError::Io(data.display().to_string(), e))?;
         let volumes = data.join("volumes");
-        let key_file = config
-            .master_key_file
-            .clone()
-            .unwrap_or_else(|| data.join("master.key"));
+        let key_file = config.master_key_file.clone().unwrap_or_else(|| data.join("master.key"));
         let master = MasterKey::load_or_create(&key_file, Store::is_empty(&volumes))?;
         let mut store_config = StoreConfig::new(volumes);
         store_config.segment_max_bytes = config.segment_max_bytes;
@@ -190,11 +180,7 @@ impl Archive {
     pub async fn tenant(&self, name: Option<&str>) -> Result<Tenant, ArchiveError> {
         match name {
             None => Ok(self.catalog.default_tenant().await?),
-            Some(n) => self
-                .catalog
-                .tenant_by_name(n)
-                .await?
-                .ok_or_else(|| ArchiveError::UnknownTenant(n.to_owned())),
+            Some(n) => self.catalog.tenant_by_name(n).await?.ok_or_else(|| ArchiveError::UnknownTenant(n.to_owned())),
         }
     }
 
@@ -211,10 +197,7 @@ impl Archive {
         index.reload()?;
         let request = SearchRequest {
             query: query.to_owned(),
-            scope: Scope {
-                tenant: actor.tenant.id as u64,
-                visible_to: actor.visibility.clone(),
-            },
+            scope: Scope { tenant: actor.tenant.id as u64, visible_to: actor.visibility.clone() },
             limit,
             offset,
             sort,
@@ -223,40 +206,25 @@ impl Archive {
         let results = tokio::task::spawn_blocking(move || index.search(&request))
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))??;
-        self.audit(
-            actor,
-            "search",
-            &format!("{query} → {} results", results.total),
-        )
-        .await?;
+        self.audit(actor, "search", &format!("{query} → {} results", results.total)).await?;
         let ids: Vec<i64> = results.hits.iter().map(|h| h.id as i64).collect();
         let mut summaries = self.summaries(actor, &ids).await?;
         for (summary, hit) in summaries.iter_mut().zip(&results.hits) {
             summary.snippet = hit.snippet.as_ref().map(|s| s.fragment.clone());
         }
-        Ok(SearchPage {
-            total: results.total,
-            offset,
-            messages: summaries,
-        })
+        Ok(SearchPage { total: results.total, offset, messages: summaries })
     }
 
     /// The exact number of messages a query matches.
     pub async fn count(&self, actor: &Actor, query: &str) -> Result<usize, ArchiveError> {
-        Ok(self
-            .search(actor, query, 1, 0, Sort::Date, false)
-            .await?
-            .total)
+        Ok(self.search(actor, query, 1, 0, Sort::Date, false).await?.total)
     }
 
     /// All ids a query matches, newest first (for export).
     pub async fn matching_ids(&self, actor: &Actor, query: &str) -> Result<Vec<i64>, ArchiveError> {
         let index = self.index.clone();
         index.reload()?;
-        let scope = Scope {
-            tenant: actor.tenant.id as u64,
-            visible_to: actor.visibility.clone(),
-        };
+        let scope = Scope { tenant: actor.tenant.id as u64, visible_to: actor.visibility.clone() };
         let query = query.to_owned();
         tokio::task::spawn_blocking(move || {
             let mut ids = Vec::new();
@@ -281,11 +249,7 @@ impl Archive {
     }
 
     /// Summaries of messages the actor may see, in the order of `ids`.
-    pub async fn summaries(
-        &self,
-        actor: &Actor,
-        ids: &[i64],
-    ) -> Result<Vec<MessageSummary>, ArchiveError> {
+    pub async fn summaries(&self, actor: &Actor, ids: &[i64]) -> Result<Vec<MessageSummary>, ArchiveError> {
         let rows = self.catalog.messages(ids).await?;
         let mut recipients = self.catalog.recipients(ids).await?;
         let mut placements = self.catalog.placements(ids).await?;
@@ -302,11 +266,7 @@ impl Archive {
 
     /// One message's summary; `NotFound` for another tenant's or an invisible message.
     pub async fn message(&self, actor: &Actor, id: i64) -> Result<MessageSummary, ArchiveError> {
-        let found = self
-            .summaries(actor, &[id])
-            .await?
-            .pop()
-            .ok_or(ArchiveError::NotFound)?;
+        let found = self.summaries(actor, &[id]).await?.pop().ok_or(ArchiveError::NotFound)?;
         self.audit(actor, "view", &format!("message {id}")).await?;
         Ok(found)
     }
@@ -316,18 +276,9 @@ impl Archive {
         if self.summaries(actor, &[id]).await?.is_empty() {
             return Err(ArchiveError::NotFound);
         }
-        let row = self
-            .catalog
-            .message(actor.tenant.id, id)
-            .await?
-            .ok_or(ArchiveError::NotFound)?;
+        let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
         let raw = self.read_original(&row).await?;
-        self.audit(
-            actor,
-            "download",
-            &format!("message {id} ({} bytes)", raw.len()),
-        )
-        .await?;
+        self.audit(actor, "download", &format!("message {id} ({} bytes)", raw.len())).await?;
         Ok(raw)
     }
 
@@ -340,21 +291,8 @@ impl Archive {
             .map_err(Into::into)
     }
 
-    pub(crate) async fn audit(
-        &self,
-        actor: &Actor,
-        action: &str,
-        detail: &str,
-    ) -> Result<(), ArchiveError> {
-        self.catalog
-            .audit(
-                Some(actor.tenant.id),
-                &actor.name,
-                &actor.ip,
-                action,
-                detail,
-            )
-            .await?;
+    pub(crate) async fn audit(&self, actor: &Actor, action: &str, detail: &str) -> Result<(), ArchiveError> {
+        self.catalog.audit(Some(actor.tenant.id), &actor.name, &actor.ip, action, detail).await?;
         Ok(())
     }
 
@@ -372,20 +310,13 @@ impl Archive {
             problems: report.problems.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
         };
-        let good: HashMap<(String, u32, u64), [u8; 32]> = report
-            .good
-            .into_iter()
-            .map(|(l, h)| ((l.volume, l.segment, l.offset), h))
-            .collect();
+        let good: HashMap<(String, u32, u64), [u8; 32]> =
+            report.good.into_iter().map(|(l, h)| ((l.volume, l.segment, l.offset), h)).collect();
         let mut referenced = HashSet::new();
         let locations = self.catalog.locations().await?;
         outcome.messages = locations.len();
         for m in &locations {
-            let key = (
-                m.record.volume.clone(),
-                m.record.segment as u32,
-                m.record.offset as u64,
-            );
+            let key = (m.record.volume.clone(), m.record.segment as u32, m.record.offset as u64);
             match good.get(&key) {
                 Some(hash) if hex::encode(hash) == m.sha256 => {
                     referenced.insert(key);
@@ -402,9 +333,7 @@ impl Archive {
         }
         outcome.unreferenced_records = good.len() - referenced.len();
         for p in self.catalog.verify_audit().await? {
-            outcome
-                .problems
-                .push(format!("audit log entry {}: {}", p.seq, p.detail));
+            outcome.problems.push(format!("audit log entry {}: {}", p.seq, p.detail));
         }
         Ok(outcome)
     }
@@ -460,12 +389,7 @@ pub(crate) fn location_of(row: &MessageRow) -> Location {
     }
 }
 
-fn visible(
-    actor: &Actor,
-    row: &MessageRow,
-    recipients: &[RecipientRow],
-    placements: &[PlacementRow],
-) -> bool {
+fn visible(actor: &Actor, row: &MessageRow, recipients: &[RecipientRow], placements: &[PlacementRow]) -> bool {
     let Some(v) = &actor.visibility else {
         return true;
     };
@@ -473,11 +397,7 @@ fn visible(
     row.from_addr.as_deref().is_some_and(mine)
         || row.sender.as_deref().is_some_and(mine)
         || recipients.iter().any(|r| mine(&r.address))
-        || placements.iter().any(|p| {
-            v.mailboxes
-                .iter()
-                .any(|m| m.eq_ignore_ascii_case(&p.mailbox))
-        })
+        || placements.iter().any(|p| v.mailboxes.iter().any(|m| m.eq_ignore_ascii_case(&p.mailbox)))
 }
 
 fn summary(
@@ -487,11 +407,7 @@ fn summary(
     placements: Vec<PlacementRow>,
 ) -> MessageSummary {
     let of = |kind: &str| -> Vec<String> {
-        let mut list: Vec<String> = recipients
-            .iter()
-            .filter(|r| r.kind == kind)
-            .map(|r| r.address.clone())
-            .collect();
+        let mut list: Vec<String> = recipients.iter().filter(|r| r.kind == kind).map(|r| r.address.clone()).collect();
         list.dedup();
         list
     };
@@ -504,16 +420,8 @@ fn summary(
         from_name: row.from_name,
         to: of("to"),
         cc: of("cc"),
-        bcc: if actor.sees_bcc {
-            of("bcc")
-        } else {
-            Vec::new()
-        },
-        envelope: if actor.sees_bcc {
-            of("envelope")
-        } else {
-            Vec::new()
-        },
+        bcc: if actor.sees_bcc { of("bcc") } else { Vec::new() },
+        envelope: if actor.sees_bcc { of("envelope") } else { Vec::new() },
         subject: row.subject,
         size: row.size,
         sha256: row.sha256,
@@ -538,9 +446,6 @@ pub fn now_secs() -> i64 {
 pub fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
 }

@@ -52,15 +52,12 @@ impl Catalog {
     ) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         // Taking the head row first serialises appends (a row lock on PostgreSQL).
-        let seq: i64 =
-            sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-        let prev: String = sqlx::query("SELECT hash FROM audit_head WHERE id = 1")
+        let seq: i64 = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
+        let prev: String =
+            sqlx::query("SELECT hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?.try_get(0)?;
         let entry = AuditEntry {
             seq,
             at: crate::now(),
@@ -86,20 +83,13 @@ impl Catalog {
         .bind(&hash)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(seq)
     }
 
     /// The newest entries first.
-    pub async fn audit_entries(
-        &self,
-        tenant_id: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<AuditEntry>> {
+    pub async fn audit_entries(&self, tenant_id: Option<i64>, limit: i64) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
             "SELECT seq, at, tenant_id, actor, ip, action, detail FROM audit \
              WHERE ($1 IS NULL OR tenant_id = $1) ORDER BY seq DESC LIMIT $2",
@@ -113,9 +103,11 @@ impl Catalog {
 
     /// Walks the whole chain; an empty answer means every entry is as it was written.
     pub async fn verify_audit(&self) -> Result<Vec<AuditProblem>> {
-        let rows = sqlx::query("SELECT seq, at, tenant_id, actor, ip, action, detail, prev_hash, hash FROM audit ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, at, tenant_id, actor, ip, action, detail, prev_hash, hash FROM audit ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut problems = Vec::new();
         let mut prev = "0".repeat(64);
         let mut expected = 1;
@@ -129,31 +121,20 @@ impl Catalog {
                 });
             }
             if stored_prev != prev {
-                problems.push(AuditProblem {
-                    seq: entry.seq,
-                    detail: "does not continue the chain".into(),
-                });
+                problems.push(AuditProblem { seq: entry.seq, detail: "does not continue the chain".into() });
             }
             if entry_hash(&stored_prev, &entry) != stored_hash {
-                problems.push(AuditProblem {
-                    seq: entry.seq,
-                    detail: "entry was altered".into(),
-                });
+                problems.push(AuditProblem { seq: entry.seq, detail: "entry was altered".into() });
             }
             prev = stored_hash;
             expected = entry.seq + 1;
         }
         let head: (i64, String) = {
-            let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?;
+            let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
             (r.try_get(0)?, r.try_get(1)?)
         };
         if head.0 != expected - 1 || head.1 != prev {
-            problems.push(AuditProblem {
-                seq: head.0,
-                detail: "the newest entries were removed".into(),
-            });
+            problems.push(AuditProblem { seq: head.0, detail: "the newest entries were removed".into() });
         }
         Ok(problems)
     }

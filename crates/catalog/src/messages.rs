@@ -119,11 +119,7 @@ const MESSAGE_COLUMNS: &str = "id, tenant_id, sha256, volume, segment, record_of
 
 impl Catalog {
     /// Which of these content hashes the tenant has archived already, and as which message.
-    pub async fn existing(
-        &self,
-        tenant_id: i64,
-        hashes: &[String],
-    ) -> Result<HashMap<String, i64>> {
+    pub async fn existing(&self, tenant_id: i64, hashes: &[String]) -> Result<HashMap<String, i64>> {
         let mut found = HashMap::new();
         for chunk in hashes.chunks(500) {
             let sql = format!(
@@ -145,10 +141,7 @@ impl Catalog {
     /// `None` for bytes the tenant has already (recipients and placements are merged into it).
     /// Rows go in as multi-row statements: a batch costs a handful of statements, not a few per
     /// message.
-    pub async fn commit(
-        &self,
-        batch: &[(NewMessage, Option<RecordRef>)],
-    ) -> Result<Vec<CommitOutcome>> {
+    pub async fn commit(&self, batch: &[(NewMessage, Option<RecordRef>)]) -> Result<Vec<CommitOutcome>> {
         let mut tx = self.pool.begin().await?;
         let mut ids: Vec<Option<i64>> = vec![None; batch.len()];
         let mut stored = vec![false; batch.len()];
@@ -160,9 +153,7 @@ impl Catalog {
                  date, from_addr, from_name, sender, on_behalf_of, subject, has_attachment, flags, source, archived_at) VALUES ",
             );
             sql.push_str(&rows_of(chunk.len(), 18));
-            sql.push_str(
-                " ON CONFLICT (tenant_id, sha256) DO NOTHING RETURNING id, tenant_id, sha256",
-            );
+            sql.push_str(" ON CONFLICT (tenant_id, sha256) DO NOTHING RETURNING id, tenant_id, sha256");
             let mut query = sqlx::query(&sql);
             for &i in chunk {
                 let (m, r) = (&batch[i].0, batch[i].1.as_ref().unwrap());
@@ -203,10 +194,7 @@ impl Catalog {
         let mut missing: HashMap<i64, Vec<String>> = HashMap::new();
         for (i, (m, _)) in batch.iter().enumerate() {
             if ids[i].is_none() {
-                missing
-                    .entry(m.tenant_id)
-                    .or_default()
-                    .push(m.sha256.clone());
+                missing.entry(m.tenant_id).or_default().push(m.sha256.clone());
             }
         }
         let mut existing: HashMap<(i64, String), i64> = HashMap::new();
@@ -229,25 +217,17 @@ impl Catalog {
         for (i, (m, _)) in batch.iter().enumerate() {
             let id = match ids[i] {
                 Some(id) => id,
-                None => *existing
-                    .get(&(m.tenant_id, m.sha256.clone()))
-                    .ok_or_else(|| {
-                        crate::CatalogError::Invalid(format!(
-                            "message {} vanished during commit",
-                            m.sha256
-                        ))
-                    })?,
+                None => *existing.get(&(m.tenant_id, m.sha256.clone())).ok_or_else(|| {
+                    crate::CatalogError::Invalid(format!("message {} vanished during commit", m.sha256))
+                })?,
             };
             id_of.push(id);
         }
 
         // Recipients and placements; RETURNING names the messages that gained a row.
         let mut gained: std::collections::HashSet<i64> = std::collections::HashSet::new();
-        let recipients: Vec<(i64, &NewRecipient)> = batch
-            .iter()
-            .zip(&id_of)
-            .flat_map(|((m, _), &id)| m.recipients.iter().map(move |r| (id, r)))
-            .collect();
+        let recipients: Vec<(i64, &NewRecipient)> =
+            batch.iter().zip(&id_of).flat_map(|((m, _), &id)| m.recipients.iter().map(move |r| (id, r))).collect();
         for chunk in recipients.chunks(200) {
             let sql = format!(
                 "INSERT INTO recipients (message, kind, address, name, via) VALUES {} ON CONFLICT DO NOTHING RETURNING message",
@@ -255,22 +235,14 @@ impl Catalog {
             );
             let mut query = sqlx::query(&sql);
             for (id, r) in chunk {
-                query = query
-                    .bind(*id)
-                    .bind(&r.kind)
-                    .bind(&r.address)
-                    .bind(r.name.clone())
-                    .bind(&r.via);
+                query = query.bind(*id).bind(&r.kind).bind(&r.address).bind(r.name.clone()).bind(&r.via);
             }
             for row in query.fetch_all(&mut *tx).await? {
                 gained.insert(row.try_get(0)?);
             }
         }
-        let placements: Vec<(i64, &NewPlacement)> = batch
-            .iter()
-            .zip(&id_of)
-            .flat_map(|((m, _), &id)| m.placements.iter().map(move |p| (id, p)))
-            .collect();
+        let placements: Vec<(i64, &NewPlacement)> =
+            batch.iter().zip(&id_of).flat_map(|((m, _), &id)| m.placements.iter().map(move |p| (id, p))).collect();
         for chunk in placements.chunks(200) {
             let sql = format!(
                 "INSERT INTO placements (message, mailbox, folder, source) VALUES {} ON CONFLICT DO NOTHING RETURNING message",
@@ -278,11 +250,7 @@ impl Catalog {
             );
             let mut query = sqlx::query(&sql);
             for (id, p) in chunk {
-                query = query
-                    .bind(*id)
-                    .bind(&p.mailbox)
-                    .bind(&p.folder)
-                    .bind(&p.source);
+                query = query.bind(*id).bind(&p.mailbox).bind(&p.folder).bind(&p.source);
             }
             for row in query.fetch_all(&mut *tx).await? {
                 gained.insert(row.try_get(0)?);
@@ -296,30 +264,20 @@ impl Catalog {
                 if new {
                     CommitOutcome::Stored { id }
                 } else {
-                    CommitOutcome::Duplicate {
-                        id,
-                        merged: gained.contains(&id),
-                    }
+                    CommitOutcome::Duplicate { id, merged: gained.contains(&id) }
                 }
             })
             .collect();
         let mut to_index: Vec<i64> = outcomes
             .iter()
-            .filter(|o| {
-                matches!(
-                    o,
-                    CommitOutcome::Stored { .. } | CommitOutcome::Duplicate { merged: true, .. }
-                )
-            })
+            .filter(|o| matches!(o, CommitOutcome::Stored { .. } | CommitOutcome::Duplicate { merged: true, .. }))
             .map(|o| o.id())
             .collect();
         to_index.sort_unstable();
         to_index.dedup();
         for chunk in to_index.chunks(500) {
-            let sql = format!(
-                "INSERT INTO index_queue (message) VALUES {} ON CONFLICT DO NOTHING",
-                rows_of(chunk.len(), 1)
-            );
+            let sql =
+                format!("INSERT INTO index_queue (message) VALUES {} ON CONFLICT DO NOTHING", rows_of(chunk.len(), 1));
             let mut query = sqlx::query(&sql);
             for id in chunk {
                 query = query.bind(*id);
@@ -332,13 +290,8 @@ impl Catalog {
 
     /// One message, only if it belongs to `tenant_id`.
     pub async fn message(&self, tenant_id: i64, id: i64) -> Result<Option<MessageRow>> {
-        let sql =
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant_id = $2");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .bind(tenant_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(&sql).bind(id).bind(tenant_id).fetch_optional(&self.pool).await?;
         row.map(|r| message_row(&r)).transpose()
     }
 
@@ -347,10 +300,7 @@ impl Catalog {
     pub async fn messages(&self, ids: &[i64]) -> Result<Vec<MessageRow>> {
         let mut by_id = HashMap::new();
         for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({})",
-                placeholders(1, chunk.len())
-            );
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({})", placeholders(1, chunk.len()));
             let mut query = sqlx::query(&sql);
             for id in chunk {
                 query = query.bind(*id);
@@ -433,23 +383,17 @@ impl Catalog {
     }
 
     pub async fn count_messages(&self, tenant_id: i64) -> Result<i64> {
-        Ok(
-            sqlx::query("SELECT COUNT(*) FROM messages WHERE tenant_id = $1")
-                .bind(tenant_id)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?,
-        )
+        Ok(sqlx::query("SELECT COUNT(*) FROM messages WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 
     /// Messages per volume (all tenants).
     pub async fn messages_per_volume(&self) -> Result<HashMap<String, i64>> {
-        let rows = sqlx::query("SELECT volume, COUNT(*) FROM messages GROUP BY volume")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        let rows = sqlx::query("SELECT volume, COUNT(*) FROM messages GROUP BY volume").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     /// The ids of messages whose index document is due, oldest first.
@@ -464,10 +408,7 @@ impl Catalog {
     /// Called after the index committed these documents.
     pub async fn index_queue_done(&self, ids: &[i64]) -> Result<()> {
         for chunk in ids.chunks(500) {
-            let sql = format!(
-                "DELETE FROM index_queue WHERE message IN ({})",
-                placeholders(1, chunk.len())
-            );
+            let sql = format!("DELETE FROM index_queue WHERE message IN ({})", placeholders(1, chunk.len()));
             let mut query = sqlx::query(&sql);
             for id in chunk {
                 query = query.bind(*id);
@@ -478,10 +419,7 @@ impl Catalog {
     }
 
     pub async fn index_queue_len(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM index_queue")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+        Ok(sqlx::query("SELECT COUNT(*) FROM index_queue").fetch_one(&self.pool).await?.try_get(0)?)
     }
 
     /// Queues every message for indexing (after the index was deleted).
@@ -521,16 +459,10 @@ fn message_row(r: &AnyRow) -> Result<MessageRow> {
 
 /// `($1, $2, …), ($k+1, …), …`: `rows` rows of `width` placeholders each.
 fn rows_of(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", placeholders(r * width + 1, width)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (0..rows).map(|r| format!("({})", placeholders(r * width + 1, width))).collect::<Vec<_>>().join(", ")
 }
 
 /// `$first, $first+1, …` for `n` values.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }

@@ -30,9 +30,10 @@ impl Catalog {
             None => match self.add_tenant(DEFAULT_TENANT, &[]).await {
                 Ok(t) => Ok(t),
                 // Another process created it at the same moment.
-                Err(_) => self.tenant_by_name(DEFAULT_TENANT).await?.ok_or_else(|| {
-                    CatalogError::Invalid("the default tenant could not be created".into())
-                }),
+                Err(_) => self
+                    .tenant_by_name(DEFAULT_TENANT)
+                    .await?
+                    .ok_or_else(|| CatalogError::Invalid("the default tenant could not be created".into())),
             },
         }
     }
@@ -40,55 +41,46 @@ impl Catalog {
     pub async fn add_tenant(&self, name: &str, domains: &[String]) -> Result<Tenant> {
         let name = name.trim();
         if name.is_empty() || name.len() > 100 {
-            return Err(CatalogError::Invalid(
-                "a tenant name must have 1 to 100 characters".into(),
-            ));
+            return Err(CatalogError::Invalid("a tenant name must have 1 to 100 characters".into()));
         }
         if self.tenant_by_name(name).await?.is_some() {
-            return Err(CatalogError::Invalid(format!(
-                "tenant {name:?} exists already"
-            )));
+            return Err(CatalogError::Invalid(format!("tenant {name:?} exists already")));
         }
         let token: String = {
             let mut rng = rand::thread_rng();
-            (0..12)
-                .map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[rng.gen_range(0..32)]))
-                .collect()
+            (0..12).map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[rng.gen_range(0..32)])).collect()
         };
         let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query("INSERT INTO tenants (name, journal_token, created_at) VALUES ($1, $2, $3) RETURNING id")
-            .bind(name)
-            .bind(&token)
-            .bind(crate::now())
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
+        let id: i64 =
+            sqlx::query("INSERT INTO tenants (name, journal_token, created_at) VALUES ($1, $2, $3) RETURNING id")
+                .bind(name)
+                .bind(&token)
+                .bind(crate::now())
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
         for domain in domains {
             let domain = domain.trim().to_ascii_lowercase();
-            let taken = sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(&domain)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 0;
+            let taken =
+                sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(&domain)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 0;
             if taken {
-                return Err(CatalogError::Invalid(format!(
-                    "domain {domain} belongs to another tenant already"
-                )));
+                return Err(CatalogError::Invalid(format!("domain {domain} belongs to another tenant already")));
             }
         }
         tx.commit().await?;
-        self.tenant(id)
-            .await?
-            .ok_or_else(|| CatalogError::Invalid("tenant vanished".into()))
+        self.tenant(id).await?.ok_or_else(|| CatalogError::Invalid("tenant vanished".into()))
     }
 
     pub async fn tenants(&self) -> Result<Vec<Tenant>> {
-        let rows =
-            sqlx::query("SELECT id, name, journal_token, created_at FROM tenants ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT id, name, journal_token, created_at FROM tenants ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::new();
         for row in rows {
             out.push(self.with_domains(&row).await?);
@@ -105,11 +97,7 @@ impl Catalog {
     }
 
     pub async fn tenant_by_journal_token(&self, token: &str) -> Result<Option<Tenant>> {
-        self.one_tenant(
-            "journal_token = $1",
-            TenantKey::Text(&token.to_ascii_lowercase()),
-        )
-        .await
+        self.one_tenant("journal_token = $1", TenantKey::Text(&token.to_ascii_lowercase())).await
     }
 
     async fn one_tenant(&self, filter: &str, key: TenantKey<'_>) -> Result<Option<Tenant>> {
@@ -127,14 +115,13 @@ impl Catalog {
 
     async fn with_domains(&self, row: &AnyRow) -> Result<Tenant> {
         let id: i64 = row.try_get("id")?;
-        let domains =
-            sqlx::query("SELECT domain FROM tenant_domains WHERE tenant_id = $1 ORDER BY domain")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|r| r.get::<String, _>(0))
-                .collect();
+        let domains = sqlx::query("SELECT domain FROM tenant_domains WHERE tenant_id = $1 ORDER BY domain")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
         Ok(Tenant {
             id,
             name: row.try_get("name")?,

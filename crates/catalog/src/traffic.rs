@@ -27,13 +27,7 @@ pub struct TrafficRow {
 pub const BUCKET_SECONDS: i64 = 3600;
 
 impl Catalog {
-    pub async fn add_traffic(
-        &self,
-        at: i64,
-        tenant_id: i64,
-        source: &str,
-        d: &TrafficDelta,
-    ) -> Result<()> {
+    pub async fn add_traffic(&self, at: i64, tenant_id: i64, source: &str, d: &TrafficDelta) -> Result<()> {
         sqlx::query(
             "INSERT INTO traffic (bucket, tenant_id, source, messages, bytes, duplicates, rejected, errors) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (bucket, tenant_id, source) DO UPDATE SET \

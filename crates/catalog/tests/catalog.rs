@@ -1,6 +1,4 @@
-use coffer_catalog::{
-    Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient, RecordRef, TrafficDelta,
-};
+use coffer_catalog::{Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient, RecordRef, TrafficDelta};
 
 fn message(tenant_id: i64, sha: &str, recipients: &[(&str, &str)], folder: &str) -> NewMessage {
     NewMessage {
@@ -32,20 +30,13 @@ fn message(tenant_id: i64, sha: &str, recipients: &[(&str, &str)], folder: &str)
 }
 
 fn record(offset: i64) -> Option<RecordRef> {
-    Some(RecordRef {
-        volume: "t1-v000001".into(),
-        segment: 1,
-        offset,
-        length: 200,
-    })
+    Some(RecordRef { volume: "t1-v000001".into(), segment: 1, offset, length: 200 })
 }
 
 async fn for_each_database(test: impl AsyncFn(Catalog)) {
     let dir = tempfile::tempdir().unwrap();
     for url in coffer_testkit::catalog_urls(dir.path()).await {
-        let catalog = Catalog::connect(&url)
-            .await
-            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let catalog = Catalog::connect(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
         test(catalog).await;
     }
 }
@@ -54,69 +45,30 @@ async fn for_each_database(test: impl AsyncFn(Catalog)) {
 async fn same_bytes_twice_are_one_message_with_recipients_and_placements_merged() {
     for_each_database(async |c: Catalog| {
         let t = c.default_tenant().await.unwrap();
-        let first = c
-            .commit(&[(
-                message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"),
-                record(64),
-            )])
-            .await
-            .unwrap();
-        let CommitOutcome::Stored { id } = first[0] else {
-            panic!("{first:?}")
-        };
-        assert_eq!(
-            c.existing(t.id, &["aa".into(), "bb".into()])
-                .await
-                .unwrap()
-                .get("aa"),
-            Some(&id)
-        );
+        let first =
+            c.commit(&[(message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"), record(64))]).await.unwrap();
+        let CommitOutcome::Stored { id } = first[0] else { panic!("{first:?}") };
+        assert_eq!(c.existing(t.id, &["aa".into(), "bb".into()]).await.unwrap().get("aa"), Some(&id));
         c.index_queue_done(&[id]).await.unwrap();
 
         let again = c
             .commit(&[(
-                message(
-                    t.id,
-                    "aa",
-                    &[
-                        ("envelope", "dave@contoso.com"),
-                        ("bcc", "dave@contoso.com"),
-                    ],
-                    "Sent",
-                ),
+                message(t.id, "aa", &[("envelope", "dave@contoso.com"), ("bcc", "dave@contoso.com")], "Sent"),
                 None,
             )])
             .await
             .unwrap();
         assert_eq!(again[0], CommitOutcome::Duplicate { id, merged: true });
         let recipients = &c.recipients(&[id]).await.unwrap()[&id];
-        let kinds: Vec<_> = recipients
-            .iter()
-            .map(|r| (r.kind.as_str(), r.address.as_str()))
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                ("bcc", "dave@contoso.com"),
-                ("envelope", "dave@contoso.com"),
-                ("to", "bob@contoso.com")
-            ]
-        );
+        let kinds: Vec<_> = recipients.iter().map(|r| (r.kind.as_str(), r.address.as_str())).collect();
+        assert_eq!(kinds, [("bcc", "dave@contoso.com"), ("envelope", "dave@contoso.com"), ("to", "bob@contoso.com")]);
         assert_eq!(c.placements(&[id]).await.unwrap()[&id].len(), 2);
         // The merge changed what the message is found by: it is queued for indexing again.
         assert_eq!(c.index_queue_take(10).await.unwrap(), vec![id]);
 
-        let nothing_new = c
-            .commit(&[(
-                message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"),
-                None,
-            )])
-            .await
-            .unwrap();
-        assert_eq!(
-            nothing_new[0],
-            CommitOutcome::Duplicate { id, merged: false }
-        );
+        let nothing_new =
+            c.commit(&[(message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"), None)]).await.unwrap();
+        assert_eq!(nothing_new[0], CommitOutcome::Duplicate { id, merged: false });
         assert_eq!(c.count_messages(t.id).await.unwrap(), 1);
     })
     .await;
@@ -125,46 +77,19 @@ async fn same_bytes_twice_are_one_message_with_recipients_and_placements_merged(
 #[tokio::test]
 async fn tenants_are_isolated_and_have_journal_addresses() {
     for_each_database(async |c: Catalog| {
-        let a = c
-            .add_tenant("contoso", &["contoso.com".into()])
-            .await
-            .unwrap();
-        let b = c
-            .add_tenant("fabrikam", &["fabrikam.com".into()])
-            .await
-            .unwrap();
-        assert!(
-            c.add_tenant("other", &["contoso.com".into()])
-                .await
-                .is_err(),
-            "a domain has one tenant"
-        );
+        let a = c.add_tenant("contoso", &["contoso.com".into()]).await.unwrap();
+        let b = c.add_tenant("fabrikam", &["fabrikam.com".into()]).await.unwrap();
+        assert!(c.add_tenant("other", &["contoso.com".into()]).await.is_err(), "a domain has one tenant");
         assert!(c.add_tenant("contoso", &[]).await.is_err());
         assert!(a.journal_address("archive.test").starts_with("journal-"));
-        assert_eq!(
-            c.tenant_by_journal_token(&a.journal_token)
-                .await
-                .unwrap()
-                .unwrap()
-                .id,
-            a.id
-        );
+        assert_eq!(c.tenant_by_journal_token(&a.journal_token).await.unwrap().unwrap().id, a.id);
 
-        let stored = c
-            .commit(&[(message(a.id, "cc", &[], "Inbox"), record(64))])
-            .await
-            .unwrap();
+        let stored = c.commit(&[(message(a.id, "cc", &[], "Inbox"), record(64))]).await.unwrap();
         let id = stored[0].id();
         assert!(c.message(a.id, id).await.unwrap().is_some());
-        assert!(
-            c.message(b.id, id).await.unwrap().is_none(),
-            "another tenant's id must not be found"
-        );
+        assert!(c.message(b.id, id).await.unwrap().is_none(), "another tenant's id must not be found");
         // The same bytes in another tenant are that tenant's own message.
-        let other = c
-            .commit(&[(message(b.id, "cc", &[], "Inbox"), record(400))])
-            .await
-            .unwrap();
+        let other = c.commit(&[(message(b.id, "cc", &[], "Inbox"), record(400))]).await.unwrap();
         assert!(matches!(other[0], CommitOutcome::Stored { .. }));
         assert_ne!(other[0].id(), id);
     })
@@ -175,15 +100,7 @@ async fn tenants_are_isolated_and_have_journal_addresses() {
 async fn audit_chain_detects_an_altered_entry() {
     for_each_database(async |c: Catalog| {
         for i in 0..5 {
-            c.audit(
-                None,
-                "cli:root",
-                "127.0.0.1",
-                "search",
-                &format!("query {i}"),
-            )
-            .await
-            .unwrap();
+            c.audit(None, "cli:root", "127.0.0.1", "search", &format!("query {i}")).await.unwrap();
         }
         assert!(c.verify_audit().await.unwrap().is_empty());
         assert_eq!(c.audit_entries(None, 2).await.unwrap()[0].detail, "query 4");
@@ -202,24 +119,13 @@ async fn audit_chain_detects_an_altered_entry() {
 async fn traffic_adds_up_per_hour_tenant_and_source() {
     for_each_database(async |c: Catalog| {
         let t = c.default_tenant().await.unwrap();
-        let d = TrafficDelta {
-            messages: 2,
-            bytes: 100,
-            ..Default::default()
-        };
+        let d = TrafficDelta { messages: 2, bytes: 100, ..Default::default() };
         c.add_traffic(7_200 + 5, t.id, "smtp", &d).await.unwrap();
-        c.add_traffic(7_200 + 3_000, t.id, "smtp", &d)
-            .await
-            .unwrap();
-        c.add_traffic(7_200 + 3_600, t.id, "smtp", &d)
-            .await
-            .unwrap();
+        c.add_traffic(7_200 + 3_000, t.id, "smtp", &d).await.unwrap();
+        c.add_traffic(7_200 + 3_600, t.id, "smtp", &d).await.unwrap();
         let rows = c.traffic(0).await.unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(
-            (rows[0].bucket, rows[0].messages, rows[0].bytes),
-            (7_200, 4, 200)
-        );
+        assert_eq!((rows[0].bucket, rows[0].messages, rows[0].bytes), (7_200, 4, 200));
     })
     .await;
 }

@@ -74,9 +74,7 @@ pub struct Http {
 
 impl Default for Http {
     fn default() -> Self {
-        Http {
-            listen: "127.0.0.1:8090".into(),
-        }
+        Http { listen: "127.0.0.1:8090".into() }
     }
 }
 
@@ -104,16 +102,10 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => {
-                anyhow::ensure!(
-                    path.is_file(),
-                    "config file {} does not exist",
-                    path.display()
-                );
+                anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
                 figment = figment.merge(Toml::file_exact(path));
             }
-            None if Path::new("coffer.toml").is_file() => {
-                figment = figment.merge(Toml::file_exact("coffer.toml"))
-            }
+            None if Path::new("coffer.toml").is_file() => figment = figment.merge(Toml::file_exact("coffer.toml")),
             None => {}
         }
         figment

@@ -17,11 +17,7 @@ use coffer_archive::{Actor, Archive, Sort};
 use config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "coffer",
-    version,
-    about = "Coffer: an email archive and e-discovery server"
-)]
+#[command(name = "coffer", version, about = "Coffer: an email archive and e-discovery server")]
 struct Cli {
     /// Data folder (volumes, catalog, index, master key). Default ./coffer-data.
     #[arg(long, global = true, value_name = "DIR")]
@@ -196,11 +192,7 @@ enum FormatArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if matches!(cli.command, Command::Serve { .. }) {
-        "info"
-    } else {
-        "warn"
-    };
+    let filter = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -208,10 +200,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -236,33 +225,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             serve(config).await
         }
-        Command::Import {
-            tenant,
-            mailbox,
-            folder,
-            no_journal,
-            verbose,
-            paths,
-        } => {
+        Command::Import { tenant, mailbox, folder, no_journal, verbose, paths } => {
             let archive = open(&config, true).await?;
             let tenant = archive.tenant(tenant.as_deref()).await?;
-            let options = ImportOptions {
-                tenant: tenant.id,
-                mailbox,
-                folder,
-                journal: !no_journal,
-            };
+            let options = ImportOptions { tenant: tenant.id, mailbox, folder, journal: !no_journal };
             import(&archive, &paths, &options, verbose).await
         }
-        Command::Search {
-            tenant,
-            json,
-            limit,
-            offset,
-            count,
-            sort,
-            query,
-        } => {
+        Command::Search { tenant, json, limit, offset, count, sort, query } => {
             let archive = open(&config, false).await?;
             let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
             let query = query.join(" ");
@@ -274,9 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 SortArg::Date => Sort::Date,
                 SortArg::Relevance => Sort::Relevance,
             };
-            let page = archive
-                .search(&actor, &query, limit, offset, sort, !json)
-                .await?;
+            let page = archive.search(&actor, &query, limit, offset, sort, !json).await?;
             let mut out = std::io::stdout().lock();
             if json {
                 for m in &page.messages {
@@ -308,41 +275,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let archive = open(&config, false).await?;
             let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
             if raw {
-                let bytes = archive
-                    .raw(&actor, id)
-                    .await
-                    .with_context(|| format!("message {id}"))?;
+                let bytes = archive.raw(&actor, id).await.with_context(|| format!("message {id}"))?;
                 std::io::stdout().lock().write_all(&bytes)?;
             } else {
-                let m = archive
-                    .message(&actor, id)
-                    .await
-                    .with_context(|| format!("message {id}"))?;
+                let m = archive.message(&actor, id).await.with_context(|| format!("message {id}"))?;
                 println!("{}", serde_json::to_string_pretty(&m)?);
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export {
-            tenant,
-            format,
-            out,
-            query,
-        } => {
+        Command::Export { tenant, format, out, query } => {
             let archive = open(&config, false).await?;
             let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
             let format = match format {
                 FormatArg::Mbox => ExportFormat::Mbox,
                 FormatArg::EmlZip => ExportFormat::EmlZip,
             };
-            let summary = archive
-                .export(&actor, &query.join(" "), format, &out)
-                .await?;
-            eprintln!(
-                "exported {} messages ({} bytes) to {}",
-                summary.messages,
-                summary.bytes,
-                out.display()
-            );
+            let summary = archive.export(&actor, &query.join(" "), format, &out).await?;
+            eprintln!("exported {} messages ({} bytes) to {}", summary.messages, summary.bytes, out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { json } => {
@@ -368,20 +317,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            Ok(if outcome.is_clean() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if outcome.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Reindex => {
             let archive = open(&config, true).await?;
             let started = Instant::now();
             let n = archive.reindex().await?;
-            eprintln!(
-                "reindexed {n} messages in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
+            eprintln!("reindexed {n} messages in {:.1} s", started.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
         Command::Volume { command } => {
@@ -416,15 +358,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let archive = open(&config, false).await?;
             let certs = archive.certs();
             match command {
-                CertCommand::Generate {
-                    alias,
-                    cn,
-                    org,
-                    unit,
-                    city,
-                    state,
-                    country,
-                } => {
+                CertCommand::Generate { alias, cn, org, unit, city, state, country } => {
                     let subject = coffer_archive::certs::Subject {
                         common_name: cn,
                         organization: org,
@@ -440,8 +374,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
                 CertCommand::Import { alias, file } => {
-                    let pem = std::fs::read(&file)
-                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let pem = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
                     let info = certs.import_pem(&alias, &pem)?;
                     println!(
                         "certificate {} imported: {} valid until {}; SHA-256 {}",
@@ -514,28 +447,20 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!("shutting down: no new connections; finishing the transactions in flight");
     let _ = stop.send(true);
     if let Some((listener, stats, flusher)) = smtp {
-        let _ = tokio::time::timeout(Duration::from_secs(config.smtp.data_timeout_secs), listener)
-            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(config.smtp.data_timeout_secs), listener).await;
         flusher.abort();
         stats.flush(&archive.catalog, "smtp").await;
     }
     indexer.abort();
     // Leave the index caught up with what was acknowledged (it would catch up at the next start).
-    if tokio::time::timeout(Duration::from_secs(60), archive.indexer().run_until_idle())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(60), archive.indexer().run_until_idle()).await.is_err() {
         tracing::warn!("the index is still catching up; it continues at the next start");
     }
     archive.close().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-type Running = (
-    tokio::task::JoinHandle<()>,
-    std::sync::Arc<coffer_smtp::Stats>,
-    tokio::task::JoinHandle<()>,
-);
+type Running = (tokio::task::JoinHandle<()>, std::sync::Arc<coffer_smtp::Stats>, tokio::task::JoinHandle<()>);
 
 async fn start_smtp(
     archive: &Archive,
@@ -544,19 +469,13 @@ async fn start_smtp(
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Running> {
     let s = &config.smtp;
-    let hostname = s
-        .hostname
-        .clone()
-        .unwrap_or_else(|| config.journal_domain.clone());
+    let hostname = s.hostname.clone().unwrap_or_else(|| config.journal_domain.clone());
     let tls = if s.tls == coffer_smtp::TlsPolicy::Off {
         None
     } else {
         let certs = archive.certs();
         if certs.certificate_pem(&s.certificate).is_err() {
-            let subject = coffer_archive::certs::Subject {
-                common_name: hostname.clone(),
-                ..Default::default()
-            };
+            let subject = coffer_archive::certs::Subject { common_name: hostname.clone(), ..Default::default() };
             let info = certs.generate(&s.certificate, &subject)?;
             tracing::warn!(alias = %info.alias, cn = %hostname, "no certificate for SMTP: generated a self-signed one (import a real one with `coffer cert import`)");
         }
@@ -564,12 +483,7 @@ async fn start_smtp(
             certs.certificate_pem(&s.certificate)?.as_bytes(),
             &certs.private_key_pem(&s.certificate)?,
         )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "certificate {:?} cannot be used for TLS: {e}",
-                s.certificate
-            )
-        })?;
+        .map_err(|e| anyhow::anyhow!("certificate {:?} cannot be used for TLS: {e}", s.certificate))?;
         Some(acceptor)
     };
     let addresses = coffer_smtp::JournalAddresses::new(&config.journal_domain);
@@ -633,11 +547,7 @@ async fn status(archive: &Archive, config: &Config, json: bool) -> anyhow::Resul
     }
     println!("Tenants");
     for t in &tenants {
-        println!(
-            "  {:<20} journal address {}",
-            t.name,
-            t.journal_address(&config.journal_domain)
-        );
+        println!("  {:<20} journal address {}", t.name, t.journal_address(&config.journal_domain));
     }
     println!("Archived in the last 24 hours (by source and tenant)");
     let mut sums: std::collections::BTreeMap<(String, i64), (i64, i64, i64)> = Default::default();
@@ -653,8 +563,7 @@ async fn status(archive: &Archive, config: &Config, json: bool) -> anyhow::Resul
     println!("Listener figures in the last 24 hours");
     let mut fig: std::collections::BTreeMap<(String, String), i64> = Default::default();
     for f in &figures {
-        *fig.entry((f.listener.clone(), f.figure.clone()))
-            .or_default() += f.value;
+        *fig.entry((f.listener.clone(), f.figure.clone())).or_default() += f.value;
     }
     for ((listener, figure), v) in &fig {
         println!("  {listener:<8} {figure:<24} {v}");
@@ -663,17 +572,13 @@ async fn status(archive: &Archive, config: &Config, json: bool) -> anyhow::Resul
     println!(
         "Volumes: {} ({} open)",
         volumes.len(),
-        volumes
-            .iter()
-            .filter(|v| v.state == coffer_archive::service::VolumeState::Open)
-            .count()
+        volumes.iter().filter(|v| v.state == coffer_archive::service::VolumeState::Open).count()
     );
     Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -697,15 +602,8 @@ async fn import(
     let mut on_event = |event: ImportEvent<'_>| match event {
         ImportEvent::Stored { origin, receipt } => {
             if verbose {
-                let what = if receipt.duplicate {
-                    "duplicate"
-                } else {
-                    "stored"
-                };
-                println!(
-                    "{what} id={} sha256={} origin={origin}",
-                    receipt.id, receipt.sha256
-                );
+                let what = if receipt.duplicate { "duplicate" } else { "stored" };
+                println!("{what} id={} sha256={} origin={origin}", receipt.id, receipt.sha256);
             }
         }
         ImportEvent::Failed { origin, error } => {
@@ -772,19 +670,12 @@ async fn import(
         started.elapsed().as_secs_f64()
     );
     if summary.failed > 0 {
-        eprintln!(
-            "{} messages could not be imported (listed above)",
-            summary.failed
-        );
+        eprintln!("{} messages could not be imported (listed above)", summary.failed);
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        s.chars().take(n - 1).collect::<String>() + "…"
-    }
+    if s.chars().count() <= n { s.to_owned() } else { s.chars().take(n - 1).collect::<String>() + "…" }
 }

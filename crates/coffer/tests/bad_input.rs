@@ -10,11 +10,7 @@ use common::{Coffer, receipts, sha256};
 
 /// Runs with a deadline: a hang fails the test instead of stalling the suite.
 fn run_within(mut command: Command, limit: Duration) -> Output {
-    let child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let started = Instant::now();
     let watchdog = std::thread::spawn(move || {
@@ -51,9 +47,7 @@ fn bad_files(dir: &std::path::Path) -> Vec<(&'static str, Vec<u8>)> {
 
     let mut nested = String::from("Subject: deeply nested\r\nMIME-Version: 1.0\r\n");
     for i in 0..5_000 {
-        nested.push_str(&format!(
-            "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"
-        ));
+        nested.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"));
     }
     nested.push_str("Content-Type: text/plain\r\n\r\nthe innermost text\r\n");
     for i in (0..5_000).rev() {
@@ -83,11 +77,7 @@ fn hostile_messages_are_archived_byte_exact_without_crash_or_hang() {
     let mut import = c.command();
     import.args(["import", "-v", dir.to_str().unwrap()]);
     let out = run_within(import, Duration::from_secs(300));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stored = receipts(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(stored.len(), files.len());
     for (name, bytes) in &files {
@@ -98,16 +88,9 @@ fn hostile_messages_are_archived_byte_exact_without_crash_or_hang() {
         let raw = run_within(show, Duration::from_secs(120)).stdout;
         assert!(raw == *bytes, "{name} does not come back byte-exact");
     }
-    assert!(
-        c.count("tag:unparseable") >= 2,
-        "empty and garbage files are flagged"
-    );
+    assert!(c.count("tag:unparseable") >= 2, "empty and garbage files are flagged");
     assert_eq!(c.count("subject:\"ten thousand headers\""), 1);
-    assert_eq!(
-        c.count("innermost"),
-        1,
-        "the text at the bottom of 5,000 levels is found"
-    );
+    assert_eq!(c.count("innermost"), 1, "the text at the bottom of 5,000 levels is found");
     assert_eq!(c.count("subject:sixty size:>50M"), 1);
 }
 
@@ -118,16 +101,12 @@ fn a_message_over_the_configured_limit_is_refused_with_a_clear_message() {
     std::fs::create_dir_all(&dir).unwrap();
     bad_files(&dir);
     let mut import = c.command();
-    import
-        .args(["import", dir.to_str().unwrap()])
-        .env("COFFER_MAX_MESSAGE_BYTES", (50u64 << 20).to_string());
+    import.args(["import", dir.to_str().unwrap()]).env("COFFER_MAX_MESSAGE_BYTES", (50u64 << 20).to_string());
     let out = run_within(import, Duration::from_secs(300));
     assert_eq!(out.status.code(), Some(2), "some messages failed");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("big.eml")
-            && stderr.contains("over the limit")
-            && stderr.contains("max_message_bytes"),
+        stderr.contains("big.eml") && stderr.contains("over the limit") && stderr.contains("max_message_bytes"),
         "{stderr}"
     );
     assert_eq!(c.count(""), 4, "the other files are archived");

@@ -20,30 +20,13 @@ fn maildir_import_is_searchable_byte_exact_and_idempotent() {
     let folders = ["", "Sent", "Projects/Alpha"];
     write_maildir(
         &maildir,
-        &corpus
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.raw.clone(), folders[i % 3].to_owned()))
-            .collect::<Vec<_>>(),
+        &corpus.iter().enumerate().map(|(i, g)| (g.raw.clone(), folders[i % 3].to_owned())).collect::<Vec<_>>(),
     );
 
-    let out = c.run(&[
-        "import",
-        "-v",
-        "--mailbox",
-        "alice.martin@contoso.com",
-        maildir.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = c.run(&["import", "-v", "--mailbox", "alice.martin@contoso.com", maildir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("imported 120, duplicates 0, flagged 0, failed 0"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("imported 120, duplicates 0, flagged 0, failed 0"), "{stderr}");
     let stored = receipts(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(stored.len(), 120);
 
@@ -55,64 +38,29 @@ fn maildir_import_is_searchable_byte_exact_and_idempotent() {
 
     // --json carries the contract's fields.
     let hits = c.json("from:bob@contoso.com", 1000);
-    let expected = corpus
-        .iter()
-        .filter(|g| g.truth.from == "bob@contoso.com")
-        .count();
+    let expected = corpus.iter().filter(|g| g.truth.from == "bob@contoso.com").count();
     assert_eq!(hits.len(), expected);
-    for field in [
-        "id",
-        "message_id",
-        "date",
-        "from",
-        "to",
-        "cc",
-        "bcc",
-        "subject",
-        "size",
-        "sha256",
-        "mailbox",
-        "folder",
-    ] {
-        assert!(
-            hits[0].get(field).is_some(),
-            "--json lacks {field}: {}",
-            hits[0]
-        );
+    for field in
+        ["id", "message_id", "date", "from", "to", "cc", "bcc", "subject", "size", "sha256", "mailbox", "folder"]
+    {
+        assert!(hits[0].get(field).is_some(), "--json lacks {field}: {}", hits[0]);
     }
-    assert!(
-        hits.windows(2)
-            .all(|w| w[0]["date"].as_str() >= w[1]["date"].as_str()),
-        "newest first"
-    );
+    assert!(hits.windows(2).all(|w| w[0]["date"].as_str() >= w[1]["date"].as_str()), "newest first");
 
     // show --raw gives back the original bytes.
     for (what, id, sha, origin) in stored.iter().take(10) {
         assert_eq!(what, "stored");
-        let raw = c
-            .command()
-            .args(["show", "--raw", &id.to_string()])
-            .output()
-            .unwrap()
-            .stdout;
+        let raw = c.command().args(["show", "--raw", &id.to_string()]).output().unwrap().stdout;
         assert_eq!(&sha256(&raw), sha);
         assert_eq!(raw, std::fs::read(origin).unwrap());
     }
 
     // Re-running adds nothing.
-    let again = c.run(&[
-        "import",
-        "--mailbox",
-        "alice.martin@contoso.com",
-        maildir.to_str().unwrap(),
-    ]);
+    let again = c.run(&["import", "--mailbox", "alice.martin@contoso.com", maildir.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("imported 0, duplicates 120"));
     assert_eq!(c.count(""), 120);
     let verify = c.ok(&["verify"]);
-    assert!(
-        verify.contains("120 records, 120 catalog messages") && verify.contains("all intact"),
-        "{verify}"
-    );
+    assert!(verify.contains("120 records, 120 catalog messages") && verify.contains("all intact"), "{verify}");
 }
 
 #[test]
@@ -126,46 +74,22 @@ fn export_zip_has_every_message_and_a_manifest_of_their_hashes() {
     }
     c.ok(&["import", dir.to_str().unwrap()]);
     let out = c.dir.path().join("export.zip");
-    c.ok(&[
-        "export",
-        "--format",
-        "eml-zip",
-        "--out",
-        out.to_str().unwrap(),
-        "has:attachment",
-    ]);
+    c.ok(&["export", "--format", "eml-zip", "--out", out.to_str().unwrap(), "has:attachment"]);
     let entries = zip_entries(&out);
-    let expected: BTreeSet<String> = corpus
-        .iter()
-        .filter(|g| !g.truth.attachment_names.is_empty())
-        .map(|g| sha256(&g.raw))
-        .collect();
+    let expected: BTreeSet<String> =
+        corpus.iter().filter(|g| !g.truth.attachment_names.is_empty()).map(|g| sha256(&g.raw)).collect();
     let sums = String::from_utf8(entries["SHA256SUMS"].clone()).unwrap();
-    let listed: BTreeSet<String> = sums
-        .lines()
-        .map(|l| l.split_whitespace().next().unwrap().to_owned())
-        .collect();
+    let listed: BTreeSet<String> = sums.lines().map(|l| l.split_whitespace().next().unwrap().to_owned()).collect();
     assert_eq!(listed, expected);
     for line in sums.lines() {
         let (sha, name) = line.split_once("  ").unwrap();
-        assert_eq!(
-            sha256(&entries[name]),
-            sha,
-            "{name} differs from its manifest hash"
-        );
+        assert_eq!(sha256(&entries[name]), sha, "{name} differs from its manifest hash");
     }
     assert!(entries["manifest.csv"].starts_with(b"id,sha256,size,date,message_id,subject\n"));
 
     // An mbox export imports into another archive as the same messages.
     let mbox = c.dir.path().join("export.mbox");
-    c.ok(&[
-        "export",
-        "--format",
-        "mbox",
-        "--out",
-        mbox.to_str().unwrap(),
-        "from:contoso.com",
-    ]);
+    c.ok(&["export", "--format", "mbox", "--out", mbox.to_str().unwrap(), "from:contoso.com"]);
     let other = Coffer::new();
     other.ok(&["import", mbox.to_str().unwrap()]);
     assert_eq!(other.count(""), c.count("from:contoso.com"));
@@ -178,8 +102,7 @@ fn mbox_import_counts_messages_and_names_the_folder_after_the_file() {
     let corpus = generated(30, 3);
     let mut mbox = Vec::new();
     for g in &corpus {
-        coffer_archive::export::write_mbox_entry(&mut mbox, &g.truth.from, g.truth.date, &g.raw)
-            .unwrap();
+        coffer_archive::export::write_mbox_entry(&mut mbox, &g.truth.from, g.truth.date, &g.raw).unwrap();
     }
     let path = c.dir.path().join("Archive 2023.mbox");
     std::fs::write(&path, &mbox).unwrap();
@@ -187,10 +110,7 @@ fn mbox_import_counts_messages_and_names_the_folder_after_the_file() {
     assert_eq!(c.count(""), 30);
     assert_eq!(c.count("folder:\"Imported/Archive 2023\""), 30);
     let hits = c.json("", 100);
-    let hashes: BTreeSet<String> = hits
-        .iter()
-        .map(|h| h["sha256"].as_str().unwrap().to_owned())
-        .collect();
+    let hashes: BTreeSet<String> = hits.iter().map(|h| h["sha256"].as_str().unwrap().to_owned()).collect();
     let expected: BTreeSet<String> = corpus.iter().map(|g| sha256(&g.raw)).collect();
     assert_eq!(hashes, expected, "mbox round trip is byte-exact");
 }
@@ -199,38 +119,21 @@ fn mbox_import_counts_messages_and_names_the_folder_after_the_file() {
 fn tenants_get_journal_addresses_and_their_own_mail() {
     let c = Coffer::new();
     let out = c.ok(&["tenant", "add", "contoso", "--domain", "contoso.com"]);
-    assert!(
-        out.contains("journal address: journal-") && out.contains("@archive.localhost"),
-        "{out}"
-    );
+    assert!(out.contains("journal address: journal-") && out.contains("@archive.localhost"), "{out}");
     let list = c.ok(&["tenant", "list"]);
-    assert!(
-        list.contains("contoso") && list.contains("default"),
-        "{list}"
-    );
+    assert!(list.contains("contoso") && list.contains("default"), "{list}");
 
     let eml = c.dir.path().join("one.eml");
     std::fs::write(&eml, &generated(1, 4)[0].raw).unwrap();
     c.ok(&["import", "--tenant", "contoso", eml.to_str().unwrap()]);
-    assert_eq!(
-        c.ok(&["search", "--tenant", "contoso", "--count", ""])
-            .trim(),
-        "1"
-    );
-    assert_eq!(
-        c.ok(&["search", "--count", ""]).trim(),
-        "0",
-        "the default tenant does not see contoso's mail"
-    );
+    assert_eq!(c.ok(&["search", "--tenant", "contoso", "--count", ""]).trim(), "1");
+    assert_eq!(c.ok(&["search", "--count", ""]).trim(), "0", "the default tenant does not see contoso's mail");
     let id = c.json("", 1);
     assert!(id.is_empty());
     let contoso_id = c.ok(&["search", "--tenant", "contoso", "--json", ""]);
     let id: serde_json::Value = serde_json::from_str(contoso_id.lines().next().unwrap()).unwrap();
     let shown = c.run(&["show", &id["id"].to_string()]);
-    assert!(
-        !shown.status.success(),
-        "another tenant's message id is not found"
-    );
+    assert!(!shown.status.success(), "another tenant's message id is not found");
 
     let unknown = c.run(&["search", "--tenant", "nope", "x"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("tenant list"));
@@ -246,18 +149,12 @@ fn volumes_list_and_close_and_verify_names_a_flipped_byte() {
     }
     c.ok(&["import", dir.to_str().unwrap()]);
     let list = c.ok(&["volume", "list"]);
-    assert!(
-        list.contains("t1-v000001") && list.contains("open"),
-        "{list}"
-    );
+    assert!(list.contains("t1-v000001") && list.contains("open"), "{list}");
     c.ok(&["volume", "close", "t1-v000001"]);
     std::fs::write(dir.join("late.eml"), &generated(11, 5)[10].raw).unwrap();
     c.ok(&["import", dir.to_str().unwrap()]);
     let list = c.ok(&["volume", "list"]);
-    assert!(
-        list.contains("t1-v000001       closed") && list.contains("t1-v000002       open"),
-        "{list}"
-    );
+    assert!(list.contains("t1-v000001       closed") && list.contains("t1-v000002       open"), "{list}");
     assert!(c.ok(&["verify"]).contains("all intact"));
 
     let segment = c.data().join("volumes/t1-v000001/000001.seg");
@@ -268,39 +165,19 @@ fn volumes_list_and_close_and_verify_names_a_flipped_byte() {
     let out = c.run(&["verify"]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("PROBLEM: volume t1-v000001 segment 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("its record at t1-v000001"),
-        "the damaged message is named: {text}"
-    );
+    assert!(text.contains("PROBLEM: volume t1-v000001 segment 1"), "{text}");
+    assert!(text.contains("its record at t1-v000001"), "the damaged message is named: {text}");
 }
 
 #[test]
 fn configuration_comes_from_the_file_and_the_environment() {
     let c = Coffer::new();
-    std::fs::write(
-        c.dir.path().join("coffer.toml"),
-        "journal_domain = \"journal.contoso.test\"\n",
-    )
-    .unwrap();
+    std::fs::write(c.dir.path().join("coffer.toml"), "journal_domain = \"journal.contoso.test\"\n").unwrap();
     let out = c.ok(&["tenant", "add", "fabrikam"]);
     assert!(out.contains("@journal.contoso.test"), "{out}");
-    let out = c
-        .command()
-        .args(["tenant", "list"])
-        .env("COFFER_JOURNAL_DOMAIN", "env.test")
-        .output()
-        .unwrap();
+    let out = c.command().args(["tenant", "list"]).env("COFFER_JOURNAL_DOMAIN", "env.test").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("@env.test"));
-    let bad = c
-        .command()
-        .args(["tenant", "list"])
-        .env("COFFER_MAX_MESSAGE_BYTES", "lots")
-        .output()
-        .unwrap();
+    let bad = c.command().args(["tenant", "list"]).env("COFFER_MAX_MESSAGE_BYTES", "lots").output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("configuration is invalid"));
 }

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use common::{Coffer, receipts, sha256, zip_entries};
 
 const MBOXES: &[(&str, usize)] = &[
-    (
-        "mimekit/UnitTests/TestData/mbox/content-length.mbox.txt",
-        29,
-    ),
+    ("mimekit/UnitTests/TestData/mbox/content-length.mbox.txt", 29),
     ("mimekit/UnitTests/TestData/mbox/issue1189.mbox.txt", 4),
     ("mimekit/UnitTests/TestData/mbox/simple.mbox.txt", 3),
     // Two messages whose bodies hold unquoted "From Russia with love" lines.
@@ -62,84 +59,38 @@ fn every_corpus_file_is_archived_and_comes_back_byte_exact() {
     let mut by_id: BTreeMap<i64, PathBuf> = BTreeMap::new();
     for (_, id, sha, origin) in &stored {
         let path = &source_of[origin];
-        assert_eq!(
-            &sha256(&std::fs::read(path).unwrap()),
-            sha,
-            "{} was stored with another hash",
-            path.display()
-        );
+        assert_eq!(&sha256(&std::fs::read(path).unwrap()), sha, "{} was stored with another hash", path.display());
         by_id.entry(*id).or_insert_with(|| path.clone());
     }
     assert_eq!(c.count(""), by_id.len(), "one message per distinct file");
 
     // Everything back out: each exported original equals its file.
     let zip = c.dir.path().join("all.zip");
-    c.ok(&[
-        "export",
-        "--format",
-        "eml-zip",
-        "--out",
-        zip.to_str().unwrap(),
-        "",
-    ]);
+    c.ok(&["export", "--format", "eml-zip", "--out", zip.to_str().unwrap(), ""]);
     let entries = zip_entries(&zip);
     for (id, path) in &by_id {
-        let exported = entries
-            .get(&format!("messages/{id}.eml"))
-            .unwrap_or_else(|| panic!("message {id} missing from export"));
-        assert!(
-            exported == &std::fs::read(path).unwrap(),
-            "{} does not come back byte-exact",
-            path.display()
-        );
+        let exported =
+            entries.get(&format!("messages/{id}.eml")).unwrap_or_else(|| panic!("message {id} missing from export"));
+        assert!(exported == &std::fs::read(path).unwrap(), "{} does not come back byte-exact", path.display());
     }
     // And through `show --raw`, for a spread of them.
     for (id, path) in by_id.iter().step_by(97) {
-        let raw = c
-            .command()
-            .args(["show", "--raw", &id.to_string()])
-            .output()
-            .unwrap()
-            .stdout;
-        assert!(
-            raw == std::fs::read(path).unwrap(),
-            "show --raw {id} differs from {}",
-            path.display()
-        );
+        let raw = c.command().args(["show", "--raw", &id.to_string()]).output().unwrap().stdout;
+        assert!(raw == std::fs::read(path).unwrap(), "show --raw {id} differs from {}", path.display());
     }
 
     // What no parser understands is kept and flagged, not dropped.
     let flagged = c.count("tag:unparseable");
-    assert!(
-        flagged > 0,
-        "the PST and image files are flagged unparseable"
-    );
-    let pst = by_id
-        .iter()
-        .find(|(_, p)| p.extension().is_some_and(|e| e == "pst"))
-        .map(|(id, _)| *id)
-        .unwrap();
-    let shown: serde_json::Value =
-        serde_json::from_str(&c.ok(&["show", &pst.to_string()])).unwrap();
-    assert!(
-        shown["flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f == "unparseable"),
-        "{shown}"
-    );
+    assert!(flagged > 0, "the PST and image files are flagged unparseable");
+    let pst = by_id.iter().find(|(_, p)| p.extension().is_some_and(|e| e == "pst")).map(|(id, _)| *id).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&c.ok(&["show", &pst.to_string()])).unwrap();
+    assert!(shown["flags"].as_array().unwrap().iter().any(|f| f == "unparseable"), "{shown}");
     assert!(c.ok(&["verify"]).contains("all intact"));
 
     // The mbox files yield their real message counts.
     for (path, expected) in MBOXES {
         let other = Coffer::new();
-        let out = other.ok(&[
-            "import",
-            "-v",
-            "--no-journal",
-            corpus.join(path).to_str().unwrap(),
-        ]);
+        let out = other.ok(&["import", "-v", "--no-journal", corpus.join(path).to_str().unwrap()]);
         assert_eq!(receipts(&out).len(), *expected, "{path}");
     }
 }

@@ -20,8 +20,7 @@ fn kill_9_during_import_loses_nothing_that_was_reported_stored() {
     let mut mbox = Vec::new();
     for i in 0..MESSAGES {
         let g = generator.message(i);
-        coffer_archive::export::write_mbox_entry(&mut mbox, &g.truth.from, g.truth.date, &g.raw)
-            .unwrap();
+        coffer_archive::export::write_mbox_entry(&mut mbox, &g.truth.from, g.truth.date, &g.raw).unwrap();
     }
     let path = c.dir.path().join("big.mbox");
     std::fs::write(&path, &mbox).unwrap();
@@ -47,11 +46,7 @@ fn kill_9_during_import_loses_nothing_that_was_reported_stored() {
     let status = child.wait().unwrap();
     assert!(!status.success(), "the import was killed, not finished");
     let reported = receipts(&reported.join("\n"));
-    assert!(
-        reported.len() >= KILL_AFTER && reported.len() < MESSAGES,
-        "killed mid-import: {}",
-        reported.len()
-    );
+    assert!(reported.len() >= KILL_AFTER && reported.len() < MESSAGES, "killed mid-import: {}", reported.len());
 
     let verify = c.ok(&["verify"]);
     assert!(verify.contains("all intact"), "{verify}");
@@ -59,37 +54,17 @@ fn kill_9_during_import_loses_nothing_that_was_reported_stored() {
     // Every message reported stored is in the archive (found through the catalog and the store).
     let zip = c.dir.path().join("after-crash.zip");
     c.ok(&["reindex"]);
-    c.ok(&[
-        "export",
-        "--format",
-        "eml-zip",
-        "--out",
-        zip.to_str().unwrap(),
-        "",
-    ]);
+    c.ok(&["export", "--format", "eml-zip", "--out", zip.to_str().unwrap(), ""]);
     let sums = String::from_utf8(zip_entries(&zip)["SHA256SUMS"].clone()).unwrap();
-    let present: BTreeSet<&str> = sums
-        .lines()
-        .map(|l| l.split_whitespace().next().unwrap())
-        .collect();
+    let present: BTreeSet<&str> = sums.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
     for (_, id, sha, origin) in &reported {
-        assert!(
-            present.contains(sha.as_str()),
-            "{origin} (id {id}) was reported stored but is missing"
-        );
+        assert!(present.contains(sha.as_str()), "{origin} (id {id}) was reported stored but is missing");
     }
 
     // Finishing the import completes the archive without storing anything twice.
     let out = c.run(&["import", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(c.count(""), MESSAGES);
     let verify = c.ok(&["verify"]);
-    assert!(
-        verify.contains(&format!("{MESSAGES} catalog messages")) && verify.contains("all intact"),
-        "{verify}"
-    );
+    assert!(verify.contains(&format!("{MESSAGES} catalog messages")) && verify.contains("all intact"), "{verify}");
 }

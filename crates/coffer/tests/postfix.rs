@@ -23,17 +23,10 @@ impl Postfix {
         }
         // Postfix's daemons run as the postfix user and must traverse the folders.
         Command::new("chmod")
-            .args([
-                "755",
-                root.to_str().unwrap(),
-                root.parent().unwrap().to_str().unwrap(),
-            ])
+            .args(["755", root.to_str().unwrap(), root.parent().unwrap().to_str().unwrap()])
             .status()
             .unwrap();
-        Command::new("chown")
-            .args(["postfix", root.join("data").to_str().unwrap()])
-            .status()
-            .unwrap();
+        Command::new("chown").args(["postfix", root.join("data").to_str().unwrap()]).status().unwrap();
         std::fs::copy(ca, root.join("ca.pem")).unwrap();
         let r = root.display();
         let main_cf = format!(
@@ -47,8 +40,8 @@ impl Postfix {
              smtp_host_lookup = native\n"
         );
         std::fs::write(root.join("etc/main.cf"), main_cf).unwrap();
-        let master = std::fs::read_to_string("/etc/postfix/master.cf")
-            .expect("Postfix is installed (.ci/run installs it)");
+        let master =
+            std::fs::read_to_string("/etc/postfix/master.cf").expect("Postfix is installed (.ci/run installs it)");
         let master: String = master
             .lines()
             .map(|line| {
@@ -62,14 +55,7 @@ impl Postfix {
                     fields[0].to_owned()
                 };
                 // Column 5 is chroot: off, so the daemons see the same files.
-                format!(
-                    "{} {} {} {} n {}\n",
-                    service,
-                    fields[1],
-                    fields[2],
-                    fields[3],
-                    fields[5..].join(" ")
-                )
+                format!("{} {} {} {} n {}\n", service, fields[1], fields[2], fields[3], fields[5..].join(" "))
             })
             .collect();
         std::fs::write(root.join("etc/master.cf"), master).unwrap();
@@ -79,20 +65,14 @@ impl Postfix {
             std::fs::write("/etc/postfix/main.cf", format!("{global}\n{line}\n")).unwrap();
         }
         let etc = root.join("etc");
-        let out = Command::new("postfix")
-            .args(["-c", etc.to_str().unwrap(), "start"])
-            .output()
-            .unwrap();
+        let out = Command::new("postfix").args(["-c", etc.to_str().unwrap(), "start"]).output().unwrap();
         assert!(
             out.status.success(),
             "postfix start: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Postfix {
-            etc,
-            root: root.to_owned(),
-        }
+        Postfix { etc, root: root.to_owned() }
     }
 
     fn log(&self) -> String {
@@ -102,9 +82,7 @@ impl Postfix {
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .args(["-c", self.etc.to_str().unwrap(), "stop"])
-            .output();
+        let _ = Command::new("postfix").args(["-c", self.etc.to_str().unwrap(), "stop"]).output();
     }
 }
 
@@ -125,31 +103,17 @@ fn postfix_relays_journal_reports_over_verified_tls_and_bcc_and_bytes_survive() 
     let (journal, ca) = journal_archive(&c);
     let server = Server::start(&c, &[("COFFER_SMTP__TLS", "require")]);
     let smtpd_port = common::free_port();
-    let postfix = Postfix::start(
-        &c.dir.path().join("postfix"),
-        smtpd_port,
-        server.smtp.port(),
-        &ca,
-    );
+    let postfix = Postfix::start(&c.dir.path().join("postfix"), smtpd_port, server.smtp.port(), &ca);
 
     // Originals: corpus messages when the corpus is there, generated ones otherwise.
     let mut originals: Vec<Vec<u8>> = Vec::new();
     if let Some(corpus) = coffer_testkit::corpus_dir() {
         let dir = corpus.join("spamassassin-public/easy-ham-1");
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
         // Postfix folds lines over 998 bytes (as RFC 5321 allows); those are left out here.
         let short_lines = |m: &Vec<u8>| m.split(|&b| b == b'\n').all(|l| l.len() < 990);
-        originals.extend(
-            files
-                .iter()
-                .map(|p| std::fs::read(p).unwrap())
-                .filter(short_lines)
-                .take(20),
-        );
+        originals.extend(files.iter().map(|p| std::fs::read(p).unwrap()).filter(short_lines).take(20));
     }
     let mut generator = coffer_testkit::corpus::Generator::new(5);
     originals.extend((0..10).map(|i| generator.message(i).raw));
@@ -158,13 +122,9 @@ fn postfix_relays_journal_reports_over_verified_tls_and_bcc_and_bytes_survive() 
         .iter()
         .enumerate()
         .map(|(i, o)| {
-            let env = Envelope::new(
-                "sender@contoso.com",
-                "journaled",
-                &format!("<relay-{i}@contoso.com>"),
-            )
-            .line("To", "bob@contoso.com")
-            .line("Bcc", &format!("hidden{i}@contoso.com"));
+            let env = Envelope::new("sender@contoso.com", "journaled", &format!("<relay-{i}@contoso.com>"))
+                .line("To", "bob@contoso.com")
+                .line("Bcc", &format!("hidden{i}@contoso.com"));
             report(o, &env, Style::ExchangeOnline, &journal)
         })
         .collect();
@@ -185,43 +145,22 @@ s.quit()
     );
 
     let deadline = Instant::now() + Duration::from_secs(60);
-    while postfix.log().matches("status=sent").count() < reports.len() && Instant::now() < deadline
-    {
+    while postfix.log().matches("status=sent").count() < reports.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(300));
     }
     let log = postfix.log();
-    assert!(
-        log.contains("Verified TLS connection established to localhost[127.0.0.1]"),
-        "{log}"
-    );
+    assert!(log.contains("Verified TLS connection established to localhost[127.0.0.1]"), "{log}");
     assert_eq!(log.matches("status=sent").count(), reports.len(), "{log}");
 
     // SMTP carries lines ending in CRLF: an original written with bare LF arrives in that form,
     // which is the form Exchange itself would send.
-    let distinct: std::collections::BTreeSet<String> =
-        originals.iter().map(|o| sha256(&crlf(o))).collect();
-    assert_eq!(
-        wait_for_count(&c, "contoso", "", distinct.len()),
-        distinct.len()
-    );
-    assert_eq!(
-        wait_for_count(&c, "contoso", "bcc:hidden3@contoso.com", 1),
-        1
-    );
-    let hits = c.ok(&[
-        "search", "--tenant", "contoso", "--json", "--limit", "1000", "",
-    ]);
+    let distinct: std::collections::BTreeSet<String> = originals.iter().map(|o| sha256(&crlf(o))).collect();
+    assert_eq!(wait_for_count(&c, "contoso", "", distinct.len()), distinct.len());
+    assert_eq!(wait_for_count(&c, "contoso", "bcc:hidden3@contoso.com", 1), 1);
+    let hits = c.ok(&["search", "--tenant", "contoso", "--json", "--limit", "1000", ""]);
     let stored: std::collections::BTreeSet<String> = hits
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["sha256"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["sha256"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(
-        stored, distinct,
-        "every original arrives byte-exact through Postfix"
-    );
+    assert_eq!(stored, distinct, "every original arrives byte-exact through Postfix");
 }

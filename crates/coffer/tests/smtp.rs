@@ -44,54 +44,21 @@ fn smtplib_over_verified_starttls_delivers_a_journal_report_with_its_bcc_searcha
     let (journal, ca) = journal_archive(&c);
     let server = Server::start(&c, &[]);
     let report_file = c.dir.path().join("report.eml");
-    std::fs::write(
-        &report_file,
-        journal_report(ORIGINAL, "<q3-smtp@contoso.com>", &journal),
-    )
-    .unwrap();
+    std::fs::write(&report_file, journal_report(ORIGINAL, "<q3-smtp@contoso.com>", &journal)).unwrap();
     let out = python(
         SMTPLIB,
-        &[
-            "localhost",
-            &server.smtp.port().to_string(),
-            ca.to_str().unwrap(),
-            &journal,
-            report_file.to_str().unwrap(),
-        ],
+        &["localhost", &server.smtp.port().to_string(), ca.to_str().unwrap(), &journal, report_file.to_str().unwrap()],
     );
     assert!(out.starts_with("250 2.0.0 Archived as"), "{out}");
 
     assert_eq!(wait_for_count(&c, "contoso", "bcc:dave@contoso.com", 1), 1);
     let hit: serde_json::Value = serde_json::from_str(
-        c.ok(&[
-            "search",
-            "--tenant",
-            "contoso",
-            "--json",
-            "message-id:<q3-smtp@contoso.com>",
-        ])
-        .lines()
-        .next()
-        .unwrap(),
+        c.ok(&["search", "--tenant", "contoso", "--json", "message-id:<q3-smtp@contoso.com>"]).lines().next().unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        hit["sha256"],
-        sha256(ORIGINAL),
-        "the original's bytes are archived, not the report's"
-    );
-    let raw = c
-        .command()
-        .args([
-            "show",
-            "--tenant",
-            "contoso",
-            "--raw",
-            &hit["id"].to_string(),
-        ])
-        .output()
-        .unwrap()
-        .stdout;
+    assert_eq!(hit["sha256"], sha256(ORIGINAL), "the original's bytes are archived, not the report's");
+    let raw =
+        c.command().args(["show", "--tenant", "contoso", "--raw", &hit["id"].to_string()]).output().unwrap().stdout;
     assert_eq!(raw, ORIGINAL);
 }
 
@@ -119,11 +86,7 @@ fn swaks_with_verified_starttls_and_smtputf8_delivers() {
     let server = Server::start(&c, &[("COFFER_SMTP__TLS", "require")]);
     let original = "From: Jörg <jörg@müller.example>\r\nTo: bob@contoso.com\r\nSubject: Grüße\r\nMessage-ID: <utf8@müller.example>\r\n\r\nHallo\r\n";
     let file = c.dir.path().join("report.eml");
-    std::fs::write(
-        &file,
-        journal_report(original.as_bytes(), "<utf8@müller.example>", &journal),
-    )
-    .unwrap();
+    std::fs::write(&file, journal_report(original.as_bytes(), "<utf8@müller.example>", &journal)).unwrap();
     let out = std::process::Command::new("swaks")
         .args([
             "--server",
@@ -133,22 +96,11 @@ fn swaks_with_verified_starttls_and_smtputf8_delivers() {
             "--tls-ca-path",
             ca.to_str().unwrap(),
         ])
-        .args([
-            "--from",
-            "jörg@müller.example",
-            "--to",
-            &journal,
-            "--data",
-            file.to_str().unwrap(),
-        ])
+        .args(["--from", "jörg@müller.example", "--to", &journal, "--data", file.to_str().unwrap()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("250 2.0.0 Archived as"), "{text}");
     assert_eq!(wait_for_count(&c, "contoso", "subject:grüße", 1), 1);
 }
@@ -161,9 +113,7 @@ struct Client {
 impl Client {
     fn connect(port: u16) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut c = Client { stream };
         assert!(c.read_replies(1).starts_with("220 "));
         c
@@ -177,12 +127,7 @@ impl Client {
     fn read_replies(&mut self, n: usize) -> String {
         let mut text = String::new();
         let mut buf = [0u8; 4096];
-        while text
-            .lines()
-            .filter(|l| l.len() >= 4 && &l[3..4] == " ")
-            .count()
-            < n
-        {
+        while text.lines().filter(|l| l.len() >= 4 && &l[3..4] == " ").count() < n {
             let got = self.stream.read(&mut buf).unwrap();
             assert!(got > 0, "connection closed; so far: {text}");
             text.push_str(&String::from_utf8_lossy(&buf[..got]));
@@ -201,43 +146,27 @@ fn scripted_sessions_pipelining_bdat_sizes_and_mistakes() {
     // Pipelining: the whole transaction in one write; the replies come in order.
     let mut client = Client::connect(port);
     let first = journal_report(ORIGINAL, "<q3-smtp@contoso.com>", &journal);
-    let mut batch = format!(
-        "EHLO exchange.test\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n"
-    )
-    .into_bytes();
+    let mut batch =
+        format!("EHLO exchange.test\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n").into_bytes();
     batch.extend_from_slice(&first);
     batch.extend_from_slice(b".\r\nQUIT\r\n");
     client.send(&batch);
     let replies = client.read_replies(6);
-    let codes: Vec<&str> = replies
-        .lines()
-        .filter(|l| &l[3..4] == " ")
-        .map(|l| &l[..3])
-        .collect();
-    assert_eq!(
-        codes,
-        ["250", "250", "250", "354", "250", "221"],
-        "{replies}"
-    );
+    let codes: Vec<&str> = replies.lines().filter(|l| &l[3..4] == " ").map(|l| &l[..3]).collect();
+    assert_eq!(codes, ["250", "250", "250", "354", "250", "221"], "{replies}");
 
     // BDAT in three chunks.
-    let other = b"From: carol@contoso.com\r\nSubject: chunked\r\nMessage-ID: <bdat@contoso.com>\r\n\r\nin three pieces\r\n".to_vec();
+    let other =
+        b"From: carol@contoso.com\r\nSubject: chunked\r\nMessage-ID: <bdat@contoso.com>\r\n\r\nin three pieces\r\n"
+            .to_vec();
     let bdat = journal_report(&other, "<bdat@contoso.com>", &journal);
     let (a, rest) = bdat.split_at(100);
     let (b, last) = rest.split_at(rest.len() / 2);
     let mut client = Client::connect(port);
-    client
-        .send(format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\n").as_bytes());
+    client.send(format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\n").as_bytes());
     client.read_replies(3);
     for (chunk, is_last) in [(a, false), (b, false), (last, true)] {
-        client.send(
-            format!(
-                "BDAT {}{}\r\n",
-                chunk.len(),
-                if is_last { " LAST" } else { "" }
-            )
-            .as_bytes(),
-        );
+        client.send(format!("BDAT {}{}\r\n", chunk.len(), if is_last { " LAST" } else { "" }).as_bytes());
         client.send(chunk);
         let reply = client.read_replies(1);
         assert!(reply.starts_with("250"), "{reply}");
@@ -247,16 +176,8 @@ fn scripted_sessions_pipelining_bdat_sizes_and_mistakes() {
     let mut client = Client::connect(port);
     client.send(b"EHLO x\r\nVRFY bob\r\nMAIL FROM:<a@contoso.com> SIZE=200000\r\nMAIL FROM:bad address\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<bob@contoso.com>\r\n");
     let replies = client.read_replies(6);
-    let codes: Vec<&str> = replies
-        .lines()
-        .filter(|l| &l[3..4] == " ")
-        .map(|l| &l[..3])
-        .collect();
-    assert_eq!(
-        codes,
-        ["250", "502", "552", "501", "250", "550"],
-        "{replies}"
-    );
+    let codes: Vec<&str> = replies.lines().filter(|l| &l[3..4] == " ").map(|l| &l[..3]).collect();
+    assert_eq!(codes, ["250", "502", "552", "501", "250", "550"], "{replies}");
 
     // A message over the size limit after DATA.
     client.send(format!("RCPT TO:<{journal}>\r\nDATA\r\n").as_bytes());
@@ -269,27 +190,14 @@ fn scripted_sessions_pipelining_bdat_sizes_and_mistakes() {
 
     // A client that disappears in the middle of DATA: nothing half-stored.
     let mut client = Client::connect(port);
-    client.send(
-        format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n")
-            .as_bytes(),
-    );
+    client.send(format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n").as_bytes());
     client.read_replies(4);
     client.send(b"From: eve@contoso.com\r\nSubject: vanished\r\nMessage-ID: <gone@contoso.com>\r\n\r\nhalf a mess");
     drop(client);
 
     assert_eq!(wait_for_count(&c, "contoso", "", 2), 2);
     assert_eq!(wait_for_count(&c, "contoso", "subject:chunked", 1), 1);
-    assert_eq!(
-        c.ok(&[
-            "search",
-            "--tenant",
-            "contoso",
-            "--count",
-            "message-id:<gone@contoso.com>"
-        ])
-        .trim(),
-        "0"
-    );
+    assert_eq!(c.ok(&["search", "--tenant", "contoso", "--count", "message-id:<gone@contoso.com>"]).trim(), "0");
     // verify takes the store's writer lock: after the server has stopped.
     drop(server);
     assert!(c.ok(&["verify"]).contains("all intact"));
@@ -301,18 +209,13 @@ fn sigterm_finishes_the_transaction_in_flight_then_exits() {
     let (journal, _) = journal_archive(&c);
     let mut server = Server::start(&c, &[]);
     let mut client = Client::connect(server.smtp.port());
-    client.send(
-        format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n")
-            .as_bytes(),
-    );
+    client.send(format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n").as_bytes());
     client.read_replies(4);
     let report = journal_report(ORIGINAL, "<q3-smtp@contoso.com>", &journal);
     let (head, tail) = report.split_at(report.len() / 2);
     client.send(head);
     std::thread::sleep(Duration::from_millis(200));
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status();
+    let _ = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
     std::thread::sleep(Duration::from_millis(300));
     // New connections are no longer accepted …
     assert!(
@@ -330,15 +233,5 @@ fn sigterm_finishes_the_transaction_in_flight_then_exits() {
     assert!(reply.starts_with("250 2.0.0 Archived"), "{reply}");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
-    assert_eq!(
-        c.ok(&[
-            "search",
-            "--tenant",
-            "contoso",
-            "--count",
-            "message-id:<q3-smtp@contoso.com>"
-        ])
-        .trim(),
-        "1"
-    );
+    assert_eq!(c.ok(&["search", "--tenant", "contoso", "--count", "message-id:<q3-smtp@contoso.com>"]).trim(), "1");
 }

@@ -65,18 +65,10 @@ fn sigkill_three_times_under_load_loses_no_acknowledged_report_and_stores_none_t
     let mut message_id_of = std::collections::HashMap::new();
     for i in 0..REPORTS {
         let g = generator.message(i);
-        let env = Envelope::new(
-            &g.truth.from,
-            &g.truth.subject,
-            &format!("<{}>", g.truth.message_id),
-        )
-        .line("To", &g.truth.to[0]);
+        let env = Envelope::new(&g.truth.from, &g.truth.subject, &format!("<{}>", g.truth.message_id))
+            .line("To", &g.truth.to[0]);
         let name = format!("{i:05}.eml");
-        std::fs::write(
-            folder.join(&name),
-            report(&g.raw, &env, Style::ExchangeOnline, &journal),
-        )
-        .unwrap();
+        std::fs::write(folder.join(&name), report(&g.raw, &env, Style::ExchangeOnline, &journal)).unwrap();
         message_id_of.insert(name, g.truth.message_id.clone());
     }
 
@@ -95,11 +87,7 @@ fn sigkill_three_times_under_load_loses_no_acknowledged_report_and_stores_none_t
         ])
         .spawn()
         .unwrap();
-    let acked_count = || {
-        std::fs::read_to_string(&acked_path)
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
+    let acked_count = || std::fs::read_to_string(&acked_path).map(|t| t.lines().count()).unwrap_or(0);
 
     for kill_at in [900, 2_300, 3_700] {
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -119,44 +107,20 @@ fn sigkill_three_times_under_load_loses_no_acknowledged_report_and_stores_none_t
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(status.success());
-    let acked: BTreeSet<String> = std::fs::read_to_string(&acked_path)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        acked.len(),
-        REPORTS,
-        "every report was eventually acknowledged"
-    );
+    let acked: BTreeSet<String> = std::fs::read_to_string(&acked_path).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(acked.len(), REPORTS, "every report was eventually acknowledged");
     server.stop();
 
     // Every acknowledged message is in the catalog and the store, and only once.
     c.ok(&["reindex"]);
     let zip = c.dir.path().join("all.zip");
-    c.ok(&[
-        "export",
-        "--tenant",
-        "contoso",
-        "--format",
-        "eml-zip",
-        "--out",
-        zip.to_str().unwrap(),
-        "",
-    ]);
+    c.ok(&["export", "--tenant", "contoso", "--format", "eml-zip", "--out", zip.to_str().unwrap(), ""]);
     let manifest = String::from_utf8(common::zip_entries(&zip)["manifest.csv"].clone()).unwrap();
-    let ids: Vec<String> = manifest
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(4).unwrap().to_owned())
-        .collect();
+    let ids: Vec<String> = manifest.lines().skip(1).map(|l| l.split(',').nth(4).unwrap().to_owned()).collect();
     let distinct: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), ids.len(), "a message was stored twice");
     for name in &acked {
-        assert!(
-            distinct.contains(&message_id_of[name]),
-            "{name} got 250 but is missing"
-        );
+        assert!(distinct.contains(&message_id_of[name]), "{name} got 250 but is missing");
     }
     assert_eq!(ids.len(), REPORTS);
     let verify = c.ok(&["verify"]);

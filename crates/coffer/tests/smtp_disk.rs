@@ -33,29 +33,18 @@ fn a_full_disk_answers_4xx_corrupts_nothing_and_recovers_when_space_is_freed() {
     let data = c.data();
     std::fs::create_dir_all(&data).unwrap();
     let mounted = Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=40m",
-            "tmpfs",
-            data.to_str().unwrap(),
-        ])
+        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs", data.to_str().unwrap()])
         .status()
         .unwrap();
-    assert!(
-        mounted.success(),
-        "mounting a tmpfs needs root (CI runs as root)"
-    );
+    assert!(mounted.success(), "mounting a tmpfs needs root (CI runs as root)");
     let _mount = Mount(data.clone());
     let (journal, _) = journal_archive(&c);
     let server = Server::start(&c, &[("COFFER_SMTP__MIN_FREE_BYTES", "0")]);
     let port = server.smtp.port().to_string();
 
     let original = |i: usize| {
-        let mut body = format!(
-            "From: alice@contoso.com\r\nSubject: disk test {i}\r\nMessage-ID: <disk-{i}@contoso.com>\r\n\r\n"
-        );
+        let mut body =
+            format!("From: alice@contoso.com\r\nSubject: disk test {i}\r\nMessage-ID: <disk-{i}@contoso.com>\r\n\r\n");
         // Random-looking text that does not compress away.
         let mut x: u64 = 0x9e3779b97f4a7c15 ^ i as u64;
         for _ in 0..20_000 {
@@ -71,18 +60,10 @@ fn a_full_disk_answers_4xx_corrupts_nothing_and_recovers_when_space_is_freed() {
         body.into_bytes()
     };
     let write_report = |i: usize| {
-        let env = Envelope::new(
-            "alice@contoso.com",
-            "disk",
-            &format!("<disk-{i}@contoso.com>"),
-        )
-        .line("To", "bob@contoso.com");
+        let env = Envelope::new("alice@contoso.com", "disk", &format!("<disk-{i}@contoso.com>"))
+            .line("To", "bob@contoso.com");
         let path = c.dir.path().join(format!("r{i}.eml"));
-        std::fs::write(
-            &path,
-            report(&original(i), &env, Style::ExchangeOnline, &journal),
-        )
-        .unwrap();
+        std::fs::write(&path, report(&original(i), &env, Style::ExchangeOnline, &journal)).unwrap();
         path
     };
     let first = write_report(0);
@@ -90,27 +71,15 @@ fn a_full_disk_answers_4xx_corrupts_nothing_and_recovers_when_space_is_freed() {
 
     // Fill the filesystem.
     let filler = data.join("filler");
-    let _ = Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            &format!("of={}", filler.display()),
-            "bs=1M",
-            "count=64",
-        ])
-        .output();
+    let _ =
+        Command::new("dd").args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=1M", "count=64"]).output();
     let second = write_report(1);
     let answer = python(SEND, &[&port, &journal, second.to_str().unwrap()]);
-    assert!(
-        answer.starts_with("451") || answer.starts_with("452"),
-        "a full disk is a temporary failure: {answer}"
-    );
+    assert!(answer.starts_with("451") || answer.starts_with("452"), "a full disk is a temporary failure: {answer}");
 
     std::fs::remove_file(&filler).unwrap();
     let answer = python(SEND, &[&port, &journal, second.to_str().unwrap()]);
-    assert!(
-        answer.starts_with("250"),
-        "once space is freed the retry is archived: {answer}"
-    );
+    assert!(answer.starts_with("250"), "once space is freed the retry is archived: {answer}");
     assert_eq!(wait_for_count(&c, "contoso", "subject:disk", 2), 2);
     drop(server);
     let verify = c.ok(&["verify"]);

@@ -44,10 +44,7 @@ impl Tokenizer for WordTokenizer {
         let mut tokens = Vec::new();
         let mut run: Vec<(usize, char)> = Vec::new();
         let mut run_kind = Kind::Separator;
-        for (offset, c) in text
-            .char_indices()
-            .chain(std::iter::once((text.len(), ' ')))
-        {
+        for (offset, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
             let kind = kind_of(c);
             if kind != run_kind || kind == Kind::Separator {
                 emit(&mut tokens, text, &run, run_kind);
@@ -107,10 +104,7 @@ fn is_cjk(c: char) -> bool {
 }
 
 fn emit(tokens: &mut Vec<Token>, text: &str, run: &[(usize, char)], kind: Kind) {
-    let end_of = |i: usize| {
-        run.get(i + 1)
-            .map_or_else(|| run[i].0 + run[i].1.len_utf8(), |n| n.0)
-    };
+    let end_of = |i: usize| run.get(i + 1).map_or_else(|| run[i].0 + run[i].1.len_utf8(), |n| n.0);
     let mut push = |from: usize, to: usize| {
         tokens.push(Token {
             offset_from: from,
@@ -139,10 +133,7 @@ mod tests {
 
     #[test]
     fn words_of_any_script_are_lowercased_and_folded() {
-        assert_eq!(
-            tokens("Größe MÜLLER e-mail Ελλάδα 2024"),
-            ["grosse", "muller", "e", "mail", "ελλάδα", "2024"]
-        );
+        assert_eq!(tokens("Größe MÜLLER e-mail Ελλάδα 2024"), ["grosse", "muller", "e", "mail", "ελλάδα", "2024"]);
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::ops::Bound;
 
 use tantivy::Term;
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, EmptyQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query,
-    RangeQuery, RegexQuery, TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, EmptyQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery,
+    RegexQuery, TermQuery,
 };
 use tantivy::schema::{Field as TField, IndexRecordOption};
 
@@ -19,10 +19,9 @@ pub fn compile(expr: &Expr, f: &Fields) -> Result<Q, QueryError> {
     Ok(match expr {
         Expr::All => Box::new(AllQuery),
         Expr::Term { field, value } => term(*field, value, f)?,
-        Expr::Not(inner) => Box::new(BooleanQuery::new(vec![
-            (Occur::Must, Box::new(AllQuery)),
-            (Occur::MustNot, compile(inner, f)?),
-        ])),
+        Expr::Not(inner) => {
+            Box::new(BooleanQuery::new(vec![(Occur::Must, Box::new(AllQuery)), (Occur::MustNot, compile(inner, f)?)]))
+        }
         Expr::And(items) => {
             let mut clauses = Vec::new();
             for item in items {
@@ -37,10 +36,8 @@ pub fn compile(expr: &Expr, f: &Fields) -> Result<Q, QueryError> {
             Box::new(BooleanQuery::new(clauses))
         }
         Expr::Or(items) => {
-            let clauses = items
-                .iter()
-                .map(|i| Ok((Occur::Should, compile(i, f)?)))
-                .collect::<Result<Vec<_>, QueryError>>()?;
+            let clauses =
+                items.iter().map(|i| Ok((Occur::Should, compile(i, f)?))).collect::<Result<Vec<_>, QueryError>>()?;
             Box::new(BooleanQuery::new(clauses))
         }
     })
@@ -51,19 +48,13 @@ fn term(field: Option<Field>, value: &Value, f: &Fields) -> Result<Q, QueryError
     Ok(match field {
         None => {
             let mut clauses: Vec<(Occur, Q)> = vec![
-                (
-                    Occur::Should,
-                    Box::new(BoostQuery::new(text_query(f.subject, value), 2.0)),
-                ),
+                (Occur::Should, Box::new(BoostQuery::new(text_query(f.subject, value), 2.0))),
                 (Occur::Should, text_query(f.body, value)),
                 (Occur::Should, text_query(f.attachment, value)),
                 (Occur::Should, text_query(f.filename, value)),
             ];
             if !matches!(value, Value::Phrase(p) if p.contains(char::is_whitespace)) {
-                clauses.push((
-                    Occur::Should,
-                    addresses(&[f.from, f.to, f.cc, f.bcc, f.envelope]),
-                ));
+                clauses.push((Occur::Should, addresses(&[f.from, f.to, f.cc, f.bcc, f.envelope])));
             }
             Box::new(BooleanQuery::new(clauses))
         }
@@ -83,10 +74,9 @@ fn term(field: Option<Field>, value: &Value, f: &Fields) -> Result<Q, QueryError
         Some(Field::Folder) => raw_query(f.folder, value, normalize_folder),
         Some(Field::Tag) => raw_query(f.tag, value, |v| v.trim().to_lowercase()),
         Some(Field::Has) => match value.text().to_ascii_lowercase().as_str() {
-            "attachment" | "attachments" => Box::new(TermQuery::new(
-                Term::from_field_u64(f.has_attachment, 1),
-                IndexRecordOption::Basic,
-            )),
+            "attachment" | "attachments" => {
+                Box::new(TermQuery::new(Term::from_field_u64(f.has_attachment, 1), IndexRecordOption::Basic))
+            }
             other => return Err(bad("has", other, "the only one is has:attachment")),
         },
         Some(Field::Size) => size_query(f.size, value.text())?,
@@ -118,18 +108,12 @@ fn term(field: Option<Field>, value: &Value, f: &Fields) -> Result<Q, QueryError
 /// Words go through the analyzer; several tokens (a phrase, `e-mail`, CJK text) form a phrase.
 fn text_query(field: TField, value: &Value) -> Q {
     let tokens = analyzer::tokens(value.text());
-    let terms: Vec<Term> = tokens
-        .iter()
-        .map(|t| Term::from_field_text(field, t))
-        .collect();
+    let terms: Vec<Term> = tokens.iter().map(|t| Term::from_field_text(field, t)).collect();
     match (value, terms.len()) {
         (_, 0) => Box::new(EmptyQuery),
         (Value::Prefix(_), 1) => prefix(field, &tokens[0]),
         (Value::Prefix(_), _) => Box::new(PhrasePrefixQuery::new(terms)),
-        (_, 1) => Box::new(TermQuery::new(
-            terms.into_iter().next().unwrap(),
-            IndexRecordOption::WithFreqs,
-        )),
+        (_, 1) => Box::new(TermQuery::new(terms.into_iter().next().unwrap(), IndexRecordOption::WithFreqs)),
         _ => Box::new(PhraseQuery::new(terms)),
     }
 }
@@ -144,10 +128,7 @@ fn address_query(fields: &[TField], value: &Value) -> Q {
                 let q: Q = if is_prefix {
                     prefix(field, word)
                 } else {
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(field, word),
-                        IndexRecordOption::Basic,
-                    ))
+                    Box::new(TermQuery::new(Term::from_field_text(field, word), IndexRecordOption::Basic))
                 };
                 (Occur::Should, q)
             })
@@ -162,12 +143,7 @@ fn address_query(fields: &[TField], value: &Value) -> Q {
             match words.len() {
                 0 => Box::new(EmptyQuery),
                 1 => any_field(words[0], false),
-                _ => Box::new(BooleanQuery::new(
-                    words
-                        .iter()
-                        .map(|w| (Occur::Must, any_field(w, false)))
-                        .collect(),
-                )),
+                _ => Box::new(BooleanQuery::new(words.iter().map(|w| (Occur::Must, any_field(w, false))).collect())),
             }
         }
     }
@@ -177,10 +153,7 @@ fn raw_query(field: TField, value: &Value, normalize: fn(&str) -> String) -> Q {
     let text = normalize(value.text());
     match value {
         Value::Prefix(_) => prefix(field, &text),
-        _ => Box::new(TermQuery::new(
-            Term::from_field_text(field, &text),
-            IndexRecordOption::Basic,
-        )),
+        _ => Box::new(TermQuery::new(Term::from_field_text(field, &text), IndexRecordOption::Basic)),
     }
 }
 
@@ -253,21 +226,13 @@ fn period(field: &str, text: &str) -> Result<(i64, i64), QueryError> {
     let year = num(parts.first().ok_or_else(err)?)?;
     let start_of = |y: i32, m: u8, d: u8| -> Result<i64, QueryError> {
         let month = Month::try_from(m).map_err(|_| err())?;
-        Ok(Date::from_calendar_date(y, month, d)
-            .map_err(|_| err())?
-            .midnight()
-            .assume_utc()
-            .unix_timestamp())
+        Ok(Date::from_calendar_date(y, month, d).map_err(|_| err())?.midnight().assume_utc().unix_timestamp())
     };
     match parts.len() {
         1 => Ok((start_of(year, 1, 1)?, start_of(year + 1, 1, 1)?)),
         2 => {
             let m = num(parts[1])? as u8;
-            let (ny, nm) = if m == 12 {
-                (year + 1, 1)
-            } else {
-                (year, m + 1)
-            };
+            let (ny, nm) = if m == 12 { (year + 1, 1) } else { (year, m + 1) };
             Ok((start_of(year, m, 1)?, start_of(ny, nm, 1)?))
         }
         3 => {
@@ -279,11 +244,7 @@ fn period(field: &str, text: &str) -> Result<(i64, i64), QueryError> {
 }
 
 fn bad(field: &str, value: &str, hint: &str) -> QueryError {
-    QueryError::BadValue {
-        field: field.into(),
-        value: value.into(),
-        hint: hint.into(),
-    }
+    QueryError::BadValue { field: field.into(), value: value.into(), hint: hint.into() }
 }
 
 #[cfg(test)]
@@ -295,10 +256,7 @@ mod tests {
         assert_eq!(bytes("1M").unwrap(), 1 << 20);
         assert_eq!(bytes("1.5kb").unwrap(), 1536);
         assert!(bytes("lots").is_err());
-        assert_eq!(
-            period("date", "2024-03").unwrap(),
-            (1_709_251_200, 1_711_929_600)
-        );
+        assert_eq!(period("date", "2024-03").unwrap(), (1_709_251_200, 1_711_929_600));
         assert_eq!(period("date", "2024-12").unwrap().1, 1_735_689_600);
         assert!(period("date", "2024-13-01").is_err());
         assert!(period("after", "yesterday").is_err());

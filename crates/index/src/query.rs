@@ -96,9 +96,7 @@ pub enum Expr {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
-    #[error(
-        "unknown field \"{0}:\" (fields: {FIELD_NAMES}); put the text in quotes to search for it literally"
-    )]
+    #[error("unknown field \"{0}:\" (fields: {FIELD_NAMES}); put the text in quotes to search for it literally")]
     UnknownField(String),
     #[error("unclosed quote: add a closing \"")]
     UnclosedQuote,
@@ -107,11 +105,7 @@ pub enum QueryError {
     #[error("\"{0}\" expects something after it")]
     Dangling(String),
     #[error("{field}: cannot use \"{value}\": {hint}")]
-    BadValue {
-        field: String,
-        value: String,
-        hint: String,
-    },
+    BadValue { field: String, value: String, hint: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,12 +167,7 @@ fn lex(input: &str) -> Result<Vec<Token>, QueryError> {
         // field:value, field:"phrase", "phrase", word, prefix*
         let start = i;
         let mut field = None;
-        while i < chars.len()
-            && !chars[i].is_whitespace()
-            && chars[i] != '('
-            && chars[i] != ')'
-            && chars[i] != '"'
-        {
+        while i < chars.len() && !chars[i].is_whitespace() && chars[i] != '(' && chars[i] != ')' && chars[i] != '"' {
             if chars[i] == ':' && field.is_none() && i > start {
                 let name: String = chars[start..i].iter().collect();
                 if name.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
@@ -191,10 +180,7 @@ fn lex(input: &str) -> Result<Vec<Token>, QueryError> {
         }
         let value_start = if field.is_some() { i } else { start };
         let value = if i < chars.len() && chars[i] == '"' && (i == value_start) {
-            let close = chars[i + 1..]
-                .iter()
-                .position(|&c| c == '"')
-                .ok_or(QueryError::UnclosedQuote)?;
+            let close = chars[i + 1..].iter().position(|&c| c == '"').ok_or(QueryError::UnclosedQuote)?;
             let phrase: String = chars[i + 1..i + 1 + close].iter().collect();
             i += close + 2;
             Value::Phrase(phrase)
@@ -241,11 +227,7 @@ fn lex(input: &str) -> Result<Vec<Token>, QueryError> {
                 _ => {}
             }
         }
-        tokens.push(Token::Term {
-            negated,
-            field,
-            value,
-        });
+        tokens.push(Token::Term { negated, field, value });
     }
     Ok(tokens)
 }
@@ -269,11 +251,7 @@ impl Parser {
             }
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap()
-        } else {
-            Expr::Or(items)
-        })
+        Ok(if items.len() == 1 { items.pop().unwrap() } else { Expr::Or(items) })
     }
 
     fn and(&mut self) -> Result<Expr, QueryError> {
@@ -301,10 +279,7 @@ impl Parser {
         match self.tokens.get(self.pos).cloned() {
             Some(Token::Not) => {
                 self.pos += 1;
-                if matches!(
-                    self.peek(),
-                    None | Some(Token::Close) | Some(Token::Or) | Some(Token::And)
-                ) {
+                if matches!(self.peek(), None | Some(Token::Close) | Some(Token::Or) | Some(Token::And)) {
                     return Err(QueryError::Dangling("NOT".into()));
                 }
                 Ok(Expr::Not(Box::new(self.unary()?)))
@@ -318,22 +293,14 @@ impl Parser {
                 self.pos += 1;
                 Ok(inner)
             }
-            Some(Token::Term {
-                negated,
-                field,
-                value,
-            }) => {
+            Some(Token::Term { negated, field, value }) => {
                 self.pos += 1;
                 let field = match field {
                     Some(name) => Some(Field::parse(&name).ok_or(QueryError::UnknownField(name))?),
                     None => None,
                 };
                 let term = Expr::Term { field, value };
-                Ok(if negated {
-                    Expr::Not(Box::new(term))
-                } else {
-                    term
-                })
+                Ok(if negated { Expr::Not(Box::new(term)) } else { term })
             }
             Some(Token::Close) | None => Err(QueryError::Unbalanced),
             Some(Token::Or) | Some(Token::And) => Err(QueryError::Dangling("OR".into())),
@@ -346,60 +313,37 @@ mod tests {
     use super::*;
 
     fn term(field: Option<Field>, v: &str) -> Expr {
-        Expr::Term {
-            field,
-            value: Value::Word(v.into()),
-        }
+        Expr::Term { field, value: Value::Word(v.into()) }
     }
 
     #[test]
     fn words_are_anded_and_or_binds_looser() {
         assert_eq!(
             parse("budget report OR invoice").unwrap(),
-            Expr::Or(vec![
-                Expr::And(vec![term(None, "budget"), term(None, "report")]),
-                term(None, "invoice")
-            ])
+            Expr::Or(vec![Expr::And(vec![term(None, "budget"), term(None, "report")]), term(None, "invoice")])
         );
     }
 
     #[test]
     fn fields_phrases_negation_prefix_and_groups() {
-        let e =
-            parse(r#"from:alice@contoso.com subject:"quarterly numbers" -spam NOT to:x (a OR b*)"#)
-                .unwrap();
+        let e = parse(r#"from:alice@contoso.com subject:"quarterly numbers" -spam NOT to:x (a OR b*)"#).unwrap();
         assert_eq!(
             e,
             Expr::And(vec![
                 term(Some(Field::From), "alice@contoso.com"),
-                Expr::Term {
-                    field: Some(Field::Subject),
-                    value: Value::Phrase("quarterly numbers".into())
-                },
+                Expr::Term { field: Some(Field::Subject), value: Value::Phrase("quarterly numbers".into()) },
                 Expr::Not(Box::new(term(None, "spam"))),
                 Expr::Not(Box::new(term(Some(Field::To), "x"))),
-                Expr::Or(vec![
-                    term(None, "a"),
-                    Expr::Term {
-                        field: None,
-                        value: Value::Prefix("b".into())
-                    }
-                ]),
+                Expr::Or(vec![term(None, "a"), Expr::Term { field: None, value: Value::Prefix("b".into()) }]),
             ])
         );
     }
 
     #[test]
     fn values_keep_their_punctuation() {
-        assert_eq!(
-            parse("message-id:<a.b@c>").unwrap(),
-            term(Some(Field::MessageId), "<a.b@c>")
-        );
+        assert_eq!(parse("message-id:<a.b@c>").unwrap(), term(Some(Field::MessageId), "<a.b@c>"));
         assert_eq!(parse("size:>1M").unwrap(), term(Some(Field::Size), ">1M"));
-        assert_eq!(
-            parse("folder:Inbox/Projects").unwrap(),
-            term(Some(Field::Folder), "Inbox/Projects")
-        );
+        assert_eq!(parse("folder:Inbox/Projects").unwrap(), term(Some(Field::Folder), "Inbox/Projects"));
         assert_eq!(parse("(from:bob)").unwrap(), term(Some(Field::From), "bob"));
     }
 
@@ -418,10 +362,7 @@ mod tests {
     fn a_minus_before_a_group_negates_the_group() {
         assert_eq!(
             parse("a -(b OR c)").unwrap(),
-            Expr::And(vec![
-                term(None, "a"),
-                Expr::Not(Box::new(Expr::Or(vec![term(None, "b"), term(None, "c")])))
-            ])
+            Expr::And(vec![term(None, "a"), Expr::Not(Box::new(Expr::Or(vec![term(None, "b"), term(None, "c")])))])
         );
     }
 

@@ -2,8 +2,7 @@
 
 use tantivy::TantivyDocument;
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing,
-    TextOptions,
+    Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 
 use crate::analyzer::{self, ANALYZER};
@@ -105,17 +104,11 @@ impl Fields {
         doc.add_i64(self.date, d.date);
         doc.add_u64(self.size, d.size);
         doc.add_u64(self.has_attachment, d.has_attachment as u64);
-        for (field, list) in [
-            (self.from, &d.from),
-            (self.to, &d.to),
-            (self.cc, &d.cc),
-            (self.bcc, &d.bcc),
-            (self.envelope, &d.envelope),
-        ] {
-            let mut terms: Vec<String> = list
-                .iter()
-                .flat_map(|a| address_terms(&a.address, a.name.as_deref()))
-                .collect();
+        for (field, list) in
+            [(self.from, &d.from), (self.to, &d.to), (self.cc, &d.cc), (self.bcc, &d.bcc), (self.envelope, &d.envelope)]
+        {
+            let mut terms: Vec<String> =
+                list.iter().flat_map(|a| address_terms(&a.address, a.name.as_deref())).collect();
             terms.sort();
             terms.dedup();
             for t in terms {
@@ -143,14 +136,8 @@ impl Fields {
         for t in &d.tags {
             doc.add_text(self.tag, t.trim().to_lowercase());
         }
-        let preview: String = d
-            .body
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .chars()
-            .take(PREVIEW_CHARS)
-            .collect();
+        let preview: String =
+            d.body.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(PREVIEW_CHARS).collect();
         doc.add_text(self.preview, preview);
         doc
     }
@@ -163,22 +150,14 @@ pub fn address_terms(address: &str, name: Option<&str>) -> Vec<String> {
     let mut terms = Vec::new();
     if let Some((local, domain)) = address.rsplit_once('@') {
         terms.push(local.to_owned());
-        terms.extend(
-            local
-                .split(['.', '_', '-', '+'])
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned),
-        );
+        terms.extend(local.split(['.', '_', '-', '+']).filter(|p| !p.is_empty()).map(str::to_owned));
         let labels: Vec<&str> = domain.split('.').collect();
         for i in 0..labels.len().saturating_sub(1).max(1) {
             terms.push(labels[i..].join("."));
         }
     }
     if let Some(name) = name {
-        terms.extend(name.split_whitespace().map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        }));
+        terms.extend(name.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()));
         terms.extend(analyzer::tokens(name));
     }
     terms.push(address);
@@ -206,10 +185,7 @@ pub fn normalize_folder(folder: &str) -> String {
 }
 
 pub fn normalize_message_id(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_lowercase()
+    id.trim().trim_start_matches('<').trim_end_matches('>').to_lowercase()
 }
 
 #[cfg(test)]
@@ -232,17 +208,11 @@ mod tests {
         ] {
             assert!(t.contains(&want.to_string()), "{want} missing from {t:?}");
         }
-        assert!(
-            !t.contains(&"de".to_string()),
-            "a top-level domain alone is not a useful term"
-        );
+        assert!(!t.contains(&"de".to_string()), "a top-level domain alone is not a useful term");
     }
 
     #[test]
     fn folders_are_found_by_every_ancestor() {
-        assert_eq!(
-            folder_terms("Inbox\\Projects/X/"),
-            ["inbox", "inbox/projects", "inbox/projects/x"]
-        );
+        assert_eq!(folder_terms("Inbox\\Projects/X/"), ["inbox", "inbox/projects", "inbox/projects/x"]);
     }
 }

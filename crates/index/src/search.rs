@@ -5,10 +5,7 @@ use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{
-    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument,
-    Term,
-};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::query::{self, Expr};
 use crate::schema::{Fields, IndexDocument};
@@ -81,19 +78,9 @@ impl SearchIndex {
         let (schema, fields) = Fields::schema();
         let directory = tantivy::directory::MmapDirectory::open(dir)?;
         let index = Index::open_or_create(directory, schema)?;
-        index
-            .tokenizers()
-            .register(crate::analyzer::ANALYZER, crate::analyzer::analyzer());
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
-        Ok(SearchIndex {
-            index,
-            reader,
-            fields,
-            writer: Mutex::new(None),
-        })
+        index.tokenizers().register(crate::analyzer::ANALYZER, crate::analyzer::analyzer());
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(SearchIndex { index, reader, fields, writer: Mutex::new(None) })
     }
 
     /// Adds or replaces documents (by message id) and commits. The first call takes the index's
@@ -157,16 +144,12 @@ impl SearchIndex {
         let limit = req.limit.max(1);
         let (total, addresses): (usize, Vec<(f32, DocAddress)>) = match req.sort {
             Sort::Date => {
-                let top = TopDocs::with_limit(limit)
-                    .and_offset(req.offset)
-                    .order_by_fast_field::<i64>("date", Order::Desc);
+                let top =
+                    TopDocs::with_limit(limit).and_offset(req.offset).order_by_fast_field::<i64>("date", Order::Desc);
                 let (total, docs) = searcher.search(&query, &(Count, top))?;
                 (total, docs.into_iter().map(|(_, a)| (0.0, a)).collect())
             }
-            Sort::Relevance => searcher.search(
-                &query,
-                &(Count, TopDocs::with_limit(limit).and_offset(req.offset)),
-            )?,
+            Sort::Relevance => searcher.search(&query, &(Count, TopDocs::with_limit(limit).and_offset(req.offset)))?,
         };
         let snippets = if req.snippets && !matches!(expr, Expr::All) {
             let mut g = SnippetGenerator::create(&searcher, &*query, self.fields.body)?;
@@ -190,18 +173,12 @@ impl SearchIndex {
     fn scoped(&self, user_query: Box<dyn Query>, scope: &Scope) -> Box<dyn Query> {
         let f = &self.fields;
         let term = |field, text: &str| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_field_text(field, text),
-                IndexRecordOption::Basic,
-            ))
+            Box::new(TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::Basic))
         };
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (
                 Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_u64(f.tenant, scope.tenant),
-                    IndexRecordOption::Basic,
-                )),
+                Box::new(TermQuery::new(Term::from_field_u64(f.tenant, scope.tenant), IndexRecordOption::Basic)),
             ),
             (Occur::Must, user_query),
         ];
@@ -225,32 +202,17 @@ impl SearchIndex {
     fn id_of(&self, searcher: &Searcher, address: DocAddress) -> Result<u64> {
         let segment = searcher.segment_reader(address.segment_ord);
         let ids = segment.fast_fields().u64("id")?;
-        ids.first(address.doc_id)
-            .ok_or(IndexError::Corrupt("a document without an id"))
+        ids.first(address.doc_id).ok_or(IndexError::Corrupt("a document without an id"))
     }
 
-    fn snippet(
-        &self,
-        searcher: &Searcher,
-        address: DocAddress,
-        g: &SnippetGenerator,
-    ) -> Result<Snippet> {
+    fn snippet(&self, searcher: &Searcher, address: DocAddress, g: &SnippetGenerator) -> Result<Snippet> {
         let doc: TantivyDocument = searcher.doc(address)?;
-        let preview = doc
-            .get_first(self.fields.preview)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
+        let preview = doc.get_first(self.fields.preview).and_then(|v| v.as_str()).unwrap_or_default();
         let s = g.snippet(preview);
         if s.fragment().is_empty() {
             let fragment: String = preview.chars().take(200).collect();
-            return Ok(Snippet {
-                fragment,
-                highlighted: Vec::new(),
-            });
+            return Ok(Snippet { fragment, highlighted: Vec::new() });
         }
-        Ok(Snippet {
-            fragment: s.fragment().to_owned(),
-            highlighted: s.highlighted().to_vec(),
-        })
+        Ok(Snippet { fragment: s.fragment().to_owned(), highlighted: s.highlighted().to_vec() })
     }
 }

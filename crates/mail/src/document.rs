@@ -93,10 +93,8 @@ impl ArchivedDocument {
 /// Parses the original bytes of one message. Never fails: should the parser itself break on some
 /// input, the message is flagged unparseable (and still archived by the caller).
 pub fn parse(raw: &[u8]) -> ArchivedDocument {
-    std::panic::catch_unwind(|| parse_unguarded(raw)).unwrap_or_else(|_| ArchivedDocument {
-        flags: Flags::UNPARSEABLE,
-        ..Default::default()
-    })
+    std::panic::catch_unwind(|| parse_unguarded(raw))
+        .unwrap_or_else(|_| ArchivedDocument { flags: Flags::UNPARSEABLE, ..Default::default() })
 }
 
 fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
@@ -121,12 +119,8 @@ fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
         // Years 1970..=9999: anything else is a broken header, not a date worth sorting by.
         Some(d.to_timestamp()).filter(|t| d.is_valid() && (0..253_402_300_800).contains(t))
     };
-    doc.date = message.date().and_then(sane).or_else(|| {
-        message
-            .received()
-            .and_then(|r| r.date())
-            .and_then(|d| sane(&d))
-    });
+    doc.date =
+        message.date().and_then(sane).or_else(|| message.received().and_then(|r| r.date()).and_then(|d| sane(&d)));
     doc.from = mailboxes(message.from());
     doc.sender = mailboxes(message.sender());
     doc.to = message.all_to().flat_map(|a| mailboxes(Some(a))).collect();
@@ -154,9 +148,7 @@ fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
         let mut text = None;
         match &part.body {
             PartType::Text(t) => text = Some(budget.take(t)),
-            PartType::Html(h) => {
-                text = Some(budget.take(&mail_parser::decoders::html::html_to_text(h)))
-            }
+            PartType::Html(h) => text = Some(budget.take(&mail_parser::decoders::html::html_to_text(h))),
             PartType::Message(inner) => {
                 // An attached message is searchable by its subject and text, like MailStore does.
                 let subject = inner.subject().unwrap_or_default();
@@ -201,10 +193,7 @@ struct TextBudget {
 
 impl TextBudget {
     fn new() -> Self {
-        TextBudget {
-            left: MAX_TEXT,
-            truncated: false,
-        }
+        TextBudget { left: MAX_TEXT, truncated: false }
     }
     fn take(&mut self, text: &str) -> String {
         let mut out = String::new();
@@ -249,10 +238,7 @@ fn mailboxes(address: Option<&Address<'_>>) -> Vec<Mailbox> {
                 return None;
             }
             Some(Mailbox {
-                name: a
-                    .name()
-                    .map(|n| n.trim().to_owned())
-                    .filter(|n| !n.is_empty()),
+                name: a.name().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()),
                 address: addr.to_owned(),
             })
         })
@@ -268,10 +254,7 @@ fn id_list(value: &mail_parser::HeaderValue<'_>) -> Vec<String> {
 }
 
 fn clean_id(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_owned()
+    id.trim().trim_start_matches('<').trim_end_matches('>').to_owned()
 }
 
 #[cfg(test)]
@@ -315,7 +298,9 @@ mod tests {
 
     #[test]
     fn date_without_zone_falls_back_to_the_received_header() {
-        let doc = parse(b"Received: from x by y; Thu, 25 Jul 2002 19:06:35 +0000\r\nDate: Thu, 25 Jul 2002 19:06:35\r\n\r\nb");
+        let doc = parse(
+            b"Received: from x by y; Thu, 25 Jul 2002 19:06:35 +0000\r\nDate: Thu, 25 Jul 2002 19:06:35\r\n\r\nb",
+        );
         assert_eq!(doc.date, Some(1_027_623_995));
     }
 

@@ -97,9 +97,7 @@ fn is_report(root: &MessagePart<'_>) -> bool {
         let name = h.name();
         name.eq_ignore_ascii_case("X-MS-Journal-Report")
             || (name.eq_ignore_ascii_case("Content-Identifier")
-                && h.value()
-                    .as_text()
-                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("exjournalreport")))
+                && h.value().as_text().is_some_and(|v| v.trim().eq_ignore_ascii_case("exjournalreport")))
     })
 }
 
@@ -131,11 +129,7 @@ fn take_apart(raw: &[u8], message: &Message<'_>) -> Option<JournalReport> {
 
 /// The bytes of an attached message: a slice of the input when it was not transfer-encoded (so
 /// they are exactly what was sent), the decoded bytes otherwise.
-fn attached_bytes<'a>(
-    raw: &'a [u8],
-    part: &MessagePart<'_>,
-    inner: &'a Message<'_>,
-) -> Cow<'a, [u8]> {
+fn attached_bytes<'a>(raw: &'a [u8], part: &MessagePart<'_>, inner: &'a Message<'_>) -> Cow<'a, [u8]> {
     if part.encoding == Encoding::None
         && let Some(slice) = raw.get(part.offset_body as usize..part.offset_end as usize)
     {
@@ -160,9 +154,7 @@ fn parse_envelope(text: &str, report: &mut JournalReport) {
                 continue;
             }
             "message-id" => {
-                report
-                    .message_id
-                    .get_or_insert_with(|| value.trim_matches(['<', '>']).to_owned());
+                report.message_id.get_or_insert_with(|| value.trim_matches(['<', '>']).to_owned());
                 continue;
             }
             "on-behalf-of" => {
@@ -188,9 +180,7 @@ fn parse_recipients(value: &str, line_kind: RecipientKind, out: &mut Vec<Journal
             continue;
         }
         let (label, addr) = match item.split_once(':') {
-            Some((label, addr)) if !label.contains('@') => {
-                (label.trim().to_ascii_lowercase(), addr.trim())
-            }
+            Some((label, addr)) if !label.contains('@') => (label.trim().to_ascii_lowercase(), addr.trim()),
             _ => (String::new(), item),
         };
         let address = address_of(addr);
@@ -207,12 +197,7 @@ fn parse_recipients(value: &str, line_kind: RecipientKind, out: &mut Vec<Journal
                     "bcc" => RecipientKind::Bcc,
                     _ => line_kind,
                 };
-                out.push(JournalRecipient {
-                    address,
-                    kind,
-                    expanded_from: None,
-                    forwarded_from: None,
-                });
+                out.push(JournalRecipient { address, kind, expanded_from: None, forwarded_from: None });
                 current = Some(out.len() - 1);
             }
         }
@@ -251,18 +236,12 @@ mod tests {
             Cc: fwd@contoso.com, Forwarded: erin@contoso.com\r\nRecipient: someone@fabrikam.com\r\n\
             On-Behalf-Of: boss@contoso.com";
         let raw = report(envelope, "", ORIGINAL);
-        let Unwrapped::Report(r) = unwrap(raw.as_bytes()) else {
-            panic!("not unwrapped")
-        };
+        let Unwrapped::Report(r) = unwrap(raw.as_bytes()) else { panic!("not unwrapped") };
         assert_eq!(r.original, ORIGINAL.as_bytes());
         assert_eq!(r.sender.as_deref(), Some("alice@contoso.com"));
         assert_eq!(r.message_id.as_deref(), Some("q3@contoso.com"));
         assert_eq!(r.on_behalf_of.as_deref(), Some("boss@contoso.com"));
-        let got: Vec<_> = r
-            .recipients
-            .iter()
-            .map(|r| (r.address.as_str(), r.kind))
-            .collect();
+        let got: Vec<_> = r.recipients.iter().map(|r| (r.address.as_str(), r.kind)).collect();
         assert_eq!(
             got,
             [
@@ -274,27 +253,15 @@ mod tests {
                 ("someone@fabrikam.com", RecipientKind::Recipient),
             ]
         );
-        assert_eq!(
-            r.recipients[3].expanded_from.as_deref(),
-            Some("sales@contoso.com")
-        );
-        assert_eq!(
-            r.recipients[4].forwarded_from.as_deref(),
-            Some("erin@contoso.com")
-        );
+        assert_eq!(r.recipients[3].expanded_from.as_deref(), Some("sales@contoso.com"));
+        assert_eq!(r.recipients[4].forwarded_from.as_deref(), Some("erin@contoso.com"));
     }
 
     #[test]
     fn binary_original_with_eight_bit_bytes_comes_out_byte_exact() {
         let original = "From: a@x.com\r\nSubject: caf\u{e9}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\u{c4}rger \u{fc}ber \u{f6}l\r\n\r\n";
-        let raw = report(
-            "Sender: a@x.com\r\nTo: b@x.com",
-            "Content-Transfer-Encoding: binary\r\n",
-            original,
-        );
-        let Unwrapped::Report(r) = unwrap(raw.as_bytes()) else {
-            panic!("not unwrapped")
-        };
+        let raw = report("Sender: a@x.com\r\nTo: b@x.com", "Content-Transfer-Encoding: binary\r\n", original);
+        let Unwrapped::Report(r) = unwrap(raw.as_bytes()) else { panic!("not unwrapped") };
         assert_eq!(r.original, original.as_bytes());
     }
 
@@ -305,26 +272,15 @@ mod tests {
             "Content-Transfer-Encoding: base64\r\n",
             "U3ViamVjdDogaGkNCg0KYm9keQ0K",
         );
-        let Unwrapped::Report(r) = unwrap(raw.as_bytes()) else {
-            panic!("not unwrapped")
-        };
+        let Unwrapped::Report(r) = unwrap(raw.as_bytes()) else { panic!("not unwrapped") };
         assert_eq!(r.original, b"Subject: hi\r\n\r\nbody\r\n");
     }
 
     #[test]
     fn exchange_2003_report_is_recognised_by_content_identifier() {
-        let raw = report(
-            "Sender: a@x.com\r\nRecipients: b@x.com, BCC: c@x.com",
-            "",
-            ORIGINAL,
-        )
-        .replace(
-            "X-MS-Journal-Report: \r\n",
-            "Content-Identifier: ExJournalReport\r\n",
-        );
-        let Unwrapped::Report(r) = unwrap(raw.as_bytes()) else {
-            panic!("not unwrapped")
-        };
+        let raw = report("Sender: a@x.com\r\nRecipients: b@x.com, BCC: c@x.com", "", ORIGINAL)
+            .replace("X-MS-Journal-Report: \r\n", "Content-Identifier: ExJournalReport\r\n");
+        let Unwrapped::Report(r) = unwrap(raw.as_bytes()) else { panic!("not unwrapped") };
         assert_eq!(r.recipients[0].kind, RecipientKind::Recipient);
         assert_eq!(r.recipients[1].kind, RecipientKind::Bcc);
         assert_eq!(r.recipients[1].address, "c@x.com");
@@ -340,9 +296,7 @@ mod tests {
              --ndr\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n\
              --ndr\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--ndr--\r\n"
         );
-        let Unwrapped::Report(r) = unwrap(ndr.as_bytes()) else {
-            panic!("not unwrapped")
-        };
+        let Unwrapped::Report(r) = unwrap(ndr.as_bytes()) else { panic!("not unwrapped") };
         assert_eq!(r.original, ORIGINAL.as_bytes());
         assert_eq!(r.recipients[0].address, "hidden@x.com");
     }

@@ -96,8 +96,7 @@ fn content_length_end(data: &[u8], start: usize) -> Option<usize> {
         return None;
     }
     let after = skip_blank_line(data, end);
-    let next_is_postmark =
-        line_len(data, after).is_some_and(|l| is_postmark(trim_eol(&data[after..after + l])));
+    let next_is_postmark = line_len(data, after).is_some_and(|l| is_postmark(trim_eol(&data[after..after + l])));
     (after >= data.len() || next_is_postmark).then_some(end)
 }
 
@@ -115,9 +114,7 @@ fn header_block_end(data: &[u8], start: usize) -> Option<(usize, usize)> {
 fn header_value<'a>(headers: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     headers.split(|&b| b == b'\n').find_map(|line| {
         let colon = line.iter().position(|&b| b == b':')?;
-        line[..colon]
-            .eq_ignore_ascii_case(name)
-            .then(|| trim_ascii(&line[colon + 1..]))
+        line[..colon].eq_ignore_ascii_case(name).then(|| trim_ascii(&line[colon + 1..]))
     })
 }
 
@@ -152,12 +149,7 @@ fn line_len(data: &[u8], pos: usize) -> Option<usize> {
     if pos >= data.len() {
         return None;
     }
-    Some(
-        data[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(data.len() - pos, |i| i + 1),
-    )
+    Some(data[pos..].iter().position(|&b| b == b'\n').map_or(data.len() - pos, |i| i + 1))
 }
 
 fn trim_eol(line: &[u8]) -> &[u8] {
@@ -178,9 +170,7 @@ mod tests {
     use super::*;
 
     fn split(data: &str) -> Vec<String> {
-        Mbox::new(data.as_bytes())
-            .map(|m| String::from_utf8(m.into_owned()).unwrap())
-            .collect()
+        Mbox::new(data.as_bytes()).map(|m| String::from_utf8(m.into_owned()).unwrap()).collect()
     }
 
     #[test]
@@ -188,10 +178,7 @@ mod tests {
         let got = split(
             "From a@x Mon Jan  1 00:00:00 2024\nSubject: one\n\nbody 1\n\nFrom b@x Tue Jan  2 00:00:00 2024\nSubject: two\n\nbody 2\n",
         );
-        assert_eq!(
-            got,
-            ["Subject: one\n\nbody 1\n", "Subject: two\n\nbody 2\n"]
-        );
+        assert_eq!(got, ["Subject: one\n\nbody 1\n", "Subject: two\n\nbody 2\n"]);
     }
 
     #[test]
@@ -202,8 +189,7 @@ mod tests {
 
     #[test]
     fn unquoted_from_line_in_a_body_does_not_start_a_message() {
-        let got =
-            split("From -\nSubject: bond\n\nFrom Russia with love\n\nFrom -\nSubject: two\n\nx\n");
+        let got = split("From -\nSubject: bond\n\nFrom Russia with love\n\nFrom -\nSubject: two\n\nx\n");
         assert_eq!(got.len(), 2);
         assert!(got[0].contains("From Russia with love"));
     }
@@ -211,10 +197,7 @@ mod tests {
     #[test]
     fn content_length_is_trusted_when_it_lands_on_a_postmark() {
         let body = "line\nFrom 1 2 3\n";
-        let data = format!(
-            "From - \nContent-Length: {}\n\n{body}\nFrom - \nSubject: 2\n\nx\n",
-            body.len()
-        );
+        let data = format!("From - \nContent-Length: {}\n\n{body}\nFrom - \nSubject: 2\n\nx\n", body.len());
         let got = split(&data);
         assert_eq!(got.len(), 2);
         assert!(got[0].ends_with(body));
@@ -228,8 +211,7 @@ mod tests {
 
     #[test]
     fn crlf_mbox_keeps_crlf_and_drops_the_separator() {
-        let got =
-            split("From a 1\r\nSubject: a\r\n\r\nx\r\n\r\nFrom b 2\r\nSubject: b\r\n\r\ny\r\n");
+        let got = split("From a 1\r\nSubject: a\r\n\r\nx\r\n\r\nFrom b 2\r\nSubject: b\r\n\r\ny\r\n");
         assert_eq!(got, ["Subject: a\r\n\r\nx\r\n", "Subject: b\r\n\r\ny\r\n"]);
     }
 

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use coffer_testkit::corpus::Generator;
-use coffer_testkit::journal::{report, Envelope, Style};
+use coffer_testkit::journal::{Envelope, Style, report};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -50,7 +50,12 @@ async fn main() {
             }
             let mut latencies = Vec::new();
             for r in reports.iter().skip(c).step_by(connections) {
-                write.write_all(format!("MAIL FROM:<exchange@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n").as_bytes()).await.unwrap();
+                write
+                    .write_all(
+                        format!("MAIL FROM:<exchange@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n").as_bytes(),
+                    )
+                    .await
+                    .unwrap();
                 for _ in 0..3 {
                     lines.next_line().await.unwrap();
                 }

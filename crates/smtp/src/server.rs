@@ -43,18 +43,12 @@ pub struct JournalAddresses {
 
 impl JournalAddresses {
     pub fn new(domain: &str) -> Arc<JournalAddresses> {
-        Arc::new(JournalAddresses {
-            domain: domain.to_ascii_lowercase(),
-            tokens: RwLock::new(HashMap::new()),
-        })
+        Arc::new(JournalAddresses { domain: domain.to_ascii_lowercase(), tokens: RwLock::new(HashMap::new()) })
     }
 
     pub async fn refresh(&self, catalog: &Catalog) -> Result<(), ArchiveError> {
         let tenants = catalog.tenants().await?;
-        *self.tokens.write().unwrap() = tenants
-            .into_iter()
-            .map(|t| (t.journal_token, t.id))
-            .collect();
+        *self.tokens.write().unwrap() = tenants.into_iter().map(|t| (t.journal_token, t.id)).collect();
         Ok(())
     }
 
@@ -93,26 +87,16 @@ pub struct Stats {
 
 impl Stats {
     pub fn add(&self, tenant: i64, what: &str, n: i64) {
-        *self
-            .counters
-            .lock()
-            .unwrap()
-            .entry((tenant, what.to_owned()))
-            .or_default() += n;
+        *self.counters.lock().unwrap().entry((tenant, what.to_owned())).or_default() += n;
     }
 
     /// Moves the counters into the catalog (called every few seconds and at shutdown).
     pub async fn flush(&self, catalog: &Catalog, listener: &str) {
         let taken: Vec<((i64, String), i64)> = self.counters.lock().unwrap().drain().collect();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         for ((tenant, what), n) in taken {
-            if let Err(e) = catalog
-                .add_listener_figure(now, listener, tenant, &what, n)
-                .await
-            {
+            if let Err(e) = catalog.add_listener_figure(now, listener, tenant, &what, n).await {
                 tracing::warn!(error = %e, "could not record listener figures");
             }
         }
@@ -169,16 +153,12 @@ impl Listener {
             sessions.spawn(async move {
                 let mut stream = stream;
                 let Ok(_permit) = permit else {
-                    let _ = stream
-                        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
-                        .await;
+                    let _ = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
                     shared.stats.add(0, "reject:connections", 1);
                     return;
                 };
                 if !shared.admit(peer.ip()) {
-                    let _ = stream
-                        .write_all(b"421 4.7.0 Too many connections from your address\r\n")
-                        .await;
+                    let _ = stream.write_all(b"421 4.7.0 Too many connections from your address\r\n").await;
                     shared.stats.add(0, "reject:per-ip", 1);
                     return;
                 }
@@ -221,11 +201,7 @@ impl Shared {
             hostname: self.config.hostname.clone(),
             max_message_bytes: self.config.max_message_bytes,
             max_recipients: self.config.max_recipients,
-            tls: if self.tls.is_some() {
-                self.config.tls
-            } else {
-                TlsPolicy::Off
-            },
+            tls: if self.tls.is_some() { self.config.tls } else { TlsPolicy::Off },
             max_errors: 10,
         }
     }
@@ -295,22 +271,16 @@ async fn connection(
     match converse(shared, &mut stream, &mut session, shutdown.clone()).await? {
         End::Closed => Ok(()),
         End::StartTls => {
-            let acceptor = shared
-                .tls
-                .clone()
-                .expect("STARTTLS is offered only with a certificate");
-            let mut tls =
-                match tokio::time::timeout(shared.config.command_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "TLS handshake failed");
-                        shared.stats.add(0, "reject:tls-handshake", 1);
-                        return Ok(());
-                    }
-                    Err(_) => return Ok(()),
-                };
+            let acceptor = shared.tls.clone().expect("STARTTLS is offered only with a certificate");
+            let mut tls = match tokio::time::timeout(shared.config.command_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "TLS handshake failed");
+                    shared.stats.add(0, "reject:tls-handshake", 1);
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+            };
             session.tls_started();
             shared.stats.add(0, "tls-connections", 1);
             match converse(shared, &mut tls, &mut session, shutdown).await? {
@@ -352,11 +322,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        let timeout = if session.in_data() {
-            shared.config.data_timeout
-        } else {
-            shared.config.command_timeout
-        };
+        let timeout = if session.in_data() { shared.config.data_timeout } else { shared.config.command_timeout };
         let read = tokio::select! {
             r = tokio::time::timeout(timeout, stream.read(&mut buf)) => r,
             _ = shutdown.changed(), if !session.in_data() => {
@@ -366,9 +332,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         };
         match read {
             Err(_) => {
-                stream
-                    .write_all(b"421 4.4.2 Timeout, closing connection\r\n")
-                    .await?;
+                stream.write_all(b"421 4.4.2 Timeout, closing connection\r\n").await?;
                 return Ok(End::Closed);
             }
             // The client went away; a message it was sending is dropped whole.
@@ -379,10 +343,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    session: &mut Session,
-) -> std::io::Result<()> {
+async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session) -> std::io::Result<()> {
     if !session.replies.is_empty() {
         let replies = std::mem::take(&mut session.replies);
         stream.write_all(&replies).await?;
@@ -399,18 +360,14 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
 
 /// A TLS acceptor for a certificate chain and key in PEM (TLS 1.2 and 1.3 only).
 pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    let certs: Vec<_> =
+        rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| e.to_string())?
         .ok_or("no private key in the PEM")?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[
-            &tokio_rustls::rustls::version::TLS12,
-            &tokio_rustls::rustls::version::TLS13,
-        ])
+        .with_protocol_versions(&[&tokio_rustls::rustls::version::TLS12, &tokio_rustls::rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(certs, key)

@@ -148,11 +148,7 @@ impl Session {
                     let mut chunk = Vec::new();
                     let done = receiver.ingest(&mut iter, &mut chunk);
                     self.take_data(&chunk);
-                    if done {
-                        Some(self.end_of_data())
-                    } else {
-                        Some(Step::NeedMore)
-                    }
+                    if done { Some(self.end_of_data()) } else { Some(Step::NeedMore) }
                 }
                 Receiving::Bdat(receiver) => {
                     let mut chunk = Vec::new();
@@ -228,10 +224,7 @@ impl Session {
                 Step::NeedMore
             }
             Delivery::TemporaryFailure(why) => {
-                self.reply(&format!(
-                    "451 4.3.0 Temporary archive failure, try again later ({})",
-                    one_line(&why)
-                ));
+                self.reply(&format!("451 4.3.0 Temporary archive failure, try again later ({})", one_line(&why)));
                 Step::NeedMore
             }
             Delivery::Busy => {
@@ -274,19 +267,12 @@ impl Session {
         match e {
             ProtoError::UnknownCommand => self.reply("500 5.5.1 Command unrecognized"),
             ProtoError::InvalidSenderAddress => self.reply("501 5.1.7 Bad sender address syntax"),
-            ProtoError::InvalidRecipientAddress => {
-                self.reply("501 5.1.3 Bad recipient address syntax")
+            ProtoError::InvalidRecipientAddress => self.reply("501 5.1.3 Bad recipient address syntax"),
+            ProtoError::SyntaxError { syntax } => self.reply(&format!("501 5.5.4 Syntax: {syntax}")),
+            ProtoError::InvalidParameter { param } => self.reply(&format!("501 5.5.4 Invalid parameter {param}")),
+            ProtoError::UnsupportedParameter { param } => {
+                self.reply(&format!("504 5.5.4 Unsupported parameter {}", one_line(&param)))
             }
-            ProtoError::SyntaxError { syntax } => {
-                self.reply(&format!("501 5.5.4 Syntax: {syntax}"))
-            }
-            ProtoError::InvalidParameter { param } => {
-                self.reply(&format!("501 5.5.4 Invalid parameter {param}"))
-            }
-            ProtoError::UnsupportedParameter { param } => self.reply(&format!(
-                "504 5.5.4 Unsupported parameter {}",
-                one_line(&param)
-            )),
             ProtoError::ResponseTooLong => self.reply("500 5.5.6 Line too long"),
             ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
                 self.reply("500 5.5.2 Syntax error")
@@ -394,10 +380,7 @@ impl Session {
                     self.receiving = Receiving::Data(DataReceiver::new());
                 }
             }
-            Request::Bdat {
-                chunk_size,
-                is_last,
-            } => {
+            Request::Bdat { chunk_size, is_last } => {
                 if self.tls_missing() || self.mail_from.is_none() || self.recipients.is_empty() {
                     // The chunk still follows on the wire: read it and throw it away.
                     if self.mail_from.is_none() || self.recipients.is_empty() {
@@ -414,20 +397,15 @@ impl Session {
                 self.reply("250 2.0.0 Reset");
             }
             Request::Noop { .. } => self.reply("250 2.0.0 OK"),
-            Request::Vrfy { .. } | Request::Expn { .. } => {
-                self.reply("502 5.5.1 VRFY and EXPN are disabled")
-            }
+            Request::Vrfy { .. } | Request::Expn { .. } => self.reply("502 5.5.1 VRFY and EXPN are disabled"),
             Request::Quit => {
                 self.reply("221 2.0.0 Bye");
                 return Some(Step::Close);
             }
-            Request::Help { .. } => self.reply(
-                "214 2.0.0 This is a journaling archive: EHLO, MAIL, RCPT, DATA, BDAT, QUIT",
-            ),
-            Request::Auth { .. }
-            | Request::Etrn { .. }
-            | Request::Atrn { .. }
-            | Request::Burl { .. } => {
+            Request::Help { .. } => {
+                self.reply("214 2.0.0 This is a journaling archive: EHLO, MAIL, RCPT, DATA, BDAT, QUIT")
+            }
+            Request::Auth { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
                 self.reply("502 5.5.1 Command not implemented");
             }
         }
@@ -436,10 +414,7 @@ impl Session {
 }
 
 fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect()
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect()
 }
 
 #[cfg(test)]
@@ -449,9 +424,7 @@ mod tests {
     struct Journal;
     impl Recipients for Journal {
         fn resolve(&self, address: &str) -> Option<i64> {
-            address
-                .eq_ignore_ascii_case("journal-abc@archive.test")
-                .then_some(1)
+            address.eq_ignore_ascii_case("journal-abc@archive.test").then_some(1)
         }
     }
 
@@ -482,22 +455,12 @@ mod tests {
             &mut s,
             "EHLO client\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n",
         );
-        assert!(
-            out.contains("250-PIPELINING")
-                && out.contains("250 STARTTLS")
-                && out.contains("CHUNKING"),
-            "{out}"
-        );
+        assert!(out.contains("250-PIPELINING") && out.contains("250 STARTTLS") && out.contains("CHUNKING"), "{out}");
         assert!(out.contains("250 2.1.0") && out.contains("250 2.1.5") && out.contains("354 "));
-        let Step::Deliver(t) = step else {
-            panic!("{step:?}")
-        };
+        let Step::Deliver(t) = step else { panic!("{step:?}") };
         assert_eq!(t.data, b"Subject: hi\r\n\r\n.dot\r\n");
         assert_eq!(t.recipients, [("journal-abc@archive.test".into(), 1)]);
-        assert_eq!(
-            s.delivered(Delivery::Stored { ids: vec![7] }),
-            Step::NeedMore
-        );
+        assert_eq!(s.delivered(Delivery::Stored { ids: vec![7] }), Step::NeedMore);
         // The pipelined QUIT waited in the buffer and is answered after the delivery.
         let (out, step) = run(&mut s, "");
         assert_eq!(out, "250 2.0.0 Archived as 7\r\n221 2.0.0 Bye\r\n");
@@ -507,10 +470,7 @@ mod tests {
     #[test]
     fn unknown_recipient_is_refused_so_the_listener_never_relays() {
         let mut s = session(TlsPolicy::Offer);
-        let (out, _) = run(
-            &mut s,
-            "EHLO c\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<bob@elsewhere.com>\r\nDATA\r\n",
-        );
+        let (out, _) = run(&mut s, "EHLO c\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<bob@elsewhere.com>\r\nDATA\r\n");
         assert!(out.contains("550 5.1.1"), "{out}");
         assert!(out.contains("554 5.5.1 No valid recipients"), "{out}");
     }
@@ -525,10 +485,7 @@ mod tests {
         assert_eq!(step, Step::StartTls);
         s.tls_started();
         let (out, _) = run(&mut s, "MAIL FROM:<a@x.com>\r\n");
-        assert!(
-            out.contains("503 5.5.1 Send EHLO"),
-            "state is reset after TLS: {out}"
-        );
+        assert!(out.contains("503 5.5.1 Send EHLO"), "state is reset after TLS: {out}");
         let (out, _) = run(&mut s, "EHLO c\r\n");
         assert!(!out.contains("STARTTLS"));
     }
@@ -541,9 +498,7 @@ mod tests {
             "EHLO c\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nBDAT 9\r\nSubject: BDAT 5 LAST\r\nhello",
         );
         assert!(out.contains("250 2.0.0 9 octets received"), "{out}");
-        let Step::Deliver(t) = step else {
-            panic!("{step:?}")
-        };
+        let Step::Deliver(t) = step else { panic!("{step:?}") };
         assert_eq!(t.data, b"Subject: hello");
     }
 
@@ -555,9 +510,7 @@ mod tests {
         let body = "x".repeat(2000);
         let (out, step) = run(
             &mut s,
-            &format!(
-                "MAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nDATA\r\n{body}\r\n.\r\n"
-            ),
+            &format!("MAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\nDATA\r\n{body}\r\n.\r\n"),
         );
         assert!(out.contains("552 5.3.4"), "{out}");
         assert_eq!(step, Step::NeedMore);

@@ -22,19 +22,13 @@ impl MasterKey {
     pub fn load_or_create(path: &Path, may_create: bool) -> Result<MasterKey> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let hex_key = text
-                    .lines()
-                    .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
-                    .unwrap_or("");
-                let bytes = hex::decode(hex_key.trim())
-                    .ok()
-                    .filter(|b| b.len() == 32)
-                    .ok_or_else(|| {
-                        StoreError::MasterKey(format!(
-                            "{} does not hold a 64-hex-digit key; restore it from your backup",
-                            path.display()
-                        ))
-                    })?;
+                let hex_key = text.lines().find(|l| !l.trim().is_empty() && !l.starts_with('#')).unwrap_or("");
+                let bytes = hex::decode(hex_key.trim()).ok().filter(|b| b.len() == 32).ok_or_else(|| {
+                    StoreError::MasterKey(format!(
+                        "{} does not hold a 64-hex-digit key; restore it from your backup",
+                        path.display()
+                    ))
+                })?;
                 Ok(Self::from_bytes(&bytes))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => {
@@ -58,12 +52,10 @@ impl MasterKey {
                 .map_err(crate::io_err(path))?;
                 Ok(Self::from_bytes(&bytes))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(StoreError::MasterKey(format!(
-                    "{} is missing but volumes exist; restore the key from your backup",
-                    path.display()
-                )))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::MasterKey(format!(
+                "{} is missing but volumes exist; restore the key from your backup",
+                path.display()
+            ))),
             Err(e) => Err(crate::io_err(path)(e)),
         }
     }
@@ -79,9 +71,8 @@ impl MasterKey {
     }
 
     pub fn open_secret(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>> {
-        open(&self.0, sealed, label.as_bytes()).ok_or_else(|| {
-            StoreError::MasterKey(format!("the master key does not open the secret {label}"))
-        })
+        open(&self.0, sealed, label.as_bytes())
+            .ok_or_else(|| StoreError::MasterKey(format!("the master key does not open the secret {label}")))
     }
 
     /// A new random data key, and its wrapped form (nonce ‖ ciphertext) bound to `volume`.
@@ -94,9 +85,7 @@ impl MasterKey {
 
     pub(crate) fn unwrap_data_key(&self, volume: &str, wrapped: &[u8]) -> Result<DataKey> {
         let key = open(&self.0, wrapped, volume.as_bytes()).ok_or_else(|| {
-            StoreError::MasterKey(format!(
-                "the master key does not open volume {volume}'s data key: wrong master key?"
-            ))
+            StoreError::MasterKey(format!("the master key does not open volume {volume}'s data key: wrong master key?"))
         })?;
         Ok(DataKey::from_bytes(&key))
     }
@@ -117,9 +106,7 @@ impl DataKey {
     }
 
     pub(crate) fn decrypt(&self, nonce: &[u8], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        self.0
-            .decrypt(XNonce::from_slice(nonce), AeadPayload { msg: sealed, aad })
-            .ok()
+        self.0.decrypt(XNonce::from_slice(nonce), AeadPayload { msg: sealed, aad }).ok()
     }
 }
 
@@ -132,11 +119,7 @@ pub(crate) fn random_nonce() -> [u8; NONCE_LEN] {
 fn seal(cipher: &XChaCha20Poly1305, plain: &[u8], aad: &[u8]) -> Vec<u8> {
     let nonce = random_nonce();
     let mut out = nonce.to_vec();
-    out.extend(
-        cipher
-            .encrypt(XNonce::from_slice(&nonce), AeadPayload { msg: plain, aad })
-            .expect("encrypt"),
-    );
+    out.extend(cipher.encrypt(XNonce::from_slice(&nonce), AeadPayload { msg: plain, aad }).expect("encrypt"));
     out
 }
 
@@ -145,7 +128,5 @@ fn open(cipher: &XChaCha20Poly1305, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>
         return None;
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    cipher
-        .decrypt(XNonce::from_slice(nonce), AeadPayload { msg: ct, aad })
-        .ok()
+    cipher.decrypt(XNonce::from_slice(nonce), AeadPayload { msg: ct, aad }).ok()
 }

@@ -126,11 +126,7 @@ mod tests {
 
     #[test]
     fn headers_round_trip() {
-        let s = SegmentHeader {
-            segment: 7,
-            first_seq: 99,
-            chain_in: [3; 32],
-        };
+        let s = SegmentHeader { segment: 7, first_seq: 99, chain_in: [3; 32] };
         assert_eq!(SegmentHeader::decode(&s.encode()), Some(s));
         let r = RecordHeader {
             seq: 5,

@@ -11,9 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{DataKey, MasterKey, random_nonce};
-use crate::format::{
-    self, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader,
-};
+use crate::format::{self, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::{Location, Payload, Result, StoreError, io_err};
 
 #[derive(Debug, Clone)]
@@ -30,12 +28,7 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn new(root: PathBuf) -> Self {
-        StoreConfig {
-            root,
-            segment_max_bytes: 256 << 20,
-            volume_max_bytes: 32 << 30,
-            volume_max_records: 10_000_000,
-        }
+        StoreConfig { root, segment_max_bytes: 256 << 20, volume_max_bytes: 32 << 30, volume_max_records: 10_000_000 }
     }
 }
 
@@ -152,9 +145,7 @@ impl Store {
         let mut writers = HashMap::new();
         for meta in store.metas()? {
             if meta.state == VolumeState::Open {
-                let newer = writers
-                    .get(&meta.owner)
-                    .is_none_or(|w: &Writer| w.meta.number < meta.number);
+                let newer = writers.get(&meta.owner).is_none_or(|w: &Writer| w.meta.number < meta.number);
                 if newer {
                     writers.insert(meta.owner, store.resume(meta)?);
                 }
@@ -178,9 +169,7 @@ impl Store {
 
     /// True when the folder holds no volume yet (a new archive may create its master key).
     pub fn is_empty(root: &Path) -> bool {
-        std::fs::read_dir(root)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true)
+        std::fs::read_dir(root).map(|mut d| d.next().is_none()).unwrap_or(true)
     }
 
     /// Seals the payloads into records of `owner`'s open volume and makes them durable with one
@@ -195,8 +184,7 @@ impl Store {
             writers.insert(owner, w);
         }
         let w = writers.get_mut(&owner).unwrap();
-        if w.volume_bytes >= self.cfg.volume_max_bytes || w.next_seq >= self.cfg.volume_max_records
-        {
+        if w.volume_bytes >= self.cfg.volume_max_bytes || w.next_seq >= self.cfg.volume_max_records {
             let next = w.meta.number + 1;
             self.close_writer(w)?;
             *w = self.create_volume(owner, next)?;
@@ -220,9 +208,7 @@ impl Store {
                 chain: [0; 32],
             }
             .encode_unchained();
-            let sealed = w
-                .key
-                .encrypt(&nonce, &format::aad(&header, &w.meta.id), &p.compressed);
+            let sealed = w.key.encrypt(&nonce, &format::aad(&header, &w.meta.id), &p.compressed);
             chain = format::chain(&chain, &header, &sealed);
             header[88..120].copy_from_slice(&chain);
             locations.push(Location {
@@ -254,8 +240,7 @@ impl Store {
         let path = segment_path(&self.cfg.root.join(&loc.volume), loc.segment);
         let file = File::open(&path).map_err(io_err(&path))?;
         let mut record = vec![0u8; loc.length as usize];
-        file.read_exact_at(&mut record, loc.offset)
-            .map_err(io_err(&path))?;
+        file.read_exact_at(&mut record, loc.offset).map_err(io_err(&path))?;
         let corrupt = |detail: &str| StoreError::Corrupt {
             volume: loc.volume.clone(),
             segment: loc.segment,
@@ -267,8 +252,7 @@ impl Store {
             return Err(corrupt("record length differs from the catalog's"));
         }
         let key = self.data_key(&loc.volume)?;
-        self.open_record(&key, &loc.volume, &record, &header)
-            .map_err(|d| corrupt(&d))
+        self.open_record(&key, &loc.volume, &record, &header).map_err(|d| corrupt(&d))
     }
 
     fn open_record(
@@ -296,14 +280,8 @@ impl Store {
         for meta in self.metas()? {
             let dir = self.cfg.root.join(&meta.id);
             let segments = segment_numbers(&dir)?;
-            let bytes = segments
-                .iter()
-                .map(|&s| {
-                    std::fs::metadata(segment_path(&dir, s))
-                        .map(|m| m.len())
-                        .unwrap_or(0)
-                })
-                .sum();
+            let bytes =
+                segments.iter().map(|&s| std::fs::metadata(segment_path(&dir, s)).map(|m| m.len()).unwrap_or(0)).sum();
             let records = match writers.get(&meta.owner) {
                 Some(w) if w.meta.id == meta.id => w.next_seq,
                 _ => meta.records.unwrap_or(0),
@@ -325,10 +303,7 @@ impl Store {
     /// Closes a volume: its chain head is written down and the next append opens a new volume.
     pub fn close_volume(&self, id: &str) -> Result<()> {
         let mut writers = self.writers.lock().unwrap();
-        let owner = writers
-            .iter()
-            .find(|(_, w)| w.meta.id == id)
-            .map(|(o, _)| *o);
+        let owner = writers.iter().find(|(_, w)| w.meta.id == id).map(|(o, _)| *o);
         match owner {
             Some(owner) => {
                 let mut w = writers.remove(&owner).unwrap();
@@ -350,9 +325,7 @@ impl Store {
             let key = match self.data_key(&meta.id) {
                 Ok(k) => k,
                 Err(e) => {
-                    report
-                        .problems
-                        .push(problem(&meta.id, None, None, None, e.to_string()));
+                    report.problems.push(problem(&meta.id, None, None, None, e.to_string()));
                     continue;
                 }
             };
@@ -371,15 +344,7 @@ impl Store {
                     ));
                 }
                 expected_segment = number + 1;
-                self.verify_segment(
-                    &meta.id,
-                    &key,
-                    &dir,
-                    number,
-                    &mut expected_seq,
-                    &mut chain,
-                    &mut report,
-                )?;
+                self.verify_segment(&meta.id, &key, &dir, number, &mut expected_seq, &mut chain, &mut report)?;
             }
             if meta.state == VolumeState::Closed {
                 let head_ok = meta.chain_head.as_deref() == Some(&hex::encode(chain));
@@ -413,37 +378,23 @@ impl Store {
     ) -> Result<()> {
         let path = segment_path(dir, number);
         let data = std::fs::read(&path).map_err(io_err(&path))?;
-        let p = |offset: Option<u64>, seq: Option<u64>, detail: String| {
-            problem(volume, Some(number), offset, seq, detail)
-        };
+        let p =
+            |offset: Option<u64>, seq: Option<u64>, detail: String| problem(volume, Some(number), offset, seq, detail);
         match SegmentHeader::decode(&data) {
-            None => report
-                .problems
-                .push(p(Some(0), None, "segment header unreadable".into())),
+            None => report.problems.push(p(Some(0), None, "segment header unreadable".into())),
             Some(h) => {
                 if h.segment != number {
-                    report.problems.push(p(
-                        Some(0),
-                        None,
-                        format!("file holds segment {}", h.segment),
-                    ));
+                    report.problems.push(p(Some(0), None, format!("file holds segment {}", h.segment)));
                 }
                 if h.first_seq != *expected_seq {
                     report.problems.push(p(
                         Some(0),
                         None,
-                        format!(
-                            "segment starts at record {} but {} was expected",
-                            h.first_seq, expected_seq
-                        ),
+                        format!("segment starts at record {} but {} was expected", h.first_seq, expected_seq),
                     ));
                 }
                 if h.chain_in != *chain {
-                    report.problems.push(p(
-                        Some(0),
-                        None,
-                        "segment does not continue the volume's hash chain".into(),
-                    ));
+                    report.problems.push(p(Some(0), None, "segment does not continue the volume's hash chain".into()));
                 }
                 *expected_seq = h.first_seq;
                 *chain = h.chain_in;
@@ -454,11 +405,7 @@ impl Store {
             let header = match RecordHeader::decode(&data[pos..]) {
                 Ok(h) if pos as u64 + h.record_len() <= data.len() as u64 => h,
                 Ok(_) | Err("record header cut short") => {
-                    report.problems.push(p(
-                        Some(pos as u64),
-                        None,
-                        "torn record at the end of the segment".into(),
-                    ));
+                    report.problems.push(p(Some(pos as u64), None, "torn record at the end of the segment".into()));
                     break;
                 }
                 Err(e) => {
@@ -474,32 +421,17 @@ impl Store {
             };
             let end = pos + header.record_len() as usize;
             let record = &data[pos..end];
-            let loc = Location {
-                volume: volume.into(),
-                segment: number,
-                offset: pos as u64,
-                length: record.len() as u32,
-            };
+            let loc =
+                Location { volume: volume.into(), segment: number, offset: pos as u64, length: record.len() as u32 };
             let mut faults = Vec::new();
             if header.seq > *expected_seq {
-                faults.push(format!(
-                    "records {} to {} are missing",
-                    expected_seq,
-                    header.seq - 1
-                ));
+                faults.push(format!("records {} to {} are missing", expected_seq, header.seq - 1));
             } else if header.seq < *expected_seq {
-                faults.push(format!(
-                    "out of order (record {} expected here)",
-                    expected_seq
-                ));
+                faults.push(format!("out of order (record {} expected here)", expected_seq));
             }
-            if format::chain(
-                chain,
-                &record[..RECORD_HEADER_LEN],
-                &record[RECORD_HEADER_LEN..],
-            ) != header.chain
-            {
-                faults.push("hash chain broken (this record or the one before it was altered, removed or moved)".into());
+            if format::chain(chain, &record[..RECORD_HEADER_LEN], &record[RECORD_HEADER_LEN..]) != header.chain {
+                faults
+                    .push("hash chain broken (this record or the one before it was altered, removed or moved)".into());
             }
             match self.open_record(key, volume, record, &header) {
                 Ok(_) if faults.is_empty() => report.good.push((loc, header.content_hash)),
@@ -507,9 +439,7 @@ impl Store {
                 Err(e) => faults.push(e),
             }
             if !faults.is_empty() {
-                report
-                    .problems
-                    .push(p(Some(pos as u64), Some(header.seq), faults.join("; ")));
+                report.problems.push(p(Some(pos as u64), Some(header.seq), faults.join("; ")));
             }
             report.records += 1;
             *expected_seq = header.seq + 1;
@@ -529,13 +459,12 @@ impl Store {
                 continue;
             }
             let text = std::fs::read(&path).map_err(io_err(&path))?;
-            let meta: VolumeMeta =
-                serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt {
-                    volume: entry.file_name().to_string_lossy().into(),
-                    segment: 0,
-                    offset: 0,
-                    detail: format!("volume.json unreadable: {e}"),
-                })?;
+            let meta: VolumeMeta = serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt {
+                volume: entry.file_name().to_string_lossy().into(),
+                segment: 0,
+                offset: 0,
+                detail: format!("volume.json unreadable: {e}"),
+            })?;
             metas.push(meta);
         }
         metas.sort_by(|a, b| (a.owner, a.number).cmp(&(b.owner, b.number)));
@@ -547,29 +476,17 @@ impl Store {
             return Ok(k.clone());
         }
         let path = self.cfg.root.join(volume).join("volume.json");
-        let text =
-            std::fs::read(&path).map_err(|_| StoreError::UnknownVolume(volume.to_owned()))?;
-        let meta: VolumeMeta =
-            serde_json::from_slice(&text).map_err(|e| StoreError::MasterKey(e.to_string()))?;
-        let wrapped =
-            hex::decode(&meta.wrapped_key).map_err(|e| StoreError::MasterKey(e.to_string()))?;
+        let text = std::fs::read(&path).map_err(|_| StoreError::UnknownVolume(volume.to_owned()))?;
+        let meta: VolumeMeta = serde_json::from_slice(&text).map_err(|e| StoreError::MasterKey(e.to_string()))?;
+        let wrapped = hex::decode(&meta.wrapped_key).map_err(|e| StoreError::MasterKey(e.to_string()))?;
         let key = self.master.unwrap_data_key(volume, &wrapped)?;
-        self.keys
-            .write()
-            .unwrap()
-            .insert(volume.to_owned(), key.clone());
+        self.keys.write().unwrap().insert(volume.to_owned(), key.clone());
         Ok(key)
     }
 
     fn create_volume(&self, owner: u64, mut number: u32) -> Result<Writer> {
         // Never reuse a number, even one whose volume was closed long ago.
-        let highest = self
-            .metas()?
-            .iter()
-            .filter(|m| m.owner == owner)
-            .map(|m| m.number)
-            .max()
-            .unwrap_or(0);
+        let highest = self.metas()?.iter().filter(|m| m.owner == owner).map(|m| m.number).max().unwrap_or(0);
         number = number.max(highest + 1);
         let id = format!("t{owner}-v{number:06}");
         let dir = self.cfg.root.join(&id);
@@ -589,14 +506,7 @@ impl Store {
         write_meta(&dir, &meta)?;
         sync_dir(&self.cfg.root)?;
         self.keys.write().unwrap().insert(id.clone(), key.clone());
-        let file = new_segment(
-            &dir,
-            &SegmentHeader {
-                segment: 1,
-                first_seq: 0,
-                chain_in: [0; 32],
-            },
-        )?;
+        let file = new_segment(&dir, &SegmentHeader { segment: 1, first_seq: 0, chain_in: [0; 32] })?;
         Ok(Writer {
             meta,
             dir,
@@ -611,11 +521,7 @@ impl Store {
     }
 
     fn next_segment(&self, w: &mut Writer) -> Result<()> {
-        let header = SegmentHeader {
-            segment: w.segment + 1,
-            first_seq: w.next_seq,
-            chain_in: w.chain,
-        };
+        let header = SegmentHeader { segment: w.segment + 1, first_seq: w.next_seq, chain_in: w.chain };
         w.file = new_segment(&w.dir, &header)?;
         w.segment += 1;
         w.offset = SEGMENT_HEADER_LEN as u64;
@@ -637,14 +543,7 @@ impl Store {
         let key = self.data_key(&meta.id)?;
         let segments = segment_numbers(&dir)?;
         let Some(&last) = segments.last() else {
-            let file = new_segment(
-                &dir,
-                &SegmentHeader {
-                    segment: 1,
-                    first_seq: 0,
-                    chain_in: [0; 32],
-                },
-            )?;
+            let file = new_segment(&dir, &SegmentHeader { segment: 1, first_seq: 0, chain_in: [0; 32] })?;
             return Ok(Writer {
                 meta,
                 dir,
@@ -659,12 +558,8 @@ impl Store {
         };
         let path = segment_path(&dir, last);
         let data = std::fs::read(&path).map_err(io_err(&path))?;
-        let corrupt = |detail: String| StoreError::Corrupt {
-            volume: meta.id.clone(),
-            segment: last,
-            offset: 0,
-            detail,
-        };
+        let corrupt =
+            |detail: String| StoreError::Corrupt { volume: meta.id.clone(), segment: last, offset: 0, detail };
         let header = SegmentHeader::decode(&data)
             .ok_or_else(|| corrupt("segment header unreadable; run `coffer verify`".into()))?;
         // Walk the records by their declared lengths. Whatever does not form a whole record at
@@ -679,13 +574,7 @@ impl Store {
             }
             let record = &data[pos..end as usize];
             let is_last = end == data.len() as u64;
-            if is_last
-                && format::chain(
-                    &chain,
-                    &record[..RECORD_HEADER_LEN],
-                    &record[RECORD_HEADER_LEN..],
-                ) != h.chain
-            {
+            if is_last && format::chain(&chain, &record[..RECORD_HEADER_LEN], &record[RECORD_HEADER_LEN..]) != h.chain {
                 break;
             }
             chain = h.chain;
@@ -696,26 +585,14 @@ impl Store {
             // Keep the cut bytes for forensics; they were never acknowledged.
             let aside = dir.join(format!("{last:06}.seg.torn-{pos}"));
             std::fs::write(&aside, &data[pos..]).map_err(io_err(&aside))?;
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            file.set_len(pos as u64)
-                .and_then(|_| file.sync_all())
-                .map_err(io_err(&path))?;
+            let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+            file.set_len(pos as u64).and_then(|_| file.sync_all()).map_err(io_err(&path))?;
             tracing::warn!(segment = %path.display(), bytes = data.len() - pos, kept = %aside.display(), "cut a torn tail");
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
         let earlier: u64 = segments[..segments.len() - 1]
             .iter()
-            .map(|&s| {
-                std::fs::metadata(segment_path(&dir, s))
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-            })
+            .map(|&s| std::fs::metadata(segment_path(&dir, s)).map(|m| m.len()).unwrap_or(0))
             .sum();
         Ok(Writer {
             meta,
@@ -731,20 +608,8 @@ impl Store {
     }
 }
 
-fn problem(
-    volume: &str,
-    segment: Option<u32>,
-    offset: Option<u64>,
-    seq: Option<u64>,
-    detail: String,
-) -> Problem {
-    Problem {
-        volume: volume.to_owned(),
-        segment,
-        offset,
-        seq,
-        detail,
-    }
+fn problem(volume: &str, segment: Option<u32>, offset: Option<u64>, seq: Option<u64>, detail: String) -> Problem {
+    Problem { volume: volume.to_owned(), segment, offset, seq, detail }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -770,14 +635,8 @@ fn segment_numbers(dir: &Path) -> Result<Vec<u32>> {
 
 fn new_segment(dir: &Path, header: &SegmentHeader) -> Result<File> {
     let path = segment_path(dir, header.segment);
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    file.write_all(&header.encode())
-        .and_then(|_| file.sync_all())
-        .map_err(io_err(&path))?;
+    let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err(&path))?;
+    file.write_all(&header.encode()).and_then(|_| file.sync_all()).map_err(io_err(&path))?;
     sync_dir(dir)?;
     Ok(file)
 }
@@ -794,14 +653,9 @@ fn write_meta(dir: &Path, meta: &VolumeMeta) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -10,17 +10,11 @@ fn open(dir: &Path, cfg: impl FnOnce(&mut StoreConfig)) -> Store {
 }
 
 fn message(i: usize) -> Vec<u8> {
-    format!(
-        "Subject: message {i}\r\nMessage-ID: <{i}@test>\r\n\r\n{}\r\n",
-        "body text ".repeat(i % 50)
-    )
-    .into_bytes()
+    format!("Subject: message {i}\r\nMessage-ID: <{i}@test>\r\n\r\n{}\r\n", "body text ".repeat(i % 50)).into_bytes()
 }
 
 fn segment_file(dir: &Path, loc: &Location) -> PathBuf {
-    dir.join("volumes")
-        .join(&loc.volume)
-        .join(format!("{:06}.seg", loc.segment))
+    dir.join("volumes").join(&loc.volume).join(format!("{:06}.seg", loc.segment))
 }
 
 #[test]
@@ -59,13 +53,7 @@ fn segments_and_volumes_roll_over_and_the_chain_spans_them() {
     }
     let volumes = store.volumes().unwrap();
     assert_eq!(volumes.len(), 3);
-    assert_eq!(
-        volumes
-            .iter()
-            .filter(|v| v.state == VolumeState::Closed)
-            .count(),
-        2
-    );
+    assert_eq!(volumes.iter().filter(|v| v.state == VolumeState::Closed).count(), 2);
     assert!(volumes[0].segments > 1, "segments did not roll over");
     assert_eq!(volumes.iter().map(|v| v.records).sum::<u64>(), 60);
     let report = store.verify().unwrap();
@@ -76,12 +64,8 @@ fn segments_and_volumes_roll_over_and_the_chain_spans_them() {
 fn owners_get_separate_volumes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), |_| {});
-    let a = store
-        .append(1, &[Payload::seal(b"Subject: a\r\n\r\na")])
-        .unwrap();
-    let b = store
-        .append(2, &[Payload::seal(b"Subject: b\r\n\r\nb")])
-        .unwrap();
+    let a = store.append(1, &[Payload::seal(b"Subject: a\r\n\r\na")]).unwrap();
+    let b = store.append(2, &[Payload::seal(b"Subject: b\r\n\r\nb")]).unwrap();
     assert_ne!(a[0].volume, b[0].volume);
     assert!(a[0].volume.starts_with("t1-"));
 }
@@ -91,10 +75,7 @@ fn torn_tail_is_cut_on_reopen_and_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
     let loc = {
         let store = open(dir.path(), |_| {});
-        store
-            .append(1, &[Payload::seal(&message(1))])
-            .unwrap()
-            .remove(0)
+        store.append(1, &[Payload::seal(&message(1))]).unwrap().remove(0)
     };
     let seg = segment_file(dir.path(), &loc);
     let good_len = std::fs::metadata(&seg).unwrap().len();
@@ -145,12 +126,7 @@ fn flipped_byte_is_named_by_verify() {
         let at = (locs[2].offset + 150) as usize;
         b[at] ^= 0x01;
     });
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.seq == Some(2) && p.detail.contains("authenticate")),
-        "{problems:?}"
-    );
+    assert!(problems.iter().any(|p| p.seq == Some(2) && p.detail.contains("authenticate")), "{problems:?}");
 }
 
 #[test]
@@ -159,12 +135,7 @@ fn deleted_record_is_named_by_verify() {
         let (start, len) = (locs[3].offset as usize, locs[3].length as usize);
         b.drain(start..start + len);
     });
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.detail.contains("records 3 to 3 are missing")),
-        "{problems:?}"
-    );
+    assert!(problems.iter().any(|p| p.detail.contains("records 3 to 3 are missing")), "{problems:?}");
 }
 
 #[test]
@@ -175,45 +146,25 @@ fn swapped_records_are_named_by_verify() {
         let second = b[c.offset as usize..][..c.length as usize].to_vec();
         let mut swapped = second;
         swapped.extend(first);
-        b.splice(
-            a.offset as usize..(c.offset + c.length as u64) as usize,
-            swapped,
-        );
+        b.splice(a.offset as usize..(c.offset + c.length as u64) as usize, swapped);
     });
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.seq == Some(2) && p.detail.contains("missing")),
-        "{problems:?}"
-    );
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.seq == Some(1) && p.detail.contains("out of order")),
-        "{problems:?}"
-    );
+    assert!(problems.iter().any(|p| p.seq == Some(2) && p.detail.contains("missing")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.seq == Some(1) && p.detail.contains("out of order")), "{problems:?}");
 }
 
 #[test]
 fn a_missing_master_key_next_to_volumes_is_refused_not_recreated() {
     let dir = tempfile::tempdir().unwrap();
-    open(dir.path(), |_| {})
-        .append(1, &[Payload::seal(b"Subject: x\r\n\r\n")])
-        .unwrap();
+    open(dir.path(), |_| {}).append(1, &[Payload::seal(b"Subject: x\r\n\r\n")]).unwrap();
     std::fs::remove_file(dir.path().join("master.key")).unwrap();
-    let err = MasterKey::load_or_create(&dir.path().join("master.key"), false)
-        .err()
-        .unwrap();
+    let err = MasterKey::load_or_create(&dir.path().join("master.key"), false).err().unwrap();
     assert!(err.to_string().contains("restore"), "{err}");
 }
 
 #[test]
 fn a_different_master_key_cannot_read_the_archive() {
     let dir = tempfile::tempdir().unwrap();
-    let loc = open(dir.path(), |_| {})
-        .append(1, &[Payload::seal(b"Subject: x\r\n\r\n")])
-        .unwrap()
-        .remove(0);
+    let loc = open(dir.path(), |_| {}).append(1, &[Payload::seal(b"Subject: x\r\n\r\n")]).unwrap().remove(0);
     std::fs::remove_file(dir.path().join("master.key")).unwrap();
     let other = MasterKey::load_or_create(&dir.path().join("master.key"), true).unwrap();
     let store = Store::open(StoreConfig::new(dir.path().join("volumes")), other);

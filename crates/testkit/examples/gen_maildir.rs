@@ -3,10 +3,7 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(out), Some(count)) = (
-        args.get(1),
-        args.get(2).and_then(|n| n.parse::<usize>().ok()),
-    ) else {
+    let (Some(out), Some(count)) = (args.get(1), args.get(2).and_then(|n| n.parse::<usize>().ok())) else {
         eprintln!("usage: gen_maildir OUT COUNT [SEED]");
         std::process::exit(2);
     };
@@ -18,7 +15,6 @@ fn main() {
     let mut generator = coffer_testkit::corpus::Generator::new(seed);
     for i in 0..count {
         let g = generator.message(i);
-        std::fs::write(root.join("cur").join(format!("{i:07}.gen:2,S")), &g.raw)
-            .expect("write a message");
+        std::fs::write(root.join("cur").join(format!("{i:07}.gen:2,S")), &g.raw).expect("write a message");
     }
 }

@@ -11,46 +11,16 @@ pub struct Person {
 }
 
 pub const PEOPLE: &[Person] = &[
-    Person {
-        name: "Alice Martin",
-        address: "alice.martin@contoso.com",
-    },
-    Person {
-        name: "Bob Stone",
-        address: "bob@contoso.com",
-    },
-    Person {
-        name: "Carol Nguyen",
-        address: "carol@contoso.com",
-    },
-    Person {
-        name: "Dave O'Brien",
-        address: "dave.obrien@contoso.com",
-    },
-    Person {
-        name: "Jörg Müller",
-        address: "joerg.mueller@fabrikam.de",
-    },
-    Person {
-        name: "Élodie Lefèvre",
-        address: "elodie@fabrikam.fr",
-    },
-    Person {
-        name: "田中 太郎",
-        address: "tanaka@example.jp",
-    },
-    Person {
-        name: "Wang Fang",
-        address: "wang.fang@example.cn",
-    },
-    Person {
-        name: "Erin Walsh",
-        address: "erin@northwind.example",
-    },
-    Person {
-        name: "Frank Osei",
-        address: "frank.osei@northwind.example",
-    },
+    Person { name: "Alice Martin", address: "alice.martin@contoso.com" },
+    Person { name: "Bob Stone", address: "bob@contoso.com" },
+    Person { name: "Carol Nguyen", address: "carol@contoso.com" },
+    Person { name: "Dave O'Brien", address: "dave.obrien@contoso.com" },
+    Person { name: "Jörg Müller", address: "joerg.mueller@fabrikam.de" },
+    Person { name: "Élodie Lefèvre", address: "elodie@fabrikam.fr" },
+    Person { name: "田中 太郎", address: "tanaka@example.jp" },
+    Person { name: "Wang Fang", address: "wang.fang@example.cn" },
+    Person { name: "Erin Walsh", address: "erin@northwind.example" },
+    Person { name: "Frank Osei", address: "frank.osei@northwind.example" },
 ];
 
 pub const ENGLISH: &[&str] = &[
@@ -95,26 +65,8 @@ pub const ENGLISH: &[&str] = &[
     "warehouse",
     "inventory",
 ];
-pub const GERMAN: &[&str] = &[
-    "Größe",
-    "Prüfung",
-    "Übersicht",
-    "Bestätigung",
-    "Lösung",
-    "Änderung",
-    "Straße",
-    "Gebühr",
-];
-pub const JAPANESE: &[&str] = &[
-    "会議",
-    "予算",
-    "報告書",
-    "契約",
-    "東京",
-    "請求書",
-    "承認",
-    "締め切り",
-];
+pub const GERMAN: &[&str] = &["Größe", "Prüfung", "Übersicht", "Bestätigung", "Lösung", "Änderung", "Straße", "Gebühr"];
+pub const JAPANESE: &[&str] = &["会議", "予算", "報告書", "契約", "東京", "請求書", "承認", "締め切り"];
 pub const CHINESE: &[&str] = &["会议", "预算", "合同", "北京", "发票", "审计"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,10 +101,7 @@ pub struct Truth {
 
 impl Truth {
     pub fn participants(&self) -> impl Iterator<Item = &String> {
-        std::iter::once(&self.from)
-            .chain(&self.to)
-            .chain(&self.cc)
-            .chain(&self.bcc)
+        std::iter::once(&self.from).chain(&self.to).chain(&self.cc).chain(&self.bcc)
     }
 }
 
@@ -171,19 +120,13 @@ pub const EPOCH: i64 = 1_672_531_200;
 
 impl Generator {
     pub fn new(seed: u64) -> Self {
-        Generator {
-            rng: StdRng::seed_from_u64(seed),
-            sent: Vec::new(),
-        }
+        Generator { rng: StdRng::seed_from_u64(seed), sent: Vec::new() }
     }
 
     pub fn message(&mut self, index: usize) -> Generated {
         let rng = &mut self.rng;
         let from = PEOPLE.choose(rng).unwrap();
-        let mut others: Vec<&Person> = PEOPLE
-            .iter()
-            .filter(|p| p.address != from.address)
-            .collect();
+        let mut others: Vec<&Person> = PEOPLE.iter().filter(|p| p.address != from.address).collect();
         others.shuffle(rng);
         let n_to = rng.gen_range(1..=3);
         let n_cc = rng.gen_range(0..=2);
@@ -205,9 +148,7 @@ impl Generator {
         };
         let cjk = matches!(language, Language::Japanese | Language::Chinese);
         let pick = |rng: &mut StdRng, n: usize| -> Vec<String> {
-            (0..n)
-                .map(|_| vocab.choose(rng).unwrap().to_string())
-                .collect()
+            (0..n).map(|_| vocab.choose(rng).unwrap().to_string()).collect()
         };
         let n = rng.gen_range(2..=4);
         let subject_words = pick(rng, n);
@@ -216,34 +157,17 @@ impl Generator {
         let join = |w: &[String]| if cjk { w.concat() } else { w.join(" ") };
         let reply = !self.sent.is_empty() && rng.gen_bool(0.2);
         let in_reply_to = reply.then(|| self.sent.choose(rng).unwrap().clone());
-        let subject = format!(
-            "{}{}",
-            if reply { "Re: " } else { "" },
-            join(&subject_words)
-        );
+        let subject = format!("{}{}", if reply { "Re: " } else { "" }, join(&subject_words));
         let body_text = join(&body_words);
         let date = EPOCH + rng.gen_range(0..2 * 365 * 86_400);
-        let message_id = format!(
-            "gen-{index}-{:x}@{}",
-            rng.r#gen::<u32>(),
-            from.address.split('@').nth(1).unwrap()
-        );
+        let message_id = format!("gen-{index}-{:x}@{}", rng.r#gen::<u32>(), from.address.split('@').nth(1).unwrap());
         let with_attachment = rng.gen_bool(0.3);
         let attachment_names = if with_attachment {
-            vec![format!(
-                "{}-{index}.txt",
-                ["report", "invoice", "minutes", "Übersicht"]
-                    .choose(rng)
-                    .unwrap()
-            )]
+            vec![format!("{}-{index}.txt", ["report", "invoice", "minutes", "Übersicht"].choose(rng).unwrap())]
         } else {
             Vec::new()
         };
-        let attachment_words = if with_attachment {
-            pick(rng, 8)
-        } else {
-            Vec::new()
-        };
+        let attachment_words = if with_attachment { pick(rng, 8) } else { Vec::new() };
         let html = rng.gen_bool(0.4);
 
         let mut raw = String::new();
@@ -254,34 +178,17 @@ impl Generator {
             rfc2822(date)
         ));
         raw.push_str(&format!("From: {}\r\n", mailbox(from)));
-        raw.push_str(&format!(
-            "To: {}\r\n",
-            to.iter().map(|p| mailbox(p)).collect::<Vec<_>>().join(", ")
-        ));
+        raw.push_str(&format!("To: {}\r\n", to.iter().map(|p| mailbox(p)).collect::<Vec<_>>().join(", ")));
         if !cc.is_empty() {
-            raw.push_str(&format!(
-                "Cc: {}\r\n",
-                cc.iter().map(|p| mailbox(p)).collect::<Vec<_>>().join(", ")
-            ));
+            raw.push_str(&format!("Cc: {}\r\n", cc.iter().map(|p| mailbox(p)).collect::<Vec<_>>().join(", ")));
         }
         if !bcc.is_empty() {
-            raw.push_str(&format!(
-                "Bcc: {}\r\n",
-                bcc.iter()
-                    .map(|p| mailbox(p))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            raw.push_str(&format!("Bcc: {}\r\n", bcc.iter().map(|p| mailbox(p)).collect::<Vec<_>>().join(", ")));
         }
         raw.push_str(&format!("Subject: {}\r\n", encode_word(&subject)));
-        raw.push_str(&format!(
-            "Date: {}\r\nMessage-ID: <{message_id}>\r\n",
-            rfc2822(date)
-        ));
+        raw.push_str(&format!("Date: {}\r\nMessage-ID: <{message_id}>\r\n", rfc2822(date)));
         if let Some(parent) = &in_reply_to {
-            raw.push_str(&format!(
-                "In-Reply-To: <{parent}>\r\nReferences: <{parent}>\r\n"
-            ));
+            raw.push_str(&format!("In-Reply-To: <{parent}>\r\nReferences: <{parent}>\r\n"));
         }
         raw.push_str("MIME-Version: 1.0\r\n");
         let text_part = format!(
@@ -294,16 +201,10 @@ impl Generator {
                  <html><body><p>{body_text}</p></body></html>\r\n--{b}--\r\n"
             )
         };
-        let body = if html {
-            alternative(&format!("alt-{index}"))
-        } else {
-            text_part.clone()
-        };
+        let body = if html { alternative(&format!("alt-{index}")) } else { text_part.clone() };
         if with_attachment {
             let b = format!("mix-{index}");
-            raw.push_str(&format!(
-                "Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n--{b}\r\n{body}--{b}\r\n"
-            ));
+            raw.push_str(&format!("Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n--{b}\r\n{body}--{b}\r\n"));
             raw.push_str(&format!(
                 "Content-Type: text/plain; charset=utf-8; name=\"{0}\"\r\nContent-Disposition: attachment; filename=\"{0}\"\r\n\
                  Content-Transfer-Encoding: 8bit\r\n\r\n{1}\r\n--{b}--\r\n",
@@ -346,21 +247,11 @@ fn mailbox(p: &Person) -> String {
 /// RFC 2047 for non-ASCII header text; ASCII is written as is.
 fn encode_word(s: &str) -> String {
     if s.is_ascii() {
-        return if s.contains(['\'', ',']) {
-            format!("\"{s}\"")
-        } else {
-            s.to_owned()
-        };
+        return if s.contains(['\'', ',']) { format!("\"{s}\"") } else { s.to_owned() };
     }
     let hex: String = s
         .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("={b:02X}")
-            }
-        })
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("={b:02X}") })
         .collect();
     format!("=?UTF-8?Q?{hex}?=")
 }
@@ -368,9 +259,7 @@ fn encode_word(s: &str) -> String {
 /// A Unix time as an RFC 5322 date (UTC).
 pub fn rfc2822(t: i64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);

@@ -13,12 +13,7 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn new(sender: &str, subject: &str, message_id: &str) -> Self {
-        Envelope {
-            sender: sender.into(),
-            subject: subject.into(),
-            message_id: message_id.into(),
-            lines: Vec::new(),
-        }
+        Envelope { sender: sender.into(), subject: subject.into(), message_id: message_id.into(), lines: Vec::new() }
     }
     pub fn line(mut self, field: &str, value: &str) -> Self {
         self.lines.push((field.into(), value.into()));
@@ -53,23 +48,14 @@ pub fn report(original: &[u8], env: &Envelope, style: Style, journal_address: &s
         )
         .as_bytes(),
     );
+    out.extend_from_slice(format!("--{boundary}\r\nContent-Type: text/plain; charset=\"us-ascii\"\r\n\r\n").as_bytes());
     out.extend_from_slice(
-        format!("--{boundary}\r\nContent-Type: text/plain; charset=\"us-ascii\"\r\n\r\n")
-            .as_bytes(),
-    );
-    out.extend_from_slice(
-        format!(
-            "Sender: {}\r\nSubject: {}\r\nMessage-Id: {}\r\n",
-            env.sender, env.subject, env.message_id
-        )
-        .as_bytes(),
+        format!("Sender: {}\r\nSubject: {}\r\nMessage-Id: {}\r\n", env.sender, env.subject, env.message_id).as_bytes(),
     );
     for (field, value) in &env.lines {
         out.extend_from_slice(format!("{field}: {value}\r\n").as_bytes());
     }
-    out.extend_from_slice(
-        format!("\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n").as_bytes(),
-    );
+    out.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n").as_bytes());
     if style == Style::ExchangeOnline {
         out.extend_from_slice(b"Content-Transfer-Encoding: binary\r\n");
     }

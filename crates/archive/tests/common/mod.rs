@@ -25,30 +25,17 @@ pub async fn archives() -> Vec<TestArchive> {
         if url.starts_with("postgres") {
             config.database_url = Some(url.clone());
         }
-        let archive = Archive::open(config, true)
-            .await
-            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let archive = Archive::open(config, true).await.unwrap_or_else(|e| panic!("{url}: {e}"));
         let pipeline = archive.pipeline();
         let actor = Actor::operator(archive.tenant(None).await.unwrap());
         let label = url.split(':').next().unwrap().to_owned();
-        out.push(TestArchive {
-            archive,
-            pipeline,
-            actor,
-            label,
-            _dir: dir,
-        });
+        out.push(TestArchive { archive, pipeline, actor, label, _dir: dir });
     }
     out
 }
 
 impl TestArchive {
-    pub async fn submit(
-        &self,
-        raw: &[u8],
-        journal: bool,
-        placement: Option<(&str, &str)>,
-    ) -> Receipt {
+    pub async fn submit(&self, raw: &[u8], journal: bool, placement: Option<(&str, &str)>) -> Receipt {
         self.pipeline
             .submit(Submission {
                 tenant: self.actor.tenant.id,
@@ -72,21 +59,13 @@ impl TestArchive {
     }
 
     pub async fn ids_as(&self, actor: &Actor, query: &str) -> BTreeSet<i64> {
-        let ids = self
-            .archive
-            .matching_ids(actor, query)
-            .await
-            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        let ids = self.archive.matching_ids(actor, query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
         let set: BTreeSet<i64> = ids.iter().copied().collect();
         assert_eq!(set.len(), ids.len(), "{query}: an id came back twice");
         set
     }
 
     pub async fn count(&self, query: &str) -> usize {
-        self.archive
-            .search(&self.actor, query, 10, 0, Sort::Date, false)
-            .await
-            .unwrap()
-            .total
+        self.archive.search(&self.actor, query, 10, 0, Sort::Date, false).await.unwrap().total
     }
 }

@@ -12,10 +12,7 @@ pub struct Coffer {
 
 impl Coffer {
     pub fn new() -> Coffer {
-        Coffer {
-            dir: tempfile::tempdir().unwrap(),
-            database_url: None,
-        }
+        Coffer { dir: tempfile::tempdir().unwrap(), database_url: None }
     }
 
     pub fn data(&self) -> PathBuf {
@@ -35,11 +32,7 @@ impl Coffer {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.command().args(args).stdin(Stdio::null()).output().unwrap()
     }
 
     /// Runs and insists on success; returns stdout.
@@ -56,10 +49,7 @@ impl Coffer {
     }
 
     pub fn count(&self, query: &str) -> usize {
-        self.ok(&["search", "--count", query])
-            .trim()
-            .parse()
-            .unwrap()
+        self.ok(&["search", "--count", query]).trim().parse().unwrap()
     }
 
     pub fn json(&self, query: &str, limit: usize) -> Vec<serde_json::Value> {
@@ -92,11 +82,8 @@ pub fn receipts(stdout: &str) -> Vec<(String, i64, String, String)> {
 /// Writes messages as a Maildir++ tree: `folders[i]` is "" for the inbox or "Sub/Folder".
 pub fn write_maildir(root: &Path, messages: &[(Vec<u8>, String)]) {
     for (i, (raw, folder)) in messages.iter().enumerate() {
-        let dir = if folder.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(format!(".{}", folder.replace('/', ".")))
-        };
+        let dir =
+            if folder.is_empty() { root.to_path_buf() } else { root.join(format!(".{}", folder.replace('/', "."))) };
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -146,14 +133,9 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut lines = std::io::BufReader::new(stdout).lines();
         let line = lines.next().expect("coffer serve printed nothing").unwrap();
-        let addr = line
-            .strip_prefix("smtp listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {line}"));
+        let addr = line.strip_prefix("smtp listening on ").unwrap_or_else(|| panic!("unexpected: {line}"));
         std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            smtp: addr.parse().unwrap(),
-        }
+        Server { child, smtp: addr.parse().unwrap() }
     }
 
     pub fn kill(&mut self) {
@@ -163,9 +145,7 @@ impl Server {
 
     /// SIGTERM: the graceful way.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         self.child.wait().unwrap()
     }
 }
@@ -177,11 +157,7 @@ impl Drop for Server {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Prepares an archive with tenant `contoso` and certificate `smtp` for `localhost`; returns the
@@ -194,12 +170,7 @@ pub fn journal_archive(c: &Coffer) -> (String, PathBuf) {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let address = text
-        .split("journal address: ")
-        .nth(1)
-        .expect("journal address")
-        .trim()
-        .to_owned();
+    let address = text.split("journal address: ").nth(1).expect("journal address").trim().to_owned();
     c.ok(&["cert", "generate", "--alias", "smtp", "--cn", "localhost"]);
     let ca = c.dir.path().join("ca.pem");
     std::fs::write(&ca, c.ok(&["cert", "export", "--alias", "smtp"])).unwrap();
@@ -210,11 +181,7 @@ pub fn journal_archive(c: &Coffer) -> (String, PathBuf) {
 pub fn wait_for_count(c: &Coffer, tenant: &str, query: &str, expected: usize) -> usize {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let n: usize = c
-            .ok(&["search", "--tenant", tenant, "--count", query])
-            .trim()
-            .parse()
-            .unwrap();
+        let n: usize = c.ok(&["search", "--tenant", tenant, "--count", query]).trim().parse().unwrap();
         if n == expected || std::time::Instant::now() > deadline {
             return n;
         }
@@ -224,12 +191,7 @@ pub fn wait_for_count(c: &Coffer, tenant: &str, query: &str, expected: usize) ->
 
 /// Runs a Python 3 script with arguments; returns stdout, failing the test on a non-zero exit.
 pub fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new("python3").arg("-c").arg(script).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "python failed:\n{}\n{}",
