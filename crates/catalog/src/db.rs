@@ -8,6 +8,7 @@ use crate::{CatalogError, Result};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "archive", include_str!("../migrations/0001_archive.sql")),
     (2, "listener_figures", include_str!("../migrations/0002_listener_figures.sql")),
+    (3, "tenant_networks", include_str!("../migrations/0003_tenant_networks.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

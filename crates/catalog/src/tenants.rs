@@ -132,6 +132,30 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Adds a sending network (CIDR, checked by the caller) to the tenant's allow-list.
+    pub async fn allow_network(&self, tenant_id: i64, cidr: &str) -> Result<()> {
+        sqlx::query("INSERT INTO tenant_networks (tenant_id, cidr) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(tenant_id)
+            .bind(cidr)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every tenant's allowed sending networks; a tenant without any accepts every host.
+    pub async fn tenant_networks(&self) -> Result<std::collections::HashMap<i64, Vec<String>>> {
+        let rows = sqlx::query("SELECT tenant_id, cidr FROM tenant_networks ORDER BY tenant_id, cidr")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out: std::collections::HashMap<i64, Vec<String>> = Default::default();
+        for r in rows {
+            out.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+        }
+        Ok(out)
+    }
+}
+
 enum TenantKey<'a> {
     Id(i64),
     Text(&'a str),

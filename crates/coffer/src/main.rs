@@ -176,6 +176,12 @@ enum TenantCommand {
         domains: Vec<String>,
     },
     List,
+    /// Accept this tenant's journal reports only from these sending networks (CIDR, repeatable).
+    Allow {
+        name: String,
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -409,14 +415,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
                 TenantCommand::List => {
+                    let networks = archive.catalog.tenant_networks().await?;
                     for t in archive.catalog.tenants().await? {
+                        let allowed =
+                            networks.get(&t.id).map(|n| format!("  from {}", n.join(","))).unwrap_or_default();
                         println!(
-                            "{:<20} {}  {}",
+                            "{:<20} {}  {}{}",
                             t.name,
                             t.journal_address(&config.journal_domain),
-                            t.domains.join(",")
+                            t.domains.join(","),
+                            allowed
                         );
                     }
+                }
+                TenantCommand::Allow { name, networks } => {
+                    let tenant = archive.tenant(Some(&name)).await?;
+                    for n in &networks {
+                        let net: ipnet::IpNet = n
+                            .parse()
+                            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| {
+                                anyhow::anyhow!("{n:?} is not a network: write it as 203.0.113.0/24 or 2001:db8::/32")
+                            })?;
+                        archive.catalog.allow_network(tenant.id, &net.to_string()).await?;
+                    }
+                    println!("tenant {name} accepts journal reports from {}", networks.join(", "));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -503,6 +526,7 @@ async fn start_smtp(
             max_recipients: s.max_recipients,
             max_connections: s.max_connections,
             max_connections_per_ip: s.max_connections_per_ip,
+            max_connections_per_minute_per_ip: s.max_connections_per_minute_per_ip,
             command_timeout: Duration::from_secs(s.command_timeout_secs),
             data_timeout: Duration::from_secs(s.data_timeout_secs),
             min_free_bytes: s.min_free_bytes,

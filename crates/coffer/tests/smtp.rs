@@ -235,3 +235,53 @@ fn sigterm_finishes_the_transaction_in_flight_then_exits() {
     assert!(status.success(), "{status}");
     assert_eq!(c.ok(&["search", "--tenant", "contoso", "--count", "message-id:<q3-smtp@contoso.com>"]).trim(), "1");
 }
+
+#[test]
+fn one_message_for_two_tenants_is_archived_for_each_and_allow_lists_are_enforced() {
+    let c = Coffer::new();
+    let (contoso, _) = journal_archive(&c);
+    let out =
+        c.command().args(["tenant", "add", "fabrikam"]).env("COFFER_JOURNAL_DOMAIN", "archive.test").output().unwrap();
+    let fabrikam = String::from_utf8(out.stdout).unwrap().split("journal address: ").nth(1).unwrap().trim().to_owned();
+    // fabrikam accepts reports only from its own network, not from this host.
+    c.ok(&["tenant", "allow", "fabrikam", "203.0.113.0/24"]);
+    assert!(c.run(&["tenant", "allow", "fabrikam", "not-a-network"]).status.code() != Some(0));
+    let server = Server::start(&c, &[]);
+
+    let mut client = Client::connect(server.smtp.port());
+    client.send(
+        format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{contoso}>\r\nRCPT TO:<{fabrikam}>\r\n").as_bytes(),
+    );
+    let replies = client.read_replies(4);
+    assert!(replies.contains("550 5.7.1"), "{replies}");
+
+    c.ok(&["tenant", "allow", "fabrikam", "127.0.0.0/8"]);
+    std::thread::sleep(Duration::from_secs(6)); // the listener refreshes tenants every 5 s
+    let mut client = Client::connect(server.smtp.port());
+    let report = journal_report(ORIGINAL, "<q3-smtp@contoso.com>", &contoso);
+    let mut batch =
+        format!("EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{contoso}>\r\nRCPT TO:<{fabrikam}>\r\nDATA\r\n")
+            .into_bytes();
+    batch.extend_from_slice(&report);
+    batch.extend_from_slice(b".\r\n");
+    client.send(&batch);
+    let replies = client.read_replies(6);
+    assert!(replies.lines().last().unwrap().starts_with("250 2.0.0 Archived as"), "{replies}");
+    assert_eq!(wait_for_count(&c, "contoso", "bcc:dave@contoso.com", 1), 1);
+    assert_eq!(wait_for_count(&c, "fabrikam", "bcc:dave@contoso.com", 1), 1);
+}
+
+#[test]
+fn connection_limits_per_address_answer_421() {
+    let c = Coffer::new();
+    journal_archive(&c);
+    let server = Server::start(&c, &[("COFFER_SMTP__MAX_CONNECTIONS_PER_MINUTE_PER_IP", "3")]);
+    for _ in 0..3 {
+        Client::connect(server.smtp.port());
+    }
+    let mut refused = TcpStream::connect(server.smtp).unwrap();
+    let mut text = String::new();
+    refused.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    refused.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("421 4.7.0"), "{text}");
+}

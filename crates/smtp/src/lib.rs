@@ -10,4 +10,4 @@ pub mod server;
 pub mod session;
 
 pub use server::{JournalAddresses, Listener, ListenerConfig, Stats};
-pub use session::{Delivery, Recipients, Session, SessionConfig, Step, TlsPolicy, Transaction};
+pub use session::{Delivery, Recipients, Resolved, Session, SessionConfig, Step, TlsPolicy, Transaction};

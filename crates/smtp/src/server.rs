@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coffer_archive::{ArchiveError, Catalog, Pipeline, Source, Submission};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::session::{Delivery, Recipients, Session, SessionConfig, Step, TlsPolicy, Transaction};
+use crate::session::{Delivery, Recipients, Resolved, Session, SessionConfig, Step, TlsPolicy, Transaction};
 
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -27,6 +27,7 @@ pub struct ListenerConfig {
     pub max_recipients: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    pub max_connections_per_minute_per_ip: usize,
     /// RFC 5321 §4.5.3.2: 5 minutes for a command, 10 for the end of data; we use one data timeout.
     pub command_timeout: Duration,
     pub data_timeout: Duration,
@@ -39,16 +40,29 @@ pub struct ListenerConfig {
 pub struct JournalAddresses {
     domain: String,
     tokens: RwLock<HashMap<String, i64>>,
+    /// Tenants that accept reports only from some networks.
+    networks: RwLock<HashMap<i64, Vec<ipnet::IpNet>>>,
 }
 
 impl JournalAddresses {
     pub fn new(domain: &str) -> Arc<JournalAddresses> {
-        Arc::new(JournalAddresses { domain: domain.to_ascii_lowercase(), tokens: RwLock::new(HashMap::new()) })
+        Arc::new(JournalAddresses {
+            domain: domain.to_ascii_lowercase(),
+            tokens: RwLock::new(HashMap::new()),
+            networks: RwLock::new(HashMap::new()),
+        })
     }
 
     pub async fn refresh(&self, catalog: &Catalog) -> Result<(), ArchiveError> {
         let tenants = catalog.tenants().await?;
         *self.tokens.write().unwrap() = tenants.into_iter().map(|t| (t.journal_token, t.id)).collect();
+        let networks = catalog
+            .tenant_networks()
+            .await?
+            .into_iter()
+            .map(|(tenant, cidrs)| (tenant, cidrs.iter().filter_map(|c| c.parse().ok()).collect()))
+            .collect();
+        *self.networks.write().unwrap() = networks;
         Ok(())
     }
 
@@ -67,14 +81,18 @@ impl JournalAddresses {
 }
 
 impl Recipients for JournalAddresses {
-    fn resolve(&self, address: &str) -> Option<i64> {
+    fn resolve(&self, address: &str, client: IpAddr) -> Resolved {
         let address = address.trim().to_ascii_lowercase();
-        let (local, domain) = address.rsplit_once('@')?;
-        if domain != self.domain {
-            return None;
+        let tenant = address
+            .rsplit_once('@')
+            .filter(|(_, domain)| *domain == self.domain)
+            .and_then(|(local, _)| local.strip_prefix("journal-"))
+            .and_then(|token| self.tokens.read().unwrap().get(token).copied());
+        let Some(tenant) = tenant else { return Resolved::Unknown };
+        match self.networks.read().unwrap().get(&tenant) {
+            Some(nets) if !nets.is_empty() && !nets.iter().any(|n| n.contains(&client)) => Resolved::HostNotAllowed,
+            _ => Resolved::Tenant(tenant),
         }
-        let token = local.strip_prefix("journal-")?;
-        self.tokens.read().unwrap().get(token).copied()
     }
 }
 
@@ -117,7 +135,14 @@ struct Shared {
     addresses: Arc<JournalAddresses>,
     tls: Option<TlsAcceptor>,
     stats: Arc<Stats>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<HashMap<IpAddr, PerIp>>,
+}
+
+/// Open connections and the connections opened in the current minute, per client address.
+struct PerIp {
+    open: usize,
+    window: Instant,
+    opened: usize,
 }
 
 impl Listener {
@@ -157,9 +182,9 @@ impl Listener {
                     shared.stats.add(0, "reject:connections", 1);
                     return;
                 };
-                if !shared.admit(peer.ip()) {
-                    let _ = stream.write_all(b"421 4.7.0 Too many connections from your address\r\n").await;
-                    shared.stats.add(0, "reject:per-ip", 1);
+                if let Err(refusal) = shared.admit(peer.ip()) {
+                    let _ = stream.write_all(refusal.as_bytes()).await;
+                    shared.stats.add(0, "reject:per-ip-limit", 1);
                     return;
                 }
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -176,21 +201,29 @@ impl Listener {
 }
 
 impl Shared {
-    fn admit(&self, ip: IpAddr) -> bool {
+    fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {
         let mut per_ip = self.per_ip.lock().unwrap();
-        let n = per_ip.entry(ip).or_default();
-        if *n >= self.config.max_connections_per_ip {
-            return false;
+        let state = per_ip.entry(ip).or_insert_with(|| PerIp { open: 0, window: Instant::now(), opened: 0 });
+        if state.window.elapsed() >= Duration::from_secs(60) {
+            state.window = Instant::now();
+            state.opened = 0;
         }
-        *n += 1;
-        true
+        if state.open >= self.config.max_connections_per_ip {
+            return Err("421 4.7.0 Too many connections from your address, try again later\r\n");
+        }
+        if state.opened >= self.config.max_connections_per_minute_per_ip {
+            return Err("421 4.7.0 Connection rate limit reached, try again later\r\n");
+        }
+        state.open += 1;
+        state.opened += 1;
+        Ok(())
     }
 
     fn leave(&self, ip: IpAddr) {
         let mut per_ip = self.per_ip.lock().unwrap();
-        if let Some(n) = per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(state) = per_ip.get_mut(&ip) {
+            state.open -= 1;
+            if state.open == 0 && state.window.elapsed() >= Duration::from_secs(60) {
                 per_ip.remove(&ip);
             }
         }
@@ -265,7 +298,7 @@ async fn connection(
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let mut session = Session::new(shared.session_config(), false);
+    let mut session = Session::new(shared.session_config(), peer.ip(), false);
     let mut stream = stream;
     stream.write_all(session.greeting().as_bytes()).await?;
     match converse(shared, &mut stream, &mut session, shutdown.clone()).await? {

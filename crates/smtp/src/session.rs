@@ -29,7 +29,16 @@ pub struct SessionConfig {
 
 /// Answers whether an address is one the archive accepts mail for, and for which tenant.
 pub trait Recipients {
-    fn resolve(&self, address: &str) -> Option<i64>;
+    fn resolve(&self, address: &str, client: std::net::IpAddr) -> Resolved;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    Tenant(i64),
+    /// Not a journal address of this archive.
+    Unknown,
+    /// A journal address, but the client's address is not on the tenant's allow-list.
+    HostNotAllowed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +87,7 @@ enum Receiving {
 
 pub struct Session {
     config: SessionConfig,
+    client: std::net::IpAddr,
     tls_active: bool,
     receiving: Receiving,
     receiver: RequestReceiver,
@@ -92,9 +102,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(config: SessionConfig, tls_active: bool) -> Session {
+    pub fn new(config: SessionConfig, client: std::net::IpAddr, tls_active: bool) -> Session {
         Session {
             config,
+            client,
             tls_active,
             receiving: Receiving::Commands,
             receiver: RequestReceiver::default(),
@@ -357,13 +368,17 @@ impl Session {
                 } else if self.recipients.len() >= self.config.max_recipients {
                     self.reply("452 4.5.3 Too many recipients");
                 } else {
-                    match recipients.resolve(&to.address) {
-                        Some(tenant) => {
+                    match recipients.resolve(&to.address, self.client) {
+                        Resolved::Tenant(tenant) => {
                             self.recipients.push((to.address, tenant));
                             self.reply("250 2.1.5 Recipient OK");
                         }
-                        None => {
+                        Resolved::Unknown => {
                             self.reply("550 5.1.1 No such journal address here; this server relays nothing");
+                            return self.error_count();
+                        }
+                        Resolved::HostNotAllowed => {
+                            self.reply("550 5.7.1 Your host may not deliver journal reports for this tenant");
                             return self.error_count();
                         }
                     }
@@ -423,8 +438,12 @@ mod tests {
 
     struct Journal;
     impl Recipients for Journal {
-        fn resolve(&self, address: &str) -> Option<i64> {
-            address.eq_ignore_ascii_case("journal-abc@archive.test").then_some(1)
+        fn resolve(&self, address: &str, _: std::net::IpAddr) -> Resolved {
+            if address.eq_ignore_ascii_case("journal-abc@archive.test") {
+                Resolved::Tenant(1)
+            } else {
+                Resolved::Unknown
+            }
         }
     }
 
@@ -437,6 +456,7 @@ mod tests {
                 tls,
                 max_errors: 5,
             },
+            std::net::Ipv4Addr::LOCALHOST.into(),
             false,
         )
     }
