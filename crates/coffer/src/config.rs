@@ -33,6 +33,8 @@ pub struct Config {
 pub struct Smtp {
     pub enabled: bool,
     pub listen: String,
+    /// More addresses served the same way (e.g. ["0.0.0.0:25", "[::]:25"]).
+    pub also_listen: Vec<String>,
     /// Greeting and EHLO name; default: journal_domain.
     pub hostname: Option<String>,
     /// off | offer | require
@@ -54,6 +56,7 @@ impl Default for Smtp {
         Smtp {
             enabled: true,
             listen: "127.0.0.1:2525".into(),
+            also_listen: Vec::new(),
             hostname: None,
             tls: coffer_smtp::TlsPolicy::Offer,
             certificate: "smtp".into(),

@@ -512,32 +512,49 @@ async fn start_smtp(
     let addresses = coffer_smtp::JournalAddresses::new(&config.journal_domain);
     addresses.refresh(&archive.catalog).await?;
     addresses.keep_fresh(archive.catalog.clone());
-    let socket = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| {
-        format!("cannot listen for SMTP on {} (port 25 needs root or CAP_NET_BIND_SERVICE; see README)", s.listen)
-    })?;
-    let bound = socket.local_addr()?;
     let stats = std::sync::Arc::new(coffer_smtp::Stats::default());
-    let listener = coffer_smtp::Listener {
-        config: coffer_smtp::ListenerConfig {
-            name: "smtp".into(),
-            hostname,
-            tls: s.tls,
-            max_message_bytes: config.max_message_bytes as usize,
-            max_recipients: s.max_recipients,
-            max_connections: s.max_connections,
-            max_connections_per_ip: s.max_connections_per_ip,
-            max_connections_per_minute_per_ip: s.max_connections_per_minute_per_ip,
-            command_timeout: Duration::from_secs(s.command_timeout_secs),
-            data_timeout: Duration::from_secs(s.data_timeout_secs),
-            min_free_bytes: s.min_free_bytes,
-            data_dir: config.data.clone(),
-        },
-        pipeline,
-        addresses,
-        tls,
-        stats: stats.clone(),
+    let listener_config = coffer_smtp::ListenerConfig {
+        name: "smtp".into(),
+        hostname,
+        tls: s.tls,
+        max_message_bytes: config.max_message_bytes as usize,
+        max_recipients: s.max_recipients,
+        max_connections: s.max_connections,
+        max_connections_per_ip: s.max_connections_per_ip,
+        max_connections_per_minute_per_ip: s.max_connections_per_minute_per_ip,
+        command_timeout: Duration::from_secs(s.command_timeout_secs),
+        data_timeout: Duration::from_secs(s.data_timeout_secs),
+        min_free_bytes: s.min_free_bytes,
+        data_dir: config.data.clone(),
     };
-    let task = tokio::spawn(listener.serve(socket, stopping));
+    // Bind every address first: a mistake in any of them stops the start, not half of it.
+    let mut sockets = Vec::new();
+    for address in std::iter::once(&s.listen).chain(&s.also_listen) {
+        let socket = tokio::net::TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen for SMTP on {address} (port 25 needs root or CAP_NET_BIND_SERVICE; see README)")
+        })?;
+        sockets.push(socket);
+    }
+    let mut tasks = Vec::new();
+    for socket in sockets {
+        let bound = socket.local_addr()?;
+        let listener = coffer_smtp::Listener {
+            config: listener_config.clone(),
+            pipeline: pipeline.clone(),
+            addresses: addresses.clone(),
+            tls: tls.clone(),
+            stats: stats.clone(),
+        };
+        tasks.push(tokio::spawn(listener.serve(socket, stopping.clone())));
+        // A plain line scripts and tests can wait for.
+        println!("smtp listening on {bound}");
+        tracing::info!(%bound, tls = ?s.tls, "SMTP journaling listener started");
+    }
+    let task = tokio::spawn(async move {
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
     let flusher = {
         let stats = stats.clone();
         let catalog = archive.catalog.clone();
@@ -548,9 +565,6 @@ async fn start_smtp(
             }
         })
     };
-    // A plain line scripts and tests can wait for.
-    println!("smtp listening on {bound}");
-    tracing::info!(%bound, tls = ?s.tls, "SMTP journaling listener started");
     Ok((task, stats, flusher))
 }
 

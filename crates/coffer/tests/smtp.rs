@@ -285,3 +285,16 @@ fn connection_limits_per_address_answer_421() {
     refused.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("421 4.7.0"), "{text}");
 }
+
+#[test]
+fn also_listen_serves_more_addresses_with_the_same_settings() {
+    let c = Coffer::new();
+    journal_archive(&c);
+    let second = common::free_port();
+    let also = format!("[\"127.0.0.1:{second}\"]");
+    let _server = Server::start(&c, &[("COFFER_SMTP__ALSO_LISTEN", also.as_str())]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut client = Client::connect(second);
+    client.send(b"EHLO x\r\n");
+    assert!(client.read_replies(1).contains("STARTTLS"));
+}
