@@ -71,8 +71,8 @@ pub async fn import(
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let options_for_reader = options.clone();
-    let limit = pipeline.max_message_bytes();
-    let reader = tokio::task::spawn_blocking(move || read_all(inputs, &options_for_reader, limit, tx));
+    let for_reader = pipeline.clone();
+    let reader = tokio::task::spawn_blocking(move || read_all(inputs, &options_for_reader, &for_reader, tx));
 
     let mut summary = ImportSummary::default();
     while let Some(batch) = rx.recv().await {
@@ -128,19 +128,22 @@ pub async fn import(
 fn read_all(
     inputs: Vec<Input>,
     options: &ImportOptions,
-    limit: u64,
+    pipeline: &Pipeline,
     tx: tokio::sync::mpsc::Sender<Batch>,
 ) -> (u64, Vec<(String, String)>) {
     let mut pending: Vec<(String, Vec<u8>, String)> = Vec::new();
     let mut pending_bytes = 0usize;
     let mut total = 0u64;
     let mut failures = Vec::new();
+    let limit = pipeline.max_message_bytes();
     let flush = |pending: &mut Vec<(String, Vec<u8>, String)>| -> bool {
+        // Taken per batch, so a dictionary trained meanwhile is used from the next batch on.
+        let compressor = pipeline.compressor(options.tenant);
         let batch: Batch = std::mem::take(pending)
             .into_par_iter()
             .map(|(origin, raw, folder)| {
                 let sub = submission(options, raw, &folder);
-                (origin, prepare(sub, limit))
+                (origin, prepare(sub, limit, &compressor))
             })
             .collect();
         tx.blocking_send(batch).is_ok()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use coffer_catalog::{Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient, RecordRef, TrafficDelta};
 use coffer_mail::{Flags, journal};
-use coffer_store::{Payload, Store};
+use coffer_store::{Compressor, Payload, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::ArchiveError;
@@ -72,7 +72,7 @@ pub struct Receipt {
 }
 
 /// Parses, unwraps and seals one submission. Never fails on content: only on size.
-pub fn prepare(sub: Submission, max_message_bytes: u64) -> Result<Prepared, ArchiveError> {
+pub fn prepare(sub: Submission, max_message_bytes: u64, compressor: &Compressor) -> Result<Prepared, ArchiveError> {
     if sub.raw.len() as u64 > max_message_bytes {
         return Err(ArchiveError::TooLarge { size: sub.raw.len() as u64, limit: max_message_bytes });
     }
@@ -139,7 +139,7 @@ pub fn prepare(sub: Submission, max_message_bytes: u64) -> Result<Prepared, Arch
     recipients.dedup_by(|a, b| (&a.kind, &a.address, &a.via) == (&b.kind, &b.address, &b.via));
 
     let now = crate::now();
-    let payload = Payload::seal(&original);
+    let payload = Payload::seal_with(&original, compressor);
     let from = doc.from.first();
     let message = NewMessage {
         tenant_id: sub.tenant,
@@ -179,6 +179,7 @@ struct Job {
 #[derive(Clone)]
 pub struct Pipeline {
     jobs: mpsc::Sender<Job>,
+    store: Arc<Store>,
     max_message_bytes: u64,
 }
 
@@ -196,14 +197,20 @@ impl Pipeline {
         max_message_bytes: u64,
     ) -> Pipeline {
         let (tx, rx) = mpsc::channel(4 * BATCH_MESSAGES);
-        tokio::spawn(committer(rx, store, catalog, indexed, parsed));
-        Pipeline { jobs: tx, max_message_bytes }
+        tokio::spawn(committer(rx, store.clone(), catalog, indexed, parsed));
+        Pipeline { jobs: tx, store, max_message_bytes }
+    }
+
+    /// What compresses the tenant's messages (with its dictionary once there is one).
+    pub fn compressor(&self, tenant: i64) -> Compressor {
+        self.store.compressor(tenant as u64)
     }
 
     /// Prepares (on a blocking thread) and commits one submission; returns once it is durable.
     pub async fn submit(&self, sub: Submission) -> Result<Receipt, ArchiveError> {
         let limit = self.max_message_bytes;
-        let prepared = tokio::task::spawn_blocking(move || prepare(sub, limit))
+        let compressor = self.compressor(sub.tenant);
+        let prepared = tokio::task::spawn_blocking(move || prepare(sub, limit, &compressor))
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))??;
         self.commit(prepared).await

@@ -4,8 +4,8 @@
 //! `magic "CFSEG\0\0\x01"` · `segment u32` · `reserved u32` · `first_seq u64` · `chain_in [32]` · `reserved [8]`
 //!
 //! Record, a 120-byte header and the sealed payload:
-//! `magic "CFRC"` · `version u8 = 1` · `compression u8 (1 = zstd)` · `reserved u16` · `seq u64` ·
-//! `original_len u64` · `payload_len u32` · `reserved u32` · `content_hash [32]` · `nonce [24]` ·
+//! `magic "CFRC"` · `version u8 = 1` · `compression u8 (1 = zstd, 2 = zstd with a dictionary)` · `reserved u16` · `seq u64` ·
+//! `original_len u64` · `payload_len u32` · `dictionary u32` · `content_hash [32]` · `nonce [24]` ·
 //! `chain [32]` · `payload [payload_len]`
 //!
 //! `chain = SHA-256(previous chain ‖ header[..88] ‖ payload)`; the first record of a volume chains
@@ -57,6 +57,8 @@ pub struct RecordHeader {
     pub seq: u64,
     pub original_len: u64,
     pub payload_len: u32,
+    /// The owner's dictionary the payload was compressed with; 0 for none.
+    pub dictionary: u32,
     pub content_hash: [u8; 32],
     pub nonce: [u8; 24],
     pub chain: [u8; 32],
@@ -68,7 +70,8 @@ impl RecordHeader {
         let mut b = [0u8; RECORD_HEADER_LEN];
         b[..4].copy_from_slice(RECORD_MAGIC);
         b[4] = 1;
-        b[5] = 1;
+        b[5] = if self.dictionary == 0 { 1 } else { 2 };
+        b[28..32].copy_from_slice(&self.dictionary.to_le_bytes());
         b[8..16].copy_from_slice(&self.seq.to_le_bytes());
         b[16..24].copy_from_slice(&self.original_len.to_le_bytes());
         b[24..28].copy_from_slice(&self.payload_len.to_le_bytes());
@@ -84,13 +87,14 @@ impl RecordHeader {
         if &b[..4] != RECORD_MAGIC {
             return Err("no record starts here (bad magic)");
         }
-        if b[4] != 1 || b[5] != 1 {
+        if b[4] != 1 || !(1..=2).contains(&b[5]) {
             return Err("unknown record version or compression");
         }
         let header = RecordHeader {
             seq: u64::from_le_bytes(b[8..16].try_into().unwrap()),
             original_len: u64::from_le_bytes(b[16..24].try_into().unwrap()),
             payload_len: u32::from_le_bytes(b[24..28].try_into().unwrap()),
+            dictionary: if b[5] == 2 { u32::from_le_bytes(b[28..32].try_into().unwrap()) } else { 0 },
             content_hash: b[32..64].try_into().unwrap(),
             nonce: b[64..88].try_into().unwrap(),
             chain: b[88..120].try_into().unwrap(),
@@ -132,6 +136,7 @@ mod tests {
             seq: 5,
             original_len: 1234,
             payload_len: 77,
+            dictionary: 3,
             content_hash: [9; 32],
             nonce: [1; 24],
             chain: [0; 32],

@@ -5,12 +5,13 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{DataKey, MasterKey, random_nonce};
+use crate::dictionary::{Compressor, Dictionaries, owner_of};
 use crate::format::{self, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::{Location, Payload, Result, StoreError, io_err};
 
@@ -123,6 +124,7 @@ pub struct Store {
     master: MasterKey,
     writers: Mutex<HashMap<u64, Writer>>,
     keys: RwLock<HashMap<String, DataKey>>,
+    dictionaries: Arc<Dictionaries>,
 }
 
 impl Store {
@@ -135,12 +137,14 @@ impl Store {
         if lock.try_lock().is_err() {
             return Err(StoreError::Busy(cfg.root.display().to_string()));
         }
+        let dictionaries = Dictionaries::open(cfg.root.join("dicts"), master.clone(), true)?;
         let store = Store {
             writer_lock: Some(lock),
             cfg,
             master,
             writers: Mutex::new(HashMap::new()),
             keys: RwLock::new(HashMap::new()),
+            dictionaries,
         };
         let mut writers = HashMap::new();
         for meta in store.metas()? {
@@ -158,13 +162,21 @@ impl Store {
     /// Opens the store for reading only, next to a process that may be writing: no recovery, and
     /// `append` is refused.
     pub fn open_read_only(cfg: StoreConfig, master: MasterKey) -> Result<Store> {
+        let dictionaries = Dictionaries::open(cfg.root.join("dicts"), master.clone(), false)?;
         Ok(Store {
             writer_lock: None,
             cfg,
             master,
             writers: Mutex::new(HashMap::new()),
             keys: RwLock::new(HashMap::new()),
+            dictionaries,
         })
+    }
+
+    /// Compresses `owner`'s messages for [`Payload::seal_with`](crate::Payload::seal_with): with the
+    /// owner's dictionary once one is trained.
+    pub fn compressor(&self, owner: u64) -> Compressor {
+        self.dictionaries.compressor(owner)
     }
 
     /// True when the folder holds no volume yet (a new archive may create its master key).
@@ -203,6 +215,7 @@ impl Store {
                 seq,
                 original_len: p.original_len,
                 payload_len: (p.compressed.len() + 16) as u32,
+                dictionary: p.dictionary,
                 content_hash: p.content_hash,
                 nonce,
                 chain: [0; 32],
@@ -266,8 +279,16 @@ impl Store {
         let compressed = key
             .decrypt(&header.nonce, &format::aad(head, volume), sealed)
             .ok_or("payload does not authenticate (altered, or moved from another place)")?;
-        let original = zstd::bulk::decompress(&compressed, header.original_len as usize)
-            .map_err(|e| format!("payload does not decompress: {e}"))?;
+        let original = match header.dictionary {
+            0 => zstd::bulk::decompress(&compressed, header.original_len as usize),
+            number => {
+                let dictionary = owner_of(volume)
+                    .and_then(|owner| self.dictionaries.get(owner, number))
+                    .ok_or_else(|| format!("compression dictionary {number} of this volume's owner is missing"))?;
+                dictionary.decompress(&compressed, header.original_len as usize)
+            }
+        }
+        .map_err(|e| format!("payload does not decompress: {e}"))?;
         if crate::content_hash(&original) != header.content_hash {
             return Err("content does not match its hash".into());
         }

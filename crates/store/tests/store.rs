@@ -173,3 +173,43 @@ fn a_different_master_key_cannot_read_the_archive() {
         Ok(s) => assert!(s.read(&loc).is_err()),
     }
 }
+
+#[test]
+fn a_trained_dictionary_shrinks_later_records_and_every_record_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let messages: Vec<Vec<u8>> = (0..3_000)
+        .map(|i| {
+            format!(
+                "Received: from mail.contoso.com (mail.contoso.com [192.0.2.7]) by mx.contoso.com with ESMTPS\r\n\
+                 From: Alice Martin <alice.martin@contoso.com>\r\nTo: Bob Stone <bob@contoso.com>\r\n\
+                 Subject: Weekly report {i}\r\nMessage-ID: <{i}.weekly@contoso.com>\r\nMIME-Version: 1.0\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\r\nHello Bob, here are the figures for week {i}.\r\n\
+                 Kind regards,\r\nAlice Martin\r\nContoso Ltd. | 1 Main Street | Springfield\r\n"
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut locations = Vec::new();
+    let (first_size, late_size) = {
+        let store = open(dir.path(), |_| {});
+        let mut sizes = Vec::new();
+        for chunk in messages.chunks(100) {
+            let compressor = store.compressor(1);
+            let payloads: Vec<_> = chunk.iter().map(|m| Payload::seal_with(m, &compressor)).collect();
+            let locs = store.append(1, &payloads).unwrap();
+            sizes.push(locs.iter().map(|l| l.length as u64).sum::<u64>());
+            locations.extend(locs);
+            // Training runs in the background once enough samples are in.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (sizes[0], *sizes.last().unwrap())
+    };
+    assert!(late_size * 2 < first_size, "with a dictionary: {late_size} bytes per 100 records, before: {first_size}");
+    assert!(dir.path().join("volumes/dicts").read_dir().unwrap().count() == 1, "the dictionary is kept, sealed");
+    let store = open(dir.path(), |_| {});
+    for (loc, original) in locations.iter().zip(&messages) {
+        assert_eq!(&store.read(loc).unwrap(), original);
+    }
+    let report = store.verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
