@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use coffer_catalog::{Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient, RecordRef, TrafficDelta};
+use coffer_catalog::{Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient, RecordRef};
 use coffer_mail::{Flags, journal};
 use coffer_store::{Compressor, Payload, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -317,26 +317,14 @@ async fn commit_batch(store: &Arc<Store>, catalog: &Catalog, jobs: &[Job]) -> Re
         jobs.iter().zip(records).map(|(j, r)| (j.prepared.message.clone(), r)).collect();
     let outcomes = catalog.commit(&batch).await?;
 
-    let mut traffic: HashMap<(i64, Source), TrafficDelta> = HashMap::new();
     let receipts = jobs
         .iter()
         .zip(outcomes)
         .map(|(job, outcome)| {
             let m = &job.prepared.message;
-            let t = traffic.entry((m.tenant_id, job.prepared.source)).or_default();
-            t.messages += 1;
-            t.bytes += m.size;
             let duplicate = matches!(outcome, CommitOutcome::Duplicate { .. });
-            t.duplicates += duplicate as i64;
             Receipt { id: outcome.id(), sha256: m.sha256.clone(), duplicate, flags: Flags(m.flags as u32) }
         })
         .collect();
-    let now = crate::now();
-    for ((tenant, source), delta) in traffic {
-        // Figures, not records: a failure here must not turn a durable commit into a retry.
-        if let Err(e) = catalog.add_traffic(now, tenant, source.as_str(), &delta).await {
-            tracing::warn!(error = %e, "could not record traffic figures");
-        }
-    }
     Ok(receipts)
 }

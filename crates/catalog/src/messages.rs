@@ -268,6 +268,25 @@ impl Catalog {
                 }
             })
             .collect();
+        // The batch's traffic figures, in the same transaction: they agree with what was stored.
+        let mut traffic: HashMap<(i64, &str), (i64, i64, i64)> = HashMap::new();
+        for ((m, _), outcome) in batch.iter().zip(&outcomes) {
+            let t = traffic.entry((m.tenant_id, m.source.as_str())).or_default();
+            t.0 += 1;
+            t.1 += m.size;
+            t.2 += matches!(outcome, CommitOutcome::Duplicate { .. }) as i64;
+        }
+        let now = crate::now();
+        for ((tenant, source), (messages, bytes, duplicates)) in traffic {
+            crate::traffic::add(
+                &mut tx,
+                now,
+                tenant,
+                source,
+                &crate::TrafficDelta { messages, bytes, duplicates, ..Default::default() },
+            )
+            .await?;
+        }
         let mut to_index: Vec<i64> = outcomes
             .iter()
             .filter(|o| matches!(o, CommitOutcome::Stored { .. } | CommitOutcome::Duplicate { merged: true, .. }))

@@ -28,24 +28,8 @@ pub const BUCKET_SECONDS: i64 = 3600;
 
 impl Catalog {
     pub async fn add_traffic(&self, at: i64, tenant_id: i64, source: &str, d: &TrafficDelta) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO traffic (bucket, tenant_id, source, messages, bytes, duplicates, rejected, errors) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (bucket, tenant_id, source) DO UPDATE SET \
-             messages = traffic.messages + excluded.messages, bytes = traffic.bytes + excluded.bytes, \
-             duplicates = traffic.duplicates + excluded.duplicates, rejected = traffic.rejected + excluded.rejected, \
-             errors = traffic.errors + excluded.errors",
-        )
-        .bind(at - at.rem_euclid(BUCKET_SECONDS))
-        .bind(tenant_id)
-        .bind(source)
-        .bind(d.messages)
-        .bind(d.bytes)
-        .bind(d.duplicates)
-        .bind(d.rejected)
-        .bind(d.errors)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        add(&mut conn, at, tenant_id, source, d).await
     }
 
     pub async fn traffic(&self, since: i64) -> Result<Vec<TrafficRow>> {
@@ -125,4 +109,32 @@ impl Catalog {
             })
             .collect()
     }
+}
+
+/// Adds to the hour `at` falls in (on any connection or transaction).
+pub(crate) async fn add(
+    conn: &mut sqlx::AnyConnection,
+    at: i64,
+    tenant_id: i64,
+    source: &str,
+    d: &TrafficDelta,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO traffic (bucket, tenant_id, source, messages, bytes, duplicates, rejected, errors) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (bucket, tenant_id, source) DO UPDATE SET \
+         messages = traffic.messages + excluded.messages, bytes = traffic.bytes + excluded.bytes, \
+         duplicates = traffic.duplicates + excluded.duplicates, rejected = traffic.rejected + excluded.rejected, \
+         errors = traffic.errors + excluded.errors",
+    )
+    .bind(at - at.rem_euclid(BUCKET_SECONDS))
+    .bind(tenant_id)
+    .bind(source)
+    .bind(d.messages)
+    .bind(d.bytes)
+    .bind(d.duplicates)
+    .bind(d.rejected)
+    .bind(d.errors)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -68,6 +68,10 @@ pub fn unwrap(raw: &[u8]) -> Unwrapped {
 }
 
 fn unwrap_unguarded(raw: &[u8]) -> Unwrapped {
+    // Most mail is no report: a byte scan spares it a full MIME parse.
+    if !may_hold_a_report(raw) {
+        return Unwrapped::NotAReport;
+    }
     let Some(message) = MessageParser::default().parse(raw) else {
         return Unwrapped::NotAReport;
     };
@@ -90,6 +94,16 @@ fn unwrap_unguarded(raw: &[u8]) -> Unwrapped {
         }
     }
     Unwrapped::NotAReport
+}
+
+/// True when the marker of a report (`X-MS-Journal-Report`, or Exchange 2003's `exjournalreport`)
+/// occurs anywhere, in any case: a report, or a bounce carrying one.
+fn may_hold_a_report(raw: &[u8]) -> bool {
+    const MARKER: &[u8] = b"x-ms-journal-report";
+    const OLD_MARKER: &[u8] = b"exjournalreport";
+    let at = |i: usize, needle: &[u8]| raw.get(i..i + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle));
+    // 'j' is rare in mail; both markers have one at a fixed place.
+    memchr::memchr2_iter(b'j', b'J', raw).any(|j| (j >= 5 && at(j - 5, MARKER)) || (j >= 2 && at(j - 2, OLD_MARKER)))
 }
 
 fn is_report(root: &MessagePart<'_>) -> bool {
@@ -299,6 +313,13 @@ mod tests {
         let Unwrapped::Report(r) = unwrap(ndr.as_bytes()) else { panic!("not unwrapped") };
         assert_eq!(r.original, ORIGINAL.as_bytes());
         assert_eq!(r.recipients[0].address, "hidden@x.com");
+    }
+
+    #[test]
+    fn the_report_marker_is_found_in_any_case() {
+        let raw = report("Sender: a@x.com\r\nTo: b@x.com", "", ORIGINAL)
+            .replace("X-MS-Journal-Report", "x-ms-JOURNAL-report");
+        assert!(matches!(unwrap(raw.as_bytes()), Unwrapped::Report(_)));
     }
 
     #[test]
