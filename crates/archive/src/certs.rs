@@ -96,6 +96,20 @@ impl CertStore {
         self.save(alias, certs.as_bytes(), key.as_bytes())
     }
 
+    /// Imports a PKCS#12 (.p12/.pfx) file: its private key and certificate chain.
+    pub fn import_pkcs12(&self, alias: &str, data: &[u8], password: &str) -> Result<CertInfo, ArchiveError> {
+        check_alias(alias)?;
+        let store = p12_keystore::KeyStore::from_pkcs12(data, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
+            .map_err(|e| ArchiveError::Invalid(format!("cannot read the PKCS#12 file (wrong password?): {e}")))?;
+        let (_, chain) = store
+            .private_key_chain()
+            .ok_or_else(|| ArchiveError::Invalid("the PKCS#12 file holds no private key with a certificate".into()))?;
+        let certs: String =
+            chain.certs().iter().map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.as_der().to_vec()))).collect();
+        let key = pem::encode(&pem::Pem::new("PRIVATE KEY", chain.key().as_der().to_vec()));
+        self.save(alias, certs.as_bytes(), key.as_bytes())
+    }
+
     pub fn list(&self) -> Result<Vec<CertInfo>, ArchiveError> {
         let mut out = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {

@@ -35,6 +35,8 @@ pub struct Smtp {
     pub listen: String,
     /// More addresses served the same way (e.g. ["0.0.0.0:25", "[::]:25"]).
     pub also_listen: Vec<String>,
+    /// More journal addresses: address → tenant name (e.g. "archive@contoso.com" = "contoso").
+    pub aliases: std::collections::BTreeMap<String, String>,
     /// Greeting and EHLO name; default: journal_domain.
     pub hostname: Option<String>,
     /// off | offer | require
@@ -57,6 +59,7 @@ impl Default for Smtp {
             enabled: true,
             listen: "127.0.0.1:2525".into(),
             also_listen: Vec::new(),
+            aliases: Default::default(),
             hostname: None,
             tls: coffer_smtp::TlsPolicy::Offer,
             certificate: "smtp".into(),

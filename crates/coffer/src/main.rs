@@ -146,10 +146,13 @@ enum CertCommand {
         #[arg(long)]
         country: Option<String>,
     },
-    /// Import a PEM file holding the certificate chain and its private key.
+    /// Import a PEM file holding the certificate chain and its private key, or a PKCS#12 file
+    /// (.p12/.pfx; its password from COFFER_CERT_PASSWORD, or the first line of stdin with --password-stdin).
     Import {
         #[arg(long)]
         alias: String,
+        #[arg(long)]
+        password_stdin: bool,
         file: PathBuf,
     },
     /// List certificates with fingerprints and expiry.
@@ -379,9 +382,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         info.alias, info.subject, info.not_after, info.sha256
                     );
                 }
-                CertCommand::Import { alias, file } => {
-                    let pem = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                    let info = certs.import_pem(&alias, &pem)?;
+                CertCommand::Import { alias, password_stdin, file } => {
+                    let data = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                    let is_pem = data.windows(11).any(|w| w == b"-----BEGIN ");
+                    let info = if is_pem {
+                        certs.import_pem(&alias, &data)?
+                    } else {
+                        let password = if password_stdin {
+                            let mut line = String::new();
+                            std::io::stdin().read_line(&mut line)?;
+                            line.trim_end_matches(['\r', '\n']).to_owned()
+                        } else {
+                            std::env::var("COFFER_CERT_PASSWORD").unwrap_or_default()
+                        };
+                        certs.import_pkcs12(&alias, &data, &password)?
+                    };
                     println!(
                         "certificate {} imported: {} valid until {}; SHA-256 {}",
                         info.alias, info.subject, info.not_after, info.sha256
@@ -509,7 +524,15 @@ async fn start_smtp(
         .map_err(|e| anyhow::anyhow!("certificate {:?} cannot be used for TLS: {e}", s.certificate))?;
         Some(acceptor)
     };
-    let addresses = coffer_smtp::JournalAddresses::new(&config.journal_domain);
+    let mut aliases = std::collections::HashMap::new();
+    for (address, tenant) in &s.aliases {
+        let t = archive
+            .tenant(Some(tenant))
+            .await
+            .with_context(|| format!("smtp.aliases: {address} names tenant {tenant:?}"))?;
+        aliases.insert(address.to_ascii_lowercase(), t.id);
+    }
+    let addresses = coffer_smtp::JournalAddresses::new(&config.journal_domain, aliases);
     addresses.refresh(&archive.catalog).await?;
     addresses.keep_fresh(archive.catalog.clone());
     let stats = std::sync::Arc::new(coffer_smtp::Stats::default());

@@ -181,3 +181,68 @@ fn configuration_comes_from_the_file_and_the_environment() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("configuration is invalid"));
 }
+
+#[test]
+fn certificates_are_generated_imported_from_pem_and_pkcs12_and_listed() {
+    let c = Coffer::new();
+    let out = c.ok(&[
+        "cert",
+        "generate",
+        "--alias",
+        "smtp",
+        "--cn",
+        "archive.contoso.com",
+        "--org",
+        "Contoso",
+        "--country",
+        "US",
+    ]);
+    assert!(out.contains("CN=archive.contoso.com"), "{out}");
+    let dir = c.dir.path();
+    let openssl = |args: &[&str]| {
+        let st = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(st.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&st.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "k.pem",
+        "-out",
+        "c.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=mx.fabrikam.test/O=Fabrikam",
+    ]);
+    openssl(&["pkcs12", "-export", "-inkey", "k.pem", "-in", "c.pem", "-out", "f.p12", "-passout", "pass:s3cret"]);
+    let both = [std::fs::read(dir.join("c.pem")).unwrap(), std::fs::read(dir.join("k.pem")).unwrap()].concat();
+    std::fs::write(dir.join("both.pem"), both).unwrap();
+    c.ok(&["cert", "import", "--alias", "pem", dir.join("both.pem").to_str().unwrap()]);
+    let wrong = c
+        .command()
+        .args(["cert", "import", "--alias", "p12", "f.p12"])
+        .env("COFFER_CERT_PASSWORD", "nope")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong password"));
+    let ok = c
+        .command()
+        .args(["cert", "import", "--alias", "p12", "f.p12"])
+        .env("COFFER_CERT_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let list = c.ok(&["cert", "list"]);
+    for want in ["smtp", "CN=archive.contoso.com", "pem", "p12", "CN=mx.fabrikam.test", "SHA-256"] {
+        assert!(list.contains(want), "{want} missing from:\n{list}");
+    }
+    // The private key is never kept in the clear.
+    let key = std::fs::read(c.data().join("certs/p12.key.sealed")).unwrap();
+    assert!(!key.windows(11).any(|w| w == b"PRIVATE KEY"));
+    assert!(c.ok(&["cert", "export", "--alias", "p12"]).starts_with("-----BEGIN CERTIFICATE-----"));
+}

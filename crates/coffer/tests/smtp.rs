@@ -298,3 +298,21 @@ fn also_listen_serves_more_addresses_with_the_same_settings() {
     client.send(b"EHLO x\r\n");
     assert!(client.read_replies(1).contains("STARTTLS"));
 }
+
+#[test]
+fn a_configured_alias_is_a_journal_address_of_its_tenant() {
+    let c = Coffer::new();
+    journal_archive(&c);
+    std::fs::write(c.dir.path().join("coffer.toml"), "[smtp.aliases]\n\"archive@contoso.com\" = \"contoso\"\n")
+        .unwrap();
+    let server = Server::start(&c, &[]);
+    let mut client = Client::connect(server.smtp.port());
+    let report = journal_report(ORIGINAL, "<q3-smtp@contoso.com>", "archive@contoso.com");
+    let mut batch = b"EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<Archive@Contoso.com>\r\nDATA\r\n".to_vec();
+    batch.extend_from_slice(&report);
+    batch.extend_from_slice(b".\r\n");
+    client.send(&batch);
+    let replies = client.read_replies(5);
+    assert!(replies.lines().last().unwrap().starts_with("250 2.0.0"), "{replies}");
+    assert_eq!(wait_for_count(&c, "contoso", "bcc:dave@contoso.com", 1), 1);
+}

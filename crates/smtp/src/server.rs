@@ -40,15 +40,18 @@ pub struct ListenerConfig {
 pub struct JournalAddresses {
     domain: String,
     tokens: RwLock<HashMap<String, i64>>,
+    /// Configured extra journal addresses (lowercased) and their tenants.
+    aliases: HashMap<String, i64>,
     /// Tenants that accept reports only from some networks.
     networks: RwLock<HashMap<i64, Vec<ipnet::IpNet>>>,
 }
 
 impl JournalAddresses {
-    pub fn new(domain: &str) -> Arc<JournalAddresses> {
+    pub fn new(domain: &str, aliases: HashMap<String, i64>) -> Arc<JournalAddresses> {
         Arc::new(JournalAddresses {
             domain: domain.to_ascii_lowercase(),
             tokens: RwLock::new(HashMap::new()),
+            aliases,
             networks: RwLock::new(HashMap::new()),
         })
     }
@@ -83,11 +86,13 @@ impl JournalAddresses {
 impl Recipients for JournalAddresses {
     fn resolve(&self, address: &str, client: IpAddr) -> Resolved {
         let address = address.trim().to_ascii_lowercase();
-        let tenant = address
-            .rsplit_once('@')
-            .filter(|(_, domain)| *domain == self.domain)
-            .and_then(|(local, _)| local.strip_prefix("journal-"))
-            .and_then(|token| self.tokens.read().unwrap().get(token).copied());
+        let tenant = self.aliases.get(&address).copied().or_else(|| {
+            address
+                .rsplit_once('@')
+                .filter(|(_, domain)| *domain == self.domain)
+                .and_then(|(local, _)| local.strip_prefix("journal-"))
+                .and_then(|token| self.tokens.read().unwrap().get(token).copied())
+        });
         let Some(tenant) = tenant else { return Resolved::Unknown };
         match self.networks.read().unwrap().get(&tenant) {
             Some(nets) if !nets.is_empty() && !nets.iter().any(|n| n.contains(&client)) => Resolved::HostNotAllowed,
