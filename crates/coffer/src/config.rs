@@ -65,7 +65,7 @@ impl Default for Smtp {
             certificate: "smtp".into(),
             max_connections: 200,
             max_connections_per_ip: 50,
-            max_connections_per_minute_per_ip: 3000,
+            max_connections_per_minute_per_ip: 6000,
             max_recipients: 100,
             command_timeout_secs: 300,
             data_timeout_secs: 600,
