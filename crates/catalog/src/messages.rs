@@ -317,64 +317,58 @@ impl Catalog {
     /// Messages by id in the order asked (unknown ids are left out). No tenant filter: callers
     /// pass ids that came out of a tenant-filtered search or queue.
     pub async fn messages(&self, ids: &[i64]) -> Result<Vec<MessageRow>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({{}})");
         let mut by_id = HashMap::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({})", placeholders(1, chunk.len()));
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                let m = message_row(&row)?;
-                by_id.insert(m.id, m);
-            }
+        for row in self.rows_for(ids, &sql).await? {
+            let m = message_row(&row)?;
+            by_id.insert(m.id, m);
         }
         Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
     pub async fn recipients(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<RecipientRow>>> {
+        let rows = self
+            .rows_for(ids, "SELECT message, kind, address, name, via FROM recipients WHERE message IN ({}) ORDER BY message, kind, address")
+            .await?;
         let mut out: HashMap<i64, Vec<RecipientRow>> = HashMap::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT message, kind, address, name, via FROM recipients WHERE message IN ({}) ORDER BY message, kind, address",
-                placeholders(1, chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                out.entry(row.try_get(0)?).or_default().push(RecipientRow {
-                    kind: row.try_get(1)?,
-                    address: row.try_get(2)?,
-                    name: row.try_get(3)?,
-                    via: row.try_get(4)?,
-                });
-            }
+        for row in rows {
+            out.entry(row.try_get(0)?).or_default().push(RecipientRow {
+                kind: row.try_get(1)?,
+                address: row.try_get(2)?,
+                name: row.try_get(3)?,
+                via: row.try_get(4)?,
+            });
         }
         Ok(out)
     }
 
     pub async fn placements(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<PlacementRow>>> {
+        let rows = self
+            .rows_for(ids, "SELECT message, mailbox, folder, source FROM placements WHERE message IN ({}) ORDER BY message, mailbox, folder")
+            .await?;
         let mut out: HashMap<i64, Vec<PlacementRow>> = HashMap::new();
+        for row in rows {
+            out.entry(row.try_get(0)?).or_default().push(PlacementRow {
+                mailbox: row.try_get(1)?,
+                folder: row.try_get(2)?,
+                source: row.try_get(3)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs `sql` (whose `{}` stands for the id list) over `ids` in chunks the databases accept.
+    async fn rows_for(&self, ids: &[i64], sql: &str) -> Result<Vec<AnyRow>> {
+        let mut rows = Vec::new();
         for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT message, mailbox, folder, source FROM placements WHERE message IN ({}) ORDER BY message, mailbox, folder",
-                placeholders(1, chunk.len())
-            );
+            let sql = sql.replace("{}", &placeholders(1, chunk.len()));
             let mut query = sqlx::query(&sql);
             for id in chunk {
                 query = query.bind(*id);
             }
-            for row in query.fetch_all(&self.pool).await? {
-                out.entry(row.try_get(0)?).or_default().push(PlacementRow {
-                    mailbox: row.try_get(1)?,
-                    folder: row.try_get(2)?,
-                    source: row.try_get(3)?,
-                });
-            }
+            rows.extend(query.fetch_all(&self.pool).await?);
         }
-        Ok(out)
+        Ok(rows)
     }
 
     /// Every message's record location (all tenants), for `verify`.

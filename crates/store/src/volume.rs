@@ -116,6 +116,24 @@ struct Writer {
     volume_bytes: u64,
 }
 
+impl Writer {
+    /// A volume with no record yet: its first segment, chaining from zero.
+    fn empty(meta: VolumeMeta, dir: PathBuf, key: DataKey) -> Result<Writer> {
+        let file = new_segment(&dir, &SegmentHeader { segment: 1, first_seq: 0, chain_in: [0; 32] })?;
+        Ok(Writer {
+            meta,
+            dir,
+            key,
+            segment: 1,
+            file,
+            offset: SEGMENT_HEADER_LEN as u64,
+            next_seq: 0,
+            chain: [0; 32],
+            volume_bytes: SEGMENT_HEADER_LEN as u64,
+        })
+    }
+}
+
 pub struct Store {
     /// Held while this process may write: one writer per store, or recovery could cut another
     /// process's write in flight.
@@ -527,18 +545,7 @@ impl Store {
         write_meta(&dir, &meta)?;
         sync_dir(&self.cfg.root)?;
         self.keys.write().unwrap().insert(id.clone(), key.clone());
-        let file = new_segment(&dir, &SegmentHeader { segment: 1, first_seq: 0, chain_in: [0; 32] })?;
-        Ok(Writer {
-            meta,
-            dir,
-            key,
-            segment: 1,
-            file,
-            offset: SEGMENT_HEADER_LEN as u64,
-            next_seq: 0,
-            chain: [0; 32],
-            volume_bytes: SEGMENT_HEADER_LEN as u64,
-        })
+        Writer::empty(meta, dir, key)
     }
 
     fn next_segment(&self, w: &mut Writer) -> Result<()> {
@@ -564,18 +571,7 @@ impl Store {
         let key = self.data_key(&meta.id)?;
         let segments = segment_numbers(&dir)?;
         let Some(&last) = segments.last() else {
-            let file = new_segment(&dir, &SegmentHeader { segment: 1, first_seq: 0, chain_in: [0; 32] })?;
-            return Ok(Writer {
-                meta,
-                dir,
-                key,
-                segment: 1,
-                file,
-                offset: SEGMENT_HEADER_LEN as u64,
-                next_seq: 0,
-                chain: [0; 32],
-                volume_bytes: SEGMENT_HEADER_LEN as u64,
-            });
+            return Writer::empty(meta, dir, key);
         };
         let path = segment_path(&dir, last);
         let data = std::fs::read(&path).map_err(io_err(&path))?;
