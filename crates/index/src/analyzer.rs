@@ -32,43 +32,79 @@ pub fn tokens(text: &str) -> Vec<String> {
 #[derive(Clone, Default)]
 pub struct WordTokenizer;
 
-pub struct WordTokenStream {
-    tokens: Vec<Token>,
-    next: usize,
+/// Streams tokens without allocating per token: one `Token` is refilled each time.
+pub struct WordTokenStream<'a> {
+    text: &'a str,
+    chars: std::iter::Peekable<std::str::CharIndices<'a>>,
+    token: Token,
+    /// Inside a CJK run: the previous character, and whether a bigram ended on it.
+    cjk: Option<(usize, char, bool)>,
 }
 
 impl Tokenizer for WordTokenizer {
-    type TokenStream<'a> = WordTokenStream;
+    type TokenStream<'a> = WordTokenStream<'a>;
 
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordTokenStream {
-        let mut tokens = Vec::new();
-        let mut run: Vec<(usize, char)> = Vec::new();
-        let mut run_kind = Kind::Separator;
-        for (offset, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
-            let kind = kind_of(c);
-            if kind != run_kind || kind == Kind::Separator {
-                emit(&mut tokens, text, &run, run_kind);
-                run.clear();
-            }
-            run_kind = kind;
-            if kind != Kind::Separator {
-                run.push((offset, c));
-            }
-        }
-        WordTokenStream { tokens, next: 0 }
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordTokenStream<'a> {
+        WordTokenStream { text, chars: text.char_indices().peekable(), token: Token::default(), cjk: None }
     }
 }
 
-impl TokenStream for WordTokenStream {
+impl WordTokenStream<'_> {
+    fn emit(&mut self, from: usize, to: usize) -> bool {
+        self.token.text.clear();
+        self.token.text.push_str(&self.text[from..to]);
+        self.token.offset_from = from;
+        self.token.offset_to = to;
+        self.token.position = self.token.position.wrapping_add(1);
+        self.token.position_length = 1;
+        true
+    }
+}
+
+impl TokenStream for WordTokenStream<'_> {
     fn advance(&mut self) -> bool {
-        self.next += 1;
-        self.next <= self.tokens.len()
+        loop {
+            if let Some((prev, prev_char, emitted)) = self.cjk {
+                match self.chars.peek().copied() {
+                    Some((at, c)) if kind_of(c) == Kind::Cjk => {
+                        self.chars.next();
+                        self.cjk = Some((at, c, true));
+                        return self.emit(prev, at + c.len_utf8());
+                    }
+                    _ => {
+                        self.cjk = None;
+                        // A lone CJK character is a token of its own.
+                        if !emitted {
+                            return self.emit(prev, prev + prev_char.len_utf8());
+                        }
+                    }
+                }
+            }
+            let Some((at, c)) = self.chars.next() else { return false };
+            match kind_of(c) {
+                Kind::Separator => {}
+                Kind::Cjk => self.cjk = Some((at, c, false)),
+                Kind::Word => {
+                    let mut end = at + c.len_utf8();
+                    while let Some(&(next_at, next)) = self.chars.peek() {
+                        if kind_of(next) != Kind::Word {
+                            break;
+                        }
+                        end = next_at + next.len_utf8();
+                        self.chars.next();
+                    }
+                    return self.emit(at, end);
+                }
+            }
+        }
     }
+
     fn token(&self) -> &Token {
-        &self.tokens[self.next - 1]
+        &self.token
     }
+
     fn token_mut(&mut self) -> &mut Token {
-        &mut self.tokens[self.next - 1]
+        &mut self.token
     }
 }
 
@@ -103,30 +139,6 @@ fn is_cjk(c: char) -> bool {
         | '\u{20000}'..='\u{2A6DF}')
 }
 
-fn emit(tokens: &mut Vec<Token>, text: &str, run: &[(usize, char)], kind: Kind) {
-    let end_of = |i: usize| run.get(i + 1).map_or_else(|| run[i].0 + run[i].1.len_utf8(), |n| n.0);
-    let mut push = |from: usize, to: usize| {
-        tokens.push(Token {
-            offset_from: from,
-            offset_to: to,
-            position: tokens.len(),
-            text: text[from..to].to_owned(),
-            position_length: 1,
-        })
-    };
-    match kind {
-        Kind::Separator => {}
-        _ if run.is_empty() => {}
-        Kind::Word => push(run[0].0, end_of(run.len() - 1)),
-        Kind::Cjk if run.len() == 1 => push(run[0].0, end_of(0)),
-        Kind::Cjk => {
-            for i in 0..run.len() - 1 {
-                push(run[i].0, end_of(i + 1));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::tokens;
@@ -134,6 +146,21 @@ mod tests {
     #[test]
     fn words_of_any_script_are_lowercased_and_folded() {
         assert_eq!(tokens("Größe MÜLLER e-mail Ελλάδα 2024"), ["grosse", "muller", "e", "mail", "ελλάδα", "2024"]);
+    }
+
+    #[test]
+    fn positions_and_offsets_follow_the_text() {
+        let mut a = super::analyzer();
+        let mut stream = a.token_stream("ab 東京都 c");
+        let mut got = Vec::new();
+        while stream.advance() {
+            let t = stream.token();
+            got.push((t.text.clone(), t.position, t.offset_from, t.offset_to));
+        }
+        assert_eq!(
+            got,
+            [("ab".into(), 0, 0, 2), ("東京".into(), 1, 3, 9), ("京都".into(), 2, 6, 12), ("c".into(), 3, 13, 14)]
+        );
     }
 
     #[test]

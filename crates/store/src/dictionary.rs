@@ -32,19 +32,48 @@ pub struct Dictionary {
     decoder: zstd::dict::DecoderDictionary<'static>,
 }
 
+thread_local! {
+    /// Compression contexts are costly to make: each thread keeps one per dictionary (and one
+    /// without), keyed by the dictionary's address.
+    static CONTEXTS: std::cell::RefCell<HashMap<usize, zstd::bulk::Compressor<'static>>> = Default::default();
+}
+
+fn with_context<T>(
+    dictionary: Option<&'static Dictionary>,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T,
+) -> T {
+    CONTEXTS.with(|contexts| {
+        let mut contexts = contexts.borrow_mut();
+        let key = dictionary.map_or(0, |d| d as *const Dictionary as usize);
+        let context = contexts.entry(key).or_insert_with(|| {
+            match dictionary {
+                Some(d) => zstd::bulk::Compressor::with_prepared_dictionary(&d.encoder),
+                None => zstd::bulk::Compressor::new(LEVEL),
+            }
+            .expect("a zstd compression context")
+        });
+        f(context)
+    })
+}
+
+/// Plain zstd at the store's level, with a reused context.
+pub(crate) fn compress_plain(original: &[u8]) -> Vec<u8> {
+    with_context(None, |c| c.compress(original)).expect("zstd compression of an in-memory buffer")
+}
+
 impl Dictionary {
-    fn new(number: u32, raw: &[u8]) -> Dictionary {
-        Dictionary {
+    /// Dictionaries live as long as the process (a few per tenant at most), so compression
+    /// contexts can hold them.
+    fn leak(number: u32, raw: &[u8]) -> &'static Dictionary {
+        Box::leak(Box::new(Dictionary {
             number,
             encoder: zstd::dict::EncoderDictionary::copy(raw, LEVEL),
             decoder: zstd::dict::DecoderDictionary::copy(raw),
-        }
+        }))
     }
 
-    pub(crate) fn compress(&self, original: &[u8]) -> Vec<u8> {
-        zstd::bulk::Compressor::with_prepared_dictionary(&self.encoder)
-            .and_then(|mut c| c.compress(original))
-            .expect("zstd compression of an in-memory buffer")
+    pub(crate) fn compress(&'static self, original: &[u8]) -> Vec<u8> {
+        with_context(Some(self), |c| c.compress(original)).expect("zstd compression of an in-memory buffer")
     }
 
     pub(crate) fn decompress(&self, compressed: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
@@ -63,7 +92,7 @@ pub struct Dictionaries {
     dir: PathBuf,
     master: MasterKey,
     writable: bool,
-    by_owner: RwLock<HashMap<u64, Vec<Arc<Dictionary>>>>,
+    by_owner: RwLock<HashMap<u64, Vec<&'static Dictionary>>>,
     samples: Mutex<HashMap<u64, Samples>>,
 }
 
@@ -72,7 +101,7 @@ pub struct Dictionaries {
 #[derive(Clone)]
 pub struct Compressor {
     owner: u64,
-    dictionary: Option<Arc<Dictionary>>,
+    dictionary: Option<&'static Dictionary>,
     dictionaries: Option<Arc<Dictionaries>>,
 }
 
@@ -89,7 +118,7 @@ impl Compressor {
                 if let Some(dicts) = &self.dictionaries {
                     dicts.sample(self.owner, original);
                 }
-                (zstd::bulk::compress(original, LEVEL).expect("zstd compression of an in-memory buffer"), 0)
+                (compress_plain(original), 0)
             }
         }
     }
@@ -97,14 +126,14 @@ impl Compressor {
 
 impl Dictionaries {
     pub(crate) fn open(dir: PathBuf, master: MasterKey, writable: bool) -> Result<Arc<Dictionaries>> {
-        let mut by_owner: HashMap<u64, Vec<Arc<Dictionary>>> = HashMap::new();
+        let mut by_owner: HashMap<u64, Vec<&'static Dictionary>> = HashMap::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries {
                 let path = entry.map_err(io_err(&dir))?.path();
                 let Some((owner, number)) = parse_name(&path) else { continue };
                 let sealed = std::fs::read(&path).map_err(io_err(&path))?;
                 let raw = master.open_secret(&label(owner, number), &sealed)?;
-                by_owner.entry(owner).or_default().push(Arc::new(Dictionary::new(number, &raw)));
+                by_owner.entry(owner).or_default().push(Dictionary::leak(number, &raw));
             }
         }
         for list in by_owner.values_mut() {
@@ -114,12 +143,12 @@ impl Dictionaries {
     }
 
     pub(crate) fn compressor(self: &Arc<Self>, owner: u64) -> Compressor {
-        let dictionary = self.by_owner.read().unwrap().get(&owner).and_then(|l| l.last().cloned());
+        let dictionary = self.by_owner.read().unwrap().get(&owner).and_then(|l| l.last().copied());
         Compressor { owner, dictionary, dictionaries: self.writable.then(|| self.clone()) }
     }
 
-    pub(crate) fn get(&self, owner: u64, number: u32) -> Option<Arc<Dictionary>> {
-        self.by_owner.read().unwrap().get(&owner)?.iter().find(|d| d.number == number).cloned()
+    pub(crate) fn get(&self, owner: u64, number: u32) -> Option<&'static Dictionary> {
+        self.by_owner.read().unwrap().get(&owner)?.iter().find(|d| d.number == number).copied()
     }
 
     fn sample(self: &Arc<Self>, owner: u64, original: &[u8]) {
@@ -175,7 +204,7 @@ impl Dictionaries {
         };
         write().map_err(io_err(&path))?;
         // Durable before any record can name it.
-        self.by_owner.write().unwrap().entry(owner).or_default().push(Arc::new(Dictionary::new(number, &raw)));
+        self.by_owner.write().unwrap().entry(owner).or_default().push(Dictionary::leak(number, &raw));
         tracing::info!(owner, number, bytes = raw.len(), samples = samples.len(), "trained a compression dictionary");
         Ok(())
     }
