@@ -3,8 +3,8 @@
 //! messages gives it back (on the SpamAssassin corpus ~31% of the raw size instead of ~41%; on small
 //! generated messages ~16% instead of ~51%).
 //!
-//! A dictionary is trained once per owner from samples of its first messages, in the background;
-//! until it exists, records are compressed without one. It holds fragments of mail, so it is kept
+//! A dictionary is trained once per owner from samples of its first messages (in the thread whose
+//! sample completed the set; the others wait for it); until then, records are compressed without one. It holds fragments of mail, so it is kept
 //! sealed with the master key (`dicts/t<owner>-d<n>.sealed`), written and fsync'd before any record
 //! uses it; a record names the dictionary it needs in its header.
 
@@ -86,6 +86,8 @@ struct Samples {
     messages: Vec<Vec<u8>>,
     bytes: usize,
     training: bool,
+    /// Training failed (too little variety, say): carry on without a dictionary.
+    failed: bool,
 }
 
 pub struct Dictionaries {
@@ -94,6 +96,7 @@ pub struct Dictionaries {
     writable: bool,
     by_owner: RwLock<HashMap<u64, Vec<&'static Dictionary>>>,
     samples: Mutex<HashMap<u64, Samples>>,
+    trained: std::sync::Condvar,
 }
 
 /// What compresses one owner's messages: its newest dictionary, or none yet (then the message is
@@ -112,14 +115,10 @@ impl Compressor {
     }
 
     pub(crate) fn compress(&self, original: &[u8]) -> (Vec<u8>, u32) {
-        match &self.dictionary {
+        let dictionary = self.dictionary.or_else(|| self.dictionaries.as_ref()?.sample_or_wait(self.owner, original));
+        match dictionary {
             Some(d) => (d.compress(original), d.number),
-            None => {
-                if let Some(dicts) = &self.dictionaries {
-                    dicts.sample(self.owner, original);
-                }
-                (compress_plain(original), 0)
-            }
+            None => (compress_plain(original), 0),
         }
     }
 }
@@ -139,11 +138,18 @@ impl Dictionaries {
         for list in by_owner.values_mut() {
             list.sort_by_key(|d| d.number);
         }
-        Ok(Arc::new(Dictionaries { dir, master, writable, by_owner: RwLock::new(by_owner), samples: Mutex::default() }))
+        Ok(Arc::new(Dictionaries {
+            dir,
+            master,
+            writable,
+            by_owner: RwLock::new(by_owner),
+            samples: Mutex::default(),
+            trained: Default::default(),
+        }))
     }
 
     pub(crate) fn compressor(self: &Arc<Self>, owner: u64) -> Compressor {
-        let dictionary = self.by_owner.read().unwrap().get(&owner).and_then(|l| l.last().copied());
+        let dictionary = self.current(owner);
         Compressor { owner, dictionary, dictionaries: self.writable.then(|| self.clone()) }
     }
 
@@ -151,32 +157,53 @@ impl Dictionaries {
         self.by_owner.read().unwrap().get(&owner)?.iter().find(|d| d.number == number).copied()
     }
 
-    fn sample(self: &Arc<Self>, owner: u64, original: &[u8]) {
-        let ready = {
-            let mut all = self.samples.lock().unwrap();
+    /// Offers a message as a training sample. Returns the owner's dictionary when there is one by
+    /// now: training happens in the thread whose sample completed the set, and other threads wait
+    /// for it (briefly, once per owner) rather than compress many messages without it.
+    fn sample_or_wait(&self, owner: u64, original: &[u8]) -> Option<&'static Dictionary> {
+        let mut all = self.samples.lock().unwrap();
+        loop {
+            if let Some(d) = self.current(owner) {
+                return Some(d);
+            }
             let s = all.entry(owner).or_default();
-            if s.training {
-                return;
+            if !s.training {
+                break;
             }
-            let sample = original[..original.len().min(SAMPLE_BYTES)].to_vec();
-            s.bytes += sample.len();
-            s.messages.push(sample);
-            let n = s.messages.len();
-            if (s.bytes >= TRAIN_AT_BYTES && n >= MIN_SAMPLES) || (n >= ENOUGH_SAMPLES && s.bytes >= MIN_BYTES) {
-                s.training = true;
-                Some(std::mem::take(&mut s.messages))
-            } else {
-                None
+            let (guard, timeout) = self.trained.wait_timeout(all, std::time::Duration::from_secs(10)).unwrap();
+            all = guard;
+            if timeout.timed_out() {
+                return self.current(owner);
             }
-        };
-        if let Some(samples) = ready {
-            let me = self.clone();
-            std::thread::spawn(move || {
-                if let Err(e) = me.train(owner, &samples) {
-                    tracing::warn!(owner, error = %e, "could not train a compression dictionary; compressing without one");
-                }
-            });
         }
+        let s = all.entry(owner).or_default();
+        if s.failed {
+            return None;
+        }
+        let sample = original[..original.len().min(SAMPLE_BYTES)].to_vec();
+        s.bytes += sample.len();
+        s.messages.push(sample);
+        let n = s.messages.len();
+        if !((s.bytes >= TRAIN_AT_BYTES && n >= MIN_SAMPLES) || (n >= ENOUGH_SAMPLES && s.bytes >= MIN_BYTES)) {
+            return None;
+        }
+        s.training = true;
+        let samples = std::mem::take(&mut s.messages);
+        drop(all);
+        let trained = self.train(owner, &samples);
+        let mut all = self.samples.lock().unwrap();
+        let s = all.entry(owner).or_default();
+        s.training = false;
+        if let Err(e) = &trained {
+            s.failed = true;
+            tracing::warn!(owner, error = %e, "could not train a compression dictionary; compressing without one");
+        }
+        self.trained.notify_all();
+        self.current(owner)
+    }
+
+    fn current(&self, owner: u64) -> Option<&'static Dictionary> {
+        self.by_owner.read().unwrap().get(&owner).and_then(|l| l.last().copied())
     }
 
     fn train(&self, owner: u64, samples: &[Vec<u8>]) -> Result<()> {
