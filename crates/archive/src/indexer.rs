@@ -20,6 +20,10 @@ pub struct Indexer {
     pub(crate) index: Arc<SearchIndex>,
 }
 
+/// One message to index: its catalog row, recipients, placements and, when ingest parsed it just
+/// now, the parse.
+type Work = (MessageRow, Vec<RecipientRow>, Vec<PlacementRow>, Option<Arc<ArchivedDocument>>);
+
 /// Messages indexed per index commit.
 const BATCH: i64 = 2000;
 
@@ -33,7 +37,7 @@ impl Indexer {
         let rows = self.catalog.messages(&ids).await?;
         let mut recipients = self.catalog.recipients(&ids).await?;
         let mut placements = self.catalog.placements(&ids).await?;
-        let work: Vec<(MessageRow, Vec<RecipientRow>, Vec<PlacementRow>, Option<Arc<ArchivedDocument>>)> = rows
+        let work: Vec<Work> = rows
             .into_iter()
             .map(|r| {
                 let id = r.id;

@@ -12,8 +12,11 @@ const BUDGET: usize = 256 << 20;
 
 #[derive(Clone, Default)]
 pub struct ParsedCache {
-    inner: Arc<Mutex<(HashMap<i64, Arc<ArchivedDocument>>, usize)>>,
+    /// The documents by message id, and the text bytes they hold.
+    inner: Arc<Mutex<(Documents, usize)>>,
 }
+
+type Documents = HashMap<i64, Arc<ArchivedDocument>>;
 
 fn weight(doc: &ArchivedDocument) -> usize {
     doc.body.len() + doc.attachments.iter().map(|a| a.text.as_ref().map_or(0, String::len)).sum::<usize>() + 512

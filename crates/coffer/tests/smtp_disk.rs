@@ -52,7 +52,7 @@ fn a_full_disk_answers_4xx_corrupts_nothing_and_recovers_when_space_is_freed() {
             x ^= x >> 7;
             x ^= x << 17;
             body.push_str(&format!("{:016x}", x));
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 body.push_str("\r\n");
             }
         }

@@ -209,11 +209,10 @@ impl Store {
             return Err(StoreError::ReadOnly);
         }
         let mut writers = self.writers.lock().unwrap();
-        if !writers.contains_key(&owner) {
-            let w = self.create_volume(owner, 1)?;
-            writers.insert(owner, w);
-        }
-        let w = writers.get_mut(&owner).unwrap();
+        let w = match writers.entry(owner) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.create_volume(owner, 1)?),
+        };
         if w.volume_bytes >= self.cfg.volume_max_bytes || w.next_seq >= self.cfg.volume_max_records {
             let next = w.meta.number + 1;
             self.close_writer(w)?;
@@ -506,7 +505,7 @@ impl Store {
             })?;
             metas.push(meta);
         }
-        metas.sort_by(|a, b| (a.owner, a.number).cmp(&(b.owner, b.number)));
+        metas.sort_by_key(|m| (m.owner, m.number));
         Ok(metas)
     }
 
