@@ -316,3 +316,39 @@ fn a_configured_alias_is_a_journal_address_of_its_tenant() {
     assert!(replies.lines().last().unwrap().starts_with("250 2.0.0"), "{replies}");
     assert_eq!(wait_for_count(&c, "contoso", "bcc:dave@contoso.com", 1), 1);
 }
+
+#[test]
+fn status_shows_the_listener_figures_and_traffic_in_hourly_buckets() {
+    let c = Coffer::new();
+    let (journal, _) = journal_archive(&c);
+    let mut server = Server::start(&c, &[]);
+    let mut client = Client::connect(server.smtp.port());
+    let report = journal_report(ORIGINAL, "<q3-smtp@contoso.com>", &journal);
+    let mut batch = format!(
+        "EHLO x\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nRCPT TO:<nobody@archive.test>\r\nDATA\r\n"
+    )
+    .into_bytes();
+    batch.extend_from_slice(&report);
+    batch.extend_from_slice(b".\r\nQUIT\r\n");
+    client.send(&batch);
+    client.read_replies(7);
+    assert!(server.stop().success());
+    let status: serde_json::Value = serde_json::from_str(&c.ok(&["status", "--json"])).unwrap();
+    let figure = |name: &str| -> i64 {
+        status["listener_figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["figure"] == name)
+            .map(|f| f["value"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(figure("connections"), 1);
+    assert_eq!(figure("messages"), 1);
+    assert_eq!(figure("bytes"), report.len() as i64);
+    assert_eq!(figure("reject:unknown-recipient"), 1);
+    let traffic = &status["traffic"].as_array().unwrap()[0];
+    assert_eq!((traffic["source"].as_str(), traffic["messages"].as_i64()), (Some("smtp"), Some(1)));
+    assert_eq!(traffic["bucket"].as_i64().unwrap() % 3600, 0, "hourly buckets");
+    assert!(c.ok(&["status"]).contains("journal address journal-"));
+}

@@ -343,6 +343,9 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         loop {
             let step = session.step(&*shared.addresses);
+            for reason in session.rejects.drain(..) {
+                shared.stats.add(0, &format!("reject:{reason}"), 1);
+            }
             flush(stream, session).await?;
             match step {
                 Step::NeedMore => break,

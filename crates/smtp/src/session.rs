@@ -99,6 +99,8 @@ pub struct Session {
     too_large: bool,
     errors: usize,
     pub replies: Vec<u8>,
+    /// Why commands were refused since the server last looked (for the status figures).
+    pub rejects: Vec<&'static str>,
 }
 
 impl Session {
@@ -117,6 +119,7 @@ impl Session {
             too_large: false,
             errors: 0,
             replies: Vec::new(),
+            rejects: Vec::new(),
         }
     }
 
@@ -172,6 +175,7 @@ impl Session {
                         (true, false) => {
                             self.receiving = Receiving::Commands;
                             if self.too_large {
+                                self.rejects.push("size");
                                 self.reply("552 5.3.4 Message exceeds the size limit");
                             } else {
                                 self.reply(&format!("250 2.0.0 {} octets received", chunk.len()));
@@ -211,6 +215,7 @@ impl Session {
     fn end_of_data(&mut self) -> Step {
         self.receiving = Receiving::Commands;
         if self.too_large {
+            self.rejects.push("size");
             self.reply("552 5.3.4 Message exceeds the size limit");
             self.reset_transaction();
             return Step::NeedMore;
@@ -247,6 +252,7 @@ impl Session {
                 Step::NeedMore
             }
             Delivery::TooLarge => {
+                self.rejects.push("size");
                 self.reply("552 5.3.4 Message exceeds the size limit");
                 Step::NeedMore
             }
@@ -275,6 +281,7 @@ impl Session {
     }
 
     fn protocol_error(&mut self, e: ProtoError) -> Option<Step> {
+        self.rejects.push("syntax");
         match e {
             ProtoError::UnknownCommand => self.reply("500 5.5.1 Command unrecognized"),
             ProtoError::InvalidSenderAddress => self.reply("501 5.1.7 Bad sender address syntax"),
@@ -303,6 +310,7 @@ impl Session {
 
     fn tls_missing(&mut self) -> bool {
         if self.config.tls == TlsPolicy::Require && !self.tls_active {
+            self.rejects.push("tls-required");
             self.reply("530 5.7.0 Must issue a STARTTLS command first");
             return true;
         }
@@ -355,6 +363,7 @@ impl Session {
                 } else if self.mail_from.is_some() {
                     self.reply("503 5.5.1 Sender already given");
                 } else if from.size > self.config.max_message_bytes {
+                    self.rejects.push("size");
                     self.reply("552 5.3.4 Message exceeds the size limit");
                 } else {
                     self.mail_from = Some(from.address);
@@ -374,10 +383,12 @@ impl Session {
                             self.reply("250 2.1.5 Recipient OK");
                         }
                         Resolved::Unknown => {
+                            self.rejects.push("unknown-recipient");
                             self.reply("550 5.1.1 No such journal address here; this server relays nothing");
                             return self.error_count();
                         }
                         Resolved::HostNotAllowed => {
+                            self.rejects.push("host-not-allowed");
                             self.reply("550 5.7.1 Your host may not deliver journal reports for this tenant");
                             return self.error_count();
                         }
