@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "listener_figures", include_str!("../migrations/0002_listener_figures.sql")),
     (3, "tenant_networks", include_str!("../migrations/0003_tenant_networks.sql")),
     (4, "drop_unused_indexes", include_str!("../migrations/0004_drop_unused_indexes.sql")),
+    (5, "sync_state", include_str!("../migrations/0005_sync_state.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -138,3 +138,30 @@ pub(crate) async fn add(
     .await?;
     Ok(())
 }
+
+impl Catalog {
+    /// Where `connection` stands in `scope`, if it has been there before.
+    pub async fn sync_cursor(&self, connection: &str, scope: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT cursor FROM sync_state WHERE connection = $1 AND scope = $2")
+            .bind(connection)
+            .bind(scope)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Moves the cursor; call only once what it covers is durable.
+    pub async fn set_sync_cursor(&self, connection: &str, scope: &str, cursor: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sync_state (connection, scope, cursor, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (connection, scope) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+        )
+        .bind(connection)
+        .bind(scope)
+        .bind(cursor)
+        .bind(crate::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

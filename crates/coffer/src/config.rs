@@ -25,6 +25,8 @@ pub struct Config {
     pub volume_max_messages: u64,
     pub smtp: Smtp,
     pub http: Http,
+    /// IMAP mailboxes to archive (`[[imap]]`).
+    pub imap: Vec<coffer_imap::ImapConfig>,
 }
 
 /// The SMTP journaling listener.
@@ -100,6 +102,7 @@ impl Default for Config {
             volume_max_messages: archive.volume_max_messages,
             smtp: Smtp::default(),
             http: Http::default(),
+            imap: Vec::new(),
         }
     }
 }

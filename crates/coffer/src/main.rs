@@ -119,10 +119,24 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// IMAP mailboxes (`[[imap]]` in coffer.toml): poll them once now.
+    Imap {
+        #[command(subcommand)]
+        command: ImapCommand,
+    },
     /// Traffic of the last 24 hours, listener figures, index lag, volumes.
     Status {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImapCommand {
+    /// One pass over the configured connections (or the one named), then exit.
+    Poll {
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -414,6 +428,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Imap { command: ImapCommand::Poll { name } } => {
+            let archive = open(&config, true).await?;
+            let pipeline = archive.pipeline();
+            let mut failed = false;
+            for imap in config.imap.iter().filter(|i| name.as_ref().is_none_or(|n| *n == i.name)) {
+                let poller = poller(&archive, imap, pipeline.clone()).await?;
+                match poller.poll_once().await {
+                    Ok(r) => println!(
+                        "{}: fetched {}, archived {}, duplicates {}, removed from the server {}",
+                        imap.name, r.fetched, r.archived, r.duplicates, r.removed
+                    ),
+                    Err(e) => {
+                        eprintln!("{}: {e}", imap.name);
+                        failed = true;
+                    }
+                }
+            }
+            archive.indexer().run_until_idle().await?;
+            archive.close().await?;
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
         Command::Status { json } => {
             let archive = open(&config, false).await?;
             status(&archive, &config, json).await
@@ -462,6 +497,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn poller(
+    archive: &Archive,
+    imap: &coffer_imap::ImapConfig,
+    pipeline: coffer_archive::Pipeline,
+) -> anyhow::Result<coffer_imap::Poller> {
+    let tenant =
+        archive.tenant(imap.tenant.as_deref()).await.with_context(|| format!("imap connection {}", imap.name))?;
+    if imap.security == coffer_imap::Security::None {
+        tracing::warn!(connection = %imap.name, "IMAP without TLS: the password and the mail cross the network in the clear");
+    }
+    Ok(coffer_imap::Poller { config: imap.clone(), tenant: tenant.id, pipeline, catalog: archive.catalog.clone() })
+}
+
 async fn open(config: &Config, writable: bool) -> anyhow::Result<Archive> {
     Archive::open(config.archive(), writable)
         .await
@@ -477,6 +525,22 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         tracing::info!(tenant = %t.name, journal = %t.journal_address(&config.journal_domain), "tenant");
     }
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    for imap in &config.imap {
+        let poller = poller(&archive, imap, pipeline.clone()).await?;
+        let interval = Duration::from_secs(imap.poll_interval_secs.max(1));
+        tokio::spawn(async move {
+            loop {
+                match poller.poll_once().await {
+                    Ok(r) if r.fetched > 0 => tracing::info!(connection = %poller.config.name, ?r, "IMAP poll"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(connection = %poller.config.name, error = %e, "IMAP poll failed; retrying")
+                    }
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
     let mut smtp = None;
     if config.smtp.enabled {
         smtp = Some(start_smtp(&archive, &config, pipeline.clone(), stopping.clone()).await?);

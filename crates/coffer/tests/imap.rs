@@ -1,0 +1,180 @@
+//! The IMAP poller against Dovecot: a journal mailbox filled through Dovecot's LDA is archived,
+//! unwrapped, and emptied only after the messages are durable; new mail is picked up; a
+//! recreated folder (new UIDVALIDITY) causes no duplicates; a mailbox in mailbox mode keeps its
+//! folders and loses nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use coffer_testkit::journal::{Envelope, Style, report};
+use common::{Coffer, free_port};
+
+struct Dovecot {
+    root: PathBuf,
+    child: std::process::Child,
+    imaps: u16,
+    imap: u16,
+}
+
+impl Dovecot {
+    fn start(root: &Path) -> Dovecot {
+        let _ = Command::new("useradd").args(["-r", "-U", "-s", "/usr/sbin/nologin", "vmail"]).output();
+        for d in ["run", "state", "log", "mail"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        Command::new("chown").args(["-R", "vmail:vmail", root.join("mail").to_str().unwrap()]).status().unwrap();
+        Command::new("chmod")
+            .args(["755", root.to_str().unwrap(), root.parent().unwrap().to_str().unwrap()])
+            .status()
+            .unwrap();
+        let ok = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-keyout", "key.pem", "-out", "cert.pem"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+        let hash = Command::new("doveadm").args(["pw", "-s", "SHA512-CRYPT", "-p", "secret1"]).output().unwrap();
+        let hash = String::from_utf8(hash.stdout).unwrap();
+        std::fs::write(root.join("users"), format!("journal:{}::::::\nalice:{}::::::\n", hash.trim(), hash.trim()))
+            .unwrap();
+        let (imap, imaps) = (free_port(), free_port());
+        let r = root.display();
+        let conf = format!(
+            "base_dir = {r}/run\nstate_dir = {r}/state\ninstance_name = coffer-test-{imap}\nprotocols = imap\nlisten = 127.0.0.1\n\
+             log_path = {r}/log/dovecot.log\ninfo_log_path = {r}/log/dovecot.log\nfirst_valid_uid = 100\n\
+             mail_uid = vmail\nmail_gid = vmail\nmail_location = maildir:{r}/mail/%u/Maildir\nssl = yes\n\
+             ssl_cert = <{r}/cert.pem\nssl_key = <{r}/key.pem\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+             passdb {{\n  driver = passwd-file\n  args = scheme=SHA512-CRYPT {r}/users\n}}\n\
+             userdb {{\n  driver = static\n  args = uid=vmail gid=vmail home={r}/mail/%u\n}}\n\
+             service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap}\n  }}\n\
+               inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps}\n    ssl = yes\n  }}\n}}\n\
+             service auth {{\n  unix_listener auth-userdb {{\n    mode = 0666\n  }}\n}}\n\
+             namespace inbox {{\n  inbox = yes\n  separator = /\n}}\nlda_mailbox_autocreate = yes\n"
+        );
+        std::fs::write(root.join("dovecot.conf"), conf).unwrap();
+        let child =
+            Command::new("dovecot").args(["-F", "-c", root.join("dovecot.conf").to_str().unwrap()]).spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", imaps)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "dovecot did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Dovecot { root: root.to_owned(), child, imaps, imap }
+    }
+
+    fn deliver(&self, user: &str, folder: Option<&str>, message: &[u8]) {
+        use std::io::Write;
+        let mut cmd = Command::new("/usr/lib/dovecot/dovecot-lda");
+        cmd.args(["-c", self.root.join("dovecot.conf").to_str().unwrap(), "-d", user, "-f", "sender@contoso.com"]);
+        if let Some(f) = folder {
+            cmd.args(["-m", f]);
+        }
+        let mut child = cmd.stdin(std::process::Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(message).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    /// Messages left in a user's folder on the server (Maildir files).
+    fn count(&self, user: &str, folder: &str) -> usize {
+        let base = self.root.join("mail").join(user).join("Maildir");
+        let dir = if folder == "INBOX" { base } else { base.join(format!(".{}", folder.replace('/', "."))) };
+        ["cur", "new"].iter().map(|d| std::fs::read_dir(dir.join(d)).map(|e| e.count()).unwrap_or(0)).sum()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(c: &Coffer, d: &Dovecot, name: &str, user: &str, security: &str, mode: &str) -> String {
+    let port = if security == "imaps" { d.imaps } else { d.imap };
+    format!(
+        "[[imap]]\nname = \"{name}\"\nhost = \"localhost\"\nport = {port}\nsecurity = \"{security}\"\n\
+         ca_file = \"{}\"\nusername = \"{user}\"\npassword = \"secret1\"\nmode = \"{mode}\"\nfolders = [\"INBOX\", \"Projects/Alpha\"]\n",
+        d.root.join("cert.pem").display()
+    )
+    .replace("folders = [\"INBOX\", \"Projects/Alpha\"]\n", if mode == "mailbox" { "folders = [\"INBOX\", \"Projects/Alpha\"]\n" } else { "" })
+        + &format!("# for {}\n", c.dir.path().display())
+}
+
+fn journal_report(i: usize) -> (Vec<u8>, Vec<u8>) {
+    let original = format!(
+        "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: imap journal {i}\r\nMessage-ID: <imap-{i}@contoso.com>\r\n\r\nbody {i}\r\n"
+    )
+    .into_bytes();
+    let env = Envelope::new("alice@contoso.com", "imap", &format!("<imap-{i}@contoso.com>"))
+        .line("To", "bob@contoso.com")
+        .line("Bcc", &format!("hidden{i}@contoso.com"));
+    (report(&original, &env, Style::ExchangeOnline, "journal@contoso.com"), original)
+}
+
+#[test]
+fn a_journal_mailbox_over_imaps_is_archived_unwrapped_and_emptied_after_commit() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    for i in 0..5 {
+        d.deliver("journal", None, &journal_report(i).0);
+    }
+    std::fs::write(c.dir.path().join("coffer.toml"), config(&c, &d, "journal", "journal", "imaps", "journal")).unwrap();
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 5, archived 5, duplicates 0, removed from the server 5"), "{out}");
+    assert_eq!(d.count("journal", "INBOX"), 0);
+    assert_eq!(c.count("subject:journal"), 5);
+    assert_eq!(c.count("bcc:hidden3@contoso.com"), 1);
+    let hit = &c.json("message-id:<imap-2@contoso.com>", 1)[0];
+    assert_eq!(hit["sha256"], common::sha256(&journal_report(2).1), "the original is archived, not the report");
+
+    // New mail is picked up; what was archived is not fetched again.
+    for i in 5..8 {
+        d.deliver("journal", None, &journal_report(i).0);
+    }
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 3, archived 3"), "{out}");
+    assert_eq!(c.count("subject:journal"), 8);
+}
+
+#[test]
+fn starttls_mailbox_mode_keeps_folders_and_deletes_nothing_and_a_new_uidvalidity_adds_no_duplicates() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    for i in 0..3 {
+        d.deliver("alice", None, &journal_report(i).1);
+    }
+    for i in 3..5 {
+        d.deliver("alice", Some("Projects/Alpha"), &journal_report(i).1);
+    }
+    std::fs::write(c.dir.path().join("coffer.toml"), config(&c, &d, "alice", "alice", "starttls", "mailbox")).unwrap();
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 5, archived 5, duplicates 0, removed from the server 0"), "{out}");
+    assert_eq!(d.count("alice", "INBOX"), 3, "nothing is deleted in mailbox mode");
+    assert_eq!(c.count("folder:Projects/Alpha mailbox:alice"), 2);
+    assert_eq!(c.count("folder:INBOX"), 3);
+
+    // Recreate the folder: Dovecot gives it a new UIDVALIDITY; the poller reads it again.
+    // (UIDVALIDITY is a timestamp: let a second pass first.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let maildir = d.root.join("mail/alice/Maildir");
+    std::fs::remove_file(maildir.join("dovecot-uidlist")).unwrap();
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 3, archived 0, duplicates 3"), "the inbox is read again: {out}");
+    assert_eq!(c.count(""), 5, "a new UIDVALIDITY causes no duplicates");
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_error() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    let cfg = config(&c, &d, "journal", "journal", "imaps", "journal").replace("secret1", "wrong");
+    std::fs::write(c.dir.path().join("coffer.toml"), cfg).unwrap();
+    let out = c.run(&["imap", "poll"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused the login of journal") && err.contains("check username and password"), "{err}");
+}

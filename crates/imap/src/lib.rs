@@ -1,0 +1,260 @@
+//! Coffer's IMAP poller: archives a mailbox over IMAP, incrementally and without loss.
+//!
+//! Per folder it keeps `UIDVALIDITY:UID` of the highest archived message in the catalog's
+//! `sync_state`. A poll fetches the messages above it, hands each to the ingest pipeline and waits
+//! for the durable receipts; only then does it delete (or move) them in journal and bounce modes and
+//! advance the mark. A crash anywhere before that fetches the same messages again next time, and
+//! dedup absorbs them; a changed UIDVALIDITY re-reads the folder, with the same effect.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_imap::Client;
+use coffer_archive::{Catalog, Pipeline, Source, Submission};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// TLS from the first byte (port 993).
+    #[default]
+    Imaps,
+    /// Plain connection upgraded with STARTTLS (port 143).
+    Starttls,
+    /// No TLS at all: only for a trusted network; Coffer warns.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A journal mailbox: reports are unwrapped, and removed once archived.
+    #[default]
+    Journal,
+    /// An ordinary mailbox: messages keep their folder as placement; nothing is removed.
+    Mailbox,
+    /// The "undeliverable journal reports" mailbox: reports inside bounces are unwrapped.
+    Bounces,
+}
+
+/// One IMAP connection, as configured (`[[imap]]` in coffer.toml).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImapConfig {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub security: Security,
+    /// CA certificates (PEM) to verify the server with; the public web roots when absent.
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub password: String,
+    /// Folders to archive; INBOX when empty.
+    #[serde(default)]
+    pub folders: Vec<String>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// In journal and bounce modes: "delete" (default) or "move:<folder>".
+    #[serde(default = "default_after")]
+    pub after_archive: String,
+    /// The tenant the mail belongs to (default: the default tenant).
+    pub tenant: Option<String>,
+    /// The mailbox placements name in mailbox mode (default: the username).
+    pub mailbox: Option<String>,
+    #[serde(default = "default_interval")]
+    pub poll_interval_secs: u64,
+}
+
+fn default_after() -> String {
+    "delete".into()
+}
+
+fn default_interval() -> u64 {
+    60
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("TLS with {0} failed: {1} (check the host name, the certificate and ca_file)")]
+    Tls(String, String),
+    #[error("the server refused the login of {0}: {1} (check username and password)")]
+    Auth(String, String),
+    #[error("IMAP error: {0}")]
+    Protocol(#[from] async_imap::error::Error),
+    #[error(transparent)]
+    Archive(#[from] coffer_archive::ArchiveError),
+    #[error("catalog: {0}")]
+    Catalog(#[from] coffer_archive::CatalogError),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PollReport {
+    pub fetched: usize,
+    pub archived: usize,
+    pub duplicates: usize,
+    pub removed: usize,
+}
+
+pub struct Poller {
+    pub config: ImapConfig,
+    pub tenant: i64,
+    pub pipeline: Pipeline,
+    pub catalog: Catalog,
+}
+
+/// Messages fetched and archived per round trip.
+const BATCH: u32 = 200;
+
+impl Poller {
+    /// One pass over every folder.
+    pub async fn poll_once(&self) -> Result<PollReport, ImapError> {
+        let c = &self.config;
+        let address = format!("{}:{}", c.host, c.port);
+        let tcp = TcpStream::connect(&address).await.map_err(|e| ImapError::Connect(address.clone(), e))?;
+        match c.security {
+            Security::None => self.session(tcp, false).await,
+            Security::Imaps => {
+                let tls = self.tls(tcp).await?;
+                self.session(tls, false).await
+            }
+            Security::Starttls => {
+                let mut client = Client::new(tcp);
+                client.read_response().await.map_err(|e| ImapError::Connect(address.clone(), e))?;
+                client.run_command_and_check_ok("STARTTLS", None).await?;
+                let tls = self.tls(client.into_inner()).await?;
+                self.session(tls, true).await
+            }
+        }
+    }
+
+    async fn tls(&self, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
+        let host = self.config.host.clone();
+        let fail = |e: String| ImapError::Tls(host.clone(), e);
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        match &self.config.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+                for cert in rustls_pemfile::certs(&mut &pem[..]) {
+                    roots.add(cert.map_err(|e| fail(e.to_string()))?).map_err(|e| fail(e.to_string()))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(host.clone()).map_err(|e| fail(e.to_string()))?;
+        TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| fail(e.to_string()))
+    }
+
+    async fn session<T>(&self, stream: T, greeted: bool) -> Result<PollReport, ImapError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+    {
+        let c = &self.config;
+        let mut client = Client::new(stream);
+        if !greeted {
+            client.read_response().await.map_err(|e| ImapError::Connect(c.host.clone(), e))?;
+        }
+        let mut session = client
+            .login(&c.username, &c.password)
+            .await
+            .map_err(|(e, _)| ImapError::Auth(c.username.clone(), e.to_string()))?;
+        let mut report = PollReport::default();
+        let folders = if c.folders.is_empty() { vec!["INBOX".to_owned()] } else { c.folders.clone() };
+        for folder in &folders {
+            self.folder(&mut session, folder, &mut report).await?;
+        }
+        session.logout().await?;
+        Ok(report)
+    }
+
+    async fn folder<T>(
+        &self,
+        session: &mut async_imap::Session<T>,
+        folder: &str,
+        report: &mut PollReport,
+    ) -> Result<(), ImapError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+    {
+        let c = &self.config;
+        let mailbox = session.select(folder).await?;
+        let validity = mailbox.uid_validity.unwrap_or(0);
+        let uid_next = mailbox.uid_next.unwrap_or(u32::MAX);
+        let mut last = match self.catalog.sync_cursor(&c.name, folder).await? {
+            Some(cursor) => match cursor.split_once(':') {
+                // Another UIDVALIDITY: the folder was recreated; read it all again (dedup absorbs).
+                Some((v, uid)) if v == validity.to_string() => uid.parse().unwrap_or(0),
+                _ => 0,
+            },
+            None => 0,
+        };
+        while last + 1 < uid_next {
+            let upper = last.saturating_add(BATCH).min(uid_next.saturating_sub(1));
+            let fetched: Vec<(u32, Vec<u8>)> = session
+                .uid_fetch(format!("{}:{}", last + 1, upper), "(UID BODY.PEEK[])")
+                .await?
+                .try_filter_map(|f| async move { Ok(f.uid.zip(f.body().map(<[u8]>::to_vec))) })
+                .try_collect()
+                .await?;
+            // "n:m" can answer with a message below n when none is in range; keep the new ones.
+            let fetched: Vec<(u32, Vec<u8>)> = fetched.into_iter().filter(|(uid, _)| *uid > last).collect();
+            report.fetched += fetched.len();
+            let mut commits = tokio::task::JoinSet::new();
+            for (uid, raw) in &fetched {
+                let submission = Submission {
+                    tenant: self.tenant,
+                    source: Source::Imap,
+                    raw: raw.clone(),
+                    envelope: Vec::new(),
+                    envelope_from: None,
+                    placement: (c.mode == Mode::Mailbox)
+                        .then(|| (c.mailbox.clone().unwrap_or_else(|| c.username.clone()), folder.to_owned())),
+                    journal: c.mode != Mode::Mailbox,
+                };
+                let pipeline = self.pipeline.clone();
+                let uid = *uid;
+                commits.spawn(async move { (uid, pipeline.submit(submission).await) });
+            }
+            let mut durable = Vec::new();
+            while let Some(done) = commits.join_next().await {
+                let (uid, result) = done.map_err(|e| coffer_archive::ArchiveError::Internal(e.to_string()))?;
+                let receipt = result?;
+                if receipt.duplicate {
+                    report.duplicates += 1;
+                } else {
+                    report.archived += 1;
+                }
+                durable.push(uid);
+            }
+            // Everything fetched is durable now: only from here may it leave the server.
+            if !durable.is_empty() && c.mode != Mode::Mailbox {
+                durable.sort_unstable();
+                let set: Vec<String> = durable.iter().map(u32::to_string).collect();
+                let set = set.join(",");
+                match c.after_archive.strip_prefix("move:") {
+                    Some(target) => session.uid_mv(&set, target).await?,
+                    None => {
+                        session.uid_store(&set, "+FLAGS.SILENT (\\Deleted)").await?.try_collect::<Vec<_>>().await?;
+                        session.uid_expunge(&set).await?.try_collect::<Vec<_>>().await?;
+                    }
+                }
+                report.removed += durable.len();
+            }
+            last = upper.max(fetched.iter().map(|(uid, _)| *uid).max().unwrap_or(0));
+            self.catalog.set_sync_cursor(&c.name, folder, &format!("{validity}:{last}")).await?;
+        }
+        Ok(())
+    }
+}
