@@ -138,6 +138,8 @@ enum ImapCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Connect, verify TLS, log in and list the folders with their message counts; archives nothing.
+    Test { name: String },
 }
 
 #[derive(Subcommand)]
@@ -448,6 +450,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             archive.indexer().run_until_idle().await?;
             archive.close().await?;
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Imap { command: ImapCommand::Test { name } } => {
+            let archive = open(&config, false).await?;
+            let imap = config
+                .imap
+                .iter()
+                .find(|i| i.name == name)
+                .ok_or_else(|| anyhow::anyhow!("no [[imap]] connection named {name:?} in the configuration"))?;
+            let poller = poller(&archive, imap, archive.pipeline()).await?;
+            let folders = poller.test().await?;
+            println!(
+                "{name}: connected to {}:{} ({:?}), logged in as {}",
+                imap.host, imap.port, imap.security, imap.username
+            );
+            for (folder, messages) in folders {
+                println!("  {folder:<40} {messages} messages");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {
             let archive = open(&config, false).await?;

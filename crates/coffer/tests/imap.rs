@@ -178,3 +178,28 @@ fn a_wrong_password_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused the login of journal") && err.contains("check username and password"), "{err}");
 }
+
+#[test]
+fn imap_test_lists_the_folders_with_their_counts_and_archives_nothing() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    for i in 0..2 {
+        d.deliver("alice", None, &journal_report(i).1);
+    }
+    d.deliver("alice", Some("Projects/Alpha"), &journal_report(9).1);
+    std::fs::write(c.dir.path().join("coffer.toml"), config(&c, &d, "alice", "alice", "imaps", "mailbox")).unwrap();
+    let out = c.ok(&["imap", "test", "alice"]);
+    assert!(out.contains("logged in as alice"), "{out}");
+    let count_of = |folder: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(folder))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+    };
+    assert_eq!(count_of("INBOX").as_deref(), Some("2"), "{out}");
+    assert_eq!(count_of("Projects/Alpha").as_deref(), Some("1"), "{out}");
+    assert_eq!(c.count(""), 0);
+    assert_eq!(d.count("alice", "INBOX"), 2);
+    let unknown = c.run(&["imap", "test", "nope"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no [[imap]] connection named"));
+}

@@ -109,27 +109,49 @@ pub struct Poller {
     pub catalog: Catalog,
 }
 
+#[derive(Clone, Copy)]
+enum Visit {
+    Poll,
+    Test,
+}
+
+#[derive(Default)]
+struct Visited {
+    report: PollReport,
+    folders: Vec<(String, u32)>,
+}
+
 /// Messages fetched and archived per round trip.
 const BATCH: u32 = 200;
 
 impl Poller {
     /// One pass over every folder.
     pub async fn poll_once(&self) -> Result<PollReport, ImapError> {
+        Ok(self.visit(Visit::Poll).await?.report)
+    }
+
+    /// Connects, verifies TLS, logs in and lists the folders with their message counts, archiving
+    /// nothing: what `coffer imap test` shows.
+    pub async fn test(&self) -> Result<Vec<(String, u32)>, ImapError> {
+        Ok(self.visit(Visit::Test).await?.folders)
+    }
+
+    async fn visit(&self, visit: Visit) -> Result<Visited, ImapError> {
         let c = &self.config;
         let address = format!("{}:{}", c.host, c.port);
         let tcp = TcpStream::connect(&address).await.map_err(|e| ImapError::Connect(address.clone(), e))?;
         match c.security {
-            Security::None => self.session(tcp, false).await,
+            Security::None => self.session(tcp, false, visit).await,
             Security::Imaps => {
                 let tls = self.tls(tcp).await?;
-                self.session(tls, false).await
+                self.session(tls, false, visit).await
             }
             Security::Starttls => {
                 let mut client = Client::new(tcp);
                 client.read_response().await.map_err(|e| ImapError::Connect(address.clone(), e))?;
                 client.run_command_and_check_ok("STARTTLS", None).await?;
                 let tls = self.tls(client.into_inner()).await?;
-                self.session(tls, true).await
+                self.session(tls, true, visit).await
             }
         }
     }
@@ -157,7 +179,7 @@ impl Poller {
         TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| fail(e.to_string()))
     }
 
-    async fn session<T>(&self, stream: T, greeted: bool) -> Result<PollReport, ImapError>
+    async fn session<T>(&self, stream: T, greeted: bool, visit: Visit) -> Result<Visited, ImapError>
     where
         T: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
     {
@@ -170,13 +192,25 @@ impl Poller {
             .login(&c.username, &c.password)
             .await
             .map_err(|(e, _)| ImapError::Auth(c.username.clone(), e.to_string()))?;
-        let mut report = PollReport::default();
-        let folders = if c.folders.is_empty() { vec!["INBOX".to_owned()] } else { c.folders.clone() };
-        for folder in &folders {
-            self.folder(&mut session, folder, &mut report).await?;
+        let mut visited = Visited::default();
+        match visit {
+            Visit::Poll => {
+                let folders = if c.folders.is_empty() { vec!["INBOX".to_owned()] } else { c.folders.clone() };
+                for folder in &folders {
+                    self.folder(&mut session, folder, &mut visited.report).await?;
+                }
+            }
+            Visit::Test => {
+                let names: Vec<String> =
+                    session.list(None, Some("*")).await?.map_ok(|n| n.name().to_owned()).try_collect().await?;
+                for name in names {
+                    let exists = session.examine(&name).await.map(|m| m.exists).unwrap_or(0);
+                    visited.folders.push((name, exists));
+                }
+            }
         }
         session.logout().await?;
-        Ok(report)
+        Ok(visited)
     }
 
     async fn folder<T>(
