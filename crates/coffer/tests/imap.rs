@@ -203,3 +203,35 @@ fn imap_test_lists_the_folders_with_their_counts_and_archives_nothing() {
     let unknown = c.run(&["imap", "test", "nope"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no [[imap]] connection named"));
 }
+
+#[test]
+fn a_crash_between_fetch_and_commit_or_commit_and_delete_loses_nothing_and_stores_nothing_twice() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    for i in 0..6 {
+        d.deliver("journal", None, &journal_report(i).0);
+    }
+    std::fs::write(c.dir.path().join("coffer.toml"), config(&c, &d, "journal", "journal", "imaps", "journal")).unwrap();
+
+    // Killed after the commit, before the delete: the messages are durable and still on the server.
+    let crashed = c.command().args(["imap", "poll"]).env("COFFER_CRASH_AT", "imap-after-commit").output().unwrap();
+    assert!(!crashed.status.success());
+    assert_eq!(d.count("journal", "INBOX"), 6, "nothing left the server before the crash");
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 6, archived 0, duplicates 6, removed from the server 6"), "{out}");
+    assert_eq!(d.count("journal", "INBOX"), 0);
+
+    // Killed after the fetch, before the commit: nothing was archived, nothing left the server.
+    for i in 6..9 {
+        d.deliver("journal", None, &journal_report(i).0);
+    }
+    let crashed = c.command().args(["imap", "poll"]).env("COFFER_CRASH_AT", "imap-after-fetch").output().unwrap();
+    assert!(!crashed.status.success());
+    assert_eq!(d.count("journal", "INBOX"), 3);
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 3, archived 3, duplicates 0, removed from the server 3"), "{out}");
+
+    assert_eq!(c.count("subject:journal"), 9);
+    let verify = c.ok(&["verify"]);
+    assert!(verify.contains("9 catalog messages") && verify.contains("all intact"), "{verify}");
+}

@@ -109,6 +109,15 @@ pub struct Poller {
     pub catalog: Catalog,
 }
 
+/// Fault injection for the crash tests: `COFFER_CRASH_AT=<point>` ends the process on the spot,
+/// as a kill -9 would, at one of the points where losing or doubling mail could happen.
+fn crash_point(point: &str) {
+    if std::env::var("COFFER_CRASH_AT").is_ok_and(|p| p == point) {
+        eprintln!("crash injected at {point}");
+        std::process::abort();
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Visit {
     Poll,
@@ -244,6 +253,7 @@ impl Poller {
                 .await?;
             // "n:m" can answer with a message below n when none is in range; keep the new ones.
             let fetched: Vec<(u32, Vec<u8>)> = fetched.into_iter().filter(|(uid, _)| *uid > last).collect();
+            crash_point("imap-after-fetch");
             report.fetched += fetched.len();
             let mut commits = tokio::task::JoinSet::new();
             for (uid, raw) in &fetched {
@@ -272,6 +282,7 @@ impl Poller {
                 }
                 durable.push(uid);
             }
+            crash_point("imap-after-commit");
             // Everything fetched is durable now: only from here may it leave the server.
             if !durable.is_empty() && c.mode != Mode::Mailbox {
                 durable.sort_unstable();
