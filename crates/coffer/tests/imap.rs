@@ -235,3 +235,23 @@ fn a_crash_between_fetch_and_commit_or_commit_and_delete_loses_nothing_and_store
     let verify = c.ok(&["verify"]);
     assert!(verify.contains("9 catalog messages") && verify.contains("all intact"), "{verify}");
 }
+
+#[test]
+fn bounce_mode_archives_the_report_inside_an_ndr_and_move_keeps_it_on_the_server() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    // The folder the archived bounces move to exists already (with an unrelated message in it).
+    d.deliver("alice", Some("Archived"), b"Subject: already here\r\n\r\nx\r\n");
+    for i in 0..2 {
+        d.deliver("alice", None, &coffer_testkit::journal::bounce(&journal_report(i).0));
+    }
+    let cfg = config(&c, &d, "bounces", "alice", "imaps", "bounces") + "after_archive = \"move:Archived\"\n";
+    std::fs::write(c.dir.path().join("coffer.toml"), cfg).unwrap();
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 2, archived 2"), "{out}");
+    assert_eq!(d.count("alice", "INBOX"), 0);
+    assert_eq!(d.count("alice", "Archived"), 3, "moved, not deleted");
+    let hit = &c.json("message-id:<imap-1@contoso.com>", 1)[0];
+    assert_eq!(hit["sha256"], common::sha256(&journal_report(1).1), "the original inside the bounced report");
+    assert_eq!(c.count("bcc:hidden0@contoso.com"), 1);
+}
