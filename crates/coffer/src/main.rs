@@ -527,7 +527,7 @@ async fn poller(
     if imap.security == coffer_imap::Security::None {
         tracing::warn!(connection = %imap.name, "IMAP without TLS: the password and the mail cross the network in the clear");
     }
-    Ok(coffer_imap::Poller { config: imap.clone(), tenant: tenant.id, pipeline, catalog: archive.catalog.clone() })
+    Ok(coffer_imap::Poller::new(imap.clone(), tenant.id, pipeline, archive.catalog.clone()))
 }
 
 async fn open(config: &Config, writable: bool) -> anyhow::Result<Archive> {

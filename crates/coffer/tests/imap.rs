@@ -20,6 +20,11 @@ struct Dovecot {
 
 impl Dovecot {
     fn start(root: &Path) -> Dovecot {
+        Dovecot::start_with(root, None)
+    }
+
+    /// With `oauth`: the port of an RFC 7662 introspection endpoint for XOAUTH2/OAUTHBEARER logins.
+    fn start_with(root: &Path, oauth: Option<u16>) -> Dovecot {
         let _ = Command::new("useradd").args(["-r", "-U", "-s", "/usr/sbin/nologin", "vmail"]).output();
         for d in ["run", "state", "log", "mail"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
@@ -55,6 +60,23 @@ impl Dovecot {
              service auth {{\n  unix_listener auth-userdb {{\n    mode = 0666\n  }}\n}}\n\
              namespace inbox {{\n  inbox = yes\n  separator = /\n}}\nlda_mailbox_autocreate = yes\n"
         );
+        let conf = match oauth {
+            None => conf,
+            Some(port) => {
+                std::fs::write(
+                    root.join("oauth2.conf.ext"),
+                    format!(
+                        "introspection_mode = post\nintrospection_url = http://127.0.0.1:{port}/introspect\n\
+                         username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+                    ),
+                )
+                .unwrap();
+                conf.replace("auth_mechanisms = plain login\n", "auth_mechanisms = plain login xoauth2 oauthbearer\n")
+                    + &format!(
+                        "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {r}/oauth2.conf.ext\n}}\n"
+                    )
+            }
+        };
         std::fs::write(root.join("dovecot.conf"), conf).unwrap();
         let child =
             Command::new("dovecot").args(["-F", "-c", root.join("dovecot.conf").to_str().unwrap()]).spawn().unwrap();
@@ -254,4 +276,72 @@ fn bounce_mode_archives_the_report_inside_an_ndr_and_move_keeps_it_on_the_server
     let hit = &c.json("message-id:<imap-1@contoso.com>", 1)[0];
     assert_eq!(hit["sha256"], common::sha256(&journal_report(1).1), "the original inside the bounced report");
     assert_eq!(c.count("bcc:hidden0@contoso.com"), 1);
+}
+
+/// A token endpoint (client-credentials grant) and Dovecot's introspection endpoint in one: the
+/// secret "right" gets a token Dovecot accepts for "journal", any other a revoked one.
+const TOKEN_SERVER: &str = r#"
+import json, sys, urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_POST(self):
+        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+        if self.path == "/token":
+            ok = form.get("client_secret", [""])[0] == "right" and form.get("grant_type", [""])[0] == "client_credentials"
+            out = {"access_token": "tok-journal" if ok else "tok-revoked", "token_type": "Bearer", "expires_in": 3600}
+        else:
+            token = form.get("token", [""])[0]
+            out = {"active": True, "username": "journal"} if token == "tok-journal" else {"active": False}
+        data = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn xoauth2_and_oauthbearer_log_in_with_a_token_and_a_revoked_token_is_a_clear_error() {
+    let c = Coffer::new();
+    let port = free_port();
+    let _tokens = Killed(Command::new("python3").args(["-c", TOKEN_SERVER, &port.to_string()]).spawn().unwrap());
+    let d = Dovecot::start_with(&c.dir.path().join("dovecot"), Some(port));
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for i in 0..3 {
+        d.deliver("journal", None, &journal_report(i).0);
+    }
+    let oauth = |method: &str, secret: &str| {
+        config(&c, &d, "journal", "journal", "imaps", "journal")
+            + &format!(
+                "auth = \"{method}\"\ntoken_url = \"http://127.0.0.1:{port}/token\"\nclient_id = \"coffer\"\n\
+                 client_secret = \"{secret}\"\nscope = \"https://outlook.office365.com/.default\"\n"
+            )
+    };
+    std::fs::write(c.dir.path().join("coffer.toml"), oauth("xoauth2", "right")).unwrap();
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 3, archived 3"), "{out}");
+
+    d.deliver("journal", None, &journal_report(3).0);
+    std::fs::write(c.dir.path().join("coffer.toml"), oauth("oauthbearer", "right")).unwrap();
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 1, archived 1"), "{out}");
+
+    std::fs::write(c.dir.path().join("coffer.toml"), oauth("xoauth2", "wrong")).unwrap();
+    let refused = c.run(&["imap", "poll"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("refused the token for journal") && err.contains("IMAP.AccessAsApp"), "{err}");
 }

@@ -32,6 +32,18 @@ pub enum Security {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// LOGIN with username and password.
+    #[default]
+    Password,
+    /// SASL XOAUTH2 with a token from `token_url` (Office 365).
+    Xoauth2,
+    /// SASL OAUTHBEARER (RFC 7628) with a token from `token_url`.
+    Oauthbearer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A journal mailbox: reports are unwrapped, and removed once archived.
     #[default]
@@ -53,7 +65,17 @@ pub struct ImapConfig {
     /// CA certificates (PEM) to verify the server with; the public web roots when absent.
     pub ca_file: Option<PathBuf>,
     pub username: String,
+    /// For `auth = "password"`.
+    #[serde(default)]
     pub password: String,
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// For XOAUTH2/OAUTHBEARER: an OAuth2 token endpoint (client-credentials grant).
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// e.g. `https://outlook.office365.com/.default` for Office 365.
+    pub scope: Option<String>,
     /// Folders to archive; INBOX when empty.
     #[serde(default)]
     pub folders: Vec<String>,
@@ -86,6 +108,12 @@ pub enum ImapError {
     Tls(String, String),
     #[error("the server refused the login of {0}: {1} (check username and password)")]
     Auth(String, String),
+    #[error(
+        "the server refused the token for {0}: {1} (is the token valid, and may the app read this mailbox? Office 365 needs IMAP.AccessAsApp and a mailbox permission)"
+    )]
+    TokenRefused(String, String),
+    #[error("cannot get a token from {0}: {1}")]
+    Token(String, String),
     #[error("IMAP error: {0}")]
     Protocol(#[from] async_imap::error::Error),
     #[error(transparent)]
@@ -107,6 +135,23 @@ pub struct Poller {
     pub tenant: i64,
     pub pipeline: Pipeline,
     pub catalog: Catalog,
+    token: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl Poller {
+    pub fn new(config: ImapConfig, tenant: i64, pipeline: Pipeline, catalog: Catalog) -> Poller {
+        Poller { config, tenant, pipeline, catalog, token: Default::default() }
+    }
+}
+
+/// Answers the server's SASL challenge once with the prepared response.
+struct Sasl(Option<String>);
+
+impl async_imap::Authenticator for Sasl {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        self.0.take().unwrap_or_default()
+    }
 }
 
 /// Fault injection for the crash tests: `COFFER_CRASH_AT=<point>` ends the process on the spot,
@@ -165,6 +210,44 @@ impl Poller {
         }
     }
 
+    /// A token from the configured endpoint (client-credentials grant), reused until a minute
+    /// before it expires.
+    async fn token(&self) -> Result<String, ImapError> {
+        let mut cached = self.token.lock().await;
+        if let Some((token, until)) = cached.as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let c = self.config.clone();
+        let url = c.token_url.clone().ok_or_else(|| {
+            ImapError::Token(c.name.clone(), "token_url is not set (needed for auth = xoauth2 or oauthbearer)".into())
+        })?;
+        let fail = |e: String| ImapError::Token(url.clone(), e);
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut form = vec![("grant_type", "client_credentials".to_owned())];
+            for (k, v) in [("client_id", &c.client_id), ("client_secret", &c.client_secret), ("scope", &c.scope)] {
+                if let Some(v) = v {
+                    form.push((k, v.clone()));
+                }
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            ureq::post(c.token_url.as_deref().unwrap_or_default())
+                .send_form(&form)
+                .map_err(|e| e.to_string())?
+                .into_json::<serde_json::Value>()
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(fail)?;
+        let token =
+            answer["access_token"].as_str().ok_or_else(|| fail(format!("no access_token in {answer}")))?.to_owned();
+        let lifetime = answer["expires_in"].as_u64().unwrap_or(3600).saturating_sub(60).max(1);
+        *cached = Some((token.clone(), std::time::Instant::now() + std::time::Duration::from_secs(lifetime)));
+        Ok(token)
+    }
+
     async fn tls(&self, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
         let host = self.config.host.clone();
         let fail = |e: String| ImapError::Tls(host.clone(), e);
@@ -197,10 +280,29 @@ impl Poller {
         if !greeted {
             client.read_response().await.map_err(|e| ImapError::Connect(c.host.clone(), e))?;
         }
-        let mut session = client
-            .login(&c.username, &c.password)
-            .await
-            .map_err(|(e, _)| ImapError::Auth(c.username.clone(), e.to_string()))?;
+        let mut session = match c.auth {
+            AuthMethod::Password => client
+                .login(&c.username, &c.password)
+                .await
+                .map_err(|(e, _)| ImapError::Auth(c.username.clone(), e.to_string()))?,
+            method => {
+                let token = self.token().await?;
+                let (mechanism, response) = match method {
+                    AuthMethod::Xoauth2 => ("XOAUTH2", format!("user={}\x01auth=Bearer {token}\x01\x01", c.username)),
+                    _ => (
+                        "OAUTHBEARER",
+                        format!(
+                            "n,a={},\x01host={}\x01port={}\x01auth=Bearer {token}\x01\x01",
+                            c.username, c.host, c.port
+                        ),
+                    ),
+                };
+                client
+                    .authenticate(mechanism, Sasl(Some(response)))
+                    .await
+                    .map_err(|(e, _)| ImapError::TokenRefused(c.username.clone(), e.to_string()))?
+            }
+        };
         let mut visited = Visited::default();
         match visit {
             Visit::Poll => {
