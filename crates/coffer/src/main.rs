@@ -549,15 +549,27 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         let poller = poller(&archive, imap, pipeline.clone()).await?;
         let interval = Duration::from_secs(imap.poll_interval_secs.max(1));
         tokio::spawn(async move {
+            // Poll, then wait in IDLE for new mail (at most the interval); after a failure, back off
+            // from 5 s, doubling up to the interval.
+            let mut backoff = Duration::from_secs(5);
             loop {
                 match poller.poll_once().await {
-                    Ok(r) if r.fetched > 0 => tracing::info!(connection = %poller.config.name, ?r, "IMAP poll"),
-                    Ok(_) => {}
+                    Ok(r) => {
+                        if r.fetched > 0 {
+                            tracing::info!(connection = %poller.config.name, ?r, "IMAP poll");
+                        }
+                        backoff = Duration::from_secs(5);
+                        if let Err(e) = poller.wait_for_mail(interval).await {
+                            tracing::debug!(connection = %poller.config.name, error = %e, "no IDLE; polling at the interval");
+                            tokio::time::sleep(interval).await;
+                        }
+                    }
                     Err(e) => {
-                        tracing::warn!(connection = %poller.config.name, error = %e, "IMAP poll failed; retrying")
+                        tracing::warn!(connection = %poller.config.name, error = %e, retry_in = ?backoff, "IMAP poll failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(interval.max(Duration::from_secs(5)));
                     }
                 }
-                tokio::time::sleep(interval).await;
             }
         });
     }

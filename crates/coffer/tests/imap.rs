@@ -345,3 +345,19 @@ fn xoauth2_and_oauthbearer_log_in_with_a_token_and_a_revoked_token_is_a_clear_er
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("refused the token for journal") && err.contains("IMAP.AccessAsApp"), "{err}");
 }
+
+#[test]
+fn serve_picks_up_new_mail_through_idle_long_before_the_poll_interval() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    let cfg = config(&c, &d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n";
+    std::fs::write(c.dir.path().join("coffer.toml"), cfg).unwrap();
+    let server = common::Server::start(&c, &[]);
+    std::thread::sleep(std::time::Duration::from_secs(1)); // the first poll, then IDLE
+    for i in 0..2 {
+        d.deliver("journal", None, &journal_report(i).0);
+    }
+    assert_eq!(common::wait_for_count(&c, "default", "subject:journal", 2), 2, "IDLE woke the poller");
+    drop(server);
+    assert_eq!(d.count("journal", "INBOX"), 0);
+}

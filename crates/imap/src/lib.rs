@@ -167,6 +167,7 @@ fn crash_point(point: &str) {
 enum Visit {
     Poll,
     Test,
+    Idle(std::time::Duration),
 }
 
 #[derive(Default)]
@@ -188,6 +189,12 @@ impl Poller {
     /// nothing: what `coffer imap test` shows.
     pub async fn test(&self) -> Result<Vec<(String, u32)>, ImapError> {
         Ok(self.visit(Visit::Test).await?.folders)
+    }
+
+    /// Waits, in IMAP IDLE on the first folder, until the server announces a change or `timeout`
+    /// passes: a wake-up for the next poll (which runs at its interval anyway).
+    pub async fn wait_for_mail(&self, timeout: std::time::Duration) -> Result<(), ImapError> {
+        self.visit(Visit::Idle(timeout)).await.map(|_| ())
     }
 
     async fn visit(&self, visit: Visit) -> Result<Visited, ImapError> {
@@ -310,6 +317,15 @@ impl Poller {
                 for folder in &folders {
                     self.folder(&mut session, folder, &mut visited.report).await?;
                 }
+            }
+            Visit::Idle(timeout) => {
+                session.examine(c.folders.first().map_or("INBOX", String::as_str)).await?;
+                let mut idle = session.idle();
+                idle.init().await?;
+                let (wait, stop) = idle.wait_with_timeout(timeout);
+                wait.await?;
+                drop(stop);
+                session = idle.done().await?;
             }
             Visit::Test => {
                 let names: Vec<String> =
