@@ -78,7 +78,7 @@ Host localhost
 Port $IMAPS
 User journal
 Pass secret1
-TLSType IMAPS
+SSLType IMAPS
 CertificateFile $WORK/cert.pem
 
 IMAPStore remote

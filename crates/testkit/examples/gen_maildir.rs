@@ -18,9 +18,18 @@ fn main() {
     for i in 0..count {
         let g = generator.message(i);
         let bytes = if journal {
-            let env = coffer_testkit::journal::Envelope::new(&g.truth.from, &g.truth.subject, &format!("<{}>", g.truth.message_id))
-                .line("To", &g.truth.to[0]);
-            coffer_testkit::journal::report(&g.raw, &env, coffer_testkit::journal::Style::ExchangeOnline, "journal@archive.test")
+            let env = coffer_testkit::journal::Envelope::new(
+                &g.truth.from,
+                &g.truth.subject,
+                &format!("<{}>", g.truth.message_id),
+            )
+            .line("To", &g.truth.to[0]);
+            coffer_testkit::journal::report(
+                &g.raw,
+                &env,
+                coffer_testkit::journal::Style::ExchangeOnline,
+                "journal@archive.test",
+            )
         } else {
             g.raw
         };
