@@ -10,7 +10,8 @@ OUT=bench/out
 WORK=${BENCH_WORK:-/tmp/coffer-bench-imap}
 rm -rf "$WORK" && mkdir -p "$WORK"/{run,state,log,mail} "$OUT"
 chmod 755 "$WORK"
-cargo build --release -q -p coffer -p coffer-testkit --example gen_maildir
+cargo build --release -q -p coffer
+cargo build --release -q -p coffer-testkit --example gen_maildir
 COFFER=$PWD/target/release/coffer
 id vmail >/dev/null 2>&1 || useradd -r -U -s /usr/sbin/nologin vmail
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

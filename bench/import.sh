@@ -11,7 +11,8 @@ OUT=bench/out
 WORK=${BENCH_WORK:-/tmp/coffer-bench}
 rm -rf "$WORK" && mkdir -p "$WORK" "$OUT"
 
-cargo build --release -q -p coffer -p coffer-testkit --example gen_maildir
+cargo build --release -q -p coffer
+cargo build --release -q -p coffer-testkit --example gen_maildir
 cargo build --release -q -p coffer-archive --example search_latency
 COFFER=$PWD/target/release/coffer
 
