@@ -95,6 +95,7 @@ Near :local:
 Patterns INBOX
 Sync Pull
 Create Near
+SyncState *
 RC
 start=$(date +%s.%N)
 mbsync -q -c "$WORK/mbsyncrc" pull
