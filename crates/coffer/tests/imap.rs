@@ -160,6 +160,17 @@ fn a_journal_mailbox_over_imaps_is_archived_unwrapped_and_emptied_after_commit()
     let out = c.ok(&["imap", "poll"]);
     assert!(out.contains("fetched 3, archived 3"), "{out}");
     assert_eq!(c.count("subject:journal"), 8);
+
+    // The connection's figures are in the status.
+    let status: serde_json::Value = serde_json::from_str(&c.ok(&["status", "--json"])).unwrap();
+    let messages: i64 = status["listener_figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["listener"] == "imap:journal" && f["figure"] == "messages")
+        .map(|f| f["value"].as_i64().unwrap())
+        .sum();
+    assert_eq!(messages, 8);
 }
 
 #[test]

@@ -180,9 +180,22 @@ struct Visited {
 const BATCH: u32 = 200;
 
 impl Poller {
-    /// One pass over every folder.
+    /// One pass over every folder. Its figures (and failures) go into the status figures as
+    /// listener `imap:<name>`.
     pub async fn poll_once(&self) -> Result<PollReport, ImapError> {
-        Ok(self.visit(Visit::Poll).await?.report)
+        let result = self.visit(Visit::Poll).await.map(|v| v.report);
+        let figures: &[(&str, usize)] = match &result {
+            Ok(r) => &[("fetched", r.fetched), ("messages", r.archived), ("duplicates", r.duplicates), ("removed", r.removed)],
+            Err(_) => &[("errors", 1)],
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let listener = format!("imap:{}", self.config.name);
+        for (figure, n) in figures.iter().filter(|(_, n)| *n > 0) {
+            if let Err(e) = self.catalog.add_listener_figure(now, &listener, self.tenant, figure, *n as i64).await {
+                tracing::warn!(error = %e, "could not record IMAP figures");
+            }
+        }
+        result
     }
 
     /// Connects, verifies TLS, logs in and lists the folders with their message counts, archiving
