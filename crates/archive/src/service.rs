@@ -135,6 +135,11 @@ impl Archive {
         })
     }
 
+    /// Connection secrets, sealed with the master key (`<data>/secrets`).
+    pub fn secrets(&self) -> crate::secrets::SecretStore {
+        crate::secrets::SecretStore::new(self.config.data_dir.join("secrets"), self.master.clone())
+    }
+
     /// The certificate store (`<data>/certs`).
     pub fn certs(&self) -> crate::certs::CertStore {
         crate::certs::CertStore::new(self.config.data_dir.join("certs"), self.master.clone())

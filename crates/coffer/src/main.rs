@@ -124,11 +124,25 @@ enum Command {
         #[command(subcommand)]
         command: ImapCommand,
     },
+    /// Connection secrets sealed with the master key: `secret set imap.journal.password` reads the
+    /// value from stdin, so it never sits in coffer.toml or the shell history.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Traffic of the last 24 hours, listener figures, index lag, volumes.
     Status {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Store a secret read from the first line of stdin (imap.<name>.password, imap.<name>.client_secret).
+    Set { key: String },
+    /// The secrets stored (names only).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -469,6 +483,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Secret { command } => {
+            let archive = open(&config, false).await?;
+            match command {
+                SecretCommand::Set { key } => {
+                    let mut value = String::new();
+                    std::io::stdin().read_line(&mut value)?;
+                    let value = value.trim_end_matches(['\r', '\n']);
+                    anyhow::ensure!(
+                        !value.is_empty(),
+                        "give the secret on stdin, e.g. `coffer secret set {key} < file`"
+                    );
+                    archive.secrets().set(&key, value)?;
+                    println!("secret {key} stored, sealed with the master key");
+                }
+                SecretCommand::List => {
+                    for key in archive.secrets().keys() {
+                        println!("{key}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { json } => {
             let archive = open(&config, false).await?;
             status(&archive, &config, json).await
@@ -527,7 +563,16 @@ async fn poller(
     if imap.security == coffer_imap::Security::None {
         tracing::warn!(connection = %imap.name, "IMAP without TLS: the password and the mail cross the network in the clear");
     }
-    Ok(coffer_imap::Poller::new(imap.clone(), tenant.id, pipeline, archive.catalog.clone()))
+    // Secrets not written in coffer.toml come from the sealed secret store.
+    let mut imap = imap.clone();
+    let secrets = archive.secrets();
+    if imap.password.is_empty() {
+        imap.password = secrets.get(&format!("imap.{}.password", imap.name))?.unwrap_or_default();
+    }
+    if imap.client_secret.is_none() {
+        imap.client_secret = secrets.get(&format!("imap.{}.client_secret", imap.name))?;
+    }
+    Ok(coffer_imap::Poller::new(imap, tenant.id, pipeline, archive.catalog.clone()))
 }
 
 async fn open(config: &Config, writable: bool) -> anyhow::Result<Archive> {

@@ -372,3 +372,29 @@ fn serve_picks_up_new_mail_through_idle_long_before_the_poll_interval() {
     drop(server);
     assert_eq!(d.count("journal", "INBOX"), 0);
 }
+
+#[test]
+fn a_password_sealed_in_the_secret_store_replaces_one_in_the_configuration() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    d.deliver("journal", None, &journal_report(0).0);
+    let cfg = config(&c, &d, "journal", "journal", "imaps", "journal").replace("password = \"secret1\"\n", "");
+    assert!(!cfg.contains("secret1"));
+    std::fs::write(c.dir.path().join("coffer.toml"), cfg).unwrap();
+    let mut set = c
+        .command()
+        .args(["secret", "set", "imap.journal.password"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        set.stdin.take().unwrap().write_all(b"secret1\n").unwrap();
+    }
+    assert!(set.wait().unwrap().success());
+    assert_eq!(c.ok(&["secret", "list"]).trim(), "imap.journal.password");
+    let sealed = std::fs::read(c.data().join("secrets/imap.journal.password.sealed")).unwrap();
+    assert!(!sealed.windows(7).any(|w| w == b"secret1"), "the password is not on disk in the clear");
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 1, archived 1"), "{out}");
+}

@@ -185,7 +185,12 @@ impl Poller {
     pub async fn poll_once(&self) -> Result<PollReport, ImapError> {
         let result = self.visit(Visit::Poll).await.map(|v| v.report);
         let figures: &[(&str, usize)] = match &result {
-            Ok(r) => &[("fetched", r.fetched), ("messages", r.archived), ("duplicates", r.duplicates), ("removed", r.removed)],
+            Ok(r) => &[
+                ("fetched", r.fetched),
+                ("messages", r.archived),
+                ("duplicates", r.duplicates),
+                ("removed", r.removed),
+            ],
             Err(_) => &[("errors", 1)],
         };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
