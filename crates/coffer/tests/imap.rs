@@ -115,15 +115,15 @@ impl Drop for Dovecot {
     }
 }
 
-fn config(c: &Coffer, d: &Dovecot, name: &str, user: &str, security: &str, mode: &str) -> String {
+/// A `[[imap]]` connection to this Dovecot; mailbox mode archives INBOX and Projects/Alpha.
+fn config(d: &Dovecot, name: &str, user: &str, security: &str, mode: &str) -> String {
     let port = if security == "imaps" { d.imaps } else { d.imap };
+    let folders = if mode == "mailbox" { "folders = [\"INBOX\", \"Projects/Alpha\"]\n" } else { "" };
     format!(
         "[[imap]]\nname = \"{name}\"\nhost = \"localhost\"\nport = {port}\nsecurity = \"{security}\"\n\
-         ca_file = \"{}\"\nusername = \"{user}\"\npassword = \"secret1\"\nmode = \"{mode}\"\nfolders = [\"INBOX\", \"Projects/Alpha\"]\n",
+         ca_file = \"{}\"\nusername = \"{user}\"\npassword = \"secret1\"\nmode = \"{mode}\"\n{folders}",
         d.root.join("cert.pem").display()
     )
-    .replace("folders = [\"INBOX\", \"Projects/Alpha\"]\n", if mode == "mailbox" { "folders = [\"INBOX\", \"Projects/Alpha\"]\n" } else { "" })
-        + &format!("# for {}\n", c.dir.path().display())
 }
 
 fn journal_report(i: usize) -> (Vec<u8>, Vec<u8>) {
@@ -144,7 +144,7 @@ fn a_journal_mailbox_over_imaps_is_archived_unwrapped_and_emptied_after_commit()
     for i in 0..5 {
         d.deliver("journal", None, &journal_report(i).0);
     }
-    std::fs::write(c.dir.path().join("coffer.toml"), config(&c, &d, "journal", "journal", "imaps", "journal")).unwrap();
+    std::fs::write(c.dir.path().join("coffer.toml"), config(&d, "journal", "journal", "imaps", "journal")).unwrap();
     let out = c.ok(&["imap", "poll"]);
     assert!(out.contains("fetched 5, archived 5, duplicates 0, removed from the server 5"), "{out}");
     assert_eq!(d.count("journal", "INBOX"), 0);
@@ -183,7 +183,7 @@ fn starttls_mailbox_mode_keeps_folders_and_deletes_nothing_and_a_new_uidvalidity
     for i in 3..5 {
         d.deliver("alice", Some("Projects/Alpha"), &journal_report(i).1);
     }
-    std::fs::write(c.dir.path().join("coffer.toml"), config(&c, &d, "alice", "alice", "starttls", "mailbox")).unwrap();
+    std::fs::write(c.dir.path().join("coffer.toml"), config(&d, "alice", "alice", "starttls", "mailbox")).unwrap();
     let out = c.ok(&["imap", "poll"]);
     assert!(out.contains("fetched 5, archived 5, duplicates 0, removed from the server 0"), "{out}");
     assert_eq!(d.count("alice", "INBOX"), 3, "nothing is deleted in mailbox mode");
@@ -204,7 +204,7 @@ fn starttls_mailbox_mode_keeps_folders_and_deletes_nothing_and_a_new_uidvalidity
 fn a_wrong_password_is_a_clear_error() {
     let c = Coffer::new();
     let d = Dovecot::start(&c.dir.path().join("dovecot"));
-    let cfg = config(&c, &d, "journal", "journal", "imaps", "journal").replace("secret1", "wrong");
+    let cfg = config(&d, "journal", "journal", "imaps", "journal").replace("secret1", "wrong");
     std::fs::write(c.dir.path().join("coffer.toml"), cfg).unwrap();
     let out = c.run(&["imap", "poll"]);
     assert!(!out.status.success());
@@ -220,7 +220,7 @@ fn imap_test_lists_the_folders_with_their_counts_and_archives_nothing() {
         d.deliver("alice", None, &journal_report(i).1);
     }
     d.deliver("alice", Some("Projects/Alpha"), &journal_report(9).1);
-    std::fs::write(c.dir.path().join("coffer.toml"), config(&c, &d, "alice", "alice", "imaps", "mailbox")).unwrap();
+    std::fs::write(c.dir.path().join("coffer.toml"), config(&d, "alice", "alice", "imaps", "mailbox")).unwrap();
     let out = c.ok(&["imap", "test", "alice"]);
     assert!(out.contains("logged in as alice"), "{out}");
     let count_of = |folder: &str| {
@@ -244,7 +244,7 @@ fn a_crash_between_fetch_and_commit_or_commit_and_delete_loses_nothing_and_store
     for i in 0..6 {
         d.deliver("journal", None, &journal_report(i).0);
     }
-    std::fs::write(c.dir.path().join("coffer.toml"), config(&c, &d, "journal", "journal", "imaps", "journal")).unwrap();
+    std::fs::write(c.dir.path().join("coffer.toml"), config(&d, "journal", "journal", "imaps", "journal")).unwrap();
 
     // Killed after the commit, before the delete: the messages are durable and still on the server.
     let crashed = c.command().args(["imap", "poll"]).env("COFFER_CRASH_AT", "imap-after-commit").output().unwrap();
@@ -278,7 +278,7 @@ fn bounce_mode_archives_the_report_inside_an_ndr_and_move_keeps_it_on_the_server
     for i in 0..2 {
         d.deliver("alice", None, &coffer_testkit::journal::bounce(&journal_report(i).0));
     }
-    let cfg = config(&c, &d, "bounces", "alice", "imaps", "bounces") + "after_archive = \"move:Archived\"\n";
+    let cfg = config(&d, "bounces", "alice", "imaps", "bounces") + "after_archive = \"move:Archived\"\n";
     std::fs::write(c.dir.path().join("coffer.toml"), cfg).unwrap();
     let out = c.ok(&["imap", "poll"]);
     assert!(out.contains("fetched 2, archived 2"), "{out}");
@@ -335,7 +335,7 @@ fn xoauth2_and_oauthbearer_log_in_with_a_token_and_a_revoked_token_is_a_clear_er
         d.deliver("journal", None, &journal_report(i).0);
     }
     let oauth = |method: &str, secret: &str| {
-        config(&c, &d, "journal", "journal", "imaps", "journal")
+        config(&d, "journal", "journal", "imaps", "journal")
             + &format!(
                 "auth = \"{method}\"\ntoken_url = \"http://127.0.0.1:{port}/token\"\nclient_id = \"coffer\"\n\
                  client_secret = \"{secret}\"\nscope = \"https://outlook.office365.com/.default\"\n"
@@ -361,7 +361,7 @@ fn xoauth2_and_oauthbearer_log_in_with_a_token_and_a_revoked_token_is_a_clear_er
 fn serve_picks_up_new_mail_through_idle_long_before_the_poll_interval() {
     let c = Coffer::new();
     let d = Dovecot::start(&c.dir.path().join("dovecot"));
-    let cfg = config(&c, &d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n";
+    let cfg = config(&d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n";
     std::fs::write(c.dir.path().join("coffer.toml"), cfg).unwrap();
     let server = common::Server::start(&c, &[]);
     std::thread::sleep(std::time::Duration::from_secs(1)); // the first poll, then IDLE
@@ -378,7 +378,7 @@ fn a_password_sealed_in_the_secret_store_replaces_one_in_the_configuration() {
     let c = Coffer::new();
     let d = Dovecot::start(&c.dir.path().join("dovecot"));
     d.deliver("journal", None, &journal_report(0).0);
-    let cfg = config(&c, &d, "journal", "journal", "imaps", "journal").replace("password = \"secret1\"\n", "");
+    let cfg = config(&d, "journal", "journal", "imaps", "journal").replace("password = \"secret1\"\n", "");
     assert!(!cfg.contains("secret1"));
     std::fs::write(c.dir.path().join("coffer.toml"), cfg).unwrap();
     let mut set = c
