@@ -287,6 +287,52 @@ impl Archive {
         Ok(raw)
     }
 
+    /// A message as a reader sees it (headers, body, attachments); audited as a view.
+    pub async fn view(
+        &self,
+        actor: &Actor,
+        id: i64,
+    ) -> Result<(MessageSummary, coffer_mail::view::MessageView), ArchiveError> {
+        let summary = self.summaries(actor, &[id]).await?.pop().ok_or(ArchiveError::NotFound)?;
+        let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
+        let raw = self.read_original(&row).await?;
+        let mut view = tokio::task::spawn_blocking(move || coffer_mail::view::view(&raw))
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        if !actor.sees_bcc {
+            // The header block of a sent copy can carry the Bcc line.
+            view.headers.retain(|(name, _)| !name.eq_ignore_ascii_case("bcc"));
+        }
+        self.audit(actor, "view", &format!("message {id}")).await?;
+        Ok((summary, view))
+    }
+
+    /// One attachment's decoded bytes; audited as a download.
+    pub async fn attachment(
+        &self,
+        actor: &Actor,
+        id: i64,
+        index: usize,
+    ) -> Result<(coffer_mail::view::AttachmentInfo, Vec<u8>), ArchiveError> {
+        if self.summaries(actor, &[id]).await?.is_empty() {
+            return Err(ArchiveError::NotFound);
+        }
+        let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
+        let raw = self.read_original(&row).await?;
+        let found = tokio::task::spawn_blocking(move || coffer_mail::view::attachment(&raw, index))
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?
+            .ok_or(ArchiveError::NotFound)?;
+        self.audit(actor, "download", &format!("message {id} attachment {index} ({})", found.0.name)).await?;
+        Ok(found)
+    }
+
+    /// The mailboxes and folders the actor may browse, with message counts.
+    pub async fn folders(&self, actor: &Actor) -> Result<Vec<coffer_catalog::FolderRow>, ArchiveError> {
+        let mailboxes = actor.visibility.as_ref().map(|v| v.mailboxes.as_slice());
+        Ok(self.catalog.folders(actor.tenant.id, mailboxes).await?)
+    }
+
     pub(crate) async fn read_original(&self, row: &MessageRow) -> Result<Vec<u8>, ArchiveError> {
         let store = self.store.clone();
         let location = location_of(row);

@@ -101,6 +101,28 @@ impl Catalog {
         rows.iter().map(audit_row).collect()
     }
 
+    /// The newest entries first whose actor, ip, action or detail contains `text` (any case).
+    pub async fn audit_entries_matching(
+        &self,
+        tenant_id: Option<i64>,
+        text: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        let pattern =
+            format!("%{}%", text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let rows = sqlx::query(
+            "SELECT seq, at, tenant_id, actor, ip, action, detail FROM audit \
+             WHERE ($1 IS NULL OR tenant_id = $1) AND (lower(actor) LIKE $2 ESCAPE '\\' OR lower(ip) LIKE $2 ESCAPE '\\' \
+             OR lower(action) LIKE $2 ESCAPE '\\' OR lower(detail) LIKE $2 ESCAPE '\\') ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(pattern)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
     /// Walks the whole chain; an empty answer means every entry is as it was written.
     pub async fn verify_audit(&self) -> Result<Vec<AuditProblem>> {
         let rows = sqlx::query(

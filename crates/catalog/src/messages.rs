@@ -439,6 +439,14 @@ impl Catalog {
         Ok(())
     }
 
+    /// When the oldest message still waiting for the index was archived (the index lag).
+    pub async fn oldest_queued_at(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query("SELECT MIN(m.archived_at) FROM index_queue q JOIN messages m ON m.id = q.message")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
     pub async fn index_queue_len(&self) -> Result<i64> {
         Ok(sqlx::query("SELECT COUNT(*) FROM index_queue").fetch_one(&self.pool).await?.try_get(0)?)
     }

@@ -76,15 +76,36 @@ impl Default for Smtp {
     }
 }
 
+/// The web console and REST API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Http {
+    pub enabled: bool,
     pub listen: String,
+    /// Certificate-store alias: serve HTTPS with it (secure cookies follow).
+    pub certificate: Option<String>,
+    /// How users reach the console, e.g. https://archive.contoso.com (single sign-on redirect URIs
+    /// are made from it). Default: the listen address.
+    pub public_url: Option<String>,
+    pub session_idle_minutes: u64,
+    pub session_max_hours: u64,
+    /// Failed sign-ins in a row before an account is locked, and for how many minutes.
+    pub lockout_after: i64,
+    pub lockout_minutes: i64,
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Http { listen: "127.0.0.1:8090".into() }
+        Http {
+            enabled: true,
+            listen: "127.0.0.1:8090".into(),
+            certificate: None,
+            public_url: None,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            lockout_after: 5,
+            lockout_minutes: 15,
+        }
     }
 }
 

@@ -130,10 +130,61 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Console and API accounts: add one (password from stdin), list them, make an API key.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// The audit log: check its hash chain, or show the newest entries.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Traffic of the last 24 hours, listener figures, index lag, volumes.
     Status {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a local account; the password is the first line of stdin.
+    Add {
+        login: String,
+        /// administrator, auditor or user.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// An address whose mail a user sees (repeatable).
+        #[arg(long = "address")]
+        addresses: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Make an API key for a user (printed once), with at most the user's role.
+    Key {
+        login: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; exit status 0 only when every entry is as written.
+    Verify,
+    /// The newest entries.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
     },
 }
 
@@ -483,6 +534,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::User { command } => user(&config, command).await,
+        Command::Audit { command } => {
+            let archive = open(&config, false).await?;
+            match command {
+                AuditCommand::Verify => {
+                    let problems = archive.catalog.verify_audit().await?;
+                    for p in &problems {
+                        println!("audit log entry {}: {}", p.seq, p.detail);
+                    }
+                    if problems.is_empty() {
+                        println!("audit log intact");
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+                AuditCommand::List { limit } => {
+                    for e in archive.catalog.audit_entries(None, limit).await? {
+                        println!(
+                            "{:>8}  {}  {:<20} {:<15} {:<16} {}",
+                            e.seq,
+                            coffer_archive::service::rfc3339(e.at),
+                            e.actor,
+                            e.ip,
+                            e.action,
+                            e.detail
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
         Command::Secret { command } => {
             let archive = open(&config, false).await?;
             match command {
@@ -553,6 +636,97 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
+    let archive = open(config, false).await?;
+    match command {
+        UserCommand::Add { login, role, tenant, addresses, name } => {
+            let role = coffer_web::Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("role {role:?}: use administrator, auditor or user"))?;
+            let tenant = archive.tenant(tenant.as_deref()).await?;
+            let mut password = String::new();
+            if std::io::stdin().is_terminal() {
+                eprint!("Password for {login} (at least {} characters): ", coffer_web::api::MIN_PASSWORD);
+            }
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(
+                password.chars().count() >= coffer_web::api::MIN_PASSWORD,
+                "the password needs at least {} characters (it is read from the first line of stdin)",
+                coffer_web::api::MIN_PASSWORD
+            );
+            let user = archive
+                .catalog
+                .add_user(&coffer_archive::catalog::NewUser {
+                    tenant_id: tenant.id,
+                    login: login.clone(),
+                    display_name: name.unwrap_or_default(),
+                    role: role.as_str().into(),
+                    addresses,
+                    password_hash: Some(coffer_web::hash_password(password)),
+                    external_id: None,
+                })
+                .await?;
+            let actor = Actor::operator(tenant);
+            archive
+                .catalog
+                .audit(
+                    Some(actor.tenant.id),
+                    &actor.name,
+                    &actor.ip,
+                    "configuration",
+                    &format!("user {} added with role {}", user.login, role.as_str()),
+                )
+                .await?;
+            println!("user {} added to tenant {} with role {}", user.login, actor.tenant.name, role.as_str());
+        }
+        UserCommand::List { tenant } => {
+            let tenant = match tenant {
+                Some(t) => Some(archive.tenant(Some(&t)).await?.id),
+                None => None,
+            };
+            for u in archive.catalog.users(tenant).await? {
+                let kind = if u.external_id.is_some() { "single sign-on" } else { "local" };
+                println!("{:<30} {:<14} {:<15} {}", u.login, u.role, kind, u.addresses.join(", "));
+            }
+        }
+        UserCommand::Key { login, name, role } => {
+            let user = archive
+                .catalog
+                .user_by_login(&login)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user {login:?}; `coffer user list` shows them"))?;
+            let own = coffer_web::Role::parse(&user.role).unwrap_or(coffer_web::Role::User);
+            let role = match role {
+                Some(r) => coffer_web::Role::parse(&r)
+                    .ok_or_else(|| anyhow::anyhow!("role {r:?}: use administrator, auditor or user"))?,
+                None => own,
+            };
+            anyhow::ensure!(role <= own, "a key cannot have a higher role than its owner ({})", own.as_str());
+            let (key, hash) = coffer_web::new_api_key();
+            let id = archive.catalog.add_api_key(user.id, &name, &hash, role.as_str()).await?;
+            let actor = Actor::operator(
+                archive
+                    .catalog
+                    .tenant(user.tenant_id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the user's tenant is gone"))?,
+            );
+            archive
+                .catalog
+                .audit(
+                    Some(actor.tenant.id),
+                    &actor.name,
+                    &actor.ip,
+                    "configuration",
+                    &format!("API key {id} ({name}) for {login} with role {}", role.as_str()),
+                )
+                .await?;
+            println!("{key}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn poller(
     archive: &Archive,
     imap: &coffer_imap::ImapConfig,
@@ -582,7 +756,7 @@ async fn open(config: &Config, writable: bool) -> anyhow::Result<Archive> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    let archive = open(&config, true).await?;
+    let archive = std::sync::Arc::new(open(&config, true).await?);
     let pipeline = archive.pipeline();
     let indexer = archive.spawn_indexer();
     tracing::info!(data = %config.data.display(), "Coffer is serving; the index catches up in the background");
@@ -622,6 +796,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if config.smtp.enabled {
         smtp = Some(start_smtp(&archive, &config, pipeline.clone(), stopping.clone()).await?);
     }
+    let web = if config.http.enabled { Some(start_web(&archive, &config, stopping.clone()).await?) } else { None };
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; finishing the transactions in flight");
     let _ = stop.send(true);
@@ -630,6 +805,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         flusher.abort();
         stats.flush(&archive.catalog, "smtp").await;
     }
+    if let Some(web) = web {
+        let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
+    }
     indexer.abort();
     // Leave the index caught up with what was acknowledged (it would catch up at the next start).
     if tokio::time::timeout(Duration::from_secs(60), archive.indexer().run_until_idle()).await.is_err() {
@@ -637,6 +815,104 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     archive.close().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The console and API on `http.listen` (HTTPS when `http.certificate` names a certificate).
+async fn start_web(
+    archive: &std::sync::Arc<Archive>,
+    config: &Config,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let h = &config.http;
+    let tls = match &h.certificate {
+        None => None,
+        Some(alias) => {
+            let certs = archive.certs();
+            let acceptor = coffer_smtp::server::tls_acceptor(
+                certs
+                    .certificate_pem(alias)
+                    .with_context(|| format!("http.certificate = {alias:?}: no such certificate (`coffer cert list`)"))?
+                    .as_bytes(),
+                &certs.private_key_pem(alias)?,
+            )
+            .map_err(|e| anyhow::anyhow!("certificate {alias:?} cannot be used for HTTPS: {e}"))?;
+            Some(acceptor)
+        }
+    };
+    let socket = tokio::net::TcpListener::bind(&h.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {} (http.listen, or --http)", h.listen))?;
+    let bound = socket.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let s = &config.smtp;
+    let web = coffer_web::WebConfig {
+        public_url: h.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}")),
+        https: tls.is_some(),
+        session_idle_minutes: h.session_idle_minutes.max(1),
+        session_max_hours: h.session_max_hours.max(1),
+        lockout_after: h.lockout_after.max(1),
+        lockout_minutes: h.lockout_minutes.max(1),
+        journal_domain: config.journal_domain.clone(),
+        smtp: vec![
+            ("enabled".into(), s.enabled.to_string()),
+            ("listen".into(), std::iter::once(&s.listen).chain(&s.also_listen).cloned().collect::<Vec<_>>().join(", ")),
+            ("hostname".into(), s.hostname.clone().unwrap_or_else(|| config.journal_domain.clone())),
+            ("TLS".into(), format!("{:?} (certificate {})", s.tls, s.certificate).to_lowercase()),
+            ("aliases".into(), s.aliases.iter().map(|(a, t)| format!("{a} → {t}")).collect::<Vec<_>>().join(", ")),
+            ("max message size".into(), format!("{} bytes", config.max_message_bytes)),
+            ("max connections".into(), format!("{} ({} per IP)", s.max_connections, s.max_connections_per_ip)),
+            ("max recipients".into(), s.max_recipients.to_string()),
+            ("minimum free disk".into(), format!("{} bytes", s.min_free_bytes)),
+        ],
+    };
+    let connections = config
+        .imap
+        .iter()
+        .map(|i| coffer_web::Connection {
+            name: i.name.clone(),
+            kind: "IMAP".into(),
+            settings: vec![
+                ("server".into(), format!("{}:{} ({:?})", i.host, i.port, i.security)),
+                ("user".into(), i.username.clone()),
+                ("authentication".into(), format!("{:?}", i.auth)),
+                ("folders".into(), if i.folders.is_empty() { "INBOX".into() } else { i.folders.join(", ") }),
+                ("mode".into(), format!("{:?}", i.mode)),
+                ("after archiving".into(), i.after_archive.clone()),
+                ("tenant".into(), i.tenant.clone().unwrap_or_else(|| "default".into())),
+                ("poll interval".into(), format!("{} s (and IDLE)", i.poll_interval_secs)),
+            ],
+        })
+        .collect();
+    let tester: coffer_web::ConnectionTester = {
+        let archive = archive.clone();
+        let imap = config.imap.clone();
+        std::sync::Arc::new(move |name: String| {
+            let archive = archive.clone();
+            let imap = imap.clone();
+            Box::pin(async move {
+                let i = imap.iter().find(|i| i.name == name).ok_or("no such connection")?;
+                let p = poller(&archive, i, archive.pipeline()).await.map_err(|e| format!("{e:#}"))?;
+                let folders = p.test().await.map_err(|e| e.to_string())?;
+                let list: Vec<String> = folders.iter().map(|(f, n)| format!("{f} ({n} messages)")).collect();
+                Ok(format!(
+                    "connected to {}:{}, logged in as {}; folders: {}",
+                    i.host,
+                    i.port,
+                    i.username,
+                    list.join(", ")
+                ))
+            })
+        })
+    };
+    if archive.catalog.count_users().await? == 0 {
+        tracing::warn!(
+            "no console account exists yet: create the first administrator with `coffer user add admin --role administrator` (it reads the password from stdin)"
+        );
+    }
+    let console = coffer_web::Console::new(archive.clone(), web, connections, Some(tester));
+    println!("http listening on {bound}");
+    tracing::info!(%bound, %scheme, "web console and API started");
+    Ok(tokio::spawn(coffer_web::serve(console, socket, tls, stopping)))
 }
 
 type Running = (tokio::task::JoinHandle<()>, std::sync::Arc<coffer_smtp::Stats>, tokio::task::JoinHandle<()>);

@@ -22,5 +22,6 @@
 mod document;
 pub mod journal;
 pub mod mbox;
+pub mod view;
 
 pub use document::{ArchivedDocument, Attachment, Flags, MAX_TEXT, Mailbox, parse};

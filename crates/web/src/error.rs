@@ -1,0 +1,106 @@
+//! Failures of a request and the answer each gets: the API answers JSON `{"error": …}`, pages a
+//! short HTML page; the status code is the same for both.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use coffer_archive::ArchiveError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("sign in first")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    /// Also for another tenant's ids and messages outside one's visibility: they do not exist for
+    /// the asker.
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl WebError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Unauthorized => StatusCode::UNAUTHORIZED,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            // Details of internal failures go to the log, not to the browser.
+            WebError::Internal(_) => "internal error; the server log has the details".into(),
+            other => other.to_string(),
+        }
+    }
+
+    fn log(&self) {
+        if let WebError::Internal(e) = self {
+            tracing::error!(error = %e, "request failed");
+        }
+    }
+}
+
+impl From<ArchiveError> for WebError {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::NotFound => WebError::NotFound,
+            ArchiveError::Index(coffer_archive::IndexError::Query(q)) => WebError::BadRequest(q.to_string()),
+            ArchiveError::UnknownTenant(_) | ArchiveError::Invalid(_) => WebError::BadRequest(e.to_string()),
+            e if e.is_transient() => WebError::Unavailable(e.to_string()),
+            e => WebError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<coffer_archive::CatalogError> for WebError {
+    fn from(e: coffer_archive::CatalogError) -> Self {
+        match e {
+            coffer_archive::CatalogError::Invalid(m) => WebError::BadRequest(m),
+            e => WebError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        self.log();
+        (self.status(), axum::Json(serde_json::json!({ "error": self.public_message() }))).into_response()
+    }
+}
+
+/// A page's failure: the same status, as HTML.
+#[derive(Debug)]
+pub struct PageError(pub WebError);
+
+impl<E: Into<WebError>> From<E> for PageError {
+    fn from(e: E) -> Self {
+        PageError(e.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        self.0.log();
+        let status = self.0.status();
+        let body = format!(
+            "<!doctype html><html lang=en><head><meta charset=utf-8><title>{code} · Coffer</title>\
+             <link rel=stylesheet href=/static/coffer.css></head><body class=error-page><main>\
+             <h1>{code} {reason}</h1><p class=error>{message}</p><p><a href=/search>Back to search</a></p>\
+             </main></body></html>",
+            code = status.as_u16(),
+            reason = status.canonical_reason().unwrap_or(""),
+            message = crate::render::escape(&self.0.public_message()),
+        );
+        (status, axum::response::Html(body)).into_response()
+    }
+}

@@ -1,0 +1,178 @@
+//! Coffer's web console and REST API, on one HTTP listener.
+//!
+//! - Pages are rendered on the server (minijinja templates embedded in the binary) with a few lines
+//!   of JavaScript; charts are SVG drawn here, so building Coffer needs no Node.js.
+//! - `/api/v1` answers JSON for scripts (API keys) and is described by `/api/v1/openapi.json`.
+//! - Sign-in: local accounts (argon2) on the sign-on form, which always works, and OpenID Connect
+//!   (any provider, or Microsoft Entra ID) with roles assigned from the identity's claims.
+//! - Every read goes through the archive service with the signed-in user's [`Actor`], so what a
+//!   user may see is decided there, the same for console, API and CLI.
+//!
+//! Data flows one way: request → [`auth`] (who is asking, CSRF) → a page or API handler → the
+//! archive service.
+
+pub mod api;
+pub mod auth;
+mod charts;
+mod error;
+mod oidc;
+mod pages;
+mod render;
+mod security;
+mod settings;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use coffer_archive::Archive;
+use coffer_archive::service::Actor;
+
+pub use auth::{Role, hash_password, new_api_key};
+pub use error::WebError;
+pub use settings::{LoginSettings, OidcSettings};
+
+/// What `coffer.toml` says about the console.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// The address users reach the console at (e.g. `https://archive.contoso.com`); single sign-on
+    /// redirect URIs are made from it. Default: the listen address.
+    pub public_url: String,
+    pub https: bool,
+    pub session_idle_minutes: u64,
+    pub session_max_hours: u64,
+    /// Failed sign-ins in a row before an account is locked, and for how long.
+    pub lockout_after: i64,
+    pub lockout_minutes: i64,
+    pub journal_domain: String,
+    /// The SMTP listeners' settings as name → value, for the Listeners page.
+    pub smtp: Vec<(String, String)>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            public_url: "http://127.0.0.1:8090".into(),
+            https: false,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            lockout_after: 5,
+            lockout_minutes: 15,
+            journal_domain: "archive.localhost".into(),
+            smtp: Vec::new(),
+        }
+    }
+}
+
+/// A source connection (IMAP mailbox, Microsoft 365 tenant) as the Connections page lists it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Connection {
+    pub name: String,
+    pub kind: String,
+    /// Setting → value, secrets left out.
+    pub settings: Vec<(String, String)>,
+}
+
+pub type TestFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+/// Tries a connection by name (log in, list folders) and says what it found or what went wrong.
+pub type ConnectionTester = Arc<dyn Fn(String) -> TestFuture + Send + Sync>;
+
+pub struct Console {
+    pub archive: Arc<Archive>,
+    pub config: WebConfig,
+    pub connections: Vec<Connection>,
+    pub tester: Option<ConnectionTester>,
+    templates: minijinja::Environment<'static>,
+    oidc: oidc::Client,
+}
+
+impl Console {
+    pub fn new(
+        archive: Arc<Archive>,
+        config: WebConfig,
+        connections: Vec<Connection>,
+        tester: Option<ConnectionTester>,
+    ) -> Arc<Console> {
+        Arc::new(Console {
+            archive,
+            config,
+            connections,
+            tester,
+            templates: render::templates(),
+            oidc: oidc::Client::new(),
+        })
+    }
+
+    /// Records a configuration change, sign-in or other event in the audit log.
+    pub async fn audit(&self, actor: &Actor, action: &str, detail: &str) -> Result<(), WebError> {
+        self.archive.catalog.audit(Some(actor.tenant.id), &actor.name, &actor.ip, action, detail).await?;
+        Ok(())
+    }
+}
+
+/// Every route of the console, the API and `/metrics`.
+pub fn router(console: Arc<Console>) -> Router {
+    Router::new()
+        .merge(pages::routes())
+        .merge(oidc::routes())
+        .nest("/api/v1", api::routes())
+        .layer(axum::middleware::from_fn_with_state(console.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn(security::headers))
+        .with_state(console)
+}
+
+/// The peer's address, put on every request by [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Serves the router on `listener` (TLS when an acceptor is given) until `stop` turns true.
+pub async fn serve(
+    console: Arc<Console>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = router(console.clone());
+    let sweeper = tokio::spawn(auth::sweep_sessions(console));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            use tower::ServiceExt;
+            let app = app.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ClientAddr(peer));
+                req
+            });
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await
+                    }
+                    _ => return,
+                },
+                None => builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    sweeper.abort();
+}

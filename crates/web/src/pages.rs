@@ -1,0 +1,889 @@
+//! The console's pages: sign-on, search with the folder tree, message view, status charts, audit
+//! log, the user's API keys and the administrators' configuration pages. Every page reads through
+//! the archive service with the signed-in user's actor; every change is validated and audited.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Form, Multipart, Path, Query, State};
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use coffer_archive::catalog::RoleAssignment;
+use coffer_archive::export::ExportFormat;
+use coffer_archive::service::now_secs;
+use coffer_archive::{Actor, Sort};
+use minijinja::context;
+use serde::Deserialize;
+
+use crate::auth::{Principal, Role, SIGNON_COOKIE, SignIn};
+use crate::charts::{Series, line_chart};
+use crate::error::PageError;
+use crate::render::page;
+use crate::settings::{CLIENT_SECRET, LoginSettings};
+use crate::{ClientAddr, Console, WebError};
+
+type PageResult = Result<Response, PageError>;
+
+pub fn routes() -> Router<Arc<Console>> {
+    Router::new()
+        .route("/", get(home))
+        .route("/signon", get(signon_form).post(signon))
+        .route("/signonform.do", get(signon_form))
+        .route("/logout", post(logout))
+        .route("/search", get(search))
+        .route("/export", post(export))
+        .route("/messages/{id}", get(message))
+        .route("/messages/{id}/body", get(body))
+        .route("/messages/{id}/raw", get(raw))
+        .route("/messages/{id}/attachments/{n}", get(attachment))
+        .route("/status", get(status))
+        .route("/audit", get(audit))
+        .route("/account", get(account))
+        .route("/account/keys", post(add_key))
+        .route("/account/keys/{id}/revoke", post(revoke_key))
+        .route("/config", get(|| async { Redirect::to("/config/listeners") }))
+        .route("/config/listeners", get(listeners))
+        .route("/config/tenants/{id}/networks", post(allow_network))
+        .route("/config/connections", get(connections))
+        .route("/config/connections/{name}/test", post(test_connection))
+        .route("/config/login", get(login_settings).post(save_login_settings))
+        .route("/config/volumes", get(volumes))
+        .route("/config/volumes/{id}/close", post(close_volume))
+        .route("/config/certificates", get(certificates).post(generate_certificate))
+        .route("/config/certificates/import", post(import_certificate))
+        .route("/config/certificates/{alias}", get(download_certificate))
+        .route("/config/users", get(users).post(add_user))
+        .route("/config/users/{id}", post(update_user))
+        .route("/config/tenants", get(tenants).post(add_tenant))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/static/{file}", get(asset))
+        .fallback(fallback)
+}
+
+async fn fallback(
+    State(console): State<Arc<Console>>,
+    uri: Uri,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<ClientAddr>>,
+) -> Response {
+    if crate::oidc::is_callback(&console, &uri).await {
+        return crate::oidc::callback(console, uri, headers, peer.map(|p| p.0)).await;
+    }
+    PageError(WebError::NotFound).into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind): (&'static str, &str) = match file.as_str() {
+        "coffer.css" => (include_str!("../static/coffer.css"), "text/css; charset=utf-8"),
+        "coffer.js" => (include_str!("../static/coffer.js"), "text/javascript; charset=utf-8"),
+        _ => return PageError(WebError::NotFound).into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+}
+
+async fn home(State(console): State<Arc<Console>>, who: Option<Principal>) -> PageResult {
+    if who.is_none() && LoginSettings::load(&console.archive.catalog).await?.sso_default {
+        return Ok(Redirect::to("/login/oidc").into_response());
+    }
+    Ok(Redirect::to("/search").into_response())
+}
+
+impl axum::extract::OptionalFromRequestParts<Arc<Console>> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &Arc<Console>,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct SignonQuery {
+    next: Option<String>,
+    error: Option<String>,
+}
+
+async fn signon_form(State(console): State<Arc<Console>>, Query(q): Query<SignonQuery>) -> PageResult {
+    let settings = LoginSettings::load(&console.archive.catalog).await?;
+    let token = crate::auth::random_token(16);
+    let no_users = console.archive.catalog.count_users().await? == 0;
+    let html = page(
+        &console,
+        None,
+        "signon.html",
+        context! { signon_token => token, next => q.next, error => q.error, sso => settings.oidc.enabled, no_users },
+    )?;
+    let cookie = crate::auth::set_cookie(&console, SIGNON_COOKIE, &token, Some(3600));
+    Ok(([(header::SET_COOKIE, cookie)], html).into_response())
+}
+
+#[derive(Deserialize)]
+struct SignonForm {
+    login: String,
+    password: String,
+    signon_token: String,
+    next: Option<String>,
+}
+
+async fn signon(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<ClientAddr>>,
+    Form(f): Form<SignonForm>,
+) -> PageResult {
+    // Double submit: a page on another site cannot read our cookie to put it in the form.
+    if crate::auth::cookie(&headers, SIGNON_COOKIE).as_deref() != Some(f.signon_token.as_str()) {
+        return Err(WebError::Forbidden("the sign-on form expired; reload it and sign in again".into()).into());
+    }
+    let ip = peer.map(|p| p.0.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let catalog = &console.archive.catalog;
+    let again = |error: &str| {
+        let next =
+            url::form_urlencoded::byte_serialize(f.next.as_deref().unwrap_or("/search").as_bytes()).collect::<String>();
+        Ok(Redirect::to(&format!(
+            "/signon?error={}&next={next}",
+            url::form_urlencoded::byte_serialize(error.as_bytes()).collect::<String>()
+        ))
+        .into_response())
+    };
+    match crate::auth::sign_in_locally(&console, &f.login, &f.password).await? {
+        SignIn::Ok(user) => {
+            let tenant = catalog.tenant(user.tenant_id).await?.ok_or(WebError::NotFound)?;
+            let actor = Actor { name: user.login.clone(), ip: ip.clone(), tenant, visibility: None, sees_bcc: false };
+            console.audit(&actor, "sign-in", "local account").await?;
+            let session = crate::auth::start_session(&console, &user, &ip).await?;
+            let clear = crate::auth::set_cookie(&console, SIGNON_COOKIE, "", Some(0));
+            Ok(crate::auth::redirect_with_cookies(&crate::auth::safe_next(f.next.as_deref()), &[session, clear]))
+        }
+        SignIn::Refused => {
+            catalog.audit(None, &f.login, &ip, "sign-in failed", "wrong login or password").await?;
+            again("Wrong login or password.")
+        }
+        SignIn::Locked => {
+            catalog.audit(None, &f.login, &ip, "sign-in failed", "account locked after repeated failures").await?;
+            again(
+                "Too many failed sign-ins: this account is locked for a while. An administrator can unlock it by setting a new password.",
+            )
+        }
+    }
+}
+
+async fn logout(State(console): State<Arc<Console>>, who: Principal, headers: HeaderMap) -> PageResult {
+    crate::auth::end_session(&console, &headers).await?;
+    console.audit(&who.actor(), "sign-out", "").await?;
+    let clear = crate::auth::set_cookie(&console, crate::auth::SESSION_COOKIE, "", Some(0));
+    Ok(crate::auth::redirect_with_cookies("/signon", &[clear]))
+}
+
+#[derive(Deserialize, Default)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    page: usize,
+    sort: Option<String>,
+}
+
+const PAGE_SIZE: usize = 50;
+
+async fn search(State(console): State<Arc<Console>>, who: Principal, Query(q): Query<SearchQuery>) -> PageResult {
+    let actor = who.actor();
+    let sort = if q.sort.as_deref() == Some("relevance") { Sort::Relevance } else { Sort::Date };
+    let folders = console.archive.folders(&actor).await?;
+    let mut tree: BTreeMap<String, Vec<minijinja::Value>> = BTreeMap::new();
+    for f in &folders {
+        let query = format!("mailbox:\"{}\" folder:\"{}\"", f.mailbox, f.folder);
+        tree.entry(f.mailbox.clone()).or_default().push(context! { folder => f.folder, count => f.messages, query });
+    }
+    let (result, error) = match console.archive.search(&actor, &q.q, PAGE_SIZE, q.page * PAGE_SIZE, sort, true).await {
+        Ok(r) => (Some(r), None),
+        Err(e) => match WebError::from(e) {
+            WebError::BadRequest(m) => (None, Some(m)),
+            other => return Err(other.into()),
+        },
+    };
+    let pages = result.as_ref().map(|r| r.total.div_ceil(PAGE_SIZE)).unwrap_or(0);
+    let html = page(
+        &console,
+        Some(&who),
+        "search.html",
+        context! {
+            q => q.q, page => q.page, pages, sort => q.sort.unwrap_or_default(), result, error, tree,
+            first => q.page * PAGE_SIZE + 1,
+        },
+    )?;
+    Ok(html.into_response())
+}
+
+#[derive(Deserialize)]
+struct ExportForm {
+    #[serde(default)]
+    q: String,
+    format: String,
+}
+
+async fn export(State(console): State<Arc<Console>>, who: Principal, Form(f): Form<ExportForm>) -> PageResult {
+    Ok(export_response(&console, &who, &f.q, &f.format).await?)
+}
+
+/// Exports a result set to a temporary file and streams it back (zip of .eml with SHA-256
+/// manifest, or mbox). Only auditors and administrators export.
+pub async fn export_response(
+    console: &Console,
+    who: &Principal,
+    query: &str,
+    format: &str,
+) -> Result<Response, WebError> {
+    who.require(Role::Auditor)?;
+    let (format, name, kind) = match format {
+        "mbox" => (ExportFormat::Mbox, "export.mbox", "application/mbox"),
+        "zip" | "eml" => (ExportFormat::EmlZip, "export.zip", "application/zip"),
+        other => return Err(WebError::BadRequest(format!("export format {other:?}: use zip or mbox"))),
+    };
+    let dir = console.archive.data_dir().join("tmp");
+    std::fs::create_dir_all(&dir).map_err(|e| WebError::Internal(e.to_string()))?;
+    let temp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| WebError::Internal(e.to_string()))?;
+    let summary = console.archive.export(&who.actor(), query, format, temp.path()).await?;
+    // The open file outlives its name: nothing is left behind, whatever happens to the download.
+    let file = tokio::fs::File::open(temp.path()).await.map_err(|e| WebError::Internal(e.to_string()))?;
+    drop(temp);
+    let stream = tokio_util::io::ReaderStream::new(file);
+    Ok((
+        [
+            (header::CONTENT_TYPE, kind.to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (header::HeaderName::from_static("x-coffer-messages"), summary.messages.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn message_id(id: &str) -> Result<i64, WebError> {
+    id.parse().map_err(|_| WebError::NotFound)
+}
+
+async fn message(State(console): State<Arc<Console>>, who: Principal, Path(id): Path<String>) -> PageResult {
+    let id = message_id(&id)?;
+    let (summary, view) = console.archive.view(&who.actor(), id).await?;
+    let headers: Vec<(String, String)> = view.headers;
+    let html = page(
+        &console,
+        Some(&who),
+        "message.html",
+        context! { m => summary, headers, text => view.text, has_html => view.html.is_some(), attachments => view.attachments },
+    )?;
+    Ok(html.into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct BodyQuery {
+    #[serde(default)]
+    remote: bool,
+}
+
+/// The HTML body, sanitised (no scripts, no event handlers, no javascript: links), shown in a
+/// sandboxed frame whose policy blocks remote images until the reader asks for them.
+async fn body(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<BodyQuery>,
+) -> PageResult {
+    let id = message_id(&id)?;
+    let (_, view) = console.archive.view(&who.actor(), id).await?;
+    let clean = ammonia::Builder::default()
+        .add_generic_attributes(["style"])
+        .clean(view.html.as_deref().unwrap_or(""))
+        .to_string();
+    let images = if q.remote { "img-src data: https: http:" } else { "img-src data:" };
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; {images}; sandbox; base-uri 'none'; form-action 'none'"
+    );
+    let doc = format!(
+        "<!doctype html><html><head><meta charset=utf-8><base target=_blank></head><body>{clean}</body></html>"
+    );
+    Ok(([(header::CONTENT_SECURITY_POLICY, csp)], Html(doc)).into_response())
+}
+
+async fn raw(State(console): State<Arc<Console>>, who: Principal, Path(id): Path<String>) -> PageResult {
+    let id = message_id(&id)?;
+    Ok(raw_response(&console, &who, id).await?)
+}
+
+pub async fn raw_response(console: &Console, who: &Principal, id: i64) -> Result<Response, WebError> {
+    let bytes = console.archive.raw(&who.actor(), id).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "message/rfc822".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"message-{id}.eml\"")),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn attachment(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path((id, n)): Path<(String, usize)>,
+) -> PageResult {
+    Ok(attachment_response(&console, &who, message_id(&id)?, n).await?)
+}
+
+pub async fn attachment_response(console: &Console, who: &Principal, id: i64, n: usize) -> Result<Response, WebError> {
+    let (info, bytes) = console.archive.attachment(&who.actor(), id, n).await?;
+    let safe_name: String = info.name.chars().filter(|c| !c.is_control() && *c != '"' && *c != '\\').collect();
+    Ok((
+        [
+            // Never rendered inline: an attached HTML file must not run as the console.
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{safe_name}\"")),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Traffic by hour (last 48 hours) and by day (last 30 days), by source and by tenant; listener
+/// figures; ingest and index lag; volumes; each tenant's journal address.
+async fn status(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
+    who.require(Role::Auditor)?;
+    let catalog = &console.archive.catalog;
+    let now = now_secs();
+    let traffic = catalog.traffic(now - 31 * 86400).await?;
+    let tenants = catalog.tenants().await?;
+    let own = |t: i64| who.require_system_admin().is_ok() || t == who.tenant.id;
+    let tenant_name =
+        |id: i64| tenants.iter().find(|t| t.id == id).map(|t| t.name.clone()).unwrap_or_else(|| id.to_string());
+    let mut charts = Vec::new();
+    for (title, bucket, count) in [("per hour, last 48 hours", 3600, 48), ("per day, last 30 days", 86400, 30)] {
+        let start = (now / bucket - (count - 1)) * bucket;
+        let labels: Vec<String> = (0..count)
+            .map(|i| {
+                let t = time::OffsetDateTime::from_unix_timestamp(start + i * bucket)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                if bucket == 3600 {
+                    format!("{:02}:00", t.hour())
+                } else {
+                    format!("{:02}-{:02}", t.month() as u8, t.day())
+                }
+            })
+            .collect();
+        let mut by: BTreeMap<(&str, String), Vec<f64>> = BTreeMap::new();
+        for r in traffic.iter().filter(|r| own(r.tenant_id) && r.bucket >= start) {
+            let i = ((r.bucket - start) / bucket) as usize;
+            let mut add = |measure: &'static str, series: String, v: i64| {
+                by.entry((measure, series)).or_insert_with(|| vec![0.0; count as usize])[i] += v as f64;
+            };
+            add("messages", r.source.clone(), r.messages);
+            add("bytes", r.source.clone(), r.bytes);
+            add("tenants", tenant_name(r.tenant_id), r.messages);
+            add("problems", format!("{} rejected", r.source), r.rejected);
+            add("problems", format!("{} errors", r.source), r.errors);
+        }
+        for (measure, heading, unit) in [
+            ("messages", "Archived messages by source", "messages"),
+            ("bytes", "Archived bytes by source", "bytes"),
+            ("tenants", "Archived messages by tenant", "messages"),
+            ("problems", "Rejects and errors", "messages"),
+        ] {
+            let series: Vec<Series> = by
+                .iter()
+                .filter(|((m, _), _)| *m == measure)
+                .map(|((_, name), values)| Series { name: name.clone(), values: values.clone() })
+                .collect();
+            let id = format!("{measure}-{}", if bucket == 3600 { "hourly" } else { "daily" });
+            charts.push(context! {
+                title => format!("{heading}, {title}"),
+                svg => minijinja::Value::from_safe_string(line_chart(&id, &labels, &series, unit)),
+            });
+        }
+    }
+    let figures = catalog.listener_figures(now - 86400).await?;
+    let mut listener_totals: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for f in figures.iter().filter(|f| own(f.tenant_id)) {
+        *listener_totals.entry((f.listener.clone(), f.figure.clone())).or_default() += f.value;
+    }
+    let listener_totals: Vec<_> =
+        listener_totals.into_iter().map(|((l, f), v)| context! { listener => l, figure => f, value => v }).collect();
+    let journal: Vec<_> = tenants
+        .iter()
+        .filter(|t| own(t.id))
+        .map(|t| context! { name => t.name, address => t.journal_address(&console.config.journal_domain) })
+        .collect();
+    let volumes = console.archive.volumes().await?;
+    let lag = catalog.index_queue_len().await?;
+    let oldest = catalog.oldest_queued_at().await?.map(|t| now - t).unwrap_or(0);
+    let html =
+        page(&console, Some(&who), "status.html", context! { charts, journal, volumes, lag, oldest, listener_totals })?;
+    Ok(html.into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct AuditQuery {
+    #[serde(default)]
+    q: String,
+}
+
+async fn audit(State(console): State<Arc<Console>>, who: Principal, Query(q): Query<AuditQuery>) -> PageResult {
+    who.require(Role::Auditor)?;
+    let tenant = (!who.require_system_admin().is_ok()).then_some(who.tenant.id);
+    let entries = console.archive.catalog.audit_entries_matching(tenant, q.q.trim(), 500).await?;
+    let problems = console.archive.catalog.verify_audit().await?.len();
+    let html = page(&console, Some(&who), "audit.html", context! { entries, q => q.q, problems })?;
+    Ok(html.into_response())
+}
+
+async fn account(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> PageResult {
+    let keys = console.archive.catalog.api_keys(Some(who.user.id)).await?;
+    let html = page(
+        &console,
+        Some(&who),
+        "account.html",
+        context! { keys, new_key => q.get("new_key"), addresses => who.user.addresses, roles => roles_up_to(who.role) },
+    )?;
+    Ok(html.into_response())
+}
+
+fn roles_up_to(role: Role) -> Vec<&'static str> {
+    [Role::User, Role::Auditor, Role::Administrator].into_iter().filter(|r| *r <= role).map(Role::as_str).collect()
+}
+
+#[derive(Deserialize)]
+struct KeyForm {
+    name: String,
+    role: String,
+}
+
+async fn add_key(State(console): State<Arc<Console>>, who: Principal, Form(f): Form<KeyForm>) -> PageResult {
+    let key = crate::api::create_api_key(&console, &who, &f.name, &f.role).await?;
+    // Shown once, on the next page; only its hash is kept.
+    let html = page(
+        &console,
+        Some(&who),
+        "account.html",
+        context! {
+            keys => console.archive.catalog.api_keys(Some(who.user.id)).await?, new_key => key,
+            addresses => who.user.addresses, roles => roles_up_to(who.role),
+        },
+    )?;
+    Ok(html.into_response())
+}
+
+async fn revoke_key(State(console): State<Arc<Console>>, who: Principal, Path(id): Path<i64>) -> PageResult {
+    crate::api::revoke_api_key(&console, &who, id).await?;
+    Ok(Redirect::to("/account").into_response())
+}
+
+async fn listeners(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
+    who.require_system_admin()?;
+    let catalog = &console.archive.catalog;
+    let networks = catalog.tenant_networks().await?;
+    let tenants: Vec<_> = catalog
+        .tenants()
+        .await?
+        .into_iter()
+        .map(|t| {
+            context! {
+                id => t.id, name => t.name, address => t.journal_address(&console.config.journal_domain),
+                networks => networks.get(&t.id).cloned().unwrap_or_default(),
+            }
+        })
+        .collect();
+    let html = page(&console, Some(&who), "config_listeners.html", context! { smtp => console.config.smtp, tenants })?;
+    Ok(html.into_response())
+}
+
+#[derive(Deserialize)]
+struct NetworkForm {
+    cidr: String,
+}
+
+async fn allow_network(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(id): Path<i64>,
+    Form(f): Form<NetworkForm>,
+) -> PageResult {
+    crate::api::allow_network(&console, &who, id, &f.cidr).await?;
+    Ok(Redirect::to("/config/listeners").into_response())
+}
+
+async fn connections(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
+    who.require_system_admin()?;
+    let html = page(
+        &console,
+        Some(&who),
+        "config_connections.html",
+        context! { connections => console.connections, result => None::<String> },
+    )?;
+    Ok(html.into_response())
+}
+
+async fn test_connection(State(console): State<Arc<Console>>, who: Principal, Path(name): Path<String>) -> PageResult {
+    let outcome = crate::api::test_connection(&console, &who, &name).await?;
+    let html = page(
+        &console,
+        Some(&who),
+        "config_connections.html",
+        context! { connections => console.connections, tested => name, ok => outcome.ok, result => outcome.detail },
+    )?;
+    Ok(html.into_response())
+}
+
+async fn login_settings(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> PageResult {
+    who.require_system_admin()?;
+    render_login(&console, &who, None, q.get("consent").is_some()).await
+}
+
+async fn render_login(console: &Console, who: &Principal, error: Option<String>, consent: bool) -> PageResult {
+    let settings = LoginSettings::load(&console.archive.catalog).await?;
+    let tenant = console.archive.catalog.tenant_by_name(&settings.oidc.tenant).await?.unwrap_or(who.tenant.clone());
+    let assignments = console.archive.catalog.role_assignments(tenant.id).await?;
+    let lines: Vec<String> = assignments.iter().map(|a| format!("{} {} {}", a.attribute, a.value, a.role)).collect();
+    let html = page(
+        console,
+        Some(who),
+        "config_login.html",
+        context! {
+            s => settings, assignments => lines.join("\n"), error, consent,
+            redirect_uri => crate::oidc::redirect_uri(console, &settings.oidc),
+            consent_url => crate::oidc::admin_consent_url(console, &settings.oidc),
+            has_secret => console.archive.secrets().get(CLIENT_SECRET)?.is_some(),
+        },
+    )?;
+    Ok(html.into_response())
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    sso_default: Option<String>,
+    #[serde(default)]
+    enabled: Option<String>,
+    provider: String,
+    #[serde(default)]
+    issuer: String,
+    #[serde(default)]
+    entra_tenant_id: String,
+    #[serde(default)]
+    login_host: String,
+    client_id: String,
+    client_auth: String,
+    #[serde(default)]
+    client_secret: String,
+    #[serde(default)]
+    certificate_alias: String,
+    callback_path: String,
+    scopes: String,
+    tenant: String,
+    #[serde(default)]
+    assignments: String,
+}
+
+async fn save_login_settings(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Form(f): Form<LoginForm>,
+) -> PageResult {
+    let assignments = match parse_assignments(&f.assignments) {
+        Ok(a) => a,
+        Err(e) => return render_login(&console, &who, Some(e), false).await,
+    };
+    let settings = LoginSettings {
+        sso_default: f.sso_default.is_some(),
+        oidc: crate::settings::OidcSettings {
+            enabled: f.enabled.is_some(),
+            provider: f.provider,
+            issuer: f.issuer.trim().into(),
+            entra_tenant_id: f.entra_tenant_id.trim().into(),
+            login_host: if f.login_host.trim().is_empty() {
+                "https://login.microsoftonline.com".into()
+            } else {
+                f.login_host.trim().into()
+            },
+            client_id: f.client_id.trim().into(),
+            client_auth: f.client_auth,
+            certificate_alias: f.certificate_alias.trim().into(),
+            callback_path: f.callback_path.trim().into(),
+            scopes: f.scopes.trim().into(),
+            tenant: f.tenant.trim().into(),
+        },
+    };
+    let secret = (!f.client_secret.is_empty()).then_some(f.client_secret.as_str());
+    match crate::api::save_login(&console, &who, &settings, secret, &assignments).await {
+        Ok(()) => Ok(Redirect::to("/config/login").into_response()),
+        Err(WebError::BadRequest(e)) => render_login(&console, &who, Some(e), false).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One assignment per line: `attribute value role` (the value may be quoted when it has spaces).
+pub fn parse_assignments(text: &str) -> Result<Vec<RoleAssignment>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#')) {
+        let line = line.trim();
+        let (attribute, rest) =
+            line.split_once(char::is_whitespace).ok_or(format!("line {}: write `attribute value role`", n + 1))?;
+        let rest = rest.trim();
+        let (value, role) =
+            rest.rsplit_once(char::is_whitespace).ok_or(format!("line {}: write `attribute value role`", n + 1))?;
+        let value = value.trim().trim_matches('"');
+        if Role::parse(role).is_none() {
+            return Err(format!("line {}: role {role:?} is not administrator, auditor or user", n + 1));
+        }
+        out.push(RoleAssignment {
+            attribute: attribute.into(),
+            value: value.into(),
+            role: Role::parse(role).unwrap().as_str().into(),
+        });
+    }
+    Ok(out)
+}
+
+async fn volumes(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
+    who.require_system_admin()?;
+    let volumes = console.archive.volumes().await?;
+    let html = page(&console, Some(&who), "config_volumes.html", context! { volumes })?;
+    Ok(html.into_response())
+}
+
+async fn close_volume(State(console): State<Arc<Console>>, who: Principal, Path(id): Path<String>) -> PageResult {
+    crate::api::close_volume(&console, &who, &id).await?;
+    Ok(Redirect::to("/config/volumes").into_response())
+}
+
+async fn certificates(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
+    who.require_system_admin()?;
+    render_certificates(&console, &who, None).await
+}
+
+async fn render_certificates(console: &Console, who: &Principal, error: Option<String>) -> PageResult {
+    let certificates = console.archive.certs().list()?;
+    Ok(page(console, Some(who), "config_certificates.html", context! { certificates, error })?.into_response())
+}
+
+async fn generate_certificate(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Form(f): Form<crate::api::CertificateRequest>,
+) -> PageResult {
+    match crate::api::generate_certificate(&console, &who, &f).await {
+        Ok(_) => Ok(Redirect::to("/config/certificates").into_response()),
+        Err(WebError::BadRequest(e)) => render_certificates(&console, &who, Some(e)).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn import_certificate(State(console): State<Arc<Console>>, who: Principal, mut form: Multipart) -> PageResult {
+    who.require_system_admin()?;
+    let (mut alias, mut password, mut file) = (String::new(), String::new(), Vec::new());
+    while let Some(field) = form.next_field().await.map_err(|e| WebError::BadRequest(e.to_string()))? {
+        match field.name() {
+            Some("alias") => alias = field.text().await.map_err(|e| WebError::BadRequest(e.to_string()))?,
+            Some("password") => password = field.text().await.map_err(|e| WebError::BadRequest(e.to_string()))?,
+            Some("file") => file = field.bytes().await.map_err(|e| WebError::BadRequest(e.to_string()))?.to_vec(),
+            _ => {}
+        }
+    }
+    let certs = console.archive.certs();
+    let result = if file.starts_with(b"-----") {
+        certs.import_pem(alias.trim(), &file)
+    } else {
+        certs.import_pkcs12(alias.trim(), &file, &password)
+    };
+    match result {
+        Ok(info) => {
+            console
+                .audit(
+                    &who.actor(),
+                    "configuration",
+                    &format!("certificate {} imported (SHA-1 {})", info.alias, info.sha1),
+                )
+                .await?;
+            Ok(Redirect::to("/config/certificates").into_response())
+        }
+        Err(e) => render_certificates(&console, &who, Some(e.to_string())).await,
+    }
+}
+
+async fn download_certificate(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(alias): Path<String>,
+) -> PageResult {
+    Ok(crate::api::certificate_pem(&console, &who, &alias).await?)
+}
+
+async fn users(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> PageResult {
+    who.require(Role::Administrator)?;
+    render_users(&console, &who, None, q.get("lookup").and_then(|v| v.parse().ok())).await
+}
+
+async fn render_users(console: &Console, who: &Principal, error: Option<String>, lookup: Option<i64>) -> PageResult {
+    let users = console.archive.catalog.users(Some(who.tenant.id)).await?;
+    let claims = lookup.and_then(|id| users.iter().find(|u| u.id == id)).map(|u| {
+        let pretty = u
+            .last_claims
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default());
+        context! { login => u.login, claims => pretty }
+    });
+    Ok(page(console, Some(who), "config_users.html", context! { users, error, claims })?.into_response())
+}
+
+async fn add_user(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Form(f): Form<crate::api::NewUserRequest>,
+) -> PageResult {
+    match crate::api::add_user(&console, &who, &f).await {
+        Ok(_) => Ok(Redirect::to("/config/users").into_response()),
+        Err(WebError::BadRequest(e)) => render_users(&console, &who, Some(e), None).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct UserForm {
+    display_name: String,
+    role: String,
+    addresses: String,
+    #[serde(default)]
+    disabled: Option<String>,
+    #[serde(default)]
+    password: String,
+}
+
+async fn update_user(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(id): Path<i64>,
+    Form(f): Form<UserForm>,
+) -> PageResult {
+    let change = crate::api::UserChange {
+        display_name: f.display_name,
+        role: f.role,
+        addresses: f
+            .addresses
+            .split([',', '\n', ' '])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        disabled: f.disabled.is_some(),
+        password: (!f.password.is_empty()).then_some(f.password),
+    };
+    match crate::api::update_user(&console, &who, id, &change).await {
+        Ok(_) => Ok(Redirect::to("/config/users").into_response()),
+        Err(WebError::BadRequest(e)) => render_users(&console, &who, Some(e), None).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn tenants(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
+    who.require_system_admin()?;
+    render_tenants(&console, &who, None).await
+}
+
+async fn render_tenants(console: &Console, who: &Principal, error: Option<String>) -> PageResult {
+    let counts = console.archive.catalog.tenants().await?;
+    let mut tenants = Vec::new();
+    for t in counts {
+        let messages = console.archive.catalog.count_messages(t.id).await?;
+        tenants.push(context! {
+            name => t.name, domains => t.domains, address => t.journal_address(&console.config.journal_domain), messages,
+        });
+    }
+    Ok(page(console, Some(who), "config_tenants.html", context! { tenants, error })?.into_response())
+}
+
+async fn add_tenant(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Form(f): Form<crate::api::NewTenantRequest>,
+) -> PageResult {
+    match crate::api::add_tenant(&console, &who, &f).await {
+        Ok(_) => Ok(Redirect::to("/config/tenants").into_response()),
+        Err(WebError::BadRequest(e)) => render_tenants(&console, &who, Some(e)).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prometheus text format: totals by source and tenant, index lag, volumes, listener figures.
+async fn metrics(State(console): State<Arc<Console>>) -> Result<Response, WebError> {
+    use std::fmt::Write;
+    let catalog = &console.archive.catalog;
+    let tenants = catalog.tenants().await?;
+    let name = |id: i64| tenants.iter().find(|t| t.id == id).map(|t| t.name.clone()).unwrap_or_else(|| id.to_string());
+    let mut totals: BTreeMap<(String, String), [i64; 5]> = BTreeMap::new();
+    for r in catalog.traffic(0).await? {
+        let e = totals.entry((r.source.clone(), name(r.tenant_id))).or_default();
+        for (slot, v) in e.iter_mut().zip([r.messages, r.bytes, r.duplicates, r.rejected, r.errors]) {
+            *slot += v;
+        }
+    }
+    let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut out = String::new();
+    for (i, (metric, help)) in [
+        ("coffer_archived_messages_total", "Messages archived (new to the archive)."),
+        ("coffer_archived_bytes_total", "Bytes of messages archived."),
+        ("coffer_duplicate_messages_total", "Messages that were already archived."),
+        ("coffer_rejected_messages_total", "Messages refused."),
+        ("coffer_errors_total", "Messages that failed."),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for ((source, tenant), v) in &totals {
+            let _ = writeln!(out, "{metric}{{source=\"{}\",tenant=\"{}\"}} {}", label(source), label(tenant), v[i]);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP coffer_index_lag_messages Messages archived but not yet searchable.\n# TYPE coffer_index_lag_messages gauge"
+    );
+    let _ = writeln!(out, "coffer_index_lag_messages {}", catalog.index_queue_len().await?);
+    let _ = writeln!(out, "# HELP coffer_volume_bytes Size of each volume.\n# TYPE coffer_volume_bytes gauge");
+    for v in console.archive.volumes().await? {
+        let _ = writeln!(out, "coffer_volume_bytes{{volume=\"{}\",state=\"{:?}\"}} {}", label(&v.id), v.state, v.bytes);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP coffer_listener_events_total Listener and connection figures.\n# TYPE coffer_listener_events_total counter"
+    );
+    let mut figures: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for f in catalog.listener_figures(0).await? {
+        *figures.entry((f.listener, f.figure)).or_default() += f.value;
+    }
+    for ((listener, figure), v) in figures {
+        let _ = writeln!(
+            out,
+            "coffer_listener_events_total{{listener=\"{}\",figure=\"{}\"}} {v}",
+            label(&listener),
+            label(&figure)
+        );
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

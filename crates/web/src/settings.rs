@@ -1,0 +1,156 @@
+//! Login settings, changed in the console (Configuration → Login) and kept in the catalog, so a
+//! change applies at the next sign-in without a restart. The client secret is sealed in the
+//! secret store, never kept here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::WebError;
+
+const KEY: &str = "login";
+pub const CLIENT_SECRET: &str = "oidc.client_secret";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct LoginSettings {
+    /// When true, the console sends visitors to single sign-on; `/signon` keeps the local form.
+    pub sso_default: bool,
+    pub oidc: OidcSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct OidcSettings {
+    pub enabled: bool,
+    /// `generic` (any OpenID provider, by issuer) or `entra` (Microsoft Entra ID, by tenant id).
+    pub provider: String,
+    /// The issuer of a generic provider (its discovery document is at
+    /// `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// Entra ID: the directory (tenant) id; the issuer is `<login_host>/<tenant id>/v2.0` and
+    /// every token's `tid` must equal it.
+    pub entra_tenant_id: String,
+    /// Entra ID: the login host (national clouds have their own).
+    pub login_host: String,
+    pub client_id: String,
+    /// `secret` (client_secret_basic) or `certificate` (private_key_jwt, signed with a
+    /// certificate-store key).
+    pub client_auth: String,
+    pub certificate_alias: String,
+    /// Where the provider sends the browser back (e.g. `/authorize.do`).
+    pub callback_path: String,
+    pub scopes: String,
+    /// The Coffer tenant single sign-on users belong to.
+    pub tenant: String,
+}
+
+impl Default for OidcSettings {
+    fn default() -> Self {
+        OidcSettings {
+            enabled: false,
+            provider: "generic".into(),
+            issuer: String::new(),
+            entra_tenant_id: String::new(),
+            login_host: "https://login.microsoftonline.com".into(),
+            client_id: String::new(),
+            client_auth: "secret".into(),
+            certificate_alias: String::new(),
+            callback_path: "/oidc/callback".into(),
+            scopes: "openid email profile".into(),
+            tenant: coffer_archive::catalog::DEFAULT_TENANT.into(),
+        }
+    }
+}
+
+impl OidcSettings {
+    pub fn is_entra(&self) -> bool {
+        self.provider == "entra"
+    }
+
+    pub fn issuer(&self) -> String {
+        if self.is_entra() {
+            format!("{}/{}/v2.0", self.login_host.trim_end_matches('/'), self.entra_tenant_id)
+        } else {
+            self.issuer.trim_end_matches('/').to_owned()
+        }
+    }
+
+    /// Problems an administrator must fix before single sign-on can work, each saying how.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.enabled {
+            return out;
+        }
+        match self.provider.as_str() {
+            "entra" => {
+                if !is_guid(&self.entra_tenant_id) {
+                    out.push("Entra ID needs the directory (tenant) id, a GUID from the app's Overview page".into());
+                }
+                if !self.login_host.starts_with("https://") {
+                    out.push("the login host must start with https://".into());
+                }
+            }
+            "generic" => {
+                if url::Url::parse(&self.issuer).is_err() {
+                    out.push("the issuer must be a URL, e.g. https://idp.example.com/realms/main".into());
+                }
+            }
+            other => out.push(format!("provider {other:?} is neither generic nor entra")),
+        }
+        if self.client_id.trim().is_empty() {
+            out.push("the client id is missing (the application id of the app registration)".into());
+        }
+        match self.client_auth.as_str() {
+            "secret" => {}
+            "certificate" if !self.certificate_alias.trim().is_empty() => {}
+            "certificate" => out.push("client authentication by certificate needs a certificate alias".into()),
+            other => out.push(format!("client authentication {other:?} is neither secret nor certificate")),
+        }
+        if !self.callback_path.starts_with('/') || self.callback_path.starts_with("/api/") {
+            out.push("the callback path must start with / (e.g. /authorize.do) and not with /api/".into());
+        }
+        if !self.scopes.split_whitespace().any(|s| s == "openid") {
+            out.push("the scopes must include openid".into());
+        }
+        out
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12]) && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+impl LoginSettings {
+    pub async fn load(catalog: &coffer_archive::Catalog) -> Result<LoginSettings, WebError> {
+        match catalog.setting(KEY).await? {
+            Some(json) => serde_json::from_str(&json).map_err(|e| WebError::Internal(format!("login settings: {e}"))),
+            None => Ok(LoginSettings::default()),
+        }
+    }
+
+    pub async fn save(&self, catalog: &coffer_archive::Catalog) -> Result<(), WebError> {
+        let problems = self.oidc.problems();
+        if !problems.is_empty() {
+            return Err(WebError::BadRequest(problems.join("; ")));
+        }
+        catalog.set_setting(KEY, &serde_json::to_string(self).expect("settings serialise")).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entra_settings_make_the_v2_issuer_and_name_each_missing_piece() {
+        let mut s = OidcSettings { enabled: true, provider: "entra".into(), ..Default::default() };
+        let problems = s.problems();
+        assert!(problems.iter().any(|p| p.contains("tenant) id")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("client id")), "{problems:?}");
+        s.entra_tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47".into();
+        s.client_id = "app".into();
+        assert!(s.problems().is_empty());
+        assert_eq!(s.issuer(), "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0");
+    }
+}
