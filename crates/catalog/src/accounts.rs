@@ -287,8 +287,12 @@ impl Catalog {
 
     /// Test hook: makes a session look idle since `at`.
     #[doc(hidden)]
-    pub async fn backdate_sessions(&self, at: i64) -> Result<()> {
-        sqlx::query("UPDATE sessions SET last_seen = $1").bind(at).execute(&self.pool).await?;
+    pub async fn backdate_session(&self, token_hash: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET last_seen = $1 WHERE token_hash = $2")
+            .bind(at)
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

@@ -15,19 +15,22 @@ use crate::schema::{Fields, normalize_folder, normalize_message_id};
 
 type Q = Box<dyn Query>;
 
-pub fn compile(expr: &Expr, f: &Fields) -> Result<Q, QueryError> {
+/// `hide_blind` leaves Bcc and envelope recipients out of every address match: a user who may not
+/// see them must not find messages by them either.
+pub fn compile(expr: &Expr, f: &Fields, hide_blind: bool) -> Result<Q, QueryError> {
     Ok(match expr {
         Expr::All => Box::new(AllQuery),
-        Expr::Term { field, value } => term(*field, value, f)?,
-        Expr::Not(inner) => {
-            Box::new(BooleanQuery::new(vec![(Occur::Must, Box::new(AllQuery)), (Occur::MustNot, compile(inner, f)?)]))
-        }
+        Expr::Term { field, value } => term(*field, value, f, hide_blind)?,
+        Expr::Not(inner) => Box::new(BooleanQuery::new(vec![
+            (Occur::Must, Box::new(AllQuery)),
+            (Occur::MustNot, compile(inner, f, hide_blind)?),
+        ])),
         Expr::And(items) => {
             let mut clauses = Vec::new();
             for item in items {
                 match item {
-                    Expr::Not(inner) => clauses.push((Occur::MustNot, compile(inner, f)?)),
-                    other => clauses.push((Occur::Must, compile(other, f)?)),
+                    Expr::Not(inner) => clauses.push((Occur::MustNot, compile(inner, f, hide_blind)?)),
+                    other => clauses.push((Occur::Must, compile(other, f, hide_blind)?)),
                 }
             }
             if clauses.iter().all(|(o, _)| *o == Occur::MustNot) {
@@ -36,15 +39,21 @@ pub fn compile(expr: &Expr, f: &Fields) -> Result<Q, QueryError> {
             Box::new(BooleanQuery::new(clauses))
         }
         Expr::Or(items) => {
-            let clauses =
-                items.iter().map(|i| Ok((Occur::Should, compile(i, f)?))).collect::<Result<Vec<_>, QueryError>>()?;
+            let clauses = items
+                .iter()
+                .map(|i| Ok((Occur::Should, compile(i, f, hide_blind)?)))
+                .collect::<Result<Vec<_>, QueryError>>()?;
             Box::new(BooleanQuery::new(clauses))
         }
     })
 }
 
-fn term(field: Option<Field>, value: &Value, f: &Fields) -> Result<Q, QueryError> {
-    let addresses = |list: &[TField]| address_query(list, value);
+fn term(field: Option<Field>, value: &Value, f: &Fields, hide_blind: bool) -> Result<Q, QueryError> {
+    let addresses = |list: &[TField]| {
+        let visible: Vec<TField> =
+            list.iter().copied().filter(|x| !hide_blind || (*x != f.bcc && *x != f.envelope)).collect();
+        if visible.is_empty() { Box::new(EmptyQuery) as Q } else { address_query(&visible, value) }
+    };
     Ok(match field {
         None => {
             let mut clauses: Vec<(Occur, Q)> = vec![

@@ -138,7 +138,7 @@ impl SearchIndex {
 
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResults> {
         let expr = query::parse(&req.query)?;
-        let user_query = crate::compile::compile(&expr, &self.fields)?;
+        let user_query = crate::compile::compile(&expr, &self.fields, req.scope.visible_to.is_some())?;
         let query = self.scoped(user_query, &req.scope);
         let searcher = self.reader.searcher();
         let limit = req.limit.max(1);

@@ -103,11 +103,14 @@ impl FromRequestParts<Arc<Console>> for Principal {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &Arc<Console>) -> Result<Self, Self::Rejection> {
+        // Nested routers see their own part of the path; the original tells API from page.
+        let uri =
+            parts.extensions.get::<axum::extract::OriginalUri>().map(|u| u.0.clone()).unwrap_or(parts.uri.clone());
         match parts.extensions.get::<Principal>() {
             Some(p) => Ok(p.clone()),
-            None if parts.uri.path().starts_with("/api/") => Err(WebError::Unauthorized.into_response()),
+            None if uri.path().starts_with("/api/") => Err(WebError::Unauthorized.into_response()),
             None => {
-                let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let next = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
                 let target = format!(
                     "/signon?next={}",
                     url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()

@@ -35,6 +35,9 @@ pub fn templates() -> Environment<'static> {
         env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
     env.add_filter("bytes", |n: i64| human_bytes(n));
+    env.add_filter("shorten", |s: String, n: usize| {
+        if s.chars().count() <= n { s } else { s.chars().take(n.saturating_sub(1)).collect::<String>() + "…" }
+    });
     env.add_filter("datetime", |t: String| t.replace('T', " ").trim_end_matches('Z').to_owned());
     env.add_filter("unixtime", |t: i64| {
         coffer_archive::service::rfc3339(t).replace('T', " ").trim_end_matches('Z').to_owned()

@@ -109,6 +109,8 @@ pub fn zip_entries(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 pub struct Server {
     pub child: std::process::Child,
     pub smtp: std::net::SocketAddr,
+    /// The console and API.
+    pub http: std::net::SocketAddr,
 }
 
 impl Server {
@@ -122,7 +124,7 @@ impl Server {
     pub fn start_on(c: &Coffer, port: u16, env: &[(&str, &str)]) -> Server {
         use std::io::BufRead;
         let mut cmd = c.command();
-        cmd.args(["serve", "--smtp", &format!("127.0.0.1:{port}")])
+        cmd.args(["serve", "--smtp", &format!("127.0.0.1:{port}"), "--http", "127.0.0.1:0"])
             .env("COFFER_JOURNAL_DOMAIN", "archive.test")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -132,10 +134,18 @@ impl Server {
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = std::io::BufReader::new(stdout).lines();
-        let line = lines.next().expect("coffer serve printed nothing").unwrap();
-        let addr = line.strip_prefix("smtp listening on ").unwrap_or_else(|| panic!("unexpected: {line}"));
+        // The SMTP listeners print their addresses first, the console last.
+        let mut smtp = None;
+        let http = loop {
+            let line = lines.next().expect("coffer serve stopped before listening").unwrap();
+            if let Some(a) = line.strip_prefix("smtp listening on ") {
+                smtp.get_or_insert(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("http listening on ") {
+                break a.parse().unwrap();
+            }
+        };
         std::thread::spawn(move || for _ in lines {});
-        Server { child, smtp: addr.parse().unwrap() }
+        Server { child, smtp: smtp.expect("no SMTP listener"), http }
     }
 
     pub fn kill(&mut self) {

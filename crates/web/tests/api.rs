@@ -1,0 +1,408 @@
+//! The REST API and the console over real HTTP: every endpoint for every role, visibility, tenant
+//! isolation, byte-exact downloads, inert hostile content, CSRF, sessions and lockout.
+
+mod common;
+
+use common::{PASSWORD, Site, XSS_SUBJECT};
+use serde_json::json;
+
+#[test]
+fn every_api_endpoint_answers_each_role_as_its_rights_allow() {
+    let site = Site::start();
+    let q3 = site.id("q3");
+    let carol = site.id("carol");
+    let volume = site.api("administrator").get("/api/v1/volumes").json()[0]["id"].as_str().unwrap().to_owned();
+    let bob_id = site.runtime.block_on(site.archive.catalog.user_by_login("bob")).unwrap().unwrap().id;
+    // (method, path, body, administrator, auditor, user, anonymous)
+    let table: Vec<(&str, String, Option<serde_json::Value>, [u16; 4])> = vec![
+        ("GET", "/api/v1/me".into(), None, [200, 200, 200, 401]),
+        ("GET", "/api/v1/search?q=numbers".into(), None, [200, 200, 200, 401]),
+        ("GET", format!("/api/v1/messages/{q3}"), None, [200, 200, 200, 401]),
+        ("GET", format!("/api/v1/messages/{carol}"), None, [200, 200, 404, 401]),
+        ("GET", format!("/api/v1/messages/{q3}/raw"), None, [200, 200, 200, 401]),
+        ("GET", format!("/api/v1/messages/{carol}/raw"), None, [200, 200, 404, 401]),
+        ("GET", format!("/api/v1/messages/{}/attachments/0", site.id("xss")), None, [200, 200, 200, 401]),
+        ("GET", format!("/api/v1/messages/{q3}/attachments/5"), None, [404, 404, 404, 401]),
+        ("GET", "/api/v1/folders".into(), None, [200, 200, 200, 401]),
+        ("POST", "/api/v1/exports".into(), Some(json!({"query": "numbers", "format": "mbox"})), [200, 200, 403, 401]),
+        ("GET", "/api/v1/status".into(), None, [200, 200, 403, 401]),
+        ("GET", "/api/v1/audit".into(), None, [200, 200, 403, 401]),
+        ("GET", "/api/v1/volumes".into(), None, [200, 403, 403, 401]),
+        ("GET", "/api/v1/users".into(), None, [200, 403, 403, 401]),
+        ("GET", format!("/api/v1/users/{bob_id}/claims"), None, [200, 403, 403, 401]),
+        (
+            "PUT",
+            format!("/api/v1/users/{bob_id}"),
+            Some(json!({"display_name": "Bob", "role": "user", "addresses": ["bob@contoso.com"]})),
+            [204, 403, 403, 401],
+        ),
+        ("GET", "/api/v1/tenants".into(), None, [200, 403, 403, 401]),
+        ("GET", "/api/v1/certificates".into(), None, [200, 403, 403, 401]),
+        ("GET", "/api/v1/config/login".into(), None, [200, 403, 403, 401]),
+        ("GET", "/api/v1/connections".into(), None, [200, 403, 403, 401]),
+        ("POST", "/api/v1/connections/nothing/test".into(), None, [404, 403, 403, 401]),
+        ("GET", "/api/v1/api-keys".into(), None, [200, 200, 200, 401]),
+        ("GET", "/api/v1/openapi.json".into(), None, [200, 200, 200, 200]),
+        ("GET", "/api/v1/no-such-thing".into(), None, [404, 404, 404, 404]),
+    ];
+    for (method, path, body, expected) in &table {
+        for (who, want) in ["administrator", "auditor", "user", "anonymous"].iter().zip(expected) {
+            let api = if *who == "anonymous" { site.anonymous() } else { site.api(who) };
+            let reply = match body {
+                Some(b) => api.send(method, path, b.clone()),
+                None if *method == "GET" => api.get(path),
+                None => api.send(method, path, json!({})),
+            };
+            assert_eq!(reply.status, *want, "{method} {path} as {who}: {}", reply.text());
+        }
+    }
+    // Changes, each by the role allowed to make it, and refused to the others.
+    let user = site.api("user");
+    let admin = site.api("administrator");
+    let auditor = site.api("auditor");
+    let new_user =
+        json!({"login": "erin", "role": "user", "password": "a long enough password", "addresses": "erin@contoso.com"});
+    assert_eq!(user.send("POST", "/api/v1/users", new_user.clone()).status, 403);
+    assert_eq!(admin.send("POST", "/api/v1/users", new_user.clone()).status, 201);
+    assert_eq!(admin.send("POST", "/api/v1/users", new_user).status, 400, "a login is unique");
+    let short = json!({"login": "frank", "role": "user", "password": "short"});
+    assert!(admin.send("POST", "/api/v1/users", short).text().contains("at least 10 characters"));
+    let tenant = json!({"name": "northwind", "domains": "northwind.com"});
+    assert_eq!(auditor.send("POST", "/api/v1/tenants", tenant.clone()).status, 403);
+    let created = admin.send("POST", "/api/v1/tenants", tenant);
+    assert_eq!(created.status, 201);
+    assert!(created.json().as_str().unwrap().starts_with("journal-"), "the answer is the journal address");
+    let cert =
+        json!({"alias": "console", "common_name": "archive.contoso.com", "organization": "Contoso", "country": "CH"});
+    assert_eq!(auditor.send("POST", "/api/v1/certificates", cert.clone()).status, 403);
+    assert_eq!(admin.send("POST", "/api/v1/certificates", cert).status, 201);
+    let bad_cert = json!({"alias": "x", "common_name": "x", "country": "Switzerland"});
+    assert!(admin.send("POST", "/api/v1/certificates", bad_cert).text().contains("two letters"));
+    assert_eq!(user.send("POST", &format!("/api/v1/volumes/{volume}/close"), json!({})).status, 403);
+    assert_eq!(admin.send("POST", &format!("/api/v1/volumes/{volume}/close"), json!({})).status, 204);
+    assert_eq!(admin.send("POST", "/api/v1/volumes/t9-v000001/close", json!({})).status, 404);
+    // API keys: one's own, never above one's role.
+    let key = user.send("POST", "/api/v1/api-keys", json!({"name": "script", "role": "administrator"}));
+    assert_eq!(key.status, 403, "a user cannot make an administrator key");
+    let key = user.send("POST", "/api/v1/api-keys", json!({"name": "script"}));
+    assert_eq!(key.status, 201);
+    let created = key.json();
+    let fresh = common::Api { base: site.base.clone(), key: Some(created["key"].as_str().unwrap().to_owned()) };
+    assert_eq!(fresh.get("/api/v1/me").json()["login"], "bob");
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(admin.send("DELETE", &format!("/api/v1/api-keys/{id}"), json!({})).status, 404, "not the admin's key");
+    assert_eq!(user.send("DELETE", &format!("/api/v1/api-keys/{id}"), json!({})).status, 204);
+    assert_eq!(fresh.get("/api/v1/me").status, 401, "a revoked key opens nothing");
+    let wrong = common::Api { base: site.base.clone(), key: Some("ck_wrong".into()) };
+    assert_eq!(wrong.get("/api/v1/openapi.json").status, 401, "a wrong key is refused even where none is needed");
+    // An auditor's key made for the user role sees what a user sees.
+    let audrey_user_key = auditor.send("POST", "/api/v1/api-keys", json!({"name": "narrow", "role": "user"})).json();
+    let narrow =
+        common::Api { base: site.base.clone(), key: Some(audrey_user_key["key"].as_str().unwrap().to_owned()) };
+    assert_eq!(narrow.get("/api/v1/status").status, 403);
+}
+
+#[test]
+fn a_user_sees_only_their_own_mail_and_never_a_bcc_line() {
+    let site = Site::start();
+    let bob = site.api("user");
+    let all = bob.get("/api/v1/search").json();
+    let subjects: Vec<&str> =
+        all["messages"].as_array().unwrap().iter().map(|m| m["subject"].as_str().unwrap()).collect();
+    assert_eq!(all["total"], 2, "{subjects:?}");
+    assert!(subjects.contains(&"Q3 numbers") && subjects.contains(&XSS_SUBJECT));
+    assert_eq!(bob.get("/api/v1/search?q=carol").json()["total"], 0);
+    let q3 = bob.get(&format!("/api/v1/messages/{}", site.id("q3"))).json();
+    assert_eq!(q3["bcc"], json!([]));
+    assert_eq!(q3["envelope"], json!([]));
+    assert_eq!(
+        bob.get("/api/v1/search?q=bcc:dave@contoso.com").json()["total"],
+        0,
+        "a user cannot search by Bcc either"
+    );
+    let admin = site.api("administrator").get(&format!("/api/v1/messages/{}", site.id("q3"))).json();
+    assert_eq!(admin["bcc"], json!(["dave@contoso.com"]));
+    // The console shows the same.
+    let mut browser = site.browser("bob", PASSWORD);
+    let page = browser.get(&format!("/messages/{}", site.id("q3"))).text();
+    assert!(page.contains("Q3 numbers") && !page.contains("dave@contoso.com"), "{page}");
+    assert_eq!(browser.get(&format!("/messages/{}", site.id("carol"))).status, 404);
+    let folders = bob.get("/api/v1/folders").json();
+    assert_eq!(folders, json!([]), "bob's folder tree does not show carol's mailbox");
+    let folders = site.api("auditor").get("/api/v1/folders").json();
+    assert_eq!(folders, json!([{"mailbox": "carol@contoso.com", "folder": "Inbox/Projects", "messages": 1}]));
+    let search = browser.get("/search").text();
+    assert!(!search.contains("Carol private plans"));
+    let mut auditor = site.browser("audrey", PASSWORD);
+    let page = auditor.get(&format!("/messages/{}", site.id("q3"))).text();
+    assert!(page.contains("dave@contoso.com"), "an auditor sees the Bcc line");
+    let tree = auditor.get("/search").text();
+    assert!(tree.contains("Inbox/Projects") && tree.contains("carol@contoso.com"), "{tree}");
+}
+
+#[test]
+fn another_tenants_message_id_answers_404_everywhere() {
+    let site = Site::start();
+    let id = site.id("fabrikam");
+    for role in ["administrator", "auditor", "user"] {
+        let api = site.api(role);
+        for path in [
+            format!("/api/v1/messages/{id}"),
+            format!("/api/v1/messages/{id}/raw"),
+            format!("/api/v1/messages/{id}/attachments/0"),
+        ] {
+            assert_eq!(api.get(&path).status, 404, "{path} as {role}");
+        }
+    }
+    let mut admin = site.browser("admin", PASSWORD);
+    for path in [
+        format!("/messages/{id}"),
+        format!("/messages/{id}/raw"),
+        format!("/messages/{id}/body"),
+        "/messages/nonsense".into(),
+    ] {
+        assert_eq!(admin.get(&path).status, 404, "{path}");
+    }
+    assert_eq!(site.api("administrator").get("/api/v1/search?q=Fabrikam").json()["total"], 0);
+}
+
+#[test]
+fn the_raw_download_is_the_original_byte_for_byte_and_audited() {
+    let site = Site::start();
+    let raw = site.api("user").get(&format!("/api/v1/messages/{}/raw", site.id("q3")));
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.header("content-type"), Some("message/rfc822"));
+    assert_eq!(raw.body, site.originals["q3"], "the original, not the journal report around it");
+    let mut browser = site.browser("admin", PASSWORD);
+    let page = browser.get(&format!("/messages/{}/raw", site.id("carol")));
+    assert_eq!(page.body, site.originals["carol"]);
+    let audit = site.audit_text();
+    assert!(audit.contains(&format!("bob | 127.0.0.1 | download | message {}", site.id("q3"))), "{audit}");
+    assert!(audit.contains("admin | 127.0.0.1 | sign-in | local account"), "{audit}");
+}
+
+#[test]
+fn script_in_a_subject_and_a_body_renders_inert() {
+    let site = Site::start();
+    let id = site.id("xss");
+    let mut browser = site.browser("bob", PASSWORD);
+    for page in [browser.get(&format!("/messages/{id}")).text(), browser.get("/search?q=invoice").text()] {
+        assert!(page.contains("&lt;script&gt;alert("), "the subject is escaped");
+        assert!(!page.contains("<script>alert("), "{page}");
+    }
+    let body = browser.get(&format!("/messages/{id}/body"));
+    let html = body.text();
+    assert!(html.contains("Pay now"));
+    for hostile in ["<script", "onerror", "javascript:"] {
+        assert!(!html.to_lowercase().contains(hostile), "{hostile} survived: {html}");
+    }
+    let csp = body.header("content-security-policy").unwrap();
+    assert!(csp.contains("sandbox") && csp.contains("img-src data:;"), "remote images blocked: {csp}");
+    let remote = browser.get(&format!("/messages/{id}/body?remote=true"));
+    assert!(remote.header("content-security-policy").unwrap().contains("https:"), "loaded when asked");
+    let page = browser.get(&format!("/messages/{id}")).text();
+    assert!(page.contains("<iframe id=\"body-frame\" class=\"body\" sandbox "), "the body sits in a sandboxed frame");
+    let attachment = browser.get(&format!("/messages/{id}/attachments/0"));
+    assert_eq!(
+        attachment.header("content-type"),
+        Some("application/octet-stream"),
+        "an HTML attachment is never rendered"
+    );
+    assert!(attachment.header("content-disposition").unwrap().starts_with("attachment;"));
+    let page = browser.get("/search");
+    for header in ["content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy"] {
+        assert!(page.header(header).is_some(), "{header} missing");
+    }
+}
+
+#[test]
+fn a_state_change_without_the_csrf_token_is_refused() {
+    let site = Site::start();
+    let mut browser = site.browser("admin", PASSWORD);
+    let refused = browser.send_json("POST", "/api/v1/api-keys", None, json!({"name": "x"}));
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let refused = browser.post_form("/config/tenants", &[("name", "evil"), ("domains", "")]);
+    assert_eq!(refused.status, 403);
+    let refused = browser.post_form("/config/tenants", &[("name", "evil"), ("csrf", "forged")]);
+    assert_eq!(refused.status, 403);
+    let token = browser.csrf();
+    let ok = browser.send_json("POST", "/api/v1/api-keys", Some(&token), json!({"name": "x"}));
+    assert_eq!(ok.status, 201);
+    let ok = browser.post_form("/config/tenants", &[("name", "northwind"), ("domains", ""), ("csrf", &token)]);
+    assert_eq!(ok.status, 303);
+    let names: Vec<String> =
+        site.runtime.block_on(site.archive.catalog.tenants()).unwrap().into_iter().map(|t| t.name).collect();
+    assert!(names.contains(&"northwind".to_owned()) && !names.contains(&"evil".to_owned()));
+    // The sign-on form has its own token: a form posted from elsewhere is refused.
+    let mut stranger = common::Browser::new(&site.base);
+    let forged =
+        stranger.post_form("/signon", &[("login", "admin"), ("password", PASSWORD), ("signon_token", "guess")]);
+    assert_eq!(forged.status, 403);
+    assert!(!stranger.cookies.contains_key("coffer_session"));
+}
+
+#[test]
+fn an_idle_session_and_a_signed_out_session_are_refused() {
+    let site = Site::start();
+    let mut browser = site.browser("admin", PASSWORD);
+    assert_eq!(browser.get("/api/v1/me").status, 200);
+    let token = browser.cookies["coffer_session"].clone();
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    let long_ago = coffer_archive::service::now_secs() - 31 * 60;
+    site.runtime.block_on(site.archive.catalog.backdate_session(&hash, long_ago)).unwrap();
+    assert_eq!(browser.get("/api/v1/me").status, 401, "idle for longer than 30 minutes");
+    let page = browser.get("/search");
+    assert_eq!(page.status, 303);
+    assert_eq!(page.header("location"), Some("/signon?next=%2Fsearch"));
+    // Sign out ends the session on the server, not only in the browser.
+    let mut browser = site.browser("admin", PASSWORD);
+    let stolen = browser.cookies["coffer_session"].clone();
+    let csrf = browser.csrf();
+    assert_eq!(browser.post_form("/logout", &[("csrf", &csrf)]).status, 303);
+    let mut thief = common::Browser::new(&site.base);
+    thief.cookies.insert("coffer_session".into(), stolen);
+    assert_eq!(thief.get("/api/v1/me").status, 401);
+    assert!(site.audit_text().contains("admin | 127.0.0.1 | sign-out"));
+}
+
+#[test]
+fn repeated_failed_sign_ins_lock_the_account_and_are_audited() {
+    let site = Site::start();
+    let mut browser = common::Browser::new(&site.base);
+    for _ in 0..5 {
+        let reply = browser.try_sign_in("bob", "wrong password");
+        assert!(reply.header("location").unwrap().starts_with("/signon?error=Wrong"));
+    }
+    let reply = browser.try_sign_in("bob", PASSWORD);
+    assert!(reply.header("location").unwrap().contains("locked"), "{:?}", reply.header("location"));
+    assert!(!browser.cookies.contains_key("coffer_session"));
+    let unknown = browser.try_sign_in("nobody", "whatever");
+    assert!(
+        unknown.header("location").unwrap().starts_with("/signon?error=Wrong"),
+        "no hint that the login does not exist"
+    );
+    let audit = site.audit_text();
+    assert_eq!(audit.matches("bob | 127.0.0.1 | sign-in failed | wrong login or password").count(), 5, "{audit}");
+    assert!(audit.contains("bob | 127.0.0.1 | sign-in failed | account locked"));
+    // An administrator unlocks by setting a new password.
+    let bob_id = site.runtime.block_on(site.archive.catalog.user_by_login("bob")).unwrap().unwrap().id;
+    let change = json!({"display_name": "Bob", "role": "user", "addresses": ["bob@contoso.com"], "password": "a brand new password"});
+    assert_eq!(site.api("administrator").send("PUT", &format!("/api/v1/users/{bob_id}"), change).status, 204);
+    browser.sign_in("bob", "a brand new password");
+}
+
+#[test]
+fn an_auditor_exports_a_zip_with_a_manifest_and_a_user_may_not() {
+    let site = Site::start();
+    let reply = site.api("auditor").send("POST", "/api/v1/exports", json!({"query": "", "format": "zip"}));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-coffer-messages"), Some("3"));
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(reply.body)).unwrap();
+    let names: Vec<String> = (0..zip.len()).map(|i| zip.by_index(i).unwrap().name().to_owned()).collect();
+    assert!(names.contains(&"SHA256SUMS".to_owned()) && names.contains(&"manifest.csv".to_owned()), "{names:?}");
+    let mut eml = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name(&format!("messages/{}.eml", site.id("q3"))).unwrap(), &mut eml)
+        .unwrap();
+    assert_eq!(eml, site.originals["q3"]);
+    assert_eq!(site.api("user").send("POST", "/api/v1/exports", json!({"query": "", "format": "zip"})).status, 403);
+    let bad = site.api("auditor").send("POST", "/api/v1/exports", json!({"query": "", "format": "pst"}));
+    assert_eq!(bad.status, 400);
+    assert!(site.audit_text().contains("audrey | 127.0.0.1 | export"));
+}
+
+#[test]
+fn a_query_that_does_not_parse_gets_400_with_advice() {
+    let site = Site::start();
+    let reply = site.api("user").get("/api/v1/search?q=after%3Anot-a-date");
+    assert_eq!(reply.status, 400);
+    assert!(!reply.json()["error"].as_str().unwrap().is_empty());
+    let mut browser = site.browser("bob", PASSWORD);
+    let page = browser.get("/search?q=after%3Anot-a-date");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("id=\"query-error\""));
+}
+
+#[test]
+fn a_configuration_change_is_validated_and_audited() {
+    let site = Site::start();
+    let admin = site.api("administrator");
+    let mut login = admin.get("/api/v1/config/login").json();
+    login["oidc"]["enabled"] = json!(true);
+    login["oidc"]["provider"] = json!("entra");
+    let refused = admin.send("PUT", "/api/v1/config/login", login.clone());
+    assert_eq!(refused.status, 400);
+    assert!(refused.text().contains("tenant) id"), "{}", refused.text());
+    login["oidc"]["entra_tenant_id"] = json!("72f988bf-86f1-41af-91ab-2d7cd011db47");
+    login["oidc"]["client_id"] = json!("11111111-2222-3333-4444-555555555555");
+    login["oidc"]["callback_path"] = json!("/authorize.do");
+    login["role_assignments"] = json!([{"attribute": "groups", "value": "archive-admins", "role": "administrator"}]);
+    let saved = admin.send("PUT", "/api/v1/config/login", login);
+    assert_eq!(saved.status, 200, "{}", saved.text());
+    let saved = saved.json();
+    assert_eq!(saved["redirect_uri"], format!("{}/authorize.do", site.base));
+    assert_eq!(saved["role_assignments"][0]["value"], "archive-admins");
+    assert!(site.audit_text().contains("configuration | login: single sign-on on (entra https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"));
+    let mut browser = site.browser("admin", PASSWORD);
+    let page = browser.get("/config/login").text();
+    assert!(page.contains("https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/adminconsent?client_id=11111111-2222-3333-4444-555555555555"), "the admin consent button");
+    // A forged or replayed state on the callback path is refused before anything else happens.
+    let forged = browser.get("/authorize.do?code=abc&state=forged");
+    assert_eq!(forged.status, 400);
+    assert!(forged.text().contains("unknown sign-in state"));
+    assert!(
+        site.audit_text().contains("sign-in failed | the identity provider")
+            || site.audit_text().contains("unknown sign-in state")
+    );
+}
+
+#[test]
+fn metrics_count_archived_messages_by_source_and_tenant() {
+    let site = Site::start();
+    let text = site.anonymous().get("/metrics").text();
+    assert!(text.contains("coffer_archived_messages_total{source=\"import\",tenant=\"default\"} 2"), "{text}");
+    assert!(text.contains("coffer_archived_messages_total{source=\"smtp\",tenant=\"default\"} 1"));
+    assert!(text.contains("coffer_archived_messages_total{source=\"import\",tenant=\"fabrikam\"} 1"));
+    assert!(text.contains("coffer_index_lag_messages 0"));
+}
+
+#[test]
+fn every_console_page_renders_for_the_roles_that_may_open_it() {
+    let site = Site::start();
+    let pages = [
+        "/search",
+        "/search?q=numbers&sort=relevance",
+        "/status",
+        "/audit?q=sign-in",
+        "/account",
+        "/config/listeners",
+        "/config/connections",
+        "/config/login",
+        "/config/volumes",
+        "/config/certificates",
+        "/config/users",
+        "/config/tenants",
+        "/signonform.do",
+    ];
+    let mut admin = site.browser("admin", PASSWORD);
+    for page in pages {
+        let reply = admin.get(page);
+        assert_eq!(reply.status, 200, "{page}: {}", reply.text());
+    }
+    let message = format!("/messages/{}", site.id("xss"));
+    assert_eq!(admin.get(&message).status, 200);
+    let mut bob = site.browser("bob", PASSWORD);
+    for (page, status) in [
+        ("/search", 200),
+        ("/account", 200),
+        ("/status", 403),
+        ("/audit", 403),
+        ("/config/users", 403),
+        ("/config/volumes", 403),
+    ] {
+        assert_eq!(bob.get(page).status, status, "{page} for a user");
+    }
+    let mut anonymous = common::Browser::new(&site.base);
+    let signon = anonymous.get("/signon").text();
+    assert!(!signon.contains("id=\"first-run\""), "accounts exist: no first-run advice");
+    assert_eq!(anonymous.get("/status").header("location"), Some("/signon?next=%2Fstatus"));
+}

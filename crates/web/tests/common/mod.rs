@@ -1,0 +1,325 @@
+//! An archive with a few known messages, its console served on a free loopback port by a runtime
+//! of its own, and an HTTP client that keeps cookies the way a browser does.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use coffer_archive::catalog::NewUser;
+use coffer_archive::{Archive, ArchiveConfig, Source, Submission};
+use coffer_testkit::journal::{Envelope, Style, report};
+use coffer_web::{Console, WebConfig};
+
+pub struct Site {
+    pub _dir: tempfile::TempDir,
+    pub runtime: tokio::runtime::Runtime,
+    pub archive: Arc<Archive>,
+    pub base: String,
+    /// Fixture name → message id.
+    pub ids: HashMap<&'static str, i64>,
+    /// Fixture name → original bytes.
+    pub originals: HashMap<&'static str, Vec<u8>>,
+    /// Role name → API key.
+    pub keys: HashMap<&'static str, String>,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub const XSS_SUBJECT: &str = "<script>alert('subject')</script> Invoice";
+
+fn xss_message() -> Vec<u8> {
+    format!(
+        "From: Mallory <mallory@evil.test>\r\nTo: bob@contoso.com\r\nSubject: {XSS_SUBJECT}\r\n\
+Date: Tue, 02 Jul 2024 10:00:00 +0000\r\nMessage-ID: <xss@evil.test>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+<p>Pay now</p><img src=x onerror=\"alert('img')\"><script>alert('body')</script>\
+<a href=\"javascript:alert('link')\">click</a><img src=\"http://remote.example/pixel.png\">\r\n\
+--b\r\nContent-Type: text/html; name=page.html\r\nContent-Disposition: attachment; filename=page.html\r\n\r\n\
+<script>alert('attachment')</script>\r\n--b--\r\n"
+    )
+    .into_bytes()
+}
+
+fn plain(from: &str, to: &str, subject: &str, id: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Mon, 01 Jul 2024 09:00:00 +0000\r\n\
+Message-ID: <{id}>\r\n\r\nThe {subject} text.\r\n"
+    )
+    .into_bytes()
+}
+
+impl Site {
+    pub fn start() -> Site {
+        Site::start_with(WebConfig::default())
+    }
+
+    pub fn start_with(mut web: WebConfig) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        web.public_url = base.clone();
+        web.journal_domain = "archive.test".into();
+        let mut config = ArchiveConfig::new(dir.path().join("data"));
+        config.database_url = std::env::var("COFFER_TEST_WEB_DATABASE_URL").ok();
+        let archive = Arc::new(runtime.block_on(Archive::open(config, true)).unwrap());
+        let (ids, originals, keys) = runtime.block_on(fixtures(&archive));
+        let console = Console::new(archive.clone(), web, Vec::new(), None);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        runtime.spawn(coffer_web::serve(console, listener, None, stopping));
+        Site { _dir: dir, runtime, archive, base, ids, originals, keys, _stop: stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn id(&self, name: &str) -> i64 {
+        self.ids[name]
+    }
+
+    /// A client that signs in with a local account, as a browser would.
+    pub fn browser(&self, login: &str, password: &str) -> Browser {
+        let mut b = Browser::new(&self.base);
+        b.sign_in(login, password);
+        b
+    }
+
+    pub fn api(&self, role: &str) -> Api {
+        Api { base: self.base.clone(), key: Some(self.keys[role].clone()) }
+    }
+
+    pub fn anonymous(&self) -> Api {
+        Api { base: self.base.clone(), key: None }
+    }
+
+    pub fn audit_text(&self) -> String {
+        let entries = self.runtime.block_on(self.archive.catalog.audit_entries(None, 1000)).unwrap();
+        entries.iter().map(|e| format!("{} | {} | {} | {}\n", e.actor, e.ip, e.action, e.detail)).collect()
+    }
+}
+
+async fn fixtures(
+    archive: &Archive,
+) -> (HashMap<&'static str, i64>, HashMap<&'static str, Vec<u8>>, HashMap<&'static str, String>) {
+    let catalog = &archive.catalog;
+    let default = catalog.default_tenant().await.unwrap();
+    let fabrikam = catalog.add_tenant("fabrikam", &["fabrikam.com".into()]).await.unwrap();
+    let pipeline = archive.pipeline();
+    let mut ids = HashMap::new();
+    let mut originals = HashMap::new();
+    let q3 = plain("Alice <alice@contoso.com>", "bob@contoso.com", "Q3 numbers", "q3@contoso.com");
+    let journaled = report(
+        &q3,
+        &Envelope::new("alice@contoso.com", "Q3 numbers", "<q3@contoso.com>")
+            .line("To", "bob@contoso.com")
+            .line("Bcc", "dave@contoso.com"),
+        Style::ExchangeOnline,
+        "journal@archive.test",
+    );
+    let carol = plain("carol@contoso.com", "erin@contoso.com", "Carol private plans", "carol@contoso.com");
+    let fab = plain("frank@fabrikam.com", "bob@contoso.com", "Fabrikam secret", "fab@fabrikam.com");
+    let submissions: Vec<(&'static str, Vec<u8>, Submission)> = vec![
+        ("q3", q3.clone(), sub(default.id, journaled, true, None)),
+        ("carol", carol.clone(), sub(default.id, carol.clone(), false, Some(("carol@contoso.com", "Inbox/Projects")))),
+        ("xss", xss_message(), sub(default.id, xss_message(), false, None)),
+        ("fabrikam", fab.clone(), sub(fabrikam.id, fab.clone(), false, None)),
+    ];
+    for (name, original, s) in submissions {
+        let receipt = pipeline.submit(s).await.unwrap();
+        ids.insert(name, receipt.id);
+        originals.insert(name, original);
+    }
+    archive.indexer().run_until_idle().await.unwrap();
+    let mut keys = HashMap::new();
+    for (login, role, addresses) in [
+        ("admin", "administrator", vec![]),
+        ("audrey", "auditor", vec![]),
+        ("bob", "user", vec!["bob@contoso.com".to_owned()]),
+    ] {
+        let user = catalog
+            .add_user(&NewUser {
+                tenant_id: default.id,
+                login: login.into(),
+                display_name: login.into(),
+                role: role.into(),
+                addresses,
+                password_hash: Some(coffer_web::hash_password(PASSWORD)),
+                external_id: None,
+            })
+            .await
+            .unwrap();
+        let (key, hash) = coffer_web::new_api_key();
+        catalog.add_api_key(user.id, "tests", &hash, role).await.unwrap();
+        keys.insert(role_name(role), key);
+    }
+    (ids, originals, keys)
+}
+
+fn role_name(role: &str) -> &'static str {
+    match role {
+        "administrator" => "administrator",
+        "auditor" => "auditor",
+        _ => "user",
+    }
+}
+
+fn sub(tenant: i64, raw: Vec<u8>, journal: bool, placement: Option<(&str, &str)>) -> Submission {
+    Submission {
+        tenant,
+        source: if journal { Source::Smtp } else { Source::Import },
+        raw,
+        envelope: Vec::new(),
+        envelope_from: None,
+        placement: placement.map(|(m, f)| (m.to_owned(), f.to_owned())),
+        journal,
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: HashMap<String, Vec<String>>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as text; in HTML, the entities the templates use for `/`, quotes and `&` are
+    /// read back (`&lt;` and `&gt;` stay, so escaped markup remains visible as such).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .replace("&#x2f;", "/")
+            .replace("&#x27;", "'")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).and_then(|v| v.first()).map(String::as_str)
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().redirects(0).build()
+}
+
+fn finish(result: Result<ureq::Response, ureq::Error>) -> Reply {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let status = response.status();
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for name in response.headers_names() {
+        headers.insert(name.to_ascii_lowercase(), response.all(&name).iter().map(|v| v.to_string()).collect());
+    }
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut body).unwrap();
+    Reply { status, headers, body }
+}
+
+/// API calls with a key (or none).
+pub struct Api {
+    pub base: String,
+    pub key: Option<String>,
+}
+
+impl Api {
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let mut r = agent().request(method, &format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            r = r.set("Authorization", &format!("Bearer {k}"));
+        }
+        r
+    }
+    pub fn get(&self, path: &str) -> Reply {
+        finish(self.request("GET", path).call())
+    }
+    pub fn send(&self, method: &str, path: &str, body: serde_json::Value) -> Reply {
+        finish(self.request(method, path).send_json(body))
+    }
+}
+
+/// A browser: cookies kept, redirects not followed (the tests look at them).
+pub struct Browser {
+    pub base: String,
+    pub cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Browser {
+        Browser { base: base.to_owned(), cookies: HashMap::new() }
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let cookie: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        agent().request(method, &format!("{}{path}", self.base)).set("Cookie", &cookie.join("; "))
+    }
+
+    fn keep(&mut self, reply: &Reply) {
+        for c in reply.headers.get("set-cookie").into_iter().flatten() {
+            let pair = c.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+
+    pub fn get(&mut self, path: &str) -> Reply {
+        let reply = finish(self.request("GET", path).call());
+        self.keep(&reply);
+        reply
+    }
+
+    pub fn post_form(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
+        let reply = finish(self.request("POST", path).send_form(form));
+        self.keep(&reply);
+        reply
+    }
+
+    pub fn send_json(&mut self, method: &str, path: &str, csrf: Option<&str>, body: serde_json::Value) -> Reply {
+        let mut r = self.request(method, path);
+        if let Some(t) = csrf {
+            r = r.set("X-CSRF-Token", t);
+        }
+        let reply = finish(r.send_json(body));
+        self.keep(&reply);
+        reply
+    }
+
+    /// Fills in and sends the sign-on form; the reply is the redirect (or the refusal).
+    pub fn try_sign_in(&mut self, login: &str, password: &str) -> Reply {
+        let form = self.get("/signon").text();
+        let token = value_of(&form, "signon_token").expect("sign-on token");
+        self.post_form(
+            "/signon",
+            &[("login", login), ("password", password), ("signon_token", &token), ("next", "/search")],
+        )
+    }
+
+    pub fn sign_in(&mut self, login: &str, password: &str) {
+        let reply = self.try_sign_in(login, password);
+        assert_eq!(reply.status, 303);
+        assert_eq!(reply.header("location"), Some("/search"), "sign-in of {login} refused");
+        assert!(self.cookies.contains_key("coffer_session"));
+    }
+
+    /// The CSRF token the console put into its forms.
+    pub fn csrf(&mut self) -> String {
+        value_of(&self.get("/account").text(), "csrf").expect("csrf field")
+    }
+}
+
+/// The value of the first hidden input named `name` in a page.
+pub fn value_of(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))?;
+    let rest = &html[at + name.len() + 15..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
