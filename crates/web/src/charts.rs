@@ -20,7 +20,7 @@ const TOP: f64 = 12.0;
 const BOTTOM: f64 = 28.0;
 
 pub fn line_chart(id: &str, labels: &[String], series: &[Series], unit: &str) -> String {
-    let max = series.iter().flat_map(|s| s.values.iter().copied()).fold(0.0f64, f64::max).max(1.0);
+    let max = series.iter().flat_map(|s| s.values.iter().copied()).fold(0.0f64, f64::max).max(2.0);
     let n = labels.len().max(2);
     let x = |i: usize| LEFT + (W - LEFT - RIGHT) * i as f64 / (n - 1) as f64;
     let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - v / max);

@@ -1,0 +1,208 @@
+//! The console end to end: `coffer serve` with mail arriving over SMTP, sign-in through a real
+//! OpenID provider (oidc-provider) with client secret and with the certificate (private_key_jwt),
+//! and the pages in headless Chromium (tests/e2e/console.mjs, screenshots kept in
+//! target/e2e-screenshots).
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{Coffer, Server, free_port, python, sha256};
+use serde_json::json;
+
+const PASSWORD: &str = "correct horse battery";
+
+fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
+}
+
+struct Provider(Child);
+
+impl Provider {
+    fn start(port: u16, redirect_uri: &str, cert: &Path) -> Provider {
+        let mut child = Command::new("node")
+            .arg(e2e_dir().join("oidc-provider.mjs"))
+            .env("PORT", port.to_string())
+            .env("REDIRECT_URI", redirect_uri)
+            .env("COFFER_CERT_PEM", cert)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs (npm ci --prefix crates/coffer/tests/e2e installs the provider)");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("oidc-provider printed nothing").unwrap();
+        assert!(line.contains("listening"), "{line}");
+        std::thread::spawn(move || for _ in lines {});
+        Provider(child)
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn api(base: &str, key: &str, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    let request = ureq::request(method, &format!("{base}/api/v1{path}")).set("Authorization", &format!("Bearer {key}"));
+    let response = match body {
+        Some(b) => request.send_json(b),
+        None => request.call(),
+    };
+    match response {
+        Ok(r) => r.into_json().unwrap(),
+        Err(ureq::Error::Status(code, r)) => panic!("{method} {path}: {code} {}", r.into_string().unwrap()),
+        Err(e) => panic!("{method} {path}: {e}"),
+    }
+}
+
+fn add_user(c: &Coffer, login: &str, role: &str, addresses: &[&str]) {
+    let mut args = vec!["user", "add", login, "--role", role];
+    for a in addresses {
+        args.extend(["--address", a]);
+    }
+    let mut child = c.command().args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+const SEND: &str = r#"
+import smtplib, sys
+port, journal = int(sys.argv[1]), sys.argv[2]
+s = smtplib.SMTP("127.0.0.1", port, local_hostname="exchange.test")
+for path in sys.argv[3:]:
+    s.sendmail("MicrosoftExchange@contoso.com", [journal], open(path, "rb").read())
+s.quit()
+print("sent")
+"#;
+
+fn original(from: &str, to: &str, subject: &str, id: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Wed, 03 Jul 2024 08:00:00 +0000\r\n\
+Message-ID: <{id}>\r\n\r\n{subject}: see the attached figures.\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn console_in_headless_chromium_with_single_sign_on() {
+    let c = Coffer::new();
+    add_user(&c, "admin", "administrator", &[]);
+    let key = c.ok(&["user", "key", "admin", "--name", "e2e"]).trim().to_owned();
+    c.ok(&["cert", "generate", "--alias", "oidc", "--cn", "coffer-console"]);
+    let cert = c.dir.path().join("oidc.pem");
+    std::fs::write(&cert, c.ok(&["cert", "export", "--alias", "oidc"])).unwrap();
+    let journal = c
+        .ok(&["tenant", "list"])
+        .split_whitespace()
+        .find(|w| w.starts_with("journal-"))
+        .unwrap()
+        .replace("archive.localhost", "archive.test");
+    let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let base = format!("http://{}", server.http);
+
+    // Mail over SMTP: one for bob (with a Bcc only the journal report knows), one not for him.
+    let quarterly = original("Alice <alice@contoso.com>", "bob@contoso.com", "Quarterly results", "q@contoso.com");
+    let carol = original("carol@contoso.com", "erin@contoso.com", "Carol's plans", "c@contoso.com");
+    let mut files = Vec::new();
+    for (name, raw, bcc) in [("q", &quarterly, Some("dave@contoso.com")), ("c", &carol, None)] {
+        let subject =
+            String::from_utf8_lossy(raw).lines().find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned)).unwrap();
+        let mut envelope = coffer_testkit::journal::Envelope::new("alice@contoso.com", &subject, "<x@contoso.com>");
+        envelope = envelope.line("To", if name == "q" { "bob@contoso.com" } else { "erin@contoso.com" });
+        if let Some(b) = bcc {
+            envelope = envelope.line("Bcc", b);
+        }
+        let report =
+            coffer_testkit::journal::report(raw, &envelope, coffer_testkit::journal::Style::ExchangeOnline, &journal);
+        let file = c.dir.path().join(format!("{name}.eml"));
+        std::fs::write(&file, report).unwrap();
+        files.push(file.to_string_lossy().into_owned());
+    }
+    let mut args = vec![server.smtp.port().to_string(), journal.clone()];
+    args.extend(files);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(python(SEND, &args).trim(), "sent");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while api(&base, &key, "GET", "/search", None)["total"] != 2 {
+        assert!(std::time::Instant::now() < deadline, "the two messages never became searchable");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
+    // Single sign-on against oidc-provider, roles from groups.
+    let port = free_port();
+    let _provider = Provider::start(port, &format!("{base}/oidc/callback"), &cert);
+    let mut login = api(&base, &key, "GET", "/config/login", None);
+    login["oidc"]["enabled"] = json!(true);
+    login["oidc"]["issuer"] = json!(format!("http://127.0.0.1:{port}"));
+    login["oidc"]["client_id"] = json!("coffer-console");
+    login["oidc"]["scopes"] = json!("openid email profile groups");
+    login["client_secret"] = json!("coffer-console-secret");
+    login["role_assignments"] = json!([
+        {"attribute": "groups", "value": "archive-admins", "role": "administrator"},
+        {"attribute": "domain", "value": "contoso.com", "role": "user"},
+    ]);
+    api(&base, &key, "PUT", "/config/login", Some(login.clone()));
+    let driver = e2e_dir().join("oidc_sign_in.py");
+    let me = |user: &str| -> serde_json::Value {
+        let out = Command::new("python3").arg(&driver).args([base.as_str(), user]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let alice = me("alice");
+    assert_eq!(alice["role"], "administrator");
+    assert_eq!(alice["addresses"], json!(["alice@contoso.com"]));
+    assert_eq!(me("bob")["role"], "user");
+    // The claims alice presented, for the administrator's Lookup.
+    let users = api(&base, &key, "GET", "/users", None);
+    let alice_id =
+        users.as_array().unwrap().iter().find(|u| u["login"] == "alice@contoso.com").unwrap()["id"].as_i64().unwrap();
+    assert_eq!(
+        api(&base, &key, "GET", &format!("/users/{alice_id}/claims"), None)["groups"],
+        json!(["archive-admins"])
+    );
+
+    // A nonce that is not the one sent: the ID token is refused.
+    let db = c.data().join("catalog.sqlite");
+    let out = Command::new("python3")
+        .arg(&driver)
+        .args([base.as_str(), "alice", "--forge-nonce", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("400") && text.contains("nonce"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+
+    // The browser: local sign-in, search, message, download, charts, audit, single sign-on.
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../e2e-screenshots");
+    let status = Command::new("node")
+        .arg(e2e_dir().join("console.mjs"))
+        .env("BASE", &base)
+        .env("PASSWORD", PASSWORD)
+        .env("EXPECTED_SHA256", sha256(&quarterly))
+        .env("ARTIFACTS", &artifacts)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the browser test failed (its output above says where)");
+    for shot in ["signon", "search", "message", "status", "audit", "alice", "bob-search", "bob-message"] {
+        assert!(artifacts.join(format!("{shot}.png")).is_file(), "screenshot {shot}");
+    }
+
+    // The same sign-in with the certificate instead of a secret (private_key_jwt).
+    login["oidc"]["client_id"] = json!("coffer-console-cert");
+    login["oidc"]["client_auth"] = json!("certificate");
+    login["oidc"]["certificate_alias"] = json!("oidc");
+    login["client_secret"] = json!(null);
+    api(&base, &key, "PUT", "/config/login", Some(login));
+    assert_eq!(me("alice")["role"], "administrator");
+    let audit = api(&base, &key, "GET", "/audit?q=single%20sign-on", None);
+    let sign_ins = audit.as_array().unwrap().iter().filter(|e| e["action"] == "sign-in").count();
+    assert!(sign_ins >= 5, "every single sign-on is audited: {audit}");
+}

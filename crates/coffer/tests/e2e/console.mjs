@@ -1,0 +1,121 @@
+// Coffer's console in headless Chromium (Debian's, driven by playwright-core). The Rust test
+// `console` starts Coffer, the OpenID provider and mail over SMTP, then runs this script; any
+// failed expectation exits non-zero with the reason. Screenshots go to $ARTIFACTS.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const { BASE, PASSWORD, EXPECTED_SHA256, ARTIFACTS } = process.env;
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+function expect(ok, what) {
+  if (!ok) throw new Error(`expected: ${what}`);
+  console.log(`ok: ${what}`);
+}
+async function shot(page, name) {
+  await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
+}
+async function fresh() {
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.on('dialog', (d) => { throw new Error(`a dialog opened: ${d.message()}`); });
+  return { context, page };
+}
+
+try {
+  // Local sign-in on the sign-on form.
+  {
+    const { context, page } = await fresh();
+    await page.goto(`${BASE}/search`);
+    expect(page.url().startsWith(`${BASE}/signon`), 'an anonymous visitor is sent to the sign-on form');
+    await shot(page, 'signon');
+    await page.fill('input[name=login]', 'admin');
+    await page.fill('input[name=password]', PASSWORD);
+    await page.click('#signon-form button[type=submit]');
+    await page.waitForURL(`${BASE}/search`);
+    expect((await page.textContent('header .role')) === 'administrator', 'the local administrator is signed in');
+
+    // Search → open the message → download the original.
+    await page.fill('#q', 'subject:quarterly');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForSelector('#results tbody tr');
+    expect((await page.textContent('#total')).trim() === '1', 'the query finds the one quarterly message');
+    await shot(page, 'search');
+    await page.click('#results a.subject');
+    await page.waitForSelector('#message');
+    expect((await page.textContent('#bcc')).includes('dave@contoso.com'), 'an administrator sees the Bcc line');
+    await shot(page, 'message');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-raw')]);
+    const bytes = fs.readFileSync(await download.path());
+    expect(crypto.createHash('sha256').update(bytes).digest('hex') === EXPECTED_SHA256, 'the downloaded .eml is the original, byte for byte');
+
+    // The charts draw points for the mail that came in over SMTP.
+    await page.goto(`${BASE}/status`);
+    const points = await page.locator('#messages-hourly circle.point').count();
+    expect(points > 0, `the hourly chart draws points (${points})`);
+    expect((await page.textContent('#journal-addresses')).includes('journal-'), 'the journal address is shown');
+    await shot(page, 'status');
+
+    // A configuration change shows up in the audit log.
+    await page.goto(`${BASE}/config/tenants`);
+    await page.fill('input[name=name]', 'northwind');
+    await page.fill('input[name=domains]', 'northwind.example');
+    await page.click('form[action="/config/tenants"] button[type=submit]');
+    await page.waitForURL(`${BASE}/config/tenants`);
+    expect((await page.textContent('#tenants')).includes('northwind'), 'the new tenant is listed');
+    await shot(page, 'tenants');
+    await page.goto(`${BASE}/audit`);
+    const audit = await page.textContent('#audit');
+    expect(audit.includes('tenant northwind added'), 'the change is in the audit log');
+    expect(audit.includes('subject:quarterly'), 'the search is in the audit log with its query');
+    await shot(page, 'audit');
+    await page.goto(`${BASE}/config/login`);
+    await shot(page, 'login-settings');
+    await page.click('#logout');
+    await page.waitForURL(`${BASE}/signon`);
+    await context.close();
+  }
+
+  // Single sign-on: alice becomes an administrator through her group, bob a user.
+  async function signOn(user) {
+    const { context, page } = await fresh();
+    await page.goto(`${BASE}/signon`);
+    await page.click('#sso');
+    await page.waitForSelector('input[name=login]');
+    await page.fill('input[name=login]', user);
+    await page.fill('input[name=password]', 'any password');
+    await page.click('button[type=submit]');
+    await page.waitForSelector('input[name=prompt][value=consent]', { state: 'attached' });
+    await page.click('button[type=submit]'); // consent
+    await page.waitForURL(`${BASE}/search`);
+    return { context, page };
+  }
+  {
+    const { context, page } = await signOn('alice');
+    expect((await page.textContent('header .role')) === 'administrator', 'alice is an administrator (group archive-admins)');
+    await shot(page, 'alice');
+    await context.close();
+  }
+  {
+    const { context, page } = await signOn('bob');
+    expect((await page.textContent('header .role')) === 'user', 'bob is a user (no administrator group)');
+    const rows = await page.locator('#results tbody tr').count();
+    const text = await page.textContent('#results');
+    expect(rows === 1 && text.includes('Quarterly results'), `bob sees only his own message (${rows})`);
+    expect(!text.includes('Carol'), 'carol\'s message is not listed for bob');
+    await shot(page, 'bob-search');
+    await page.click('#results a.subject');
+    await page.waitForSelector('#message');
+    const html = await page.content();
+    expect(!html.includes('dave@contoso.com') && (await page.locator('#bcc').count()) === 0, 'bob never sees the Bcc line');
+    await shot(page, 'bob-message');
+    expect((await page.locator('header nav a[href="/status"]').count()) === 0, 'bob has no Status page');
+    await context.close();
+  }
+} finally {
+  await browser.close();
+}
