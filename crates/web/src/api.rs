@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -21,6 +21,20 @@ use crate::{Connection, Console, WebError};
 
 type ApiResult<T> = Result<Json<T>, WebError>;
 
+// The extractors of the API answer malformed input with a JSON error (400; 404 for a path id
+// that cannot exist), like every other API error.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(WebError))]
+struct Body<T>(T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(WebError))]
+struct Path<T>(T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(WebError))]
+struct Query<T>(T);
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Coffer API", version = "1", description = "Search, read and export archived mail; configure Coffer. \
@@ -34,7 +48,7 @@ type ApiResult<T> = Result<Json<T>, WebError>;
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
         NewUserRequest, UserChange, NewTenantRequest, CertificateRequest, ApiCertificate, LoginConfig, ApiAuditEntry,
         ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, Role, Connection, crate::settings::OidcSettings,
-        ApiRoleAssignment, ApiTraffic,
+        ApiRoleAssignment, ApiTraffic, TenantCreated, CertificateCreated, UserCreated,
     )),
     modifiers(&Security),
     security(("api_key" = [])),
@@ -270,7 +284,7 @@ pub struct ExportRequest {
 async fn export(
     State(console): State<Arc<Console>>,
     who: Principal,
-    Json(r): Json<ExportRequest>,
+    Body(r): Body<ExportRequest>,
 ) -> Result<Response, WebError> {
     crate::pages::export_response(&console, &who, &r.query, &r.format).await
 }
@@ -362,7 +376,7 @@ impl From<AuditEntry> for ApiAuditEntry {
 
 /// The audit log, newest first (auditors and administrators).
 #[utoipa::path(get, path = "/audit", params(AuditParams),
-    responses((status = 200, body = Vec<ApiAuditEntry>), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
+    responses((status = 200, body = Vec<ApiAuditEntry>), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn audit(
     State(console): State<Arc<Console>>,
     who: Principal,
@@ -531,16 +545,21 @@ fn split_addresses(text: &str) -> Result<Vec<String>, WebError> {
     Ok(list)
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct UserCreated {
+    pub id: i64,
+}
+
 /// Adds a local account to the caller's tenant (administrators; audited).
 #[utoipa::path(post, path = "/users", request_body = NewUserRequest,
-    responses((status = 201, body = i64), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
+    responses((status = 201, body = UserCreated), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn add_user_api(
     State(console): State<Arc<Console>>,
     who: Principal,
-    Json(r): Json<NewUserRequest>,
+    Body(r): Body<NewUserRequest>,
 ) -> Result<Response, WebError> {
     let id = add_user(&console, &who, &r).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(id)).into_response())
+    Ok((axum::http::StatusCode::CREATED, Json(UserCreated { id })).into_response())
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -594,7 +613,7 @@ async fn update_user_api(
     State(console): State<Arc<Console>>,
     who: Principal,
     Path(id): Path<i64>,
-    Json(c): Json<UserChange>,
+    Body(c): Body<UserChange>,
 ) -> Result<Response, WebError> {
     update_user(&console, &who, id, &c).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
@@ -666,16 +685,22 @@ pub async fn add_tenant(console: &Console, who: &Principal, r: &NewTenantRequest
     Ok(address)
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct TenantCreated {
+    /// Where Exchange's journal rule sends the new tenant's reports.
+    pub journal_address: String,
+}
+
 /// Adds a tenant; the answer is its journal address (administrators of the default tenant).
 #[utoipa::path(post, path = "/tenants", request_body = NewTenantRequest,
-    responses((status = 201, body = String), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
+    responses((status = 201, body = TenantCreated), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn add_tenant_api(
     State(console): State<Arc<Console>>,
     who: Principal,
-    Json(r): Json<NewTenantRequest>,
+    Body(r): Body<NewTenantRequest>,
 ) -> Result<Response, WebError> {
     let address = add_tenant(&console, &who, &r).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(address)).into_response())
+    Ok((axum::http::StatusCode::CREATED, Json(TenantCreated { journal_address: address })).into_response())
 }
 
 pub async fn allow_network(console: &Console, who: &Principal, tenant_id: i64, cidr: &str) -> Result<(), WebError> {
@@ -785,16 +810,21 @@ pub async fn generate_certificate(
     Ok(info.alias)
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct CertificateCreated {
+    pub alias: String,
+}
+
 /// Generates a certificate and key (administrators of the default tenant; audited).
 #[utoipa::path(post, path = "/certificates", request_body = CertificateRequest,
-    responses((status = 201, body = String), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
+    responses((status = 201, body = CertificateCreated), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn generate_certificate_api(
     State(console): State<Arc<Console>>,
     who: Principal,
-    Json(r): Json<CertificateRequest>,
+    Body(r): Body<CertificateRequest>,
 ) -> Result<Response, WebError> {
     let alias = generate_certificate(&console, &who, &r).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(alias)).into_response())
+    Ok((axum::http::StatusCode::CREATED, Json(CertificateCreated { alias })).into_response())
 }
 
 pub async fn certificate_pem(console: &Console, who: &Principal, alias: &str) -> Result<Response, WebError> {
@@ -912,7 +942,7 @@ async fn get_login(State(console): State<Arc<Console>>, who: Principal) -> ApiRe
 async fn put_login(
     State(console): State<Arc<Console>>,
     who: Principal,
-    Json(c): Json<LoginConfig>,
+    Body(c): Body<LoginConfig>,
 ) -> ApiResult<LoginConfig> {
     let settings = LoginSettings { sso_default: c.sso_default, oidc: c.oidc };
     let assignments: Vec<RoleAssignment> = c
@@ -1007,7 +1037,7 @@ async fn api_keys(State(console): State<Arc<Console>>, who: Principal) -> ApiRes
 async fn add_api_key(
     State(console): State<Arc<Console>>,
     who: Principal,
-    Json(r): Json<ApiKeyRequest>,
+    Body(r): Body<ApiKeyRequest>,
 ) -> Result<Response, WebError> {
     let key = create_api_key(&console, &who, &r.name, r.role.as_deref().unwrap_or("")).await?;
     let id = console.archive.catalog.api_keys(Some(who.user.id)).await?.last().map(|k| k.id).unwrap_or(0);

@@ -71,6 +71,25 @@ impl From<coffer_archive::CatalogError> for WebError {
     }
 }
 
+impl From<axum::extract::rejection::JsonRejection> for WebError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        WebError::BadRequest(format!("the request body is not the JSON this operation takes: {}", e.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for WebError {
+    fn from(_: axum::extract::rejection::PathRejection) -> Self {
+        // An id that cannot exist is simply not found.
+        WebError::NotFound
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for WebError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        WebError::BadRequest(format!("query parameters: {}", e.body_text()))
+    }
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         self.log();
