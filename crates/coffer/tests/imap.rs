@@ -398,3 +398,50 @@ fn a_password_sealed_in_the_secret_store_replaces_one_in_the_configuration() {
     let out = c.ok(&["imap", "poll"]);
     assert!(out.contains("fetched 1, archived 1"), "{out}");
 }
+
+#[test]
+fn the_consoles_test_connection_button_signs_in_to_dovecot_and_explains_a_wrong_password() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    d.deliver("journal", None, &journal_report(0).0);
+    let good = config(&d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n";
+    let bad = config(&d, "wrong", "journal", "imaps", "journal").replace("secret1", "not-the-password")
+        + "poll_interval_secs = 600\n";
+    std::fs::write(c.dir.path().join("coffer.toml"), format!("{good}\n{bad}")).unwrap();
+    let mut add = c
+        .command()
+        .args(["user", "add", "admin", "--role", "administrator"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        add.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
+    }
+    assert!(add.wait().unwrap().success());
+    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    let server = common::Server::start(&c, &[]);
+    let post = |name: &str| -> serde_json::Value {
+        ureq::post(&format!("http://{}/api/v1/connections/{name}/test", server.http))
+            .set("Authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    };
+    let listed: serde_json::Value = ureq::get(&format!("http://{}/api/v1/connections", server.http))
+        .set("Authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert!(!listed.to_string().contains("secret1"), "no password is shown: {listed}");
+    let ok = post("journal");
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert!(ok["detail"].as_str().unwrap().contains("logged in as journal"), "{ok}");
+    let refused = post("wrong");
+    assert_eq!(refused["ok"], false);
+    assert!(refused["detail"].as_str().unwrap().to_lowercase().contains("password"), "{refused}");
+}

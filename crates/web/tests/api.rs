@@ -71,7 +71,10 @@ fn every_api_endpoint_answers_each_role_as_its_rights_allow() {
     assert_eq!(auditor.send("POST", "/api/v1/tenants", tenant.clone()).status, 403);
     let created = admin.send("POST", "/api/v1/tenants", tenant);
     assert_eq!(created.status, 201);
-    assert!(created.json()["journal_address"].as_str().unwrap().starts_with("journal-"), "the answer is the journal address");
+    assert!(
+        created.json()["journal_address"].as_str().unwrap().starts_with("journal-"),
+        "the answer is the journal address"
+    );
     let cert =
         json!({"alias": "console", "common_name": "archive.contoso.com", "organization": "Contoso", "country": "CH"});
     assert_eq!(auditor.send("POST", "/api/v1/certificates", cert.clone()).status, 403);
