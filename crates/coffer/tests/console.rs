@@ -206,3 +206,22 @@ fn console_in_headless_chromium_with_single_sign_on() {
     let sign_ins = audit.as_array().unwrap().iter().filter(|e| e["action"] == "sign-in").count();
     assert!(sign_ins >= 5, "every single sign-on is audited: {audit}");
 }
+
+#[test]
+fn https_from_a_stored_certificate_sets_secure_cookies_and_hsts() {
+    let c = Coffer::new();
+    c.ok(&["cert", "generate", "--alias", "console", "--cn", "localhost"]);
+    let ca = c.dir.path().join("console.pem");
+    std::fs::write(&ca, c.ok(&["cert", "export", "--alias", "console"])).unwrap();
+    let server = Server::start(&c, &[("COFFER_HTTP__CERTIFICATE", "console"), ("COFFER_SMTP__TLS", "off")]);
+    let out = python(
+        r#"
+import sys, requests
+r = requests.get(f"https://localhost:{sys.argv[1]}/signon", verify=sys.argv[2])
+print(r.status_code, r.headers.get("Strict-Transport-Security"), r.headers.get("Set-Cookie"))
+"#,
+        &[&server.http.port().to_string(), ca.to_str().unwrap()],
+    );
+    assert!(out.starts_with("200 max-age=31536000 coffer_signon="), "{out}");
+    assert!(out.contains("HttpOnly; SameSite=Lax; Secure"), "{out}");
+}

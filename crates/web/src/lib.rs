@@ -120,7 +120,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(oidc::routes())
         .nest("/api/v1", api::routes())
         .layer(axum::middleware::from_fn_with_state(console.clone(), auth::authenticate))
-        .layer(axum::middleware::from_fn(security::headers))
+        .layer(axum::middleware::from_fn_with_state(console.clone(), security::headers))
         .with_state(console)
 }
 
