@@ -30,6 +30,13 @@ pub struct CertInfo {
     pub sha256: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyKind {
+    #[default]
+    EcdsaP256,
+    Rsa2048,
+}
+
 pub struct CertStore {
     dir: PathBuf,
     master: MasterKey,
@@ -42,6 +49,12 @@ impl CertStore {
 
     /// A new self-signed certificate (ECDSA P-256, valid two years) for `subject.common_name`.
     pub fn generate(&self, alias: &str, subject: &Subject) -> Result<CertInfo, ArchiveError> {
+        self.generate_with(alias, subject, KeyKind::EcdsaP256)
+    }
+
+    /// A new self-signed certificate with the given kind of key (Entra ID app registrations take
+    /// RSA keys only).
+    pub fn generate_with(&self, alias: &str, subject: &Subject, kind: KeyKind) -> Result<CertInfo, ArchiveError> {
         check_alias(alias)?;
         let bad = |e: rcgen::Error| ArchiveError::Invalid(format!("cannot make the certificate: {e}"));
         let mut names = vec![subject.common_name.clone()];
@@ -67,7 +80,18 @@ impl CertStore {
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(730);
-        let key = rcgen::KeyPair::generate().map_err(bad)?;
+        let key = match kind {
+            KeyKind::EcdsaP256 => rcgen::KeyPair::generate().map_err(bad)?,
+            KeyKind::Rsa2048 => {
+                use rsa::pkcs8::EncodePrivateKey;
+                let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+                    .map_err(|e| ArchiveError::Internal(format!("RSA key generation: {e}")))?;
+                let pem = rsa
+                    .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+                    .map_err(|e| ArchiveError::Internal(format!("RSA key encoding: {e}")))?;
+                rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(bad)?
+            }
+        };
         let cert = params.self_signed(&key).map_err(bad)?;
         self.save(alias, cert.pem().as_bytes(), key.serialize_pem().as_bytes())
     }
@@ -129,6 +153,16 @@ impl CertStore {
         let path = self.dir.join(format!("{alias}.crt.pem"));
         std::fs::read_to_string(&path)
             .map_err(|_| ArchiveError::Invalid(format!("no certificate {alias:?}; `coffer cert list` shows them")))
+    }
+
+    /// The (first) certificate, DER-encoded.
+    pub fn certificate_der(&self, alias: &str) -> Result<Vec<u8>, ArchiveError> {
+        let pem = self.certificate_pem(alias)?;
+        pem::parse_many(pem.as_bytes())
+            .ok()
+            .and_then(|blocks| blocks.into_iter().find(|b| b.tag() == "CERTIFICATE"))
+            .map(|b| b.into_contents())
+            .ok_or_else(|| ArchiveError::Invalid(format!("certificate {alias:?} is not readable PEM")))
     }
 
     /// The private key (PEM), unsealed in memory for the TLS stack.

@@ -27,6 +27,8 @@ pub struct Config {
     pub http: Http,
     /// IMAP mailboxes to archive (`[[imap]]`).
     pub imap: Vec<coffer_imap::ImapConfig>,
+    /// Microsoft 365 tenants to archive through Graph (`[[m365]]`).
+    pub m365: Vec<coffer_m365::M365Config>,
 }
 
 /// The SMTP journaling listener.
@@ -124,6 +126,7 @@ impl Default for Config {
             smtp: Smtp::default(),
             http: Http::default(),
             imap: Vec::new(),
+            m365: Vec::new(),
         }
     }
 }

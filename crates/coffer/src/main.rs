@@ -130,6 +130,12 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Microsoft 365 (`[[m365]]` in coffer.toml): the app's certificate and manifest, a test, the
+    /// historical import through Microsoft Graph.
+    M365 {
+        #[command(subcommand)]
+        command: M365Command,
+    },
     /// Console and API accounts: add one (password from stdin), list them, make an API key.
     User {
         #[command(subcommand)]
@@ -144,6 +150,39 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum M365Command {
+    /// Add Coffer's certificate (an RSA-2048 one, made when the alias does not exist) to the app
+    /// manifest downloaded from the Azure portal; upload OUT there.
+    Manifest {
+        #[arg(long)]
+        alias: String,
+        #[arg(long, default_value = "Coffer archive")]
+        cn: String,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        unit: Option<String>,
+        #[arg(long)]
+        city: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        country: Option<String>,
+        input: PathBuf,
+        output: PathBuf,
+    },
+    /// Get a token, list a user, read a mailbox's folders; failures come with advice.
+    Test { name: Option<String> },
+    /// Import every mailbox in scope (or one), resuming where the last run stopped.
+    Import {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -535,6 +574,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::User { command } => user(&config, command).await,
+        Command::M365 { command } => m365(&config, command).await,
         Command::Audit { command } => {
             let archive = open(&config, false).await?;
             match command {
@@ -631,6 +671,141 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("tenant {name} accepts journal reports from {}", networks.join(", "));
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn m365_connection<'a>(config: &'a Config, name: Option<&str>) -> anyhow::Result<&'a coffer_m365::M365Config> {
+    match name {
+        Some(n) => config
+            .m365
+            .iter()
+            .find(|c| c.name == n)
+            .ok_or_else(|| anyhow::anyhow!("no [[m365]] connection named {n:?} in the configuration")),
+        None => config
+            .m365
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no [[m365]] connection in the configuration (see README: Microsoft 365)")),
+    }
+}
+
+fn graph(archive: &Archive, c: &coffer_m365::M365Config) -> anyhow::Result<coffer_m365::graph::Graph> {
+    let certs = archive.certs();
+    let pem = certs.certificate_pem(&c.certificate).with_context(|| {
+        format!(
+            "m365 {}: certificate {:?} (make it with `coffer m365 manifest --alias {}`)",
+            c.name, c.certificate, c.certificate
+        )
+    })?;
+    Ok(coffer_m365::graph::Graph::new(c.clone(), &pem, certs.private_key_pem(&c.certificate)?)?)
+}
+
+async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode> {
+    match command {
+        M365Command::Manifest { alias, cn, org, unit, city, state, country, input, output } => {
+            let archive = open(config, false).await?;
+            let certs = archive.certs();
+            if certs.certificate_pem(&alias).is_err() {
+                let subject =
+                    coffer_archive::certs::Subject { common_name: cn, organization: org, unit, city, state, country };
+                let info = certs.generate_with(&alias, &subject, coffer_archive::certs::KeyKind::Rsa2048)?;
+                println!("made certificate {} (RSA 2048, SHA-1 {})", info.alias, info.sha1);
+            }
+            let der = certs.certificate_der(&alias)?;
+            let manifest = std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
+            let subject = certs.list()?.into_iter().find(|c| c.alias == alias).map(|c| c.subject).unwrap_or_default();
+            let updated = coffer_m365::manifest::add_certificate(&manifest, &der, &subject)?;
+            std::fs::write(&output, serde_json::to_vec_pretty(&updated)?)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            archive
+                .catalog
+                .audit(
+                    None,
+                    &Actor::operator(archive.tenant(None).await?).name,
+                    "local",
+                    "configuration",
+                    &format!("m365 manifest updated with certificate {alias}"),
+                )
+                .await?;
+            println!(
+                "wrote {}: upload it in the Azure portal (App registrations → your app → Manifest → Upload)",
+                output.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        M365Command::Test { name } => {
+            let archive = open(config, false).await?;
+            let c = m365_connection(config, name.as_deref())?;
+            let graph = std::sync::Arc::new(graph(&archive, c)?);
+            let g = graph.clone();
+            let outcome = tokio::task::spawn_blocking(move || -> Result<String, coffer_m365::M365Error> {
+                g.token(coffer_m365::graph::GRAPH_SCOPE)?;
+                let users = g
+                    .get_json("/v1.0/users?$select=id,userPrincipalName&$top=1")
+                    .map_err(coffer_m365::import::failure)?;
+                let first = users["value"][0].clone();
+                let Some(id) = first["id"].as_str() else { return Ok("token ok; the directory lists no users".into()) };
+                let folders =
+                    g.all(&format!("/v1.0/users/{id}/mailFolders?$top=100")).map_err(coffer_m365::import::failure)?;
+                Ok(format!(
+                    "token ok; user {} has {} top-level mail folders",
+                    first["userPrincipalName"].as_str().unwrap_or(id),
+                    folders.len()
+                ))
+            })
+            .await?;
+            match outcome {
+                Ok(text) => {
+                    println!("{}: {text}", c.name);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", c.name);
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        M365Command::Import { name, user } => {
+            let archive = open(config, true).await?;
+            let c = m365_connection(config, name.as_deref())?;
+            let tenant = archive.tenant(c.tenant.as_deref()).await?;
+            let importer = coffer_m365::import::Importer {
+                graph: std::sync::Arc::new(graph(&archive, c)?),
+                pipeline: archive.pipeline(),
+                catalog: archive.catalog.clone(),
+                tenant: tenant.id,
+                max_message_bytes: config.max_message_bytes,
+            };
+            let indexer = archive.spawn_indexer();
+            let mut users = importer.users().await?;
+            if let Some(u) = &user {
+                users.retain(|(id, upn)| id == u || upn.eq_ignore_ascii_case(u));
+                anyhow::ensure!(!users.is_empty(), "no user {u:?} in scope of connection {}", c.name);
+            }
+            let mut total = (0, 0, 0);
+            for (id, upn) in &users {
+                let report = importer
+                    .mailbox(id, upn, &|r| tracing::info!(mailbox = %r.mailbox, folders = r.folders, archived = r.archived, "import progress"))
+                    .await?;
+                println!(
+                    "{upn}: {} folders, fetched {}, archived {}, duplicates {}, folders read again after 410: {}",
+                    report.folders, report.fetched, report.archived, report.duplicates, report.restarted
+                );
+                total.0 += report.fetched;
+                total.1 += report.archived;
+                total.2 += report.duplicates;
+            }
+            indexer.abort();
+            archive.indexer().run_until_idle().await?;
+            archive.close().await?;
+            println!(
+                "done: {} mailboxes, fetched {}, archived {}, duplicates {}",
+                users.len(),
+                total.0,
+                total.1,
+                total.2
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,204 @@
+//! Microsoft 365 through Microsoft Graph, against the test kit's stateful fake of the identity
+//! platform and Graph (nothing here can reach Microsoft): the manifest round trip, advice for a
+//! certificate Entra ID does not know, and a resumable historical import of three mailboxes with
+//! nested folders under throttling, an expired delta link and a SIGKILL.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use coffer_testkit::microsoft::FakeMicrosoft;
+use common::{Coffer, sha256, zip_entries};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT: &str = "5f1f4d1b-7e25-4a2a-9c37-0d1a3e0c9a11";
+
+fn configure(c: &Coffer, fake: &FakeMicrosoft, certificate: &str) {
+    let toml = format!(
+        "[[m365]]\nname = \"contoso\"\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\ncertificate = \"{certificate}\"\n\
+         login_host = \"{base}\"\ngraph_host = \"{base}\"\n",
+        base = fake.base
+    );
+    std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
+}
+
+/// Downloads the manifest, lets Coffer add its certificate, uploads the result.
+fn register_certificate(c: &Coffer, fake: &FakeMicrosoft, alias: &str) -> serde_json::Value {
+    let input = c.dir.path().join("manifest.json");
+    let output = c.dir.path().join("manifest.updated.json");
+    std::fs::write(&input, serde_json::to_vec(&fake.manifest()).unwrap()).unwrap();
+    let out = c.ok(&[
+        "m365",
+        "manifest",
+        "--alias",
+        alias,
+        "--cn",
+        "Coffer archive",
+        "--org",
+        "Contoso",
+        "--country",
+        "CH",
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.contains("upload it in the Azure portal"), "{out}");
+    let updated: serde_json::Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    fake.upload_manifest(&updated);
+    updated
+}
+
+#[test]
+fn the_manifest_round_trip_makes_entra_id_accept_coffers_certificate() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    fake.add_user("alice@contoso.com");
+    let c = Coffer::new();
+    configure(&c, &fake, "m365");
+    let missing = c.run(&["m365", "test"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("coffer m365 manifest --alias m365"));
+
+    // The certificate exists but the app does not know it yet: Entra ID's AADSTS700027, explained.
+    let input = c.dir.path().join("original.json");
+    std::fs::write(&input, serde_json::to_vec(&fake.manifest()).unwrap()).unwrap();
+    c.ok(&[
+        "m365",
+        "manifest",
+        "--alias",
+        "m365",
+        input.to_str().unwrap(),
+        c.dir.path().join("unused.json").to_str().unwrap(),
+    ]);
+    let refused = c.run(&["m365", "test"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("AADSTS700027") && err.contains("upload the updated manifest"), "{err}");
+
+    let updated = register_certificate(&c, &fake, "m365");
+    let keys = updated["keyCredentials"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    let cert = c.ok(&["cert", "list"]);
+    assert!(cert.contains("m365"), "{cert}");
+    assert_eq!(keys[0]["type"], "AsymmetricX509Cert");
+    let out = c.ok(&["m365", "test"]);
+    assert!(out.contains("token ok; user alice@contoso.com has 5 top-level mail folders"), "{out}");
+
+    // Another certificate, signed correctly, but not the registered one: refused as Entra ID would.
+    c.ok(&[
+        "m365",
+        "manifest",
+        "--alias",
+        "other",
+        input.to_str().unwrap(),
+        c.dir.path().join("other.json").to_str().unwrap(),
+    ]);
+    configure(&c, &fake, "other");
+    let refused = c.run(&["m365", "test"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("AADSTS700027"));
+}
+
+struct Mailbox {
+    id: String,
+    upn: String,
+    /// (folder path, original bytes) of every message that must be archived.
+    expected: Vec<(String, Vec<u8>)>,
+}
+
+fn message(upn: &str, folder: &str, i: usize) -> Vec<u8> {
+    format!(
+        "From: Sender {i} <sender{i}@contoso.com>\r\nTo: {upn}\r\nSubject: {folder} message {i} for {upn}\r\n\
+Date: Mon, 01 Jul 2024 {:02}:{:02}:00 +0000\r\nMessage-ID: <m365-{i}-{upn}>\r\n\r\nBody {i} in {folder}.\r\n",
+        i % 24,
+        i % 60
+    )
+    .into_bytes()
+}
+
+fn populate(fake: &FakeMicrosoft, upn: &str, per_folder: usize) -> Mailbox {
+    let id = fake.add_user(upn);
+    let inbox = fake.folder_id(&id, "inbox");
+    let projects = fake.add_folder(&id, Some(&inbox), "Projects");
+    let alpha = fake.add_folder(&id, Some(&projects), "Alpha");
+    let beta = fake.add_folder(&id, Some(&projects), "Beta");
+    let year = fake.add_folder(&id, Some(&beta), "2024");
+    let sent = fake.folder_id(&id, "sentitems");
+    let mut expected = Vec::new();
+    let mut n = 0;
+    for (fid, path) in [
+        (inbox.clone(), "Inbox"),
+        (alpha, "Inbox/Projects/Alpha"),
+        (year, "Inbox/Projects/Beta/2024"),
+        (sent, "Sent Items"),
+    ] {
+        for _ in 0..per_folder {
+            n += 1;
+            let raw = message(upn, path, n);
+            fake.add_message(&id, &fid, &raw);
+            expected.push((path.to_owned(), raw));
+        }
+    }
+    // Junk and deleted mail is skipped by default.
+    fake.add_message(&id, &fake.folder_id(&id, "junkemail"), &message(upn, "Junk", 9_000));
+    fake.add_message(&id, &fake.folder_id(&id, "deleteditems"), &message(upn, "Deleted", 9_001));
+    Mailbox { id, upn: upn.into(), expected }
+}
+
+#[test]
+fn a_throttled_interrupted_import_of_three_mailboxes_archives_every_message_once_byte_exact() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    let mailboxes: Vec<Mailbox> =
+        ["alice@contoso.com", "bob@contoso.com", "carol@contoso.com"].iter().map(|u| populate(&fake, u, 170)).collect();
+    let total: usize = mailboxes.iter().map(|m| m.expected.len()).sum();
+    assert!(total >= 2000, "{total}");
+    let c = Coffer::new();
+    configure(&c, &fake, "m365");
+    register_certificate(&c, &fake, "m365");
+
+    // Throttling at several moments, and bob's inbox delta link expires in the middle.
+    fake.throttle_requests([3, 40, 41, 200, 700]);
+    fake.expire_delta(&fake.folder_id(&mailboxes[1].id, "inbox"));
+    // Killed on the spot after the 30th durable page, before its cursor is saved.
+    let crashed = c
+        .command()
+        .args(["m365", "import"])
+        .env("COFFER_CRASH_AT", "m365-after-page")
+        .env("COFFER_CRASH_AFTER", "30")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the import was meant to die");
+    let out = c.ok(&["m365", "import"]);
+    assert!(out.contains(&format!("done: 3 mailboxes")), "{out}");
+    assert!(out.contains("bob@contoso.com: 6 folders"), "Inbox, Projects, Alpha, Beta, 2024, Sent Items: {out}");
+    assert!(out.contains("folders read again after 410: 1"), "bob's inbox started over after the 410: {out}");
+    assert_eq!(fake.pending_throttles(), 0, "every planned 429 was answered, and waited out");
+    assert!(
+        fake.max_concurrent_per_mailbox() <= 4,
+        "at most 4 requests per mailbox: {}",
+        fake.max_concurrent_per_mailbox()
+    );
+
+    // Every message exactly once, nothing from Junk or Deleted Items, byte-exact.
+    assert_eq!(c.count("from:contoso.com").to_string(), total.to_string());
+    assert_eq!(c.count("subject:junk"), 0);
+    assert_eq!(c.count("subject:deleted"), 0);
+    let zip = c.dir.path().join("all.zip");
+    c.ok(&["export", "--format", "eml-zip", "--out", zip.to_str().unwrap(), "from:contoso.com"]);
+    let exported: BTreeSet<String> =
+        zip_entries(&zip).into_iter().filter(|(n, _)| n.ends_with(".eml")).map(|(_, raw)| sha256(&raw)).collect();
+    let originals: BTreeSet<String> =
+        mailboxes.iter().flat_map(|m| m.expected.iter().map(|(_, raw)| sha256(raw))).collect();
+    assert_eq!(exported, originals);
+
+    // Placements: each message in its mailbox and full folder path.
+    for m in &mailboxes {
+        let hits = c.json(&format!("mailbox:{} folder:\"Inbox/Projects/Beta/2024\"", m.upn), 1000);
+        assert_eq!(hits.len(), 170, "{}", m.upn);
+        assert!(hits.iter().all(|h| h["mailbox"] == m.upn.as_str() && h["folder"] == "Inbox/Projects/Beta/2024"));
+    }
+
+    // The next run reads only what changed: a new message, a move.
+    let alice = &mailboxes[0];
+    let inbox = fake.folder_id(&alice.id, "inbox");
+    fake.add_message(&alice.id, &inbox, &message(&alice.upn, "Inbox", 50_000));
+    let out = c.ok(&["m365", "import", "--user", "alice@contoso.com"]);
+    assert!(out.contains("alice@contoso.com: 6 folders, fetched 1, archived 1, duplicates 0"), "{out}");
+}

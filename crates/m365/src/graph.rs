@@ -1,0 +1,233 @@
+//! Talking to Microsoft: tokens by client credentials with a signed client assertion (one per
+//! resource, cached until shortly before expiry), and Graph requests that honour throttling
+//! (429/503/504 with `Retry-After`) and turn Microsoft's errors into advice.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::Value;
+use sha1::Digest;
+
+use crate::{M365Config, M365Error};
+
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// What a request ended with when it was not a success.
+#[derive(Debug)]
+pub enum Failure {
+    /// 410 Gone: a delta link that expired; the folder starts over.
+    Gone,
+    NotFound,
+    Other(M365Error),
+}
+
+impl From<M365Error> for Failure {
+    fn from(e: M365Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+pub struct Graph {
+    pub config: M365Config,
+    agent: ureq::Agent,
+    key_pem: Vec<u8>,
+    certificate_der: Vec<u8>,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Requests Graph throttled (429/503/504), for the status.
+    pub throttled: std::sync::atomic::AtomicU64,
+}
+
+impl Graph {
+    pub fn new(config: M365Config, certificate_pem: &str, key_pem: Vec<u8>) -> Result<Graph, M365Error> {
+        let body: String = certificate_pem
+            .lines()
+            .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
+        let certificate_der = STANDARD
+            .decode(body.trim())
+            .map_err(|e| M365Error::Advice(format!("certificate {:?} is not PEM: {e}", config.certificate)))?;
+        Ok(Graph {
+            agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build(),
+            config,
+            key_pem,
+            certificate_der,
+            tokens: Mutex::default(),
+            throttled: Default::default(),
+        })
+    }
+
+    fn token_endpoint(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.config.login_host.trim_end_matches('/'), self.config.tenant_id)
+    }
+
+    /// A client assertion (RFC 7523): PS256 with `x5t#S256` by default, RS256 with `x5t` when
+    /// configured (older tenants).
+    pub fn client_assertion(&self) -> Result<String, M365Error> {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&self.key_pem).map_err(|_| {
+            M365Error::Advice(format!(
+                "certificate {:?} has no RSA key: Entra ID takes RSA certificates; make one with `coffer m365 manifest --alias …` or `coffer cert generate --rsa`",
+                self.config.certificate
+            ))
+        })?;
+        let mut header = if self.config.assertion == "rs256" {
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            h.x5t = Some(URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&self.certificate_der)));
+            h
+        } else {
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
+            h.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&self.certificate_der)));
+            h
+        };
+        header.typ = Some("JWT".into());
+        let now = coffer_archive::service::now_secs();
+        let claims = serde_json::json!({
+            "aud": self.token_endpoint(), "iss": self.config.client_id, "sub": self.config.client_id,
+            "jti": crate::manifest::new_guid(), "nbf": now - 30, "iat": now, "exp": now + 600,
+        });
+        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| M365Error::Advice(format!("signing: {e}")))
+    }
+
+    /// An access token for `scope`, from the cache while it has more than five minutes left.
+    pub fn token(&self, scope: &str) -> Result<String, M365Error> {
+        if let Some((t, until)) = self.tokens.lock().unwrap().get(scope)
+            && *until > Instant::now()
+        {
+            return Ok(t.clone());
+        }
+        let assertion = self.client_assertion()?;
+        let endpoint = self.token_endpoint();
+        let response = self.agent.post(&endpoint).send_form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &self.config.client_id),
+            ("scope", scope),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            ("client_assertion", &assertion),
+        ]);
+        let body: Value = match response {
+            Ok(r) => r.into_json().map_err(|e| M365Error::Advice(format!("token endpoint answered no JSON: {e}")))?,
+            Err(ureq::Error::Status(code, r)) => {
+                let body: Value = r.into_json().unwrap_or_default();
+                return Err(token_advice(code, &body));
+            }
+            Err(e) => return Err(M365Error::Unreachable(format!("{endpoint}: {e}"))),
+        };
+        let token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| M365Error::Advice(format!("the token endpoint answered without a token: {body}")))?
+            .to_owned();
+        let lifetime = body["expires_in"].as_u64().unwrap_or(3600);
+        let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(300).max(30));
+        self.tokens.lock().unwrap().insert(scope.to_owned(), (token.clone(), until));
+        Ok(token)
+    }
+
+    /// A Graph path (`/v1.0/…`) or a full link Graph gave (`@odata.nextLink`).
+    pub fn url(&self, path_or_link: &str) -> String {
+        if path_or_link.starts_with("http") {
+            path_or_link.to_owned()
+        } else {
+            format!("{}{path_or_link}", self.config.graph_host.trim_end_matches('/'))
+        }
+    }
+
+    /// GET with retries: throttling waits as long as `Retry-After` says (at most two minutes at a
+    /// time, eight times in a row); a 401 gets a fresh token once.
+    pub fn get(&self, path_or_link: &str) -> Result<ureq::Response, Failure> {
+        let url = self.url(path_or_link);
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let token = self.token(GRAPH_SCOPE)?;
+            match self.agent.get(&url).set("Authorization", &format!("Bearer {token}")).call() {
+                Ok(r) => return Ok(r),
+                Err(ureq::Error::Status(code @ (429 | 503 | 504), r)) if attempt <= 8 => {
+                    self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let wait = r
+                        .header("Retry-After")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(2 << attempt.min(5));
+                    tracing::info!(code, wait, %url, "Graph throttled; waiting as asked");
+                    std::thread::sleep(Duration::from_secs(wait.min(120)));
+                }
+                Err(ureq::Error::Status(401, _)) if !refreshed => {
+                    refreshed = true;
+                    self.tokens.lock().unwrap().clear();
+                }
+                Err(ureq::Error::Status(410, _)) => return Err(Failure::Gone),
+                Err(ureq::Error::Status(404, _)) => return Err(Failure::NotFound),
+                Err(ureq::Error::Status(code, r)) => {
+                    let body: Value = r.into_json().unwrap_or_default();
+                    return Err(Failure::Other(graph_advice(code, &body, &url)));
+                }
+                Err(e) => return Err(Failure::Other(M365Error::Unreachable(format!("{url}: {e}")))),
+            }
+        }
+    }
+
+    pub fn get_json(&self, path_or_link: &str) -> Result<Value, Failure> {
+        self.get(path_or_link)?
+            .into_json()
+            .map_err(|e| Failure::Other(M365Error::Unreachable(format!("Graph answered no JSON: {e}"))))
+    }
+
+    pub fn get_bytes(&self, path_or_link: &str, limit: u64) -> Result<Vec<u8>, Failure> {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(self.get(path_or_link)?.into_reader(), limit + 1),
+            &mut bytes,
+        )
+        .map_err(|e| Failure::Other(M365Error::Unreachable(format!("reading a message from Graph: {e}"))))?;
+        Ok(bytes)
+    }
+
+    /// Every item of a paged collection (`value` + `@odata.nextLink`).
+    pub fn all(&self, path: &str) -> Result<Vec<Value>, Failure> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(link) = next {
+            let page = self.get_json(&link)?;
+            out.extend(page["value"].as_array().cloned().unwrap_or_default());
+            next = page["@odata.nextLink"].as_str().map(str::to_owned);
+        }
+        Ok(out)
+    }
+}
+
+/// Microsoft's token errors, turned into what to do.
+fn token_advice(code: u16, body: &Value) -> M365Error {
+    let description = body["error_description"].as_str().unwrap_or_default();
+    let first_line = description.lines().next().unwrap_or_default();
+    let advice = if description.contains("AADSTS700027") || description.contains("AADSTS700024") {
+        "the app does not know Coffer's certificate: upload the updated manifest (`coffer m365 manifest`) in the Azure portal"
+    } else if description.contains("AADSTS700016") {
+        "no such application in this directory: check the client (application) id and the tenant id"
+    } else if description.contains("AADSTS90002") || description.contains("AADSTS900023") {
+        "no such tenant: check the directory (tenant) id"
+    } else if description.contains("AADSTS7000215") {
+        "the client secret or assertion is wrong"
+    } else {
+        "check tenant id, client id and certificate"
+    };
+    M365Error::Advice(format!(
+        "Entra ID refused the token ({code} {}): {first_line} → {advice}",
+        body["error"].as_str().unwrap_or("")
+    ))
+}
+
+fn graph_advice(code: u16, body: &Value, url: &str) -> M365Error {
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    let advice = match code {
+        403 => {
+            "grant the app's application permissions (Mail.Read, User.Read.All, …) and admin consent, and check the application access policy"
+        }
+        401 => "the token was refused: check the app registration and its certificate",
+        _ => "Microsoft Graph refused the request",
+    };
+    M365Error::Advice(format!("Graph answered {code} for {url}: {message} → {advice}"))
+}

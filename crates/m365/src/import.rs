@@ -1,0 +1,237 @@
+//! The historical import, resumable: per folder, `messages/delta` pages; each page's messages are
+//! fetched (`$value`, at most four requests at a time per mailbox) and handed to the pipeline, and
+//! only when all of them are durable does the folder's cursor (the next link or the delta link)
+//! advance in the catalog. A restart continues from the cursor; a 410 on it starts the folder
+//! over, and dedup absorbs what was already stored.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use coffer_archive::{Catalog, Pipeline, Source, Submission};
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::M365Error;
+use crate::graph::{Failure, Graph};
+
+/// At most this many Graph requests at a time per mailbox (Microsoft's guidance is four).
+const PER_MAILBOX: usize = 4;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MailboxReport {
+    pub mailbox: String,
+    pub folders: usize,
+    pub fetched: usize,
+    pub archived: usize,
+    pub duplicates: usize,
+    pub removed_in_mailbox: usize,
+    /// Folders whose delta link had expired (410) and were read again.
+    pub restarted: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Folder {
+    pub id: String,
+    pub path: String,
+}
+
+pub struct Importer {
+    pub graph: Arc<Graph>,
+    pub pipeline: Pipeline,
+    pub catalog: Catalog,
+    pub tenant: i64,
+    pub max_message_bytes: u64,
+}
+
+impl Importer {
+    fn connection(&self) -> String {
+        format!("m365:{}", self.graph.config.name)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Graph) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let graph = self.graph.clone();
+        tokio::task::spawn_blocking(move || f(&graph))
+            .await
+            .map_err(|e| Failure::Other(M365Error::Advice(format!("internal: {e}"))))?
+    }
+
+    /// The mailboxes in scope: `(id, user principal name)`.
+    pub async fn users(&self) -> Result<Vec<(String, String)>, M365Error> {
+        let users = self
+            .blocking(|g| g.all("/v1.0/users?$select=id,userPrincipalName,mail&$top=100"))
+            .await
+            .map_err(failure)?;
+        let wanted: Vec<String> = self.graph.config.mailboxes.iter().map(|m| m.to_lowercase()).collect();
+        Ok(users
+            .iter()
+            .filter_map(|u| {
+                Some((
+                    u["id"].as_str()?.to_owned(),
+                    u["userPrincipalName"].as_str()?.to_lowercase(),
+                    u["mail"].as_str().map(str::to_lowercase),
+                ))
+            })
+            .filter(|(_, upn, mail)| {
+                wanted.is_empty() || wanted.contains(upn) || mail.as_ref().is_some_and(|m| wanted.contains(m))
+            })
+            .map(|(id, upn, _)| (id, upn))
+            .collect())
+    }
+
+    /// The mailbox's folders with their full paths, the skipped ones (Junk, Deleted Items,
+    /// Drafts, as configured) and their subfolders left out.
+    pub async fn folders(&self, user: &str) -> Result<Vec<Folder>, M365Error> {
+        let config = &self.graph.config;
+        let mut skip = HashSet::new();
+        for (on, name) in
+            [(config.skip_junk, "junkemail"), (config.skip_deleted, "deleteditems"), (config.skip_drafts, "drafts")]
+        {
+            if on {
+                let path = format!("/v1.0/users/{user}/mailFolders/{name}?$select=id");
+                match self.blocking(move |g| g.get_json(&path)).await {
+                    Ok(f) => {
+                        skip.insert(f["id"].as_str().unwrap_or_default().to_owned());
+                    }
+                    Err(Failure::NotFound) => {}
+                    Err(e) => return Err(failure(e)),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut pending =
+            vec![(format!("/v1.0/users/{user}/mailFolders?$top=100&includeHiddenFolders=false"), String::new())];
+        while let Some((path, parent)) = pending.pop() {
+            let children = self.blocking(move |g| g.all(&path)).await.map_err(failure)?;
+            for f in children {
+                let (Some(id), Some(name)) = (f["id"].as_str(), f["displayName"].as_str()) else { continue };
+                if skip.contains(id) {
+                    continue;
+                }
+                let full = if parent.is_empty() { name.to_owned() } else { format!("{parent}/{name}") };
+                if f["childFolderCount"].as_u64().unwrap_or(1) > 0 {
+                    pending.push((format!("/v1.0/users/{user}/mailFolders/{id}/childFolders?$top=100"), full.clone()));
+                }
+                out.push(Folder { id: id.to_owned(), path: full });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Imports one mailbox, every folder, from where the last run stopped.
+    pub async fn mailbox(
+        &self,
+        user_id: &str,
+        upn: &str,
+        progress: &(dyn Fn(&MailboxReport) + Sync),
+    ) -> Result<MailboxReport, M365Error> {
+        let mut report = MailboxReport { mailbox: upn.to_owned(), ..Default::default() };
+        for folder in self.folders(user_id).await? {
+            report.folders += 1;
+            self.folder(user_id, upn, &folder, &mut report).await?;
+            progress(&report);
+        }
+        Ok(report)
+    }
+
+    async fn folder(
+        &self,
+        user_id: &str,
+        upn: &str,
+        folder: &Folder,
+        report: &mut MailboxReport,
+    ) -> Result<(), M365Error> {
+        let scope = format!("{user_id}/{}", folder.id);
+        let start = format!("/v1.0/users/{user_id}/mailFolders/{}/messages/delta?$select=id", folder.id);
+        let mut link = self.catalog.sync_cursor(&self.connection(), &scope).await?.unwrap_or_else(|| start.clone());
+        loop {
+            let page = {
+                let current = link.clone();
+                match self.blocking(move |g| g.get_json(&current)).await {
+                    Ok(p) => p,
+                    Err(Failure::Gone) => {
+                        tracing::info!(mailbox = upn, folder = %folder.path, "delta link expired (410): reading the folder again");
+                        report.restarted += 1;
+                        link = start.clone();
+                        continue;
+                    }
+                    Err(e) => return Err(failure(e)),
+                }
+            };
+            let items = page["value"].as_array().cloned().unwrap_or_default();
+            let (removed, present): (Vec<&Value>, Vec<&Value>) =
+                items.iter().partition(|m| m.get("@removed").is_some());
+            report.removed_in_mailbox += removed.len();
+            let ids: Vec<String> = present.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect();
+            let limit = self.max_message_bytes;
+            let results: Vec<Result<(Vec<u8>, String), M365Error>> = futures::stream::iter(ids)
+                .map(|id| {
+                    let path = format!("/v1.0/users/{user_id}/messages/{id}/$value");
+                    async move {
+                        match self.blocking(move |g| g.get_bytes(&path, limit)).await {
+                            Ok(raw) => Ok((raw, id)),
+                            Err(e) => Err(failure(e)),
+                        }
+                    }
+                })
+                .buffer_unordered(PER_MAILBOX)
+                .collect()
+                .await;
+            // Every message of the page is durable before the cursor moves past it.
+            let mut receipts = Vec::new();
+            for r in results {
+                let (raw, _id) = match r {
+                    Ok(x) => x,
+                    Err(M365Error::Advice(m)) if m.contains("404") => continue, // deleted meanwhile
+                    Err(e) => return Err(e),
+                };
+                report.fetched += 1;
+                let submission = Submission {
+                    tenant: self.tenant,
+                    source: Source::Graph,
+                    raw,
+                    envelope: Vec::new(),
+                    envelope_from: None,
+                    placement: Some((upn.to_owned(), folder.path.clone())),
+                    journal: false,
+                };
+                receipts.push(self.pipeline.submit(submission));
+            }
+            for receipt in futures::future::join_all(receipts).await {
+                match receipt {
+                    Ok(r) if r.duplicate => report.duplicates += 1,
+                    Ok(_) => report.archived += 1,
+                    Err(coffer_archive::ArchiveError::TooLarge { .. }) => {
+                        tracing::warn!(mailbox = upn, folder = %folder.path, "a message over max_message_bytes was skipped");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            crate::crash_point("m365-after-page");
+            if let Some(next) = page["@odata.nextLink"].as_str() {
+                self.catalog.set_sync_cursor(&self.connection(), &scope, next).await?;
+                link = next.to_owned();
+            } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
+                self.catalog.set_sync_cursor(&self.connection(), &scope, delta).await?;
+                return Ok(());
+            } else {
+                return Err(M365Error::Advice(format!(
+                    "Graph's delta page for {} has neither a next nor a delta link",
+                    folder.path
+                )));
+            }
+        }
+    }
+}
+
+/// A request's failure as an error with advice.
+pub fn failure(f: Failure) -> M365Error {
+    match f {
+        Failure::Other(e) => e,
+        Failure::Gone => M365Error::Advice("Graph answered 410 Gone".into()),
+        Failure::NotFound => M365Error::Advice("Graph answered 404 Not Found".into()),
+    }
+}

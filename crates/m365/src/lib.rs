@@ -1,0 +1,88 @@
+//! Coffer's Microsoft 365 source, MailArchiva's Office 365 integration as the model: an Entra ID
+//! app registration authenticated by a certificate Coffer makes (its manifest updated with
+//! [`manifest::add_certificate`]), tokens by client assertion ([`graph::Graph`]), and the
+//! historical import of every mailbox through Microsoft Graph ([`import::Importer`]): users →
+//! mail folders (recursively, with their paths) → per-folder `messages/delta` → each message's MIME
+//! into the ingest pipeline with its placement. A folder's delta link advances only after its
+//! messages are durable, so an interrupted import continues where it stopped.
+
+pub mod graph;
+pub mod import;
+pub mod manifest;
+
+use serde::{Deserialize, Serialize};
+
+/// A `[[m365]]` connection in coffer.toml.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct M365Config {
+    pub name: String,
+    /// The directory (tenant) id.
+    pub tenant_id: String,
+    /// The application (client) id of the app registration.
+    pub client_id: String,
+    /// The certificate-store alias of the app's certificate (RSA).
+    pub certificate: String,
+    /// Login and Graph hosts: national clouds have their own (US Government:
+    /// https://login.microsoftonline.us and https://graph.microsoft.us; China:
+    /// https://login.chinacloudapi.cn and https://microsoftgraph.chinacloudapi.cn).
+    #[serde(default = "default_login_host")]
+    pub login_host: String,
+    #[serde(default = "default_graph_host")]
+    pub graph_host: String,
+    /// The mailboxes to archive (user principal names or addresses); empty: every user.
+    #[serde(default)]
+    pub mailboxes: Vec<String>,
+    #[serde(default = "yes")]
+    pub skip_junk: bool,
+    #[serde(default = "yes")]
+    pub skip_deleted: bool,
+    #[serde(default = "yes")]
+    pub skip_drafts: bool,
+    /// `ps256` (default, with `x5t#S256`) or `rs256` (with `x5t`).
+    #[serde(default = "default_assertion")]
+    pub assertion: String,
+    /// The Coffer tenant the mail belongs to (default: the default tenant).
+    pub tenant: Option<String>,
+}
+
+fn default_login_host() -> String {
+    "https://login.microsoftonline.com".into()
+}
+fn default_graph_host() -> String {
+    "https://graph.microsoft.com".into()
+}
+fn default_assertion() -> String {
+    "ps256".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum M365Error {
+    /// What went wrong and what to do about it.
+    #[error("{0}")]
+    Advice(String),
+    #[error("cannot reach Microsoft: {0}")]
+    Unreachable(String),
+    #[error(transparent)]
+    Archive(#[from] coffer_archive::ArchiveError),
+}
+
+impl From<coffer_archive::CatalogError> for M365Error {
+    fn from(e: coffer_archive::CatalogError) -> Self {
+        M365Error::Archive(e.into())
+    }
+}
+
+/// Test hook: `COFFER_CRASH_AT=<point>` aborts the process there (the crash tests kill the import
+/// between a page's commit and its cursor).
+pub(crate) fn crash_point(point: &str) {
+    if std::env::var("COFFER_CRASH_AT").is_ok_and(|p| p == point) {
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let after: usize = std::env::var("COFFER_CRASH_AFTER").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+        if COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= after {
+            std::process::abort();
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! A stateful fake of the Microsoft identity platform's token endpoint and of Microsoft Graph's
+//! mail endpoints, following their documented request and response shapes, for the tests that
+//! cannot reach Microsoft. It keeps an app registration whose manifest lists the certificates it
+//! trusts (a client assertion signed by another key fails as Entra ID fails, with AADSTS700027),
+//! users, nested mail folders and messages, and a change log per folder from which it serves
+//! `messages/delta` with `@odata.nextLink`, `@odata.deltaLink` and `@removed`. Tests can make it
+//! answer 429 with `Retry-After` at chosen requests and 410 for a folder's delta link.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+pub struct FakeMicrosoft {
+    pub base: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    state: Arc<Mutex<FakeState>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+#[derive(Default)]
+struct FakeState {
+    base: String,
+    tenant_id: String,
+    client_id: String,
+    manifest: Value,
+    trusted: Vec<Vec<u8>>,
+    tokens: HashSet<String>,
+    users: Vec<User>,
+    messages: HashMap<String, Vec<u8>>,
+    graph_requests: usize,
+    throttle_at: HashSet<usize>,
+    expire: HashSet<String>,
+    page_size: usize,
+    in_flight: HashMap<String, usize>,
+    max_in_flight: usize,
+    next_id: usize,
+}
+
+struct User {
+    id: String,
+    upn: String,
+    folders: Vec<Folder>,
+}
+
+struct Folder {
+    id: String,
+    name: String,
+    well_known: Option<&'static str>,
+    parent: Option<String>,
+    /// Every change in order: (message id, present after the change).
+    log: Vec<(String, bool)>,
+}
+
+impl Folder {
+    /// The messages present after the first `p` changes, in the order they arrived.
+    fn present_at(&self, p: usize) -> Vec<String> {
+        let mut present: Vec<String> = Vec::new();
+        for (id, here) in &self.log[..p] {
+            present.retain(|x| x != id);
+            if *here {
+                present.push(id.clone());
+            }
+        }
+        present
+    }
+}
+
+impl FakeMicrosoft {
+    pub fn start(tenant_id: &str, client_id: &str) -> FakeMicrosoft {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let manifest = json!({
+            "id": "00000000-0000-0000-0000-00000000a990", "appId": client_id, "displayName": "Coffer archive",
+            "signInAudience": "AzureADMyOrg", "keyCredentials": [], "passwordCredentials": [],
+            "requiredResourceAccess": [{"resourceAppId": "00000003-0000-0000-c000-000000000000", "resourceAccess": [
+                {"id": "810c84a8-4a9e-49e6-bf7d-12d183f40d01", "type": "Role"}]}],
+        });
+        let state = Arc::new(Mutex::new(FakeState {
+            base: base.clone(),
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            manifest,
+            page_size: 25,
+            ..Default::default()
+        }));
+        let app = Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/v1.0/users", get(users))
+            .route("/v1.0/users/{user}/mailFolders", get(top_folders))
+            .route("/v1.0/users/{user}/mailFolders/{folder}", get(folder))
+            .route("/v1.0/users/{user}/mailFolders/{folder}/childFolders", get(child_folders))
+            .route("/v1.0/users/{user}/mailFolders/{folder}/messages/delta", get(delta))
+            .route("/v1.0/users/{user}/messages/{message}/$value", get(mime))
+            .with_state(state.clone());
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeMicrosoft { base, tenant_id: tenant_id.into(), client_id: client_id.into(), state, _runtime: runtime }
+    }
+
+    /// The app's manifest, as the Azure portal's Manifest page downloads it.
+    pub fn manifest(&self) -> Value {
+        self.state.lock().unwrap().manifest.clone()
+    }
+
+    /// The administrator uploads a manifest: its `keyCredentials` become the certificates the
+    /// app trusts.
+    pub fn upload_manifest(&self, manifest: &Value) {
+        let mut s = self.state.lock().unwrap();
+        s.trusted = manifest["keyCredentials"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|k| k["type"] == "AsymmetricX509Cert" && k["usage"] == "Verify")
+            .filter_map(|k| STANDARD.decode(k["key"].as_str()?).ok())
+            .collect();
+        s.manifest = manifest.clone();
+    }
+
+    pub fn add_user(&self, upn: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        let id = s.new_id("user");
+        let mut folders = Vec::new();
+        for (name, well_known) in [
+            ("Inbox", "inbox"),
+            ("Sent Items", "sentitems"),
+            ("Drafts", "drafts"),
+            ("Deleted Items", "deleteditems"),
+            ("Junk Email", "junkemail"),
+        ] {
+            let fid = s.new_id("folder");
+            folders.push(Folder {
+                id: fid,
+                name: name.into(),
+                well_known: Some(well_known),
+                parent: None,
+                log: Vec::new(),
+            });
+        }
+        s.users.push(User { id: id.clone(), upn: upn.into(), folders });
+        id
+    }
+
+    /// The id of a user's folder by its well-known name (`inbox`, `junkemail`, …) or display name.
+    pub fn folder_id(&self, user: &str, name: &str) -> String {
+        let s = self.state.lock().unwrap();
+        let u = s.users.iter().find(|u| u.id == user).unwrap();
+        u.folders.iter().find(|f| f.well_known == Some(name) || f.name == name).unwrap().id.clone()
+    }
+
+    pub fn add_folder(&self, user: &str, parent: Option<&str>, name: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        let id = s.new_id("folder");
+        let u = s.users.iter_mut().find(|u| u.id == user).unwrap();
+        u.folders.push(Folder {
+            id: id.clone(),
+            name: name.into(),
+            well_known: None,
+            parent: parent.map(str::to_owned),
+            log: Vec::new(),
+        });
+        id
+    }
+
+    pub fn add_message(&self, user: &str, folder: &str, raw: &[u8]) -> String {
+        let mut s = self.state.lock().unwrap();
+        let id = s.new_id("AAMkAG");
+        s.messages.insert(id.clone(), raw.to_vec());
+        let u = s.users.iter_mut().find(|u| u.id == user).unwrap();
+        u.folders.iter_mut().find(|f| f.id == folder).unwrap().log.push((id.clone(), true));
+        id
+    }
+
+    /// Moves a message between folders (Graph keeps its id).
+    pub fn move_message(&self, user: &str, message: &str, from: &str, to: &str) {
+        let mut s = self.state.lock().unwrap();
+        let u = s.users.iter_mut().find(|u| u.id == user).unwrap();
+        u.folders.iter_mut().find(|f| f.id == from).unwrap().log.push((message.into(), false));
+        u.folders.iter_mut().find(|f| f.id == to).unwrap().log.push((message.into(), true));
+    }
+
+    /// Graph requests with these (1-based) numbers answer 429 with `Retry-After: 1`.
+    pub fn throttle_requests(&self, numbers: impl IntoIterator<Item = usize>) {
+        self.state.lock().unwrap().throttle_at.extend(numbers);
+    }
+
+    /// The next use of a delta or next link of this folder answers 410 Gone.
+    pub fn expire_delta(&self, folder: &str) {
+        self.state.lock().unwrap().expire.insert(folder.into());
+    }
+
+    /// Planned 429 answers not yet given.
+    pub fn pending_throttles(&self) -> usize {
+        self.state.lock().unwrap().throttle_at.len()
+    }
+
+    pub fn graph_requests(&self) -> usize {
+        self.state.lock().unwrap().graph_requests
+    }
+
+    /// The most `$value` requests one mailbox had in flight at once.
+    pub fn max_concurrent_per_mailbox(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
+    }
+
+    pub fn set_page_size(&self, n: usize) {
+        self.state.lock().unwrap().page_size = n.max(1);
+    }
+}
+
+impl FakeState {
+    fn new_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-{:06}", self.next_id)
+    }
+
+    fn user(&self, id: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id || u.upn.eq_ignore_ascii_case(id))
+    }
+}
+
+fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (status, axum::Json(json!({"error": error, "error_description": description, "error_codes": []}))).into_response()
+}
+
+async fn token(State(state): State<Arc<Mutex<FakeState>>>, Path(tenant): Path<String>, body: String) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let mut s = state.lock().unwrap();
+    if tenant != s.tenant_id {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("AADSTS90002: Tenant '{tenant}' not found."),
+        );
+    }
+    if form.get("client_id") != Some(&s.client_id) {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "AADSTS700016: Application with identifier was not found in the directory.",
+        );
+    }
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials")
+        || form.get("client_assertion_type").map(String::as_str)
+            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AADSTS900144: The request body must contain a client assertion.",
+        );
+    }
+    let assertion = form.get("client_assertion").cloned().unwrap_or_default();
+    let Ok(header) = jsonwebtoken::decode_header(&assertion) else {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "AADSTS50027: JWT token is invalid or malformed.",
+        );
+    };
+    let cert = s.trusted.iter().find(|der| {
+        header.x5t_s256.as_deref() == Some(URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der)).as_str())
+            || header.x5t.as_deref() == Some(URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(der)).as_str())
+    });
+    let Some(cert) = cert else {
+        return token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found.]",
+        );
+    };
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+        return token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "bad registered certificate");
+    };
+    let key = jsonwebtoken::DecodingKey::from_rsa_der(&parsed.public_key().subject_public_key.data);
+    if !matches!(header.alg, jsonwebtoken::Algorithm::PS256 | jsonwebtoken::Algorithm::RS256) {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "AADSTS5002730: Invalid JWT token. Unsupported key for the signing algorithm.",
+        );
+    }
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[format!("{}/{}/oauth2/v2.0/token", s.base, s.tenant_id)]);
+    validation.set_issuer(&[s.client_id.clone()]);
+    validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    match jsonwebtoken::decode::<Value>(&assertion, &key, &validation) {
+        Ok(data) if data.claims["sub"] == s.client_id.as_str() => {}
+        Ok(_) => {
+            return token_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "AADSTS700023: Client assertion sub is not the client id.",
+            );
+        }
+        Err(e) => {
+            return token_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                &format!("AADSTS700027: Client assertion failed signature validation. ({e})"),
+            );
+        }
+    }
+    let token = format!("eyFake.{:032x}", rand::random::<u128>());
+    s.tokens.insert(token.clone());
+    axum::Json(json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}))
+        .into_response()
+}
+
+/// Every Graph request: a valid token, then maybe a planned 429.
+fn admit(s: &mut FakeState, headers: &HeaderMap) -> Option<Response> {
+    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| s.tokens.contains(t)) {
+        return Some(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty or invalid.",
+        ));
+    }
+    s.graph_requests += 1;
+    if s.throttle_at.remove(&s.graph_requests) {
+        let mut r = graph_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Application is over its MailboxConcurrency limit.",
+        );
+        r.headers_mut().insert("Retry-After", "1".parse().unwrap());
+        return Some(r);
+    }
+    None
+}
+
+fn query(raw: &Option<String>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()).into_owned().collect()
+}
+
+async fn users(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let skip: usize = query(&raw).get("$skiptoken").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let page = 2; // users come two at a time, so paging is exercised
+    let value: Vec<Value> = s
+        .users
+        .iter()
+        .skip(skip)
+        .take(page)
+        .map(|u| json!({"id": u.id, "userPrincipalName": u.upn, "mail": u.upn, "displayName": u.upn}))
+        .collect();
+    let mut body = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users", "value": value});
+    if skip + page < s.users.len() {
+        body["@odata.nextLink"] = json!(format!(
+            "{}/v1.0/users?$select=id,userPrincipalName,mail&$top=100&$skiptoken={}",
+            s.base,
+            skip + page
+        ));
+    }
+    axum::Json(body).into_response()
+}
+
+fn folder_json(u: &User, f: &Folder) -> Value {
+    let children = u.folders.iter().filter(|c| c.parent.as_deref() == Some(&f.id)).count();
+    let total = f.present_at(f.log.len()).len();
+    json!({"id": f.id, "displayName": f.name, "parentFolderId": f.parent.clone().unwrap_or_else(|| format!("root-{}", u.id)),
+           "childFolderCount": children, "unreadItemCount": 0, "totalItemCount": total, "isHidden": false})
+}
+
+async fn top_folders(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let Some(u) = s.user(&user) else {
+        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    };
+    let value: Vec<Value> = u.folders.iter().filter(|f| f.parent.is_none()).map(|f| folder_json(u, f)).collect();
+    axum::Json(json!({"value": value})).into_response()
+}
+
+async fn folder(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path((user, folder)): Path<(String, String)>,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let Some(u) = s.user(&user) else {
+        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    };
+    match u.folders.iter().find(|f| f.id == folder || f.well_known.is_some_and(|w| w.eq_ignore_ascii_case(&folder))) {
+        Some(f) => axum::Json(folder_json(u, f)).into_response(),
+        None => {
+            graph_error(StatusCode::NOT_FOUND, "ErrorItemNotFound", "The specified object was not found in the store.")
+        }
+    }
+}
+
+async fn child_folders(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path((user, folder)): Path<(String, String)>,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let Some(u) = s.user(&user) else {
+        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    };
+    let value: Vec<Value> =
+        u.folders.iter().filter(|f| f.parent.as_deref() == Some(&folder)).map(|f| folder_json(u, f)).collect();
+    axum::Json(json!({"value": value})).into_response()
+}
+
+/// `messages/delta`: the first round lists what the folder holds (page by page, `$skiptoken`
+/// holding the snapshot's position and the offset), the last page gives a `$deltatoken`; a round
+/// with a delta token lists what changed since, removals as `@removed`.
+async fn delta(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path((user, folder)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let q = query(&raw);
+    let has_link = q.contains_key("$skiptoken") || q.contains_key("$deltatoken");
+    if has_link && s.expire.remove(&folder) {
+        return graph_error(
+            StatusCode::GONE,
+            "SyncStateNotFound",
+            "The sync state generation is not found. Resync required.",
+        );
+    }
+    let page_size = s.page_size;
+    let base = s.base.clone();
+    let Some(u) = s.user(&user) else {
+        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    };
+    let Some(f) = u.folders.iter().find(|f| f.id == folder) else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        );
+    };
+    let link = |key: &str, value: String| {
+        format!("{base}/v1.0/users/{}/mailFolders/{}/messages/delta?{key}={value}", u.id, f.id)
+    };
+    let (items, from, position): (Vec<Value>, usize, usize) = match (q.get("$skiptoken"), q.get("$deltatoken")) {
+        (Some(skip), _) => {
+            let mut parts = skip.split('.');
+            let kind = parts.next().unwrap_or("");
+            let a: usize = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let b: usize = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if kind == "snap" {
+                (f.present_at(a).into_iter().map(|id| json!({"id": id})).collect(), b, a)
+            } else {
+                (changes(f, a, b), 0, b)
+            }
+        }
+        (None, Some(token)) => {
+            let since: usize = token.parse().unwrap_or(0);
+            let now = f.log.len();
+            (changes(f, since, now), 0, now)
+        }
+        (None, None) => (f.present_at(f.log.len()).into_iter().map(|id| json!({"id": id})).collect(), 0, f.log.len()),
+    };
+    let is_snapshot = !q.contains_key("$deltatoken") && q.get("$skiptoken").is_none_or(|t| t.starts_with("snap"));
+    let page: Vec<Value> = items.iter().skip(from).take(page_size).cloned().collect();
+    let mut body =
+        json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(message)", "value": page});
+    if from + page_size < items.len() && is_snapshot {
+        body["@odata.nextLink"] = json!(link("$skiptoken", format!("snap.{position}.{}", from + page_size)));
+    } else {
+        body["@odata.deltaLink"] = json!(link("$deltatoken", position.to_string()));
+    }
+    axum::Json(body).into_response()
+}
+
+fn changes(f: &Folder, since: usize, until: usize) -> Vec<Value> {
+    let mut last: Vec<(String, bool)> = Vec::new();
+    for (id, here) in &f.log[since.min(until)..until] {
+        last.retain(|(x, _)| x != id);
+        last.push((id.clone(), *here));
+    }
+    last.into_iter()
+        .map(|(id, here)| if here { json!({"id": id}) } else { json!({"id": id, "@removed": {"reason": "deleted"}}) })
+        .collect()
+}
+
+async fn mime(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path((user, message)): Path<(String, String)>,
+) -> Response {
+    let raw = {
+        let mut s = state.lock().unwrap();
+        if let Some(r) = admit(&mut s, &headers) {
+            return r;
+        }
+        let Some(raw) = s.messages.get(&message).cloned() else {
+            return graph_error(
+                StatusCode::NOT_FOUND,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            );
+        };
+        let n = s.in_flight.entry(user.clone()).or_default();
+        *n += 1;
+        let now = *n;
+        s.max_in_flight = s.max_in_flight.max(now);
+        raw
+    };
+    // Long enough for a client's parallel requests to overlap.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    *state.lock().unwrap().in_flight.get_mut(&user).unwrap() -= 1;
+    ([("content-type", "message/rfc822")], raw).into_response()
+}
