@@ -739,22 +739,7 @@ async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode>
             let c = m365_connection(config, name.as_deref())?;
             let graph = std::sync::Arc::new(graph(&archive, c)?);
             let g = graph.clone();
-            let outcome = tokio::task::spawn_blocking(move || -> Result<String, coffer_m365::M365Error> {
-                g.token(coffer_m365::graph::GRAPH_SCOPE)?;
-                let users = g
-                    .get_json("/v1.0/users?$select=id,userPrincipalName&$top=1")
-                    .map_err(coffer_m365::import::failure)?;
-                let first = users["value"][0].clone();
-                let Some(id) = first["id"].as_str() else { return Ok("token ok; the directory lists no users".into()) };
-                let folders =
-                    g.all(&format!("/v1.0/users/{id}/mailFolders?$top=100")).map_err(coffer_m365::import::failure)?;
-                Ok(format!(
-                    "token ok; user {} has {} top-level mail folders",
-                    first["userPrincipalName"].as_str().unwrap_or(id),
-                    folders.len()
-                ))
-            })
-            .await?;
+            let outcome = tokio::task::spawn_blocking(move || coffer_m365::graph::test_connection(&g)).await?;
             match outcome {
                 Ok(text) => {
                     println!("{}: {text}", c.name);
@@ -1057,14 +1042,44 @@ async fn start_web(
                 ("poll interval".into(), format!("{} s (and IDLE)", i.poll_interval_secs)),
             ],
         })
+        .chain(config.m365.iter().map(|m| coffer_web::Connection {
+            name: m.name.clone(),
+            kind: "Microsoft 365".into(),
+            settings: vec![
+                ("directory (tenant) id".into(), m.tenant_id.clone()),
+                ("application (client) id".into(), m.client_id.clone()),
+                ("certificate".into(), m.certificate.clone()),
+                ("login and Graph hosts".into(), format!("{} · {}", m.login_host, m.graph_host)),
+                ("mailboxes".into(), if m.mailboxes.is_empty() { "all users".into() } else { m.mailboxes.join(", ") }),
+                (
+                    "skipped folders".into(),
+                    [(m.skip_junk, "Junk Email"), (m.skip_deleted, "Deleted Items"), (m.skip_drafts, "Drafts")]
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, n)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                ("tenant".into(), m.tenant.clone().unwrap_or_else(|| "default".into())),
+            ],
+        }))
         .collect();
     let tester: coffer_web::ConnectionTester = {
         let archive = archive.clone();
         let imap = config.imap.clone();
+        let m365 = config.m365.clone();
         std::sync::Arc::new(move |name: String| {
             let archive = archive.clone();
             let imap = imap.clone();
+            let m365 = m365.clone();
             Box::pin(async move {
+                if let Some(m) = m365.iter().find(|m| m.name == name) {
+                    let g = graph(&archive, m).map_err(|e| format!("{e:#}"))?;
+                    return tokio::task::spawn_blocking(move || coffer_m365::graph::test_connection(&g))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string());
+                }
                 let i = imap.iter().find(|i| i.name == name).ok_or("no such connection")?;
                 let p = poller(&archive, i, archive.pipeline()).await.map_err(|e| format!("{e:#}"))?;
                 let folders = p.test().await.map_err(|e| e.to_string())?;

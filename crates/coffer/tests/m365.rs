@@ -82,6 +82,29 @@ fn the_manifest_round_trip_makes_entra_id_accept_coffers_certificate() {
     let out = c.ok(&["m365", "test"]);
     assert!(out.contains("token ok; user alice@contoso.com has 5 top-level mail folders"), "{out}");
 
+    // The console's Connections page tests the same way.
+    let mut add = c
+        .command()
+        .args(["user", "add", "admin", "--role", "administrator"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a long enough password\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    {
+        let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+        let tested: serde_json::Value = ureq::post(&format!("http://{}/api/v1/connections/contoso/test", server.http))
+            .set("Authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        assert_eq!(tested["ok"], true, "{tested}");
+        assert!(tested["detail"].as_str().unwrap().contains("alice@contoso.com"));
+    }
+
     // Another certificate, signed correctly, but not the registered one: refused as Entra ID would.
     c.ok(&[
         "m365",

@@ -231,3 +231,19 @@ fn graph_advice(code: u16, body: &Value, url: &str) -> M365Error {
     };
     M365Error::Advice(format!("Graph answered {code} for {url}: {message} → {advice}"))
 }
+
+/// "Test connection": a token, one user listed, that user's mail folders read; each failure
+/// comes with advice (an unknown certificate → upload the manifest; 403 → consent or policy).
+pub fn test_connection(g: &Graph) -> Result<String, M365Error> {
+    let fail = crate::import::failure;
+    g.token(GRAPH_SCOPE)?;
+    let users = g.get_json("/v1.0/users?$select=id,userPrincipalName&$top=1").map_err(fail)?;
+    let first = users["value"][0].clone();
+    let Some(id) = first["id"].as_str() else { return Ok("token ok; the directory lists no users".into()) };
+    let folders = g.all(&format!("/v1.0/users/{id}/mailFolders?$top=100")).map_err(fail)?;
+    Ok(format!(
+        "token ok; user {} has {} top-level mail folders",
+        first["userPrincipalName"].as_str().unwrap_or(id),
+        folders.len()
+    ))
+}
