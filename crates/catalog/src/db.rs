@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "drop_unused_indexes", include_str!("../migrations/0004_drop_unused_indexes.sql")),
     (5, "sync_state", include_str!("../migrations/0005_sync_state.sql")),
     (6, "accounts", include_str!("../migrations/0006_accounts.sql")),
+    (7, "source_items", include_str!("../migrations/0007_source_items.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

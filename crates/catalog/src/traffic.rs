@@ -165,3 +165,51 @@ impl Catalog {
         Ok(())
     }
 }
+
+impl Catalog {
+    /// Remembers which message a source's item became (idempotent).
+    pub async fn set_source_item(&self, connection: &str, item: &str, message: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO source_items (connection, item, message) VALUES ($1, $2, $3) \
+             ON CONFLICT (connection, item) DO UPDATE SET message = excluded.message",
+        )
+        .bind(connection)
+        .bind(item)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn source_item(&self, connection: &str, item: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query("SELECT message FROM source_items WHERE connection = $1 AND item = $2")
+            .bind(connection)
+            .bind(item)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?)
+    }
+
+    /// Takes a message out of one folder (it moved, or was deleted there); the message itself
+    /// stays archived. The index learns it through the queue.
+    pub async fn remove_placement(&self, message: i64, mailbox: &str, folder: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM placements WHERE message = $1 AND mailbox = $2 AND folder = $3")
+            .bind(message)
+            .bind(mailbox)
+            .bind(folder)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if gone {
+            sqlx::query("INSERT INTO index_queue (message) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+}

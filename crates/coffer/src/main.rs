@@ -956,7 +956,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if config.smtp.enabled {
         smtp = Some(start_smtp(&archive, &config, pipeline.clone(), stopping.clone()).await?);
     }
-    let web = if config.http.enabled { Some(start_web(&archive, &config, stopping.clone()).await?) } else { None };
+    let webhook = start_m365_sync(&archive, &config, &pipeline).await?;
+    let web =
+        if config.http.enabled { Some(start_web(&archive, &config, webhook, stopping.clone()).await?) } else { None };
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; finishing the transactions in flight");
     let _ = stop.send(true);
@@ -977,10 +979,53 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Microsoft 365 connections with a webhook: subscriptions kept, notifications turned into delta
+/// syncs of the mailbox. The answer takes the webhook's POSTs.
+async fn start_m365_sync(
+    archive: &std::sync::Arc<Archive>,
+    config: &Config,
+    pipeline: &coffer_archive::Pipeline,
+) -> anyhow::Result<Option<coffer_web::Webhook>> {
+    let mut syncs = Vec::new();
+    for c in config.m365.iter().filter(|c| c.webhook_url.is_some()) {
+        let client_state = c.client_state.clone().filter(|s| s.len() >= 16).ok_or_else(|| {
+            anyhow::anyhow!("m365 {}: a webhook_url needs a client_state secret of at least 16 characters", c.name)
+        })?;
+        let tenant = archive.tenant(c.tenant.as_deref()).await?;
+        let importer = coffer_m365::import::Importer {
+            graph: std::sync::Arc::new(graph(archive, c)?),
+            pipeline: pipeline.clone(),
+            catalog: archive.catalog.clone(),
+            tenant: tenant.id,
+            max_message_bytes: config.max_message_bytes,
+        };
+        let (sync, queue) =
+            coffer_m365::sync::Sync::new(importer, c.webhook_url.clone().unwrap_or_default(), client_state);
+        tokio::spawn(sync.clone().run(queue));
+        tokio::spawn(sync.clone().keep_subscriptions());
+        tracing::info!(connection = %c.name, webhook = ?c.webhook_url, "Microsoft 365 folder sync by webhook");
+        syncs.push(sync);
+    }
+    if syncs.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(std::sync::Arc::new(move |body: &serde_json::Value| {
+        let mut why = String::new();
+        for s in &syncs {
+            match s.notified(body) {
+                Ok(n) => return Ok(n),
+                Err(coffer_m365::sync::Refused(r)) => why = r,
+            }
+        }
+        Err(why)
+    })))
+}
+
 /// The console and API on `http.listen` (HTTPS when `http.certificate` names a certificate).
 async fn start_web(
     archive: &std::sync::Arc<Archive>,
     config: &Config,
+    webhook: Option<coffer_web::Webhook>,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let h = &config.http;
@@ -1099,7 +1144,7 @@ async fn start_web(
             "no console account exists yet: create the first administrator with `coffer user add admin --role administrator` (it reads the password from stdin)"
         );
     }
-    let console = coffer_web::Console::new(archive.clone(), web, connections, Some(tester));
+    let console = coffer_web::Console::new(archive.clone(), web, connections, Some(tester), webhook);
     println!("http listening on {bound}");
     tracing::info!(%bound, %scheme, "web console and API started");
     Ok(tokio::spawn(coffer_web::serve(console, socket, tls, stopping)))

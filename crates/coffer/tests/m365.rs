@@ -225,3 +225,69 @@ fn a_throttled_interrupted_import_of_three_mailboxes_archives_every_message_once
     let out = c.ok(&["m365", "import", "--user", "alice@contoso.com"]);
     assert!(out.contains("alice@contoso.com: 6 folders, fetched 1, archived 1, duplicates 0"), "{out}");
 }
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn the_webhook_keeps_the_folder_tree_in_step_with_the_mailbox() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    fake.set_subscription_lifetime(8);
+    let alice = fake.add_user("alice@contoso.com");
+    let inbox = fake.folder_id(&alice, "inbox");
+    let projects = fake.add_folder(&alice, Some(&inbox), "Projects");
+    let first = fake.add_message(&alice, &inbox, &message("alice@contoso.com", "Inbox", 1));
+    fake.add_message(&alice, &inbox, &message("alice@contoso.com", "Inbox", 2));
+    let c = Coffer::new();
+    let http = common::free_port();
+    configure(&c, &fake, "m365");
+    let mut toml = std::fs::read_to_string(c.dir.path().join("coffer.toml")).unwrap();
+    toml.push_str(&format!(
+        "webhook_url = \"http://127.0.0.1:{http}/o365\"\nclient_state = \"a-secret-of-sufficient-length\"\n"
+    ));
+    std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
+    register_certificate(&c, &fake, "m365");
+    assert!(c.ok(&["m365", "import"]).contains("archived 2"));
+
+    let _server =
+        common::Server::start_at(&c, common::free_port(), &format!("127.0.0.1:{http}"), &[("COFFER_SMTP__TLS", "off")]);
+    wait_until("a validated subscription for alice", || fake.subscriptions().iter().any(|s| s.user == alice));
+    let hook = format!("http://127.0.0.1:{http}/o365");
+    let get = ureq::get(&hook).call();
+    assert!(matches!(get, Err(ureq::Error::Status(405, _))), "GET answers 405");
+    let echo = ureq::post(&format!("{hook}?validationToken=abc%20123")).send_string("").unwrap();
+    assert_eq!(echo.content_type(), "text/plain");
+    assert_eq!(echo.into_string().unwrap(), "abc 123");
+    assert_eq!(fake.notify(&alice, &first, "updated", Some("guessed")), 403, "a wrong clientState is refused");
+
+    // A new message arrives and is announced.
+    let new = fake.add_message(&alice, &inbox, &message("alice@contoso.com", "Inbox", 3));
+    assert_eq!(fake.notify(&alice, &new, "created", None), 202);
+    wait_until("the announced message is archived", || c.count("message-id:<m365-3-alice@contoso.com>") == 1);
+
+    // A message moves to a subfolder: it moves in the folder tree, and stays archived.
+    fake.move_message(&alice, &first, &inbox, &projects);
+    assert_eq!(fake.notify(&alice, &first, "updated", None), 202);
+    wait_until("the moved message sits only in Inbox/Projects", || {
+        let hit = c.json("message-id:<m365-1-alice@contoso.com>", 1);
+        hit.len() == 1
+            && hit[0]["placements"].as_array().unwrap().iter().map(|p| p["folder"].clone()).collect::<Vec<_>>()
+                == ["Inbox/Projects"]
+    });
+
+    // A missed notification: the lifecycle event makes Coffer look for itself.
+    fake.add_message(&alice, &inbox, &message("alice@contoso.com", "Inbox", 4));
+    assert_eq!(fake.lifecycle(&alice, "missed"), 202);
+    wait_until("the missed message is archived", || c.count("message-id:<m365-4-alice@contoso.com>") == 1);
+    assert_eq!(c.count("from:contoso.com"), 4, "nothing was deleted, nothing stored twice");
+
+    // Renewed at half the lifetime Graph granted; recreated when Graph lost it.
+    wait_until("a renewal before expiry", || fake.subscriptions().iter().any(|s| s.user == alice && s.renewals >= 1));
+    fake.drop_subscriptions();
+    wait_until("the lost subscription is created again", || fake.subscriptions().iter().any(|s| s.user == alice));
+}

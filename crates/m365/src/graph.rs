@@ -135,16 +135,34 @@ impl Graph {
         }
     }
 
-    /// GET with retries: throttling waits as long as `Retry-After` says (at most two minutes at a
-    /// time, eight times in a row); a 401 gets a fresh token once.
     pub fn get(&self, path_or_link: &str) -> Result<ureq::Response, Failure> {
+        self.request("GET", path_or_link, None)
+    }
+
+    /// POST or PATCH a JSON body; the answer's JSON (empty for 204).
+    pub fn send(&self, method: &str, path: &str, body: &Value) -> Result<Value, Failure> {
+        let response = self.request(method, path, Some(body))?;
+        if response.status() == 204 {
+            return Ok(Value::Null);
+        }
+        response.into_json().map_err(|e| Failure::Other(M365Error::Unreachable(format!("Graph answered no JSON: {e}"))))
+    }
+
+    /// A request with retries: throttling waits as long as `Retry-After` says (at most two
+    /// minutes at a time, eight times in a row); a 401 gets a fresh token once.
+    fn request(&self, method: &str, path_or_link: &str, body: Option<&Value>) -> Result<ureq::Response, Failure> {
         let url = self.url(path_or_link);
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let token = self.token(GRAPH_SCOPE)?;
-            match self.agent.get(&url).set("Authorization", &format!("Bearer {token}")).call() {
+            let request = self.agent.request(method, &url).set("Authorization", &format!("Bearer {token}"));
+            let result = match body {
+                Some(b) => request.send_json(b.clone()),
+                None => request.call(),
+            };
+            match result {
                 Ok(r) => return Ok(r),
                 Err(ureq::Error::Status(code @ (429 | 503 | 504), r)) if attempt <= 8 => {
                     self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -25,6 +25,8 @@ pub struct MailboxReport {
     pub archived: usize,
     pub duplicates: usize,
     pub removed_in_mailbox: usize,
+    /// Placements taken away because the message left the folder (moved or deleted there).
+    pub moved_out: usize,
     /// Folders whose delta link had expired (410) and were read again.
     pub restarted: usize,
 }
@@ -44,7 +46,7 @@ pub struct Importer {
 }
 
 impl Importer {
-    fn connection(&self) -> String {
+    pub fn connection(&self) -> String {
         format!("m365:{}", self.graph.config.name)
     }
 
@@ -167,6 +169,16 @@ impl Importer {
             report.removed_in_mailbox += removed.len();
             let ids: Vec<String> = present.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect();
             let limit = self.max_message_bytes;
+            // Gone from this folder (moved away or deleted): out of its place in the folder
+            // tree; the message stays archived.
+            for m in &removed {
+                if let Some(id) = m["id"].as_str()
+                    && let Some(message) = self.catalog.source_item(&self.connection(), id).await?
+                    && self.catalog.remove_placement(message, upn, &folder.path).await?
+                {
+                    report.moved_out += 1;
+                }
+            }
             let results: Vec<Result<(Vec<u8>, String), M365Error>> = futures::stream::iter(ids)
                 .map(|id| {
                     let path = format!("/v1.0/users/{user_id}/messages/{id}/$value");
@@ -182,8 +194,9 @@ impl Importer {
                 .await;
             // Every message of the page is durable before the cursor moves past it.
             let mut receipts = Vec::new();
+            let mut items = Vec::new();
             for r in results {
-                let (raw, _id) = match r {
+                let (raw, id) = match r {
                     Ok(x) => x,
                     Err(M365Error::Advice(m)) if m.contains("404") => continue, // deleted meanwhile
                     Err(e) => return Err(e),
@@ -199,8 +212,12 @@ impl Importer {
                     journal: false,
                 };
                 receipts.push(self.pipeline.submit(submission));
+                items.push(id);
             }
-            for receipt in futures::future::join_all(receipts).await {
+            for (receipt, item) in futures::future::join_all(receipts).await.into_iter().zip(items) {
+                if let Ok(r) = &receipt {
+                    self.catalog.set_source_item(&self.connection(), &item, r.id).await?;
+                }
                 match receipt {
                     Ok(r) if r.duplicate => report.duplicates += 1,
                     Ok(_) => report.archived += 1,

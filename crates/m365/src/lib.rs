@@ -9,6 +9,7 @@
 pub mod graph;
 pub mod import;
 pub mod manifest;
+pub mod sync;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,11 @@ pub struct M365Config {
     pub assertion: String,
     /// The Coffer tenant the mail belongs to (default: the default tenant).
     pub tenant: Option<String>,
+    /// Where Graph sends change notifications: Coffer's `/o365`, as the internet reaches it
+    /// (e.g. https://archive.contoso.com/o365). Without it, `serve` keeps no subscriptions.
+    pub webhook_url: Option<String>,
+    /// The secret every notification must carry (`clientState`).
+    pub client_state: Option<String>,
 }
 
 fn default_login_host() -> String {

@@ -41,9 +41,22 @@ struct FakeState {
     throttle_at: HashSet<usize>,
     expire: HashSet<String>,
     page_size: usize,
+    subscriptions: Vec<Subscription>,
+    subscription_lifetime: i64,
     in_flight: HashMap<String, usize>,
     max_in_flight: usize,
     next_id: usize,
+}
+
+#[derive(Clone)]
+pub struct Subscription {
+    pub id: String,
+    pub user: String,
+    pub url: String,
+    pub client_state: String,
+    /// Unix seconds.
+    pub expires: i64,
+    pub renewals: usize,
 }
 
 struct User {
@@ -92,6 +105,7 @@ impl FakeMicrosoft {
             client_id: client_id.into(),
             manifest,
             page_size: 25,
+            subscription_lifetime: 3 * 86400,
             ..Default::default()
         }));
         let app = Router::new()
@@ -102,6 +116,8 @@ impl FakeMicrosoft {
             .route("/v1.0/users/{user}/mailFolders/{folder}/childFolders", get(child_folders))
             .route("/v1.0/users/{user}/mailFolders/{folder}/messages/delta", get(delta))
             .route("/v1.0/users/{user}/messages/{message}/$value", get(mime))
+            .route("/v1.0/subscriptions", post(subscribe))
+            .route("/v1.0/subscriptions/{id}", axum::routing::patch(renew))
             .with_state(state.clone());
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
         FakeMicrosoft { base, tenant_id: tenant_id.into(), client_id: client_id.into(), state, _runtime: runtime }
@@ -210,6 +226,55 @@ impl FakeMicrosoft {
     /// The most `$value` requests one mailbox had in flight at once.
     pub fn max_concurrent_per_mailbox(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
+    }
+
+    /// The lifetime Graph grants new and renewed subscriptions.
+    pub fn set_subscription_lifetime(&self, seconds: i64) {
+        self.state.lock().unwrap().subscription_lifetime = seconds;
+    }
+
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.state.lock().unwrap().subscriptions.clone()
+    }
+
+    /// Forgets a subscription, as Graph does when one lapses or is removed.
+    pub fn drop_subscriptions(&self) {
+        self.state.lock().unwrap().subscriptions.clear();
+    }
+
+    /// Sends a change notification for a user's message to the user's subscription, with the
+    /// subscription's client state (or the one given); the webhook's status code.
+    pub fn notify(&self, user: &str, message: &str, change: &str, client_state: Option<&str>) -> u16 {
+        let (sub, tenant) = {
+            let s = self.state.lock().unwrap();
+            (
+                s.subscriptions.iter().find(|x| x.user == user).cloned().expect("no subscription for the user"),
+                s.tenant_id.clone(),
+            )
+        };
+        let body = json!({"value": [{
+            "subscriptionId": sub.id, "subscriptionExpirationDateTime": rfc3339(sub.expires), "changeType": change,
+            "resource": format!("Users/{user}/Messages/{message}"),
+            "resourceData": {"@odata.type": "#Microsoft.Graph.Message", "@odata.id": format!("Users/{user}/Messages/{message}"), "id": message},
+            "clientState": client_state.unwrap_or(&sub.client_state), "tenantId": tenant,
+        }]});
+        post_json(&sub.url, &body)
+    }
+
+    /// Sends a lifecycle event (`missed`, `reauthorizationRequired`, `subscriptionRemoved`).
+    pub fn lifecycle(&self, user: &str, event: &str) -> u16 {
+        let (sub, tenant) = {
+            let s = self.state.lock().unwrap();
+            (
+                s.subscriptions.iter().find(|x| x.user == user).cloned().expect("no subscription for the user"),
+                s.tenant_id.clone(),
+            )
+        };
+        let body = json!({"value": [{
+            "lifecycleEvent": event, "subscriptionId": sub.id, "subscriptionExpirationDateTime": rfc3339(sub.expires),
+            "resource": format!("users/{user}/messages"), "clientState": sub.client_state, "tenantId": tenant,
+        }]});
+        post_json(&sub.url, &body)
     }
 
     pub fn set_page_size(&self, n: usize) {
@@ -538,4 +603,105 @@ async fn mime(
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     *state.lock().unwrap().in_flight.get_mut(&user).unwrap() -= 1;
     ([("content-type", "message/rfc822")], raw).into_response()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn post_json(url: &str, body: &Value) -> u16 {
+    match ureq::post(url).timeout(std::time::Duration::from_secs(10)).send_json(body.clone()) {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(_) => 0,
+    }
+}
+
+/// Creating a subscription: Graph first POSTs `?validationToken=…` to the notification URL and
+/// expects the token back as plain text within 10 seconds.
+async fn subscribe(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    {
+        let mut s = state.lock().unwrap();
+        if let Some(r) = admit(&mut s, &headers) {
+            return r;
+        }
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid JSON.");
+    };
+    let url = request["notificationUrl"].as_str().unwrap_or_default().to_owned();
+    let resource = request["resource"].as_str().unwrap_or_default();
+    let Some(user) = resource.strip_prefix("users/").and_then(|r| r.strip_suffix("/messages")).map(str::to_owned)
+    else {
+        return graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", "Unsupported resource.");
+    };
+    let token = format!(
+        "Validation: Testing client application reachability for subscription Request-Id: {:08x}",
+        rand::random::<u32>()
+    );
+    let check = {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || {
+            let target = format!(
+                "{url}?validationToken={}",
+                url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+            );
+            match ureq::post(&target).timeout(std::time::Duration::from_secs(10)).send_string("") {
+                Ok(r) if r.status() == 200 && r.content_type() == "text/plain" => r.into_string().ok() == Some(token),
+                _ => false,
+            }
+        })
+        .await
+        .unwrap_or(false)
+    };
+    if !check {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
+        );
+    }
+    let mut s = state.lock().unwrap();
+    let id = s.new_id("sub");
+    let expires = now() + s.subscription_lifetime;
+    let sub = Subscription {
+        id: id.clone(),
+        user,
+        url,
+        client_state: request["clientState"].as_str().unwrap_or_default().into(),
+        expires,
+        renewals: 0,
+    };
+    s.subscriptions.retain(|x| x.user != sub.user);
+    s.subscriptions.push(sub);
+    let mut answer = request.clone();
+    answer["id"] = json!(id);
+    answer["expirationDateTime"] = json!(rfc3339(expires));
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+async fn renew(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let lifetime = s.subscription_lifetime;
+    let Some(sub) = s.subscriptions.iter_mut().find(|x| x.id == id && x.expires > now()) else {
+        return graph_error(StatusCode::NOT_FOUND, "ResourceNotFound", "The object was not found.");
+    };
+    sub.expires = now() + lifetime;
+    sub.renewals += 1;
+    axum::Json(json!({"id": sub.id, "resource": format!("users/{}/messages", sub.user), "expirationDateTime": rfc3339(sub.expires)}))
+        .into_response()
 }

@@ -80,11 +80,16 @@ pub type TestFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send
 /// Tries a connection by name (log in, list folders) and says what it found or what went wrong.
 pub type ConnectionTester = Arc<dyn Fn(String) -> TestFuture + Send + Sync>;
 
+/// Takes the JSON of a Microsoft Graph change notification POSTed to `/o365`: Ok when every
+/// item carries the right `clientState` (the work is queued), Err with the reason otherwise.
+pub type Webhook = Arc<dyn Fn(&serde_json::Value) -> Result<usize, String> + Send + Sync>;
+
 pub struct Console {
     pub archive: Arc<Archive>,
     pub config: WebConfig,
     pub connections: Vec<Connection>,
     pub tester: Option<ConnectionTester>,
+    pub webhook: Option<Webhook>,
     templates: minijinja::Environment<'static>,
     oidc: oidc::Client,
 }
@@ -95,12 +100,14 @@ impl Console {
         config: WebConfig,
         connections: Vec<Connection>,
         tester: Option<ConnectionTester>,
+        webhook: Option<Webhook>,
     ) -> Arc<Console> {
         Arc::new(Console {
             archive,
             config,
             connections,
             tester,
+            webhook,
             templates: render::templates(),
             oidc: oidc::Client::new(),
         })

@@ -60,6 +60,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/config/tenants", get(tenants).post(add_tenant))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/o365", get(webhook_get).post(webhook))
         .route("/static/{file}", get(asset))
         .fallback(fallback)
 }
@@ -827,6 +828,38 @@ async fn add_tenant(
         Ok(_) => Ok(Redirect::to("/config/tenants").into_response()),
         Err(WebError::BadRequest(e)) => render_tenants(&console, &who, Some(e)).await,
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Microsoft Graph's webhook: a GET is not Graph (405); a POST with `validationToken` is the
+/// subscription handshake, answered with the token as plain text; otherwise a batch of change
+/// notifications, accepted (202) only when each carries our client state.
+async fn webhook_get() -> Response {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST")],
+        "Microsoft Graph notifications are POSTed here\n",
+    )
+        .into_response()
+}
+
+async fn webhook(
+    State(console): State<Arc<Console>>,
+    Query(q): Query<BTreeMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(token) = q.get("validationToken") {
+        return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], token.clone()).into_response();
+    }
+    let Some(hook) = &console.webhook else {
+        return WebError::NotFound.into_response();
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return WebError::BadRequest("the notification is not JSON".into()).into_response();
+    };
+    match hook(&json) {
+        Ok(_) => axum::http::StatusCode::ACCEPTED.into_response(),
+        Err(why) => WebError::Forbidden(why).into_response(),
     }
 }
 

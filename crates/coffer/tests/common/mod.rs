@@ -122,9 +122,14 @@ impl Server {
 
     /// Starts on a given port (a restart after a crash keeps the clients' address).
     pub fn start_on(c: &Coffer, port: u16, env: &[(&str, &str)]) -> Server {
+        Server::start_at(c, port, "127.0.0.1:0", env)
+    }
+
+    /// Starts with the console on a given address (when a peer must know it beforehand).
+    pub fn start_at(c: &Coffer, port: u16, http: &str, env: &[(&str, &str)]) -> Server {
         use std::io::BufRead;
         let mut cmd = c.command();
-        cmd.args(["serve", "--smtp", &format!("127.0.0.1:{port}"), "--http", "127.0.0.1:0"])
+        cmd.args(["serve", "--smtp", &format!("127.0.0.1:{port}"), "--http", http])
             .env("COFFER_JOURNAL_DOMAIN", "archive.test")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

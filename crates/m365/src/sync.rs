@@ -1,0 +1,203 @@
+//! Keeping the archive in step with the mailboxes after the historical import: a Graph
+//! subscription per mailbox sends change notifications to Coffer's webhook (`/o365`); each
+//! notification's `clientState` is checked, the mailbox is queued, and a worker runs the same
+//! delta sync as the import (only what changed since the stored delta links). Lifecycle events:
+//! `missed` → resync, `reauthorizationRequired` → renew, `subscriptionRemoved` → create anew.
+//! Subscriptions are renewed at half the lifetime Graph granted, and recreated when lost.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::M365Error;
+use crate::graph::Failure;
+use crate::import::{Importer, failure};
+
+/// Requested lifetime of a mail subscription (Graph allows a little under seven days).
+const LIFETIME_MINUTES: i64 = 4230;
+
+pub struct Sync {
+    pub importer: Importer,
+    pub webhook_url: String,
+    pub client_state: String,
+    /// user id → user principal name, for the mailboxes in scope.
+    users: Mutex<HashMap<String, String>>,
+    queue: mpsc::UnboundedSender<String>,
+    /// Mailbox syncs done (for tests and the status).
+    pub syncs: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+impl Sync {
+    pub fn new(
+        importer: Importer,
+        webhook_url: String,
+        client_state: String,
+    ) -> (Arc<Sync>, mpsc::UnboundedReceiver<String>) {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let sync =
+            Sync { importer, webhook_url, client_state, users: Mutex::default(), queue, syncs: Default::default() };
+        (Arc::new(sync), rx)
+    }
+
+    fn subscriptions_key(&self) -> String {
+        format!("{}:subscriptions", self.importer.connection())
+    }
+
+    /// A POST to the webhook: every item must carry our client state; the mailboxes are queued.
+    /// (The caller answers 202 at once; the work happens in [`Sync::run`].)
+    pub fn notified(&self, body: &Value) -> Result<usize, Refused> {
+        let items = body["value"].as_array().ok_or_else(|| Refused("no value list".into()))?;
+        if items.iter().any(|n| n["clientState"].as_str() != Some(self.client_state.as_str())) {
+            return Err(Refused("a notification carries the wrong clientState".into()));
+        }
+        for n in items {
+            let user = n["resource"].as_str().and_then(user_of).map(str::to_owned);
+            let event = n["lifecycleEvent"].as_str();
+            tracing::info!(?user, ?event, change = n["changeType"].as_str(), "Graph notification");
+            match (event, user) {
+                (Some("reauthorizationRequired" | "subscriptionRemoved"), Some(u)) => {
+                    // Renewed or recreated by the keeper; a sync covers what happened meanwhile.
+                    let _ = self.queue.send(format!("renew:{u}"));
+                    let _ = self.queue.send(u);
+                }
+                (_, Some(u)) => {
+                    let _ = self.queue.send(u);
+                }
+                (_, None) => {}
+            }
+        }
+        Ok(items.len())
+    }
+
+    /// Runs queued mailbox syncs (several notifications for one mailbox make one sync).
+    pub async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<String>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = BTreeSet::from([first]);
+            while let Ok(more) = rx.try_recv() {
+                batch.insert(more);
+            }
+            for entry in batch {
+                let result = match entry.strip_prefix("renew:") {
+                    Some(user) => self.subscribe(user).await.map(|_| ()),
+                    None => self.sync_mailbox(&entry).await,
+                };
+                if let Err(e) = result {
+                    tracing::warn!(mailbox = %entry, error = %e, "Microsoft 365 sync failed; the next notification or renewal retries");
+                }
+            }
+        }
+    }
+
+    async fn sync_mailbox(&self, user: &str) -> Result<(), M365Error> {
+        let upn = self.users.lock().unwrap().get(user).cloned();
+        let Some(upn) = upn else { return Ok(()) };
+        let report = self.importer.mailbox(user, &upn, &|_| {}).await?;
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(mailbox = %upn, archived = report.archived, moved_out = report.moved_out, "Microsoft 365 mailbox synced");
+        Ok(())
+    }
+
+    /// Creates the mailbox's subscription (Graph validates the webhook before it answers).
+    async fn subscribe(&self, user: &str) -> Result<(), M365Error> {
+        let body = json!({
+            "changeType": "created,updated,deleted",
+            "notificationUrl": self.webhook_url,
+            "lifecycleNotificationUrl": self.webhook_url,
+            "resource": format!("users/{user}/messages"),
+            "expirationDateTime": rfc3339(coffer_archive::service::now_secs() + LIFETIME_MINUTES * 60),
+            "clientState": self.client_state,
+        });
+        let graph = self.importer.graph.clone();
+        let created = tokio::task::spawn_blocking(move || graph.send("POST", "/v1.0/subscriptions", &body))
+            .await
+            .map_err(|e| M365Error::Advice(e.to_string()))?
+            .map_err(failure)?;
+        self.remember(user, &created).await
+    }
+
+    async fn remember(&self, user: &str, subscription: &Value) -> Result<(), M365Error> {
+        let id = subscription["id"].as_str().unwrap_or_default();
+        let expires = subscription["expirationDateTime"].as_str().and_then(parse_rfc3339).unwrap_or(0);
+        let now = coffer_archive::service::now_secs();
+        // Renew at half the lifetime Graph granted.
+        let renew_at = now + (expires - now).max(0) / 2;
+        let value = format!("{id}|{expires}|{renew_at}");
+        self.importer.catalog.set_sync_cursor(&self.subscriptions_key(), user, &value).await?;
+        Ok(())
+    }
+
+    /// Subscribes every mailbox in scope, then renews each subscription at half its lifetime and
+    /// recreates lost ones, for as long as the server runs.
+    pub async fn keep_subscriptions(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.tend().await {
+                tracing::warn!(error = %e, "Microsoft 365 subscriptions: retrying shortly");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn tend(&self) -> Result<(), M365Error> {
+        if self.users.lock().unwrap().is_empty() {
+            let users = self.importer.users().await?;
+            *self.users.lock().unwrap() = users.into_iter().collect();
+        }
+        let users: Vec<String> = self.users.lock().unwrap().keys().cloned().collect();
+        let now = coffer_archive::service::now_secs();
+        for user in users {
+            let state = self.importer.catalog.sync_cursor(&self.subscriptions_key(), &user).await?;
+            let parts: Vec<&str> = state.as_deref().unwrap_or("").split('|').collect();
+            let (id, expires, renew_at) = match parts.as_slice() {
+                [id, e, r] => (id.to_string(), e.parse().unwrap_or(0), r.parse().unwrap_or(0)),
+                _ => (String::new(), 0, 0),
+            };
+            if id.is_empty() || expires <= now {
+                self.subscribe(&user).await?;
+            } else if renew_at <= now {
+                let body = json!({"expirationDateTime": rfc3339(now + LIFETIME_MINUTES * 60)});
+                let graph = self.importer.graph.clone();
+                let path = format!("/v1.0/subscriptions/{id}");
+                match tokio::task::spawn_blocking(move || graph.send("PATCH", &path, &body)).await {
+                    Ok(Ok(renewed)) => self.remember(&user, &renewed).await?,
+                    Ok(Err(Failure::NotFound)) => self.subscribe(&user).await?,
+                    Ok(Err(e)) => return Err(failure(e)),
+                    Err(e) => return Err(M365Error::Advice(e.to_string())),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Users/{id}/Messages/{id}` or `users/{id}/messages` → the user id.
+fn user_of(resource: &str) -> Option<&str> {
+    let mut parts = resource.split('/');
+    parts.next().filter(|p| p.eq_ignore_ascii_case("users"))?;
+    parts.next()
+}
+
+fn rfc3339(t: i64) -> String {
+    coffer_archive::service::rfc3339(t)
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|d| d.unix_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_comes_from_either_spelling_of_the_resource() {
+        assert_eq!(user_of("Users/abc/Messages/xyz"), Some("abc"));
+        assert_eq!(user_of("users/abc/messages"), Some("abc"));
+        assert_eq!(user_of("groups/abc"), None);
+    }
+}
