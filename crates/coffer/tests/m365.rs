@@ -159,6 +159,32 @@ fn populate(fake: &FakeMicrosoft, upn: &str, per_folder: usize) -> Mailbox {
             expected.push((path.to_owned(), raw));
         }
     }
+    // A calendar and contacts, archived as iCalendar and vCard items.
+    for (subject, hour) in [("Budget review", 9), ("Team lunch", 12)] {
+        fake.add_event(
+            &id,
+            serde_json::json!({
+                "subject": subject, "lastModifiedDateTime": "2024-06-01T10:00:00Z",
+                "start": {"dateTime": format!("2024-07-01T{hour:02}:00:00.0000000"), "timeZone": "UTC"},
+                "end": {"dateTime": format!("2024-07-01T{:02}:00:00.0000000", hour + 1), "timeZone": "UTC"},
+                "organizer": {"emailAddress": {"name": "Organiser", "address": upn}},
+                "attendees": [{"emailAddress": {"name": "Guest", "address": "guest@fabrikam.com"}}],
+                "location": {"displayName": "Room 4"}, "body": {"contentType": "text", "content": "Agenda attached"},
+            }),
+        );
+    }
+    for (name, folder) in [("Frank Supplier", Some("Suppliers")), ("Grace Hopper", None), ("Heidi Klum", None)] {
+        let (given, sur) = name.split_once(' ').unwrap();
+        fake.add_contact(
+            &id,
+            folder,
+            serde_json::json!({
+                "displayName": name, "givenName": given, "surname": sur,
+                "emailAddresses": [{"name": name, "address": format!("{}@fabrikam.com", given.to_lowercase())}],
+                "businessPhones": ["+41 44 000 00 00"], "companyName": "Fabrikam",
+            }),
+        );
+    }
     // Junk and deleted mail is skipped by default.
     fake.add_message(&id, &fake.folder_id(&id, "junkemail"), &message(upn, "Junk", 9_000));
     fake.add_message(&id, &fake.folder_id(&id, "deleteditems"), &message(upn, "Deleted", 9_001));
@@ -200,11 +226,11 @@ fn a_throttled_interrupted_import_of_three_mailboxes_archives_every_message_once
     );
 
     // Every message exactly once, nothing from Junk or Deleted Items, byte-exact.
-    assert_eq!(c.count("from:contoso.com").to_string(), total.to_string());
+    assert_eq!(c.count("subject:message").to_string(), total.to_string());
     assert_eq!(c.count("subject:junk"), 0);
     assert_eq!(c.count("subject:deleted"), 0);
     let zip = c.dir.path().join("all.zip");
-    c.ok(&["export", "--format", "eml-zip", "--out", zip.to_str().unwrap(), "from:contoso.com"]);
+    c.ok(&["export", "--format", "eml-zip", "--out", zip.to_str().unwrap(), "subject:message"]);
     let exported: BTreeSet<String> =
         zip_entries(&zip).into_iter().filter(|(n, _)| n.ends_with(".eml")).map(|(_, raw)| sha256(&raw)).collect();
     let originals: BTreeSet<String> =
@@ -216,6 +242,56 @@ fn a_throttled_interrupted_import_of_three_mailboxes_archives_every_message_once
         let hits = c.json(&format!("mailbox:{} folder:\"Inbox/Projects/Beta/2024\"", m.upn), 1000);
         assert_eq!(hits.len(), 170, "{}", m.upn);
         assert!(hits.iter().all(|h| h["mailbox"] == m.upn.as_str() && h["folder"] == "Inbox/Projects/Beta/2024"));
+    }
+
+    // Calendars and contacts, searchable and in their folders.
+    for m in &mailboxes {
+        assert_eq!(c.count(&format!("mailbox:{} folder:Calendar", m.upn)), 2);
+        assert_eq!(c.count(&format!("mailbox:{} folder:Contacts", m.upn)), 3, "Contacts and Contacts/Suppliers");
+        assert_eq!(c.count(&format!("mailbox:{} folder:Contacts/Suppliers fabrikam", m.upn)), 1);
+    }
+    assert_eq!(c.count("budget review agenda"), 3);
+    assert_eq!(c.count("participant:guest@fabrikam.com"), 6, "attendees are recipients");
+
+    // The console's folder tree is the mailboxes' folders.
+    let mut add = c
+        .command()
+        .args(["user", "add", "admin", "--role", "administrator"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a long enough password\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    {
+        let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+        let tree: serde_json::Value = ureq::get(&format!("http://{}/api/v1/folders", server.http))
+            .set("Authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let alice: Vec<(String, i64)> = tree
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["mailbox"] == "alice@contoso.com")
+            .map(|f| (f["folder"].as_str().unwrap().to_owned(), f["messages"].as_i64().unwrap()))
+            .collect();
+        let want: Vec<(String, i64)> = [
+            ("Calendar", 2),
+            ("Contacts", 2),
+            ("Contacts/Suppliers", 1),
+            ("Inbox", 170),
+            ("Inbox/Projects/Alpha", 170),
+            ("Inbox/Projects/Beta/2024", 170),
+            ("Sent Items", 170),
+        ]
+        .iter()
+        .map(|(f, n)| (f.to_string(), *n))
+        .collect();
+        assert_eq!(alice, want);
     }
 
     // The next run reads only what changed: a new message, a move.

@@ -8,6 +8,7 @@
 
 pub mod graph;
 pub mod import;
+pub mod items;
 pub mod manifest;
 pub mod sync;
 
@@ -39,6 +40,11 @@ pub struct M365Config {
     pub skip_deleted: bool,
     #[serde(default = "yes")]
     pub skip_drafts: bool,
+    /// Archive calendar events (as iCalendar items) and contacts (as vCard items).
+    #[serde(default = "yes")]
+    pub calendar: bool,
+    #[serde(default = "yes")]
+    pub contacts: bool,
     /// `ps256` (default, with `x5t#S256`) or `rs256` (with `x5t`).
     #[serde(default = "default_assertion")]
     pub assertion: String,

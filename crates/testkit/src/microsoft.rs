@@ -63,6 +63,9 @@ struct User {
     id: String,
     upn: String,
     folders: Vec<Folder>,
+    events: Vec<Value>,
+    contacts: Vec<Value>,
+    contact_folders: Vec<(String, String, Vec<Value>)>,
 }
 
 struct Folder {
@@ -116,6 +119,10 @@ impl FakeMicrosoft {
             .route("/v1.0/users/{user}/mailFolders/{folder}/childFolders", get(child_folders))
             .route("/v1.0/users/{user}/mailFolders/{folder}/messages/delta", get(delta))
             .route("/v1.0/users/{user}/messages/{message}/$value", get(mime))
+            .route("/v1.0/users/{user}/calendarView/delta", get(events_delta))
+            .route("/v1.0/users/{user}/contacts/delta", get(contacts_delta))
+            .route("/v1.0/users/{user}/contactFolders", get(contact_folders))
+            .route("/v1.0/users/{user}/contactFolders/{folder}/contacts/delta", get(folder_contacts_delta))
             .route("/v1.0/subscriptions", post(subscribe))
             .route("/v1.0/subscriptions/{id}", axum::routing::patch(renew))
             .with_state(state.clone());
@@ -162,7 +169,14 @@ impl FakeMicrosoft {
                 log: Vec::new(),
             });
         }
-        s.users.push(User { id: id.clone(), upn: upn.into(), folders });
+        s.users.push(User {
+            id: id.clone(),
+            upn: upn.into(),
+            folders,
+            events: Vec::new(),
+            contacts: Vec::new(),
+            contact_folders: Vec::new(),
+        });
         id
     }
 
@@ -193,6 +207,32 @@ impl FakeMicrosoft {
         s.messages.insert(id.clone(), raw.to_vec());
         let u = s.users.iter_mut().find(|u| u.id == user).unwrap();
         u.folders.iter_mut().find(|f| f.id == folder).unwrap().log.push((id.clone(), true));
+        id
+    }
+
+    /// Adds (or, with the id of an existing one, changes) a calendar event: Graph's event JSON.
+    pub fn add_event(&self, user: &str, mut event: Value) -> String {
+        let mut s = self.state.lock().unwrap();
+        let id = event["id"].as_str().map(str::to_owned).unwrap_or_else(|| s.new_id("AAMkEv"));
+        event["id"] = json!(id);
+        s.users.iter_mut().find(|u| u.id == user).unwrap().events.push(event);
+        id
+    }
+
+    /// Adds a contact to the default Contacts folder, or to a named contact folder.
+    pub fn add_contact(&self, user: &str, folder: Option<&str>, mut contact: Value) -> String {
+        let mut s = self.state.lock().unwrap();
+        let id = s.new_id("AAMkCt");
+        contact["id"] = json!(id);
+        let fid = s.new_id("contactfolder");
+        let u = s.users.iter_mut().find(|u| u.id == user).unwrap();
+        match folder {
+            None => u.contacts.push(contact),
+            Some(name) => match u.contact_folders.iter_mut().find(|f| f.1 == name) {
+                Some(f) => f.2.push(contact),
+                None => u.contact_folders.push((fid, name.into(), vec![contact])),
+            },
+        }
         id
     }
 
@@ -704,4 +744,110 @@ async fn renew(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap, P
     sub.renewals += 1;
     axum::Json(json!({"id": sub.id, "resource": format!("users/{}/messages", sub.user), "expirationDateTime": rfc3339(sub.expires)}))
         .into_response()
+}
+
+/// Delta over an append-only list (events and contacts change by a new version arriving):
+/// `$skiptoken=<snapshot length>.<offset>`, `$deltatoken=<length seen>`.
+fn list_delta(items: &[Value], q: &HashMap<String, String>, link: &str, page_size: usize) -> Value {
+    let (from, end, start) = match (q.get("$skiptoken"), q.get("$deltatoken")) {
+        (Some(t), _) => {
+            let mut p = t.split('.');
+            let end: usize = p.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let offset: usize = p.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            (offset, end, 0)
+        }
+        (None, Some(t)) => (0, items.len(), t.parse().unwrap_or(0)),
+        (None, None) => (0, items.len(), 0),
+    };
+    let window = &items[start.min(end)..end.min(items.len())];
+    let page: Vec<Value> = window.iter().skip(from).take(page_size).cloned().collect();
+    let sep = if link.contains('?') { '&' } else { '?' };
+    let mut body = json!({"value": page});
+    if from + page_size < window.len() && start == 0 {
+        body["@odata.nextLink"] = json!(format!("{link}{sep}$skiptoken={end}.{}", from + page_size));
+    } else {
+        body["@odata.deltaLink"] = json!(format!("{link}{sep}$deltatoken={end}"));
+    }
+    body
+}
+
+async fn events_delta(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let (base, page) = (s.base.clone(), s.page_size);
+    let Some(u) = s.user(&user) else {
+        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    };
+    let link = format!(
+        "{base}/v1.0/users/{}/calendarView/delta?startDateTime=1900-01-01T00:00:00Z&endDateTime=2100-01-01T00:00:00Z",
+        u.id
+    );
+    axum::Json(list_delta(&u.events, &query(&raw), &link, page)).into_response()
+}
+
+async fn contacts_delta(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let (base, page) = (s.base.clone(), s.page_size);
+    let Some(u) = s.user(&user) else {
+        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    };
+    let link = format!("{base}/v1.0/users/{}/contacts/delta", u.id);
+    axum::Json(list_delta(&u.contacts, &query(&raw), &link, page)).into_response()
+}
+
+async fn contact_folders(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let Some(u) = s.user(&user) else {
+        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    };
+    let value: Vec<Value> =
+        u.contact_folders.iter().map(|(id, name, _)| json!({"id": id, "displayName": name})).collect();
+    axum::Json(json!({"value": value})).into_response()
+}
+
+async fn folder_contacts_delta(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path((user, folder)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let (base, page) = (s.base.clone(), s.page_size);
+    let Some(u) = s.user(&user) else {
+        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    };
+    let Some((_, _, items)) = u.contact_folders.iter().find(|f| f.0 == folder) else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        );
+    };
+    let link = format!("{base}/v1.0/users/{}/contactFolders/{folder}/contacts/delta", u.id);
+    axum::Json(list_delta(items, &query(&raw), &link, page)).into_response()
 }
