@@ -367,3 +367,106 @@ fn the_webhook_keeps_the_folder_tree_in_step_with_the_mailbox() {
     fake.drop_subscriptions();
     wait_until("the lost subscription is created again", || fake.subscriptions().iter().any(|s| s.user == alice));
 }
+
+/// Follows a browser's redirects by hand: /login/oidc → the fake's authorize → Coffer's callback.
+fn entra_sign_in(base: &str) -> (u16, String, Option<String>) {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let answer = |r: Result<ureq::Response, ureq::Error>| match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let start = answer(agent.get(&format!("{base}/login/oidc")).call());
+    let authorize = start.header("location").unwrap().to_owned();
+    assert!(
+        authorize.contains("/oauth2/v2.0/authorize?") && authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
+    let back = answer(agent.get(&authorize).call());
+    let callback = back.header("location").unwrap().to_owned();
+    assert!(callback.starts_with(&format!("{base}/authorize.do?code=")), "{callback}");
+    let done = answer(agent.get(&callback).call());
+    let status = done.status();
+    let cookie = done
+        .all("set-cookie")
+        .iter()
+        .find(|c| c.starts_with("coffer_session="))
+        .map(|c| c.split(';').next().unwrap().to_owned());
+    (status, done.into_string().unwrap_or_default(), cookie)
+}
+
+#[test]
+fn entra_id_sign_in_uses_the_app_certificate_and_maps_roles_from_wids() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    let c = Coffer::new();
+    configure(&c, &fake, "m365");
+    register_certificate(&c, &fake, "m365");
+    let mut add = c
+        .command()
+        .args(["user", "add", "admin", "--role", "administrator"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a long enough password\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let base = format!("http://{}", server.http);
+    let login = serde_json::json!({
+        "sso_default": false,
+        "oidc": {"enabled": true, "provider": "entra", "entra_tenant_id": TENANT, "login_host": fake.base, "client_id": CLIENT,
+                 "client_auth": "certificate", "certificate_alias": "m365", "callback_path": "/authorize.do",
+                 "scopes": "openid profile email", "tenant": "default", "issuer": ""},
+        "role_assignments": [{"attribute": "wids", "value": "62e90394-69f5-4237-9190-012177145e10", "role": "administrator"},
+                             {"attribute": "roles", "value": "Archive.Audit", "role": "auditor"}],
+    });
+    let saved = ureq::put(&format!("{base}/api/v1/config/login"))
+        .set("Authorization", &format!("Bearer {key}"))
+        .send_json(login);
+    assert!(saved.is_ok(), "{saved:?}");
+
+    // A Global Administrator (wids) signs in: the token came with Coffer's certificate (private_key_jwt).
+    fake.sign_in_as(serde_json::json!({
+        "sub": "pairwise-1", "oid": "00000000-0000-0000-0000-0000000000a1", "preferred_username": "alice@contoso.com",
+        "name": "Alice", "wids": ["62e90394-69f5-4237-9190-012177145e10", "b79fbf4d-3ef9-4689-8143-76b194e85509"],
+    }));
+    let (status, body, cookie) = entra_sign_in(&base);
+    assert_eq!(status, 303, "{body}");
+    let me: serde_json::Value =
+        ureq::get(&format!("{base}/api/v1/me")).set("Cookie", &cookie.unwrap()).call().unwrap().into_json().unwrap();
+    assert_eq!(me["role"], "administrator");
+    assert_eq!(me["addresses"], serde_json::json!(["alice@contoso.com"]));
+
+    // An app role gives the auditor role; an ordinary user gets the user role.
+    fake.sign_in_as(serde_json::json!({"sub": "p2", "oid": "o2", "preferred_username": "carol@contoso.com", "roles": ["Archive.Audit"],
+        "wids": ["b79fbf4d-3ef9-4689-8143-76b194e85509"]}));
+    let (_, _, cookie) = entra_sign_in(&base);
+    let me: serde_json::Value =
+        ureq::get(&format!("{base}/api/v1/me")).set("Cookie", &cookie.unwrap()).call().unwrap().into_json().unwrap();
+    assert_eq!(me["role"], "auditor");
+
+    // A token from another directory is refused, whatever it claims.
+    fake.sign_in_as(serde_json::json!({"sub": "p3", "oid": "o3", "preferred_username": "eve@fabrikam.com",
+        "tid": "11111111-1111-1111-1111-111111111111", "wids": ["62e90394-69f5-4237-9190-012177145e10"]}));
+    let (status, body, cookie) = entra_sign_in(&base);
+    assert_eq!(status, 400);
+    assert!(body.contains("another directory") && cookie.is_none(), "{body}");
+
+    // The app without Coffer's certificate: Entra ID refuses the code exchange.
+    fake.upload_manifest(
+        &fake
+            .manifest()
+            .as_object()
+            .cloned()
+            .map(|mut m| {
+                m.insert("keyCredentials".into(), serde_json::json!([]));
+                serde_json::Value::Object(m)
+            })
+            .unwrap(),
+    );
+    fake.sign_in_as(serde_json::json!({"sub": "p1", "oid": "00000000-0000-0000-0000-0000000000a1", "preferred_username": "alice@contoso.com"}));
+    let (status, body, _) = entra_sign_in(&base);
+    assert_eq!(status, 400);
+    assert!(body.contains("AADSTS700027"), "{body}");
+}

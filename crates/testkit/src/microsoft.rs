@@ -42,10 +42,20 @@ struct FakeState {
     expire: HashSet<String>,
     page_size: usize,
     subscriptions: Vec<Subscription>,
+    /// The claims of whoever signs in at the authorize endpoint next.
+    browser_user: Value,
+    codes: HashMap<String, PendingCode>,
     subscription_lifetime: i64,
     in_flight: HashMap<String, usize>,
     max_in_flight: usize,
     next_id: usize,
+}
+
+struct PendingCode {
+    nonce: String,
+    challenge: String,
+    redirect_uri: String,
+    claims: Value,
 }
 
 #[derive(Clone)]
@@ -113,6 +123,9 @@ impl FakeMicrosoft {
         }));
         let app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery))
+            .route("/{tenant}/discovery/v2.0/keys", get(keys))
+            .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
             .route("/v1.0/users", get(users))
             .route("/v1.0/users/{user}/mailFolders", get(top_folders))
             .route("/v1.0/users/{user}/mailFolders/{folder}", get(folder))
@@ -268,6 +281,12 @@ impl FakeMicrosoft {
         self.state.lock().unwrap().max_in_flight
     }
 
+    /// Who signs in at the authorize endpoint (the ID token's claims: sub, oid, preferred_username,
+    /// name, roles, groups, wids; `tid` defaults to the tenant).
+    pub fn sign_in_as(&self, claims: Value) {
+        self.state.lock().unwrap().browser_user = claims;
+    }
+
     /// The lifetime Graph grants new and renewed subscriptions.
     pub fn set_subscription_lifetime(&self, seconds: i64) {
         self.state.lock().unwrap().subscription_lifetime = seconds;
@@ -358,7 +377,8 @@ async fn token(State(state): State<Arc<Mutex<FakeState>>>, Path(tenant): Path<St
             "AADSTS700016: Application with identifier was not found in the directory.",
         );
     }
-    if form.get("grant_type").map(String::as_str) != Some("client_credentials")
+    let grant = form.get("grant_type").cloned().unwrap_or_default();
+    if !matches!(grant.as_str(), "client_credentials" | "authorization_code")
         || form.get("client_assertion_type").map(String::as_str)
             != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
     {
@@ -421,6 +441,42 @@ async fn token(State(state): State<Arc<Mutex<FakeState>>>, Path(tenant): Path<St
     }
     let token = format!("eyFake.{:032x}", rand::random::<u128>());
     s.tokens.insert(token.clone());
+    if grant == "authorization_code" {
+        let code = form.get("code").cloned().unwrap_or_default();
+        let Some(pending) = s.codes.remove(&code) else {
+            return token_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "AADSTS70008: The provided authorization code is expired or was already used.",
+            );
+        };
+        let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+        if URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes())) != pending.challenge
+            || form.get("redirect_uri") != Some(&pending.redirect_uri)
+        {
+            return token_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "AADSTS501481: The Code_Verifier does not match the code_challenge.",
+            );
+        }
+        let now = now();
+        let mut claims = pending.claims.clone();
+        claims["iss"] = json!(format!("{}/{}/v2.0", s.base, s.tenant_id));
+        claims["aud"] = json!(s.client_id);
+        claims["nonce"] = json!(pending.nonce);
+        claims["iat"] = json!(now);
+        claims["nbf"] = json!(now);
+        claims["exp"] = json!(now + 3600);
+        claims.as_object_mut().unwrap().entry("tid").or_insert(json!(s.tenant_id));
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("fake-signing-key".into());
+        let id_token = jsonwebtoken::encode(&header, &claims, &signing_key().0).unwrap();
+        return axum::Json(
+            json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token, "id_token": id_token}),
+        )
+        .into_response();
+    }
     axum::Json(json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}))
         .into_response()
 }
@@ -850,4 +906,78 @@ async fn folder_contacts_delta(
     };
     let link = format!("{base}/v1.0/users/{}/contactFolders/{folder}/contacts/delta", u.id);
     axum::Json(list_delta(items, &query(&raw), &link, page)).into_response()
+}
+
+/// The fake's token-signing key (RSA 2048, made once per test process) and its public JWK.
+fn signing_key() -> &'static (jsonwebtoken::EncodingKey, Value) {
+    static KEY: std::sync::OnceLock<(jsonwebtoken::EncodingKey, Value)> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::traits::PublicKeyParts;
+        let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let pem = key.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).unwrap();
+        let jwk = json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": "fake-signing-key",
+            "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()), "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+        });
+        (jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(), jwk)
+    })
+}
+
+async fn discovery(State(state): State<Arc<Mutex<FakeState>>>, Path(tenant): Path<String>) -> Response {
+    let s = state.lock().unwrap();
+    if tenant != s.tenant_id {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant",
+            &format!("AADSTS90002: Tenant '{tenant}' not found."),
+        );
+    }
+    let b = format!("{}/{}", s.base, s.tenant_id);
+    axum::Json(json!({
+        "issuer": format!("{b}/v2.0"), "authorization_endpoint": format!("{b}/oauth2/v2.0/authorize"),
+        "token_endpoint": format!("{b}/oauth2/v2.0/token"), "jwks_uri": format!("{b}/discovery/v2.0/keys"),
+        "response_types_supported": ["code", "id_token", "code id_token"], "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"], "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+    }))
+    .into_response()
+}
+
+async fn keys() -> Response {
+    axum::Json(json!({"keys": [signing_key().1.clone()]})).into_response()
+}
+
+/// The browser arrives; the user chosen with `sign_in_as` signs in at once, and the browser is
+/// sent back with a code (PKCE S256 required).
+async fn authorize(State(state): State<Arc<Mutex<FakeState>>>, RawQuery(raw): RawQuery) -> Response {
+    let q = query(&raw);
+    let mut s = state.lock().unwrap();
+    let redirect = q.get("redirect_uri").cloned().unwrap_or_default();
+    if q.get("client_id") != Some(&s.client_id) {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "AADSTS700016: Application not found in the directory.",
+        );
+    }
+    if q.get("code_challenge_method").map(String::as_str) != Some("S256") || !q.contains_key("code_challenge") {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AADSTS9002325: Proof Key for Code Exchange is required.",
+        );
+    }
+    let code = format!("0.AAAA{:032x}", rand::random::<u128>());
+    let pending = PendingCode {
+        nonce: q.get("nonce").cloned().unwrap_or_default(),
+        challenge: q.get("code_challenge").cloned().unwrap_or_default(),
+        redirect_uri: redirect.clone(),
+        claims: s.browser_user.clone(),
+    };
+    s.codes.insert(code.clone(), pending);
+    let state_param = url::form_urlencoded::byte_serialize(q.get("state").map(String::as_str).unwrap_or("").as_bytes())
+        .collect::<String>();
+    let location = format!("{redirect}?code={code}&state={state_param}&session_state=fake");
+    (StatusCode::FOUND, [("location", location)]).into_response()
 }

@@ -85,7 +85,11 @@ impl OidcSettings {
                 if !is_guid(&self.entra_tenant_id) {
                     out.push("Entra ID needs the directory (tenant) id, a GUID from the app's Overview page".into());
                 }
-                if !self.login_host.starts_with("https://") {
+                // Plain HTTP only to this machine (a local test double of Entra ID).
+                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| {
+                    self.login_host.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+                });
+                if !self.login_host.starts_with("https://") && !loopback {
                     out.push("the login host must start with https://".into());
                 }
             }
