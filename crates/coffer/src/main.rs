@@ -756,6 +756,7 @@ async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode>
             let c = m365_connection(config, name.as_deref())?;
             let tenant = archive.tenant(c.tenant.as_deref()).await?;
             let importer = coffer_m365::import::Importer {
+                board: Default::default(),
                 graph: std::sync::Arc::new(graph(&archive, c)?),
                 pipeline: archive.pipeline(),
                 catalog: archive.catalog.clone(),
@@ -956,9 +957,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if config.smtp.enabled {
         smtp = Some(start_smtp(&archive, &config, pipeline.clone(), stopping.clone()).await?);
     }
-    let webhook = start_m365_sync(&archive, &config, &pipeline).await?;
+    let sources = start_m365(&archive, &config, &pipeline).await?;
     let web =
-        if config.http.enabled { Some(start_web(&archive, &config, webhook, stopping.clone()).await?) } else { None };
+        if config.http.enabled { Some(start_web(&archive, &config, sources, stopping.clone()).await?) } else { None };
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; finishing the transactions in flight");
     let _ = stop.send(true);
@@ -979,53 +980,114 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Microsoft 365 connections with a webhook: subscriptions kept, notifications turned into delta
-/// syncs of the mailbox. The answer takes the webhook's POSTs.
-async fn start_m365_sync(
+/// The Microsoft 365 connections in the server: an importer each (started from the console),
+/// and, for those with a webhook, subscriptions kept and notifications turned into delta syncs.
+/// The answer is what the console needs to drive and show them.
+async fn start_m365(
     archive: &std::sync::Arc<Archive>,
     config: &Config,
     pipeline: &coffer_archive::Pipeline,
-) -> anyhow::Result<Option<coffer_web::Webhook>> {
+) -> anyhow::Result<coffer_web::Sources> {
+    use coffer_m365::import::Importer;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut importers: Vec<(String, Arc<Importer>, Arc<AtomicBool>)> = Vec::new();
     let mut syncs = Vec::new();
-    for c in config.m365.iter().filter(|c| c.webhook_url.is_some()) {
-        let client_state = c.client_state.clone().filter(|s| s.len() >= 16).ok_or_else(|| {
-            anyhow::anyhow!("m365 {}: a webhook_url needs a client_state secret of at least 16 characters", c.name)
-        })?;
-        let tenant = archive.tenant(c.tenant.as_deref()).await?;
-        let importer = coffer_m365::import::Importer {
-            graph: std::sync::Arc::new(graph(archive, c)?),
+    for c in &config.m365 {
+        let tenant =
+            archive.tenant(c.tenant.as_deref()).await.with_context(|| format!("m365 connection {}", c.name))?;
+        // A connection that cannot start is reported, and the rest of the server runs on.
+        let graph = match graph(archive, c) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(connection = %c.name, error = %format!("{e:#}"), "Microsoft 365 connection not started");
+                continue;
+            }
+        };
+        let importer = Arc::new(Importer {
+            board: Default::default(),
+            graph: Arc::new(graph),
             pipeline: pipeline.clone(),
             catalog: archive.catalog.clone(),
             tenant: tenant.id,
             max_message_bytes: config.max_message_bytes,
+        });
+        importers.push((c.name.clone(), importer.clone(), Arc::new(AtomicBool::new(false))));
+        let Some(url) = &c.webhook_url else { continue };
+        let Some(client_state) = c.client_state.clone().filter(|s| s.len() >= 16) else {
+            tracing::error!(connection = %c.name, "no folder sync: a webhook_url needs a client_state secret of at least 16 characters");
+            continue;
         };
-        let (sync, queue) =
-            coffer_m365::sync::Sync::new(importer, c.webhook_url.clone().unwrap_or_default(), client_state);
+        let (sync, queue) = coffer_m365::sync::Sync::new(importer, url.clone(), client_state);
         tokio::spawn(sync.clone().run(queue));
         tokio::spawn(sync.clone().keep_subscriptions());
-        tracing::info!(connection = %c.name, webhook = ?c.webhook_url, "Microsoft 365 folder sync by webhook");
+        tracing::info!(connection = %c.name, webhook = %url, "Microsoft 365 folder sync by webhook");
         syncs.push(sync);
     }
-    if syncs.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(std::sync::Arc::new(move |body: &serde_json::Value| {
-        let mut why = String::new();
-        for s in &syncs {
-            match s.notified(body) {
-                Ok(n) => return Ok(n),
-                Err(coffer_m365::sync::Refused(r)) => why = r,
+    let mut sources = coffer_web::Sources::default();
+    if !syncs.is_empty() {
+        sources.webhook = Some(Arc::new(move |body: &serde_json::Value| {
+            let mut why = String::new();
+            for s in &syncs {
+                match s.notified(body) {
+                    Ok(n) => return Ok(n),
+                    Err(coffer_m365::sync::Refused(r)) => why = r,
+                }
             }
+            Err(why)
+        }));
+    }
+    let importers = Arc::new(importers);
+    let list = importers.clone();
+    sources.status = Some(Arc::new(move |name: String| {
+        list.iter()
+            .filter(|(n, _, _)| *n == name)
+            .flat_map(|(_, i, _)| i.board.rows())
+            .map(|m| coffer_web::MailboxStatus {
+                mailbox: m.mailbox,
+                state: m.state,
+                folders: m.report.folders,
+                archived: m.report.archived,
+                duplicates: m.report.duplicates,
+                events: m.report.events,
+                contacts: m.report.contacts,
+                last_sync: m.last_sync.map(coffer_archive::service::rfc3339),
+                last_error: m.last_error,
+            })
+            .collect()
+    }));
+    sources.import = Some(Arc::new(move |name: String| {
+        let (_, importer, running) = importers
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .ok_or_else(|| format!("{name} is not a Microsoft 365 connection"))?;
+        if running.swap(true, Ordering::SeqCst) {
+            return Err(format!("an import of {name} is running already"));
         }
-        Err(why)
-    })))
+        let (importer, running) = (importer.clone(), running.clone());
+        tokio::spawn(async move {
+            match importer.users().await {
+                Ok(users) => {
+                    for (id, upn) in users {
+                        if let Err(e) = importer.mailbox(&id, &upn, &|_| {}).await {
+                            tracing::warn!(mailbox = %upn, error = %e, "Microsoft 365 import failed for a mailbox");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Microsoft 365 import could not list the users"),
+            }
+            running.store(false, Ordering::SeqCst);
+        });
+        Ok("import started; it continues where the last one stopped".into())
+    }));
+    Ok(sources)
 }
 
 /// The console and API on `http.listen` (HTTPS when `http.certificate` names a certificate).
 async fn start_web(
     archive: &std::sync::Arc<Archive>,
     config: &Config,
-    webhook: Option<coffer_web::Webhook>,
+    mut sources: coffer_web::Sources,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let h = &config.http;
@@ -1144,7 +1206,11 @@ async fn start_web(
             "no console account exists yet: create the first administrator with `coffer user add admin --role administrator` (it reads the password from stdin)"
         );
     }
-    let console = coffer_web::Console::new(archive.clone(), web, connections, Some(tester), webhook);
+    let console = {
+        sources.connections = connections;
+        sources.test = Some(tester);
+        coffer_web::Console::new(archive.clone(), web, sources)
+    };
     println!("http listening on {bound}");
     tracing::info!(%bound, %scheme, "web console and API started");
     Ok(tokio::spawn(coffer_web::serve(console, socket, tls, stopping)))

@@ -341,6 +341,34 @@ fn the_webhook_keeps_the_folder_tree_in_step_with_the_mailbox() {
     assert_eq!(echo.into_string().unwrap(), "abc 123");
     assert_eq!(fake.notify(&alice, &first, "updated", Some("guessed")), 403, "a wrong clientState is refused");
 
+    // The console starts an import and shows each mailbox's state.
+    let mut add = c
+        .command()
+        .args(["user", "add", "admin", "--role", "administrator"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a long enough password\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    let api = |method: &str, path: &str| -> serde_json::Value {
+        ureq::request(method, &format!("http://127.0.0.1:{http}/api/v1{path}"))
+            .set("Authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    };
+    assert_eq!(api("POST", "/connections/contoso/import")["ok"], true);
+    wait_until("the console shows alice synced", || {
+        let rows = api("GET", "/connections/contoso/mailboxes");
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mailbox"] == "alice@contoso.com" && m["state"] == "synced" && m["last_sync"].is_string())
+    });
+
     // A new message arrives and is announced.
     let new = fake.add_message(&alice, &inbox, &message("alice@contoso.com", "Inbox", 3));
     assert_eq!(fake.notify(&alice, &new, "created", None), 202);

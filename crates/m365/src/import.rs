@@ -39,7 +39,38 @@ pub struct Folder {
     pub path: String,
 }
 
+/// What each mailbox of a connection is doing, for the console (kept in memory by the process
+/// that imports; the cursors in the catalog are what survives).
+#[derive(Clone, Default)]
+pub struct Board(Arc<std::sync::Mutex<std::collections::BTreeMap<String, MailboxState>>>);
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MailboxState {
+    pub mailbox: String,
+    /// `importing`, `synced` or `failed`.
+    pub state: String,
+    pub report: MailboxReport,
+    /// Unix seconds of the last completed sync.
+    pub last_sync: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl Board {
+    fn set(&self, mailbox: &str, f: impl FnOnce(&mut MailboxState)) {
+        let mut map = self.0.lock().unwrap();
+        let entry = map
+            .entry(mailbox.to_owned())
+            .or_insert_with(|| MailboxState { mailbox: mailbox.to_owned(), ..Default::default() });
+        f(entry);
+    }
+
+    pub fn rows(&self) -> Vec<MailboxState> {
+        self.0.lock().unwrap().values().cloned().collect()
+    }
+}
+
 pub struct Importer {
+    pub board: Board,
     pub graph: Arc<Graph>,
     pub pipeline: Pipeline,
     pub catalog: Catalog,
@@ -128,6 +159,38 @@ impl Importer {
     /// Imports one mailbox, every folder, then (as configured) its calendar and contacts, from
     /// where the last run stopped.
     pub async fn mailbox(
+        &self,
+        user_id: &str,
+        upn: &str,
+        progress: &(dyn Fn(&MailboxReport) + Sync),
+    ) -> Result<MailboxReport, M365Error> {
+        self.board.set(upn, |m| m.state = "importing".into());
+        let board = self.board.clone();
+        let track = |r: &MailboxReport| {
+            board.set(upn, |m| m.report = r.clone());
+            progress(r);
+        };
+        match self.mailbox_inner(user_id, upn, &track).await {
+            Ok(r) => {
+                self.board.set(upn, |m| {
+                    m.state = "synced".into();
+                    m.report = r.clone();
+                    m.last_sync = Some(coffer_archive::service::now_secs());
+                    m.last_error = None;
+                });
+                Ok(r)
+            }
+            Err(e) => {
+                self.board.set(upn, |m| {
+                    m.state = "failed".into();
+                    m.last_error = Some(e.to_string());
+                });
+                Err(e)
+            }
+        }
+    }
+
+    async fn mailbox_inner(
         &self,
         user_id: &str,
         upn: &str,

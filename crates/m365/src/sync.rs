@@ -20,7 +20,7 @@ use crate::import::{Importer, failure};
 const LIFETIME_MINUTES: i64 = 4230;
 
 pub struct Sync {
-    pub importer: Importer,
+    pub importer: Arc<Importer>,
     pub webhook_url: String,
     pub client_state: String,
     /// user id → user principal name, for the mailboxes in scope.
@@ -35,7 +35,7 @@ pub struct Refused(pub String);
 
 impl Sync {
     pub fn new(
-        importer: Importer,
+        importer: Arc<Importer>,
         webhook_url: String,
         client_state: String,
     ) -> (Arc<Sync>, mpsc::UnboundedReceiver<String>) {

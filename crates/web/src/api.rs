@@ -42,13 +42,13 @@ struct Query<T>(T);
     paths(
         me, search, message, raw, attachment, folders, export, status, audit, volumes, close_volume_api,
         users, add_user_api, update_user_api, user_claims, tenants, add_tenant_api, certificates, generate_certificate_api,
-        get_login, put_login, api_keys, add_api_key, delete_api_key, connections, test_connection_api,
+        get_login, put_login, api_keys, add_api_key, delete_api_key, connections, test_connection_api, import_api, mailboxes_api,
     ),
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
         NewUserRequest, UserChange, NewTenantRequest, CertificateRequest, ApiCertificate, LoginConfig, ApiAuditEntry,
         ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, Role, Connection, crate::settings::OidcSettings,
-        ApiRoleAssignment, ApiTraffic, TenantCreated, CertificateCreated, UserCreated,
+        ApiRoleAssignment, ApiTraffic, crate::MailboxStatus, TenantCreated, CertificateCreated, UserCreated,
     )),
     modifiers(&Security),
     security(("api_key" = [])),
@@ -92,6 +92,8 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/api-keys/{id}", delete(delete_api_key))
         .route("/connections", get(connections))
         .route("/connections/{name}/test", post(test_connection_api))
+        .route("/connections/{name}/import", post(import_api))
+        .route("/connections/{name}/mailboxes", get(mailboxes_api))
         .fallback(|| async { WebError::NotFound })
 }
 
@@ -1061,7 +1063,7 @@ async fn delete_api_key(
 #[utoipa::path(get, path = "/connections", responses((status = 200, body = Vec<Connection>), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn connections(State(console): State<Arc<Console>>, who: Principal) -> ApiResult<Vec<Connection>> {
     who.require_system_admin()?;
-    Ok(Json(console.connections.clone()))
+    Ok(Json(console.sources.connections.clone()))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1073,11 +1075,14 @@ pub struct TestOutcome {
 
 pub async fn test_connection(console: &Console, who: &Principal, name: &str) -> Result<TestOutcome, WebError> {
     who.require_system_admin()?;
-    if !console.connections.iter().any(|c| c.name == name) {
+    if !console.sources.connections.iter().any(|c| c.name == name) {
         return Err(WebError::NotFound);
     }
-    let tester =
-        console.tester.clone().ok_or_else(|| WebError::Unavailable("connections cannot be tested here".into()))?;
+    let tester = console
+        .sources
+        .test
+        .clone()
+        .ok_or_else(|| WebError::Unavailable("connections cannot be tested here".into()))?;
     let outcome = match tokio::time::timeout(std::time::Duration::from_secs(60), tester(name.to_owned())).await {
         Ok(Ok(detail)) => TestOutcome { ok: true, detail },
         Ok(Err(detail)) => TestOutcome { ok: false, detail },
@@ -1100,4 +1105,46 @@ async fn test_connection_api(
     Path(name): Path<String>,
 ) -> ApiResult<TestOutcome> {
     Ok(Json(test_connection(&console, &who, &name).await?))
+}
+
+/// Starts a connection's historical import in the server (Microsoft 365); it resumes where the
+/// last one stopped (audited).
+pub async fn start_import(console: &Console, who: &Principal, name: &str) -> Result<String, WebError> {
+    who.require_system_admin()?;
+    if !console.sources.connections.iter().any(|c| c.name == name) {
+        return Err(WebError::NotFound);
+    }
+    let start =
+        console.sources.import.clone().ok_or_else(|| WebError::Unavailable("imports cannot be started here".into()))?;
+    let detail = start(name.to_owned()).map_err(WebError::BadRequest)?;
+    console.audit(&who.actor(), "import", &format!("{name}: {detail}")).await?;
+    Ok(detail)
+}
+
+/// Starts the historical import of a Microsoft 365 connection (administrators of the default
+/// tenant); progress per mailbox under `/connections/{name}/mailboxes`.
+#[utoipa::path(post, path = "/connections/{name}/import", params(("name" = String, Path)),
+    responses((status = 202, body = TestOutcome), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
+async fn import_api(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> Result<Response, WebError> {
+    let detail = start_import(&console, &who, &name).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(TestOutcome { ok: true, detail })).into_response())
+}
+
+/// Each mailbox of a connection: state, counts, last sync, last error.
+#[utoipa::path(get, path = "/connections/{name}/mailboxes", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<crate::MailboxStatus>), (status = 404, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
+async fn mailboxes_api(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<crate::MailboxStatus>> {
+    who.require_system_admin()?;
+    if !console.sources.connections.iter().any(|c| c.name == name) {
+        return Err(WebError::NotFound);
+    }
+    Ok(Json(console.sources.status.as_ref().map(|s| s(name)).unwrap_or_default()))
 }

@@ -84,33 +84,47 @@ pub type ConnectionTester = Arc<dyn Fn(String) -> TestFuture + Send + Sync>;
 /// item carries the right `clientState` (the work is queued), Err with the reason otherwise.
 pub type Webhook = Arc<dyn Fn(&serde_json::Value) -> Result<usize, String> + Send + Sync>;
 
+/// Starts an import of a connection in the background; says what it started.
+pub type ImportStarter = Arc<dyn Fn(String) -> Result<String, String> + Send + Sync>;
+/// Each mailbox's state for a connection (Microsoft 365).
+pub type StatusReader = Arc<dyn Fn(String) -> Vec<MailboxStatus> + Send + Sync>;
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct MailboxStatus {
+    pub mailbox: String,
+    /// `importing`, `synced` or `failed`.
+    pub state: String,
+    pub folders: usize,
+    pub archived: usize,
+    pub duplicates: usize,
+    pub events: usize,
+    pub contacts: usize,
+    /// RFC 3339.
+    pub last_sync: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// The sources the binary runs, as far as the console shows and drives them.
+#[derive(Default, Clone)]
+pub struct Sources {
+    pub connections: Vec<Connection>,
+    pub test: Option<ConnectionTester>,
+    pub import: Option<ImportStarter>,
+    pub status: Option<StatusReader>,
+    pub webhook: Option<Webhook>,
+}
+
 pub struct Console {
     pub archive: Arc<Archive>,
     pub config: WebConfig,
-    pub connections: Vec<Connection>,
-    pub tester: Option<ConnectionTester>,
-    pub webhook: Option<Webhook>,
+    pub sources: Sources,
     templates: minijinja::Environment<'static>,
     oidc: oidc::Client,
 }
 
 impl Console {
-    pub fn new(
-        archive: Arc<Archive>,
-        config: WebConfig,
-        connections: Vec<Connection>,
-        tester: Option<ConnectionTester>,
-        webhook: Option<Webhook>,
-    ) -> Arc<Console> {
-        Arc::new(Console {
-            archive,
-            config,
-            connections,
-            tester,
-            webhook,
-            templates: render::templates(),
-            oidc: oidc::Client::new(),
-        })
+    pub fn new(archive: Arc<Archive>, config: WebConfig, sources: Sources) -> Arc<Console> {
+        Arc::new(Console { archive, config, sources, templates: render::templates(), oidc: oidc::Client::new() })
     }
 
     /// Records a configuration change, sign-in or other event in the audit log.

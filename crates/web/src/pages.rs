@@ -49,6 +49,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/config/tenants/{id}/networks", post(allow_network))
         .route("/config/connections", get(connections))
         .route("/config/connections/{name}/test", post(test_connection))
+        .route("/config/connections/{name}/import", post(import_connection))
         .route("/config/login", get(login_settings).post(save_login_settings))
         .route("/config/volumes", get(volumes))
         .route("/config/volumes/{id}/close", post(close_volume))
@@ -523,24 +524,45 @@ async fn allow_network(
 
 async fn connections(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
     who.require_system_admin()?;
-    let html = page(
-        &console,
-        Some(&who),
-        "config_connections.html",
-        context! { connections => console.connections, result => None::<String> },
-    )?;
+    render_connections(&console, &who, None, false, None).await
+}
+
+async fn render_connections(
+    console: &Console,
+    who: &Principal,
+    tested: Option<&str>,
+    ok: bool,
+    result: Option<String>,
+) -> PageResult {
+    let list: Vec<minijinja::Value> = console
+        .sources
+        .connections
+        .iter()
+        .map(|c| {
+            let mailboxes = console.sources.status.as_ref().map(|s| s(c.name.clone())).unwrap_or_default();
+            context! { name => c.name, kind => c.kind, settings => c.settings, mailboxes, importable => c.kind == "Microsoft 365" && console.sources.import.is_some() }
+        })
+        .collect();
+    let html =
+        page(console, Some(who), "config_connections.html", context! { connections => list, tested, ok, result })?;
     Ok(html.into_response())
 }
 
 async fn test_connection(State(console): State<Arc<Console>>, who: Principal, Path(name): Path<String>) -> PageResult {
     let outcome = crate::api::test_connection(&console, &who, &name).await?;
-    let html = page(
-        &console,
-        Some(&who),
-        "config_connections.html",
-        context! { connections => console.connections, tested => name, ok => outcome.ok, result => outcome.detail },
-    )?;
-    Ok(html.into_response())
+    render_connections(&console, &who, Some(&name), outcome.ok, Some(outcome.detail)).await
+}
+
+async fn import_connection(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> PageResult {
+    match crate::api::start_import(&console, &who, &name).await {
+        Ok(detail) => render_connections(&console, &who, Some(&name), true, Some(detail)).await,
+        Err(WebError::BadRequest(e)) => render_connections(&console, &who, Some(&name), false, Some(e)).await,
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn login_settings(
@@ -851,7 +873,7 @@ async fn webhook(
     if let Some(token) = q.get("validationToken") {
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], token.clone()).into_response();
     }
-    let Some(hook) = &console.webhook else {
+    let Some(hook) = &console.sources.webhook else {
         return WebError::NotFound.into_response();
     };
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {

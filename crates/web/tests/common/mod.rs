@@ -66,7 +66,7 @@ impl Site {
         config.database_url = std::env::var("COFFER_TEST_WEB_DATABASE_URL").ok();
         let archive = Arc::new(runtime.block_on(Archive::open(config, true)).unwrap());
         let (ids, originals, keys) = runtime.block_on(fixtures(&archive));
-        let console = Console::new(archive.clone(), web, Vec::new(), None, None);
+        let console = Console::new(archive.clone(), web, Default::default());
         let (stop, stopping) = tokio::sync::watch::channel(false);
         runtime.spawn(coffer_web::serve(console, listener, None, stopping));
         Site { _dir: dir, runtime, archive, base, ids, originals, keys, _stop: stop }
