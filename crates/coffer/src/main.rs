@@ -764,6 +764,17 @@ async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode>
                 max_message_bytes: config.max_message_bytes,
             };
             let indexer = archive.spawn_indexer();
+            let operator = Actor::operator(tenant.clone());
+            archive
+                .catalog
+                .audit(
+                    Some(tenant.id),
+                    &operator.name,
+                    &operator.ip,
+                    "import",
+                    &format!("m365 {}: {}", c.name, c.choices()),
+                )
+                .await?;
             let mut users = importer.users().await?;
             if let Some(u) = &user {
                 users.retain(|(id, upn)| id == u || upn.eq_ignore_ascii_case(u));
@@ -1064,6 +1075,7 @@ async fn start_m365(
         if running.swap(true, Ordering::SeqCst) {
             return Err(format!("an import of {name} is running already"));
         }
+        let choices = importer.graph.config.choices();
         let (importer, running) = (importer.clone(), running.clone());
         tokio::spawn(async move {
             match importer.users().await {
@@ -1078,7 +1090,7 @@ async fn start_m365(
             }
             running.store(false, Ordering::SeqCst);
         });
-        Ok("import started; it continues where the last one stopped".into())
+        Ok(format!("import started ({choices}); it continues where the last one stopped"))
     }));
     Ok(sources)
 }

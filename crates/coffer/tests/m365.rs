@@ -105,6 +105,17 @@ fn the_manifest_round_trip_makes_entra_id_accept_coffers_certificate() {
         assert!(tested["detail"].as_str().unwrap().contains("alice@contoso.com"));
     }
 
+    // A group limits the mailboxes; the choice is in the audit log.
+    let bob = fake.add_user("bob@contoso.com");
+    let group = fake.add_group(&[&bob]);
+    let toml = std::fs::read_to_string(c.dir.path().join("coffer.toml")).unwrap()
+        + &format!("group = \"{group}\"\nskip_drafts = false\n");
+    std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
+    let out = c.ok(&["m365", "import"]);
+    assert!(out.starts_with("bob@contoso.com:") && out.contains("done: 1 mailboxes"), "{out}");
+    let audit = c.ok(&["audit", "list"]);
+    assert!(audit.contains(&format!("m365 contoso: mailboxes: members of group {group}; archiving mail, calendar, contacts; skipping Junk Email, Deleted Items")), "{audit}");
+
     // Another certificate, signed correctly, but not the registered one: refused as Entra ID would.
     c.ok(&[
         "m365",

@@ -95,10 +95,13 @@ impl Importer {
 
     /// The mailboxes in scope: `(id, user principal name)`.
     pub async fn users(&self) -> Result<Vec<(String, String)>, M365Error> {
-        let users = self
-            .blocking(|g| g.all("/v1.0/users?$select=id,userPrincipalName,mail&$top=100"))
-            .await
-            .map_err(failure)?;
+        let path = match &self.graph.config.group {
+            Some(group) => {
+                format!("/v1.0/groups/{group}/members/microsoft.graph.user?$select=id,userPrincipalName,mail&$top=100")
+            }
+            None => "/v1.0/users?$select=id,userPrincipalName,mail&$top=100".to_owned(),
+        };
+        let users = self.blocking(move |g| g.all(&path)).await.map_err(failure)?;
         let wanted: Vec<String> = self.graph.config.mailboxes.iter().map(|m| m.to_lowercase()).collect();
         Ok(users
             .iter()

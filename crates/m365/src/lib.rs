@@ -31,9 +31,12 @@ pub struct M365Config {
     pub login_host: String,
     #[serde(default = "default_graph_host")]
     pub graph_host: String,
-    /// The mailboxes to archive (user principal names or addresses); empty: every user.
+    /// The mailboxes to archive (user principal names or addresses); empty: every user (or the
+    /// members of `group`).
     #[serde(default)]
     pub mailboxes: Vec<String>,
+    /// Archive the members of this Entra ID group (its object id) instead of every user.
+    pub group: Option<String>,
     #[serde(default = "yes")]
     pub skip_junk: bool,
     #[serde(default = "yes")]
@@ -96,5 +99,32 @@ pub(crate) fn crash_point(point: &str) {
         if COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= after {
             std::process::abort();
         }
+    }
+}
+
+impl M365Config {
+    /// The scope and folder choices, in words (for the audit log and the console).
+    pub fn choices(&self) -> String {
+        let scope = match (&self.group, self.mailboxes.is_empty()) {
+            (Some(g), _) => format!("members of group {g}"),
+            (None, true) => "all users".into(),
+            (None, false) => self.mailboxes.join(", "),
+        };
+        let skipped: Vec<&str> =
+            [(self.skip_junk, "Junk Email"), (self.skip_deleted, "Deleted Items"), (self.skip_drafts, "Drafts")]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, n)| *n)
+                .collect();
+        let what: Vec<&str> = [(true, "mail"), (self.calendar, "calendar"), (self.contacts, "contacts")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        format!(
+            "mailboxes: {scope}; archiving {}; skipping {}",
+            what.join(", "),
+            if skipped.is_empty() { "no folders".into() } else { skipped.join(", ") }
+        )
     }
 }

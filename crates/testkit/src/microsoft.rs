@@ -42,6 +42,7 @@ struct FakeState {
     expire: HashSet<String>,
     page_size: usize,
     subscriptions: Vec<Subscription>,
+    groups: HashMap<String, Vec<String>>,
     /// The claims of whoever signs in at the authorize endpoint next.
     browser_user: Value,
     codes: HashMap<String, PendingCode>,
@@ -127,6 +128,7 @@ impl FakeMicrosoft {
             .route("/{tenant}/discovery/v2.0/keys", get(keys))
             .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
             .route("/v1.0/users", get(users))
+            .route("/v1.0/groups/{group}/members/microsoft.graph.user", get(group_members))
             .route("/v1.0/users/{user}/mailFolders", get(top_folders))
             .route("/v1.0/users/{user}/mailFolders/{folder}", get(folder))
             .route("/v1.0/users/{user}/mailFolders/{folder}/childFolders", get(child_folders))
@@ -279,6 +281,14 @@ impl FakeMicrosoft {
     /// The most `$value` requests one mailbox had in flight at once.
     pub fn max_concurrent_per_mailbox(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
+    }
+
+    /// A security group with these users as members; its object id.
+    pub fn add_group(&self, members: &[&str]) -> String {
+        let mut s = self.state.lock().unwrap();
+        let id = s.new_id("group");
+        s.groups.insert(id.clone(), members.iter().map(|m| m.to_string()).collect());
+        id
     }
 
     /// Who signs in at the authorize endpoint (the ID token's claims: sub, oid, preferred_username,
@@ -980,4 +990,25 @@ async fn authorize(State(state): State<Arc<Mutex<FakeState>>>, RawQuery(raw): Ra
         .collect::<String>();
     let location = format!("{redirect}?code={code}&state={state_param}&session_state=fake");
     (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+async fn group_members(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path(group): Path<String>,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let Some(members) = s.groups.get(&group) else {
+        return graph_error(StatusCode::NOT_FOUND, "Request_ResourceNotFound", "Resource does not exist.");
+    };
+    let value: Vec<Value> = s
+        .users
+        .iter()
+        .filter(|u| members.contains(&u.id))
+        .map(|u| json!({"id": u.id, "userPrincipalName": u.upn, "mail": u.upn}))
+        .collect();
+    axum::Json(json!({"value": value})).into_response()
 }
