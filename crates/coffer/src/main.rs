@@ -162,16 +162,8 @@ enum M365Command {
         alias: String,
         #[arg(long, default_value = "Coffer archive")]
         cn: String,
-        #[arg(long)]
-        org: Option<String>,
-        #[arg(long)]
-        unit: Option<String>,
-        #[arg(long)]
-        city: Option<String>,
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long)]
-        country: Option<String>,
+        #[command(flatten)]
+        subject: SubjectArgs,
         input: PathBuf,
         output: PathBuf,
     },
@@ -255,16 +247,8 @@ enum CertCommand {
         /// Common name: the host name clients connect to.
         #[arg(long)]
         cn: String,
-        #[arg(long)]
-        org: Option<String>,
-        #[arg(long)]
-        unit: Option<String>,
-        #[arg(long)]
-        city: Option<String>,
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long)]
-        country: Option<String>,
+        #[command(flatten)]
+        subject: SubjectArgs,
     },
     /// Import a PEM file holding the certificate chain and its private key, or a PKCS#12 file
     /// (.p12/.pfx; its password from COFFER_CERT_PASSWORD, or the first line of stdin with --password-stdin).
@@ -282,6 +266,29 @@ enum CertCommand {
         #[arg(long)]
         alias: String,
     },
+}
+
+/// The rest of a certificate's subject (the common name is asked for separately).
+#[derive(clap::Args)]
+struct SubjectArgs {
+    #[arg(long)]
+    org: Option<String>,
+    #[arg(long)]
+    unit: Option<String>,
+    #[arg(long)]
+    city: Option<String>,
+    #[arg(long)]
+    state: Option<String>,
+    /// Two letters.
+    #[arg(long)]
+    country: Option<String>,
+}
+
+impl SubjectArgs {
+    fn with_cn(self, common_name: String) -> coffer_archive::certs::Subject {
+        let SubjectArgs { org, unit, city, state, country } = self;
+        coffer_archive::certs::Subject { common_name, organization: org, unit, city, state, country }
+    }
 }
 
 #[derive(Subcommand)]
@@ -487,15 +494,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let archive = open(&config, false).await?;
             let certs = archive.certs();
             match command {
-                CertCommand::Generate { alias, cn, org, unit, city, state, country } => {
-                    let subject = coffer_archive::certs::Subject {
-                        common_name: cn,
-                        organization: org,
-                        unit,
-                        city,
-                        state,
-                        country,
-                    };
+                CertCommand::Generate { alias, cn, subject } => {
+                    let subject = subject.with_cn(cn);
                     let info = certs.generate(&alias, &subject)?;
                     println!(
                         "certificate {} generated: {} valid until {}; SHA-256 {}",
@@ -703,12 +703,11 @@ fn graph(archive: &Archive, c: &coffer_m365::M365Config) -> anyhow::Result<coffe
 
 async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode> {
     match command {
-        M365Command::Manifest { alias, cn, org, unit, city, state, country, input, output } => {
+        M365Command::Manifest { alias, cn, subject, input, output } => {
             let archive = open(config, false).await?;
             let certs = archive.certs();
             if certs.certificate_pem(&alias).is_err() {
-                let subject =
-                    coffer_archive::certs::Subject { common_name: cn, organization: org, unit, city, state, country };
+                let subject = subject.with_cn(cn);
                 let info = certs.generate_with(&alias, &subject, coffer_archive::certs::KeyKind::Rsa2048)?;
                 println!("made certificate {} (RSA 2048, SHA-1 {})", info.alias, info.sha1);
             }
@@ -781,10 +780,26 @@ async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode>
                 anyhow::ensure!(!users.is_empty(), "no user {u:?} in scope of connection {}", c.name);
             }
             let mut total = (0, 0, 0);
-            for (id, upn) in &users {
-                let report = importer
-                    .mailbox(id, upn, &|r| tracing::info!(mailbox = %r.mailbox, folders = r.folders, archived = r.archived, "import progress"))
-                    .await?;
+            // A spinner on a terminal; elsewhere the line per mailbox below is the progress.
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            });
+            for (n, (id, upn)) in users.iter().enumerate() {
+                let progress = |r: &coffer_m365::import::MailboxReport| {
+                    if let Some(bar) = &bar {
+                        bar.set_message(format!(
+                            "mailbox {}/{}: {upn}: {} folders, {} archived, {} already there",
+                            n + 1,
+                            users.len(),
+                            r.folders,
+                            r.archived,
+                            r.duplicates
+                        ));
+                    }
+                };
+                let report = importer.mailbox(id, upn, &progress).await?;
                 println!(
                     "{upn}: {} folders, fetched {}, archived {}, duplicates {}, folders read again after 410: {}",
                     report.folders, report.fetched, report.archived, report.duplicates, report.restarted
@@ -792,6 +807,9 @@ async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode>
                 total.0 += report.fetched;
                 total.1 += report.archived;
                 total.2 += report.duplicates;
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
             }
             indexer.abort();
             archive.indexer().run_until_idle().await?;

@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{Coffer, Server, free_port, python, sha256};
+use common::{Coffer, PASSWORD, Server, free_port, python, sha256};
 use serde_json::json;
-
-const PASSWORD: &str = "correct horse battery";
 
 fn e2e_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
@@ -59,16 +57,6 @@ fn api(base: &str, key: &str, method: &str, path: &str, body: Option<serde_json:
     }
 }
 
-fn add_user(c: &Coffer, login: &str, role: &str, addresses: &[&str]) {
-    let mut args = vec!["user", "add", login, "--role", role];
-    for a in addresses {
-        args.extend(["--address", a]);
-    }
-    let mut child = c.command().args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
 const SEND: &str = r#"
 import smtplib, sys
 port, journal = int(sys.argv[1]), sys.argv[2]
@@ -90,8 +78,7 @@ Message-ID: <{id}>\r\n\r\n{subject}: see the attached figures.\r\n"
 #[test]
 fn console_in_headless_chromium_with_single_sign_on() {
     let c = Coffer::new();
-    add_user(&c, "admin", "administrator", &[]);
-    let key = c.ok(&["user", "key", "admin", "--name", "e2e"]).trim().to_owned();
+    let key = c.user_with_key("admin", "administrator", &[]);
     c.ok(&["cert", "generate", "--alias", "oidc", "--cn", "coffer-console"]);
     let cert = c.dir.path().join("oidc.pem");
     std::fs::write(&cert, c.ok(&["cert", "export", "--alias", "oidc"])).unwrap();

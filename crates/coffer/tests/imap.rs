@@ -408,19 +408,7 @@ fn the_consoles_test_connection_button_signs_in_to_dovecot_and_explains_a_wrong_
     let bad = config(&d, "wrong", "journal", "imaps", "journal").replace("secret1", "not-the-password")
         + "poll_interval_secs = 600\n";
     std::fs::write(c.dir.path().join("coffer.toml"), format!("{good}\n{bad}")).unwrap();
-    let mut add = c
-        .command()
-        .args(["user", "add", "admin", "--role", "administrator"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        add.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
-    }
-    assert!(add.wait().unwrap().success());
-    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    let key = c.user_with_key("admin", "administrator", &[]);
     let server = common::Server::start(&c, &[]);
     let post = |name: &str| -> serde_json::Value {
         ureq::post(&format!("http://{}/api/v1/connections/{name}/test", server.http))

@@ -83,16 +83,7 @@ fn the_manifest_round_trip_makes_entra_id_accept_coffers_certificate() {
     assert!(out.contains("token ok; user alice@contoso.com has 5 top-level mail folders"), "{out}");
 
     // The console's Connections page tests the same way.
-    let mut add = c
-        .command()
-        .args(["user", "add", "admin", "--role", "administrator"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a long enough password\n").unwrap();
-    assert!(add.wait().unwrap().success());
-    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    let key = c.user_with_key("admin", "administrator", &[]);
     {
         let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
         let tested: serde_json::Value = ureq::post(&format!("http://{}/api/v1/connections/contoso/test", server.http))
@@ -265,16 +256,7 @@ fn a_throttled_interrupted_import_of_three_mailboxes_archives_every_message_once
     assert_eq!(c.count("participant:guest@fabrikam.com"), 6, "attendees are recipients");
 
     // The console's folder tree is the mailboxes' folders.
-    let mut add = c
-        .command()
-        .args(["user", "add", "admin", "--role", "administrator"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a long enough password\n").unwrap();
-    assert!(add.wait().unwrap().success());
-    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    let key = c.user_with_key("admin", "administrator", &[]);
     {
         let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
         let tree: serde_json::Value = ureq::get(&format!("http://{}/api/v1/folders", server.http))
@@ -353,16 +335,7 @@ fn the_webhook_keeps_the_folder_tree_in_step_with_the_mailbox() {
     assert_eq!(fake.notify(&alice, &first, "updated", Some("guessed")), 403, "a wrong clientState is refused");
 
     // The console starts an import and shows each mailbox's state.
-    let mut add = c
-        .command()
-        .args(["user", "add", "admin", "--role", "administrator"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a long enough password\n").unwrap();
-    assert!(add.wait().unwrap().success());
-    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    let key = c.user_with_key("admin", "administrator", &[]);
     let api = |method: &str, path: &str| -> serde_json::Value {
         ureq::request(method, &format!("http://127.0.0.1:{http}/api/v1{path}"))
             .set("Authorization", &format!("Bearer {key}"))
@@ -440,16 +413,7 @@ fn entra_id_sign_in_uses_the_app_certificate_and_maps_roles_from_wids() {
     let c = Coffer::new();
     configure(&c, &fake, "m365");
     register_certificate(&c, &fake, "m365");
-    let mut add = c
-        .command()
-        .args(["user", "add", "admin", "--role", "administrator"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a long enough password\n").unwrap();
-    assert!(add.wait().unwrap().success());
-    let key = c.ok(&["user", "key", "admin", "--name", "test"]).trim().to_owned();
+    let key = c.user_with_key("admin", "administrator", &[]);
     let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
     let base = format!("http://{}", server.http);
     let login = serde_json::json!({

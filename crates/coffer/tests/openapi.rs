@@ -3,23 +3,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{Coffer, Server};
-
-fn key(c: &Coffer, login: &str, role: &str) -> String {
-    let mut child = c
-        .command()
-        .args(["user", "add", login, "--role", role, "--address", &format!("{login}@contoso.com")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "a long enough password").unwrap();
-    assert!(child.wait().unwrap().success());
-    c.ok(&["user", "key", login, "--name", "schemathesis"]).trim().to_owned()
-}
 
 fn schemathesis(base: &str, key: &str, extra: &[&str]) {
     let out = Command::new("schemathesis")
@@ -41,8 +27,8 @@ fn the_openapi_document_holds_under_schemathesis_without_server_errors() {
     let mail = c.dir.path().join("mail.eml");
     std::fs::write(&mail, "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: Q3\r\n\r\nNumbers.\r\n").unwrap();
     c.ok(&["import", "--mailbox", "bob@contoso.com", "--folder", "Inbox", mail.to_str().unwrap()]);
-    let admin = key(&c, "admin", "administrator");
-    let user = key(&c, "bob", "user");
+    let admin = c.user_with_key("admin", "administrator", &[]);
+    let user = c.user_with_key("bob", "user", &["bob@contoso.com"]);
     let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
     let base = format!("http://{}", server.http);
     // Every documented check except "a schema-valid request is accepted": the API also validates

@@ -48,6 +48,19 @@ impl Coffer {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Adds a console account the way an operator does (`coffer user add`, the password on stdin)
+    /// and returns an API key for it.
+    pub fn user_with_key(&self, login: &str, role: &str, addresses: &[&str]) -> String {
+        let mut args = vec!["user", "add", login, "--role", role];
+        for a in addresses {
+            args.extend(["--address", a]);
+        }
+        let mut child = self.command().args(&args).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{PASSWORD}\n").as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "coffer user add {login}");
+        self.ok(&["user", "key", login, "--name", "tests"]).trim().to_owned()
+    }
+
     pub fn count(&self, query: &str) -> usize {
         self.ok(&["search", "--count", query]).trim().parse().unwrap()
     }
@@ -59,6 +72,9 @@ impl Coffer {
             .collect()
     }
 }
+
+/// The password of the accounts tests make.
+pub const PASSWORD: &str = "correct horse battery";
 
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
