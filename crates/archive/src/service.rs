@@ -342,7 +342,8 @@ impl Archive {
             .map_err(Into::into)
     }
 
-    pub(crate) async fn audit(&self, actor: &Actor, action: &str, detail: &str) -> Result<(), ArchiveError> {
+    /// Records an action in the hash-chained audit log, with who did it and from where.
+    pub async fn audit(&self, actor: &Actor, action: &str, detail: &str) -> Result<(), ArchiveError> {
         self.catalog.audit(Some(actor.tenant.id), &actor.name, &actor.ip, action, detail).await?;
         Ok(())
     }

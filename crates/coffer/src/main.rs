@@ -717,15 +717,9 @@ async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode>
             let updated = coffer_m365::manifest::add_certificate(&manifest, &der, &subject)?;
             std::fs::write(&output, serde_json::to_vec_pretty(&updated)?)
                 .with_context(|| format!("cannot write {}", output.display()))?;
+            let operator = Actor::operator(archive.tenant(None).await?);
             archive
-                .catalog
-                .audit(
-                    None,
-                    &Actor::operator(archive.tenant(None).await?).name,
-                    "local",
-                    "configuration",
-                    &format!("m365 manifest updated with certificate {alias}"),
-                )
+                .audit(&operator, "configuration", &format!("m365 manifest updated with certificate {alias}"))
                 .await?;
             println!(
                 "wrote {}: upload it in the Azure portal (App registrations → your app → Manifest → Upload)",
@@ -764,16 +758,7 @@ async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode>
             };
             let indexer = archive.spawn_indexer();
             let operator = Actor::operator(tenant.clone());
-            archive
-                .catalog
-                .audit(
-                    Some(tenant.id),
-                    &operator.name,
-                    &operator.ip,
-                    "import",
-                    &format!("m365 {}: {}", c.name, c.choices()),
-                )
-                .await?;
+            archive.audit(&operator, "import", &format!("m365 {}: {}", c.name, c.choices())).await?;
             let mut users = importer.users().await?;
             if let Some(u) = &user {
                 users.retain(|(id, upn)| id == u || upn.eq_ignore_ascii_case(u));
@@ -858,14 +843,7 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode>
                 .await?;
             let actor = Actor::operator(tenant);
             archive
-                .catalog
-                .audit(
-                    Some(actor.tenant.id),
-                    &actor.name,
-                    &actor.ip,
-                    "configuration",
-                    &format!("user {} added with role {}", user.login, role.as_str()),
-                )
+                .audit(&actor, "configuration", &format!("user {} added with role {}", user.login, role.as_str()))
                 .await?;
             println!("user {} added to tenant {} with role {}", user.login, actor.tenant.name, role.as_str());
         }
@@ -902,11 +880,8 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode>
                     .ok_or_else(|| anyhow::anyhow!("the user's tenant is gone"))?,
             );
             archive
-                .catalog
                 .audit(
-                    Some(actor.tenant.id),
-                    &actor.name,
-                    &actor.ip,
+                    &actor,
                     "configuration",
                     &format!("API key {id} ({name}) for {login} with role {}", role.as_str()),
                 )

@@ -559,8 +559,9 @@ async fn top_folders(
     if let Some(r) = admit(&mut s, &headers) {
         return r;
     }
-    let Some(u) = s.user(&user) else {
-        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    let u = match s.user(&user) {
+        Some(u) => u,
+        None => return invalid_user(),
     };
     let value: Vec<Value> = u.folders.iter().filter(|f| f.parent.is_none()).map(|f| folder_json(u, f)).collect();
     axum::Json(json!({"value": value})).into_response()
@@ -575,8 +576,9 @@ async fn folder(
     if let Some(r) = admit(&mut s, &headers) {
         return r;
     }
-    let Some(u) = s.user(&user) else {
-        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    let u = match s.user(&user) {
+        Some(u) => u,
+        None => return invalid_user(),
     };
     match u.folders.iter().find(|f| f.id == folder || f.well_known.is_some_and(|w| w.eq_ignore_ascii_case(&folder))) {
         Some(f) => axum::Json(folder_json(u, f)).into_response(),
@@ -595,8 +597,9 @@ async fn child_folders(
     if let Some(r) = admit(&mut s, &headers) {
         return r;
     }
-    let Some(u) = s.user(&user) else {
-        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    let u = match s.user(&user) {
+        Some(u) => u,
+        None => return invalid_user(),
     };
     let value: Vec<Value> =
         u.folders.iter().filter(|f| f.parent.as_deref() == Some(&folder)).map(|f| folder_json(u, f)).collect();
@@ -627,8 +630,9 @@ async fn delta(
     }
     let page_size = s.page_size;
     let base = s.base.clone();
-    let Some(u) = s.user(&user) else {
-        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    let u = match s.user(&user) {
+        Some(u) => u,
+        None => return invalid_user(),
     };
     let Some(f) = u.folders.iter().find(|f| f.id == folder) else {
         return graph_error(
@@ -848,8 +852,9 @@ async fn events_delta(
         return r;
     }
     let (base, page) = (s.base.clone(), s.page_size);
-    let Some(u) = s.user(&user) else {
-        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    let u = match s.user(&user) {
+        Some(u) => u,
+        None => return invalid_user(),
     };
     let link = format!(
         "{base}/v1.0/users/{}/calendarView/delta?startDateTime=1900-01-01T00:00:00Z&endDateTime=2100-01-01T00:00:00Z",
@@ -869,8 +874,9 @@ async fn contacts_delta(
         return r;
     }
     let (base, page) = (s.base.clone(), s.page_size);
-    let Some(u) = s.user(&user) else {
-        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    let u = match s.user(&user) {
+        Some(u) => u,
+        None => return invalid_user(),
     };
     let link = format!("{base}/v1.0/users/{}/contacts/delta", u.id);
     axum::Json(list_delta(&u.contacts, &query(&raw), &link, page)).into_response()
@@ -885,8 +891,9 @@ async fn contact_folders(
     if let Some(r) = admit(&mut s, &headers) {
         return r;
     }
-    let Some(u) = s.user(&user) else {
-        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    let u = match s.user(&user) {
+        Some(u) => u,
+        None => return invalid_user(),
     };
     let value: Vec<Value> =
         u.contact_folders.iter().map(|(id, name, _)| json!({"id": id, "displayName": name})).collect();
@@ -904,8 +911,9 @@ async fn folder_contacts_delta(
         return r;
     }
     let (base, page) = (s.base.clone(), s.page_size);
-    let Some(u) = s.user(&user) else {
-        return graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.");
+    let u = match s.user(&user) {
+        Some(u) => u,
+        None => return invalid_user(),
     };
     let Some((_, _, items)) = u.contact_folders.iter().find(|f| f.0 == folder) else {
         return graph_error(
@@ -1011,4 +1019,8 @@ async fn group_members(
         .map(|u| json!({"id": u.id, "userPrincipalName": u.upn, "mail": u.upn}))
         .collect();
     axum::Json(json!({"value": value})).into_response()
+}
+
+fn invalid_user() -> Response {
+    graph_error(StatusCode::NOT_FOUND, "ErrorInvalidUser", "The requested user is invalid.")
 }

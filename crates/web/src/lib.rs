@@ -129,8 +129,7 @@ impl Console {
 
     /// Records a configuration change, sign-in or other event in the audit log.
     pub async fn audit(&self, actor: &Actor, action: &str, detail: &str) -> Result<(), WebError> {
-        self.archive.catalog.audit(Some(actor.tenant.id), &actor.name, &actor.ip, action, detail).await?;
-        Ok(())
+        Ok(self.archive.audit(actor, action, detail).await?)
     }
 }
 
