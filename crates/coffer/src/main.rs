@@ -539,7 +539,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let pipeline = archive.pipeline();
             let mut failed = false;
             for imap in config.imap.iter().filter(|i| name.as_ref().is_none_or(|n| *n == i.name)) {
-                let poller = poller(&archive, imap, pipeline.clone()).await?;
+                let poller = poller(&archive, &config.m365, imap, pipeline.clone()).await?;
                 match poller.poll_once().await {
                     Ok(r) => println!(
                         "{}: fetched {}, archived {}, duplicates {}, removed from the server {}",
@@ -562,7 +562,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .find(|i| i.name == name)
                 .ok_or_else(|| anyhow::anyhow!("no [[imap]] connection named {name:?} in the configuration"))?;
-            let poller = poller(&archive, imap, archive.pipeline()).await?;
+            let poller = poller(&archive, &config.m365, imap, archive.pipeline()).await?;
             let folders = poller.test().await?;
             println!(
                 "{name}: connected to {}:{} ({:?}), logged in as {}",
@@ -894,6 +894,7 @@ async fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode>
 
 async fn poller(
     archive: &Archive,
+    m365: &[coffer_m365::M365Config],
     imap: &coffer_imap::ImapConfig,
     pipeline: coffer_archive::Pipeline,
 ) -> anyhow::Result<coffer_imap::Poller> {
@@ -911,7 +912,18 @@ async fn poller(
     if imap.client_secret.is_none() {
         imap.client_secret = secrets.get(&format!("imap.{}.client_secret", imap.name))?;
     }
-    Ok(coffer_imap::Poller::new(imap, tenant.id, pipeline, archive.catalog.clone()))
+    let mut poller = coffer_imap::Poller::new(imap.clone(), tenant.id, pipeline, archive.catalog.clone());
+    if let Some(name) = &imap.m365 {
+        let m = m365
+            .iter()
+            .find(|m| &m.name == name)
+            .ok_or_else(|| anyhow::anyhow!("imap connection {}: no [[m365]] connection named {name:?}", imap.name))?;
+        let graph = std::sync::Arc::new(graph(archive, m)?);
+        poller.token_source = Some(std::sync::Arc::new(move || {
+            graph.token(coffer_m365::graph::OUTLOOK_SCOPE).map_err(|e| e.to_string())
+        }));
+    }
+    Ok(poller)
 }
 
 async fn open(config: &Config, writable: bool) -> anyhow::Result<Archive> {
@@ -930,7 +942,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     let (stop, stopping) = tokio::sync::watch::channel(false);
     for imap in &config.imap {
-        let poller = poller(&archive, imap, pipeline.clone()).await?;
+        let poller = poller(&archive, &config.m365, imap, pipeline.clone()).await?;
         let interval = Duration::from_secs(imap.poll_interval_secs.max(1));
         tokio::spawn(async move {
             // Poll, then wait in IDLE for new mail (at most the interval); after a failure, back off
@@ -1193,7 +1205,7 @@ async fn start_web(
                         .map_err(|e| e.to_string());
                 }
                 let i = imap.iter().find(|i| i.name == name).ok_or("no such connection")?;
-                let p = poller(&archive, i, archive.pipeline()).await.map_err(|e| format!("{e:#}"))?;
+                let p = poller(&archive, &m365, i, archive.pipeline()).await.map_err(|e| format!("{e:#}"))?;
                 let folders = p.test().await.map_err(|e| e.to_string())?;
                 let list: Vec<String> = folders.iter().map(|(f, n)| format!("{f} ({n} messages)")).collect();
                 Ok(format!(

@@ -290,7 +290,8 @@ fn bounce_mode_archives_the_report_inside_an_ndr_and_move_keeps_it_on_the_server
 }
 
 /// A token endpoint (client-credentials grant) and Dovecot's introspection endpoint in one: the
-/// secret "right" gets a token Dovecot accepts for "journal", any other a revoked one.
+/// secret "right" gets a token Dovecot accepts for "journal", any other a revoked one; tokens the
+/// test kit's Entra ID issued are accepted too.
 const TOKEN_SERVER: &str = r#"
 import json, sys, urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -303,7 +304,9 @@ class H(BaseHTTPRequestHandler):
             out = {"access_token": "tok-journal" if ok else "tok-revoked", "token_type": "Bearer", "expires_in": 3600}
         else:
             token = form.get("token", [""])[0]
-            out = {"active": True, "username": "journal"} if token == "tok-journal" else {"active": False}
+            # tok-journal from /token; eyFake.… from the test kit's Entra ID (a certificate's assertion).
+            ok = token == "tok-journal" or token.startswith("eyFake.")
+            out = {"active": True, "username": "journal"} if ok else {"active": False}
         data = json.dumps(out).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -432,4 +435,40 @@ fn the_consoles_test_connection_button_signs_in_to_dovecot_and_explains_a_wrong_
     let refused = post("wrong");
     assert_eq!(refused["ok"], false);
     assert!(refused["detail"].as_str().unwrap().to_lowercase().contains("password"), "{refused}");
+}
+
+#[test]
+fn xoauth2_takes_its_token_from_a_microsoft_365_certificate() {
+    let c = Coffer::new();
+    let fake = coffer_testkit::microsoft::FakeMicrosoft::start(
+        "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "5f1f4d1b-7e25-4a2a-9c37-0d1a3e0c9a11",
+    );
+    let manifest = c.dir.path().join("manifest.json");
+    std::fs::write(&manifest, serde_json::to_vec(&fake.manifest()).unwrap()).unwrap();
+    let updated = c.dir.path().join("manifest.updated.json");
+    c.ok(&["m365", "manifest", "--alias", "m365", manifest.to_str().unwrap(), updated.to_str().unwrap()]);
+    fake.upload_manifest(&serde_json::from_slice(&std::fs::read(&updated).unwrap()).unwrap());
+    let port = free_port();
+    let _introspection = Killed(Command::new("python3").args(["-c", TOKEN_SERVER, &port.to_string()]).spawn().unwrap());
+    let d = Dovecot::start_with(&c.dir.path().join("dovecot"), Some(port));
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for i in 0..2 {
+        d.deliver("journal", None, &journal_report(i).0);
+    }
+    let cfg = config(&d, "journal", "journal", "imaps", "journal")
+        + "auth = \"xoauth2\"\nm365 = \"contoso\"\n\n"
+        + &format!(
+            "[[m365]]\nname = \"contoso\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\ncertificate = \"m365\"\n\
+             login_host = \"{base}\"\ngraph_host = \"{base}\"\n",
+            fake.tenant_id,
+            fake.client_id,
+            base = fake.base
+        );
+    std::fs::write(c.dir.path().join("coffer.toml"), cfg).unwrap();
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 2, archived 2"), "{out}");
+    assert_eq!(fake.scopes_issued(), ["https://outlook.office365.com/.default"], "one token, for Exchange Online");
 }

@@ -70,6 +70,10 @@ pub struct ImapConfig {
     pub password: String,
     #[serde(default)]
     pub auth: AuthMethod,
+    /// For XOAUTH2/OAUTHBEARER against Office 365: take the token from this `[[m365]]`
+    /// connection's certificate (scope https://outlook.office365.com/.default) instead of a
+    /// client secret.
+    pub m365: Option<String>,
     /// For XOAUTH2/OAUTHBEARER: an OAuth2 token endpoint (client-credentials grant).
     pub token_url: Option<String>,
     pub client_id: Option<String>,
@@ -130,17 +134,22 @@ pub struct PollReport {
     pub removed: usize,
 }
 
+/// Gets an access token some other way (blocking; e.g. a Microsoft 365 connection's certificate).
+pub type TokenSource = std::sync::Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
 pub struct Poller {
     pub config: ImapConfig,
     pub tenant: i64,
     pub pipeline: Pipeline,
     pub catalog: Catalog,
+    /// When set, XOAUTH2/OAUTHBEARER tokens come from here instead of `token_url`.
+    pub token_source: Option<TokenSource>,
     token: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl Poller {
     pub fn new(config: ImapConfig, tenant: i64, pipeline: Pipeline, catalog: Catalog) -> Poller {
-        Poller { config, tenant, pipeline, catalog, token: Default::default() }
+        Poller { config, tenant, pipeline, catalog, token_source: None, token: Default::default() }
     }
 }
 
@@ -238,6 +247,13 @@ impl Poller {
     /// A token from the configured endpoint (client-credentials grant), reused until a minute
     /// before it expires.
     async fn token(&self) -> Result<String, ImapError> {
+        if let Some(source) = self.token_source.clone() {
+            let name = self.config.name.clone();
+            return tokio::task::spawn_blocking(move || source())
+                .await
+                .map_err(|e| ImapError::Token(name.clone(), e.to_string()))?
+                .map_err(|e| ImapError::Token(name, e));
+        }
         let mut cached = self.token.lock().await;
         if let Some((token, until)) = cached.as_ref()
             && std::time::Instant::now() < *until

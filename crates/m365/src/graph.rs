@@ -14,6 +14,8 @@ use sha1::Digest;
 use crate::{M365Config, M365Error};
 
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// Exchange Online's IMAP and POP with application permissions.
+pub const OUTLOOK_SCOPE: &str = "https://outlook.office365.com/.default";
 
 /// What a request ended with when it was not a success.
 #[derive(Debug)]

@@ -43,6 +43,7 @@ struct FakeState {
     page_size: usize,
     subscriptions: Vec<Subscription>,
     groups: HashMap<String, Vec<String>>,
+    scopes: Vec<String>,
     /// The claims of whoever signs in at the authorize endpoint next.
     browser_user: Value,
     codes: HashMap<String, PendingCode>,
@@ -283,6 +284,11 @@ impl FakeMicrosoft {
         self.state.lock().unwrap().max_in_flight
     }
 
+    /// The scopes of the client-credentials tokens issued so far, in order.
+    pub fn scopes_issued(&self) -> Vec<String> {
+        self.state.lock().unwrap().scopes.clone()
+    }
+
     /// A security group with these users as members; its object id.
     pub fn add_group(&self, members: &[&str]) -> String {
         let mut s = self.state.lock().unwrap();
@@ -451,6 +457,9 @@ async fn token(State(state): State<Arc<Mutex<FakeState>>>, Path(tenant): Path<St
     }
     let token = format!("eyFake.{:032x}", rand::random::<u128>());
     s.tokens.insert(token.clone());
+    if grant == "client_credentials" {
+        s.scopes.push(form.get("scope").cloned().unwrap_or_default());
+    }
     if grant == "authorization_code" {
         let code = form.get("code").cloned().unwrap_or_default();
         let Some(pending) = s.codes.remove(&code) else {
