@@ -980,7 +980,13 @@ pub struct ApiKey {
     pub revoked: bool,
 }
 
-pub async fn create_api_key(console: &Console, who: &Principal, name: &str, role: &str) -> Result<String, WebError> {
+/// A new key for the caller: its id, and the key itself (shown once).
+pub async fn create_api_key(
+    console: &Console,
+    who: &Principal,
+    name: &str,
+    role: &str,
+) -> Result<(i64, String), WebError> {
     let role = if role.trim().is_empty() {
         who.role
     } else {
@@ -999,7 +1005,7 @@ pub async fn create_api_key(console: &Console, who: &Principal, name: &str, role
     console
         .audit(&who.actor(), "configuration", &format!("API key {id} ({name}) created with role {}", role.as_str()))
         .await?;
-    Ok(key)
+    Ok((id, key))
 }
 
 pub async fn revoke_api_key(console: &Console, who: &Principal, id: i64) -> Result<(), WebError> {
@@ -1041,8 +1047,7 @@ async fn add_api_key(
     who: Principal,
     Body(r): Body<ApiKeyRequest>,
 ) -> Result<Response, WebError> {
-    let key = create_api_key(&console, &who, &r.name, r.role.as_deref().unwrap_or("")).await?;
-    let id = console.archive.catalog.api_keys(Some(who.user.id)).await?.last().map(|k| k.id).unwrap_or(0);
+    let (id, key) = create_api_key(&console, &who, &r.name, r.role.as_deref().unwrap_or("")).await?;
     Ok((axum::http::StatusCode::CREATED, Json(ApiKeyCreated { id, key })).into_response())
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -166,7 +166,7 @@ pub async fn is_callback(console: &Console, uri: &Uri) -> bool {
     }
 }
 
-pub async fn callback(console: Arc<Console>, uri: Uri, headers: HeaderMap, peer: Option<ClientAddr>) -> Response {
+pub async fn callback(console: Arc<Console>, uri: Uri, peer: Option<ClientAddr>) -> Response {
     let ip = peer.map(|p| p.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
     let query: CallbackQuery = match Query::try_from_uri(&uri) {
         Ok(Query(q)) => q,
@@ -177,7 +177,6 @@ pub async fn callback(console: Arc<Console>, uri: Uri, headers: HeaderMap, peer:
         Err(e) => {
             let detail = e.to_string();
             let _ = console.archive.catalog.audit(None, "single sign-on", &ip, "sign-in failed", &detail).await;
-            let _ = headers;
             PageError(e).into_response()
         }
     }

@@ -69,11 +69,10 @@ pub fn routes() -> Router<Arc<Console>> {
 async fn fallback(
     State(console): State<Arc<Console>>,
     uri: Uri,
-    headers: HeaderMap,
     peer: Option<axum::Extension<ClientAddr>>,
 ) -> Response {
     if crate::oidc::is_callback(&console, &uri).await {
-        return crate::oidc::callback(console, uri, headers, peer.map(|p| p.0)).await;
+        return crate::oidc::callback(console, uri, peer.map(|p| p.0)).await;
     }
     PageError(WebError::NotFound).into_response()
 }
@@ -469,7 +468,7 @@ struct KeyForm {
 }
 
 async fn add_key(State(console): State<Arc<Console>>, who: Principal, Form(f): Form<KeyForm>) -> PageResult {
-    let key = crate::api::create_api_key(&console, &who, &f.name, &f.role).await?;
+    let (_, key) = crate::api::create_api_key(&console, &who, &f.name, &f.role).await?;
     // Shown once, on the next page; only its hash is kept.
     let html = page(
         &console,
