@@ -121,6 +121,15 @@ impl FromRequestParts<Arc<Console>> for Principal {
     }
 }
 
+/// Pages that also serve visitors who have not signed in.
+impl axum::extract::OptionalFromRequestParts<Arc<Console>> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<Console>) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
+
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
     argon2::Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 hashing cannot fail").to_string()

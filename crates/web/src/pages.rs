@@ -93,17 +93,6 @@ async fn home(State(console): State<Arc<Console>>, who: Option<Principal>) -> Pa
     Ok(Redirect::to("/search").into_response())
 }
 
-impl axum::extract::OptionalFromRequestParts<Arc<Console>> for Principal {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &Arc<Console>,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Principal>().cloned())
-    }
-}
-
 #[derive(Deserialize, Default)]
 struct SignonQuery {
     next: Option<String>,
