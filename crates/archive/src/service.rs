@@ -278,11 +278,7 @@ impl Archive {
 
     /// The original bytes, exactly as they came in.
     pub async fn raw(&self, actor: &Actor, id: i64) -> Result<Vec<u8>, ArchiveError> {
-        if self.summaries(actor, &[id]).await?.is_empty() {
-            return Err(ArchiveError::NotFound);
-        }
-        let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
-        let raw = self.read_original(&row).await?;
+        let (_, raw) = self.visible_original(actor, id).await?;
         self.audit(actor, "download", &format!("message {id} ({} bytes)", raw.len())).await?;
         Ok(raw)
     }
@@ -293,9 +289,7 @@ impl Archive {
         actor: &Actor,
         id: i64,
     ) -> Result<(MessageSummary, coffer_mail::view::MessageView), ArchiveError> {
-        let summary = self.summaries(actor, &[id]).await?.pop().ok_or(ArchiveError::NotFound)?;
-        let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
-        let raw = self.read_original(&row).await?;
+        let (summary, raw) = self.visible_original(actor, id).await?;
         let mut view = tokio::task::spawn_blocking(move || coffer_mail::view::view(&raw))
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))?;
@@ -314,11 +308,7 @@ impl Archive {
         id: i64,
         index: usize,
     ) -> Result<(coffer_mail::view::AttachmentInfo, Vec<u8>), ArchiveError> {
-        if self.summaries(actor, &[id]).await?.is_empty() {
-            return Err(ArchiveError::NotFound);
-        }
-        let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
-        let raw = self.read_original(&row).await?;
+        let (_, raw) = self.visible_original(actor, id).await?;
         let found = tokio::task::spawn_blocking(move || coffer_mail::view::attachment(&raw, index))
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))?
@@ -331,6 +321,13 @@ impl Archive {
     pub async fn folders(&self, actor: &Actor) -> Result<Vec<coffer_catalog::FolderRow>, ArchiveError> {
         let mailboxes = actor.visibility.as_ref().map(|v| v.mailboxes.as_slice());
         Ok(self.catalog.folders(actor.tenant.id, mailboxes).await?)
+    }
+
+    /// A message the actor may see, with its original bytes; `NotFound` for any other.
+    async fn visible_original(&self, actor: &Actor, id: i64) -> Result<(MessageSummary, Vec<u8>), ArchiveError> {
+        let summary = self.summaries(actor, &[id]).await?.pop().ok_or(ArchiveError::NotFound)?;
+        let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
+        Ok((summary, self.read_original(&row).await?))
     }
 
     pub(crate) async fn read_original(&self, row: &MessageRow) -> Result<Vec<u8>, ArchiveError> {
