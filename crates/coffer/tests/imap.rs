@@ -316,6 +316,17 @@ class H(BaseHTTPRequestHandler):
 HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
 
+/// Dovecot checking OAuth2 tokens against [`TOKEN_SERVER`] (running, on the returned port).
+fn dovecot_with_tokens(c: &Coffer) -> (Killed, Dovecot, u16) {
+    let port = free_port();
+    let server = Killed(Command::new("python3").args(["-c", TOKEN_SERVER, &port.to_string()]).spawn().unwrap());
+    let d = Dovecot::start_with(&c.dir.path().join("dovecot"), Some(port));
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (server, d, port)
+}
+
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
@@ -328,12 +339,7 @@ impl Drop for Killed {
 #[test]
 fn xoauth2_and_oauthbearer_log_in_with_a_token_and_a_revoked_token_is_a_clear_error() {
     let c = Coffer::new();
-    let port = free_port();
-    let _tokens = Killed(Command::new("python3").args(["-c", TOKEN_SERVER, &port.to_string()]).spawn().unwrap());
-    let d = Dovecot::start_with(&c.dir.path().join("dovecot"), Some(port));
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (_tokens, d, port) = dovecot_with_tokens(&c);
     for i in 0..3 {
         d.deliver("journal", None, &journal_report(i).0);
     }
@@ -449,12 +455,7 @@ fn xoauth2_takes_its_token_from_a_microsoft_365_certificate() {
     let updated = c.dir.path().join("manifest.updated.json");
     c.ok(&["m365", "manifest", "--alias", "m365", manifest.to_str().unwrap(), updated.to_str().unwrap()]);
     fake.upload_manifest(&serde_json::from_slice(&std::fs::read(&updated).unwrap()).unwrap());
-    let port = free_port();
-    let _introspection = Killed(Command::new("python3").args(["-c", TOKEN_SERVER, &port.to_string()]).spawn().unwrap());
-    let d = Dovecot::start_with(&c.dir.path().join("dovecot"), Some(port));
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (_introspection, d, _) = dovecot_with_tokens(&c);
     for i in 0..2 {
         d.deliver("journal", None, &journal_report(i).0);
     }
