@@ -417,9 +417,10 @@ impl Catalog {
             .await?;
         let Some(r) = row else { return Ok(None) };
         let created: i64 = r.try_get(2)?;
-        Ok((created >= crate::now() - max_age)
-            .then(|| Ok::<_, CatalogError>((r.try_get(0)?, r.try_get(1)?)))
-            .transpose()?)
+        if created < crate::now() - max_age {
+            return Ok(None);
+        }
+        Ok(Some((r.try_get(0)?, r.try_get(1)?)))
     }
 
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {

@@ -385,7 +385,7 @@ async fn audit(
     Query(p): Query<AuditParams>,
 ) -> ApiResult<Vec<ApiAuditEntry>> {
     who.require(Role::Auditor)?;
-    let tenant = (!who.require_system_admin().is_ok()).then_some(who.tenant.id);
+    let tenant = who.require_system_admin().is_err().then_some(who.tenant.id);
     let limit = p.limit.unwrap_or(200).clamp(1, 10_000);
     let entries = console.archive.catalog.audit_entries_matching(tenant, p.q.trim(), limit).await?;
     Ok(Json(entries.into_iter().map(ApiAuditEntry::from).collect()))

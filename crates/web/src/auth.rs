@@ -308,7 +308,7 @@ pub async fn end_session(console: &Console, headers: &HeaderMap) -> Result<(), W
 }
 
 pub enum SignIn {
-    Ok(UserRow),
+    Ok(Box<UserRow>),
     /// Wrong login or password (the same answer for both).
     Refused,
     Locked,
@@ -345,7 +345,7 @@ pub async fn sign_in_locally(console: &Console, login: &str, password: &str) -> 
         return Ok(SignIn::Refused);
     }
     catalog.record_sign_in(user.id, None).await?;
-    Ok(SignIn::Ok(user))
+    Ok(SignIn::Ok(Box::new(user)))
 }
 
 fn dummy_hash() -> &'static str {

@@ -430,7 +430,7 @@ async fn upsert_user(
             return Err(WebError::Forbidden("this account is disabled".into()));
         }
         catalog.refresh_external_user(user.id, &display, role.as_str(), &addresses).await?;
-        return Ok(catalog.user(user.id).await?.ok_or(WebError::NotFound)?);
+        return catalog.user(user.id).await?.ok_or(WebError::NotFound);
     }
     let wanted = text("preferred_username").or_else(|| text("email")).unwrap_or_else(|| subject.clone());
     // A local account with the same name is never taken over by single sign-on.

@@ -424,7 +424,7 @@ struct AuditQuery {
 
 async fn audit(State(console): State<Arc<Console>>, who: Principal, Query(q): Query<AuditQuery>) -> PageResult {
     who.require(Role::Auditor)?;
-    let tenant = (!who.require_system_admin().is_ok()).then_some(who.tenant.id);
+    let tenant = who.require_system_admin().is_err().then_some(who.tenant.id);
     let entries = console.archive.catalog.audit_entries_matching(tenant, q.q.trim(), 500).await?;
     let problems = console.archive.catalog.verify_audit().await?.len();
     let html = page(&console, Some(&who), "audit.html", context! { entries, q => q.q, problems })?;
@@ -559,7 +559,7 @@ async fn login_settings(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> PageResult {
     who.require_system_admin()?;
-    render_login(&console, &who, None, q.get("consent").is_some()).await
+    render_login(&console, &who, None, q.contains_key("consent")).await
 }
 
 async fn render_login(console: &Console, who: &Principal, error: Option<String>, consent: bool) -> PageResult {
