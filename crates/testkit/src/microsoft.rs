@@ -363,8 +363,9 @@ impl FakeState {
         format!("{prefix}-{:06}", self.next_id)
     }
 
-    fn user(&self, id: &str) -> Option<&User> {
-        self.users.iter().find(|u| u.id == id || u.upn.eq_ignore_ascii_case(id))
+    /// A user by id or principal name.
+    fn user_index(&self, id: &str) -> Option<usize> {
+        self.users.iter().position(|u| u.id == id || u.upn.eq_ignore_ascii_case(id))
     }
 }
 
@@ -523,6 +524,21 @@ fn admit(s: &mut FakeState, headers: &HeaderMap) -> Option<Response> {
     None
 }
 
+/// A Graph request about one user: admitted as [`admit`] does, then the user (by id or
+/// principal name), or the answer Graph gives.
+fn admit_user<'a>(
+    state: &'a Mutex<FakeState>,
+    headers: &HeaderMap,
+    user: &str,
+) -> Result<(std::sync::MutexGuard<'a, FakeState>, usize), Response> {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, headers) {
+        return Err(r);
+    }
+    let i = s.user_index(user).ok_or_else(invalid_user)?;
+    Ok((s, i))
+}
+
 fn query(raw: &Option<String>) -> HashMap<String, String> {
     url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()).into_owned().collect()
 }
@@ -564,14 +580,11 @@ async fn top_folders(
     headers: HeaderMap,
     Path(user): Path<String>,
 ) -> Response {
-    let mut s = state.lock().unwrap();
-    if let Some(r) = admit(&mut s, &headers) {
-        return r;
-    }
-    let u = match s.user(&user) {
-        Some(u) => u,
-        None => return invalid_user(),
+    let (s, i) = match admit_user(&state, &headers, &user) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
+    let u = &s.users[i];
     let value: Vec<Value> = u.folders.iter().filter(|f| f.parent.is_none()).map(|f| folder_json(u, f)).collect();
     axum::Json(json!({"value": value})).into_response()
 }
@@ -581,14 +594,11 @@ async fn folder(
     headers: HeaderMap,
     Path((user, folder)): Path<(String, String)>,
 ) -> Response {
-    let mut s = state.lock().unwrap();
-    if let Some(r) = admit(&mut s, &headers) {
-        return r;
-    }
-    let u = match s.user(&user) {
-        Some(u) => u,
-        None => return invalid_user(),
+    let (s, i) = match admit_user(&state, &headers, &user) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
+    let u = &s.users[i];
     match u.folders.iter().find(|f| f.id == folder || f.well_known.is_some_and(|w| w.eq_ignore_ascii_case(&folder))) {
         Some(f) => axum::Json(folder_json(u, f)).into_response(),
         None => {
@@ -602,14 +612,11 @@ async fn child_folders(
     headers: HeaderMap,
     Path((user, folder)): Path<(String, String)>,
 ) -> Response {
-    let mut s = state.lock().unwrap();
-    if let Some(r) = admit(&mut s, &headers) {
-        return r;
-    }
-    let u = match s.user(&user) {
-        Some(u) => u,
-        None => return invalid_user(),
+    let (s, i) = match admit_user(&state, &headers, &user) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
+    let u = &s.users[i];
     let value: Vec<Value> =
         u.folders.iter().filter(|f| f.parent.as_deref() == Some(&folder)).map(|f| folder_json(u, f)).collect();
     axum::Json(json!({"value": value})).into_response()
@@ -624,10 +631,10 @@ async fn delta(
     Path((user, folder)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let mut s = state.lock().unwrap();
-    if let Some(r) = admit(&mut s, &headers) {
-        return r;
-    }
+    let (mut s, i) = match admit_user(&state, &headers, &user) {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
     let q = query(&raw);
     let has_link = q.contains_key("$skiptoken") || q.contains_key("$deltatoken");
     if has_link && s.expire.remove(&folder) {
@@ -639,10 +646,7 @@ async fn delta(
     }
     let page_size = s.page_size;
     let base = s.base.clone();
-    let u = match s.user(&user) {
-        Some(u) => u,
-        None => return invalid_user(),
-    };
+    let u = &s.users[i];
     let Some(f) = u.folders.iter().find(|f| f.id == folder) else {
         return graph_error(
             StatusCode::NOT_FOUND,
@@ -856,15 +860,12 @@ async fn events_delta(
     Path(user): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let mut s = state.lock().unwrap();
-    if let Some(r) = admit(&mut s, &headers) {
-        return r;
-    }
-    let (base, page) = (s.base.clone(), s.page_size);
-    let u = match s.user(&user) {
-        Some(u) => u,
-        None => return invalid_user(),
+    let (s, i) = match admit_user(&state, &headers, &user) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
+    let (base, page) = (s.base.clone(), s.page_size);
+    let u = &s.users[i];
     let link = format!(
         "{base}/v1.0/users/{}/calendarView/delta?startDateTime=1900-01-01T00:00:00Z&endDateTime=2100-01-01T00:00:00Z",
         u.id
@@ -878,15 +879,12 @@ async fn contacts_delta(
     Path(user): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let mut s = state.lock().unwrap();
-    if let Some(r) = admit(&mut s, &headers) {
-        return r;
-    }
-    let (base, page) = (s.base.clone(), s.page_size);
-    let u = match s.user(&user) {
-        Some(u) => u,
-        None => return invalid_user(),
+    let (s, i) = match admit_user(&state, &headers, &user) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
+    let (base, page) = (s.base.clone(), s.page_size);
+    let u = &s.users[i];
     let link = format!("{base}/v1.0/users/{}/contacts/delta", u.id);
     axum::Json(list_delta(&u.contacts, &query(&raw), &link, page)).into_response()
 }
@@ -896,14 +894,11 @@ async fn contact_folders(
     headers: HeaderMap,
     Path(user): Path<String>,
 ) -> Response {
-    let mut s = state.lock().unwrap();
-    if let Some(r) = admit(&mut s, &headers) {
-        return r;
-    }
-    let u = match s.user(&user) {
-        Some(u) => u,
-        None => return invalid_user(),
+    let (s, i) = match admit_user(&state, &headers, &user) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
+    let u = &s.users[i];
     let value: Vec<Value> =
         u.contact_folders.iter().map(|(id, name, _)| json!({"id": id, "displayName": name})).collect();
     axum::Json(json!({"value": value})).into_response()
@@ -915,15 +910,12 @@ async fn folder_contacts_delta(
     Path((user, folder)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let mut s = state.lock().unwrap();
-    if let Some(r) = admit(&mut s, &headers) {
-        return r;
-    }
-    let (base, page) = (s.base.clone(), s.page_size);
-    let u = match s.user(&user) {
-        Some(u) => u,
-        None => return invalid_user(),
+    let (s, i) = match admit_user(&state, &headers, &user) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
+    let (base, page) = (s.base.clone(), s.page_size);
+    let u = &s.users[i];
     let Some((_, _, items)) = u.contact_folders.iter().find(|f| f.0 == folder) else {
         return graph_error(
             StatusCode::NOT_FOUND,
