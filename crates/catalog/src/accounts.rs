@@ -375,7 +375,7 @@ impl Catalog {
 
     /// Replaces the tenant's role assignments with `list`, in its order.
     pub async fn set_role_assignments(&self, tenant_id: i64, list: &[RoleAssignment]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("DELETE FROM role_assignments WHERE tenant_id = $1").bind(tenant_id).execute(&mut *tx).await?;
         for (priority, a) in list.iter().enumerate() {
             sqlx::query(

@@ -50,7 +50,7 @@ impl Catalog {
         action: &str,
         detail: &str,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         // Taking the head row first serialises appends (a row lock on PostgreSQL).
         let seq: i64 = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
             .fetch_one(&mut *tx)

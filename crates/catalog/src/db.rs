@@ -77,12 +77,23 @@ impl Catalog {
         self.dialect
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at BEGIN, so waiting for
+    /// another writer (another process included) goes through the busy timeout; a deferred
+    /// transaction that reads first would instead fail at once with "database is locked" when it
+    /// tries to write after someone else did.
+    pub(crate) async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
     async fn migrate(&self) -> Result<()> {
         self.pool
             .execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
             .await?;
         for &(version, name, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write().await?;
             let done: Option<i64> = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(version)
                 .fetch_optional(&mut *tx)

@@ -143,7 +143,7 @@ impl Catalog {
     /// Rows go in as multi-row statements: a batch costs a handful of statements, not a few per
     /// message.
     pub async fn commit(&self, batch: &[(NewMessage, Option<RecordRef>)]) -> Result<Vec<CommitOutcome>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let mut ids: Vec<Option<i64>> = vec![None; batch.len()];
         let mut stored = vec![false; batch.len()];
 

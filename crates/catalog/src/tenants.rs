@@ -50,7 +50,7 @@ impl Catalog {
             let mut rng = rand::thread_rng();
             (0..12).map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[rng.gen_range(0..32)])).collect()
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let id: i64 =
             sqlx::query("INSERT INTO tenants (name, journal_token, created_at) VALUES ($1, $2, $3) RETURNING id")
                 .bind(name)

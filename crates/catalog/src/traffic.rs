@@ -194,7 +194,7 @@ impl Catalog {
     /// Takes a message out of one folder (it moved, or was deleted there); the message itself
     /// stays archived. The index learns it through the queue.
     pub async fn remove_placement(&self, message: i64, mailbox: &str, folder: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let gone = sqlx::query("DELETE FROM placements WHERE message = $1 AND mailbox = $2 AND folder = $3")
             .bind(message)
             .bind(mailbox)

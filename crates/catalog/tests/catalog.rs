@@ -129,3 +129,35 @@ async fn traffic_adds_up_per_hour_tenant_and_source() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn two_processes_merging_into_one_message_at_once_both_succeed() {
+    // Two pools on one database stand for `coffer serve` and a CLI command beside it. A merge
+    // reads before it writes: on SQLite that must wait for the other writer, not fail as locked.
+    let dir = tempfile::tempdir().unwrap();
+    for url in coffer_testkit::catalog_urls(dir.path()).await {
+        let (a, b) = (Catalog::connect(&url).await.unwrap(), Catalog::connect(&url).await.unwrap());
+        let t = a.default_tenant().await.unwrap();
+        let first = a.commit(&[(message(t.id, "aa", &[], "Inbox"), record(64))]).await.unwrap();
+        let CommitOutcome::Stored { id } = first[0] else { panic!("{first:?}") };
+        let mut tasks = Vec::new();
+        for (side, catalog) in [("a", &a), ("b", &b)] {
+            for worker in 0..3 {
+                let catalog = catalog.clone();
+                tasks.push(tokio::spawn(async move {
+                    for n in 0..20 {
+                        let folder = format!("{side}{worker}-{n}");
+                        catalog.commit(&[(message(t.id, "aa", &[], &folder), None)]).await?;
+                        catalog.audit(Some(t.id), side, "127.0.0.1", "merge", &folder).await?;
+                    }
+                    Ok::<_, coffer_catalog::CatalogError>(())
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        assert_eq!(a.placements(&[id]).await.unwrap()[&id].len(), 1 + 2 * 3 * 20, "{url}");
+        assert_eq!(b.verify_audit().await.unwrap(), vec![], "{url}: the audit chain stays whole");
+    }
+}
