@@ -42,7 +42,12 @@ pub struct Folder {
 /// What each mailbox of a connection is doing, for the console (kept in memory by the process
 /// that imports; the cursors in the catalog are what survives).
 #[derive(Clone, Default)]
-pub struct Board(Arc<std::sync::Mutex<std::collections::BTreeMap<String, MailboxState>>>);
+pub struct Board {
+    states: Arc<std::sync::Mutex<std::collections::BTreeMap<String, MailboxState>>>,
+    /// One sync of a mailbox at a time: the console's import and a webhook's sync take turns, so
+    /// neither moves a folder's delta link back under the other.
+    turns: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct MailboxState {
@@ -57,7 +62,7 @@ pub struct MailboxState {
 
 impl Board {
     fn set(&self, mailbox: &str, f: impl FnOnce(&mut MailboxState)) {
-        let mut map = self.0.lock().unwrap();
+        let mut map = self.states.lock().unwrap();
         let entry = map
             .entry(mailbox.to_owned())
             .or_insert_with(|| MailboxState { mailbox: mailbox.to_owned(), ..Default::default() });
@@ -65,7 +70,11 @@ impl Board {
     }
 
     pub fn rows(&self) -> Vec<MailboxState> {
-        self.0.lock().unwrap().values().cloned().collect()
+        self.states.lock().unwrap().values().cloned().collect()
+    }
+
+    fn turn(&self, mailbox: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.turns.lock().unwrap().entry(mailbox.to_owned()).or_default().clone()
     }
 }
 
@@ -167,6 +176,8 @@ impl Importer {
         upn: &str,
         progress: &(dyn Fn(&MailboxReport) + Sync),
     ) -> Result<MailboxReport, M365Error> {
+        let turn = self.board.turn(upn);
+        let _turn = turn.lock().await;
         self.board.set(upn, |m| m.state = "importing".into());
         let board = self.board.clone();
         let track = |r: &MailboxReport| {

@@ -75,8 +75,11 @@ impl Sync {
         Ok(items.len())
     }
 
-    /// Runs queued mailbox syncs (several notifications for one mailbox make one sync).
+    /// Runs queued mailbox syncs (several notifications for one mailbox make one sync). A failed
+    /// sync is queued again after a pause that doubles with each failure in a row (2 s up to
+    /// 5 min): a notification is a promise that something changed, and is not dropped.
     pub async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<String>) {
+        let mut failures: HashMap<String, u32> = HashMap::new();
         while let Some(first) = rx.recv().await {
             let mut batch = BTreeSet::from([first]);
             while let Ok(more) = rx.try_recv() {
@@ -87,8 +90,21 @@ impl Sync {
                     Some(user) => self.subscribe(user).await.map(|_| ()),
                     None => self.sync_mailbox(&entry).await,
                 };
-                if let Err(e) = result {
-                    tracing::warn!(mailbox = %entry, error = %e, "Microsoft 365 sync failed; the next notification or renewal retries");
+                match result {
+                    Ok(()) => {
+                        failures.remove(&entry);
+                    }
+                    Err(e) => {
+                        let row = failures.entry(entry.clone()).or_default();
+                        *row += 1;
+                        let pause = retry_pause(*row);
+                        tracing::warn!(mailbox = %entry, error = %e, retry_in = ?pause, "Microsoft 365 sync failed");
+                        let queue = self.queue.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(pause).await;
+                            let _ = queue.send(entry);
+                        });
+                    }
                 }
             }
         }
@@ -175,6 +191,11 @@ impl Sync {
     }
 }
 
+/// The pause before the `failures`-th retry in a row: 2 s, doubling, at most 5 minutes.
+fn retry_pause(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << failures.min(9)).min(300))
+}
+
 /// `Users/{id}/Messages/{id}` or `users/{id}/messages` → the user id.
 fn user_of(resource: &str) -> Option<&str> {
     let mut parts = resource.split('/');
@@ -193,6 +214,12 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_sync_is_retried_sooner_first_and_at_most_every_five_minutes() {
+        let pauses: Vec<u64> = (1..=12).map(|n| retry_pause(n).as_secs()).collect();
+        assert_eq!(pauses, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300, 300]);
+    }
 
     #[test]
     fn the_user_comes_from_either_spelling_of_the_resource() {

@@ -39,6 +39,8 @@ struct FakeState {
     messages: HashMap<String, Vec<u8>>,
     graph_requests: usize,
     throttle_at: HashSet<usize>,
+    /// Graph requests still to answer 500 (an outage).
+    failing: usize,
     expire: HashSet<String>,
     page_size: usize,
     subscriptions: Vec<Subscription>,
@@ -263,6 +265,12 @@ impl FakeMicrosoft {
     /// Graph requests with these (1-based) numbers answer 429 with `Retry-After: 1`.
     pub fn throttle_requests(&self, numbers: impl IntoIterator<Item = usize>) {
         self.state.lock().unwrap().throttle_at.extend(numbers);
+    }
+
+    /// The next `n` Graph requests answer 500 InternalServerError, which the client does not
+    /// retry by itself (unlike 429/503/504): whoever made the request sees it fail.
+    pub fn fail_next_requests(&self, n: usize) {
+        self.state.lock().unwrap().failing = n;
     }
 
     /// The next use of a delta or next link of this folder answers 410 Gone.
@@ -501,7 +509,7 @@ async fn token(State(state): State<Arc<Mutex<FakeState>>>, Path(tenant): Path<St
         .into_response()
 }
 
-/// Every Graph request: a valid token, then maybe a planned 429.
+/// Every Graph request: a valid token, then maybe a planned 500 or 429.
 fn admit(s: &mut FakeState, headers: &HeaderMap) -> Option<Response> {
     let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !token.is_some_and(|t| s.tokens.contains(t)) {
@@ -512,6 +520,10 @@ fn admit(s: &mut FakeState, headers: &HeaderMap) -> Option<Response> {
         ));
     }
     s.graph_requests += 1;
+    if s.failing > 0 {
+        s.failing -= 1;
+        return Some(graph_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "Internal server error."));
+    }
     if s.throttle_at.remove(&s.graph_requests) {
         let mut r = graph_error(
             StatusCode::TOO_MANY_REQUESTS,
