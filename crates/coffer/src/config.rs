@@ -143,10 +143,20 @@ impl Config {
             None if Path::new("coffer.toml").is_file() => figment = figment.merge(Toml::file_exact("coffer.toml")),
             None => {}
         }
-        figment
+        let config: Config = figment
             .merge(Env::prefixed("COFFER_").split("__"))
             .extract()
-            .context("configuration is invalid (check coffer.toml and COFFER_* variables; nested keys use __, e.g. COFFER_SMTP__LISTEN)")
+            .context("configuration is invalid (check coffer.toml and COFFER_* variables; nested keys use __, e.g. COFFER_SMTP__LISTEN)")?;
+        for c in &config.m365 {
+            anyhow::ensure!(
+                (1..=32).contains(&c.parallel_mailboxes),
+                "[[m365]] {}: parallel_mailboxes = {} must be between 1 and 32 (4 is a good start; Graph \
+                 throttles an app that reads too many mailboxes at once)",
+                c.name,
+                c.parallel_mailboxes
+            );
+        }
+        Ok(config)
     }
 
     pub fn archive(&self) -> coffer_archive::ArchiveConfig {

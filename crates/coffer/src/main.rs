@@ -765,34 +765,55 @@ async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode>
                 anyhow::ensure!(!users.is_empty(), "no user {u:?} in scope of connection {}", c.name);
             }
             let mut total = (0, 0, 0);
+            let mut failed = Vec::new();
             // A spinner on a terminal; elsewhere the line per mailbox below is the progress.
             let bar = std::io::stderr().is_terminal().then(|| {
                 let bar = indicatif::ProgressBar::new_spinner();
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar
             });
-            for (n, (id, upn)) in users.iter().enumerate() {
-                let progress = |r: &coffer_m365::import::MailboxReport| {
-                    if let Some(bar) = &bar {
-                        bar.set_message(format!(
-                            "mailbox {}/{}: {upn}: {} folders, {} archived, {} already there",
-                            n + 1,
-                            users.len(),
-                            r.folders,
-                            r.archived,
-                            r.duplicates
-                        ));
+            let finished = std::sync::atomic::AtomicUsize::new(0);
+            let progress = |r: &coffer_m365::import::MailboxReport| {
+                if let Some(bar) = &bar {
+                    bar.set_message(format!(
+                        "{} of {} mailboxes done; {}: {} folders, {} archived, {} already there",
+                        finished.load(std::sync::atomic::Ordering::Relaxed),
+                        users.len(),
+                        r.mailbox,
+                        r.folders,
+                        r.archived,
+                        r.duplicates
+                    ));
+                }
+            };
+            importer
+                .mailboxes(&users, &progress, &mut |result| {
+                    finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match result {
+                        Ok(report) if report.no_mailbox => {
+                            println!("{}: skipped: {}", report.mailbox, coffer_m365::M365Error::NoMailbox)
+                        }
+                        Ok(report) => {
+                            println!(
+                                "{}: {} folders, fetched {}, archived {}, duplicates {}, folders read again after 410: {}",
+                                report.mailbox,
+                                report.folders,
+                                report.fetched,
+                                report.archived,
+                                report.duplicates,
+                                report.restarted
+                            );
+                            total.0 += report.fetched;
+                            total.1 += report.archived;
+                            total.2 += report.duplicates;
+                        }
+                        Err((upn, e)) => {
+                            println!("{upn}: failed: {e}");
+                            failed.push(upn);
+                        }
                     }
-                };
-                let report = importer.mailbox(id, upn, &progress).await?;
-                println!(
-                    "{upn}: {} folders, fetched {}, archived {}, duplicates {}, folders read again after 410: {}",
-                    report.folders, report.fetched, report.archived, report.duplicates, report.restarted
-                );
-                total.0 += report.fetched;
-                total.1 += report.archived;
-                total.2 += report.duplicates;
-            }
+                })
+                .await;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
@@ -800,12 +821,22 @@ async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitCode>
             archive.indexer().run_until_idle().await?;
             archive.close().await?;
             println!(
-                "done: {} mailboxes, fetched {}, archived {}, duplicates {}",
+                "done: {} mailboxes, fetched {}, archived {}, duplicates {}, failed {}",
                 users.len(),
                 total.0,
                 total.1,
-                total.2
+                total.2,
+                failed.len()
             );
+            if !failed.is_empty() {
+                eprintln!(
+                    "{} mailboxes failed ({}); what they had archived is kept, and the next import continues \
+                     where each stopped",
+                    failed.len(),
+                    failed.join(", ")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -1085,11 +1116,14 @@ async fn start_m365(
         tokio::spawn(async move {
             match importer.users().await {
                 Ok(users) => {
-                    for (id, upn) in users {
-                        if let Err(e) = importer.mailbox(&id, &upn, &|_| {}).await {
-                            tracing::warn!(mailbox = %upn, error = %e, "Microsoft 365 import failed for a mailbox");
-                        }
-                    }
+                    // Each mailbox's state and last error are on the console's board.
+                    importer
+                        .mailboxes(&users, &|_| {}, &mut |result| {
+                            if let Err((upn, e)) = result {
+                                tracing::warn!(mailbox = %upn, error = %e, "Microsoft 365 import failed for a mailbox");
+                            }
+                        })
+                        .await;
                 }
                 Err(e) => tracing::warn!(error = %e, "Microsoft 365 import could not list the users"),
             }

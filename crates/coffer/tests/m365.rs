@@ -204,9 +204,8 @@ fn a_throttled_interrupted_import_of_three_mailboxes_archives_every_message_once
     configure(&c, &fake, "m365");
     register_certificate(&c, &fake, "m365");
 
-    // Throttling at several moments, and bob's inbox delta link expires in the middle.
+    // Throttling at several moments.
     fake.throttle_requests([3, 40, 41, 200, 700]);
-    fake.expire_delta(&fake.folder_id(&mailboxes[1].id, "inbox"));
     // Killed on the spot after the 30th durable page, before its cursor is saved.
     let crashed = c
         .command()
@@ -217,15 +216,15 @@ fn a_throttled_interrupted_import_of_three_mailboxes_archives_every_message_once
         .unwrap();
     assert!(!crashed.status.success(), "the import was meant to die");
     let out = c.ok(&["m365", "import"]);
-    assert!(out.contains(&format!("done: 3 mailboxes")), "{out}");
+    assert!(out.contains("done: 3 mailboxes"), "{out}");
     assert!(out.contains("bob@contoso.com: 6 folders"), "Inbox, Projects, Alpha, Beta, 2024, Sent Items: {out}");
-    assert!(out.contains("folders read again after 410: 1"), "bob's inbox started over after the 410: {out}");
     assert_eq!(fake.pending_throttles(), 0, "every planned 429 was answered, and waited out");
     assert!(
         fake.max_concurrent_per_mailbox() <= 4,
         "at most 4 requests per mailbox: {}",
         fake.max_concurrent_per_mailbox()
     );
+    assert!(fake.max_mailboxes_at_once() >= 2, "mailboxes are imported side by side (parallel_mailboxes = 4)");
 
     // Every message exactly once, nothing from Junk or Deleted Items, byte-exact.
     assert_eq!(c.count("subject:message").to_string(), total.to_string());
@@ -287,12 +286,107 @@ fn a_throttled_interrupted_import_of_three_mailboxes_archives_every_message_once
         assert_eq!(alice, want);
     }
 
-    // The next run reads only what changed: a new message, a move.
+    // The next run reads only what changed; a folder whose delta link expired (410) is read
+    // again from the start, and dedup absorbs what it had already.
     let alice = &mailboxes[0];
     let inbox = fake.folder_id(&alice.id, "inbox");
     fake.add_message(&alice.id, &inbox, &message(&alice.upn, "Inbox", 50_000));
-    let out = c.ok(&["m365", "import", "--user", "alice@contoso.com"]);
+    fake.expire_delta(&fake.folder_id(&mailboxes[1].id, "inbox"));
+    let out = c.ok(&["m365", "import"]);
     assert!(out.contains("alice@contoso.com: 6 folders, fetched 1, archived 1, duplicates 0"), "{out}");
+    assert!(
+        out.contains(
+            "bob@contoso.com: 6 folders, fetched 170, archived 0, duplicates 170, folders read again after 410: 1"
+        ),
+        "bob's inbox started over after the 410: {out}"
+    );
+    assert!(out.contains("carol@contoso.com: 6 folders, fetched 0, archived 0"), "{out}");
+}
+
+#[test]
+fn a_mailbox_that_is_refused_or_missing_does_not_stop_the_others() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    let mut users = Vec::new();
+    for upn in ["alice@contoso.com", "carol@contoso.com", "dave@contoso.com"] {
+        let id = fake.add_user(upn);
+        let inbox = fake.folder_id(&id, "inbox");
+        for i in 0..5 {
+            fake.add_message(&id, &inbox, &message(upn, "Inbox", i));
+        }
+        users.push(id);
+    }
+    fake.add_user_without_mailbox("printer@contoso.com");
+    fake.block_by_access_policy(&users[1]);
+    let c = Coffer::new();
+    configure(&c, &fake, "m365");
+    register_certificate(&c, &fake, "m365");
+
+    let run = c.run(&["m365", "import"]);
+    let (out, err) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert_eq!(run.status.code(), Some(1), "a failed mailbox makes the run fail: {out}{err}");
+    for upn in ["alice@contoso.com", "dave@contoso.com"] {
+        assert!(out.contains(&format!("{upn}: 2 folders, fetched 5, archived 5")), "Inbox, Sent Items: {out}");
+    }
+    assert!(out.contains("printer@contoso.com: skipped: no Exchange Online mailbox"), "{out}");
+    assert!(
+        out.contains("carol@contoso.com: failed: Graph answered 403")
+            && out.contains("Blocked by tenant configured AppOnly AccessPolicy")
+            && out.contains("outside the app's application access policy"),
+        "the refusal comes with advice: {out}"
+    );
+    assert!(out.contains("done: 4 mailboxes, fetched 10, archived 10, duplicates 0, failed 1"), "{out}");
+    assert!(err.contains("1 mailboxes failed (carol@contoso.com)"), "{err}");
+    assert_eq!(c.count("from:contoso.com"), 10);
+
+    // The server subscribes every mailbox it can, whatever the others answer, and the console
+    // shows each mailbox's state after an import.
+    let http = common::free_port();
+    let mut toml = std::fs::read_to_string(c.dir.path().join("coffer.toml")).unwrap();
+    toml.push_str(&format!(
+        "webhook_url = \"http://127.0.0.1:{http}/o365\"\nclient_state = \"a-secret-of-sufficient-length\"\n"
+    ));
+    std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
+    let key = c.user_with_key("admin", "administrator", &[]);
+    let _server =
+        common::Server::start_at(&c, common::free_port(), &format!("127.0.0.1:{http}"), &[("COFFER_SMTP__TLS", "off")]);
+    wait_until("subscriptions for alice and dave", || {
+        let subscribed: BTreeSet<String> = fake.subscriptions().into_iter().map(|s| s.user).collect();
+        subscribed == BTreeSet::from([users[0].clone(), users[2].clone()])
+    });
+    let api = |method: &str, path: &str| -> serde_json::Value {
+        ureq::request(method, &format!("http://127.0.0.1:{http}/api/v1{path}"))
+            .set("Authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    };
+    assert_eq!(api("POST", "/connections/contoso/import")["ok"], true);
+    wait_until("every mailbox's state on the console", || {
+        let rows = api("GET", "/connections/contoso/mailboxes");
+        let state =
+            |upn: &str| rows.as_array().unwrap().iter().find(|m| m["mailbox"] == upn).map(|m| m["state"].clone());
+        state("alice@contoso.com") == Some("synced".into())
+            && state("dave@contoso.com") == Some("synced".into())
+            && state("printer@contoso.com") == Some("no mailbox".into())
+            && state("carol@contoso.com") == Some("failed".into())
+    });
+    let rows = api("GET", "/connections/contoso/mailboxes");
+    let carol = rows.as_array().unwrap().iter().find(|m| m["mailbox"] == "carol@contoso.com").unwrap();
+    assert!(carol["last_error"].as_str().unwrap().contains("AccessPolicy"), "{carol}");
+}
+
+#[test]
+fn parallel_mailboxes_out_of_range_is_a_configuration_error_that_says_what_to_do() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    let c = Coffer::new();
+    configure(&c, &fake, "m365");
+    let toml = std::fs::read_to_string(c.dir.path().join("coffer.toml")).unwrap() + "parallel_mailboxes = 0\n";
+    std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
+    let run = c.run(&["m365", "import"]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("[[m365]] contoso: parallel_mailboxes = 0 must be between 1 and 32"), "{err}");
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -23,6 +23,9 @@ pub enum Failure {
     /// 410 Gone: a delta link that expired; the folder starts over.
     Gone,
     NotFound,
+    /// 404 `MailboxNotEnabledForRESTAPI`/`MailboxNotSupportedForRESTAPI`: the user has no
+    /// Exchange Online mailbox (no licence, inactive, soft-deleted or on-premises).
+    NoMailbox,
     Other(M365Error),
 }
 
@@ -180,7 +183,13 @@ impl Graph {
                     self.tokens.lock().unwrap().clear();
                 }
                 Err(ureq::Error::Status(410, _)) => return Err(Failure::Gone),
-                Err(ureq::Error::Status(404, _)) => return Err(Failure::NotFound),
+                Err(ureq::Error::Status(404, r)) => {
+                    let body: Value = r.into_json().unwrap_or_default();
+                    return Err(match body["error"]["code"].as_str() {
+                        Some("MailboxNotEnabledForRESTAPI" | "MailboxNotSupportedForRESTAPI") => Failure::NoMailbox,
+                        _ => Failure::NotFound,
+                    });
+                }
                 Err(ureq::Error::Status(code, r)) => {
                     let body: Value = r.into_json().unwrap_or_default();
                     return Err(Failure::Other(graph_advice(code, &body, &url)));
@@ -243,10 +252,14 @@ fn token_advice(code: u16, body: &Value) -> M365Error {
 fn graph_advice(code: u16, body: &Value, url: &str) -> M365Error {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     let advice = match code {
+        403 if message.contains("AccessPolicy") => {
+            "this mailbox is outside the app's application access policy (Exchange's New-ApplicationAccessPolicy or RBAC for Applications): add it to the policy's group, or leave it out of `mailboxes`/`group`"
+        }
         403 => {
             "grant the app's application permissions (Mail.Read, User.Read.All, …) and admin consent, and check the application access policy"
         }
         401 => "the token was refused: check the app registration and its certificate",
+        500..=599 => "a fault on Microsoft's side: the next run or sync tries again",
         _ => "Microsoft Graph refused the request",
     };
     M365Error::Advice(format!("Graph answered {code} for {url}: {message} → {advice}"))

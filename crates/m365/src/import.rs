@@ -31,6 +31,8 @@ pub struct MailboxReport {
     pub contacts: usize,
     /// Folders whose delta link had expired (410) and were read again.
     pub restarted: usize,
+    /// The user has no Exchange Online mailbox: nothing to archive, not a failure.
+    pub no_mailbox: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +54,7 @@ pub struct Board {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct MailboxState {
     pub mailbox: String,
-    /// `importing`, `synced` or `failed`.
+    /// `importing`, `synced`, `no mailbox` or `failed`.
     pub state: String,
     pub report: MailboxReport,
     /// Unix seconds of the last completed sync.
@@ -168,6 +170,26 @@ impl Importer {
         Ok(out)
     }
 
+    /// Imports these mailboxes, `parallel_mailboxes` at a time; `done` hears of each as it ends.
+    /// One mailbox's failure does not stop the others.
+    pub async fn mailboxes(
+        &self,
+        users: &[(String, String)],
+        progress: &(dyn Fn(&MailboxReport) + Sync),
+        done: &mut (dyn FnMut(Result<MailboxReport, (String, M365Error)>) + Send),
+    ) {
+        // The futures are made up front (they start only when polled): a stream mapped by a
+        // closure over borrowed users would not be `Send` for a spawned task.
+        let runs: Vec<_> = users
+            .iter()
+            .map(|(id, upn)| async move { self.mailbox(id, upn, progress).await.map_err(|e| (upn.clone(), e)) })
+            .collect();
+        let mut runs = futures::stream::iter(runs).buffer_unordered(self.graph.config.parallel_mailboxes.max(1));
+        while let Some(result) = runs.next().await {
+            done(result);
+        }
+    }
+
     /// Imports one mailbox, every folder, then (as configured) its calendar and contacts, from
     /// where the last run stopped.
     pub async fn mailbox(
@@ -193,6 +215,14 @@ impl Importer {
                     m.last_error = None;
                 });
                 Ok(r)
+            }
+            Err(M365Error::NoMailbox) => {
+                self.board.set(upn, |m| {
+                    m.state = "no mailbox".into();
+                    m.last_sync = Some(coffer_archive::service::now_secs());
+                    m.last_error = None;
+                });
+                Ok(MailboxReport { mailbox: upn.to_owned(), no_mailbox: true, ..Default::default() })
             }
             Err(e) => {
                 self.board.set(upn, |m| {
@@ -405,5 +435,6 @@ pub fn failure(f: Failure) -> M365Error {
         Failure::Other(e) => e,
         Failure::Gone => M365Error::Advice("Graph answered 410 Gone".into()),
         Failure::NotFound => M365Error::Advice("Graph answered 404 Not Found".into()),
+        Failure::NoMailbox => M365Error::NoMailbox,
     }
 }

@@ -37,6 +37,10 @@ pub struct M365Config {
     pub mailboxes: Vec<String>,
     /// Archive the members of this Entra ID group (its object id) instead of every user.
     pub group: Option<String>,
+    /// Mailboxes imported at the same time (each with at most four requests in flight, as
+    /// Microsoft asks per mailbox).
+    #[serde(default = "default_parallel_mailboxes")]
+    pub parallel_mailboxes: usize,
     #[serde(default = "yes")]
     pub skip_junk: bool,
     #[serde(default = "yes")]
@@ -66,6 +70,9 @@ fn default_login_host() -> String {
 fn default_graph_host() -> String {
     "https://graph.microsoft.com".into()
 }
+fn default_parallel_mailboxes() -> usize {
+    4
+}
 fn default_assertion() -> String {
     "ps256".into()
 }
@@ -80,6 +87,8 @@ pub enum M365Error {
     Advice(String),
     #[error("cannot reach Microsoft: {0}")]
     Unreachable(String),
+    #[error("no Exchange Online mailbox (not licensed, inactive, soft-deleted or on-premises)")]
+    NoMailbox,
     #[error(transparent)]
     Archive(#[from] coffer_archive::ArchiveError),
 }

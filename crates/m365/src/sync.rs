@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -18,13 +18,19 @@ use crate::import::{Importer, failure};
 
 /// Requested lifetime of a mail subscription (Graph allows a little under seven days).
 const LIFETIME_MINUTES: i64 = 4230;
+/// How often the mailboxes in scope are listed again.
+const USERS_LISTED_EVERY: Duration = Duration::from_secs(15 * 60);
 
 pub struct Sync {
     pub importer: Arc<Importer>,
     pub webhook_url: String,
     pub client_state: String,
-    /// user id → user principal name, for the mailboxes in scope.
+    /// user id → user principal name, for the mailboxes in scope (listed again every
+    /// [`USERS_LISTED_EVERY`], so new mailboxes get a subscription).
     users: Mutex<HashMap<String, String>>,
+    users_listed: Mutex<Option<Instant>>,
+    /// Mailboxes whose subscription failed: when to try again, and how many failures in a row.
+    backoff: Mutex<HashMap<String, (Instant, u32)>>,
     queue: mpsc::UnboundedSender<String>,
     /// Mailbox syncs done (for tests and the status).
     pub syncs: std::sync::atomic::AtomicU64,
@@ -40,8 +46,16 @@ impl Sync {
         client_state: String,
     ) -> (Arc<Sync>, mpsc::UnboundedReceiver<String>) {
         let (queue, rx) = mpsc::unbounded_channel();
-        let sync =
-            Sync { importer, webhook_url, client_state, users: Mutex::default(), queue, syncs: Default::default() };
+        let sync = Sync {
+            importer,
+            webhook_url,
+            client_state,
+            users: Mutex::default(),
+            users_listed: Mutex::default(),
+            backoff: Mutex::default(),
+            queue,
+            syncs: Default::default(),
+        };
         (Arc::new(sync), rx)
     }
 
@@ -151,47 +165,88 @@ impl Sync {
     /// Subscribes every mailbox in scope, then renews each subscription at half its lifetime and
     /// recreates lost ones, for as long as the server runs.
     pub async fn keep_subscriptions(self: Arc<Self>) {
+        let mut failures = 0;
         loop {
-            if let Err(e) = self.tend().await {
-                tracing::warn!(error = %e, "Microsoft 365 subscriptions: retrying shortly");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let pause = match self.tend().await {
+                Ok(()) => {
+                    failures = 0;
+                    Duration::from_secs(1)
+                }
+                Err(e) => {
+                    failures += 1;
+                    let pause = retry_pause(failures);
+                    tracing::warn!(error = %e, retry_in = ?pause, "Microsoft 365 subscriptions: cannot list the mailboxes");
+                    pause
+                }
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 
+    /// One round: the mailboxes listed again when due, then each one's subscription created,
+    /// renewed or left alone. One mailbox's trouble neither stops the others nor is retried
+    /// every second: it waits as a failed sync does. A user without a mailbox is left out until
+    /// the next listing.
     async fn tend(&self) -> Result<(), M365Error> {
-        if self.users.lock().unwrap().is_empty() {
+        let due = self.users_listed.lock().unwrap().is_none_or(|at| at.elapsed() >= USERS_LISTED_EVERY);
+        if due {
             let users = self.importer.users().await?;
             *self.users.lock().unwrap() = users.into_iter().collect();
+            *self.users_listed.lock().unwrap() = Some(Instant::now());
         }
-        let users: Vec<String> = self.users.lock().unwrap().keys().cloned().collect();
-        let now = coffer_archive::service::now_secs();
-        for user in users {
-            let state = self.importer.catalog.sync_cursor(&self.subscriptions_key(), &user).await?;
-            let parts: Vec<&str> = state.as_deref().unwrap_or("").split('|').collect();
-            let (id, expires, renew_at) = match parts.as_slice() {
-                [id, e, r] => (id.to_string(), e.parse().unwrap_or(0), r.parse().unwrap_or(0)),
-                _ => (String::new(), 0, 0),
-            };
-            if id.is_empty() || expires <= now {
-                self.subscribe(&user).await?;
-            } else if renew_at <= now {
-                let body = json!({"expirationDateTime": rfc3339(now + LIFETIME_MINUTES * 60)});
-                let graph = self.importer.graph.clone();
-                let path = format!("/v1.0/subscriptions/{id}");
-                match tokio::task::spawn_blocking(move || graph.send("PATCH", &path, &body)).await {
-                    Ok(Ok(renewed)) => self.remember(&user, &renewed).await?,
-                    Ok(Err(Failure::NotFound)) => self.subscribe(&user).await?,
-                    Ok(Err(e)) => return Err(failure(e)),
-                    Err(e) => return Err(M365Error::Advice(e.to_string())),
+        let users: Vec<(String, String)> =
+            self.users.lock().unwrap().iter().map(|(id, upn)| (id.clone(), upn.clone())).collect();
+        for (user, upn) in users {
+            if self.backoff.lock().unwrap().get(&user).is_some_and(|(at, _)| Instant::now() < *at) {
+                continue;
+            }
+            match self.tend_one(&user).await {
+                Ok(()) => {
+                    self.backoff.lock().unwrap().remove(&user);
                 }
+                Err(M365Error::NoMailbox) => {
+                    tracing::info!(mailbox = %upn, "no Exchange Online mailbox: no subscription until the users are listed again");
+                    self.users.lock().unwrap().remove(&user);
+                }
+                Err(e) => {
+                    let mut backoff = self.backoff.lock().unwrap();
+                    let row = backoff.entry(user).or_insert((Instant::now(), 0));
+                    row.1 += 1;
+                    row.0 = Instant::now() + retry_pause(row.1);
+                    tracing::warn!(mailbox = %upn, error = %e, retry_in = ?retry_pause(row.1), "Microsoft 365 subscription failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn tend_one(&self, user: &str) -> Result<(), M365Error> {
+        let now = coffer_archive::service::now_secs();
+        let state = self.importer.catalog.sync_cursor(&self.subscriptions_key(), user).await?;
+        let parts: Vec<&str> = state.as_deref().unwrap_or("").split('|').collect();
+        let (id, expires, renew_at) = match parts.as_slice() {
+            [id, e, r] => (id.to_string(), e.parse().unwrap_or(0), r.parse().unwrap_or(0)),
+            _ => (String::new(), 0, 0),
+        };
+        if id.is_empty() || expires <= now {
+            self.subscribe(user).await?;
+        } else if renew_at <= now {
+            let body = json!({"expirationDateTime": rfc3339(now + LIFETIME_MINUTES * 60)});
+            let graph = self.importer.graph.clone();
+            let path = format!("/v1.0/subscriptions/{id}");
+            match tokio::task::spawn_blocking(move || graph.send("PATCH", &path, &body)).await {
+                Ok(Ok(renewed)) => self.remember(user, &renewed).await?,
+                Ok(Err(Failure::NotFound)) => self.subscribe(user).await?,
+                Ok(Err(e)) => return Err(failure(e)),
+                Err(e) => return Err(M365Error::Advice(e.to_string())),
             }
         }
         Ok(())
     }
 }
 
-/// The pause before the `failures`-th retry in a row: 2 s, doubling, at most 5 minutes.
+/// The pause before the `failures`-th retry in a row (of a sync, a subscription or the listing
+/// of the mailboxes): 2 s, doubling, at most 5 minutes.
 fn retry_pause(failures: u32) -> Duration {
     Duration::from_secs((1u64 << failures.min(9)).min(300))
 }

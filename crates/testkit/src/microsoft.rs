@@ -52,6 +52,8 @@ struct FakeState {
     subscription_lifetime: i64,
     in_flight: HashMap<String, usize>,
     max_in_flight: usize,
+    /// The most mailboxes with `$value` requests in flight at one moment.
+    max_mailboxes_at_once: usize,
     next_id: usize,
 }
 
@@ -76,10 +78,35 @@ pub struct Subscription {
 struct User {
     id: String,
     upn: String,
+    /// What Graph answers for anything in this user's mailbox instead of the data.
+    refusal: Option<Refusal>,
     folders: Vec<Folder>,
     events: Vec<Value>,
     contacts: Vec<Value>,
     contact_folders: Vec<(String, String, Vec<Value>)>,
+}
+
+#[derive(Clone, Copy)]
+enum Refusal {
+    NoMailbox,
+    AccessPolicy,
+}
+
+impl Refusal {
+    fn answer(self) -> Response {
+        match self {
+            Refusal::NoMailbox => graph_error(
+                StatusCode::NOT_FOUND,
+                "MailboxNotEnabledForRESTAPI",
+                "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+            ),
+            Refusal::AccessPolicy => graph_error(
+                StatusCode::FORBIDDEN,
+                "ErrorAccessDenied",
+                "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.",
+            ),
+        }
+    }
 }
 
 struct Folder {
@@ -190,6 +217,7 @@ impl FakeMicrosoft {
         s.users.push(User {
             id: id.clone(),
             upn: upn.into(),
+            refusal: None,
             folders,
             events: Vec::new(),
             contacts: Vec::new(),
@@ -252,6 +280,29 @@ impl FakeMicrosoft {
             },
         }
         id
+    }
+
+    /// A directory user without an Exchange Online mailbox (no licence, inactive, or on-premises):
+    /// Graph lists the user, and answers 404 `MailboxNotEnabledForRESTAPI` for their mail.
+    pub fn add_user_without_mailbox(&self, upn: &str) -> String {
+        let id = self.add_user(upn);
+        self.refuse(&id, Refusal::NoMailbox);
+        id
+    }
+
+    /// An application access policy keeps the app out of this mailbox: 403 `ErrorAccessDenied`.
+    pub fn block_by_access_policy(&self, user: &str) {
+        self.refuse(user, Refusal::AccessPolicy);
+    }
+
+    fn refuse(&self, user: &str, refusal: Refusal) {
+        let mut s = self.state.lock().unwrap();
+        s.users.iter_mut().find(|u| u.id == user).unwrap().refusal = Some(refusal);
+    }
+
+    /// The most mailboxes whose messages were being fetched at one moment.
+    pub fn max_mailboxes_at_once(&self) -> usize {
+        self.state.lock().unwrap().max_mailboxes_at_once
     }
 
     /// Moves a message between folders (Graph keeps its id).
@@ -538,6 +589,7 @@ fn admit(s: &mut FakeState, headers: &HeaderMap) -> Option<Response> {
 
 /// A Graph request about one user: admitted as [`admit`] does, then the user (by id or
 /// principal name), or the answer Graph gives.
+#[allow(clippy::result_large_err, reason = "the error is the answer the handler returns as is")]
 fn admit_user<'a>(
     state: &'a Mutex<FakeState>,
     headers: &HeaderMap,
@@ -548,6 +600,9 @@ fn admit_user<'a>(
         return Err(r);
     }
     let i = s.user_index(user).ok_or_else(invalid_user)?;
+    if let Some(refusal) = s.users[i].refusal {
+        return Err(refusal.answer());
+    }
     Ok((s, i))
 }
 
@@ -732,6 +787,8 @@ async fn mime(
         *n += 1;
         let now = *n;
         s.max_in_flight = s.max_in_flight.max(now);
+        let mailboxes = s.in_flight.values().filter(|&&n| n > 0).count();
+        s.max_mailboxes_at_once = s.max_mailboxes_at_once.max(mailboxes);
         raw
     };
     // Long enough for a client's parallel requests to overlap.
@@ -781,6 +838,13 @@ async fn subscribe(
     else {
         return graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", "Unsupported resource.");
     };
+    let refusal = {
+        let s = state.lock().unwrap();
+        s.user_index(&user).and_then(|i| s.users[i].refusal)
+    };
+    if let Some(refusal) = refusal {
+        return refusal.answer();
+    }
     let token = format!(
         "Validation: Testing client application reachability for subscription Request-Id: {:08x}",
         rand::random::<u32>()
