@@ -92,7 +92,7 @@ pub type StatusReader = Arc<dyn Fn(String) -> Vec<MailboxStatus> + Send + Sync>;
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct MailboxStatus {
     pub mailbox: String,
-    /// `importing`, `synced` or `failed`.
+    /// `importing`, `synced`, `no mailbox` (the user has no Exchange Online mailbox) or `failed`.
     pub state: String,
     pub folders: usize,
     pub archived: usize,
