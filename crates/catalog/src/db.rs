@@ -92,7 +92,15 @@ impl Catalog {
         self.pool
             .execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
             .await?;
-        for &(version, name, sql) in MIGRATIONS {
+        // Most starts find nothing to do: read first, and take the write lock only for a pending
+        // migration (checked again under the lock, in case another process just applied it).
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for &(version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| !applied.contains(v)) {
             let mut tx = self.write().await?;
             let done: Option<i64> = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(version)
