@@ -25,11 +25,23 @@ impl Dovecot {
 
     /// With `oauth`: the port of an RFC 7662 introspection endpoint for XOAUTH2/OAUTHBEARER logins.
     fn start_with(root: &Path, oauth: Option<u16>) -> Dovecot {
-        let _ = Command::new("useradd").args(["-r", "-U", "-s", "/usr/sbin/nologin", "vmail"]).output();
+        // Once per process: tests start Dovecots side by side, and a second `useradd` while the
+        // first holds /etc/passwd's lock fails, which left that test's maildir owned by root.
+        static VMAIL: std::sync::Once = std::sync::Once::new();
+        VMAIL.call_once(|| {
+            let exists = Command::new("id").arg("vmail").output().unwrap().status.success();
+            if !exists {
+                let out =
+                    Command::new("useradd").args(["-r", "-U", "-s", "/usr/sbin/nologin", "vmail"]).output().unwrap();
+                assert!(out.status.success(), "useradd vmail: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        });
         for d in ["run", "state", "log", "mail"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
-        Command::new("chown").args(["-R", "vmail:vmail", root.join("mail").to_str().unwrap()]).status().unwrap();
+        let owned =
+            Command::new("chown").args(["-R", "vmail:vmail", root.join("mail").to_str().unwrap()]).status().unwrap();
+        assert!(owned.success(), "chown vmail");
         Command::new("chmod")
             .args(["755", root.to_str().unwrap(), root.parent().unwrap().to_str().unwrap()])
             .status()
@@ -95,9 +107,23 @@ impl Dovecot {
         if let Some(f) = folder {
             cmd.args(["-m", f]);
         }
-        let mut child = cmd.stdin(std::process::Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(message).unwrap();
-        assert!(child.wait().unwrap().success());
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.root.join("log/dovecot.log")).unwrap_or_default();
+            panic!(
+                "dovecot-lda failed ({}): {}{}\ndovecot.log:\n{log}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     /// Messages left in a user's folder on the server (Maildir files).
