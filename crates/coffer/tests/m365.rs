@@ -341,11 +341,7 @@ fn a_mailbox_that_is_refused_or_missing_does_not_stop_the_others() {
     // The server subscribes every mailbox it can, whatever the others answer, and the console
     // shows each mailbox's state after an import.
     let http = common::free_port();
-    let mut toml = std::fs::read_to_string(c.dir.path().join("coffer.toml")).unwrap();
-    toml.push_str(&format!(
-        "webhook_url = \"http://127.0.0.1:{http}/o365\"\nclient_state = \"a-secret-of-sufficient-length\"\n"
-    ));
-    std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
+    add_webhook(&c, http);
     let key = c.user_with_key("admin", "administrator", &[]);
     let _server =
         common::Server::start_at(&c, common::free_port(), &format!("127.0.0.1:{http}"), &[("COFFER_SMTP__TLS", "off")]);
@@ -353,14 +349,7 @@ fn a_mailbox_that_is_refused_or_missing_does_not_stop_the_others() {
         let subscribed: BTreeSet<String> = fake.subscriptions().into_iter().map(|s| s.user).collect();
         subscribed == BTreeSet::from([users[0].clone(), users[2].clone()])
     });
-    let api = |method: &str, path: &str| -> serde_json::Value {
-        ureq::request(method, &format!("http://127.0.0.1:{http}/api/v1{path}"))
-            .set("Authorization", &format!("Bearer {key}"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap()
-    };
+    let api = |method: &str, path: &str| call_api(http, &key, method, path);
     assert_eq!(api("POST", "/connections/contoso/import")["ok"], true);
     wait_until("every mailbox's state on the console", || {
         let rows = api("GET", "/connections/contoso/mailboxes");
@@ -389,6 +378,25 @@ fn parallel_mailboxes_out_of_range_is_a_configuration_error_that_says_what_to_do
     assert!(err.contains("[[m365]] contoso: parallel_mailboxes = 0 must be between 1 and 32"), "{err}");
 }
 
+/// The connection's folder sync: Graph's notifications go to the console's listener on `http`.
+fn add_webhook(c: &Coffer, http: u16) {
+    let mut toml = std::fs::read_to_string(c.dir.path().join("coffer.toml")).unwrap();
+    toml.push_str(&format!(
+        "webhook_url = \"http://127.0.0.1:{http}/o365\"\nclient_state = \"a-secret-of-sufficient-length\"\n"
+    ));
+    std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
+}
+
+/// A JSON call to the console's API with an API key.
+fn call_api(http: u16, key: &str, method: &str, path: &str) -> serde_json::Value {
+    ureq::request(method, &format!("http://127.0.0.1:{http}/api/v1{path}"))
+        .set("Authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
     while !done() {
@@ -409,11 +417,7 @@ fn the_webhook_keeps_the_folder_tree_in_step_with_the_mailbox() {
     let c = Coffer::new();
     let http = common::free_port();
     configure(&c, &fake, "m365");
-    let mut toml = std::fs::read_to_string(c.dir.path().join("coffer.toml")).unwrap();
-    toml.push_str(&format!(
-        "webhook_url = \"http://127.0.0.1:{http}/o365\"\nclient_state = \"a-secret-of-sufficient-length\"\n"
-    ));
-    std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
+    add_webhook(&c, http);
     register_certificate(&c, &fake, "m365");
     assert!(c.ok(&["m365", "import"]).contains("archived 2"));
 
@@ -430,14 +434,7 @@ fn the_webhook_keeps_the_folder_tree_in_step_with_the_mailbox() {
 
     // The console starts an import and shows each mailbox's state.
     let key = c.user_with_key("admin", "administrator", &[]);
-    let api = |method: &str, path: &str| -> serde_json::Value {
-        ureq::request(method, &format!("http://127.0.0.1:{http}/api/v1{path}"))
-            .set("Authorization", &format!("Bearer {key}"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap()
-    };
+    let api = |method: &str, path: &str| call_api(http, &key, method, path);
     assert_eq!(api("POST", "/connections/contoso/import")["ok"], true);
     wait_until("the console shows alice synced", || {
         let rows = api("GET", "/connections/contoso/mailboxes");
