@@ -1,7 +1,9 @@
 //! Microsoft 365 through Microsoft Graph, against the test kit's stateful fake of the identity
 //! platform and Graph (nothing here can reach Microsoft): the manifest round trip, advice for a
-//! certificate Entra ID does not know, and a resumable historical import of three mailboxes with
-//! nested folders under throttling, an expired delta link and a SIGKILL.
+//! certificate Entra ID does not know, a resumable historical import of three mailboxes side by
+//! side with nested folders under throttling, an expired delta link and a SIGKILL, mailboxes that
+//! are refused or missing beside good ones, folder sync by webhook through an outage, and the
+//! console's Entra ID sign-in.
 
 mod common;
 
