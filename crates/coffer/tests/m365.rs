@@ -88,12 +88,7 @@ fn the_manifest_round_trip_makes_entra_id_accept_coffers_certificate() {
     let key = c.user_with_key("admin", "administrator", &[]);
     {
         let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
-        let tested: serde_json::Value = ureq::post(&format!("http://{}/api/v1/connections/contoso/test", server.http))
-            .set("Authorization", &format!("Bearer {key}"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let tested = call_api(server.http, &key, "POST", "/connections/contoso/test");
         assert_eq!(tested["ok"], true, "{tested}");
         assert!(tested["detail"].as_str().unwrap().contains("alice@contoso.com"));
     }
@@ -260,12 +255,7 @@ fn a_throttled_interrupted_import_of_three_mailboxes_archives_every_message_once
     let key = c.user_with_key("admin", "administrator", &[]);
     {
         let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
-        let tree: serde_json::Value = ureq::get(&format!("http://{}/api/v1/folders", server.http))
-            .set("Authorization", &format!("Bearer {key}"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let tree = call_api(server.http, &key, "GET", "/folders");
         let alice: Vec<(String, i64)> = tree
             .as_array()
             .unwrap()
@@ -351,7 +341,7 @@ fn a_mailbox_that_is_refused_or_missing_does_not_stop_the_others() {
         let subscribed: BTreeSet<String> = fake.subscriptions().into_iter().map(|s| s.user).collect();
         subscribed == BTreeSet::from([users[0].clone(), users[2].clone()])
     });
-    let api = |method: &str, path: &str| call_api(http, &key, method, path);
+    let api = |method: &str, path: &str| call_api(format!("127.0.0.1:{http}"), &key, method, path);
     assert_eq!(api("POST", "/connections/contoso/import")["ok"], true);
     wait_until("every mailbox's state on the console", || {
         let rows = api("GET", "/connections/contoso/mailboxes");
@@ -389,9 +379,9 @@ fn add_webhook(c: &Coffer, http: u16) {
     std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
 }
 
-/// A JSON call to the console's API with an API key.
-fn call_api(http: u16, key: &str, method: &str, path: &str) -> serde_json::Value {
-    ureq::request(method, &format!("http://127.0.0.1:{http}/api/v1{path}"))
+/// A JSON call to the console's API (listening on `http`) with an API key.
+fn call_api(http: impl std::fmt::Display, key: &str, method: &str, path: &str) -> serde_json::Value {
+    ureq::request(method, &format!("http://{http}/api/v1{path}"))
         .set("Authorization", &format!("Bearer {key}"))
         .call()
         .unwrap()
@@ -436,7 +426,7 @@ fn the_webhook_keeps_the_folder_tree_in_step_with_the_mailbox() {
 
     // The console starts an import and shows each mailbox's state.
     let key = c.user_with_key("admin", "administrator", &[]);
-    let api = |method: &str, path: &str| call_api(http, &key, method, path);
+    let api = |method: &str, path: &str| call_api(format!("127.0.0.1:{http}"), &key, method, path);
     assert_eq!(api("POST", "/connections/contoso/import")["ok"], true);
     wait_until("the console shows alice synced", || {
         let rows = api("GET", "/connections/contoso/mailboxes");
