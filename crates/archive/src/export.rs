@@ -19,15 +19,56 @@ pub enum ExportFormat {
 pub struct ExportSummary {
     pub messages: usize,
     pub bytes: u64,
+    /// Messages left out because their original could not be read (only with `skip_damaged`):
+    /// id and why. The zip's manifest lists them too.
+    pub skipped: Vec<(i64, String)>,
 }
 
 impl Archive {
+    /// Writes the messages a query matches to `out`. The file appears under its name only when
+    /// complete (it is written beside it under a temporary name, then renamed), so a failed export
+    /// never leaves a complete-looking partial one; both outcomes are audited. A message whose
+    /// original cannot be read fails the export, or with `skip_damaged` is left out and listed.
     pub async fn export(
         &self,
         actor: &Actor,
         query: &str,
         format: ExportFormat,
         out: &Path,
+        skip_damaged: bool,
+    ) -> Result<ExportSummary, ArchiveError> {
+        let partial = partial_name(out);
+        let written = self.write_export(actor, query, format, &partial, skip_damaged).await;
+        let finished = written.and_then(|summary| {
+            std::fs::rename(&partial, out).map_err(|e| ArchiveError::Io(out.display().to_string(), e))?;
+            Ok(summary)
+        });
+        match finished {
+            Ok(summary) => {
+                let skipped = if summary.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} damaged left out ({})", summary.skipped.len(), ids_list(&summary.skipped))
+                };
+                let detail = format!("{query} → {} messages to {}{skipped}", summary.messages, out.display());
+                self.audit(actor, "export", &detail).await?;
+                Ok(summary)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                self.audit(actor, "export failed", &format!("{query} → {}: {e}", out.display())).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_export(
+        &self,
+        actor: &Actor,
+        query: &str,
+        format: ExportFormat,
+        out: &Path,
+        skip_damaged: bool,
     ) -> Result<ExportSummary, ArchiveError> {
         let ids = self.matching_ids(actor, query).await?;
         let io = |e: std::io::Error| ArchiveError::Io(out.display().to_string(), e);
@@ -37,14 +78,14 @@ impl Archive {
             ExportFormat::Mbox => {
                 let mut w = file;
                 for chunk in ids.chunks(200) {
-                    for (row, raw) in self.originals(actor, chunk).await? {
+                    for (row, raw) in self.originals(actor, chunk, skip_damaged, &mut summary.skipped).await? {
                         let sender = row.sender.or(row.from_addr).unwrap_or_else(|| "MAILER-DAEMON".into());
                         write_mbox_entry(&mut w, &sender, row.date, &raw).map_err(io)?;
                         summary.messages += 1;
                         summary.bytes += raw.len() as u64;
                     }
                 }
-                w.flush().map_err(io)?;
+                w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
             }
             ExportFormat::EmlZip => {
                 let zip_err =
@@ -56,7 +97,7 @@ impl Archive {
                 let mut sums = String::new();
                 let mut manifest = String::from("id,sha256,size,date,message_id,subject\n");
                 for chunk in ids.chunks(200) {
-                    for (row, raw) in self.originals(actor, chunk).await? {
+                    for (row, raw) in self.originals(actor, chunk, skip_damaged, &mut summary.skipped).await? {
                         let name = format!("messages/{}.eml", row.id);
                         zip.start_file(&name, options).map_err(zip_err)?;
                         zip.write_all(&raw).map_err(io)?;
@@ -78,10 +119,18 @@ impl Archive {
                 zip.write_all(sums.as_bytes()).map_err(io)?;
                 zip.start_file("manifest.csv", options).map_err(zip_err)?;
                 zip.write_all(manifest.as_bytes()).map_err(io)?;
-                zip.finish().map_err(zip_err)?.flush().map_err(io)?;
+                if !summary.skipped.is_empty() {
+                    let mut list = String::from("id,reason\n");
+                    for (id, why) in &summary.skipped {
+                        list.push_str(&format!("{id},{}\n", csv(why)));
+                    }
+                    zip.start_file("SKIPPED.csv", options).map_err(zip_err)?;
+                    zip.write_all(list.as_bytes()).map_err(io)?;
+                }
+                let w = zip.finish().map_err(zip_err)?;
+                w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
             }
         }
-        self.audit(actor, "export", &format!("{query} → {} messages to {}", summary.messages, out.display())).await?;
         Ok(summary)
     }
 
@@ -90,21 +139,40 @@ impl Archive {
         &self,
         actor: &Actor,
         ids: &[i64],
+        skip_damaged: bool,
+        skipped: &mut Vec<(i64, String)>,
     ) -> Result<Vec<(coffer_catalog::MessageRow, Vec<u8>)>, ArchiveError> {
         let visible: std::collections::HashSet<i64> = self.summaries(actor, ids).await?.iter().map(|s| s.id).collect();
         let mut out = Vec::new();
         for row in self.catalog.messages(ids).await? {
             if visible.contains(&row.id) {
-                let raw = self.read_original(&row).await?;
-                out.push((row, raw));
+                match self.read_original(&row).await {
+                    Ok(raw) => out.push((row, raw)),
+                    Err(e) if skip_damaged && !e.is_transient() => skipped.push((row.id, e.to_string())),
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(out)
     }
 }
 
+/// A CSV cell. One that a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, a tab or a
+/// carriage return first) gets a leading `'`, so opening the manifest runs nothing.
 fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
+}
+
+fn partial_name(out: &Path) -> std::path::PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
+    out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+fn ids_list(skipped: &[(i64, String)]) -> String {
+    let ids: Vec<String> = skipped.iter().take(20).map(|(id, _)| id.to_string()).collect();
+    let more = if skipped.len() > 20 { format!(" and {} more", skipped.len() - 20) } else { String::new() };
+    format!("ids {}{more}", ids.join(", "))
 }
 
 /// One mboxrd entry: postmark, the message with `>*From ` lines quoted once more, a blank line.

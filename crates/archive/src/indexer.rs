@@ -63,6 +63,27 @@ impl Indexer {
         Ok(count)
     }
 
+    /// Checks the index files' checksums; when one is damaged, moves the index aside and queues
+    /// everything for a rebuild. True when it did.
+    pub async fn replace_if_damaged(&self) -> Result<bool, ArchiveError> {
+        let index = self.index.clone();
+        let damaged = tokio::task::spawn_blocking(move || index.damaged_files())
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        let damaged = match damaged {
+            Ok(files) if files.is_empty() => return Ok(false),
+            Ok(files) => files.join(", "),
+            Err(e) => e.to_string(),
+        };
+        let index = self.index.clone();
+        let aside = tokio::task::spawn_blocking(move || index.replace())
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        tracing::warn!(damaged = %damaged, moved_to = %aside.display(), "the search index is damaged; rebuilding it in the background");
+        self.catalog.index_queue_all().await?;
+        Ok(true)
+    }
+
     /// Indexes until the queue is empty; returns the number of messages indexed.
     pub async fn run_until_idle(&self) -> Result<usize, ArchiveError> {
         let mut total = 0;
@@ -147,8 +168,8 @@ pub fn document(
         attachment_text,
         filenames,
         message_id: row.message_id.clone(),
-        mailboxes: placements.iter().map(|p| p.mailbox.clone()).collect(),
-        folders: placements.iter().map(|p| p.folder.clone()).collect(),
+        placements: placements.iter().map(|p| (p.mailbox.clone(), p.folder.clone())).collect(),
+        participants: crate::service::participants(row, recipients),
         tags: coffer_mail::Flags(row.flags as u32).names().into_iter().map(str::to_owned).collect(),
         has_attachment: row.has_attachment,
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_catalog::{Catalog, MessageRow, PlacementRow, RecipientRow, Tenant};
-use coffer_index::{Scope, SearchIndex, SearchRequest, Sort, Visibility};
+use coffer_index::{Found, Scope, SearchIndex, SearchRequest, Sort, Visibility};
 use coffer_store::{Location, MasterKey, Store, StoreConfig, VolumeInfo};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -69,6 +69,9 @@ pub struct SearchPage {
     pub total: usize,
     pub offset: usize,
     pub messages: Vec<MessageSummary>,
+    /// Messages archived but not yet searchable (the index lags, or is being rebuilt): the
+    /// results may be incomplete while this is above zero.
+    pub not_yet_indexed: i64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -88,6 +91,15 @@ impl VerifyOutcome {
     }
 }
 
+/// What `reindex` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reindexed {
+    /// Rebuilt here: this many messages.
+    Done(usize),
+    /// The serving process holds the index: this many messages are queued for its indexer.
+    Queued(usize),
+}
+
 pub struct Archive {
     pub config: ArchiveConfig,
     pub catalog: Catalog,
@@ -104,7 +116,7 @@ impl Archive {
     /// next to a serving process.
     pub async fn open(config: ArchiveConfig, writable: bool) -> Result<Archive, ArchiveError> {
         let data = &config.data_dir;
-        std::fs::create_dir_all(data).map_err(|e| ArchiveError::Io(data.display().to_string(), e))?;
+        private_data_folder(data, config.allow_shared_data)?;
         let volumes = data.join("volumes");
         let key_file = config.master_key_file.clone().unwrap_or_else(|| data.join("master.key"));
         let master = MasterKey::load_or_create(&key_file, Store::is_empty(&volumes))?;
@@ -123,7 +135,7 @@ impl Archive {
             .unwrap_or_else(|| format!("sqlite://{}", data.join("catalog.sqlite").display()));
         let catalog = Catalog::connect(&url).await?;
         catalog.default_tenant().await?;
-        let index = SearchIndex::open(&data.join("index"))?;
+        let index = open_index(&data.join("index"), &catalog, writable).await?;
         Ok(Archive {
             config,
             catalog,
@@ -170,9 +182,17 @@ impl Archive {
         let indexer = self.indexer();
         let wake = self.indexed.clone();
         tokio::spawn(async move {
+            // Damage inside index files shows only when they are read in full: check once, in
+            // the background, and rebuild rather than serve wrong or failing searches.
+            if let Err(e) = indexer.replace_if_damaged().await {
+                tracing::error!(error = %e, "checking the search index failed");
+            }
             loop {
                 if let Err(e) = indexer.run_until_idle().await {
                     tracing::error!(error = %e, "indexing failed; retrying shortly");
+                    if let Err(e) = indexer.replace_if_damaged().await {
+                        tracing::error!(error = %e, "checking the search index failed");
+                    }
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
                 // Let commits gather: one index commit for many messages costs far less than many.
@@ -213,11 +233,18 @@ impl Archive {
             .map_err(|e| ArchiveError::Internal(e.to_string()))??;
         self.audit(actor, "search", &format!("{query} → {} results", results.total)).await?;
         let ids: Vec<i64> = results.hits.iter().map(|h| h.id as i64).collect();
+        let mut snippets: HashMap<i64, String> = results
+            .hits
+            .into_iter()
+            .filter_map(|h| h.snippet.map(|s| (h.id as i64, s.fragment)))
+            .collect();
+        // `summaries` drops what the actor may not see; a snippet goes only with its own message.
         let mut summaries = self.summaries(actor, &ids).await?;
-        for (summary, hit) in summaries.iter_mut().zip(&results.hits) {
-            summary.snippet = hit.snippet.as_ref().map(|s| s.fragment.clone());
+        for summary in &mut summaries {
+            summary.snippet = snippets.remove(&summary.id);
         }
-        Ok(SearchPage { total: results.total, offset, messages: summaries })
+        let not_yet_indexed = self.catalog.index_queue_len_of(actor.tenant.id).await?;
+        Ok(SearchPage { total: results.total, offset, messages: summaries, not_yet_indexed })
     }
 
     /// The exact number of messages a query matches.
@@ -231,26 +258,10 @@ impl Archive {
         index.reload()?;
         let scope = Scope { tenant: actor.tenant.id as u64, visible_to: actor.visibility.clone() };
         let query = query.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let mut ids = Vec::new();
-            loop {
-                let page = index.search(&SearchRequest {
-                    query: query.clone(),
-                    scope: scope.clone(),
-                    limit: 10_000,
-                    offset: ids.len(),
-                    sort: Sort::Date,
-                    snippets: false,
-                })?;
-                let n = page.hits.len();
-                ids.extend(page.hits.into_iter().map(|h| h.id as i64));
-                if n == 0 || ids.len() >= page.total {
-                    return Ok(ids);
-                }
-            }
-        })
-        .await
-        .map_err(|e| ArchiveError::Internal(e.to_string()))?
+        let ids = tokio::task::spawn_blocking(move || index.all_ids(&query, &scope))
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        Ok(ids.into_iter().map(|id| id as i64).collect())
     }
 
     /// Summaries of messages the actor may see, in the order of `ids`.
@@ -276,11 +287,17 @@ impl Archive {
         Ok(found)
     }
 
-    /// The original bytes, exactly as they came in.
+    /// The original bytes, exactly as they came in; for an actor who may not see blind recipients,
+    /// a copy without the fields that name them, marked as such (`coffer_mail::redact`).
     pub async fn raw(&self, actor: &Actor, id: i64) -> Result<Vec<u8>, ArchiveError> {
-        let (_, raw) = self.visible_original(actor, id).await?;
-        self.audit(actor, "download", &format!("message {id} ({} bytes)", raw.len())).await?;
-        Ok(raw)
+        let (summary, raw) = self.visible_original(actor, id).await?;
+        if actor.sees_bcc {
+            self.audit(actor, "download", &format!("message {id} ({} bytes)", raw.len())).await?;
+            return Ok(raw);
+        }
+        let copy = blocking(move || coffer_mail::redact::redact_blind(&raw, &format!("SHA-256 {}", summary.sha256))).await?;
+        self.audit(actor, "download", &format!("message {id} (redacted copy, {} bytes)", copy.len())).await?;
+        Ok(copy)
     }
 
     /// A message as a reader sees it (headers, body, attachments); audited as a view.
@@ -294,8 +311,9 @@ impl Archive {
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))?;
         if !actor.sees_bcc {
-            // The header block of a sent copy can carry the Bcc line.
-            view.headers.retain(|(name, _)| !name.eq_ignore_ascii_case("bcc"));
+            // The header block of a sent copy can carry the Bcc line, a delivered copy the address
+            // it was delivered to.
+            view.headers.retain(|(name, value)| !coffer_mail::redact::is_blind_field(name, value.as_bytes()));
         }
         self.audit(actor, "view", &format!("message {id}")).await?;
         Ok((summary, view))
@@ -308,11 +326,19 @@ impl Archive {
         id: i64,
         index: usize,
     ) -> Result<(coffer_mail::view::AttachmentInfo, Vec<u8>), ArchiveError> {
-        let (_, raw) = self.visible_original(actor, id).await?;
-        let found = tokio::task::spawn_blocking(move || coffer_mail::view::attachment(&raw, index))
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))?
-            .ok_or(ArchiveError::NotFound)?;
+        let (summary, raw) = self.visible_original(actor, id).await?;
+        let sees_bcc = actor.sees_bcc;
+        let found = blocking(move || {
+            let (info, bytes) = coffer_mail::view::attachment(&raw, index)?;
+            // An attached message carries its own Bcc line.
+            if !sees_bcc && info.content_type == "message/rfc822" {
+                let copy = coffer_mail::redact::redact_blind(&bytes, &format!("attachment {index} of the message with SHA-256 {}", summary.sha256));
+                return Some((coffer_mail::view::AttachmentInfo { size: copy.len(), ..info }, copy));
+            }
+            Some((info, bytes))
+        })
+        .await?
+        .ok_or(ArchiveError::NotFound)?;
         self.audit(actor, "download", &format!("message {id} attachment {index} ({})", found.0.name)).await?;
         Ok(found)
     }
@@ -387,16 +413,25 @@ impl Archive {
         Ok(outcome)
     }
 
-    /// Deletes the index and rebuilds it from the store and the catalog.
-    pub async fn reindex(&self) -> Result<usize, ArchiveError> {
+    /// Deletes the index and rebuilds it from the store and the catalog. When `coffer serve` holds
+    /// the index, every message is queued instead and the server's indexer rebuilds it (documents
+    /// are replaced by id, so searches keep working meanwhile).
+    pub async fn reindex(&self) -> Result<Reindexed, ArchiveError> {
         let index = self.index.clone();
-        tokio::task::spawn_blocking(move || index.clear())
+        let cleared = tokio::task::spawn_blocking(move || index.clear())
             .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        match cleared {
+            Err(coffer_index::IndexError::Locked) => {
+                self.catalog.index_queue_all().await?;
+                return Ok(Reindexed::Queued(self.catalog.index_queue_len().await? as usize));
+            }
+            other => other?,
+        }
         self.catalog.index_queue_all().await?;
         let n = self.indexer().run_until_idle().await?;
         self.close().await?;
-        Ok(n)
+        Ok(Reindexed::Done(n))
     }
 
     /// Ends a writing session tidily: index merges finished, catalog log folded in.
@@ -429,6 +464,64 @@ impl Archive {
     }
 }
 
+/// Creates the data folder readable by its owner only (0700), and refuses one that others can read
+/// or enter: it holds message text, the catalog with password hashes, and the master key.
+fn private_data_folder(data: &Path, allow_shared: bool) -> Result<(), ArchiveError> {
+    let io = |e| ArchiveError::Io(data.display().to_string(), e);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !data.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data).map_err(io)?;
+        }
+        let mode = std::fs::metadata(data).map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 && !allow_shared {
+            return Err(ArchiveError::Invalid(format!(
+                "the data folder {} is open to other users of this machine (mode {mode:03o}), and it holds message text \
+                 and password hashes: make it private with `chmod -R go-rwx {}` (or set allow_shared_data = true)",
+                data.display(),
+                data.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(data).map_err(io)?;
+    Ok(())
+}
+
+/// The index is derived: a missing, damaged, outdated or incomplete one never stops the archive.
+/// A writing process replaces it and queues every message, and its indexer rebuilds it in the
+/// background while mail keeps coming in (searches say how many messages are not yet searchable).
+/// A read-only process leaves the folder alone and searches an empty index until then.
+async fn open_index(dir: &Path, catalog: &Catalog, writable: bool) -> Result<SearchIndex, ArchiveError> {
+    if !writable {
+        return Ok(match SearchIndex::open(dir) {
+            Ok(index) => index,
+            Err(e) => {
+                tracing::warn!(error = %e, "the search index does not open; searching an empty one until `coffer serve` has rebuilt it");
+                SearchIndex::in_memory()
+            }
+        });
+    }
+    let (index, found) = SearchIndex::open_or_replace(dir)?;
+    let messages = catalog.count_all_messages().await?;
+    let queued = catalog.index_queue_len().await?;
+    let rebuild = match &found {
+        Found::Intact if index.num_docs() as i64 + queued < messages => {
+            Some(format!("the index holds {} documents for {messages} messages", index.num_docs()))
+        }
+        Found::Intact => None,
+        Found::Missing if messages > 0 => Some("the index folder was missing or empty".to_owned()),
+        Found::Missing => None,
+        Found::Replaced(why) => Some(why.clone()),
+    };
+    if let Some(why) = rebuild {
+        tracing::warn!(reason = %why, messages, "rebuilding the search index in the background");
+        catalog.index_queue_all().await?;
+    }
+    Ok(index)
+}
+
 pub(crate) fn location_of(row: &MessageRow) -> Location {
     Location {
         volume: row.record.volume.clone(),
@@ -438,15 +531,34 @@ pub(crate) fn location_of(row: &MessageRow) -> Location {
     }
 }
 
+/// Who takes part in a message: its sender (From, Sender, the journal report's On-Behalf-Of) and
+/// every recipient of any kind (To, Cc, Bcc, envelope). Lists and forwarders a recipient came
+/// through and display names do not take part. This is the one rule: the index's scope is built
+/// from it (`indexer::document`), and every single-message read checks it (`visible`).
+pub fn participants(row: &MessageRow, recipients: &[RecipientRow]) -> Vec<String> {
+    let mut all: Vec<String> = [&row.from_addr, &row.sender, &row.on_behalf_of]
+        .into_iter()
+        .flatten()
+        .chain(recipients.iter().map(|r| &r.address))
+        .map(|a| a.trim().to_lowercase())
+        .filter(|a| !a.is_empty())
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
 fn visible(actor: &Actor, row: &MessageRow, recipients: &[RecipientRow], placements: &[PlacementRow]) -> bool {
     let Some(v) = &actor.visibility else {
         return true;
     };
-    let mine = |a: &str| v.addresses.iter().any(|x| x.eq_ignore_ascii_case(a));
-    row.from_addr.as_deref().is_some_and(mine)
-        || row.sender.as_deref().is_some_and(mine)
-        || recipients.iter().any(|r| mine(&r.address))
-        || placements.iter().any(|p| v.mailboxes.iter().any(|m| m.eq_ignore_ascii_case(&p.mailbox)))
+    let people = participants(row, recipients);
+    v.addresses.iter().any(|a| people.binary_search(&a.trim().to_lowercase()).is_ok())
+        || placements.iter().any(|p| own_mailbox(v, &p.mailbox))
+}
+
+fn own_mailbox(v: &Visibility, mailbox: &str) -> bool {
+    v.mailboxes.iter().any(|m| m.trim().eq_ignore_ascii_case(mailbox.trim()))
 }
 
 fn summary(
@@ -459,6 +571,12 @@ fn summary(
         let mut list: Vec<String> = recipients.iter().filter(|r| r.kind == kind).map(|r| r.address.clone()).collect();
         list.dedup();
         list
+    };
+    // That a message sits in another's mailbox would name a blind recipient: a user sees only
+    // where it is filed in their own mailboxes.
+    let placements: Vec<PlacementRow> = match &actor.visibility {
+        None => placements,
+        Some(v) => placements.into_iter().filter(|p| own_mailbox(v, &p.mailbox)).collect(),
     };
     let first = placements.first().cloned();
     MessageSummary {
@@ -483,6 +601,11 @@ fn summary(
         archived_at: rfc3339(row.archived_at),
         snippet: None,
     }
+}
+
+/// Runs CPU-bound work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ArchiveError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ArchiveError::Internal(e.to_string()))
 }
 
 pub use coffer_store::VolumeState;

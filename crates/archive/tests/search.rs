@@ -184,7 +184,7 @@ async fn a_deleted_index_is_rebuilt_with_the_same_answers() {
         for q in queries {
             before.push(t.ids(q).await);
         }
-        assert_eq!(t.archive.reindex().await.unwrap(), 80);
+        assert_eq!(t.archive.reindex().await.unwrap(), coffer_archive::service::Reindexed::Done(80));
         for (q, b) in queries.iter().zip(before) {
             assert_eq!(t.ids(q).await, b, "{}: {q}", t.label);
         }

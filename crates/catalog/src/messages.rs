@@ -451,6 +451,19 @@ impl Catalog {
         Ok(sqlx::query("SELECT COUNT(*) FROM index_queue").fetch_one(&self.pool).await?.try_get(0)?)
     }
 
+    /// A tenant's messages still waiting for the index.
+    pub async fn index_queue_len_of(&self, tenant_id: i64) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM index_queue q JOIN messages m ON m.id = q.message WHERE m.tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    pub async fn count_all_messages(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM messages").fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
     /// Queues every message for indexing (after the index was deleted).
     pub async fn index_queue_all(&self) -> Result<()> {
         sqlx::query("INSERT INTO index_queue (message) SELECT id FROM messages WHERE true ON CONFLICT DO NOTHING")

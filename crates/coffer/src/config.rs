@@ -23,6 +23,8 @@ pub struct Config {
     pub segment_max_bytes: u64,
     pub volume_max_bytes: u64,
     pub volume_max_messages: u64,
+    /// Open a data folder other users can read (refused by default).
+    pub allow_shared_data: bool,
     pub smtp: Smtp,
     pub http: Http,
     /// IMAP mailboxes to archive (`[[imap]]`).
@@ -49,6 +51,8 @@ pub struct Smtp {
     pub certificate: String,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Connections from one IPv4 /24 or IPv6 /48 at once.
+    pub max_connections_per_range: usize,
     pub max_connections_per_minute_per_ip: usize,
     pub max_recipients: usize,
     pub command_timeout_secs: u64,
@@ -69,6 +73,7 @@ impl Default for Smtp {
             certificate: "smtp".into(),
             max_connections: 200,
             max_connections_per_ip: 50,
+            max_connections_per_range: 100,
             max_connections_per_minute_per_ip: 6000,
             max_recipients: 100,
             command_timeout_secs: 300,
@@ -94,6 +99,17 @@ pub struct Http {
     /// Failed sign-ins in a row before an account is locked, and for how many minutes.
     pub lockout_after: i64,
     pub lockout_minutes: i64,
+    /// Open connections at once: in all, from one address, from one IPv4 /24 or IPv6 /48.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_range: usize,
+    /// A request's header must arrive within this (also the idle time of a kept-alive
+    /// connection), and a whole request must be answered within `request_timeout_secs`.
+    pub header_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    /// The token a Prometheus scraper sends (`Authorization: Bearer …`) for `/metrics`; without it
+    /// only an administrator of the default tenant reads them.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Http {
@@ -107,6 +123,12 @@ impl Default for Http {
             session_max_hours: 12,
             lockout_after: 5,
             lockout_minutes: 15,
+            max_connections: 1000,
+            max_connections_per_ip: 100,
+            max_connections_per_range: 400,
+            header_timeout_secs: 20,
+            request_timeout_secs: 600,
+            metrics_token: None,
         }
     }
 }
@@ -123,6 +145,7 @@ impl Default for Config {
             segment_max_bytes: archive.segment_max_bytes,
             volume_max_bytes: archive.volume_max_bytes,
             volume_max_messages: archive.volume_max_messages,
+            allow_shared_data: archive.allow_shared_data,
             smtp: Smtp::default(),
             http: Http::default(),
             imap: Vec::new(),
@@ -168,6 +191,7 @@ impl Config {
         a.segment_max_bytes = self.segment_max_bytes;
         a.volume_max_bytes = self.volume_max_bytes;
         a.volume_max_messages = self.volume_max_messages;
+        a.allow_shared_data = self.allow_shared_data;
         a
     }
 }

@@ -94,6 +94,10 @@ enum Command {
         format: FormatArg,
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Leave out messages whose original cannot be read, list them (stderr, and SKIPPED.csv in
+        /// a zip) and exit with status 2, instead of failing the export.
+        #[arg(long)]
+        skip_damaged: bool,
         #[arg(required = true)]
         query: Vec<String>,
     },
@@ -327,6 +331,8 @@ enum FormatArg {
 }
 
 fn main() -> ExitCode {
+    // Everything Coffer writes (catalog, index, certificates, exports) is for its owner alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let filter = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
     tracing_subscriber::fmt()
@@ -419,19 +425,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { tenant, format, out, query } => {
+        Command::Export { tenant, format, out, skip_damaged, query } => {
             let archive = open(&config, false).await?;
             let actor = Actor::operator(archive.tenant(tenant.as_deref()).await?);
             let format = match format {
                 FormatArg::Mbox => ExportFormat::Mbox,
                 FormatArg::EmlZip => ExportFormat::EmlZip,
             };
-            let summary = archive.export(&actor, &query.join(" "), format, &out).await?;
+            let summary = archive.export(&actor, &query.join(" "), format, &out, skip_damaged).await?;
+            for (id, why) in &summary.skipped {
+                eprintln!("skipped message {id}: {why}");
+            }
             eprintln!("exported {} messages ({} bytes) to {}", summary.messages, summary.bytes, out.display());
+            if !summary.skipped.is_empty() {
+                eprintln!("{} damaged messages were left out (listed above; `coffer verify` names the damage)", summary.skipped.len());
+                return Ok(ExitCode::from(2));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { json } => {
-            let archive = open(&config, true).await?;
+            // Read only: it runs beside `coffer serve` and never repairs (recovery is the writer's).
+            let archive = open(&config, false).await?;
             let outcome = archive.verify().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
@@ -456,10 +470,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if outcome.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Reindex => {
-            let archive = open(&config, true).await?;
+            // Beside `coffer serve` the store is read only here, and the server's indexer does the work.
+            let archive = match open(&config, true).await {
+                Err(e) if e.downcast_ref::<coffer_archive::ArchiveError>().is_some_and(|e| e.is_store_busy()) => {
+                    open(&config, false).await?
+                }
+                other => other?,
+            };
             let started = Instant::now();
-            let n = archive.reindex().await?;
-            eprintln!("reindexed {n} messages in {:.1} s", started.elapsed().as_secs_f64());
+            match archive.reindex().await? {
+                coffer_archive::service::Reindexed::Done(n) => {
+                    eprintln!("reindexed {n} messages in {:.1} s", started.elapsed().as_secs_f64())
+                }
+                coffer_archive::service::Reindexed::Queued(n) => eprintln!(
+                    "coffer serve holds the index: {n} messages are queued and it rebuilds the index in the background (`coffer status` shows the index lag)"
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Volume { command } => {
@@ -963,7 +989,33 @@ async fn open(config: &Config, writable: bool) -> anyhow::Result<Archive> {
         .with_context(|| format!("cannot open the archive in {}", config.data.display()))
 }
 
+/// Raises the open-file limit to what the system allows (each connection takes a descriptor) and
+/// says so when even that is lower than the listeners' connection caps need.
+fn raise_open_file_limit(needed: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), hard) = (limit.current, limit.maximum)
+        && hard.is_none_or(|h| h > current)
+    {
+        limit.current = Some(hard.unwrap_or(1 << 20).min(1 << 20));
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    if let Some(n) = now
+        && n < needed
+    {
+        tracing::warn!(
+            limit = n,
+            needed,
+            "the open-file limit is below what the connection caps need; raise it (systemd: LimitNOFILE=65536; shell: ulimit -n)"
+        );
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    raise_open_file_limit(2 * (config.smtp.max_connections as u64 + config.http.max_connections as u64) + 256);
     let archive = std::sync::Arc::new(open(&config, true).await?);
     let pipeline = archive.pipeline();
     let indexer = archive.spawn_indexer();
@@ -1171,6 +1223,12 @@ async fn start_web(
         lockout_after: h.lockout_after.max(1),
         lockout_minutes: h.lockout_minutes.max(1),
         journal_domain: config.journal_domain.clone(),
+        metrics_token: h.metrics_token.clone().filter(|t| !t.trim().is_empty()),
+        max_connections: h.max_connections.max(1),
+        max_connections_per_ip: h.max_connections_per_ip.max(1),
+        max_connections_per_range: h.max_connections_per_range.max(1),
+        header_timeout: Duration::from_secs(h.header_timeout_secs.max(1)),
+        request_timeout: Duration::from_secs(h.request_timeout_secs.max(1)),
         smtp: vec![
             ("enabled".into(), s.enabled.to_string()),
             ("listen".into(), std::iter::once(&s.listen).chain(&s.also_listen).cloned().collect::<Vec<_>>().join(", ")),
@@ -1313,6 +1371,7 @@ async fn start_smtp(
         max_recipients: s.max_recipients,
         max_connections: s.max_connections,
         max_connections_per_ip: s.max_connections_per_ip,
+        max_connections_per_range: s.max_connections_per_range,
         max_connections_per_minute_per_ip: s.max_connections_per_minute_per_ip,
         command_timeout: Duration::from_secs(s.command_timeout_secs),
         data_timeout: Duration::from_secs(s.data_timeout_secs),

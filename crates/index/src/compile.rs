@@ -11,26 +11,29 @@ use tantivy::schema::{Field as TField, IndexRecordOption};
 
 use crate::analyzer;
 use crate::query::{Expr, Field, QueryError, Value};
-use crate::schema::{Fields, normalize_folder, normalize_message_id};
+use crate::schema::{Fields, normalize_folder, normalize_mailbox, normalize_message_id, placed_term};
+use crate::search::Visibility;
 
 type Q = Box<dyn Query>;
 
-/// `hide_blind` leaves Bcc and envelope recipients out of every address match: a user who may not
-/// see them must not find messages by them either.
-pub fn compile(expr: &Expr, f: &Fields, hide_blind: bool) -> Result<Q, QueryError> {
+/// `scoped` is the visibility of a user who sees only their own mail. For them, Bcc and envelope
+/// recipients are left out of every address match (a user who may not see them must not find
+/// messages by them either), and `mailbox:` and `folder:` look only into their own mailboxes (that
+/// a message sits in another's mailbox names a blind recipient).
+pub fn compile(expr: &Expr, f: &Fields, scoped: Option<&Visibility>) -> Result<Q, QueryError> {
     Ok(match expr {
         Expr::All => Box::new(AllQuery),
-        Expr::Term { field, value } => term(*field, value, f, hide_blind)?,
+        Expr::Term { field, value } => term(*field, value, f, scoped)?,
         Expr::Not(inner) => Box::new(BooleanQuery::new(vec![
             (Occur::Must, Box::new(AllQuery)),
-            (Occur::MustNot, compile(inner, f, hide_blind)?),
+            (Occur::MustNot, compile(inner, f, scoped)?),
         ])),
         Expr::And(items) => {
             let mut clauses = Vec::new();
             for item in items {
                 match item {
-                    Expr::Not(inner) => clauses.push((Occur::MustNot, compile(inner, f, hide_blind)?)),
-                    other => clauses.push((Occur::Must, compile(other, f, hide_blind)?)),
+                    Expr::Not(inner) => clauses.push((Occur::MustNot, compile(inner, f, scoped)?)),
+                    other => clauses.push((Occur::Must, compile(other, f, scoped)?)),
                 }
             }
             if clauses.iter().all(|(o, _)| *o == Occur::MustNot) {
@@ -41,14 +44,15 @@ pub fn compile(expr: &Expr, f: &Fields, hide_blind: bool) -> Result<Q, QueryErro
         Expr::Or(items) => {
             let clauses = items
                 .iter()
-                .map(|i| Ok((Occur::Should, compile(i, f, hide_blind)?)))
+                .map(|i| Ok((Occur::Should, compile(i, f, scoped)?)))
                 .collect::<Result<Vec<_>, QueryError>>()?;
             Box::new(BooleanQuery::new(clauses))
         }
     })
 }
 
-fn term(field: Option<Field>, value: &Value, f: &Fields, hide_blind: bool) -> Result<Q, QueryError> {
+fn term(field: Option<Field>, value: &Value, f: &Fields, scoped: Option<&Visibility>) -> Result<Q, QueryError> {
+    let hide_blind = scoped.is_some();
     let addresses = |list: &[TField]| {
         let visible: Vec<TField> =
             list.iter().copied().filter(|x| !hide_blind || (*x != f.bcc && *x != f.envelope)).collect();
@@ -79,8 +83,28 @@ fn term(field: Option<Field>, value: &Value, f: &Fields, hide_blind: bool) -> Re
         Some(Field::Attachment) => text_query(f.attachment, value),
         Some(Field::Filename) => text_query(f.filename, value),
         Some(Field::MessageId) => raw_query(f.message_id, value, normalize_message_id),
-        Some(Field::Mailbox) => raw_query(f.mailbox, value, |v| v.trim().to_lowercase()),
-        Some(Field::Folder) => raw_query(f.folder, value, normalize_folder),
+        Some(Field::Mailbox) => match scoped {
+            None => raw_query(f.mailbox, value, normalize_mailbox),
+            Some(v) => {
+                let own = v.mailboxes.iter().map(|m| normalize_mailbox(m)).collect::<Vec<_>>();
+                let wanted = normalize_mailbox(value.text());
+                let matches = |m: &String| match value {
+                    Value::Prefix(_) => m.starts_with(&wanted),
+                    _ => *m == wanted,
+                };
+                any_of(own.iter().filter(|m| matches(m)).map(|m| raw_query(f.mailbox, &Value::Word(m.clone()), normalize_mailbox)))
+            }
+        },
+        Some(Field::Folder) => match scoped {
+            None => raw_query(f.folder, value, normalize_folder),
+            Some(v) => any_of(v.mailboxes.iter().map(|m| {
+                let placed = placed_term(m, value.text());
+                match value {
+                    Value::Prefix(_) => prefix(f.placed, &placed),
+                    _ => Box::new(TermQuery::new(Term::from_field_text(f.placed, &placed), IndexRecordOption::Basic)) as Q,
+                }
+            })),
+        },
         Some(Field::Tag) => raw_query(f.tag, value, |v| v.trim().to_lowercase()),
         Some(Field::Has) => match value.text().to_ascii_lowercase().as_str() {
             "attachment" | "attachments" => {
@@ -156,6 +180,12 @@ fn address_query(fields: &[TField], value: &Value) -> Q {
             }
         }
     }
+}
+
+/// Matches what any of `queries` matches; nothing when there are none.
+fn any_of(queries: impl Iterator<Item = Q>) -> Q {
+    let clauses: Vec<(Occur, Q)> = queries.map(|q| (Occur::Should, q)).collect();
+    if clauses.is_empty() { Box::new(EmptyQuery) } else { Box::new(BooleanQuery::new(clauses)) }
 }
 
 fn raw_query(field: TField, value: &Value, normalize: fn(&str) -> String) -> Q {

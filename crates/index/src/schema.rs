@@ -26,8 +26,11 @@ pub struct IndexDocument {
     pub attachment_text: String,
     pub filenames: Vec<String>,
     pub message_id: Option<String>,
-    pub mailboxes: Vec<String>,
-    pub folders: Vec<String>,
+    /// Where the message is filed: (mailbox, folder path).
+    pub placements: Vec<(String, String)>,
+    /// The addresses that take part in the message (the archive's one participant rule); a
+    /// user's search is confined to these and their mailboxes, as every single-message read is.
+    pub participants: Vec<String>,
     pub tags: Vec<String>,
     pub has_attachment: bool,
 }
@@ -60,6 +63,9 @@ pub struct Fields {
     pub message_id: Field,
     pub mailbox: Field,
     pub folder: Field,
+    /// `mailbox:folder` for every ancestor folder: a user's `folder:` looks only into their mailboxes.
+    pub placed: Field,
+    pub participant: Field,
     pub tag: Field,
     pub preview: Field,
 }
@@ -91,6 +97,8 @@ impl Fields {
             message_id: b.add_text_field("message_id", STRING),
             mailbox: b.add_text_field("mailbox", STRING),
             folder: b.add_text_field("folder", STRING),
+            placed: b.add_text_field("placed", STRING),
+            participant: b.add_text_field("participant", STRING),
             tag: b.add_text_field("tag", STRING),
             preview: b.add_text_field("preview", STORED),
         };
@@ -124,14 +132,25 @@ impl Fields {
         if let Some(id) = &d.message_id {
             doc.add_text(self.message_id, normalize_message_id(id));
         }
-        for m in &d.mailboxes {
-            doc.add_text(self.mailbox, m.trim().to_lowercase());
-        }
-        let mut folders: Vec<String> = d.folders.iter().flat_map(|f| folder_terms(f)).collect();
-        folders.sort();
-        folders.dedup();
-        for f in folders {
-            doc.add_text(self.folder, f);
+        let mut mailboxes: Vec<String> = d.placements.iter().map(|(m, _)| normalize_mailbox(m)).collect();
+        let mut folders: Vec<String> = d.placements.iter().flat_map(|(_, f)| folder_terms(f)).collect();
+        let mut placed: Vec<String> = d
+            .placements
+            .iter()
+            .flat_map(|(m, f)| folder_terms(f).into_iter().map(|f| placed_term(m, &f)))
+            .collect();
+        let mut participants: Vec<String> = d.participants.iter().map(|a| normalize_address(a)).collect();
+        for (field, terms) in [
+            (self.mailbox, &mut mailboxes),
+            (self.folder, &mut folders),
+            (self.placed, &mut placed),
+            (self.participant, &mut participants),
+        ] {
+            terms.sort();
+            terms.dedup();
+            for t in terms.drain(..) {
+                doc.add_text(field, t);
+            }
         }
         for t in &d.tags {
             doc.add_text(self.tag, t.trim().to_lowercase());
@@ -178,6 +197,19 @@ pub fn folder_terms(folder: &str) -> Vec<String> {
         out.push(acc.clone());
     }
     out
+}
+
+/// The `placed` term of a folder (or one of its ancestors) in a mailbox.
+pub fn placed_term(mailbox: &str, folder: &str) -> String {
+    format!("{}:{}", normalize_mailbox(mailbox), normalize_folder(folder))
+}
+
+pub fn normalize_mailbox(mailbox: &str) -> String {
+    mailbox.trim().to_lowercase()
+}
+
+pub fn normalize_address(address: &str) -> String {
+    address.trim().trim_matches(['<', '>']).to_lowercase()
 }
 
 pub fn normalize_folder(folder: &str) -> String {

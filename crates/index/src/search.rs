@@ -1,5 +1,5 @@
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
@@ -8,7 +8,7 @@ use tantivy::snippet::SnippetGenerator;
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::query::{self, Expr};
-use crate::schema::{Fields, IndexDocument};
+use crate::schema::{Fields, IndexDocument, normalize_address, normalize_mailbox};
 use crate::{IndexError, Result};
 
 /// Who is searching: always one tenant; for a user role, only messages where one of their
@@ -25,6 +25,11 @@ pub struct Visibility {
     pub addresses: Vec<String>,
     pub mailboxes: Vec<String>,
 }
+
+/// The most results one page may hold.
+pub const MAX_PAGE: usize = 10_000;
+/// The deepest position a page may reach (offset + limit); past it, narrow the query or export.
+pub const MAX_RESULT_WINDOW: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sort {
@@ -66,21 +71,102 @@ pub struct SearchResults {
 }
 
 pub struct SearchIndex {
-    index: Index,
-    reader: IndexReader,
+    dir: Option<std::path::PathBuf>,
     fields: Fields,
+    open: std::sync::RwLock<Arc<Opened>>,
     writer: Mutex<Option<IndexWriter>>,
 }
 
+struct Opened {
+    index: Index,
+    reader: IndexReader,
+}
+
+/// What `open_or_replace` found in the index folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// An index that opened.
+    Intact,
+    /// No index yet: a new, empty one was made.
+    Missing,
+    /// An index that does not open (damaged, or of another schema) was moved aside and a new,
+    /// empty one made; the text says why and where the old one went.
+    Replaced(String),
+}
+
 impl SearchIndex {
+    /// Opens the index in `dir`, creating it when missing; fails on a damaged one.
     pub fn open(dir: &Path) -> Result<SearchIndex> {
         std::fs::create_dir_all(dir).map_err(|e| IndexError::Io(dir.display().to_string(), e))?;
+        let (_, fields) = Fields::schema();
+        let open = Self::open_dir(dir)?;
+        Ok(SearchIndex { dir: Some(dir.to_owned()), fields, open: std::sync::RwLock::new(Arc::new(open)), writer: Mutex::new(None) })
+    }
+
+    /// Opens the index in `dir` for a process that writes it. The index is derived, so a missing,
+    /// damaged or outdated one never stops the archive: it is moved aside and a new one made, and
+    /// the caller queues everything for indexing.
+    pub fn open_or_replace(dir: &Path) -> Result<(SearchIndex, Found)> {
+        let existed = dir.join("meta.json").exists();
+        match SearchIndex::open(dir) {
+            Ok(index) if existed => Ok((index, Found::Intact)),
+            Ok(index) => Ok((index, Found::Missing)),
+            Err(e @ (IndexError::Io(..) | IndexError::Locked)) => Err(e),
+            Err(e) => {
+                let aside = set_aside(dir)?;
+                let index = SearchIndex::open(dir)?;
+                Ok((index, Found::Replaced(format!("{e}; moved to {}", aside.display()))))
+            }
+        }
+    }
+
+    /// An empty index in memory, for a read-only process that found the folder's index damaged:
+    /// searches answer nothing until the serving process has rebuilt it.
+    pub fn in_memory() -> SearchIndex {
         let (schema, fields) = Fields::schema();
+        let index = Index::create_in_ram(schema);
+        index.tokenizers().register(crate::analyzer::ANALYZER, crate::analyzer::analyzer());
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().expect("an index in memory");
+        SearchIndex { dir: None, fields, open: std::sync::RwLock::new(Arc::new(Opened { index, reader })), writer: Mutex::new(None) }
+    }
+
+    fn open_dir(dir: &Path) -> Result<Opened> {
+        let (schema, _) = Fields::schema();
         let directory = tantivy::directory::MmapDirectory::open(dir)?;
         let index = Index::open_or_create(directory, schema)?;
         index.tokenizers().register(crate::analyzer::ANALYZER, crate::analyzer::analyzer());
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(SearchIndex { index, reader, fields, writer: Mutex::new(None) })
+        // Every segment's files must be there and open.
+        for segment in reader.searcher().segment_readers() {
+            segment.get_store_reader(0).map_err(|e| IndexError::Tantivy(e.into()))?;
+        }
+        Ok(Opened { index, reader })
+    }
+
+    fn current(&self) -> Arc<Opened> {
+        self.open.read().unwrap().clone()
+    }
+
+    /// Checks every index file against its checksum (reads the whole index, so it runs in the
+    /// background); the names of damaged files, empty when the index is whole.
+    pub fn damaged_files(&self) -> Result<Vec<String>> {
+        let files = self.current().index.validate_checksum()?;
+        Ok(files.into_iter().map(|p| p.display().to_string()).collect())
+    }
+
+    /// Moves a damaged index aside and starts a new, empty one in its place (the caller queues
+    /// everything for indexing). Returns where the old one went.
+    pub fn replace(&self) -> Result<std::path::PathBuf> {
+        let Some(dir) = &self.dir else { return Err(IndexError::Corrupt("an index in memory cannot be replaced")) };
+        let mut writer = self.writer.lock().unwrap();
+        if let Some(w) = writer.take() {
+            // A damaged index may fail to finish its merges; the files go aside anyway.
+            let _ = w.wait_merging_threads();
+        }
+        let aside = set_aside(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| IndexError::Io(dir.display().to_string(), e))?;
+        *self.open.write().unwrap() = Arc::new(Self::open_dir(dir)?);
+        Ok(aside)
     }
 
     /// Adds or replaces documents (by message id) and commits. The first call takes the index's
@@ -93,7 +179,7 @@ impl SearchIndex {
             writer.add_document(self.fields.document(d))?;
         }
         writer.commit()?;
-        self.reader.reload()?;
+        self.current().reader.reload()?;
         Ok(())
     }
 
@@ -103,13 +189,13 @@ impl SearchIndex {
         let writer = self.writer_in(&mut guard)?;
         writer.delete_all_documents()?;
         writer.commit()?;
-        self.reader.reload()?;
+        self.current().reader.reload()?;
         Ok(())
     }
 
     fn writer_in<'a>(&self, slot: &'a mut Option<IndexWriter>) -> Result<&'a mut IndexWriter> {
         if slot.is_none() {
-            let writer = self.index.writer(128 << 20).map_err(|e| match e {
+            let writer = self.current().index.writer(128 << 20).map_err(|e| match e {
                 tantivy::TantivyError::LockFailure(..) => IndexError::Locked,
                 other => other.into(),
             })?;
@@ -123,25 +209,34 @@ impl SearchIndex {
     pub fn finish_writing(&self) -> Result<()> {
         if let Some(writer) = self.writer.lock().unwrap().take() {
             writer.wait_merging_threads()?;
-            self.reader.reload()?;
+            self.current().reader.reload()?;
         }
         Ok(())
     }
 
     pub fn reload(&self) -> Result<()> {
-        Ok(self.reader.reload()?)
+        Ok(self.current().reader.reload()?)
     }
 
     pub fn num_docs(&self) -> u64 {
-        self.reader.searcher().num_docs()
+        self.current().reader.searcher().num_docs()
     }
 
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResults> {
         let expr = query::parse(&req.query)?;
-        let user_query = crate::compile::compile(&expr, &self.fields, req.scope.visible_to.is_some())?;
+        let user_query = crate::compile::compile(&expr, &self.fields, req.scope.visible_to.as_ref())?;
         let query = self.scoped(user_query, &req.scope);
-        let searcher = self.reader.searcher();
-        let limit = req.limit.max(1);
+        let searcher = self.current().reader.searcher();
+        // A ranked page keeps offset + limit candidates in memory: both are bounded here, whatever
+        // a client asked for, so no request sizes an allocation.
+        let limit = req.limit.clamp(1, MAX_PAGE);
+        if req.offset.saturating_add(limit) > MAX_RESULT_WINDOW {
+            let total = searcher.search(&query, &Count)?;
+            if req.offset >= total {
+                return Ok(SearchResults { total, hits: Vec::new() });
+            }
+            return Err(IndexError::TooDeep { offset: req.offset, window: MAX_RESULT_WINDOW });
+        }
         let (total, addresses): (usize, Vec<(f32, DocAddress)>) = match req.sort {
             Sort::Date => {
                 let top =
@@ -170,6 +265,24 @@ impl SearchIndex {
         Ok(SearchResults { total, hits })
     }
 
+    /// Every message a query matches, newest first (for export: no page window; memory grows
+    /// with the number of matches, not with anything a client chose).
+    pub fn all_ids(&self, query: &str, scope: &Scope) -> Result<Vec<u64>> {
+        let expr = query::parse(query)?;
+        let user_query = crate::compile::compile(&expr, &self.fields, scope.visible_to.as_ref())?;
+        let query = self.scoped(user_query, scope);
+        let searcher = self.current().reader.searcher();
+        let docs = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
+        let mut found = Vec::with_capacity(docs.len());
+        for address in docs {
+            let segment = searcher.segment_reader(address.segment_ord);
+            let date = segment.fast_fields().i64("date")?.first(address.doc_id).unwrap_or(0);
+            found.push((date, self.id_of(&searcher, address)?));
+        }
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(found.into_iter().map(|(_, id)| id).collect())
+    }
+
     fn scoped(&self, user_query: Box<dyn Query>, scope: &Scope) -> Box<dyn Query> {
         let f = &self.fields;
         let term = |field, text: &str| -> Box<dyn Query> {
@@ -185,13 +298,10 @@ impl SearchIndex {
         if let Some(v) = &scope.visible_to {
             let mut visible: Vec<(Occur, Box<dyn Query>)> = Vec::new();
             for a in &v.addresses {
-                let a = a.trim().to_lowercase();
-                for field in [f.from, f.to, f.cc, f.bcc, f.envelope] {
-                    visible.push((Occur::Should, term(field, &a)));
-                }
+                visible.push((Occur::Should, term(f.participant, &normalize_address(a))));
             }
             for m in &v.mailboxes {
-                visible.push((Occur::Should, term(f.mailbox, &m.trim().to_lowercase())));
+                visible.push((Occur::Should, term(f.mailbox, &normalize_mailbox(m))));
             }
             // No address and no mailbox: nothing is visible.
             clauses.push((Occur::Must, Box::new(BooleanQuery::new(visible))));
@@ -215,4 +325,14 @@ impl SearchIndex {
         }
         Ok(Snippet { fragment: s.fragment().to_owned(), highlighted: s.highlighted().to_vec() })
     }
+}
+
+/// Renames an index folder to `<dir>.damaged-<unix seconds>` and returns the new name.
+fn set_aside(dir: &Path) -> Result<std::path::PathBuf> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(".damaged-{now}"));
+    let aside = std::path::PathBuf::from(aside);
+    std::fs::rename(dir, &aside).map_err(|e| IndexError::Io(dir.display().to_string(), e))?;
+    Ok(aside)
 }

@@ -22,6 +22,7 @@
 mod document;
 pub mod journal;
 pub mod mbox;
+pub mod redact;
 pub mod view;
 
 pub use document::{ArchivedDocument, Attachment, Flags, MAX_TEXT, Mailbox, parse};

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use coffer_archive::net::{Admission, Limits, Refusal};
 use coffer_archive::{ArchiveError, Catalog, Pipeline, Source, Submission};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,8 +28,13 @@ pub struct ListenerConfig {
     pub max_recipients: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Connections from one IPv4 /24 or IPv6 /48, so one range cannot take every slot.
+    pub max_connections_per_range: usize,
     pub max_connections_per_minute_per_ip: usize,
-    /// RFC 5321 §4.5.3.2: 5 minutes for a command, 10 for the end of data; we use one data timeout.
+    /// RFC 5321 §4.5.3.2: 5 minutes for a command, 10 for the end of data. Each is a deadline for
+    /// the whole command (or the whole message), not a pause between bytes: a client trickling a
+    /// byte at a time does not keep its slot. A transaction (MAIL to the end of the message) may
+    /// take both together at most.
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     /// Below this many free bytes in the data folder, deliveries get `452 4.3.1`.
@@ -140,27 +146,25 @@ struct Shared {
     addresses: Arc<JournalAddresses>,
     tls: Option<TlsAcceptor>,
     stats: Arc<Stats>,
-    per_ip: Mutex<HashMap<IpAddr, PerIp>>,
-}
-
-/// Open connections and the connections opened in the current minute, per client address.
-struct PerIp {
-    open: usize,
-    window: Instant,
-    opened: usize,
+    admission: Arc<Admission>,
 }
 
 impl Listener {
     /// Accepts connections until `shutdown` turns true, then lets the sessions in flight finish
     /// their transaction (up to the data timeout) and returns.
     pub async fn serve(self, socket: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let limits = Limits {
+            per_ip: self.config.max_connections_per_ip,
+            per_range: self.config.max_connections_per_range,
+            per_minute_per_ip: self.config.max_connections_per_minute_per_ip,
+        };
         let shared = Arc::new(Shared {
             config: self.config,
             pipeline: self.pipeline,
             addresses: self.addresses,
             tls: self.tls,
+            admission: Admission::new(limits),
             stats: self.stats,
-            per_ip: Mutex::new(HashMap::new()),
         });
         let slots = Arc::new(Semaphore::new(shared.config.max_connections));
         let mut sessions = tokio::task::JoinSet::new();
@@ -183,21 +187,28 @@ impl Listener {
             sessions.spawn(async move {
                 let mut stream = stream;
                 let Ok(_permit) = permit else {
-                    let _ = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
+                    let reply = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n");
+                    let _ = tokio::time::timeout(Duration::from_secs(2), reply).await;
                     shared.stats.add(0, "reject:connections", 1);
                     return;
                 };
-                if let Err(refusal) = shared.admit(peer.ip()) {
-                    let _ = stream.write_all(refusal.as_bytes()).await;
-                    shared.stats.add(0, "reject:per-ip-limit", 1);
-                    return;
-                }
+                let _admitted = match shared.admission.admit(peer.ip()) {
+                    Ok(a) => a,
+                    Err(refusal) => {
+                        let reply: &[u8] = match refusal {
+                            Refusal::Rate => b"421 4.7.0 Connection rate limit reached, try again later\r\n",
+                            _ => b"421 4.7.0 Too many connections from your address, try again later\r\n",
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(reply)).await;
+                        shared.stats.add(0, refusal.figure(), 1);
+                        return;
+                    }
+                };
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 shared.stats.add(0, "connections", 1);
                 if let Err(e) = connection(&shared, stream, peer, shutdown).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
-                shared.leave(peer.ip());
             });
         }
         drop(socket);
@@ -206,34 +217,6 @@ impl Listener {
 }
 
 impl Shared {
-    fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {
-        let mut per_ip = self.per_ip.lock().unwrap();
-        let state = per_ip.entry(ip).or_insert_with(|| PerIp { open: 0, window: Instant::now(), opened: 0 });
-        if state.window.elapsed() >= Duration::from_secs(60) {
-            state.window = Instant::now();
-            state.opened = 0;
-        }
-        if state.open >= self.config.max_connections_per_ip {
-            return Err("421 4.7.0 Too many connections from your address, try again later\r\n");
-        }
-        if state.opened >= self.config.max_connections_per_minute_per_ip {
-            return Err("421 4.7.0 Connection rate limit reached, try again later\r\n");
-        }
-        state.open += 1;
-        state.opened += 1;
-        Ok(())
-    }
-
-    fn leave(&self, ip: IpAddr) {
-        let mut per_ip = self.per_ip.lock().unwrap();
-        if let Some(state) = per_ip.get_mut(&ip) {
-            state.open -= 1;
-            if state.open == 0 && state.window.elapsed() >= Duration::from_secs(60) {
-                per_ip.remove(&ip);
-            }
-        }
-    }
-
     fn session_config(&self) -> SessionConfig {
         SessionConfig {
             hostname: self.config.hostname.clone(),
@@ -340,13 +323,20 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<End> {
     let mut buf = vec![0u8; 64 * 1024];
+    let config = &shared.config;
+    let mut phase_deadline = Instant::now() + config.command_timeout;
+    let mut transaction_deadline: Option<Instant> = None;
     loop {
         loop {
             let step = session.step(&*shared.addresses);
             for reason in session.rejects.drain(..) {
                 shared.stats.add(0, &format!("reject:{reason}"), 1);
             }
-            flush(stream, session).await?;
+            if flush(stream, session).await? {
+                // A command (or chunk) was answered: the next one gets its own deadline.
+                let phase = if session.in_data() { config.data_timeout } else { config.command_timeout };
+                phase_deadline = Instant::now() + phase;
+            }
             match step {
                 Step::NeedMore => break,
                 Step::Deliver(transaction) => {
@@ -363,17 +353,22 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        let timeout = if session.in_data() { shared.config.data_timeout } else { shared.config.command_timeout };
+        transaction_deadline = match (session.in_transaction(), transaction_deadline) {
+            (false, _) => None,
+            (true, None) => Some(Instant::now() + config.command_timeout + config.data_timeout),
+            (true, kept) => kept,
+        };
+        let deadline = transaction_deadline.map_or(phase_deadline, |t| t.min(phase_deadline));
         let read = tokio::select! {
-            r = tokio::time::timeout(timeout, stream.read(&mut buf)) => r,
+            r = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)) => r,
             _ = shutdown.changed(), if !session.in_data() => {
-                stream.write_all(b"421 4.3.2 Service shutting down, try again later\r\n").await?;
+                write_briefly(stream, b"421 4.3.2 Service shutting down, try again later\r\n").await;
                 return Ok(End::Closed);
             }
         };
         match read {
             Err(_) => {
-                stream.write_all(b"421 4.4.2 Timeout, closing connection\r\n").await?;
+                write_briefly(stream, b"421 4.4.2 Timeout, closing connection\r\n").await;
                 return Ok(End::Closed);
             }
             // The client went away; a message it was sending is dropped whole.
@@ -384,13 +379,26 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session) -> std::io::Result<()> {
-    if !session.replies.is_empty() {
-        let replies = std::mem::take(&mut session.replies);
-        stream.write_all(&replies).await?;
-        stream.flush().await?;
+/// A last line to a client that may not be reading: never waits long for it.
+async fn write_briefly<S: AsyncWrite + Unpin>(stream: &mut S, line: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(line)).await;
+}
+
+/// Writes the session's replies; true when there were any. A client that does not read its
+/// replies is given up on after the command timeout.
+async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session) -> std::io::Result<bool> {
+    if session.replies.is_empty() {
+        return Ok(false);
     }
-    Ok(())
+    let replies = std::mem::take(&mut session.replies);
+    let write = async {
+        stream.write_all(&replies).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(Duration::from_secs(300), write).await {
+        Ok(r) => r.map(|_| true),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client does not read its replies")),
+    }
 }
 
 /// Free bytes on the filesystem holding `dir`.

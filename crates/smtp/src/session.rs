@@ -2,7 +2,7 @@
 //! feeds it what the client sent and carries out what it asks for (write, upgrade to TLS, deliver,
 //! close), which keeps every protocol rule testable on bytes alone.
 
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, RequestReceiver};
+use smtp_proto::request::receiver::{BdatReceiver, RequestReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
@@ -82,7 +82,79 @@ pub enum Delivery {
 enum Receiving {
     Commands,
     Data(DataReceiver),
-    Bdat(BdatReceiver),
+    /// A BDAT chunk; with a refusal, the chunk is read and thrown away and that is the one reply.
+    Bdat(BdatReceiver, Option<&'static str>),
+}
+
+/// DATA's body as RFC 5321 §4.1.1.4 and §4.5.2 define it: it ends only at `<CRLF>.<CRLF>`, and a
+/// leading dot of a line is removed. A lone CR or LF is kept as it came (the original is archived
+/// byte-exact) but never ends a line, so `<CRLF>.<CR><CR><LF>` or `<LF>.<LF>` cannot end the
+/// message early (SMTP smuggling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataState {
+    /// After `<CRLF>` (or at the start of the body).
+    LineStart,
+    Middle,
+    /// After a CR not yet known to be part of `<CRLF>`.
+    Cr,
+    /// A dot at the start of a line.
+    Dot,
+    /// `.` `<CR>` at the start of a line.
+    DotCr,
+}
+
+struct DataReceiver {
+    state: DataState,
+}
+
+impl DataReceiver {
+    fn new() -> DataReceiver {
+        DataReceiver { state: DataState::LineStart }
+    }
+
+    /// Moves body bytes from `input` to `out`; true at the end of the body (the rest of `input`
+    /// is pipelined commands).
+    fn ingest(&mut self, input: &mut std::slice::Iter<'_, u8>, out: &mut Vec<u8>) -> bool {
+        use DataState::*;
+        for &b in input.by_ref() {
+            let mut b = Some(b);
+            while let Some(c) = b.take() {
+                self.state = match (self.state, c) {
+                    (LineStart, b'.') => Dot,
+                    (Dot, b'\r') => DotCr,
+                    (DotCr, b'\n') => return true,
+                    // `.` then anything else: the dot was stuffing; what follows is read as usual.
+                    (Dot, _) => {
+                        b = Some(c);
+                        Middle
+                    }
+                    (DotCr, _) => {
+                        b = Some(c);
+                        Cr
+                    }
+                    (Cr, b'\n') => {
+                        out.extend_from_slice(b"\r\n");
+                        LineStart
+                    }
+                    (Cr, b'\r') => {
+                        out.push(b'\r');
+                        Cr
+                    }
+                    (Cr, _) => {
+                        out.push(b'\r');
+                        b = Some(c);
+                        Middle
+                    }
+                    (LineStart | Middle, b'\r') => Cr,
+                    (LineStart | Middle, _) => {
+                        out.push(c);
+                        Middle
+                    }
+                };
+            }
+        }
+        false
+    }
 }
 
 pub struct Session {
@@ -136,6 +208,11 @@ impl Session {
         !matches!(self.receiving, Receiving::Commands)
     }
 
+    /// True from MAIL FROM until the message is delivered or the transaction reset.
+    pub fn in_transaction(&self) -> bool {
+        self.mail_from.is_some() || self.in_data()
+    }
+
     /// Adds what the client sent.
     pub fn push(&mut self, bytes: &[u8]) {
         self.input.extend_from_slice(bytes);
@@ -164,24 +241,17 @@ impl Session {
                     self.take_data(&chunk);
                     if done { Some(self.end_of_data()) } else { Some(Step::NeedMore) }
                 }
-                Receiving::Bdat(receiver) => {
+                Receiving::Bdat(receiver, refusal) => {
                     let mut chunk = Vec::new();
                     let done = receiver.ingest(&mut iter, &mut chunk);
-                    let last = receiver.is_last;
-                    self.take_data(&chunk);
-                    match (done, last) {
-                        (false, _) => Some(Step::NeedMore),
-                        (true, true) => Some(self.end_of_data()),
-                        (true, false) => {
-                            self.receiving = Receiving::Commands;
-                            if self.too_large {
-                                self.rejects.push("size");
-                                self.reply("552 5.3.4 Message exceeds the size limit");
-                            } else {
-                                self.reply(&format!("250 2.0.0 {} octets received", chunk.len()));
-                            }
-                            None
+                    let (last, refusal) = (receiver.is_last, *refusal);
+                    if !done {
+                        if refusal.is_none() {
+                            self.take_data(&chunk);
                         }
+                        Some(Step::NeedMore)
+                    } else {
+                        Some(self.end_of_chunk(&chunk, last, refusal))
                     }
                 }
             };
@@ -198,6 +268,27 @@ impl Session {
                 Some(step) => return step,
             }
         }
+    }
+
+    /// A BDAT chunk has been read whole: one reply for it (RFC 3030 §2).
+    fn end_of_chunk(&mut self, chunk: &[u8], last: bool, refusal: Option<&'static str>) -> Step {
+        if let Some(reply) = refusal {
+            self.receiving = Receiving::Commands;
+            self.reply(reply);
+            return Step::NeedMore;
+        }
+        self.take_data(chunk);
+        if last {
+            return self.end_of_data();
+        }
+        self.receiving = Receiving::Commands;
+        if self.too_large {
+            self.rejects.push("size");
+            self.reply("552 5.3.4 Message exceeds the size limit");
+        } else {
+            self.reply(&format!("250 2.0.0 {} octets received", chunk.len()));
+        }
+        Step::NeedMore
     }
 
     fn take_data(&mut self, chunk: &[u8]) {
@@ -407,16 +498,21 @@ impl Session {
                 }
             }
             Request::Bdat { chunk_size, is_last } => {
-                if self.tls_missing() || self.mail_from.is_none() || self.recipients.is_empty() {
-                    // The chunk still follows on the wire: read it and throw it away.
-                    if self.mail_from.is_none() || self.recipients.is_empty() {
-                        self.reply("503 5.5.1 Send MAIL and RCPT first");
-                    }
-                    self.too_large = true;
-                    self.receiving = Receiving::Bdat(BdatReceiver::new(chunk_size, false));
+                // The chunk follows on the wire either way: a refused one is read and thrown
+                // away, and the refusal is its one reply.
+                let refusal = if self.config.tls == TlsPolicy::Require && !self.tls_active {
+                    self.rejects.push("tls-required");
+                    Some("530 5.7.0 Must issue a STARTTLS command first")
+                } else if self.mail_from.is_none() || self.recipients.is_empty() {
+                    Some("503 5.5.1 Send MAIL and RCPT first")
                 } else {
-                    self.receiving = Receiving::Bdat(BdatReceiver::new(chunk_size, is_last));
+                    None
+                };
+                if chunk_size == 0 {
+                    // Nothing to wait for (`BDAT 0 LAST` ends the message now).
+                    return Some(self.end_of_chunk(&[], is_last, refusal));
                 }
+                self.receiving = Receiving::Bdat(BdatReceiver::new(chunk_size, is_last), refusal);
             }
             Request::Rset => {
                 self.reset_transaction();
@@ -519,6 +615,61 @@ mod tests {
         assert!(out.contains("503 5.5.1 Send EHLO"), "state is reset after TLS: {out}");
         let (out, _) = run(&mut s, "EHLO c\r\n");
         assert!(!out.contains("STARTTLS"));
+    }
+
+    fn transaction(s: &mut Session) {
+        let (out, _) = run(s, "EHLO c\r\nMAIL FROM:<a@x.com>\r\nRCPT TO:<journal-abc@archive.test>\r\n");
+        assert!(out.contains("250 2.1.5"), "{out}");
+    }
+
+    #[test]
+    fn only_crlf_dot_crlf_ends_data_so_a_smuggled_message_stays_inside_the_first() {
+        for (body, kept) in [
+            ("a\r\n.\r\r\nMAIL FROM:<x@y>\r\n", "a\r\n\r\r\nMAIL FROM:<x@y>\r\n"),
+            ("a\n.\nMAIL FROM:<x@y>\r\n", "a\n.\nMAIL FROM:<x@y>\r\n"),
+            ("a\r\n.\nMAIL FROM:<x@y>\r\n", "a\r\n\nMAIL FROM:<x@y>\r\n"),
+            ("a\n.\r\nMAIL FROM:<x@y>\r\n", "a\n.\r\nMAIL FROM:<x@y>\r\n"),
+            ("a\r\r\n..b\r\n", "a\r\r\n.b\r\n"),
+        ] {
+            let mut s = session(TlsPolicy::Offer);
+            transaction(&mut s);
+            let (out, step) = run(&mut s, &format!("DATA\r\n{body}"));
+            assert!(out.contains("354 "), "{out}");
+            assert_eq!(step, Step::NeedMore, "{body:?} must not end the message");
+            let (_, step) = run(&mut s, ".\r\n");
+            let Step::Deliver(t) = step else { panic!("{body:?}: {step:?}") };
+            assert_eq!(String::from_utf8(t.data).unwrap(), kept, "{body:?}");
+        }
+        // Split anywhere, the end is still found.
+        let mut s = session(TlsPolicy::Offer);
+        transaction(&mut s);
+        run(&mut s, "DATA\r\nx\r");
+        run(&mut s, "\n.");
+        let (_, step) = run(&mut s, "\r\nQUIT\r\n");
+        let Step::Deliver(t) = step else { panic!("{step:?}") };
+        assert_eq!(t.data, b"x\r\n");
+    }
+
+    #[test]
+    fn bdat_zero_last_ends_the_message_at_once() {
+        let mut s = session(TlsPolicy::Offer);
+        transaction(&mut s);
+        let (out, _) = run(&mut s, "BDAT 5\r\nhello");
+        assert_eq!(out, "250 2.0.0 5 octets received\r\n");
+        let (_, step) = run(&mut s, "BDAT 0 LAST\r\n");
+        let Step::Deliver(t) = step else { panic!("{step:?}") };
+        assert_eq!(t.data, b"hello");
+    }
+
+    #[test]
+    fn bdat_without_mail_gets_one_reply_after_its_chunk() {
+        let mut s = session(TlsPolicy::Offer);
+        run(&mut s, "EHLO c\r\n");
+        let (out, step) = run(&mut s, "BDAT 4 LAST\r\nabcdNOOP\r\n");
+        assert_eq!(out, "503 5.5.1 Send MAIL and RCPT first\r\n250 2.0.0 OK\r\n");
+        assert_eq!(step, Step::NeedMore);
+        let (out, _) = run(&mut s, "BDAT 0 LAST\r\n");
+        assert_eq!(out, "503 5.5.1 Send MAIL and RCPT first\r\n");
     }
 
     #[test]

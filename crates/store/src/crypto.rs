@@ -37,11 +37,14 @@ impl MasterKey {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(crate::io_err(dir))?;
                 }
+                // Written whole under a name of its own, then linked into place: two first runs at
+                // once cannot both create a key, and neither reads a half-written one.
+                let temp = path.with_extension(format!("new-{}", std::process::id()));
                 let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
+                options.write(true).create(true).truncate(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(crate::io_err(path))?;
+                let mut file = options.open(&temp).map_err(crate::io_err(&temp))?;
                 writeln!(
                     file,
                     "# Coffer master key. Every archived message is unreadable without it.\n\
@@ -49,8 +52,15 @@ impl MasterKey {
                     hex::encode(bytes)
                 )
                 .and_then(|_| file.sync_all())
-                .map_err(crate::io_err(path))?;
-                Ok(Self::from_bytes(&bytes))
+                .map_err(crate::io_err(&temp))?;
+                let linked = std::fs::hard_link(&temp, path);
+                let _ = std::fs::remove_file(&temp);
+                match linked {
+                    Ok(()) => Ok(Self::from_bytes(&bytes)),
+                    // Another process made it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path, false),
+                    Err(e) => Err(crate::io_err(path)(e)),
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::MasterKey(format!(
                 "{} is missing but volumes exist; restore the key from your backup",
@@ -72,7 +82,13 @@ impl MasterKey {
 
     pub fn open_secret(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>> {
         open(&self.0, sealed, label.as_bytes())
-            .ok_or_else(|| StoreError::MasterKey(format!("the master key does not open the secret {label}")))
+            .ok_or_else(|| {
+                StoreError::MasterKey(format!(
+                    "the master key does not open the secret {label}: this is not the master key it was sealed with \
+                     (master_key_file points at another key, or master.key was replaced); put back the original \
+                     master.key from your backup"
+                ))
+            })
     }
 
     /// A new random data key, and its wrapped form (nonce ‖ ciphertext) bound to `volume`.

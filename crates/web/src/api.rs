@@ -142,6 +142,9 @@ pub struct SearchResult {
     pub total: usize,
     pub offset: usize,
     pub messages: Vec<ApiMessage>,
+    /// Archived messages not yet searchable (the index is catching up or being rebuilt): while
+    /// above zero, the results may be incomplete.
+    pub not_yet_indexed: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -219,12 +222,13 @@ async fn search(
         Some(other) => return Err(WebError::BadRequest(format!("sort {other:?}: use date or relevance"))),
     };
     let limit = p.limit.unwrap_or(50).clamp(1, 500);
-    let offset = p.offset.unwrap_or(0).min(10_000_000);
+    let offset = p.offset.unwrap_or(0);
     let page = console.archive.search(&who.actor(), &p.q, limit, offset, sort, true).await?;
     Ok(Json(SearchResult {
         total: page.total,
         offset: page.offset,
         messages: page.messages.into_iter().map(ApiMessage::from).collect(),
+        not_yet_indexed: page.not_yet_indexed,
     }))
 }
 

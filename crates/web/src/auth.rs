@@ -197,6 +197,9 @@ async fn resolve(console: &Console, mut req: Request) -> Result<Request, WebErro
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     if let Some(key) = bearer {
+        if req.uri().path() == "/metrics" && is_metrics_token(console, &key) {
+            return Ok(req);
+        }
         // A wrong key is an error even where no sign-in is needed: a script should hear about it.
         let principal = api_key_principal(console, &key, ip).await?.ok_or(WebError::Unauthorized)?;
         req.extensions_mut().insert(principal);
@@ -221,6 +224,11 @@ async fn resolve(console: &Console, mut req: Request) -> Result<Request, WebErro
     }
     req.extensions_mut().insert(principal);
     Ok(req)
+}
+
+/// The scraper's token for `/metrics` (`http.metrics_token`), compared by hash.
+pub fn is_metrics_token(console: &Console, presented: &str) -> bool {
+    console.config.metrics_token.as_deref().is_some_and(|want| token_hash(want) == token_hash(presented.trim()))
 }
 
 /// The CSRF token a request presents; a url-encoded body is read and put back.
@@ -377,10 +385,68 @@ pub fn redirect_with_cookies(to: &str, cookies: &[String]) -> Response {
     response
 }
 
-/// Only local paths are followed after sign-in (no open redirect).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Only paths of this console are followed after sign-in (no open redirect). Browsers drop tabs
+/// and newlines from a URL and read `\\` as `/`, so `/\tevil.example` or `/\\evil.example` would
+/// reach another host: anything but a plain same-origin path, also once percent-decoded, gives
+/// the search page.
 pub fn safe_next(next: Option<&str>) -> String {
+    fn plain_path(p: &str) -> bool {
+        let base = url::Url::parse("http://console.invalid/").expect("a URL");
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && !p.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+            && base.join(p).is_ok_and(|u| u.host_str() == Some("console.invalid") && u.scheme() == "http")
+    }
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n) if plain_path(n) && plain_path(&percent_decoded(n)) => n.to_owned(),
         _ => "/search".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn after_sign_in_only_paths_of_this_console_are_followed() {
+        for ok in ["/search?q=a", "/m/42", "/config/users"] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for evil in [
+            "//evil.example/",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\tevil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/%2Fevil.example",
+            "/%5Cevil.example",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            " /search",
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/search", "{evil:?} was followed");
+        }
+        assert_eq!(safe_next(None), "/search");
     }
 }

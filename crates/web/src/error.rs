@@ -39,13 +39,17 @@ impl WebError {
         match self {
             // Details of internal failures go to the log, not to the browser.
             WebError::Internal(_) => "internal error; the server log has the details".into(),
+            // They name internal hosts, paths and OS errors: for the log, not for any visitor.
+            WebError::Unavailable(_) => "temporarily unavailable; try again later (the server log has the details)".into(),
             other => other.to_string(),
         }
     }
 
     fn log(&self) {
-        if let WebError::Internal(e) = self {
-            tracing::error!(error = %e, "request failed");
+        match self {
+            WebError::Internal(e) => tracing::error!(error = %e, "request failed"),
+            WebError::Unavailable(e) => tracing::warn!(error = %e, "request failed for now"),
+            _ => {}
         }
     }
 }
@@ -55,6 +59,7 @@ impl From<ArchiveError> for WebError {
         match e {
             ArchiveError::NotFound => WebError::NotFound,
             ArchiveError::Index(coffer_archive::IndexError::Query(q)) => WebError::BadRequest(q.to_string()),
+            ArchiveError::Index(e @ coffer_archive::IndexError::TooDeep { .. }) => WebError::BadRequest(e.to_string()),
             ArchiveError::UnknownTenant(_) | ArchiveError::Invalid(_) => WebError::BadRequest(e.to_string()),
             e if e.is_transient() => WebError::Unavailable(e.to_string()),
             e => WebError::Internal(e.to_string()),

@@ -50,6 +50,18 @@ pub struct WebConfig {
     pub journal_domain: String,
     /// The SMTP listeners' settings as name → value, for the Listeners page.
     pub smtp: Vec<(String, String)>,
+    /// `/metrics` answers a request bearing this token (a Prometheus scraper), or an administrator
+    /// of the default tenant; without a token, only the latter. It names every tenant.
+    pub metrics_token: Option<String>,
+    /// Open connections at once: in all, from one address, from one IPv4 /24 or IPv6 /48.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_range: usize,
+    /// A request's header must arrive within this; it is also how long a kept-alive connection
+    /// may sit idle.
+    pub header_timeout: Duration,
+    /// A request must be answered (response headers sent) within this.
+    pub request_timeout: Duration,
 }
 
 impl Default for WebConfig {
@@ -63,6 +75,12 @@ impl Default for WebConfig {
             lockout_minutes: 15,
             journal_domain: "archive.localhost".into(),
             smtp: Vec::new(),
+            metrics_token: None,
+            max_connections: 1000,
+            max_connections_per_ip: 100,
+            max_connections_per_range: 400,
+            header_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -141,7 +159,22 @@ pub fn router(console: Arc<Console>) -> Router {
         .nest("/api/v1", api::routes())
         .layer(axum::middleware::from_fn_with_state(console.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(console.clone(), security::headers))
+        .layer(axum::middleware::from_fn_with_state(console.clone(), request_deadline))
         .with_state(console)
+}
+
+/// A request (its body included: a form trickled byte by byte) must be answered within the
+/// request timeout.
+async fn request_deadline(
+    axum::extract::State(console): axum::extract::State<Arc<Console>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(console.config.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => (axum::http::StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response(),
+    }
 }
 
 /// The peer's address, put on every request by [`serve`].
@@ -156,7 +189,14 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let app = router(console.clone());
+    let config = console.config.clone();
     let sweeper = tokio::spawn(auth::sweep_sessions(console));
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let admission = coffer_archive::net::Admission::new(coffer_archive::net::Limits {
+        per_ip: config.max_connections_per_ip,
+        per_range: config.max_connections_per_range,
+        per_minute_per_ip: usize::MAX,
+    });
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -169,17 +209,30 @@ pub async fn serve(
             },
             _ = stop.changed() => break,
         };
+        // Over a cap, the connection is closed at once: it holds no slot and no descriptor.
+        let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
+        let Ok(admitted) = admission.admit(peer.ip()) else { continue };
         let app = app.clone();
         let tls = tls.clone();
+        let header_timeout = config.header_timeout;
         tokio::spawn(async move {
             use tower::ServiceExt;
+            let _held = (permit, admitted);
             let app = app.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ClientAddr(peer));
                 req
             });
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // A header trickled byte by byte, or a kept-alive connection left idle, is closed.
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Some(header_timeout))
+                .keep_alive_timeout(header_timeout)
+                .max_concurrent_streams(64);
             let result = match tls {
                 Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {

@@ -218,8 +218,16 @@ async fn finish(console: &Console, q: CallbackQuery, ip: &str) -> Result<Respons
         WebError::BadRequest(format!("the login settings name tenant {:?}, which does not exist", s.tenant))
     })?;
     let assignments = console.archive.catalog.role_assignments(tenant.id).await?;
-    let (role, why) = assign_role(&claims, &assignments);
-    let user = upsert_user(console, &s, &claims, role, tenant.id).await?;
+    let addresses = addresses_for(&s, &claims);
+    let known = match &addresses {
+        Some(a) => a.clone(),
+        None => match console.archive.catalog.user_by_external_id(&external_id(&s, &claims)?).await? {
+            Some(u) => u.addresses,
+            None => Vec::new(),
+        },
+    };
+    let (role, why) = assign_role(&claims, &known, &assignments);
+    let user = upsert_user(console, &s, &claims, addresses, role, tenant.id).await?;
     let claims_json = serde_json::to_string(&claims).unwrap_or_default();
     console.archive.catalog.record_sign_in(user.id, Some(&claims_json)).await?;
     let actor = Actor { name: user.login.clone(), ip: ip.to_owned(), tenant, visibility: None, sees_bcc: false };
@@ -342,6 +350,8 @@ async fn validate_id_token(
     validation.set_issuer(&[s.issuer()]);
     validation.set_audience(&[&s.client_id]);
     validation.leeway = 60;
+    // A token not valid yet (nbf in the future, beyond the clock leeway) is refused too.
+    validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     let data =
         jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| refused(e.to_string()))?;
@@ -366,10 +376,15 @@ async fn userinfo(console: &Console, endpoint: &str, access: &str) -> Result<Map
     .map_err(|e| WebError::Internal(e.to_string()))?
 }
 
+/// Claims a user may be able to set themselves: an assignment on them would let anyone claim a
+/// role; `domain` (of the addresses the provider vouches for) takes their place.
+const SELF_ASSERTED: &[&str] = &["email", "preferred_username", "upn", "unique_name", "name", "given_name", "family_name", "nickname"];
+
 /// The first assignment whose attribute holds the value (a string equal to it, or a list with it;
-/// case-insensitive) gives the role; the attribute `domain` is the domain of the email address.
-/// Without a match: the User role (who sees only their own mail).
-pub fn assign_role(claims: &Map<String, Value>, assignments: &[RoleAssignment]) -> (Role, String) {
+/// case-insensitive) gives the role; the attribute `domain` is the domain of one of `addresses`
+/// (those the provider vouches for), and self-asserted claims never match. Without a match: the
+/// User role (who sees only their own mail).
+pub fn assign_role(claims: &Map<String, Value>, addresses: &[String], assignments: &[RoleAssignment]) -> (Role, String) {
     for a in assignments {
         let holds = |v: &Value| match v {
             Value::String(s) => s.eq_ignore_ascii_case(a.value.trim()),
@@ -378,9 +393,11 @@ pub fn assign_role(claims: &Map<String, Value>, assignments: &[RoleAssignment]) 
             _ => false,
         };
         let matched = if a.attribute == "domain" {
-            addresses(claims)
+            addresses
                 .iter()
                 .any(|addr| addr.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(a.value.trim())))
+        } else if SELF_ASSERTED.contains(&a.attribute.to_ascii_lowercase().as_str()) {
+            false
         } else {
             match claims.get(&a.attribute) {
                 Some(Value::Array(items)) => items.iter().any(holds),
@@ -395,43 +412,65 @@ pub fn assign_role(claims: &Map<String, Value>, assignments: &[RoleAssignment]) 
     (Role::User, "no role assignment matched".into())
 }
 
-/// The mail addresses an identity owns: email, and UPN-style names that are addresses.
-pub fn addresses(claims: &Map<String, Value>) -> Vec<String> {
-    let mut out: Vec<String> = ["email", "preferred_username", "upn"]
-        .iter()
-        .filter_map(|k| claims.get(*k).and_then(Value::as_str))
-        .filter(|v| v.contains('@'))
+/// The mail addresses the identity provider vouches for: the `email` claim when `email_verified`
+/// is true (Entra ID says so with the optional claim `xms_edov`). Names a user may be able to set
+/// themselves — `preferred_username`, `upn`, an unverified `email` — are never addresses.
+pub fn verified_addresses(claims: &Map<String, Value>) -> Vec<String> {
+    let vouched = |k: &str| match claims.get(k) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    if !(vouched("email_verified") || vouched("xms_edov")) {
+        return Vec::new();
+    }
+    claims
+        .get("email")
+        .and_then(Value::as_str)
         .map(|v| v.trim().to_ascii_lowercase())
-        .collect();
-    out.dedup();
-    out.sort();
-    out.dedup();
-    out
+        .filter(|v| v.contains('@'))
+        .into_iter()
+        .collect()
+}
+
+/// The addresses a signed-in user gets under the login settings; None: keep the account's own
+/// (set by an administrator).
+fn addresses_for(s: &OidcSettings, claims: &Map<String, Value>) -> Option<Vec<String>> {
+    (s.addresses_from != crate::settings::CONFIGURED).then(|| verified_addresses(claims))
+}
+
+/// The account's key: the issuer (for Entra ID it names the directory, `tid`) and the subject
+/// (Entra's `oid`, the same for the user in every app; elsewhere `sub`).
+fn external_id(s: &OidcSettings, claims: &Map<String, Value>) -> Result<String, WebError> {
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
+    let subject = (if s.is_entra() { text("oid") } else { None })
+        .or_else(|| text("sub"))
+        .ok_or_else(|| WebError::BadRequest("the ID token has no subject".into()))?;
+    Ok(format!("{}|{subject}", s.issuer()))
 }
 
 async fn upsert_user(
     console: &Console,
     s: &OidcSettings,
     claims: &Map<String, Value>,
+    addresses: Option<Vec<String>>,
     role: Role,
     tenant_id: i64,
 ) -> Result<coffer_archive::catalog::UserRow, WebError> {
     let catalog = &console.archive.catalog;
     let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
-    // Entra's `oid` is the same for the user in every app; `sub` differs per app.
-    let subject = text("oid")
-        .or_else(|| text("sub"))
-        .ok_or_else(|| WebError::BadRequest("the ID token has no subject".into()))?;
-    let external_id = format!("{}|{subject}", s.issuer());
+    let external_id = external_id(s, claims)?;
+    let subject = external_id.rsplit_once('|').map(|(_, s)| s.to_owned()).unwrap_or_default();
     let display = text("name").unwrap_or_default();
-    let addresses = addresses(claims);
     if let Some(user) = catalog.user_by_external_id(&external_id).await? {
         if user.disabled {
             return Err(WebError::Forbidden("this account is disabled".into()));
         }
+        let addresses = addresses.unwrap_or_else(|| user.addresses.clone());
         catalog.refresh_external_user(user.id, &display, role.as_str(), &addresses).await?;
         return catalog.user(user.id).await?.ok_or(WebError::NotFound);
     }
+    let addresses = addresses.unwrap_or_default();
     let wanted = text("preferred_username").or_else(|| text("email")).unwrap_or_else(|| subject.clone());
     // A local account with the same name is never taken over by single sign-on.
     let login = if catalog.user_by_login(&wanted).await?.is_some() {
@@ -477,19 +516,41 @@ mod tests {
 
     #[test]
     fn the_first_matching_assignment_gives_the_role() {
-        let alice =
-            claims(serde_json::json!({"sub": "alice", "email": "alice@contoso.com", "groups": ["archive-admins"]}));
+        let alice = claims(
+            serde_json::json!({"sub": "alice", "email": "alice@contoso.com", "email_verified": true, "groups": ["archive-admins"]}),
+        );
         let list = [
             a("groups", "archive-readers", "auditor"),
             a("groups", "ARCHIVE-ADMINS", "administrator"),
             a("domain", "contoso.com", "auditor"),
         ];
-        assert_eq!(assign_role(&alice, &list).0, Role::Administrator);
-        let carol = claims(serde_json::json!({"sub": "carol", "email": "carol@contoso.com"}));
-        assert_eq!(assign_role(&carol, &list).0, Role::Auditor);
+        assert_eq!(assign_role(&alice, &verified_addresses(&alice), &list).0, Role::Administrator);
+        let carol = claims(serde_json::json!({"sub": "carol", "email": "carol@contoso.com", "email_verified": true}));
+        assert_eq!(assign_role(&carol, &verified_addresses(&carol), &list).0, Role::Auditor);
         let mallory =
             claims(serde_json::json!({"sub": "m", "email": "m@fabrikam.com", "groups": "archive-admins-not"}));
-        assert_eq!(assign_role(&mallory, &list).0, Role::User);
+        assert_eq!(assign_role(&mallory, &verified_addresses(&mallory), &list).0, Role::User);
+    }
+
+    #[test]
+    fn an_unverified_email_or_a_chosen_username_gives_no_address_and_no_domain_role() {
+        let list = [a("domain", "contoso.com", "auditor"), a("email", "ceo@contoso.com", "administrator")];
+        for forged in [
+            serde_json::json!({"sub": "m", "email": "ceo@contoso.com"}),
+            serde_json::json!({"sub": "m", "email": "ceo@contoso.com", "email_verified": false}),
+            serde_json::json!({"sub": "m", "preferred_username": "ceo@contoso.com", "upn": "ceo@contoso.com"}),
+        ] {
+            let c = claims(forged.clone());
+            assert!(verified_addresses(&c).is_empty(), "{forged}");
+            assert_eq!(assign_role(&c, &verified_addresses(&c), &list).0, Role::User, "{forged}");
+        }
+        // Even a verified email does not match an assignment on the self-asserted claim itself.
+        let verified = claims(serde_json::json!({"sub": "c", "email": "ceo@contoso.com", "email_verified": true}));
+        assert_eq!(verified_addresses(&verified), ["ceo@contoso.com"]);
+        assert_eq!(assign_role(&verified, &verified_addresses(&verified), &list[1..]).0, Role::User);
+        // Entra ID vouches with xms_edov.
+        let entra = claims(serde_json::json!({"oid": "o", "email": "Bob@Contoso.com", "xms_edov": true}));
+        assert_eq!(verified_addresses(&entra), ["bob@contoso.com"]);
     }
 
     #[test]
@@ -498,6 +559,6 @@ mod tests {
             serde_json::json!({"wids": ["62e90394-69f5-4237-9190-012177145e10", "b79fbf4d-3ef9-4689-8143-76b194e85509"]}),
         );
         let list = [a("wids", "62e90394-69f5-4237-9190-012177145e10", "administrator")];
-        assert_eq!(assign_role(&ga, &list).0, Role::Administrator);
+        assert_eq!(assign_role(&ga, &[], &list).0, Role::Administrator);
     }
 }

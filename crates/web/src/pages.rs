@@ -191,7 +191,7 @@ async fn search(State(console): State<Arc<Console>>, who: Principal, Query(q): Q
         let query = format!("mailbox:\"{}\" folder:\"{}\"", f.mailbox, f.folder);
         tree.entry(f.mailbox.clone()).or_default().push(context! { folder => f.folder, count => f.messages, query });
     }
-    let (result, error) = match console.archive.search(&actor, &q.q, PAGE_SIZE, q.page * PAGE_SIZE, sort, true).await {
+    let (result, error) = match console.archive.search(&actor, &q.q, PAGE_SIZE, q.page.saturating_mul(PAGE_SIZE), sort, true).await {
         Ok(r) => (Some(r), None),
         Err(e) => match WebError::from(e) {
             WebError::BadRequest(m) => (None, Some(m)),
@@ -205,7 +205,7 @@ async fn search(State(console): State<Arc<Console>>, who: Principal, Query(q): Q
         "search.html",
         context! {
             q => q.q, page => q.page, pages, sort => q.sort.unwrap_or_default(), result, error, tree,
-            first => q.page * PAGE_SIZE + 1,
+            first => q.page.saturating_mul(PAGE_SIZE).saturating_add(1),
         },
     )?;
     Ok(html.into_response())
@@ -239,7 +239,7 @@ pub async fn export_response(
     let dir = console.archive.data_dir().join("tmp");
     std::fs::create_dir_all(&dir).map_err(|e| WebError::Internal(e.to_string()))?;
     let temp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| WebError::Internal(e.to_string()))?;
-    let summary = console.archive.export(&who.actor(), query, format, temp.path()).await?;
+    let summary = console.archive.export(&who.actor(), query, format, temp.path(), false).await?;
     // The open file outlives its name: nothing is left behind, whatever happens to the download.
     let file = tokio::fs::File::open(temp.path()).await.map_err(|e| WebError::Internal(e.to_string()))?;
     drop(temp);
@@ -604,6 +604,8 @@ struct LoginForm {
     scopes: String,
     tenant: String,
     #[serde(default)]
+    addresses_from: String,
+    #[serde(default)]
     assignments: String,
 }
 
@@ -634,6 +636,11 @@ async fn save_login_settings(
             callback_path: f.callback_path.trim().into(),
             scopes: f.scopes.trim().into(),
             tenant: f.tenant.trim().into(),
+            addresses_from: if f.addresses_from.is_empty() {
+                crate::settings::VERIFIED_EMAIL.into()
+            } else {
+                f.addresses_from
+            },
         },
     };
     let secret = (!f.client_secret.is_empty()).then_some(f.client_secret.as_str());
@@ -874,8 +881,23 @@ async fn webhook(
 }
 
 /// Prometheus text format: totals by source and tenant, index lag, volumes, listener figures.
-async fn metrics(State(console): State<Arc<Console>>) -> Result<Response, WebError> {
+async fn metrics(
+    State(console): State<Arc<Console>>,
+    who: Option<Principal>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, WebError> {
     use std::fmt::Write;
+    let by_token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| crate::auth::is_metrics_token(&console, t));
+    if !by_token {
+        match &who {
+            Some(p) => p.require_system_admin()?,
+            None => return Err(WebError::Unauthorized),
+        }
+    }
     let catalog = &console.archive.catalog;
     let tenants = catalog.tenants().await?;
     let name = |id: i64| tenants.iter().find(|t| t.id == id).map(|t| t.name.clone()).unwrap_or_else(|| id.to_string());

@@ -41,6 +41,12 @@ pub struct OidcSettings {
     pub scopes: String,
     /// The Coffer tenant single sign-on users belong to.
     pub tenant: String,
+    /// Where a signed-in user's mail addresses (what they may read, and the `domain` of role
+    /// assignments) come from. `verified_email`: the `email` claim, only when the provider vouches
+    /// for it (`email_verified` true; Entra ID's `xms_edov` true). `configured`: only the addresses
+    /// an administrator set on the account. Names a user can choose (`preferred_username`, `upn`,
+    /// an unverified `email`) never give access to mail.
+    pub addresses_from: String,
 }
 
 impl Default for OidcSettings {
@@ -57,9 +63,13 @@ impl Default for OidcSettings {
             callback_path: "/oidc/callback".into(),
             scopes: "openid email profile".into(),
             tenant: coffer_archive::catalog::DEFAULT_TENANT.into(),
+            addresses_from: VERIFIED_EMAIL.into(),
         }
     }
 }
+
+pub const VERIFIED_EMAIL: &str = "verified_email";
+pub const CONFIGURED: &str = "configured";
 
 impl OidcSettings {
     pub fn is_entra(&self) -> bool {
@@ -111,6 +121,12 @@ impl OidcSettings {
         }
         if !self.callback_path.starts_with('/') || self.callback_path.starts_with("/api/") {
             out.push("the callback path must start with / (e.g. /authorize.do) and not with /api/".into());
+        }
+        if self.addresses_from != VERIFIED_EMAIL && self.addresses_from != CONFIGURED {
+            out.push(format!(
+                "addresses come from {:?}: choose verified_email (the provider's verified email claim) or configured (set per user by an administrator)",
+                self.addresses_from
+            ));
         }
         if !self.scopes.split_whitespace().any(|s| s == "openid") {
             out.push("the scopes must include openid".into());
