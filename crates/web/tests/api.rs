@@ -172,15 +172,21 @@ fn another_tenants_message_id_answers_404_everywhere() {
 #[test]
 fn the_raw_download_is_the_original_byte_for_byte_and_audited() {
     let site = Site::start();
-    let raw = site.api("user").get(&format!("/api/v1/messages/{}/raw", site.id("q3")));
+    let raw = site.api("auditor").get(&format!("/api/v1/messages/{}/raw", site.id("q3")));
     assert_eq!(raw.status, 200);
     assert_eq!(raw.header("content-type"), Some("message/rfc822"));
     assert_eq!(raw.body, site.originals["q3"], "the original, not the journal report around it");
+    // A user gets a copy marked as such (here nothing else differs: no blind field in it).
+    let copy = site.api("user").get(&format!("/api/v1/messages/{}/raw", site.id("q3")));
+    let marker_end = copy.body.iter().position(|&b| b == b'\n').unwrap() + 1;
+    assert!(copy.body.starts_with(b"X-Coffer-Redacted: "), "{}", copy.text());
+    assert_eq!(copy.body[marker_end..], site.originals["q3"]);
     let mut browser = site.browser("admin", PASSWORD);
     let page = browser.get(&format!("/messages/{}/raw", site.id("carol")));
     assert_eq!(page.body, site.originals["carol"]);
     let audit = site.audit_text();
-    assert!(audit.contains(&format!("bob | 127.0.0.1 | download | message {}", site.id("q3"))), "{audit}");
+    assert!(audit.contains(&format!("audrey | 127.0.0.1 | download | message {}", site.id("q3"))), "{audit}");
+    assert!(audit.contains(&format!("bob | 127.0.0.1 | download | message {} (redacted copy", site.id("q3"))), "{audit}");
     assert!(audit.contains("admin | 127.0.0.1 | sign-in | local account"), "{audit}");
 }
 
@@ -361,7 +367,7 @@ fn a_configuration_change_is_validated_and_audited() {
 #[test]
 fn metrics_count_archived_messages_by_source_and_tenant() {
     let site = Site::start();
-    let text = site.anonymous().get("/metrics").text();
+    let text = site.api("administrator").get("/metrics").text();
     assert!(text.contains("coffer_archived_messages_total{source=\"import\",tenant=\"default\"} 2"), "{text}");
     assert!(text.contains("coffer_archived_messages_total{source=\"smtp\",tenant=\"default\"} 1"));
     assert!(text.contains("coffer_archived_messages_total{source=\"import\",tenant=\"fabrikam\"} 1"));

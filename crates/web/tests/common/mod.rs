@@ -95,6 +95,16 @@ impl Site {
         Api { base: self.base.clone(), key: None }
     }
 
+    /// Archives one more message (placed in a mailbox folder when given) and indexes it.
+    pub fn add(&self, raw: &[u8], journal: bool, placement: Option<(&str, &str)>) -> i64 {
+        self.runtime.block_on(async {
+            let tenant = self.archive.catalog.default_tenant().await.unwrap();
+            let receipt = self.archive.pipeline().submit(sub(tenant.id, raw.to_vec(), journal, placement)).await.unwrap();
+            self.archive.indexer().run_until_idle().await.unwrap();
+            receipt.id
+        })
+    }
+
     pub fn audit_text(&self) -> String {
         let entries = self.runtime.block_on(self.archive.catalog.audit_entries(None, 1000)).unwrap();
         entries.iter().map(|e| format!("{} | {} | {} | {}\n", e.actor, e.ip, e.action, e.detail)).collect()
