@@ -120,21 +120,23 @@ impl Archive {
         let volumes = data.join("volumes");
         let key_file = config.master_key_file.clone().unwrap_or_else(|| data.join("master.key"));
         let master = MasterKey::load_or_create(&key_file, Store::is_empty(&volumes))?;
-        let mut store_config = StoreConfig::new(volumes);
-        store_config.segment_max_bytes = config.segment_max_bytes;
-        store_config.volume_max_bytes = config.volume_max_bytes;
-        store_config.volume_max_records = config.volume_max_messages;
-        let store = if writable {
-            Store::open(store_config, master.clone())?
-        } else {
-            Store::open_read_only(store_config, master.clone())?
-        };
         let url = config
             .database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", data.join("catalog.sqlite").display()));
         let catalog = Catalog::connect(&url).await?;
         catalog.default_tenant().await?;
+        let mut store_config = StoreConfig::new(volumes.clone());
+        store_config.segment_max_bytes = config.segment_max_bytes;
+        store_config.volume_max_bytes = config.volume_max_bytes;
+        store_config.volume_max_records = config.volume_max_messages;
+        let store = if writable {
+            // Recovery may cut only what was never acknowledged: the catalog knows what was.
+            store_config.acknowledged = catalog.acknowledged_ends(&Store::open_volume_ids(&volumes)?).await?;
+            Store::open(store_config, master.clone())?
+        } else {
+            Store::open_read_only(store_config, master.clone())?
+        };
         let index = open_index(&data.join("index"), &catalog, writable).await?;
         Ok(Archive {
             config,

@@ -402,6 +402,26 @@ impl Catalog {
             .collect()
     }
 
+    /// Where the catalogued (so acknowledged) records of these volumes end, per segment: the store's
+    /// recovery never cuts below it.
+    pub async fn acknowledged_ends(&self, volumes: &[String]) -> Result<HashMap<(String, u32), u64>> {
+        let mut out = HashMap::new();
+        for volume in volumes {
+            let rows = sqlx::query(
+                "SELECT segment, MAX(record_offset + record_length) FROM messages WHERE volume = $1 GROUP BY segment",
+            )
+            .bind(volume)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in rows {
+                let segment: i64 = r.try_get(0)?;
+                let end: i64 = r.try_get(1)?;
+                out.insert((volume.clone(), segment as u32), end as u64);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn count_messages(&self, tenant_id: i64) -> Result<i64> {
         Ok(sqlx::query("SELECT COUNT(*) FROM messages WHERE tenant_id = $1")
             .bind(tenant_id)

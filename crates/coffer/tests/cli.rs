@@ -200,7 +200,7 @@ fn certificates_are_generated_imported_from_pem_and_pkcs12_and_listed() {
     assert!(out.contains("CN=archive.contoso.com"), "{out}");
     let dir = c.dir.path();
     let openssl = |args: &[&str]| {
-        let st = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        let st = coffer_testkit::peer("openssl").args(args).current_dir(dir).output().unwrap();
         assert!(st.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&st.stderr));
     };
     openssl(&[

@@ -20,7 +20,7 @@ struct Provider(Child);
 
 impl Provider {
     fn start(port: u16, redirect_uri: &str, cert: &Path) -> Provider {
-        let mut child = Command::new("node")
+        let mut child = coffer_testkit::peer("node")
             .arg(e2e_dir().join("oidc-provider.mjs"))
             .env("PORT", port.to_string())
             .env("REDIRECT_URI", redirect_uri)
@@ -169,7 +169,7 @@ fn console_in_headless_chromium_with_single_sign_on() {
 
     // The browser: local sign-in, search, message, download, charts, audit, single sign-on.
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../e2e-screenshots");
-    let status = Command::new("node")
+    let status = coffer_testkit::peer("node")
         .arg(e2e_dir().join("console.mjs"))
         .env("BASE", &base)
         .env("PASSWORD", PASSWORD)

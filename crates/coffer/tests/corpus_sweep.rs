@@ -1,5 +1,5 @@
 //! The corpus sweep: every file of ../shared/corpora goes in and comes back byte-exact.
-//! The corpus path comes from COFFER_CORPUS_DIR; without it the test says so and checks nothing.
+//! The corpus path comes from COFFER_CORPUS_DIR (`scripts/test.sh` sets it); `skip` leaves this test out on purpose.
 
 mod common;
 

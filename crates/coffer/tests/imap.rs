@@ -46,7 +46,7 @@ impl Dovecot {
             .args(["755", root.to_str().unwrap(), root.parent().unwrap().to_str().unwrap()])
             .status()
             .unwrap();
-        let ok = Command::new("openssl")
+        let ok = coffer_testkit::peer("openssl")
             .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
             .args(["-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"])
             .args(["-keyout", "key.pem", "-out", "cert.pem"])
@@ -54,7 +54,7 @@ impl Dovecot {
             .output()
             .unwrap();
         assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-        let hash = Command::new("doveadm").args(["pw", "-s", "SHA512-CRYPT", "-p", "secret1"]).output().unwrap();
+        let hash = coffer_testkit::peer("doveadm").args(["pw", "-s", "SHA512-CRYPT", "-p", "secret1"]).output().unwrap();
         let hash = String::from_utf8(hash.stdout).unwrap();
         std::fs::write(root.join("users"), format!("journal:{}::::::\nalice:{}::::::\n", hash.trim(), hash.trim()))
             .unwrap();
@@ -91,7 +91,7 @@ impl Dovecot {
         };
         std::fs::write(root.join("dovecot.conf"), conf).unwrap();
         let child =
-            Command::new("dovecot").args(["-F", "-c", root.join("dovecot.conf").to_str().unwrap()]).spawn().unwrap();
+            coffer_testkit::peer("dovecot").args(["-F", "-c", root.join("dovecot.conf").to_str().unwrap()]).spawn().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", imaps)).is_err() {
             assert!(std::time::Instant::now() < deadline, "dovecot did not start");
@@ -102,7 +102,7 @@ impl Dovecot {
 
     fn deliver(&self, user: &str, folder: Option<&str>, message: &[u8]) {
         use std::io::Write;
-        let mut cmd = Command::new("/usr/lib/dovecot/dovecot-lda");
+        let mut cmd = coffer_testkit::peer("/usr/lib/dovecot/dovecot-lda");
         cmd.args(["-c", self.root.join("dovecot.conf").to_str().unwrap(), "-d", user, "-f", "sender@contoso.com"]);
         if let Some(f) = folder {
             cmd.args(["-m", f]);

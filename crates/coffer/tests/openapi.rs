@@ -8,7 +8,7 @@ use std::process::Command;
 use common::{Coffer, Server};
 
 fn schemathesis(dir: &std::path::Path, base: &str, key: &str, extra: &[&str]) {
-    let out = Command::new("schemathesis")
+    let out = coffer_testkit::peer("schemathesis")
         // It keeps a cache of what it found in the working folder: the test's, not the checkout.
         .current_dir(dir)
         .args(["run", &format!("{base}/api/v1/openapi.json"), "-H", &format!("Authorization: Bearer {key}")])

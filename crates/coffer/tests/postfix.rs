@@ -65,7 +65,7 @@ impl Postfix {
             std::fs::write("/etc/postfix/main.cf", format!("{global}\n{line}\n")).unwrap();
         }
         let etc = root.join("etc");
-        let out = Command::new("postfix").args(["-c", etc.to_str().unwrap(), "start"]).output().unwrap();
+        let out = coffer_testkit::peer("postfix").args(["-c", etc.to_str().unwrap(), "start"]).output().unwrap();
         assert!(
             out.status.success(),
             "postfix start: {}{}",
@@ -82,7 +82,7 @@ impl Postfix {
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = Command::new("postfix").args(["-c", self.etc.to_str().unwrap(), "stop"]).output();
+        let _ = coffer_testkit::peer("postfix").args(["-c", self.etc.to_str().unwrap(), "stop"]).output();
     }
 }
 

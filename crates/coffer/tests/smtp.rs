@@ -87,7 +87,7 @@ fn swaks_with_verified_starttls_and_smtputf8_delivers() {
     let original = "From: Jörg <jörg@müller.example>\r\nTo: bob@contoso.com\r\nSubject: Grüße\r\nMessage-ID: <utf8@müller.example>\r\n\r\nHallo\r\n";
     let file = c.dir.path().join("report.eml");
     std::fs::write(&file, journal_report(original.as_bytes(), "<utf8@müller.example>", &journal)).unwrap();
-    let out = std::process::Command::new("swaks")
+    let out = coffer_testkit::peer("swaks")
         .args([
             "--server",
             &format!("localhost:{}", server.smtp.port()),

@@ -25,11 +25,20 @@ pub struct StoreConfig {
     pub volume_max_bytes: u64,
     /// … or this many records.
     pub volume_max_records: u64,
+    /// Where the acknowledged records of each (volume, segment) end, as the catalog knows them:
+    /// recovery never cuts below this, whatever it finds there.
+    pub acknowledged: HashMap<(String, u32), u64>,
 }
 
 impl StoreConfig {
     pub fn new(root: PathBuf) -> Self {
-        StoreConfig { root, segment_max_bytes: 256 << 20, volume_max_bytes: 32 << 30, volume_max_records: 10_000_000 }
+        StoreConfig {
+            root,
+            segment_max_bytes: 256 << 20,
+            volume_max_bytes: 32 << 30,
+            volume_max_records: 10_000_000,
+            acknowledged: HashMap::new(),
+        }
     }
 }
 
@@ -175,6 +184,14 @@ impl Store {
         }
         *store.writers.lock().unwrap() = writers;
         Ok(store)
+    }
+
+    /// The volumes still open for writing (recovery looks at their last segments).
+    pub fn open_volume_ids(root: &Path) -> Result<Vec<String>> {
+        if !root.exists() {
+            return Ok(Vec::new());
+        }
+        Ok(read_metas(root)?.into_iter().filter(|m| m.state == VolumeState::Open).map(|m| m.id).collect())
     }
 
     /// Opens the store for reading only, next to a process that may be writing: no recovery, and
@@ -442,12 +459,16 @@ impl Store {
         while pos < data.len() {
             let header = match RecordHeader::decode(&data[pos..]) {
                 Ok(h) if pos as u64 + h.record_len() <= data.len() as u64 => h,
-                Ok(_) | Err("record header cut short") => {
+                Ok(_) | Err("record header cut short") if records_after(&data, pos).is_none() => {
                     report.problems.push(p(Some(pos as u64), None, "torn record at the end of the segment".into()));
                     break;
                 }
-                Err(e) => {
-                    report.problems.push(p(Some(pos as u64), None, e.into()));
+                other => {
+                    let detail = match other {
+                        Err(e) => e.to_owned(),
+                        Ok(_) => "damaged record header (its length runs past the end of the segment)".into(),
+                    };
+                    report.problems.push(p(Some(pos as u64), None, detail));
                     match find(&data[pos + 1..], RECORD_MAGIC) {
                         Some(skip) => {
                             pos += 1 + skip;
@@ -488,25 +509,7 @@ impl Store {
     }
 
     fn metas(&self) -> Result<Vec<VolumeMeta>> {
-        let root = &self.cfg.root;
-        let mut metas = Vec::new();
-        for entry in std::fs::read_dir(root).map_err(io_err(root))? {
-            let entry = entry.map_err(io_err(root))?;
-            let path = entry.path().join("volume.json");
-            if !path.exists() {
-                continue;
-            }
-            let text = std::fs::read(&path).map_err(io_err(&path))?;
-            let meta: VolumeMeta = serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt {
-                volume: entry.file_name().to_string_lossy().into(),
-                segment: 0,
-                offset: 0,
-                detail: format!("volume.json unreadable: {e}"),
-            })?;
-            metas.push(meta);
-        }
-        metas.sort_by_key(|m| (m.owner, m.number));
-        Ok(metas)
+        read_metas(&self.cfg.root)
     }
 
     fn data_key(&self, volume: &str) -> Result<DataKey> {
@@ -580,8 +583,7 @@ impl Store {
             .ok_or_else(|| corrupt("segment header unreadable; run `coffer verify`".into()))?;
         // Walk the records by their declared lengths. Whatever does not form a whole record at
         // the end is a torn write; so is a last record whose chain link does not hold (a write
-        // cut off after the header). Damage in the middle is left alone for `verify` to report:
-        // cutting there would drop acknowledged records.
+        // cut off after the header).
         let (mut pos, mut seq, mut chain) = (SEGMENT_HEADER_LEN, header.first_seq, header.chain_in);
         while let Ok(h) = RecordHeader::decode(&data[pos..]) {
             let end = pos as u64 + h.record_len();
@@ -597,7 +599,24 @@ impl Store {
             seq = h.seq + 1;
             pos = end as usize;
         }
-        if pos < data.len() {
+        let acknowledged = self.cfg.acknowledged.get(&(meta.id.clone(), last)).copied().unwrap_or(0);
+        let after = records_after(&data, pos);
+        let mut damaged_middle = false;
+        if pos < data.len() && (after.is_some() || (pos as u64) < acknowledged) {
+            // Damage in the middle, not a torn tail: records after it, or acknowledged ones, would
+            // be lost by a cut. Nothing is cut or appended here; `verify` names the damage, and
+            // new records go to a new segment that continues the chain from the last record.
+            damaged_middle = true;
+            if let Some((last_seq, last_chain)) = after {
+                seq = last_seq + 1;
+                chain = last_chain;
+            }
+            tracing::error!(
+                segment = %path.display(),
+                offset = pos,
+                "a damaged record in the middle of the segment (not a torn write); nothing was cut, new records go to a new segment; `coffer verify` names the damage"
+            );
+        } else if pos < data.len() {
             // Keep the cut bytes for forensics; they were never acknowledged.
             let aside = dir.join(format!("{last:06}.seg.torn-{pos}"));
             std::fs::write(&aside, &data[pos..]).map_err(io_err(&aside))?;
@@ -610,18 +629,68 @@ impl Store {
             .iter()
             .map(|&s| std::fs::metadata(segment_path(&dir, s)).map(|m| m.len()).unwrap_or(0))
             .sum();
-        Ok(Writer {
+        let size = if damaged_middle { data.len() } else { pos };
+        let mut writer = Writer {
             meta,
             dir,
             key,
             segment: last,
             file,
-            offset: pos as u64,
+            offset: size as u64,
             next_seq: seq,
             chain,
-            volume_bytes: earlier + pos as u64,
-        })
+            volume_bytes: earlier + size as u64,
+        };
+        if damaged_middle {
+            self.next_segment(&mut writer)?;
+        }
+        Ok(writer)
     }
+}
+
+/// After damage at `from`: the sequence number and chain link of the last whole record that
+/// follows it (found by its magic, then walked by declared lengths), or None when none follows.
+fn records_after(data: &[u8], from: usize) -> Option<(u64, [u8; 32])> {
+    let mut at = from + 1;
+    while at < data.len() {
+        let start = at + find(&data[at..], RECORD_MAGIC)?;
+        let mut pos = start;
+        let mut last = None;
+        while let Ok(h) = RecordHeader::decode(&data[pos..]) {
+            let end = pos as u64 + h.record_len();
+            if end > data.len() as u64 {
+                break;
+            }
+            last = Some((h.seq, h.chain));
+            pos = end as usize;
+        }
+        if last.is_some() {
+            return last;
+        }
+        at = start + 1;
+    }
+    None
+}
+
+fn read_metas(root: &Path) -> Result<Vec<VolumeMeta>> {
+    let mut metas = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(io_err(root))? {
+        let entry = entry.map_err(io_err(root))?;
+        let path = entry.path().join("volume.json");
+        if !path.exists() {
+            continue;
+        }
+        let text = std::fs::read(&path).map_err(io_err(&path))?;
+        let meta: VolumeMeta = serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt {
+            volume: entry.file_name().to_string_lossy().into(),
+            segment: 0,
+            offset: 0,
+            detail: format!("volume.json unreadable: {e}"),
+        })?;
+        metas.push(meta);
+    }
+    metas.sort_by_key(|m| (m.owner, m.number));
+    Ok(metas)
 }
 
 fn problem(volume: &str, segment: Option<u32>, offset: Option<u64>, seq: Option<u64>, detail: String) -> Problem {

@@ -213,3 +213,64 @@ fn a_trained_dictionary_shrinks_later_records_and_every_record_stays_readable() 
     let report = store.verify().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// 300 acknowledged records in one open segment; `flip` damages the bytes of one of them.
+fn damaged_open_segment(dir: &Path, flip: impl FnOnce(&mut Vec<u8>, &[Location])) -> (Vec<Location>, Vec<Vec<u8>>) {
+    let messages: Vec<_> = (0..300).map(message).collect();
+    let locations = {
+        let store = open(dir, |_| {});
+        let payloads: Vec<_> = messages.iter().map(|m| Payload::seal(m)).collect();
+        payloads.chunks(30).flat_map(|batch| store.append(1, batch).unwrap()).collect::<Vec<_>>()
+    };
+    let path = segment_file(dir, &locations[0]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    flip(&mut bytes, &locations);
+    std::fs::write(&path, &bytes).unwrap();
+    (locations, messages)
+}
+
+#[test]
+fn a_flipped_byte_in_a_record_header_mid_segment_cuts_nothing_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // The declared payload length of record 22 (bytes 24..28 of its header): walking by lengths
+    // stops there, as it does at a torn write.
+    let (locations, messages) = damaged_open_segment(dir.path(), |b, l| b[l[22].offset as usize + 26] ^= 0x40);
+    let store = open(dir.path(), |_| {});
+    for (i, (loc, original)) in locations.iter().zip(&messages).enumerate() {
+        if i != 22 {
+            assert_eq!(&store.read(loc).unwrap(), original, "record {i} survives the writable open");
+        }
+    }
+    // New mail goes on, in a new segment, and is readable.
+    let new = store.append(1, &[Payload::seal(b"Subject: after\r\n\r\nafter the damage\r\n")]).unwrap();
+    assert_ne!(new[0].segment, locations[0].segment);
+    assert_eq!(store.read(&new[0]).unwrap(), b"Subject: after\r\n\r\nafter the damage\r\n");
+    let report = store.verify().unwrap();
+    assert!(!report.problems.is_empty(), "verify names the damaged record");
+    // Record 22, and the chain link of record 23 (computed over 22's bytes as they were).
+    let named: Vec<Option<u64>> = report.problems.iter().map(|p| p.offset).collect();
+    assert_eq!(named, [Some(locations[22].offset), Some(locations[23].offset)], "{:?}", report.problems);
+    assert_eq!(report.good.len(), 299, "298 old records and the new one: {:?}", report.problems);
+    assert!(
+        !std::fs::read_dir(dir.path().join("volumes").join(&locations[0].volume))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("torn")),
+        "nothing was cut aside"
+    );
+}
+
+#[test]
+fn a_damaged_last_record_that_was_acknowledged_is_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (locations, messages) = damaged_open_segment(dir.path(), |b, l| b[l[299].offset as usize + 1] ^= 0x01);
+    let last = &locations[299];
+    let segment_len = std::fs::metadata(segment_file(dir.path(), last)).unwrap().len();
+    let store = open(dir.path(), |c| {
+        c.acknowledged.insert((last.volume.clone(), last.segment), last.offset + last.length as u64);
+    });
+    assert_eq!(std::fs::metadata(segment_file(dir.path(), last)).unwrap().len(), segment_len, "nothing cut");
+    assert_eq!(&store.read(&locations[298]).unwrap(), &messages[298]);
+    assert!(store.read(last).is_err(), "the damaged record itself does not read");
+    store.append(1, &[Payload::seal(b"Subject: next\r\n\r\n")]).unwrap();
+    assert!(!store.verify().unwrap().problems.is_empty(), "verify names the damage");
+}
