@@ -194,20 +194,23 @@ impl Catalog {
         Ok(())
     }
 
-    /// A failed sign-in; after `lock_after` failures in a row the account is locked until `lock_until`.
-    pub async fn record_failed_sign_in(&self, id: i64, lock_after: i64, lock_until: i64) -> Result<i64> {
-        let failed: i64 = sqlx::query(
+    /// Counts a sign-in attempt before its password is checked, so that attempts made at once
+    /// cannot outrun the lockout: after `lock_after` attempts in a row without a success the
+    /// account is locked until `lock_until`. False when it is locked at `now` (the attempt is
+    /// not even checked). A success then clears the count ([`Catalog::record_sign_in`]).
+    pub async fn begin_sign_in_attempt(&self, id: i64, lock_after: i64, lock_until: i64, now: i64) -> Result<bool> {
+        let row = sqlx::query(
             "UPDATE users SET failed_logins = failed_logins + 1, \
              locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END \
-             WHERE id = $3 RETURNING failed_logins",
+             WHERE id = $3 AND locked_until <= $4 RETURNING failed_logins",
         )
         .bind(lock_after)
         .bind(lock_until)
         .bind(id)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?;
-        Ok(failed)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 
     /// Single sign-on keeps role and addresses current with what the identity provider says.

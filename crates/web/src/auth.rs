@@ -322,14 +322,23 @@ pub enum SignIn {
     Locked,
 }
 
-/// Checks a local account's password; failures count towards the lockout and are slowed down.
+/// Checks a local account's password. Each attempt counts towards the lockout before the password
+/// is checked (parallel guesses cannot outrun it); a success clears the count. Every refusal —
+/// unknown login, wrong password, locked or disabled account — costs the same argon2 check and
+/// pause, so neither the answer nor its timing tells which it was.
 pub async fn sign_in_locally(console: &Console, login: &str, password: &str) -> Result<SignIn, WebError> {
     let catalog = &console.archive.catalog;
     let user = catalog.user_by_login(login).await?;
     let now = coffer_archive::service::now_secs();
-    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let lock_until = now + console.config.lockout_minutes * 60;
+    let admitted = match &user {
+        Some(u) if u.password_hash.is_some() => {
+            catalog.begin_sign_in_attempt(u.id, console.config.lockout_after, lock_until, now).await?
+        }
+        _ => false,
+    };
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone()).filter(|_| admitted);
     let password = password.to_owned();
-    // Verify against a dummy hash for unknown logins too, so timing does not tell which exist.
     let matches = tokio::task::spawn_blocking(move || match hash {
         Some(h) => password_matches(&h, &password),
         None => {
@@ -339,21 +348,19 @@ pub async fn sign_in_locally(console: &Console, login: &str, password: &str) -> 
     })
     .await
     .map_err(|e| WebError::Internal(e.to_string()))?;
-    let Some(user) = user else {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        return Ok(SignIn::Refused);
-    };
-    if user.locked_until > now {
-        return Ok(SignIn::Locked);
+    match user {
+        Some(user) if admitted && matches && !user.disabled => {
+            catalog.record_sign_in(user.id, None).await?;
+            Ok(SignIn::Ok(Box::new(user)))
+        }
+        found => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(match found {
+                Some(u) if !admitted && u.password_hash.is_some() => SignIn::Locked,
+                _ => SignIn::Refused,
+            })
+        }
     }
-    if !matches || user.disabled {
-        let lock_until = now + console.config.lockout_minutes * 60;
-        catalog.record_failed_sign_in(user.id, console.config.lockout_after, lock_until).await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        return Ok(SignIn::Refused);
-    }
-    catalog.record_sign_in(user.id, None).await?;
-    Ok(SignIn::Ok(Box::new(user)))
 }
 
 fn dummy_hash() -> &'static str {

@@ -151,18 +151,20 @@ async fn signon(
             let clear = crate::auth::set_cookie(&console, SIGNON_COOKIE, "", Some(0));
             Ok(crate::auth::redirect_with_cookies(&crate::auth::safe_next(f.next.as_deref()), &[session, clear]))
         }
+        // One answer for both, so it does not tell which logins exist; the audit log tells
+        // administrators which it was.
         SignIn::Refused => {
             catalog.audit(None, &f.login, &ip, "sign-in failed", "wrong login or password").await?;
-            again("Wrong login or password.")
+            again(REFUSED)
         }
         SignIn::Locked => {
             catalog.audit(None, &f.login, &ip, "sign-in failed", "account locked after repeated failures").await?;
-            again(
-                "Too many failed sign-ins: this account is locked for a while. An administrator can unlock it by setting a new password.",
-            )
+            again(REFUSED)
         }
     }
 }
+
+const REFUSED: &str = "Wrong login or password, or the account is locked after repeated failures (for a while; an administrator unlocks it by setting a new password).";
 
 async fn logout(State(console): State<Arc<Console>>, who: Principal, headers: HeaderMap) -> PageResult {
     crate::auth::end_session(&console, &headers).await?;

@@ -146,3 +146,35 @@ fn metrics_need_the_scraper_token_or_a_system_administrator() {
     assert!(text.contains("coffer_archived_messages_total{source=\"import\",tenant=\"fabrikam\"} 1"), "{text}");
     assert!(site.api("administrator").get("/metrics").text().contains("coffer_index_lag_messages 0"));
 }
+
+#[test]
+fn forty_wrong_passwords_at_once_are_checked_only_up_to_the_lockout() {
+    let site = Site::start();
+    let forms: Vec<(common::Browser, String)> = (0..40)
+        .map(|_| {
+            let mut b = common::Browser::new(&site.base);
+            let token = common::value_of(&b.get("/signon").text(), "signon_token").unwrap();
+            (b, token)
+        })
+        .collect();
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = forms
+            .into_iter()
+            .map(|(mut b, token)| {
+                s.spawn(move || {
+                    let form = [("login", "bob"), ("password", "wrong"), ("signon_token", token.as_str()), ("next", "/search")];
+                    b.post_form("/signon", &form).header("location").unwrap().to_owned()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let audit = site.audit_text();
+    assert_eq!(audit.matches("bob | 127.0.0.1 | sign-in failed | wrong login or password").count(), 5, "{audit}");
+    assert_eq!(audit.matches("bob | 127.0.0.1 | sign-in failed | account locked").count(), 35, "{audit}");
+    assert!(answers.iter().all(|a| *a == answers[0]), "one answer for all: {answers:?}");
+    let mut b = common::Browser::new(&site.base);
+    assert_eq!(b.try_sign_in("bob", PASSWORD).header("location"), Some(answers[0].as_str()), "still locked");
+    // An unknown login gets the same answer.
+    assert_eq!(b.try_sign_in("nobody", "x").header("location"), Some(answers[0].as_str()));
+}
