@@ -125,6 +125,9 @@ impl Archive {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", data.join("catalog.sqlite").display()));
         let catalog = Catalog::connect(&url).await?;
+        if writable {
+            catalog.check().await?;
+        }
         catalog.default_tenant().await?;
         let mut store_config = StoreConfig::new(volumes.clone());
         store_config.segment_max_bytes = config.segment_max_bytes;

@@ -69,7 +69,10 @@ impl Catalog {
             Dialect::Postgres => AnyPoolOptions::new().max_connections(8).connect_with(options).await?,
         };
         let catalog = Catalog { pool, dialect };
-        catalog.migrate().await?;
+        catalog.migrate().await.map_err(|e| match (dialect, &e) {
+            (Dialect::Sqlite, CatalogError::Db(db)) if is_corruption(db) => damaged_with(&db.to_string()),
+            _ => e,
+        })?;
         Ok(catalog)
     }
 
@@ -135,6 +138,20 @@ impl Catalog {
         &self.pool
     }
 
+    /// SQLite's `quick_check` over the whole catalog: a damaged one is refused with what to do, so
+    /// that nothing is acknowledged on top of it. (PostgreSQL checks its own pages.)
+    pub async fn check(&self) -> Result<()> {
+        if self.dialect != Dialect::Sqlite {
+            return Ok(());
+        }
+        let rows = sqlx::query("PRAGMA quick_check(20)").fetch_all(&self.pool).await.map_err(damaged)?;
+        let findings: Vec<String> = rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).collect();
+        if findings.len() == 1 && findings[0] == "ok" {
+            return Ok(());
+        }
+        Err(damaged_with(&findings.join("; ")))
+    }
+
     /// Folds SQLite's write-ahead log back into the database file (after a large import, so the
     /// catalog does not keep a WAL as big as the batch), then closes the pool.
     pub async fn close(&self) {
@@ -143,4 +160,21 @@ impl Catalog {
         }
         self.pool.close().await;
     }
+}
+
+fn is_corruption(e: &sqlx::Error) -> bool {
+    let text = e.to_string();
+    text.contains("malformed") || text.contains("not a database") || text.contains("corrupt")
+}
+
+fn damaged(e: sqlx::Error) -> CatalogError {
+    damaged_with(&e.to_string())
+}
+
+fn damaged_with(findings: &str) -> CatalogError {
+    CatalogError::Invalid(format!(
+        "the catalog database is damaged ({findings}); Coffer will not archive on top of it. Stop every \
+         Coffer process, move catalog.sqlite (and catalog.sqlite-wal, -shm) aside, and restore your latest \
+         backup of it"
+    ))
 }

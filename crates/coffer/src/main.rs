@@ -567,10 +567,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for imap in config.imap.iter().filter(|i| name.as_ref().is_none_or(|n| *n == i.name)) {
                 let poller = poller(&archive, &config.m365, imap, pipeline.clone()).await?;
                 match poller.poll_once().await {
-                    Ok(r) => println!(
-                        "{}: fetched {}, archived {}, duplicates {}, removed from the server {}",
-                        imap.name, r.fetched, r.archived, r.duplicates, r.removed
-                    ),
+                    Ok(r) => {
+                        for (folder, uid, why) in &r.refused {
+                            eprintln!("{}: {folder} UID {uid} refused, left on the server: {why}", imap.name);
+                        }
+                        println!(
+                            "{}: fetched {}, archived {}, duplicates {}, removed from the server {}, refused {}",
+                            imap.name,
+                            r.fetched,
+                            r.archived,
+                            r.duplicates,
+                            r.removed,
+                            r.refused.len()
+                        )
+                    }
                     Err(e) => {
                         eprintln!("{}: {e}", imap.name);
                         failed = true;

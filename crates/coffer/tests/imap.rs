@@ -200,6 +200,38 @@ fn a_journal_mailbox_over_imaps_is_archived_unwrapped_and_emptied_after_commit()
 }
 
 #[test]
+fn a_message_over_the_size_limit_is_left_on_the_server_and_polling_goes_on_past_it() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    d.deliver("journal", None, &journal_report(0).0);
+    let (big, _) = journal_report(1);
+    let big = [big.as_slice(), "x".repeat(200_000).as_bytes(), b"\r\n"].concat();
+    d.deliver("journal", None, &big);
+    d.deliver("journal", None, &journal_report(2).0);
+    let toml = format!("max_message_bytes = 100000\n{}", config(&d, "journal", "journal", "imaps", "journal"));
+    std::fs::write(c.dir.path().join("coffer.toml"), toml).unwrap();
+    let out = c.run(&["imap", "poll"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("fetched 3, archived 2, duplicates 0, removed from the server 2, refused 1"), "{stdout}");
+    assert!(stderr.contains("UID 2 refused, left on the server") && stderr.contains("max_message_bytes"), "{stderr}");
+    assert_eq!(d.count("journal", "INBOX"), 1, "the refused message stays on the server");
+    // The mailbox is not stuck: new mail comes in, the refused one is not fetched again.
+    d.deliver("journal", None, &journal_report(3).0);
+    let out = c.ok(&["imap", "poll"]);
+    assert!(out.contains("fetched 1, archived 1"), "{out}");
+    let status: serde_json::Value = serde_json::from_str(&c.ok(&["status", "--json"])).unwrap();
+    let refused: i64 = status["listener_figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["listener"] == "imap:journal" && f["figure"] == "refused")
+        .map(|f| f["value"].as_i64().unwrap())
+        .sum();
+    assert_eq!(refused, 1, "{status}");
+}
+
+#[test]
 fn starttls_mailbox_mode_keeps_folders_and_deletes_nothing_and_a_new_uidvalidity_adds_no_duplicates() {
     let c = Coffer::new();
     let d = Dovecot::start(&c.dir.path().join("dovecot"));

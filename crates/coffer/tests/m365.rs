@@ -473,6 +473,12 @@ fn the_webhook_keeps_the_folder_tree_in_step_with_the_mailbox() {
 
 /// Follows a browser's redirects by hand: /login/oidc → the fake's authorize → Coffer's callback.
 fn entra_sign_in(base: &str) -> (u16, String, Option<String>) {
+    sign_in_through(base, true)
+}
+
+/// `same_browser`: the callback carries the state cookie the start set (false: another browser
+/// delivers the callback, as in login CSRF).
+fn sign_in_through(base: &str, same_browser: bool) -> (u16, String, Option<String>) {
     let agent = ureq::AgentBuilder::new().redirects(0).build();
     let answer = |r: Result<ureq::Response, ureq::Error>| match r {
         Ok(r) => r,
@@ -480,6 +486,12 @@ fn entra_sign_in(base: &str) -> (u16, String, Option<String>) {
         Err(e) => panic!("{e}"),
     };
     let start = answer(agent.get(&format!("{base}/login/oidc")).call());
+    let state_cookie = start
+        .all("set-cookie")
+        .iter()
+        .find(|c| c.starts_with("coffer_oidc_state="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .expect("the start binds the state to the browser");
     let authorize = start.header("location").unwrap().to_owned();
     assert!(
         authorize.contains("/oauth2/v2.0/authorize?") && authorize.contains("code_challenge_method=S256"),
@@ -488,7 +500,11 @@ fn entra_sign_in(base: &str) -> (u16, String, Option<String>) {
     let back = answer(agent.get(&authorize).call());
     let callback = back.header("location").unwrap().to_owned();
     assert!(callback.starts_with(&format!("{base}/authorize.do?code=")), "{callback}");
-    let done = answer(agent.get(&callback).call());
+    let mut request = agent.get(&callback);
+    if same_browser {
+        request = request.set("Cookie", &state_cookie);
+    }
+    let done = answer(request.call());
     let status = done.status();
     let cookie = done
         .all("set-cookie")
@@ -521,8 +537,10 @@ fn entra_id_sign_in_uses_the_app_certificate_and_maps_roles_from_wids() {
     assert!(saved.is_ok(), "{saved:?}");
 
     // A Global Administrator (wids) signs in: the token came with Coffer's certificate (private_key_jwt).
+    // Entra ID vouches for the email with the optional claim xms_edov.
     fake.sign_in_as(serde_json::json!({
         "sub": "pairwise-1", "oid": "00000000-0000-0000-0000-0000000000a1", "preferred_username": "alice@contoso.com",
+        "email": "alice@contoso.com", "xms_edov": true,
         "name": "Alice", "wids": ["62e90394-69f5-4237-9190-012177145e10", "b79fbf4d-3ef9-4689-8143-76b194e85509"],
     }));
     let (status, body, cookie) = entra_sign_in(&base);
@@ -539,6 +557,13 @@ fn entra_id_sign_in_uses_the_app_certificate_and_maps_roles_from_wids() {
     let me: serde_json::Value =
         ureq::get(&format!("{base}/api/v1/me")).set("Cookie", &cookie.unwrap()).call().unwrap().into_json().unwrap();
     assert_eq!(me["role"], "auditor");
+    assert_eq!(me["addresses"], serde_json::json!([]), "a user-chosen preferred_username is no address: {me}");
+
+    // A callback delivered to another browser than the one that started the sign-in is refused.
+    fake.sign_in_as(serde_json::json!({"sub": "p2", "oid": "o2", "preferred_username": "carol@contoso.com"}));
+    let (status, body, cookie) = sign_in_through(&base, false);
+    assert_eq!(status, 400);
+    assert!(body.contains("not started in this browser") && cookie.is_none(), "{body}");
 
     // A token from another directory is refused, whatever it claims.
     fake.sign_in_as(serde_json::json!({"sub": "p3", "oid": "o3", "preferred_username": "eve@fabrikam.com",

@@ -33,7 +33,7 @@ fn a_full_disk_answers_4xx_corrupts_nothing_and_recovers_when_space_is_freed() {
     let data = c.data();
     std::fs::create_dir_all(&data).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs", data.to_str().unwrap()])
+        .args(["-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", data.to_str().unwrap()])
         .status()
         .unwrap();
     assert!(mounted.success(), "mounting a tmpfs needs root (CI runs as root)");

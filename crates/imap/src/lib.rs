@@ -132,6 +132,9 @@ pub struct PollReport {
     pub archived: usize,
     pub duplicates: usize,
     pub removed: usize,
+    /// Messages the archive refused for good (too large, say): (folder, UID, why). They stay on
+    /// the server, untouched, and polling goes on past them.
+    pub refused: Vec<(String, u32, String)>,
 }
 
 /// Gets an access token some other way (blocking; e.g. a Microsoft 365 connection's certificate).
@@ -199,6 +202,7 @@ impl Poller {
                 ("messages", r.archived),
                 ("duplicates", r.duplicates),
                 ("removed", r.removed),
+                ("refused", r.refused.len()),
             ],
             Err(_) => &[("errors", 1)],
         };
@@ -426,7 +430,17 @@ impl Poller {
             let mut durable = Vec::new();
             while let Some(done) = commits.join_next().await {
                 let (uid, result) = done.map_err(|e| coffer_archive::ArchiveError::Internal(e.to_string()))?;
-                let receipt = result?;
+                let receipt = match result {
+                    Ok(receipt) => receipt,
+                    // This one message can never be archived: record it, leave it on the server,
+                    // go on. (A transient failure fails the batch, which is fetched again.)
+                    Err(e) if e.is_permanent_for_message() => {
+                        tracing::warn!(connection = %c.name, folder, uid, error = %e, "message refused; left on the server");
+                        report.refused.push((folder.to_owned(), uid, e.to_string()));
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if receipt.duplicate {
                     report.duplicates += 1;
                 } else {

@@ -101,7 +101,11 @@ impl MasterKey {
 
     pub(crate) fn unwrap_data_key(&self, volume: &str, wrapped: &[u8]) -> Result<DataKey> {
         let key = open(&self.0, wrapped, volume.as_bytes()).ok_or_else(|| {
-            StoreError::MasterKey(format!("the master key does not open volume {volume}'s data key: wrong master key?"))
+            StoreError::MasterKey(format!(
+                "the master key does not open volume {volume}'s data key: this is not the master key the archive \
+                 was made with (master_key_file points at another key, or master.key was replaced); put back the \
+                 original master.key from your backup"
+            ))
         })?;
         Ok(DataKey::from_bytes(&key))
     }

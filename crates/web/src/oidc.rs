@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::Uri;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -146,8 +146,14 @@ async fn start(State(console): State<Arc<Console>>) -> Result<Response, PageErro
         .append_pair("nonce", &nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    Ok(Redirect::to(url.as_str()).into_response())
+    // The state is bound to this browser: a callback carrying a state another browser started
+    // (login CSRF: an attacker's own sign-in planted in a victim's browser) is refused.
+    let cookie = crate::auth::set_cookie(&console, STATE_COOKIE, &state, Some(STATE_MAX_AGE));
+    Ok(crate::auth::redirect_with_cookies(url.as_str(), &[cookie]))
 }
+
+/// The cookie that ties a sign-in's state to the browser that started it.
+const STATE_COOKIE: &str = "coffer_oidc_state";
 
 #[derive(Debug, Deserialize)]
 pub struct CallbackQuery {
@@ -166,14 +172,21 @@ pub async fn is_callback(console: &Console, uri: &Uri) -> bool {
     }
 }
 
-pub async fn callback(console: Arc<Console>, uri: Uri, peer: Option<ClientAddr>) -> Response {
+pub async fn callback(console: Arc<Console>, uri: Uri, headers: HeaderMap, peer: Option<ClientAddr>) -> Response {
     let ip = peer.map(|p| p.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
     let query: CallbackQuery = match Query::try_from_uri(&uri) {
         Ok(Query(q)) => q,
         Err(e) => return PageError(WebError::BadRequest(e.to_string())).into_response(),
     };
-    match finish(&console, query, &ip).await {
-        Ok(response) => response,
+    let started_here = crate::auth::cookie(&headers, STATE_COOKIE);
+    let clear = crate::auth::set_cookie(&console, STATE_COOKIE, "", Some(0));
+    match finish(&console, query, started_here.as_deref(), &ip).await {
+        Ok(mut response) => {
+            if let Ok(v) = clear.parse() {
+                response.headers_mut().append(axum::http::header::SET_COOKIE, v);
+            }
+            response
+        }
         Err(e) => {
             let detail = e.to_string();
             let _ = console.archive.catalog.audit(None, "single sign-on", &ip, "sign-in failed", &detail).await;
@@ -182,7 +195,12 @@ pub async fn callback(console: Arc<Console>, uri: Uri, peer: Option<ClientAddr>)
     }
 }
 
-async fn finish(console: &Console, q: CallbackQuery, ip: &str) -> Result<Response, WebError> {
+async fn finish(
+    console: &Console,
+    q: CallbackQuery,
+    started_here: Option<&str>,
+    ip: &str,
+) -> Result<Response, WebError> {
     if q.admin_consent.is_some() {
         return Ok(Redirect::to("/config/login?consent=granted").into_response());
     }
@@ -196,6 +214,11 @@ async fn finish(console: &Console, q: CallbackQuery, ip: &str) -> Result<Respons
         return Err(WebError::BadRequest("the callback lacks code or state".into()));
     };
     let s = settings(console).await?;
+    if started_here != Some(state.as_str()) {
+        return Err(WebError::BadRequest(
+            "this sign-in was not started in this browser (or its cookie expired); start the sign-in again".into(),
+        ));
+    }
     let Some((nonce, verifier)) = console.archive.catalog.take_login_request(&state, STATE_MAX_AGE).await? else {
         return Err(WebError::BadRequest(
             "unknown sign-in state (forged, used twice, or older than ten minutes); start the sign-in again".into(),

@@ -69,10 +69,11 @@ pub fn routes() -> Router<Arc<Console>> {
 async fn fallback(
     State(console): State<Arc<Console>>,
     uri: Uri,
+    headers: HeaderMap,
     peer: Option<axum::Extension<ClientAddr>>,
 ) -> Response {
     if crate::oidc::is_callback(&console, &uri).await {
-        return crate::oidc::callback(console, uri, peer.map(|p| p.0)).await;
+        return crate::oidc::callback(console, uri, headers, peer.map(|p| p.0)).await;
     }
     PageError(WebError::NotFound).into_response()
 }

@@ -357,6 +357,11 @@ fn a_configuration_change_is_validated_and_audited() {
     let page = browser.get("/config/login").text();
     assert!(page.contains("https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/adminconsent?client_id=11111111-2222-3333-4444-555555555555"), "the admin consent button");
     // A forged or replayed state on the callback path is refused before anything else happens.
+    // A state this browser did not start (login CSRF) is refused first.
+    let planted = browser.get("/authorize.do?code=abc&state=forged");
+    assert_eq!(planted.status, 400);
+    assert!(planted.text().contains("not started in this browser"), "{}", planted.text());
+    browser.cookies.insert("coffer_oidc_state".into(), "forged".into());
     let forged = browser.get("/authorize.do?code=abc&state=forged");
     assert_eq!(forged.status, 400);
     assert!(forged.text().contains("unknown sign-in state"));

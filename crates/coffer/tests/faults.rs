@@ -1,0 +1,215 @@
+//! An operator's bad day, against the real binary: a damaged catalog, a damaged or missing index,
+//! a failed export, racing first runs, the wrong master key, a data folder others can read.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use coffer_testkit::corpus::Generator;
+use common::{Coffer, Server, zip_entries};
+
+/// Imports `n` generated messages as .eml files.
+fn imported(c: &Coffer, n: usize) {
+    let dir = c.dir.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g = Generator::new(7);
+    for i in 0..n {
+        std::fs::write(dir.join(format!("{i}.eml")), g.message(i).raw).unwrap();
+    }
+    c.ok(&["import", dir.to_str().unwrap()]);
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `coffer serve` and expects it to stop by itself within a while (it refused to start).
+fn serve_refuses(c: &Coffer) -> String {
+    let mut child = c
+        .command()
+        .args(["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("coffer serve started on top of the damage");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    stderr(&out)
+}
+
+#[test]
+fn a_corrupt_catalog_stops_serve_and_import_with_what_to_do() {
+    let c = Coffer::new();
+    imported(&c, 300);
+    let path = c.data().join("catalog.sqlite");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let pages = bytes.len() / 4096;
+    assert!(pages > 8, "a catalog of {pages} pages");
+    // Scribble over a b-tree page in the middle, as a failing disk would.
+    let at = (pages / 2) * 4096;
+    for b in &mut bytes[at + 8..at + 4000] {
+        *b = 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let said = serve_refuses(&c);
+    assert!(said.contains("catalog database is damaged") && said.contains("restore"), "{said}");
+    let import = c.run(&["import", c.dir.path().join("in").to_str().unwrap()]);
+    assert!(!import.status.success());
+    assert!(stderr(&import).contains("catalog database is damaged"), "{}", stderr(&import));
+}
+
+#[test]
+fn a_missing_or_damaged_index_is_rebuilt_while_serve_keeps_accepting_mail() {
+    let c = Coffer::new();
+    imported(&c, 150);
+    assert_eq!(c.count(""), 150);
+    std::fs::remove_dir_all(c.data().join("index")).unwrap();
+    // A read-only command on a missing index answers (nothing yet), it does not fail.
+    assert_eq!(c.count(""), 0);
+    let mut server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    assert_eq!(common::wait_for_count(&c, "default", "", 150), 150, "rebuilt in the background");
+    // verify and volume list run beside serve, read-only.
+    let verify = c.run(&["verify"]);
+    assert!(verify.status.success(), "{}{}", String::from_utf8_lossy(&verify.stdout), stderr(&verify));
+    c.ok(&["volume", "list"]);
+    // reindex beside serve hands the work to the server.
+    let reindex = c.run(&["reindex"]);
+    assert!(reindex.status.success(), "{}", stderr(&reindex));
+    assert!(stderr(&reindex).contains("queued"), "{}", stderr(&reindex));
+    assert_eq!(common::wait_for_count(&c, "default", "", 150), 150);
+    server.stop();
+
+    // Damage inside an index file: the next serve moves the index aside and rebuilds it.
+    let index = c.data().join("index");
+    let victim = std::fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "idx" || e == "term" || e == "store"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("an index segment file");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    bytes[mid / 2] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    let _server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(c.data()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("index.damaged-")) {
+        assert!(Instant::now() < deadline, "the damaged index was not set aside");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(common::wait_for_count(&c, "default", "", 150), 150, "rebuilt after the damage");
+}
+
+#[test]
+fn a_failed_export_leaves_no_file_and_is_audited_and_skip_damaged_lists_what_it_left_out() {
+    let c = Coffer::new();
+    imported(&c, 20);
+    // Damage one record's payload so its original no longer reads.
+    let volume = std::fs::read_dir(c.data().join("volumes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("volume.json").exists())
+        .unwrap();
+    let segment = volume.join("000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let out = c.dir.path().join("case.zip");
+    let failed = c.run(&["export", "--format", "eml-zip", "--out", out.to_str().unwrap(), ""]);
+    assert!(!failed.status.success());
+    assert!(!out.exists(), "no complete-looking partial export");
+    assert!(
+        std::fs::read_dir(c.dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("partial")),
+        "the partial file is gone too"
+    );
+    let audit = c.ok(&["audit", "list"]);
+    assert!(audit.contains("export failed"), "{audit}");
+
+    let partial = c.run(&["export", "--skip-damaged", "--format", "eml-zip", "--out", out.to_str().unwrap(), ""]);
+    assert_eq!(partial.status.code(), Some(2), "{}", stderr(&partial));
+    assert!(stderr(&partial).contains("skipped message"), "{}", stderr(&partial));
+    let entries = zip_entries(&out);
+    let skipped = String::from_utf8(entries["SKIPPED.csv"].clone()).unwrap();
+    assert_eq!(skipped.lines().count(), 2, "one damaged message listed: {skipped}");
+    assert_eq!(entries.keys().filter(|k| k.starts_with("messages/")).count(), 19);
+    assert!(c.ok(&["audit", "list"]).contains("1 damaged left out"));
+}
+
+#[test]
+fn a_manifest_cell_a_spreadsheet_would_run_is_escaped() {
+    let c = Coffer::new();
+    let dir = c.dir.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.eml"),
+        "From: a@contoso.com\r\nSubject: =HYPERLINK(\"http://evil.example\",\"x\")\r\nMessage-ID: <@evil>\r\n\r\nx\r\n",
+    )
+    .unwrap();
+    c.ok(&["import", dir.to_str().unwrap()]);
+    let out = c.dir.path().join("m.zip");
+    c.ok(&["export", "--format", "eml-zip", "--out", out.to_str().unwrap(), ""]);
+    let manifest = String::from_utf8(zip_entries(&out)["manifest.csv"].clone()).unwrap();
+    assert!(manifest.contains(",\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\""), "{manifest}");
+    assert!(manifest.contains(",'@evil,"), "{manifest}");
+}
+
+#[test]
+fn two_first_runs_at_once_share_one_master_key() {
+    for _ in 0..4 {
+        let c = Coffer::new();
+        let dir = c.dir.path().join("in");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.eml"), "From: a@contoso.com\r\nSubject: one\r\n\r\nx\r\n").unwrap();
+        let runs: Vec<_> = (0..2)
+            .map(|_| c.command().args(["import", dir.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap())
+            .collect();
+        for r in runs {
+            let out = r.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        let raw = c.ok(&["show", "--raw", "1"]);
+        assert!(raw.contains("Subject: one"));
+    }
+}
+
+#[test]
+fn a_wrong_master_key_says_what_is_wrong_and_what_to_do() {
+    let c = Coffer::new();
+    imported(&c, 3);
+    std::fs::write(c.data().join("master.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    let out = c.run(&["show", "--raw", "1"]);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(said.contains("not the master key") && said.contains("backup"), "{said}");
+}
+
+#[test]
+fn a_data_folder_others_can_read_is_refused_and_what_coffer_writes_is_private() {
+    let c = Coffer::new();
+    imported(&c, 2);
+    for file in ["catalog.sqlite", "master.key"] {
+        let mode = std::fs::metadata(c.data().join(file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file} is {mode:o}");
+    }
+    let mode = std::fs::metadata(c.data()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    std::fs::set_permissions(c.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused = c.run(&["search", "--count", ""]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("chmod -R go-rwx"), "{}", stderr(&refused));
+    let allowed = c.command().args(["search", "--count", ""]).env("COFFER_ALLOW_SHARED_DATA", "true").output().unwrap();
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+}
