@@ -1,7 +1,7 @@
 use std::str::FromStr;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::{CatalogError, Result};
 
@@ -50,6 +50,12 @@ impl Catalog {
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = match dialect {
             Dialect::Sqlite => {
+                // A damaged file fails here at once, saying what to do (the pool would retry
+                // until its timeout and then say only that it timed out).
+                let corrupt = |e: sqlx::Error| if is_corruption(&e) { damaged(e) } else { CatalogError::Db(e) };
+                let mut probe = sqlx::AnyConnection::connect_with(&options).await.map_err(corrupt)?;
+                probe.execute("PRAGMA journal_mode = WAL; SELECT COUNT(*) FROM sqlite_master;").await.map_err(corrupt)?;
+                let _ = probe.close().await;
                 AnyPoolOptions::new()
                     .max_connections(4)
                     .after_connect(|conn, _| {
