@@ -31,6 +31,10 @@ pub struct ImportSummary {
     pub flagged: u64,
     pub failed: u64,
     pub bytes: u64,
+    /// Why the import stopped before the end (the disk is full, the catalog is unreachable):
+    /// nothing more could be made durable. What was committed stays; running the same import
+    /// again continues (duplicates are skipped).
+    pub stopped: Option<String>,
 }
 
 pub enum ImportEvent<'a> {
@@ -75,7 +79,7 @@ pub async fn import(
     let reader = tokio::task::spawn_blocking(move || read_all(inputs, &options_for_reader, &for_reader, tx));
 
     let mut summary = ImportSummary::default();
-    while let Some(batch) = rx.recv().await {
+    'batches: while let Some(batch) = rx.recv().await {
         let mut commits = JoinSet::new();
         for (origin, prepared) in batch {
             match prepared {
@@ -104,8 +108,12 @@ pub async fn import(
                     }
                     on_event(ImportEvent::Stored { origin: &origin, receipt: &receipt });
                 }
-                // A storage failure stops the import: nothing more can be made durable now.
-                Err(e) if e.is_transient() => return Err(e),
+                // A storage failure stops the import at once: nothing more can be made durable now.
+                Err(e) if e.is_transient() || e.is_storage_full() => {
+                    summary.stopped = Some(e.to_string());
+                    commits.abort_all();
+                    break 'batches;
+                }
                 Err(e) => {
                     summary.failed += 1;
                     on_event(ImportEvent::Failed { origin: &origin, error: &e.to_string() });
@@ -114,7 +122,13 @@ pub async fn import(
         }
         on_event(ImportEvent::Progress(&summary));
     }
+    // Stopped early: the reader stops at its next batch once nobody receives.
+    drop(rx);
     let (bytes, read_failures) = reader.await.map_err(|e| ArchiveError::Internal(e.to_string()))?;
+    if summary.stopped.is_some() {
+        summary.bytes = bytes;
+        return Ok(summary);
+    }
     summary.bytes = bytes;
     for (origin, error) in read_failures {
         summary.failed += 1;

@@ -1551,8 +1551,15 @@ async fn import(
     };
     let ((summary, stored_secs), indexed) = tokio::join!(importing, indexing);
     let summary = summary?;
-    indexed?;
-    archive.close().await?;
+    match (indexed, &summary.stopped) {
+        (Err(e), Some(_)) => eprintln!("indexing stopped too ({e}); the index catches up at the next `coffer serve`"),
+        (indexed, _) => {
+            indexed?;
+        }
+    }
+    if summary.stopped.is_none() {
+        archive.close().await?;
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -1568,6 +1575,12 @@ async fn import(
         total as f64 / stored_secs.max(0.001),
         started.elapsed().as_secs_f64()
     );
+    if let Some(why) = &summary.stopped {
+        eprintln!(
+            "stopped early: {why}\nwhat was imported is safe; free space (or fix the cause) and run the same import again: it continues, skipping what the archive already has"
+        );
+        return Ok(ExitCode::from(3));
+    }
     if summary.failed > 0 {
         eprintln!("{} messages could not be imported (listed above)", summary.failed);
         return Ok(ExitCode::from(2));

@@ -1,5 +1,6 @@
-//! Disk trouble: with the data folder on a small filesystem that fills up, delivery gets a 4xx,
-//! nothing is corrupted, and delivery succeeds once space is freed. Needs root (mount).
+//! Disk trouble: with the data folder on a small filesystem that fills up, delivery gets a 4xx and
+//! an import stops with its summary, nothing is corrupted, and both succeed once space is freed.
+//! Needs root (mount).
 
 mod common;
 
@@ -27,17 +28,63 @@ print(code, reply.decode())
 s.quit()
 "#;
 
+/// A data folder on a tmpfs of `size` (root only), unmounted when dropped.
+fn small_disk(c: &Coffer, size: &str) -> Mount {
+    let data = c.data();
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs", data.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root (CI runs as root)");
+    Mount(data)
+}
+
+/// Text that does not compress away.
+fn incompressible(seed: u64, lines: usize) -> String {
+    let mut x: u64 = 0x9e3779b97f4a7c15 ^ seed;
+    let mut out = String::new();
+    for _ in 0..lines {
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.push_str(&format!("{x:016x}"));
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[test]
+fn an_import_that_fills_the_disk_stops_at_once_with_its_summary_and_continues_after_space_is_freed() {
+    let c = Coffer::new();
+    let input = c.dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for i in 0..1500u64 {
+        let body = incompressible(i, 300);
+        std::fs::write(input.join(format!("{i}.eml")), format!("From: a@contoso.com\r\nSubject: fill {i}\r\n\r\n{body}")).unwrap();
+    }
+    let mount = small_disk(&c, "12m");
+    let out = c.run(&["import", input.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("done: imported ") && stderr.contains("stopped early: ") && stderr.contains("run the same import again"), "{stderr}");
+    assert!(stderr.matches("failed: ").count() < 3, "no flood of failure lines: {stderr}");
+    // More space: the same import continues and ends clean.
+    let grown = Command::new("mount").args(["-o", "remount,size=200m", mount.0.to_str().unwrap()]).status().unwrap();
+    assert!(grown.success());
+    let again = c.run(&["import", input.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(c.count("subject:fill"), 1500);
+    assert!(c.ok(&["verify"]).contains("all intact"));
+}
+
 #[test]
 fn a_full_disk_answers_4xx_corrupts_nothing_and_recovers_when_space_is_freed() {
     let c = Coffer::new();
     let data = c.data();
-    std::fs::create_dir_all(&data).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", data.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mounting a tmpfs needs root (CI runs as root)");
-    let _mount = Mount(data.clone());
+    let _mount = small_disk(&c, "40m");
     let (journal, _) = journal_archive(&c);
     let server = Server::start(&c, &[("COFFER_SMTP__MIN_FREE_BYTES", "0")]);
     let port = server.smtp.port().to_string();
