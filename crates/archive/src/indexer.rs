@@ -70,10 +70,11 @@ impl Indexer {
         let damaged = tokio::task::spawn_blocking(move || index.damaged_files())
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))?;
-        let damaged = match damaged {
-            Ok(files) if files.is_empty() => return Ok(false),
-            Ok(files) => files.join(", "),
-            Err(e) => e.to_string(),
+        // Only files whose checksum fails are damage; a failure to read them (a full disk, say)
+        // is not a reason to throw the index away.
+        let damaged = match damaged? {
+            files if files.is_empty() => return Ok(false),
+            files => files.join(", "),
         };
         let index = self.index.clone();
         let aside = tokio::task::spawn_blocking(move || index.replace())

@@ -80,10 +80,12 @@ pub fn prepare(sub: Submission, max_message_bytes: u64, compressor: &Compressor)
     let mut report = None;
     let original = if sub.journal {
         match journal::unwrap(&sub.raw) {
-            journal::Unwrapped::Report(r) => {
+            journal::Unwrapped::Report(mut r) => {
                 flags.insert(Flags::JOURNALED);
-                let original = r.original.clone();
+                let original = std::mem::take(&mut r.original);
                 report = Some(r);
+                // The report around it is not kept: its bytes go now, not after the parse.
+                drop(sub.raw);
                 original
             }
             journal::Unwrapped::Malformed => {
@@ -181,7 +183,22 @@ pub struct Pipeline {
     jobs: mpsc::Sender<Job>,
     store: Arc<Store>,
     max_message_bytes: u64,
+    /// Memory for messages in flight across the process, in KiB: a source reserves a message's
+    /// working set before it holds the message in memory, so many large messages at once wait
+    /// their turn instead of exhausting memory.
+    memory: Arc<tokio::sync::Semaphore>,
+    memory_kib: u32,
 }
+
+/// A message's share of the in-flight memory, given back when dropped.
+pub struct Reservation(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+/// The memory a message takes while it is prepared and committed, as a multiple of its size: the
+/// raw bytes, the original cut out of a journal report, the parser's decoded parts, the
+/// compressed and the sealed record.
+const WORKING_SET: usize = 3;
+/// How long a message waits for its share before the source is told to retry later.
+const RESERVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Most messages one group commit takes, and most bytes.
 const BATCH_MESSAGES: usize = 1000;
@@ -195,10 +212,27 @@ impl Pipeline {
         indexed: Arc<Notify>,
         parsed: ParsedCache,
         max_message_bytes: u64,
+        memory_bytes: u64,
     ) -> Pipeline {
         let (tx, rx) = mpsc::channel(4 * BATCH_MESSAGES);
         tokio::spawn(committer(rx, store.clone(), catalog, indexed, parsed));
-        Pipeline { jobs: tx, store, max_message_bytes }
+        let memory_kib = (memory_bytes >> 10).clamp(1024, u32::MAX as u64 >> 4) as u32;
+        let memory = Arc::new(tokio::sync::Semaphore::new(memory_kib as usize));
+        Pipeline { jobs: tx, store, max_message_bytes, memory, memory_kib }
+    }
+
+    /// Reserves the in-flight memory a message of `bytes` needs (a message larger than the whole
+    /// budget takes all of it, alone). Waits for others to finish; after a while, a
+    /// [`ArchiveError::Saturated`] the source answers with "try again later".
+    pub async fn reserve(&self, bytes: usize) -> Result<Reservation, ArchiveError> {
+        let kib = (bytes.saturating_mul(WORKING_SET) >> 10).clamp(1, self.memory_kib as usize) as u32;
+        match tokio::time::timeout(RESERVE_WAIT, self.memory.clone().acquire_many_owned(kib)).await {
+            Ok(Ok(permit)) => Ok(Reservation(permit)),
+            Ok(Err(_)) => Err(ArchiveError::ShuttingDown),
+            Err(_) => Err(ArchiveError::Saturated(
+                "the memory for messages in flight (ingest_memory_bytes) is taken by other large messages".into(),
+            )),
+        }
     }
 
     /// What compresses the tenant's messages (with its dictionary once there is one).
@@ -208,6 +242,12 @@ impl Pipeline {
 
     /// Prepares (on a blocking thread) and commits one submission; returns once it is durable.
     pub async fn submit(&self, sub: Submission) -> Result<Receipt, ArchiveError> {
+        let reservation = self.reserve(sub.raw.len()).await?;
+        self.submit_reserved(sub, reservation).await
+    }
+
+    /// [`Pipeline::submit`] for a source that reserved the memory before it read the message in.
+    pub async fn submit_reserved(&self, sub: Submission, _reservation: Reservation) -> Result<Receipt, ArchiveError> {
         let limit = self.max_message_bytes;
         let compressor = self.compressor(sub.tenant);
         let prepared = tokio::task::spawn_blocking(move || prepare(sub, limit, &compressor))

@@ -170,6 +170,7 @@ impl Archive {
             self.indexed.clone(),
             self.parsed.clone(),
             self.config.max_message_bytes,
+            self.config.ingest_memory_bytes,
         )
     }
 

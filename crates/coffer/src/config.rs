@@ -25,6 +25,8 @@ pub struct Config {
     pub volume_max_messages: u64,
     /// Open a data folder other users can read (refused by default).
     pub allow_shared_data: bool,
+    /// Memory for messages in flight across the process; large messages wait for their share.
+    pub ingest_memory_bytes: u64,
     pub smtp: Smtp,
     pub http: Http,
     /// IMAP mailboxes to archive (`[[imap]]`).
@@ -146,6 +148,7 @@ impl Default for Config {
             volume_max_bytes: archive.volume_max_bytes,
             volume_max_messages: archive.volume_max_messages,
             allow_shared_data: archive.allow_shared_data,
+            ingest_memory_bytes: archive.ingest_memory_bytes,
             smtp: Smtp::default(),
             http: Http::default(),
             imap: Vec::new(),
@@ -192,6 +195,7 @@ impl Config {
         a.volume_max_bytes = self.volume_max_bytes;
         a.volume_max_messages = self.volume_max_messages;
         a.allow_shared_data = self.allow_shared_data;
+        a.ingest_memory_bytes = self.ingest_memory_bytes;
         a
     }
 }

@@ -117,7 +117,8 @@ fn a_missing_or_damaged_index_is_rebuilt_while_serve_keeps_accepting_mail() {
 fn a_failed_export_leaves_no_file_and_is_audited_and_skip_damaged_lists_what_it_left_out() {
     let c = Coffer::new();
     imported(&c, 20);
-    // Damage one record's payload so its original no longer reads.
+    // Damage the first record's sealed payload (after the 64-byte segment header and its 120-byte
+    // record header) so its original no longer reads.
     let volume = std::fs::read_dir(c.data().join("volumes"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -125,8 +126,7 @@ fn a_failed_export_leaves_no_file_and_is_audited_and_skip_damaged_lists_what_it_
         .unwrap();
     let segment = volume.join("000001.seg");
     let mut bytes = std::fs::read(&segment).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0xff;
+    bytes[64 + 120 + 5] ^= 0xff;
     std::fs::write(&segment, &bytes).unwrap();
 
     let out = c.dir.path().join("case.zip");

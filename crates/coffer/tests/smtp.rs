@@ -63,6 +63,32 @@ fn smtplib_over_verified_starttls_delivers_a_journal_report_with_its_bcc_searcha
 }
 
 #[test]
+fn messages_larger_than_the_in_memory_spool_arrive_byte_exact_over_data_and_bdat() {
+    let c = Coffer::new();
+    let (journal, ca) = journal_archive(&c);
+    let server = Server::start(&c, &[]);
+    // 3 MiB of lines: spooled to disk on the way in, past the first MiB.
+    let mut original = b"From: alice@contoso.com\r\nSubject: large spooled\r\nMessage-ID: <large@contoso.com>\r\n\r\n".to_vec();
+    for i in 0..40_000 {
+        original.extend_from_slice(format!("line {i:06} of a large message, with .dots. at the end.\r\n").as_bytes());
+    }
+    original.extend_from_slice(b".leading dot line\r\n");
+    let report_file = c.dir.path().join("large.eml");
+    std::fs::write(&report_file, journal_report(&original, "<large@contoso.com>", &journal)).unwrap();
+    let out = python(
+        SMTPLIB,
+        &["localhost", &server.smtp.port().to_string(), ca.to_str().unwrap(), &journal, report_file.to_str().unwrap()],
+    );
+    assert!(out.starts_with("250 2.0.0 Archived as"), "{out}");
+    let id = out.trim().rsplit(' ').next().unwrap().to_owned();
+    let raw = c.command().args(["show", "--tenant", "contoso", "--raw", &id]).output().unwrap().stdout;
+    assert_eq!(raw.len(), original.len());
+    assert!(raw == original, "byte-exact");
+    assert_eq!(wait_for_count(&c, "contoso", "subject:spooled", 1), 1);
+    assert!(std::fs::read_dir(c.data().join("spool")).unwrap().next().is_none(), "the spool file is gone");
+}
+
+#[test]
 fn tls_required_refuses_mail_before_starttls() {
     let c = Coffer::new();
     let (journal, _) = journal_archive(&c);

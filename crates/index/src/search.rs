@@ -158,13 +158,19 @@ impl SearchIndex {
     /// everything for indexing). Returns where the old one went.
     pub fn replace(&self) -> Result<std::path::PathBuf> {
         let Some(dir) = &self.dir else { return Err(IndexError::Corrupt("an index in memory cannot be replaced")) };
+        // The new, empty index is made first beside the old one: when that fails (a full disk),
+        // nothing has changed.
+        let fresh = dir.with_extension("new");
+        let _ = std::fs::remove_dir_all(&fresh);
+        std::fs::create_dir_all(&fresh).map_err(|e| IndexError::Io(fresh.display().to_string(), e))?;
+        drop(Self::open_dir(&fresh)?);
         let mut writer = self.writer.lock().unwrap();
         if let Some(w) = writer.take() {
-            // A damaged index may fail to finish its merges; the files go aside anyway.
+            // A damaged index may fail to finish its merges; its files go aside anyway.
             let _ = w.wait_merging_threads();
         }
         let aside = set_aside(dir)?;
-        std::fs::create_dir_all(dir).map_err(|e| IndexError::Io(dir.display().to_string(), e))?;
+        std::fs::rename(&fresh, dir).map_err(|e| IndexError::Io(dir.display().to_string(), e))?;
         *self.open.write().unwrap() = Arc::new(Self::open_dir(dir)?);
         Ok(aside)
     }

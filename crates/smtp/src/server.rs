@@ -228,7 +228,9 @@ impl Shared {
     }
 
     /// Archives a message for every tenant it was addressed to; 250 only when all are durable.
-    async fn deliver(&self, t: Transaction) -> Delivery {
+    /// The body is in `spool` (on disk when large); it is read into memory only once the
+    /// pipeline has reserved the memory it takes.
+    async fn deliver(&self, t: Transaction, spool: Spool) -> Delivery {
         if free_bytes(&self.config.data_dir).is_some_and(|free| free < self.config.min_free_bytes) {
             self.stats.add(0, "reject:storage", 1);
             return Delivery::InsufficientStorage;
@@ -240,22 +242,51 @@ impl Shared {
         let mut tenants: Vec<i64> = t.recipients.iter().map(|(_, tenant)| *tenant).collect();
         tenants.sort_unstable();
         tenants.dedup();
+        let size = spool.len();
+        let mut reservation = match self.pipeline.reserve(size).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(bytes = size, error = %e, "delivery deferred");
+                self.stats.add(0, "reject:memory", 1);
+                return Delivery::InsufficientStorage;
+            }
+        };
+        let data = match spool.into_bytes() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "the spooled message cannot be read back; delivery deferred");
+                return Delivery::TemporaryFailure(format!("spool: {e}"));
+            }
+        };
         let mut ids = Vec::new();
-        for tenant in tenants {
+        let last = tenants.len().saturating_sub(1);
+        let mut data = Some(data);
+        for (i, tenant) in tenants.into_iter().enumerate() {
+            // The last tenant takes the bytes; earlier ones (rare: one report for several
+            // tenants) get a copy.
+            let raw = if i == last { data.take().unwrap_or_default() } else { data.clone().unwrap_or_default() };
+            let bytes = raw.len() as i64;
+            let reserved = match reservation.take() {
+                Some(r) => r,
+                None => match self.pipeline.reserve(raw.len()).await {
+                    Ok(r) => r,
+                    Err(_) => return Delivery::InsufficientStorage,
+                },
+            };
             let submission = Submission {
                 tenant,
                 source: Source::Smtp,
-                raw: t.data.clone(),
+                raw,
                 // The RCPTs are journal addresses, not recipients of the message: the report says who those were.
                 envelope: Vec::new(),
                 envelope_from: Some(t.mail_from.clone()).filter(|s| !s.is_empty()),
                 placement: None,
                 journal: true,
             };
-            match self.pipeline.submit(submission).await {
+            match self.pipeline.submit_reserved(submission, reserved).await {
                 Ok(receipt) => {
                     self.stats.add(tenant, "messages", 1);
-                    self.stats.add(tenant, "bytes", t.data.len() as i64);
+                    self.stats.add(tenant, "bytes", bytes);
                     if t.tls {
                         self.stats.add(tenant, "tls-messages", 1);
                     }
@@ -265,7 +296,7 @@ impl Shared {
                     self.stats.add(tenant, "reject:size", 1);
                     return Delivery::TooLarge;
                 }
-                Err(e) if e.is_storage_full() => {
+                Err(e) if e.is_storage_full() || matches!(e, ArchiveError::Saturated(_)) => {
                     self.stats.add(tenant, "reject:storage", 1);
                     return Delivery::InsufficientStorage;
                 }
@@ -324,6 +355,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> std::io::Result<End> {
     let mut buf = vec![0u8; 64 * 1024];
     let config = &shared.config;
+    let mut spool = Spool::new(config.data_dir.join("spool"));
     let mut phase_deadline = Instant::now() + config.command_timeout;
     let mut transaction_deadline: Option<Instant> = None;
     loop {
@@ -332,6 +364,15 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             for reason in session.rejects.drain(..) {
                 shared.stats.add(0, &format!("reject:{reason}"), 1);
             }
+            // The body so far goes to the spool (to disk past the first MiB), not into memory.
+            if matches!(step, Step::Deliver(_)) {
+                // The rest of the body is in the transaction; what came before is in the spool.
+            } else if session.in_transaction() && !session.body_refused() {
+                spool.write(session.take_body())?;
+            } else if spool.len() > 0 {
+                // The transaction ended without a message (refused, reset): its bytes go.
+                spool = Spool::new(config.data_dir.join("spool"));
+            }
             if flush(stream, session).await? {
                 // A command (or chunk) was answered: the next one gets its own deadline.
                 let phase = if session.in_data() { config.data_timeout } else { config.command_timeout };
@@ -339,8 +380,10 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             }
             match step {
                 Step::NeedMore => break,
-                Step::Deliver(transaction) => {
-                    let delivery = shared.deliver(transaction).await;
+                Step::Deliver(mut transaction) => {
+                    spool.write(std::mem::take(&mut transaction.data))?;
+                    let body = std::mem::replace(&mut spool, Spool::new(config.data_dir.join("spool")));
+                    let delivery = shared.deliver(transaction, body).await;
                     if session.delivered(delivery) == Step::Close {
                         flush(stream, session).await?;
                         return Ok(End::Closed);
@@ -375,6 +418,67 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Ok(0)) => return Ok(End::Closed),
             Ok(Ok(n)) => session.push(&buf[..n]),
             Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// A message body as it arrives: in memory up to [`IN_MEMORY`], then in an unnamed file in the
+/// data folder's `spool` (gone when dropped, even after a crash), so messages being received take
+/// no memory to speak of however large they are or however many arrive at once.
+struct Spool {
+    dir: PathBuf,
+    memory: Vec<u8>,
+    file: Option<std::fs::File>,
+    len: usize,
+}
+
+const IN_MEMORY: usize = 1 << 20;
+
+impl Spool {
+    fn new(dir: PathBuf) -> Spool {
+        Spool { dir, memory: Vec::new(), file: None, len: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn write(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        use std::io::Write;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.len += bytes.len();
+        if self.file.is_none() && self.memory.len() + bytes.len() <= IN_MEMORY {
+            if self.memory.is_empty() {
+                self.memory = bytes;
+            } else {
+                self.memory.extend_from_slice(&bytes);
+            }
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                std::fs::create_dir_all(&self.dir)?;
+                let mut f = tempfile::tempfile_in(&self.dir)?;
+                f.write_all(&std::mem::take(&mut self.memory))?;
+                self.file.insert(f)
+            }
+        };
+        file.write_all(&bytes)
+    }
+
+    fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        match self.file {
+            None => Ok(self.memory),
+            Some(mut f) => {
+                f.seek(std::io::SeekFrom::Start(0))?;
+                let mut out = Vec::with_capacity(self.len);
+                f.read_to_end(&mut out)?;
+                Ok(out)
+            }
         }
     }
 }

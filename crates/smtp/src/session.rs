@@ -167,7 +167,10 @@ pub struct Session {
     helo: Option<String>,
     mail_from: Option<String>,
     recipients: Vec<(String, i64)>,
+    /// Body bytes received and not yet taken by the server ([`Session::take_body`]).
     data: Vec<u8>,
+    /// Body bytes received in this transaction, taken or not (for the size limit).
+    data_len: usize,
     too_large: bool,
     errors: usize,
     pub replies: Vec<u8>,
@@ -188,6 +191,7 @@ impl Session {
             mail_from: None,
             recipients: Vec::new(),
             data: Vec::new(),
+            data_len: 0,
             too_large: false,
             errors: 0,
             replies: Vec::new(),
@@ -206,6 +210,18 @@ impl Session {
     /// True while a message body is being received (a disconnect now loses only that message).
     pub fn in_data(&self) -> bool {
         !matches!(self.receiving, Receiving::Commands)
+    }
+
+    /// The body bytes received since the last call, so the server can spool a large message to
+    /// disk as it arrives; the [`Transaction`] then holds only the rest. A server that never calls
+    /// this gets the whole body in the transaction.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data)
+    }
+
+    /// True while the message being received is over the size limit (its bytes are dropped).
+    pub fn body_refused(&self) -> bool {
+        self.too_large
     }
 
     /// True from MAIL FROM until the message is delivered or the transaction reset.
@@ -295,7 +311,8 @@ impl Session {
         if self.too_large {
             return;
         }
-        if self.data.len() + chunk.len() > self.config.max_message_bytes {
+        self.data_len += chunk.len();
+        if self.data_len > self.config.max_message_bytes {
             self.too_large = true;
             self.data = Vec::new();
         } else {
@@ -368,6 +385,7 @@ impl Session {
         self.mail_from = None;
         self.recipients.clear();
         self.data = Vec::new();
+        self.data_len = 0;
         self.too_large = false;
     }
 

@@ -119,10 +119,13 @@ impl DataKey {
         DataKey(XChaCha20Poly1305::new_from_slice(bytes).expect("32-byte key"))
     }
 
-    pub(crate) fn encrypt(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    /// Seals `buffer` where it lies and returns the tag to append (no copy of a large payload).
+    pub(crate) fn encrypt_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buffer: &mut [u8]) -> [u8; 16] {
+        use chacha20poly1305::aead::AeadInPlace;
         self.0
-            .encrypt(XNonce::from_slice(nonce), AeadPayload { msg: plain, aad })
+            .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, buffer)
             .expect("XChaCha20-Poly1305 encryption of an in-memory buffer")
+            .into()
     }
 
     pub(crate) fn decrypt(&self, nonce: &[u8], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {

@@ -255,17 +255,21 @@ impl Store {
                 chain: [0; 32],
             }
             .encode_unchained();
-            let sealed = w.key.encrypt(&nonce, &format::aad(&header, &w.meta.id), &p.compressed);
-            chain = format::chain(&chain, &header, &sealed);
+            // Sealed where it will be written: no copy of a large payload on the way.
+            let at = buf.len();
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&p.compressed);
+            let tag = w.key.encrypt_in_place(&nonce, &format::aad(&header, &w.meta.id), &mut buf[at + RECORD_HEADER_LEN..]);
+            buf.extend_from_slice(&tag);
+            chain = format::chain(&chain, &header, &buf[at + RECORD_HEADER_LEN..]);
             header[88..120].copy_from_slice(&chain);
+            buf[at..at + RECORD_HEADER_LEN].copy_from_slice(&header);
             locations.push(Location {
                 volume: w.meta.id.clone(),
                 segment: w.segment,
-                offset: start + buf.len() as u64,
-                length: (RECORD_HEADER_LEN + sealed.len()) as u32,
+                offset: start + at as u64,
+                length: (buf.len() - at) as u32,
             });
-            buf.extend_from_slice(&header);
-            buf.extend_from_slice(&sealed);
             seq += 1;
         }
         let path = segment_path(&w.dir, w.segment);
