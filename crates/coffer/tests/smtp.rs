@@ -163,6 +163,39 @@ impl Client {
 }
 
 #[test]
+fn a_message_smuggled_behind_a_bare_cr_dot_stays_inside_the_first_and_bdat_zero_last_is_answered() {
+    let c = Coffer::new();
+    let (journal, _) = journal_archive(&c);
+    let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let mut client = Client::connect(server.smtp.port());
+    client.send(format!("EHLO exchange.test\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n").as_bytes());
+    assert!(client.read_replies(4).contains("354 "));
+    // `<CR><LF>.<CR><CR><LF>` is no end of data: what follows is the same message.
+    client.send(
+        format!(
+            "From: a@contoso.com\r\nSubject: carrier\r\n\r\nhello\r\n.\r\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<{journal}>\r\nDATA\r\nSubject: smuggled\r\n\r\nforged\r\n.\r\n"
+        )
+        .as_bytes(),
+    );
+    let reply = client.read_replies(1);
+    assert!(reply.starts_with("250 2.0.0 Archived as"), "{reply}");
+    // BDAT 0 LAST ends a chunked message at once; BDAT without MAIL gets one reply.
+    client.send(format!("MAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nBDAT 22\r\nSubject: bdat zero\r\n\r\n").as_bytes());
+    let replies = client.read_replies(3);
+    assert!(replies.contains("250 2.1.5") && replies.contains("250 2.0.0 22 octets received"), "{replies}");
+    client.send(b"BDAT 0 LAST\r\n");
+    let replies = client.read_replies(1);
+    assert!(replies.starts_with("250 2.0.0 Archived as"), "{replies}");
+    client.send(b"BDAT 3 LAST\r\nabcNOOP\r\n");
+    let replies = client.read_replies(2);
+    assert_eq!(replies, "503 5.5.1 Send MAIL and RCPT first\r\n250 2.0.0 OK\r\n");
+    assert_eq!(wait_for_count(&c, "contoso", "subject:carrier", 1), 1);
+    let smuggled = c.ok(&["search", "--tenant", "contoso", "--count", "subject:smuggled"]);
+    assert_eq!(smuggled.trim(), "0", "no second message");
+    assert_eq!(wait_for_count(&c, "contoso", "", 2), 2);
+}
+
+#[test]
 fn scripted_sessions_pipelining_bdat_sizes_and_mistakes() {
     let c = Coffer::new();
     let (journal, _) = journal_archive(&c);

@@ -545,8 +545,9 @@ async fn token(State(state): State<Arc<Mutex<FakeState>>>, Path(tenant): Path<St
         claims["aud"] = json!(s.client_id);
         claims["nonce"] = json!(pending.nonce);
         claims["iat"] = json!(now);
-        claims["nbf"] = json!(now);
         claims["exp"] = json!(now + 3600);
+        // A test may sign in with a token not valid yet (`nbf` given).
+        claims.as_object_mut().unwrap().entry("nbf").or_insert(json!(now));
         claims.as_object_mut().unwrap().entry("tid").or_insert(json!(s.tenant_id));
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = Some("fake-signing-key".into());

@@ -178,3 +178,21 @@ fn forty_wrong_passwords_at_once_are_checked_only_up_to_the_lockout() {
     // An unknown login gets the same answer.
     assert_eq!(b.try_sign_in("nobody", "x").header("location"), Some(answers[0].as_str()));
 }
+
+#[test]
+fn a_sign_in_that_cannot_reach_its_provider_tells_a_visitor_nothing_internal() {
+    let site = Site::start();
+    let admin = site.api("administrator");
+    let mut login = admin.get("/api/v1/config/login").json();
+    login["oidc"]["enabled"] = serde_json::json!(true);
+    login["oidc"]["issuer"] = serde_json::json!("http://127.0.0.1:9/realms/internal-idp");
+    login["oidc"]["client_id"] = serde_json::json!("coffer");
+    assert_eq!(admin.send("PUT", "/api/v1/config/login", login).status, 200);
+    let page = site.anonymous().get("/login/oidc");
+    assert_eq!(page.status, 503);
+    let text = page.text();
+    assert!(text.contains("temporarily unavailable"), "{text}");
+    for secret in ["127.0.0.1:9", "internal-idp", "os error", "refused"] {
+        assert!(!text.contains(secret), "the page shows {secret:?}: {text}");
+    }
+}
