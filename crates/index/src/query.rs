@@ -106,7 +106,16 @@ pub enum QueryError {
     Dangling(String),
     #[error("{field}: cannot use \"{value}\": {hint}")]
     BadValue { field: String, value: String, hint: String },
+    #[error(
+        "the query is too large (at most {MAX_QUERY_CHARS} characters, {MAX_TERMS} terms and {MAX_DEPTH} levels of parentheses or NOT); split it into several searches"
+    )]
+    TooLarge,
 }
+
+/// What a query may hold: the parser and the compiler recurse, and each term becomes a clause.
+pub const MAX_QUERY_CHARS: usize = 8192;
+pub const MAX_TERMS: usize = 256;
+pub const MAX_DEPTH: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -124,8 +133,14 @@ enum Token {
 }
 
 pub fn parse(input: &str) -> Result<Expr, QueryError> {
+    if input.chars().count() > MAX_QUERY_CHARS {
+        return Err(QueryError::TooLarge);
+    }
     let tokens = lex(input)?;
-    let mut parser = Parser { tokens, pos: 0 };
+    if tokens.iter().filter(|t| matches!(t, Token::Term { .. })).count() > MAX_TERMS {
+        return Err(QueryError::TooLarge);
+    }
+    let mut parser = Parser { tokens, pos: 0, depth: 0 };
     if parser.tokens.is_empty() {
         return Ok(Expr::All);
     }
@@ -235,6 +250,8 @@ fn lex(input: &str) -> Result<Vec<Token>, QueryError> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Nesting of parentheses and NOT so far (bounded: the parser recurses).
+    depth: usize,
 }
 
 impl Parser {
@@ -276,6 +293,16 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, QueryError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(QueryError::TooLarge);
+        }
+        let expr = self.unary_inner();
+        self.depth -= 1;
+        expr
+    }
+
+    fn unary_inner(&mut self) -> Result<Expr, QueryError> {
         match self.tokens.get(self.pos).cloned() {
             Some(Token::Not) => {
                 self.pos += 1;
@@ -314,6 +341,14 @@ mod tests {
 
     fn term(field: Option<Field>, v: &str) -> Expr {
         Expr::Term { field, value: Value::Word(v.into()) }
+    }
+
+    #[test]
+    fn a_deeply_nested_or_huge_query_is_refused_not_recursed_into() {
+        for q in ["(".repeat(100_000), "NOT ".repeat(50_000) + "x", "a ".repeat(MAX_TERMS + 1), "x".repeat(MAX_QUERY_CHARS + 1)] {
+            assert_eq!(parse(&q), Err(QueryError::TooLarge));
+        }
+        assert!(parse(&format!("{}a{}", "(".repeat(20), ")".repeat(20))).is_ok());
     }
 
     #[test]
