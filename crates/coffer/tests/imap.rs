@@ -188,15 +188,7 @@ fn a_journal_mailbox_over_imaps_is_archived_unwrapped_and_emptied_after_commit()
     assert_eq!(c.count("subject:journal"), 8);
 
     // The connection's figures are in the status.
-    let status: serde_json::Value = serde_json::from_str(&c.ok(&["status", "--json"])).unwrap();
-    let messages: i64 = status["listener_figures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["listener"] == "imap:journal" && f["figure"] == "messages")
-        .map(|f| f["value"].as_i64().unwrap())
-        .sum();
-    assert_eq!(messages, 8);
+    assert_eq!(common::listener_figure(&c, "imap:journal", "messages"), 8);
 }
 
 #[test]
@@ -220,15 +212,7 @@ fn a_message_over_the_size_limit_is_left_on_the_server_and_polling_goes_on_past_
     d.deliver("journal", None, &journal_report(3).0);
     let out = c.ok(&["imap", "poll"]);
     assert!(out.contains("fetched 1, archived 1"), "{out}");
-    let status: serde_json::Value = serde_json::from_str(&c.ok(&["status", "--json"])).unwrap();
-    let refused: i64 = status["listener_figures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["listener"] == "imap:journal" && f["figure"] == "refused")
-        .map(|f| f["value"].as_i64().unwrap())
-        .sum();
-    assert_eq!(refused, 1, "{status}");
+    assert_eq!(common::listener_figure(&c, "imap:journal", "refused"), 1);
 }
 
 #[test]

@@ -208,6 +208,18 @@ pub fn journal_archive(c: &Coffer) -> (String, PathBuf) {
     (address, ca)
 }
 
+/// The sum of a listener figure over the last 24 hours, as `coffer status --json` reports it.
+pub fn listener_figure(c: &Coffer, listener: &str, figure: &str) -> i64 {
+    let status: serde_json::Value = serde_json::from_str(&c.ok(&["status", "--json"])).unwrap();
+    status["listener_figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["listener"] == listener && f["figure"] == figure)
+        .map(|f| f["value"].as_i64().unwrap())
+        .sum()
+}
+
 /// Polls until `coffer search --count` gives `expected` (the index may lag the 250 by a moment).
 pub fn wait_for_count(c: &Coffer, tenant: &str, query: &str, expected: usize) -> usize {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
