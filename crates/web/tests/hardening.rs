@@ -97,10 +97,19 @@ Message-ID: <list@contoso.com>\r\n\r\nThe payroll list.\r\n";
     let envelope = Envelope::new("erin@contoso.com", "Payroll list", "<list@contoso.com>")
         .line("To", "frank@contoso.com, Expanded: bob@contoso.com");
     let listed = site.add(&report(original, &envelope, Style::ExchangeOnline, "journal@archive.test"), true, None);
+    // Sent by a delegate on bob's behalf: bob takes part (his mail went out), so he finds and opens it.
+    let delegated = b"From: carol@contoso.com\r\nTo: frank@fabrikam.com\r\nSubject: Payroll delegated\r\n\
+Message-ID: <delegated@contoso.com>\r\n\r\nSent for bob.\r\n";
+    let envelope = Envelope::new("carol@contoso.com", "Payroll delegated", "<delegated@contoso.com>")
+        .line("On-Behalf-Of", "bob@contoso.com")
+        .line("To", "frank@fabrikam.com");
+    let on_behalf = site.add(&report(delegated, &envelope, Style::ExchangeOnline, "journal@archive.test"), true, None);
     let bob = site.api("user");
     let found = bob.get("/api/v1/search?q=payroll").json();
-    assert_eq!(found["total"], 0, "{found}");
+    assert_eq!(found["total"], 1, "only the message sent on his behalf: {found}");
+    assert_eq!(found["messages"][0]["id"], on_behalf, "{found}");
     assert!(!found.to_string().contains("42"), "{found}");
+    assert_eq!(bob.get(&format!("/api/v1/messages/{on_behalf}")).status, 200);
     assert_eq!(bob.get(&format!("/api/v1/messages/{hidden}")).status, 404);
     assert_eq!(bob.get(&format!("/api/v1/messages/{listed}")).status, 404);
     // Whatever bob searches, the total is what he can open.
