@@ -522,6 +522,7 @@ pub async fn add_user(console: &Console, who: &Principal, r: &NewUserRequest) ->
         return Err(WebError::BadRequest(format!("the password needs at least {MIN_PASSWORD} characters")));
     }
     let addresses = split_addresses(&r.addresses)?;
+    tenant_login(&who.tenant, &r.login)?;
     let hash = crate::auth::hash_password(&r.password);
     let user = console
         .archive
@@ -540,6 +541,29 @@ pub async fn add_user(console: &Console, who: &Principal, r: &NewUserRequest) ->
         .audit(&who.actor(), "configuration", &format!("user {} added with role {}", user.login, role.as_str()))
         .await?;
     Ok(user.id)
+}
+
+/// Logins are unique across the archive, so "exists already" would tell the administrator of one
+/// tenant which logins another tenant has. In a tenant other than the default one, a login is
+/// therefore an address of the tenant's own namespace: `name@<tenant name>` or `name@<one of its
+/// domains>`; only names there can collide.
+fn tenant_login(tenant: &coffer_archive::catalog::Tenant, login: &str) -> Result<(), WebError> {
+    if tenant.name == coffer_archive::catalog::DEFAULT_TENANT {
+        return Ok(());
+    }
+    let own = login.rsplit_once('@').is_some_and(|(name, domain)| {
+        !name.is_empty()
+            && (domain.eq_ignore_ascii_case(&tenant.name) || tenant.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
+    });
+    if own {
+        return Ok(());
+    }
+    Err(WebError::BadRequest(format!(
+        "in tenant {}, a login is name@{} or name@ one of the tenant's domains ({})",
+        tenant.name,
+        tenant.name,
+        tenant.domains.join(", ")
+    )))
 }
 
 fn split_addresses(text: &str) -> Result<Vec<String>, WebError> {

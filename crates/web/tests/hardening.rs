@@ -205,3 +205,42 @@ fn a_sign_in_that_cannot_reach_its_provider_tells_a_visitor_nothing_internal() {
         assert!(!text.contains(secret), "the page shows {secret:?}: {text}");
     }
 }
+
+#[test]
+fn another_tenants_logins_cannot_be_probed_by_adding_users() {
+    let site = Site::start();
+    // An administrator of tenant fabrikam.
+    let key = site.runtime.block_on(async {
+        let catalog = &site.archive.catalog;
+        let fabrikam = catalog.tenant_by_name("fabrikam").await.unwrap().unwrap();
+        let user = catalog
+            .add_user(&coffer_archive::catalog::NewUser {
+                tenant_id: fabrikam.id,
+                login: "admin@fabrikam.com".into(),
+                display_name: "Fabrikam admin".into(),
+                role: "administrator".into(),
+                addresses: vec![],
+                password_hash: Some(coffer_web::hash_password(PASSWORD)),
+                external_id: None,
+            })
+            .await
+            .unwrap();
+        let (key, hash) = coffer_web::new_api_key();
+        catalog.add_api_key(user.id, "tests", &hash, "administrator").await.unwrap();
+        key
+    });
+    let fab = common::Api { base: site.base.clone(), key: Some(key) };
+    let user = |login: &str| {
+        serde_json::json!({"login": login, "display_name": "x", "role": "user", "password": "a long enough password"})
+    };
+    // "bob" exists in the default tenant; the answer does not say so.
+    for probe in ["bob", "admin", "bob@contoso.com"] {
+        let reply = fab.send("POST", "/api/v1/users", user(probe));
+        assert_eq!(reply.status, 400, "{probe}");
+        assert!(reply.text().contains("a login is name@fabrikam"), "{probe}: {}", reply.text());
+        assert!(!reply.text().contains("exists"), "{probe}: {}", reply.text());
+    }
+    assert_eq!(fab.send("POST", "/api/v1/users", user("erin@fabrikam.com")).status, 201);
+    assert_eq!(fab.send("POST", "/api/v1/users", user("erin@fabrikam")).status, 201);
+    assert_eq!(fab.send("POST", "/api/v1/users", user("erin@fabrikam.com")).status, 400, "its own namespace collides");
+}
