@@ -239,11 +239,8 @@ impl Archive {
             .map_err(|e| ArchiveError::Internal(e.to_string()))??;
         self.audit(actor, "search", &format!("{query} → {} results", results.total)).await?;
         let ids: Vec<i64> = results.hits.iter().map(|h| h.id as i64).collect();
-        let mut snippets: HashMap<i64, String> = results
-            .hits
-            .into_iter()
-            .filter_map(|h| h.snippet.map(|s| (h.id as i64, s.fragment)))
-            .collect();
+        let mut snippets: HashMap<i64, String> =
+            results.hits.into_iter().filter_map(|h| h.snippet.map(|s| (h.id as i64, s.fragment))).collect();
         // `summaries` drops what the actor may not see; a snippet goes only with its own message.
         let mut summaries = self.summaries(actor, &ids).await?;
         for summary in &mut summaries {
@@ -301,7 +298,8 @@ impl Archive {
             self.audit(actor, "download", &format!("message {id} ({} bytes)", raw.len())).await?;
             return Ok(raw);
         }
-        let copy = blocking(move || coffer_mail::redact::redact_blind(&raw, &format!("SHA-256 {}", summary.sha256))).await?;
+        let copy =
+            blocking(move || coffer_mail::redact::redact_blind(&raw, &format!("SHA-256 {}", summary.sha256))).await?;
         self.audit(actor, "download", &format!("message {id} (redacted copy, {} bytes)", copy.len())).await?;
         Ok(copy)
     }
@@ -338,7 +336,10 @@ impl Archive {
             let (info, bytes) = coffer_mail::view::attachment(&raw, index)?;
             // An attached message carries its own Bcc line.
             if !sees_bcc && info.content_type == "message/rfc822" {
-                let copy = coffer_mail::redact::redact_blind(&bytes, &format!("attachment {index} of the message with SHA-256 {}", summary.sha256));
+                let copy = coffer_mail::redact::redact_blind(
+                    &bytes,
+                    &format!("attachment {index} of the message with SHA-256 {}", summary.sha256),
+                );
                 return Some((coffer_mail::view::AttachmentInfo { size: copy.len(), ..info }, copy));
             }
             Some((info, bytes))

@@ -54,7 +54,12 @@ impl Catalog {
                 // until its timeout and then say only that it timed out).
                 let corrupt = |e: sqlx::Error| if is_corruption(&e) { damaged(e) } else { CatalogError::Db(e) };
                 let mut probe = sqlx::AnyConnection::connect_with(&options).await.map_err(corrupt)?;
-                probe.execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; SELECT COUNT(*) FROM sqlite_master;").await.map_err(corrupt)?;
+                probe
+                    .execute(
+                        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; SELECT COUNT(*) FROM sqlite_master;",
+                    )
+                    .await
+                    .map_err(corrupt)?;
                 let _ = probe.close().await;
                 AnyPoolOptions::new()
                     .max_connections(4)

@@ -438,7 +438,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             eprintln!("exported {} messages ({} bytes) to {}", summary.messages, summary.bytes, out.display());
             if !summary.skipped.is_empty() {
-                eprintln!("{} damaged messages were left out (listed above; `coffer verify` names the damage)", summary.skipped.len());
+                eprintln!(
+                    "{} damaged messages were left out (listed above; `coffer verify` names the damage)",
+                    summary.skipped.len()
+                );
                 return Ok(ExitCode::from(2));
             }
             Ok(ExitCode::SUCCESS)

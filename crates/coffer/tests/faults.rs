@@ -106,7 +106,10 @@ fn a_missing_or_damaged_index_is_rebuilt_while_serve_keeps_accepting_mail() {
     std::fs::write(&victim, &bytes).unwrap();
     let _server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_dir(c.data()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("index.damaged-")) {
+    while !std::fs::read_dir(c.data())
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("index.damaged-"))
+    {
         assert!(Instant::now() < deadline, "the damaged index was not set aside");
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -54,7 +54,8 @@ impl Dovecot {
             .output()
             .unwrap();
         assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-        let hash = coffer_testkit::peer("doveadm").args(["pw", "-s", "SHA512-CRYPT", "-p", "secret1"]).output().unwrap();
+        let hash =
+            coffer_testkit::peer("doveadm").args(["pw", "-s", "SHA512-CRYPT", "-p", "secret1"]).output().unwrap();
         let hash = String::from_utf8(hash.stdout).unwrap();
         std::fs::write(root.join("users"), format!("journal:{}::::::\nalice:{}::::::\n", hash.trim(), hash.trim()))
             .unwrap();
@@ -90,8 +91,10 @@ impl Dovecot {
             }
         };
         std::fs::write(root.join("dovecot.conf"), conf).unwrap();
-        let child =
-            coffer_testkit::peer("dovecot").args(["-F", "-c", root.join("dovecot.conf").to_str().unwrap()]).spawn().unwrap();
+        let child = coffer_testkit::peer("dovecot")
+            .args(["-F", "-c", root.join("dovecot.conf").to_str().unwrap()])
+            .spawn()
+            .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", imaps)).is_err() {
             assert!(std::time::Instant::now() < deadline, "dovecot did not start");

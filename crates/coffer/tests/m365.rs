@@ -561,7 +561,9 @@ fn entra_id_sign_in_uses_the_app_certificate_and_maps_roles_from_wids() {
 
     // A token not valid yet (nbf an hour ahead, beyond the clock leeway) is refused.
     let later = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
-    fake.sign_in_as(serde_json::json!({"sub": "p2", "oid": "o2", "preferred_username": "carol@contoso.com", "nbf": later}));
+    fake.sign_in_as(
+        serde_json::json!({"sub": "p2", "oid": "o2", "preferred_username": "carol@contoso.com", "nbf": later}),
+    );
     let (status, body, cookie) = entra_sign_in(&base);
     assert_eq!(status, 400);
     assert!(body.contains("ID token was refused") && cookie.is_none(), "{body}");

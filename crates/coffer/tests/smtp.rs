@@ -68,7 +68,8 @@ fn messages_larger_than_the_in_memory_spool_arrive_byte_exact_over_data_and_bdat
     let (journal, ca) = journal_archive(&c);
     let server = Server::start(&c, &[]);
     // 3 MiB of lines: spooled to disk on the way in, past the first MiB.
-    let mut original = b"From: alice@contoso.com\r\nSubject: large spooled\r\nMessage-ID: <large@contoso.com>\r\n\r\n".to_vec();
+    let mut original =
+        b"From: alice@contoso.com\r\nSubject: large spooled\r\nMessage-ID: <large@contoso.com>\r\n\r\n".to_vec();
     for i in 0..40_000 {
         original.extend_from_slice(format!("line {i:06} of a large message, with .dots. at the end.\r\n").as_bytes());
     }
@@ -168,7 +169,8 @@ fn a_message_smuggled_behind_a_bare_cr_dot_stays_inside_the_first_and_bdat_zero_
     let (journal, _) = journal_archive(&c);
     let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
     let mut client = Client::connect(server.smtp.port());
-    client.send(format!("EHLO exchange.test\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n").as_bytes());
+    client
+        .send(format!("EHLO exchange.test\r\nMAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nDATA\r\n").as_bytes());
     assert!(client.read_replies(4).contains("354 "));
     // `<CR><LF>.<CR><CR><LF>` is no end of data: what follows is the same message.
     client.send(
@@ -180,7 +182,9 @@ fn a_message_smuggled_behind_a_bare_cr_dot_stays_inside_the_first_and_bdat_zero_
     let reply = client.read_replies(1);
     assert!(reply.starts_with("250 2.0.0 Archived as"), "{reply}");
     // BDAT 0 LAST ends a chunked message at once; BDAT without MAIL gets one reply.
-    client.send(format!("MAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nBDAT 22\r\nSubject: bdat zero\r\n\r\n").as_bytes());
+    client.send(
+        format!("MAIL FROM:<a@contoso.com>\r\nRCPT TO:<{journal}>\r\nBDAT 22\r\nSubject: bdat zero\r\n\r\n").as_bytes(),
+    );
     let replies = client.read_replies(3);
     assert!(replies.contains("250 2.1.5") && replies.contains("250 2.0.0 22 octets received"), "{replies}");
     client.send(b"BDAT 0 LAST\r\n");

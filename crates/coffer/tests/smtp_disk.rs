@@ -63,13 +63,22 @@ fn an_import_that_fills_the_disk_stops_at_once_with_its_summary_and_continues_af
     std::fs::create_dir_all(&input).unwrap();
     for i in 0..1500u64 {
         let body = incompressible(i, 300);
-        std::fs::write(input.join(format!("{i}.eml")), format!("From: a@contoso.com\r\nSubject: fill {i}\r\n\r\n{body}")).unwrap();
+        std::fs::write(
+            input.join(format!("{i}.eml")),
+            format!("From: a@contoso.com\r\nSubject: fill {i}\r\n\r\n{body}"),
+        )
+        .unwrap();
     }
     let mount = small_disk(&c, "12m");
     let out = c.run(&["import", input.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("done: imported ") && stderr.contains("stopped early: ") && stderr.contains("run the same import again"), "{stderr}");
+    assert!(
+        stderr.contains("done: imported ")
+            && stderr.contains("stopped early: ")
+            && stderr.contains("run the same import again"),
+        "{stderr}"
+    );
     assert!(stderr.matches("failed: ").count() < 3, "no flood of failure lines: {stderr}");
     // More space: the same import continues and ends clean.
     let grown = Command::new("mount").args(["-o", "remount,size=200m", mount.0.to_str().unwrap()]).status().unwrap();

@@ -92,7 +92,11 @@ fn term(field: Option<Field>, value: &Value, f: &Fields, scoped: Option<&Visibil
                     Value::Prefix(_) => m.starts_with(&wanted),
                     _ => *m == wanted,
                 };
-                any_of(own.iter().filter(|m| matches(m)).map(|m| raw_query(f.mailbox, &Value::Word(m.clone()), normalize_mailbox)))
+                any_of(
+                    own.iter()
+                        .filter(|m| matches(m))
+                        .map(|m| raw_query(f.mailbox, &Value::Word(m.clone()), normalize_mailbox)),
+                )
             }
         },
         Some(Field::Folder) => match scoped {
@@ -101,7 +105,8 @@ fn term(field: Option<Field>, value: &Value, f: &Fields, scoped: Option<&Visibil
                 let placed = placed_term(m, value.text());
                 match value {
                     Value::Prefix(_) => prefix(f.placed, &placed),
-                    _ => Box::new(TermQuery::new(Term::from_field_text(f.placed, &placed), IndexRecordOption::Basic)) as Q,
+                    _ => Box::new(TermQuery::new(Term::from_field_text(f.placed, &placed), IndexRecordOption::Basic))
+                        as Q,
                 }
             })),
         },

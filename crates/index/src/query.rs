@@ -345,7 +345,12 @@ mod tests {
 
     #[test]
     fn a_deeply_nested_or_huge_query_is_refused_not_recursed_into() {
-        for q in ["(".repeat(100_000), "NOT ".repeat(50_000) + "x", "a ".repeat(MAX_TERMS + 1), "x".repeat(MAX_QUERY_CHARS + 1)] {
+        for q in [
+            "(".repeat(100_000),
+            "NOT ".repeat(50_000) + "x",
+            "a ".repeat(MAX_TERMS + 1),
+            "x".repeat(MAX_QUERY_CHARS + 1),
+        ] {
             assert_eq!(parse(&q), Err(QueryError::TooLarge));
         }
         assert!(parse(&format!("{}a{}", "(".repeat(20), ")".repeat(20))).is_ok());

@@ -134,11 +134,8 @@ impl Fields {
         }
         let mut mailboxes: Vec<String> = d.placements.iter().map(|(m, _)| normalize_mailbox(m)).collect();
         let mut folders: Vec<String> = d.placements.iter().flat_map(|(_, f)| folder_terms(f)).collect();
-        let mut placed: Vec<String> = d
-            .placements
-            .iter()
-            .flat_map(|(m, f)| folder_terms(f).into_iter().map(|f| placed_term(m, &f)))
-            .collect();
+        let mut placed: Vec<String> =
+            d.placements.iter().flat_map(|(m, f)| folder_terms(f).into_iter().map(|f| placed_term(m, &f))).collect();
         let mut participants: Vec<String> = d.participants.iter().map(|a| normalize_address(a)).collect();
         for (field, terms) in [
             (self.mailbox, &mut mailboxes),

@@ -100,7 +100,12 @@ impl SearchIndex {
         std::fs::create_dir_all(dir).map_err(|e| IndexError::Io(dir.display().to_string(), e))?;
         let (_, fields) = Fields::schema();
         let open = Self::open_dir(dir)?;
-        Ok(SearchIndex { dir: Some(dir.to_owned()), fields, open: std::sync::RwLock::new(Arc::new(open)), writer: Mutex::new(None) })
+        Ok(SearchIndex {
+            dir: Some(dir.to_owned()),
+            fields,
+            open: std::sync::RwLock::new(Arc::new(open)),
+            writer: Mutex::new(None),
+        })
     }
 
     /// Opens the index in `dir` for a process that writes it. The index is derived, so a missing,
@@ -127,7 +132,12 @@ impl SearchIndex {
         let index = Index::create_in_ram(schema);
         index.tokenizers().register(crate::analyzer::ANALYZER, crate::analyzer::analyzer());
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().expect("an index in memory");
-        SearchIndex { dir: None, fields, open: std::sync::RwLock::new(Arc::new(Opened { index, reader })), writer: Mutex::new(None) }
+        SearchIndex {
+            dir: None,
+            fields,
+            open: std::sync::RwLock::new(Arc::new(Opened { index, reader })),
+            writer: Mutex::new(None),
+        }
     }
 
     fn open_dir(dir: &Path) -> Result<Opened> {

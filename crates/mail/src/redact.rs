@@ -40,10 +40,8 @@ const MAX_DEPTH: usize = 16;
 /// (`of`, e.g. its SHA-256), so the two can be tied together.
 pub fn redact_blind(raw: &[u8], of: &str) -> Vec<u8> {
     let body = std::panic::catch_unwind(|| redact_message(raw, 0)).unwrap_or_else(|_| strip_top_fields(raw));
-    let mut out = format!(
-        "X-Coffer-Redacted: a copy without blind-recipient fields; not the original ({of})\r\n"
-    )
-    .into_bytes();
+    let mut out =
+        format!("X-Coffer-Redacted: a copy without blind-recipient fields; not the original ({of})\r\n").into_bytes();
     out.extend_from_slice(&body);
     out
 }
@@ -155,7 +153,8 @@ fn base64_lines(bytes: &[u8]) -> Vec<u8> {
         if i > 0 && i % 19 == 0 {
             out.extend_from_slice(b"\r\n");
         }
-        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let n =
+            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
         out.push(ALPHABET[(n >> 18) as usize & 63]);
         out.push(ALPHABET[(n >> 12) as usize & 63]);
         out.push(if chunk.len() > 1 { ALPHABET[(n >> 6) as usize & 63] } else { b'=' });
@@ -207,7 +206,9 @@ mod tests {
         let out = redact_blind(b64.as_bytes(), "abc");
         let parsed = MessageParser::default().parse(&out).unwrap();
         let attached = parsed.attachments().next().unwrap();
-        let PartType::Message(m) = &attached.body else { panic!("the attached message is still a message: {attached:?}") };
+        let PartType::Message(m) = &attached.body else {
+            panic!("the attached message is still a message: {attached:?}")
+        };
         let text = String::from_utf8_lossy(m.raw_message.as_ref()).into_owned();
         assert!(!text.contains("dave@") && text.contains("inner body"), "{text}");
     }

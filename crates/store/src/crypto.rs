@@ -81,14 +81,13 @@ impl MasterKey {
     }
 
     pub fn open_secret(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>> {
-        open(&self.0, sealed, label.as_bytes())
-            .ok_or_else(|| {
-                StoreError::MasterKey(format!(
-                    "the master key does not open the secret {label}: this is not the master key it was sealed with \
+        open(&self.0, sealed, label.as_bytes()).ok_or_else(|| {
+            StoreError::MasterKey(format!(
+                "the master key does not open the secret {label}: this is not the master key it was sealed with \
                      (master_key_file points at another key, or master.key was replaced); put back the original \
                      master.key from your backup"
-                ))
-            })
+            ))
+        })
     }
 
     /// A new random data key, and its wrapped form (nonce ‖ ciphertext) bound to `volume`.

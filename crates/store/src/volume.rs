@@ -259,7 +259,8 @@ impl Store {
             let at = buf.len();
             buf.extend_from_slice(&header);
             buf.extend_from_slice(&p.compressed);
-            let tag = w.key.encrypt_in_place(&nonce, &format::aad(&header, &w.meta.id), &mut buf[at + RECORD_HEADER_LEN..]);
+            let tag =
+                w.key.encrypt_in_place(&nonce, &format::aad(&header, &w.meta.id), &mut buf[at + RECORD_HEADER_LEN..]);
             buf.extend_from_slice(&tag);
             chain = format::chain(&chain, &header, &buf[at + RECORD_HEADER_LEN..]);
             header[88..120].copy_from_slice(&chain);

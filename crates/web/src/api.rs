@@ -553,7 +553,8 @@ fn tenant_login(tenant: &coffer_archive::catalog::Tenant, login: &str) -> Result
     }
     let own = login.rsplit_once('@').is_some_and(|(name, domain)| {
         !name.is_empty()
-            && (domain.eq_ignore_ascii_case(&tenant.name) || tenant.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
+            && (domain.eq_ignore_ascii_case(&tenant.name)
+                || tenant.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
     });
     if own {
         return Ok(());

@@ -40,7 +40,9 @@ impl WebError {
             // Details of internal failures go to the log, not to the browser.
             WebError::Internal(_) => "internal error; the server log has the details".into(),
             // They name internal hosts, paths and OS errors: for the log, not for any visitor.
-            WebError::Unavailable(_) => "temporarily unavailable; try again later (the server log has the details)".into(),
+            WebError::Unavailable(_) => {
+                "temporarily unavailable; try again later (the server log has the details)".into()
+            }
             other => other.to_string(),
         }
     }

@@ -401,13 +401,18 @@ async fn userinfo(console: &Console, endpoint: &str, access: &str) -> Result<Map
 
 /// Claims a user may be able to set themselves: an assignment on them would let anyone claim a
 /// role; `domain` (of the addresses the provider vouches for) takes their place.
-const SELF_ASSERTED: &[&str] = &["email", "preferred_username", "upn", "unique_name", "name", "given_name", "family_name", "nickname"];
+const SELF_ASSERTED: &[&str] =
+    &["email", "preferred_username", "upn", "unique_name", "name", "given_name", "family_name", "nickname"];
 
 /// The first assignment whose attribute holds the value (a string equal to it, or a list with it;
 /// case-insensitive) gives the role; the attribute `domain` is the domain of one of `addresses`
 /// (those the provider vouches for), and self-asserted claims never match. Without a match: the
 /// User role (who sees only their own mail).
-pub fn assign_role(claims: &Map<String, Value>, addresses: &[String], assignments: &[RoleAssignment]) -> (Role, String) {
+pub fn assign_role(
+    claims: &Map<String, Value>,
+    addresses: &[String],
+    assignments: &[RoleAssignment],
+) -> (Role, String) {
     for a in assignments {
         let holds = |v: &Value| match v {
             Value::String(s) => s.eq_ignore_ascii_case(a.value.trim()),

@@ -194,13 +194,14 @@ async fn search(State(console): State<Arc<Console>>, who: Principal, Query(q): Q
         let query = format!("mailbox:\"{}\" folder:\"{}\"", f.mailbox, f.folder);
         tree.entry(f.mailbox.clone()).or_default().push(context! { folder => f.folder, count => f.messages, query });
     }
-    let (result, error) = match console.archive.search(&actor, &q.q, PAGE_SIZE, q.page.saturating_mul(PAGE_SIZE), sort, true).await {
-        Ok(r) => (Some(r), None),
-        Err(e) => match WebError::from(e) {
-            WebError::BadRequest(m) => (None, Some(m)),
-            other => return Err(other.into()),
-        },
-    };
+    let (result, error) =
+        match console.archive.search(&actor, &q.q, PAGE_SIZE, q.page.saturating_mul(PAGE_SIZE), sort, true).await {
+            Ok(r) => (Some(r), None),
+            Err(e) => match WebError::from(e) {
+                WebError::BadRequest(m) => (None, Some(m)),
+                other => return Err(other.into()),
+            },
+        };
     let pages = result.as_ref().map(|r| r.total.div_ceil(PAGE_SIZE)).unwrap_or(0);
     let html = page(
         &console,

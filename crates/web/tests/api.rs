@@ -186,7 +186,10 @@ fn the_raw_download_is_the_original_byte_for_byte_and_audited() {
     assert_eq!(page.body, site.originals["carol"]);
     let audit = site.audit_text();
     assert!(audit.contains(&format!("audrey | 127.0.0.1 | download | message {}", site.id("q3"))), "{audit}");
-    assert!(audit.contains(&format!("bob | 127.0.0.1 | download | message {} (redacted copy", site.id("q3"))), "{audit}");
+    assert!(
+        audit.contains(&format!("bob | 127.0.0.1 | download | message {} (redacted copy", site.id("q3"))),
+        "{audit}"
+    );
     assert!(audit.contains("admin | 127.0.0.1 | sign-in | local account"), "{audit}");
 }
 

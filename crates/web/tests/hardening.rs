@@ -16,7 +16,9 @@ fn a_page_number_past_the_end_answers_an_empty_page_and_the_server_keeps_serving
         assert_eq!(page.status, 200, "{path}: {}", page.text());
         assert!(!page.text().contains("data-id="), "{path} lists no message");
     }
-    for path in ["/api/v1/search?q=numbers&offset=18446744073709551615", "/api/v1/search?q=numbers&offset=99999999&limit=500"] {
+    for path in
+        ["/api/v1/search?q=numbers&offset=18446744073709551615", "/api/v1/search?q=numbers&offset=99999999&limit=500"]
+    {
         let reply = site.api("user").get(path);
         assert_eq!(reply.status, 200, "{path}: {}", reply.text());
         assert_eq!(reply.json()["messages"].as_array().unwrap().len(), 0, "{path}");
@@ -126,7 +128,9 @@ Message-ID: <delegated@contoso.com>\r\n\r\nSent for bob.\r\n";
 #[test]
 fn after_sign_in_a_next_that_leads_to_another_host_goes_to_search() {
     let site = Site::start();
-    for next in ["//evil.example/", "/\\evil.example", "/\t/evil.example", "/%2F%2Fevil.example", "https://evil.example"] {
+    for next in
+        ["//evil.example/", "/\\evil.example", "/\t/evil.example", "/%2F%2Fevil.example", "https://evil.example"]
+    {
         let mut b = common::Browser::new(&site.base);
         let form = b.get("/signon").text();
         let token = common::value_of(&form, "signon_token").unwrap();
@@ -141,10 +145,8 @@ fn after_sign_in_a_next_that_leads_to_another_host_goes_to_search() {
 
 #[test]
 fn metrics_need_the_scraper_token_or_a_system_administrator() {
-    let site = Site::start_with(coffer_web::WebConfig {
-        metrics_token: Some("scrape-secret".into()),
-        ..Default::default()
-    });
+    let site =
+        Site::start_with(coffer_web::WebConfig { metrics_token: Some("scrape-secret".into()), ..Default::default() });
     assert_eq!(site.anonymous().get("/metrics").status, 401);
     assert_eq!(site.api("user").get("/metrics").status, 403);
     assert_eq!(site.api("auditor").get("/metrics").status, 403);
@@ -171,7 +173,12 @@ fn forty_wrong_passwords_at_once_are_checked_only_up_to_the_lockout() {
             .into_iter()
             .map(|(mut b, token)| {
                 s.spawn(move || {
-                    let form = [("login", "bob"), ("password", "wrong"), ("signon_token", token.as_str()), ("next", "/search")];
+                    let form = [
+                        ("login", "bob"),
+                        ("password", "wrong"),
+                        ("signon_token", token.as_str()),
+                        ("next", "/search"),
+                    ];
                     b.post_form("/signon", &form).header("location").unwrap().to_owned()
                 })
             })
@@ -230,9 +237,7 @@ fn another_tenants_logins_cannot_be_probed_by_adding_users() {
         key
     });
     let fab = common::Api { base: site.base.clone(), key: Some(key) };
-    let user = |login: &str| {
-        serde_json::json!({"login": login, "display_name": "x", "role": "user", "password": "a long enough password"})
-    };
+    let user = |login: &str| serde_json::json!({"login": login, "display_name": "x", "role": "user", "password": "a long enough password"});
     // "bob" exists in the default tenant; the answer does not say so.
     for probe in ["bob", "admin", "bob@contoso.com"] {
         let reply = fab.send("POST", "/api/v1/users", user(probe));

@@ -99,7 +99,8 @@ impl Site {
     pub fn add(&self, raw: &[u8], journal: bool, placement: Option<(&str, &str)>) -> i64 {
         self.runtime.block_on(async {
             let tenant = self.archive.catalog.default_tenant().await.unwrap();
-            let receipt = self.archive.pipeline().submit(sub(tenant.id, raw.to_vec(), journal, placement)).await.unwrap();
+            let receipt =
+                self.archive.pipeline().submit(sub(tenant.id, raw.to_vec(), journal, placement)).await.unwrap();
             self.archive.indexer().run_until_idle().await.unwrap();
             receipt.id
         })
