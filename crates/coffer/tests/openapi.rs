@@ -2,6 +2,7 @@
 //! generated requests, no 5xx answer, every answer's status, content type and body as documented.
 
 mod common;
+
 use common::{Coffer, Server};
 
 fn schemathesis(dir: &std::path::Path, base: &str, key: &str, extra: &[&str]) {
