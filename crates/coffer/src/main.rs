@@ -1105,6 +1105,7 @@ async fn start_m365(
     use std::sync::atomic::{AtomicBool, Ordering};
     let mut importers: Vec<(String, Arc<Importer>, Arc<AtomicBool>)> = Vec::new();
     let mut syncs = Vec::new();
+    let mut directories: Vec<(String, Arc<coffer_m365::graph::Graph>)> = Vec::new();
     for c in &config.m365 {
         let tenant =
             archive.tenant(c.tenant.as_deref()).await.with_context(|| format!("m365 connection {}", c.name))?;
@@ -1116,9 +1117,11 @@ async fn start_m365(
                 continue;
             }
         };
+        let graph = Arc::new(graph);
+        directories.push((c.tenant_id.to_lowercase(), graph.clone()));
         let importer = Arc::new(Importer {
             board: Default::default(),
-            graph: Arc::new(graph),
+            graph,
             pipeline: pipeline.clone(),
             catalog: archive.catalog.clone(),
             tenant: tenant.id,
@@ -1137,6 +1140,23 @@ async fn start_m365(
         syncs.push(sync);
     }
     let mut sources = coffer_web::Sources::default();
+    if !directories.is_empty() {
+        let directories = Arc::new(directories);
+        sources.directory = Some(Arc::new(move |tid: String, oid: String| {
+            let directories = directories.clone();
+            Box::pin(async move {
+                let graph = directories
+                    .iter()
+                    .find(|(t, _)| *t == tid.to_lowercase())
+                    .map(|(_, g)| g.clone())
+                    .ok_or_else(|| format!("no [[m365]] connection has tenant_id {tid}"))?;
+                tokio::task::spawn_blocking(move || coffer_m365::graph::directory_addresses(&graph, &oid))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            })
+        }));
+    }
     if !syncs.is_empty() {
         sources.webhook = Some(Arc::new(move |body: &serde_json::Value| {
             let mut why = String::new();

@@ -598,3 +598,42 @@ fn entra_id_sign_in_uses_the_app_certificate_and_maps_roles_from_wids() {
     assert_eq!(status, 400);
     assert!(body.contains("AADSTS700027"), "{body}");
 }
+
+#[test]
+fn entra_sign_in_can_take_a_users_addresses_from_the_directory() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    let alice = fake.add_user("alice@contoso.com");
+    fake.add_alias(&alice, "Alice.Martin@Contoso.com");
+    let c = Coffer::new();
+    configure(&c, &fake, "m365");
+    register_certificate(&c, &fake, "m365");
+    let key = c.user_with_key("admin", "administrator", &[]);
+    let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let base = format!("http://{}", server.http);
+    let login = serde_json::json!({
+        "sso_default": false,
+        "oidc": {"enabled": true, "provider": "entra", "entra_tenant_id": TENANT, "login_host": fake.base, "client_id": CLIENT,
+                 "client_auth": "certificate", "certificate_alias": "m365", "callback_path": "/authorize.do",
+                 "scopes": "openid profile email", "tenant": "default", "issuer": "", "addresses_from": "directory"},
+        "role_assignments": [],
+    });
+    let saved = ureq::put(&format!("{base}/api/v1/config/login"))
+        .set("Authorization", &format!("Bearer {key}"))
+        .send_json(login);
+    assert!(saved.is_ok(), "{saved:?}");
+    // The token's email claims another's address; the directory's entry for the oid decides.
+    fake.sign_in_as(serde_json::json!({"sub": "s1", "oid": alice, "preferred_username": "ceo@contoso.com",
+        "email": "ceo@contoso.com", "xms_edov": true}));
+    let (status, body, cookie) = entra_sign_in(&base);
+    assert_eq!(status, 303, "{body}");
+    let me: serde_json::Value =
+        ureq::get(&format!("{base}/api/v1/me")).set("Cookie", &cookie.unwrap()).call().unwrap().into_json().unwrap();
+    assert_eq!(me["addresses"], serde_json::json!(["alice.martin@contoso.com", "alice@contoso.com"]), "{me}");
+    // An object the directory does not know gets no address.
+    fake.sign_in_as(serde_json::json!({"sub": "s2", "oid": "11111111-0000-0000-0000-000000000000", "email": "ceo@contoso.com", "xms_edov": true}));
+    let (status, _, cookie) = entra_sign_in(&base);
+    assert_eq!(status, 303);
+    let me: serde_json::Value =
+        ureq::get(&format!("{base}/api/v1/me")).set("Cookie", &cookie.unwrap()).call().unwrap().into_json().unwrap();
+    assert_eq!(me["addresses"], serde_json::json!([]), "{me}");
+}

@@ -265,6 +265,33 @@ fn graph_advice(code: u16, body: &Value, url: &str) -> M365Error {
     M365Error::Advice(format!("Graph answered {code} for {url}: {message} → {advice}"))
 }
 
+/// The mail addresses Entra ID lists for a user (by object id): `mail` and every `smtp:` entry of
+/// `proxyAddresses`, lowercased. Needs `User.Read.All`, which the archive's app has. An empty list
+/// for an object the directory does not know.
+pub fn directory_addresses(g: &Graph, object_id: &str) -> Result<Vec<String>, M365Error> {
+    let path = format!(
+        "/v1.0/users/{}?$select=mail,proxyAddresses",
+        url::form_urlencoded::byte_serialize(object_id.as_bytes()).collect::<String>()
+    );
+    let user = match g.get_json(&path) {
+        Ok(v) => v,
+        Err(Failure::NotFound) => return Ok(Vec::new()),
+        Err(f) => return Err(crate::import::failure(f)),
+    };
+    let mut out: Vec<String> = user["mail"].as_str().into_iter().map(str::to_owned).collect();
+    for entry in user["proxyAddresses"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        if let Some((kind, address)) = entry.split_once(':')
+            && kind.eq_ignore_ascii_case("smtp")
+        {
+            out.push(address.to_owned());
+        }
+    }
+    let mut out: Vec<String> = out.iter().map(|a| a.trim().to_lowercase()).filter(|a| a.contains('@')).collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// "Test connection": a token, one user listed, that user's mail folders read; each failure
 /// comes with advice (an unknown certificate → upload the manifest; 403 → consent or policy).
 pub fn test_connection(g: &Graph) -> Result<String, M365Error> {

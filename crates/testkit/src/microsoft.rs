@@ -78,6 +78,8 @@ pub struct Subscription {
 struct User {
     id: String,
     upn: String,
+    /// More addresses Exchange delivers to (`proxyAddresses` as `smtp:` entries).
+    aliases: Vec<String>,
     /// What Graph answers for anything in this user's mailbox instead of the data.
     refusal: Option<Refusal>,
     folders: Vec<Folder>,
@@ -158,6 +160,7 @@ impl FakeMicrosoft {
             .route("/{tenant}/discovery/v2.0/keys", get(keys))
             .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
             .route("/v1.0/users", get(users))
+            .route("/v1.0/users/{user}", get(user))
             .route("/v1.0/groups/{group}/members/microsoft.graph.user", get(group_members))
             .route("/v1.0/users/{user}/mailFolders", get(top_folders))
             .route("/v1.0/users/{user}/mailFolders/{folder}", get(folder))
@@ -217,6 +220,7 @@ impl FakeMicrosoft {
         s.users.push(User {
             id: id.clone(),
             upn: upn.into(),
+            aliases: Vec::new(),
             refusal: None,
             folders,
             events: Vec::new(),
@@ -284,6 +288,13 @@ impl FakeMicrosoft {
 
     /// A directory user without an Exchange Online mailbox (no licence, inactive, or on-premises):
     /// Graph lists the user, and answers 404 `MailboxNotEnabledForRESTAPI` for their mail.
+    /// Another address the user receives mail at (a `proxyAddresses` entry).
+    pub fn add_alias(&self, user: &str, alias: &str) {
+        let mut s = self.state.lock().unwrap();
+        let i = s.user_index(user).expect("a user of this fake");
+        s.users[i].aliases.push(alias.into());
+    }
+
     pub fn add_user_without_mailbox(&self, upn: &str) -> String {
         let id = self.add_user(upn);
         self.refuse(&id, Refusal::NoMailbox);
@@ -634,6 +645,28 @@ async fn users(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap, R
         ));
     }
     axum::Json(body).into_response()
+}
+
+/// `GET /users/{id | userPrincipalName}`: the directory entry, with the addresses Exchange knows
+/// (`proxyAddresses`: `SMTP:` the primary, `smtp:` the others).
+async fn user(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap, Path(user): Path<String>) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let Some(i) = s.user_index(&user) else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!(
+                "Resource '{user}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        );
+    };
+    let u = &s.users[i];
+    let mut proxy = vec![format!("SMTP:{}", u.upn)];
+    proxy.extend(u.aliases.iter().map(|a| format!("smtp:{a}")));
+    axum::Json(json!({"id": u.id, "userPrincipalName": u.upn, "mail": u.upn, "proxyAddresses": proxy})).into_response()
 }
 
 fn folder_json(u: &User, f: &Folder) -> Value {

@@ -104,6 +104,10 @@ pub type Webhook = Arc<dyn Fn(&serde_json::Value) -> Result<usize, String> + Sen
 
 /// Starts an import of a connection in the background; says what it started.
 pub type ImportStarter = Arc<dyn Fn(String) -> Result<String, String> + Send + Sync>;
+/// The mail addresses the directory (Entra ID, through a Microsoft 365 connection of that
+/// directory) lists for a user: (directory id `tid`, object id `oid`) → addresses.
+pub type DirectoryLookup =
+    Arc<dyn Fn(String, String) -> Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send>> + Send + Sync>;
 /// Each mailbox's state for a connection (Microsoft 365).
 pub type StatusReader = Arc<dyn Fn(String) -> Vec<MailboxStatus> + Send + Sync>;
 
@@ -130,6 +134,7 @@ pub struct Sources {
     pub import: Option<ImportStarter>,
     pub status: Option<StatusReader>,
     pub webhook: Option<Webhook>,
+    pub directory: Option<DirectoryLookup>,
 }
 
 pub struct Console {

@@ -241,7 +241,7 @@ async fn finish(
         WebError::BadRequest(format!("the login settings name tenant {:?}, which does not exist", s.tenant))
     })?;
     let assignments = console.archive.catalog.role_assignments(tenant.id).await?;
-    let addresses = addresses_for(&s, &claims);
+    let addresses = addresses_for(console, &s, &claims).await?;
     let known = match &addresses {
         Some(a) => a.clone(),
         None => match console.archive.catalog.user_by_external_id(&external_id(&s, &claims)?).await? {
@@ -463,8 +463,30 @@ pub fn verified_addresses(claims: &Map<String, Value>) -> Vec<String> {
 
 /// The addresses a signed-in user gets under the login settings; None: keep the account's own
 /// (set by an administrator).
-fn addresses_for(s: &OidcSettings, claims: &Map<String, Value>) -> Option<Vec<String>> {
-    (s.addresses_from != crate::settings::CONFIGURED).then(|| verified_addresses(claims))
+async fn addresses_for(
+    console: &Console,
+    s: &OidcSettings,
+    claims: &Map<String, Value>,
+) -> Result<Option<Vec<String>>, WebError> {
+    match s.addresses_from.as_str() {
+        crate::settings::CONFIGURED => Ok(None),
+        crate::settings::DIRECTORY => {
+            // The token's tid was checked against the settings; the oid is the directory's object id.
+            let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
+            let (Some(tid), Some(oid)) = (text("tid"), text("oid")) else {
+                return Err(WebError::BadRequest("the ID token names no directory object (tid, oid)".into()));
+            };
+            let lookup = console.sources.directory.clone().ok_or_else(|| {
+                WebError::Unavailable(
+                    "addresses come from the directory, but no Microsoft 365 connection is configured ([[m365]])"
+                        .into(),
+                )
+            })?;
+            let found = lookup(tid, oid).await.map_err(|e| WebError::Unavailable(format!("directory lookup: {e}")))?;
+            Ok(Some(found))
+        }
+        _ => Ok(Some(verified_addresses(claims))),
+    }
 }
 
 /// The account's key: the issuer (for Entra ID it names the directory, `tid`) and the subject

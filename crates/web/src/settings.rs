@@ -44,8 +44,10 @@ pub struct OidcSettings {
     /// Where a signed-in user's mail addresses (what they may read, and the `domain` of role
     /// assignments) come from. `verified_email`: the `email` claim, only when the provider vouches
     /// for it (`email_verified` true; Entra ID's `xms_edov` true). `configured`: only the addresses
-    /// an administrator set on the account. Names a user can choose (`preferred_username`, `upn`,
-    /// an unverified `email`) never give access to mail.
+    /// an administrator set on the account. `directory` (Entra ID): the addresses the directory
+    /// lists for the user's `oid` (`mail` and `proxyAddresses`), looked up through the Microsoft
+    /// 365 connection of that directory. Names a user can choose (`preferred_username`, `upn`, an
+    /// unverified `email`) never give access to mail.
     pub addresses_from: String,
 }
 
@@ -70,6 +72,7 @@ impl Default for OidcSettings {
 
 pub const VERIFIED_EMAIL: &str = "verified_email";
 pub const CONFIGURED: &str = "configured";
+pub const DIRECTORY: &str = "directory";
 
 impl OidcSettings {
     pub fn is_entra(&self) -> bool {
@@ -122,11 +125,13 @@ impl OidcSettings {
         if !self.callback_path.starts_with('/') || self.callback_path.starts_with("/api/") {
             out.push("the callback path must start with / (e.g. /authorize.do) and not with /api/".into());
         }
-        if self.addresses_from != VERIFIED_EMAIL && self.addresses_from != CONFIGURED {
-            out.push(format!(
-                "addresses come from {:?}: choose verified_email (the provider's verified email claim) or configured (set per user by an administrator)",
-                self.addresses_from
-            ));
+        match self.addresses_from.as_str() {
+            VERIFIED_EMAIL | CONFIGURED => {}
+            DIRECTORY if self.is_entra() => {}
+            DIRECTORY => out.push("addresses from the directory need the Entra ID provider".into()),
+            other => out.push(format!(
+                "addresses come from {other:?}: choose verified_email (the provider's verified email claim), configured (set per user by an administrator) or, for Entra ID, directory"
+            )),
         }
         if !self.scopes.split_whitespace().any(|s| s == "openid") {
             out.push("the scopes must include openid".into());
