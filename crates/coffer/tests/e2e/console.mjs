@@ -16,11 +16,15 @@ function expect(ok, what) {
   if (!ok) throw new Error(`expected: ${what}`);
   console.log(`ok: ${what}`);
 }
+// Each page as a desktop (1366×900) and a phone (390×844) shows it.
 async function shot(page, name) {
   await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: `${ARTIFACTS}/${name}-phone.png`, fullPage: true });
+  await page.setViewportSize({ width: 1366, height: 900 });
 }
 async function fresh() {
-  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1366, height: 900 } });
   const page = await context.newPage();
   page.on('dialog', (d) => { throw new Error(`a dialog opened: ${d.message()}`); });
   return { context, page };
