@@ -386,6 +386,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 SortArg::Relevance => Sort::Relevance,
             };
             let page = archive.search(&actor, &query, limit, offset, sort, !json).await?;
+            if page.not_yet_indexed > 0 {
+                eprintln!(
+                    "note: {} archived messages are not searchable yet (the index is catching up or being rebuilt); the results may be incomplete",
+                    page.not_yet_indexed
+                );
+            }
             let mut out = std::io::stdout().lock();
             if json {
                 for m in &page.messages {
