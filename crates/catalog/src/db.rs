@@ -52,23 +52,40 @@ impl Catalog {
             Dialect::Sqlite => {
                 // A damaged file fails here at once, saying what to do (the pool would retry
                 // until its timeout and then say only that it timed out).
+                // Switching a new database to WAL can answer "locked" at once, without waiting,
+                // while another process creates the same database: the probe tries again then.
                 let corrupt = |e: sqlx::Error| if is_corruption(&e) { damaged(e) } else { CatalogError::Db(e) };
-                let mut probe = sqlx::AnyConnection::connect_with(&options).await.map_err(corrupt)?;
-                probe
-                    .execute(
-                        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; SELECT COUNT(*) FROM sqlite_master;",
-                    )
-                    .await
-                    .map_err(corrupt)?;
-                let _ = probe.close().await;
+                let mut attempt = 0;
+                loop {
+                    let probed = async {
+                        let mut probe = sqlx::AnyConnection::connect_with(&options).await?;
+                        probe
+                            .execute(
+                                "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; SELECT COUNT(*) FROM sqlite_master;",
+                            )
+                            .await?;
+                        let _ = probe.close().await;
+                        Ok::<(), sqlx::Error>(())
+                    }
+                    .await;
+                    match probed {
+                        Err(e) if is_locked(&e) && attempt < 50 => {
+                            attempt += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                        other => break other.map_err(corrupt)?,
+                    }
+                }
                 AnyPoolOptions::new()
                     .max_connections(4)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL for concurrent readers; FULL so a commit is on disk before we ack.
+                            // The busy timeout first: switching to WAL waits for a lock another
+                            // process starting at the same moment may hold.
                             conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                                "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
                             )
                             .await?;
                             Ok(())
@@ -171,6 +188,10 @@ impl Catalog {
         }
         self.pool.close().await;
     }
+}
+
+fn is_locked(e: &sqlx::Error) -> bool {
+    e.to_string().contains("database is locked")
 }
 
 fn is_corruption(e: &sqlx::Error) -> bool {
