@@ -41,4 +41,8 @@ else
   export COFFER_CORPUS_DIR=skip
 fi
 
-cargo test --workspace --locked "$@"
+# Every crate, unless the arguments pick some (`-p coffer-web`).
+case " $* " in
+  *" -p "*|*" --package "*|*" --package="*) cargo test --locked "$@" ;;
+  *) cargo test --workspace --locked "$@" ;;
+esac
