@@ -172,7 +172,10 @@ impl Catalog {
         if self.dialect != Dialect::Sqlite {
             return Ok(());
         }
-        let rows = sqlx::query("PRAGMA quick_check(20)").fetch_all(&self.pool).await.map_err(damaged)?;
+        let rows = sqlx::query("PRAGMA quick_check(20)")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| if is_corruption(&e) { damaged(e) } else { CatalogError::Db(e) })?;
         let findings: Vec<String> = rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).collect();
         if findings.len() == 1 && findings[0] == "ok" {
             return Ok(());
@@ -190,13 +193,20 @@ impl Catalog {
     }
 }
 
-fn is_locked(e: &sqlx::Error) -> bool {
-    e.to_string().contains("database is locked")
+/// SQLite's primary result code of a database error (the low byte of the extended one).
+fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
+    let code = e.as_database_error()?.code()?;
+    code.parse::<i64>().ok().map(|c| c & 0xff)
 }
 
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6).
+fn is_locked(e: &sqlx::Error) -> bool {
+    matches!(sqlite_code(e), Some(5 | 6))
+}
+
+/// SQLITE_CORRUPT (11) or SQLITE_NOTADB (26).
 fn is_corruption(e: &sqlx::Error) -> bool {
-    let text = e.to_string();
-    text.contains("malformed") || text.contains("not a database") || text.contains("corrupt")
+    matches!(sqlite_code(e), Some(11 | 26))
 }
 
 fn damaged(e: sqlx::Error) -> CatalogError {
