@@ -514,27 +514,44 @@ fn sign_in_through(base: &str, same_browser: bool) -> (u16, String, Option<Strin
     (status, done.into_string().unwrap_or_default(), cookie)
 }
 
-#[test]
-fn entra_id_sign_in_uses_the_app_certificate_and_maps_roles_from_wids() {
-    let fake = FakeMicrosoft::start(TENANT, CLIENT);
-    let c = Coffer::new();
-    configure(&c, &fake, "m365");
-    register_certificate(&c, &fake, "m365");
+/// `coffer serve` with the fake's Microsoft 365 connection and Entra ID sign-in by its certificate,
+/// addresses from `addresses_from`, these role assignments; the server and the console's URL.
+fn serve_with_entra_sign_in(
+    c: &Coffer,
+    fake: &FakeMicrosoft,
+    addresses_from: &str,
+    role_assignments: serde_json::Value,
+) -> (common::Server, String) {
+    configure(c, fake, "m365");
+    register_certificate(c, fake, "m365");
     let key = c.user_with_key("admin", "administrator", &[]);
-    let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let server = common::Server::start(c, &[("COFFER_SMTP__TLS", "off")]);
     let base = format!("http://{}", server.http);
     let login = serde_json::json!({
         "sso_default": false,
         "oidc": {"enabled": true, "provider": "entra", "entra_tenant_id": TENANT, "login_host": fake.base, "client_id": CLIENT,
                  "client_auth": "certificate", "certificate_alias": "m365", "callback_path": "/authorize.do",
-                 "scopes": "openid profile email", "tenant": "default", "issuer": ""},
-        "role_assignments": [{"attribute": "wids", "value": "62e90394-69f5-4237-9190-012177145e10", "role": "administrator"},
-                             {"attribute": "roles", "value": "Archive.Audit", "role": "auditor"}],
+                 "scopes": "openid profile email", "tenant": "default", "issuer": "", "addresses_from": addresses_from},
+        "role_assignments": role_assignments,
     });
     let saved = ureq::put(&format!("{base}/api/v1/config/login"))
         .set("Authorization", &format!("Bearer {key}"))
         .send_json(login);
     assert!(saved.is_ok(), "{saved:?}");
+    (server, base)
+}
+
+#[test]
+fn entra_id_sign_in_uses_the_app_certificate_and_maps_roles_from_wids() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    let c = Coffer::new();
+    let (_server, base) = serve_with_entra_sign_in(
+        &c,
+        &fake,
+        "verified_email",
+        serde_json::json!([{"attribute": "wids", "value": "62e90394-69f5-4237-9190-012177145e10", "role": "administrator"},
+                           {"attribute": "roles", "value": "Archive.Audit", "role": "auditor"}]),
+    );
 
     // A Global Administrator (wids) signs in: the token came with Coffer's certificate (private_key_jwt).
     // Entra ID vouches for the email with the optional claim xms_edov.
@@ -605,22 +622,7 @@ fn entra_sign_in_can_take_a_users_addresses_from_the_directory() {
     let alice = fake.add_user("alice@contoso.com");
     fake.add_alias(&alice, "Alice.Martin@Contoso.com");
     let c = Coffer::new();
-    configure(&c, &fake, "m365");
-    register_certificate(&c, &fake, "m365");
-    let key = c.user_with_key("admin", "administrator", &[]);
-    let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
-    let base = format!("http://{}", server.http);
-    let login = serde_json::json!({
-        "sso_default": false,
-        "oidc": {"enabled": true, "provider": "entra", "entra_tenant_id": TENANT, "login_host": fake.base, "client_id": CLIENT,
-                 "client_auth": "certificate", "certificate_alias": "m365", "callback_path": "/authorize.do",
-                 "scopes": "openid profile email", "tenant": "default", "issuer": "", "addresses_from": "directory"},
-        "role_assignments": [],
-    });
-    let saved = ureq::put(&format!("{base}/api/v1/config/login"))
-        .set("Authorization", &format!("Bearer {key}"))
-        .send_json(login);
-    assert!(saved.is_ok(), "{saved:?}");
+    let (_server, base) = serve_with_entra_sign_in(&c, &fake, "directory", serde_json::json!([]));
     // The token's email claims another's address; the directory's entry for the oid decides.
     fake.sign_in_as(serde_json::json!({"sub": "s1", "oid": alice, "preferred_username": "ceo@contoso.com",
         "email": "ceo@contoso.com", "xms_edov": true}));
