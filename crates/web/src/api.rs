@@ -346,7 +346,7 @@ async fn status(State(console): State<Arc<Console>>, who: Principal) -> ApiResul
             })
         })
         .collect();
-    let volumes = if all { volume_list(&console).await? } else { Vec::new() };
+    let volumes = volume_list(&console).await?.into_iter().filter(|v| all || v.tenant_id == who.tenant.id).collect();
     Ok(Json(Status {
         index_lag: catalog.index_queue_len().await?,
         index_lag_seconds: catalog.oldest_queued_at().await?.map(|t| now - t).unwrap_or(0),

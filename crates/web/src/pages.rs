@@ -412,7 +412,8 @@ async fn status(State(console): State<Arc<Console>>, who: Principal) -> PageResu
         .filter(|t| own(t.id))
         .map(|t| context! { name => t.name, address => t.journal_address(&console.config.journal_domain) })
         .collect();
-    let volumes = console.archive.volumes().await?;
+    // The same rule as the API's status: a tenant's own volumes, every volume for a system administrator.
+    let volumes: Vec<_> = console.archive.volumes().await?.into_iter().filter(|v| own(v.owner as i64)).collect();
     let lag = catalog.index_queue_len().await?;
     let oldest = catalog.oldest_queued_at().await?.map(|t| now - t).unwrap_or(0);
     let html =

@@ -249,3 +249,24 @@ fn another_tenants_logins_cannot_be_probed_by_adding_users() {
     assert_eq!(fab.send("POST", "/api/v1/users", user("erin@fabrikam")).status, 201);
     assert_eq!(fab.send("POST", "/api/v1/users", user("erin@fabrikam.com")).status, 400, "its own namespace collides");
 }
+
+#[test]
+fn an_auditor_sees_the_volumes_of_their_own_tenant_alike_in_the_console_and_the_api() {
+    let site = Site::start();
+    let fabrikam = site.runtime.block_on(site.archive.catalog.tenant_by_name("fabrikam")).unwrap().unwrap();
+    let fabrikam_volume = format!("t{}-v000001", fabrikam.id);
+    let default = site.runtime.block_on(site.archive.catalog.default_tenant()).unwrap();
+    let own_volume = format!("t{}-v000001", default.id);
+    // Audrey audits the default tenant, not fabrikam.
+    let mut audrey = site.browser("audrey", PASSWORD);
+    let page = audrey.get("/status").text();
+    assert!(page.contains(&own_volume), "{page}");
+    assert!(!page.contains(&fabrikam_volume), "the console shows another tenant's volume: {page}");
+    let status = site.api("auditor").get("/api/v1/status").json();
+    let ids: Vec<&str> = status["volumes"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [own_volume.as_str()], "the API shows the same: {status}");
+    // The system administrator sees every volume on both.
+    let all = site.api("administrator").get("/api/v1/status").json();
+    assert_eq!(all["volumes"].as_array().unwrap().len(), 2, "{all}");
+    assert!(site.browser("admin", PASSWORD).get("/status").text().contains(&fabrikam_volume));
+}
