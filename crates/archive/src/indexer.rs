@@ -12,6 +12,7 @@ use coffer_store::{Location, Store};
 use rayon::prelude::*;
 
 use crate::ArchiveError;
+use crate::service::blocking;
 
 pub struct Indexer {
     pub(crate) parsed: crate::parsed::ParsedCache,
@@ -52,13 +53,12 @@ impl Indexer {
         let store = self.store.clone();
         let index = self.index.clone();
         let count = work.len();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let docs: Vec<IndexDocument> =
                 work.par_iter().map(|(row, r, p, parsed)| document(&store, row, r, p, parsed.as_deref())).collect();
             index.apply(&docs)
         })
-        .await
-        .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        .await??;
         self.catalog.index_queue_done(&ids).await?;
         Ok(count)
     }
@@ -67,9 +67,7 @@ impl Indexer {
     /// everything for a rebuild. True when it did.
     pub async fn replace_if_damaged(&self) -> Result<bool, ArchiveError> {
         let index = self.index.clone();
-        let damaged = tokio::task::spawn_blocking(move || index.damaged_files())
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        let damaged = blocking(move || index.damaged_files()).await?;
         // Only files whose checksum fails are damage; a failure to read them (a full disk, say)
         // is not a reason to throw the index away.
         let damaged = match damaged? {
@@ -77,9 +75,7 @@ impl Indexer {
             files => files.join(", "),
         };
         let index = self.index.clone();
-        let aside = tokio::task::spawn_blocking(move || index.replace())
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        let aside = blocking(move || index.replace()).await??;
         tracing::warn!(damaged = %damaged, moved_to = %aside.display(), "the search index is damaged; rebuilding it in the background");
         self.catalog.index_queue_all().await?;
         Ok(true)

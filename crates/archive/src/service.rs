@@ -234,9 +234,7 @@ impl Archive {
             sort,
             snippets,
         };
-        let results = tokio::task::spawn_blocking(move || index.search(&request))
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        let results = blocking(move || index.search(&request)).await??;
         self.audit(actor, "search", &format!("{query} → {} results", results.total)).await?;
         let ids: Vec<i64> = results.hits.iter().map(|h| h.id as i64).collect();
         let mut snippets: HashMap<i64, String> =
@@ -261,9 +259,7 @@ impl Archive {
         index.reload()?;
         let scope = Scope { tenant: actor.tenant.id as u64, visible_to: actor.visibility.clone() };
         let query = query.to_owned();
-        let ids = tokio::task::spawn_blocking(move || index.all_ids(&query, &scope))
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        let ids = blocking(move || index.all_ids(&query, &scope)).await??;
         Ok(ids.into_iter().map(|id| id as i64).collect())
     }
 
@@ -311,9 +307,7 @@ impl Archive {
         id: i64,
     ) -> Result<(MessageSummary, coffer_mail::view::MessageView), ArchiveError> {
         let (summary, raw) = self.visible_original(actor, id).await?;
-        let mut view = tokio::task::spawn_blocking(move || coffer_mail::view::view(&raw))
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        let mut view = blocking(move || coffer_mail::view::view(&raw)).await?;
         if !actor.sees_bcc {
             // The header block of a sent copy can carry the Bcc line, a delivered copy the address
             // it was delivered to.
@@ -366,10 +360,7 @@ impl Archive {
     pub(crate) async fn read_original(&self, row: &MessageRow) -> Result<Vec<u8>, ArchiveError> {
         let store = self.store.clone();
         let location = location_of(row);
-        tokio::task::spawn_blocking(move || store.read(&location))
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))?
-            .map_err(Into::into)
+        blocking(move || store.read(&location)).await?.map_err(Into::into)
     }
 
     /// Records an action in the hash-chained audit log, with who did it and from where.
@@ -382,9 +373,7 @@ impl Archive {
     /// audit log's chain.
     pub async fn verify(&self) -> Result<VerifyOutcome, ArchiveError> {
         let store = self.store.clone();
-        let report = tokio::task::spawn_blocking(move || store.verify())
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        let report = blocking(move || store.verify()).await??;
         let mut outcome = VerifyOutcome {
             volumes: report.volumes,
             segments: report.segments,
@@ -425,9 +414,7 @@ impl Archive {
     /// are replaced by id, so searches keep working meanwhile).
     pub async fn reindex(&self) -> Result<Reindexed, ArchiveError> {
         let index = self.index.clone();
-        let cleared = tokio::task::spawn_blocking(move || index.clear())
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        let cleared = blocking(move || index.clear()).await?;
         match cleared {
             Err(coffer_index::IndexError::Locked) => {
                 self.catalog.index_queue_all().await?;
@@ -444,9 +431,7 @@ impl Archive {
     /// Ends a writing session tidily: index merges finished, catalog log folded in.
     pub async fn close(&self) -> Result<(), ArchiveError> {
         let index = self.index.clone();
-        tokio::task::spawn_blocking(move || index.finish_writing())
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
+        blocking(move || index.finish_writing()).await??;
         self.catalog.close().await;
         Ok(())
     }
@@ -611,7 +596,7 @@ fn summary(
 }
 
 /// Runs CPU-bound work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ArchiveError> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ArchiveError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ArchiveError::Internal(e.to_string()))
 }
 

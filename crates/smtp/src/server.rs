@@ -373,7 +373,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 // The transaction ended without a message (refused, reset): its bytes go.
                 spool = Spool::new(config.data_dir.join("spool"));
             }
-            if flush(stream, session).await? {
+            if flush(stream, session, config.command_timeout).await? {
                 // A command (or chunk) was answered: the next one gets its own deadline.
                 let phase = if session.in_data() { config.data_timeout } else { config.command_timeout };
                 phase_deadline = Instant::now() + phase;
@@ -385,7 +385,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                     let body = std::mem::replace(&mut spool, Spool::new(config.data_dir.join("spool")));
                     let delivery = shared.deliver(transaction, body).await;
                     if session.delivered(delivery) == Step::Close {
-                        flush(stream, session).await?;
+                        flush(stream, session, config.command_timeout).await?;
                         return Ok(End::Closed);
                     }
                 }
@@ -489,8 +489,12 @@ async fn write_briefly<S: AsyncWrite + Unpin>(stream: &mut S, line: &[u8]) {
 }
 
 /// Writes the session's replies; true when there were any. A client that does not read its
-/// replies is given up on after the command timeout.
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session) -> std::io::Result<bool> {
+/// replies is given up on after `timeout` (the command timeout).
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &mut Session,
+    timeout: Duration,
+) -> std::io::Result<bool> {
     if session.replies.is_empty() {
         return Ok(false);
     }
@@ -499,7 +503,7 @@ async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session) -> 
         stream.write_all(&replies).await?;
         stream.flush().await
     };
-    match tokio::time::timeout(Duration::from_secs(300), write).await {
+    match tokio::time::timeout(timeout, write).await {
         Ok(r) => r.map(|_| true),
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client does not read its replies")),
     }

@@ -198,6 +198,7 @@ async fn resolve(console: &Console, mut req: Request) -> Result<Request, WebErro
         .map(str::to_owned);
     if let Some(key) = bearer {
         if req.uri().path() == "/metrics" && is_metrics_token(console, &key) {
+            req.extensions_mut().insert(MetricsScraper);
             return Ok(req);
         }
         // A wrong key is an error even where no sign-in is needed: a script should hear about it.
@@ -226,8 +227,12 @@ async fn resolve(console: &Console, mut req: Request) -> Result<Request, WebErro
     Ok(req)
 }
 
+/// On a `/metrics` request that presented `http.metrics_token`.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsScraper;
+
 /// The scraper's token for `/metrics` (`http.metrics_token`), compared by hash.
-pub fn is_metrics_token(console: &Console, presented: &str) -> bool {
+fn is_metrics_token(console: &Console, presented: &str) -> bool {
     console.config.metrics_token.as_deref().is_some_and(|want| token_hash(want) == token_hash(presented.trim()))
 }
 

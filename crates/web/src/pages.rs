@@ -889,15 +889,10 @@ async fn webhook(
 async fn metrics(
     State(console): State<Arc<Console>>,
     who: Option<Principal>,
-    headers: axum::http::HeaderMap,
+    scraper: Option<axum::Extension<crate::auth::MetricsScraper>>,
 ) -> Result<Response, WebError> {
     use std::fmt::Write;
-    let by_token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| crate::auth::is_metrics_token(&console, t));
-    if !by_token {
+    if scraper.is_none() {
         match &who {
             Some(p) => p.require_system_admin()?,
             None => return Err(WebError::Unauthorized),
