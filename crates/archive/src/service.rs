@@ -13,16 +13,22 @@ use coffer_store::{Location, MasterKey, Store, StoreConfig, VolumeInfo};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::admin::Role;
 use crate::indexer::Indexer;
 use crate::ingest::Pipeline;
 use crate::{ArchiveConfig, ArchiveError};
 
-/// Who is asking, for visibility and for the audit log.
+/// Who is asking, for rights, visibility and the audit log.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub name: String,
     pub ip: String,
     pub tenant: Tenant,
+    pub role: Role,
+    /// The account behind a console or API request (None for the local operator).
+    pub user_id: Option<i64>,
+    /// The operator at the machine's command line: every tenant's configuration.
+    pub local: bool,
     /// None: the whole tenant (administrators, auditors, the operator on the command line).
     pub visibility: Option<Visibility>,
     /// Bcc and envelope recipients are shown only to roles allowed to see them.
@@ -30,10 +36,42 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// The operator at the command line of the machine: the whole tenant.
+    /// The operator at the command line of the machine, working in `tenant`: named in the audit
+    /// log as `cli:<user>@<host>`.
     pub fn operator(tenant: Tenant) -> Actor {
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        Actor { name: format!("cli:{user}"), ip: "local".into(), tenant, visibility: None, sees_bcc: true }
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        Actor {
+            name: format!("cli:{user}@{host}"),
+            ip: "local".into(),
+            tenant,
+            role: Role::Administrator,
+            user_id: None,
+            local: true,
+            visibility: None,
+            sees_bcc: true,
+        }
+    }
+
+    /// A signed-in account: what it sees follows its role (users: their own addresses and
+    /// mailboxes, never Bcc lines; auditors and administrators: the whole tenant).
+    pub fn account(user: &coffer_catalog::UserRow, role: Role, tenant: Tenant, ip: &str) -> Actor {
+        let whole_tenant = role >= Role::Auditor;
+        Actor {
+            name: user.login.clone(),
+            ip: ip.to_owned(),
+            tenant,
+            role,
+            user_id: Some(user.id),
+            local: false,
+            visibility: (!whole_tenant)
+                .then(|| Visibility { addresses: user.addresses.clone(), mailboxes: user.addresses.clone() }),
+            sees_bcc: whole_tenant,
+        }
     }
 }
 
@@ -102,7 +140,7 @@ pub enum Reindexed {
 
 pub struct Archive {
     pub config: ArchiveConfig,
-    pub catalog: Catalog,
+    pub(crate) catalog: Catalog,
     pub(crate) store: Arc<Store>,
     pub(crate) index: Arc<SearchIndex>,
     indexed: Arc<Notify>,

@@ -56,6 +56,9 @@ async fn journal_report_with_bcc_is_visible_to_the_bcc_recipient_and_auditors_no
             name: address.into(),
             ip: "127.0.0.1".into(),
             tenant: t.actor.tenant.clone(),
+            role: coffer_archive::Role::User,
+            user_id: None,
+            local: false,
             visibility: Some(coffer_archive::Visibility { addresses: vec![address.into()], mailboxes: vec![] }),
             sees_bcc: false,
         };

@@ -342,7 +342,7 @@ fn a_mailbox_that_is_refused_or_missing_does_not_stop_the_others() {
         subscribed == BTreeSet::from([users[0].clone(), users[2].clone()])
     });
     let api = |method: &str, path: &str| call_api(format!("127.0.0.1:{http}"), &key, method, path);
-    assert_eq!(api("POST", "/connections/contoso/import")["ok"], true);
+    assert_eq!(api("POST", "/connections/contoso/start")["ok"], true);
     wait_until("every mailbox's state on the console", || {
         let rows = api("GET", "/connections/contoso/mailboxes");
         let state =
@@ -427,7 +427,7 @@ fn the_webhook_keeps_the_folder_tree_in_step_with_the_mailbox() {
     // The console starts an import and shows each mailbox's state.
     let key = c.user_with_key("admin", "administrator", &[]);
     let api = |method: &str, path: &str| call_api(format!("127.0.0.1:{http}"), &key, method, path);
-    assert_eq!(api("POST", "/connections/contoso/import")["ok"], true);
+    assert_eq!(api("POST", "/connections/contoso/start")["ok"], true);
     wait_until("the console shows alice synced", || {
         let rows = api("GET", "/connections/contoso/mailboxes");
         rows.as_array()

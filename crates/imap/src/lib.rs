@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_imap::Client;
-use coffer_archive::{Catalog, Pipeline, Source, Submission};
+use coffer_archive::sources::SourceState;
+use coffer_archive::{Pipeline, Source, Submission};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -122,8 +123,6 @@ pub enum ImapError {
     Protocol(#[from] async_imap::error::Error),
     #[error(transparent)]
     Archive(#[from] coffer_archive::ArchiveError),
-    #[error("catalog: {0}")]
-    Catalog(#[from] coffer_archive::CatalogError),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -144,15 +143,15 @@ pub struct Poller {
     pub config: ImapConfig,
     pub tenant: i64,
     pub pipeline: Pipeline,
-    pub catalog: Catalog,
+    pub state: SourceState,
     /// When set, XOAUTH2/OAUTHBEARER tokens come from here instead of `token_url`.
     pub token_source: Option<TokenSource>,
     token: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl Poller {
-    pub fn new(config: ImapConfig, tenant: i64, pipeline: Pipeline, catalog: Catalog) -> Poller {
-        Poller { config, tenant, pipeline, catalog, token_source: None, token: Default::default() }
+    pub fn new(config: ImapConfig, tenant: i64, pipeline: Pipeline, state: SourceState) -> Poller {
+        Poller { config, tenant, pipeline, state, token_source: None, token: Default::default() }
     }
 }
 
@@ -209,7 +208,7 @@ impl Poller {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let listener = format!("imap:{}", self.config.name);
         for (figure, n) in figures.iter().filter(|(_, n)| *n > 0) {
-            if let Err(e) = self.catalog.add_listener_figure(now, &listener, self.tenant, figure, *n as i64).await {
+            if let Err(e) = self.state.add_listener_figure(now, &listener, self.tenant, figure, *n as i64).await {
                 tracing::warn!(error = %e, "could not record IMAP figures");
             }
         }
@@ -391,7 +390,7 @@ impl Poller {
         let mailbox = session.select(folder).await?;
         let validity = mailbox.uid_validity.unwrap_or(0);
         let uid_next = mailbox.uid_next.unwrap_or(u32::MAX);
-        let mut last = match self.catalog.sync_cursor(&c.name, folder).await? {
+        let mut last = match self.state.cursor(&c.name, folder).await? {
             Some(cursor) => match cursor.split_once(':') {
                 // Another UIDVALIDITY: the folder was recreated; read it all again (dedup absorbs).
                 Some((v, uid)) if v == validity.to_string() => uid.parse().unwrap_or(0),
@@ -464,7 +463,7 @@ impl Poller {
                 report.removed += durable.len();
             }
             last = upper.max(fetched.iter().map(|(uid, _)| *uid).max().unwrap_or(0));
-            self.catalog.set_sync_cursor(&c.name, folder, &format!("{validity}:{last}")).await?;
+            self.state.set_cursor(&c.name, folder, &format!("{validity}:{last}")).await?;
         }
         Ok(())
     }

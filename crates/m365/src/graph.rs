@@ -92,7 +92,7 @@ impl Graph {
         let now = coffer_archive::service::now_secs();
         let claims = serde_json::json!({
             "aud": self.token_endpoint(), "iss": self.config.client_id, "sub": self.config.client_id,
-            "jti": crate::manifest::new_guid(), "nbf": now - 30, "iat": now, "exp": now + 600,
+            "jti": coffer_archive::manifest::new_guid(), "nbf": now - 30, "iat": now, "exp": now + 600,
         });
         jsonwebtoken::encode(&header, &claims, &key).map_err(|e| M365Error::Advice(format!("signing: {e}")))
     }

@@ -7,7 +7,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use coffer_archive::{Catalog, Pipeline, Source, Submission};
+use coffer_archive::sources::SourceState;
+use coffer_archive::{Pipeline, Source, Submission};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -84,7 +85,7 @@ pub struct Importer {
     pub board: Board,
     pub graph: Arc<Graph>,
     pub pipeline: Pipeline,
-    pub catalog: Catalog,
+    pub state: SourceState,
     pub tenant: i64,
     pub max_message_bytes: u64,
 }
@@ -281,7 +282,7 @@ impl Importer {
         folder: &str,
         to_raw: fn(&str, &Value) -> Vec<u8>,
     ) -> Result<usize, M365Error> {
-        let mut link = self.catalog.sync_cursor(&self.connection(), scope).await?.unwrap_or_else(|| start.to_owned());
+        let mut link = self.state.cursor(&self.connection(), scope).await?.unwrap_or_else(|| start.to_owned());
         let mut archived = 0;
         loop {
             let current = link.clone();
@@ -311,10 +312,10 @@ impl Importer {
                 }
             }
             if let Some(next) = page["@odata.nextLink"].as_str() {
-                self.catalog.set_sync_cursor(&self.connection(), scope, next).await?;
+                self.state.set_cursor(&self.connection(), scope, next).await?;
                 link = next.to_owned();
             } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
-                self.catalog.set_sync_cursor(&self.connection(), scope, delta).await?;
+                self.state.set_cursor(&self.connection(), scope, delta).await?;
                 return Ok(archived);
             } else {
                 return Err(M365Error::Advice(format!(
@@ -333,7 +334,7 @@ impl Importer {
     ) -> Result<(), M365Error> {
         let scope = format!("{user_id}/{}", folder.id);
         let start = format!("/v1.0/users/{user_id}/mailFolders/{}/messages/delta?$select=id", folder.id);
-        let mut link = self.catalog.sync_cursor(&self.connection(), &scope).await?.unwrap_or_else(|| start.clone());
+        let mut link = self.state.cursor(&self.connection(), &scope).await?.unwrap_or_else(|| start.clone());
         loop {
             let page = {
                 let current = link.clone();
@@ -358,8 +359,8 @@ impl Importer {
             // tree; the message stays archived.
             for m in &removed {
                 if let Some(id) = m["id"].as_str()
-                    && let Some(message) = self.catalog.source_item(&self.connection(), id).await?
-                    && self.catalog.remove_placement(message, upn, &folder.path).await?
+                    && let Some(message) = self.state.item(&self.connection(), id).await?
+                    && self.state.remove_placement(message, upn, &folder.path).await?
                 {
                     report.moved_out += 1;
                 }
@@ -401,7 +402,7 @@ impl Importer {
             }
             for (receipt, item) in futures::future::join_all(receipts).await.into_iter().zip(items) {
                 if let Ok(r) = &receipt {
-                    self.catalog.set_source_item(&self.connection(), &item, r.id).await?;
+                    self.state.set_item(&self.connection(), &item, r.id).await?;
                 }
                 match receipt {
                     Ok(r) if r.duplicate => report.duplicates += 1,
@@ -414,10 +415,10 @@ impl Importer {
             }
             crate::crash_point("m365-after-page");
             if let Some(next) = page["@odata.nextLink"].as_str() {
-                self.catalog.set_sync_cursor(&self.connection(), &scope, next).await?;
+                self.state.set_cursor(&self.connection(), &scope, next).await?;
                 link = next.to_owned();
             } else if let Some(delta) = page["@odata.deltaLink"].as_str() {
-                self.catalog.set_sync_cursor(&self.connection(), &scope, delta).await?;
+                self.state.set_cursor(&self.connection(), &scope, delta).await?;
                 return Ok(());
             } else {
                 return Err(M365Error::Advice(format!(

@@ -1,6 +1,6 @@
 //! Coffer's Microsoft 365 source, MailArchiva's Office 365 integration as the model: an Entra ID
 //! app registration authenticated by a certificate Coffer makes (its manifest updated with
-//! [`manifest::add_certificate`]), tokens by client assertion ([`graph::Graph`]), and the
+//! `coffer_archive::manifest`), tokens by client assertion ([`graph::Graph`]), and the
 //! historical import of every mailbox through Microsoft Graph ([`import::Importer`]): users →
 //! mail folders (recursively, with their paths) → per-folder `messages/delta` → each message's MIME
 //! into the ingest pipeline with its placement. A folder's delta link advances only after its
@@ -9,7 +9,6 @@
 pub mod graph;
 pub mod import;
 pub mod items;
-pub mod manifest;
 pub mod sync;
 
 use serde::{Deserialize, Serialize};
@@ -91,12 +90,6 @@ pub enum M365Error {
     NoMailbox,
     #[error(transparent)]
     Archive(#[from] coffer_archive::ArchiveError),
-}
-
-impl From<coffer_archive::CatalogError> for M365Error {
-    fn from(e: coffer_archive::CatalogError) -> Self {
-        M365Error::Archive(e.into())
-    }
 }
 
 /// Test hook: `COFFER_CRASH_AT=<point>` aborts the process there (the crash tests kill the import

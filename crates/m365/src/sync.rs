@@ -158,7 +158,7 @@ impl Sync {
         // Renew at half the lifetime Graph granted.
         let renew_at = now + (expires - now).max(0) / 2;
         let value = format!("{id}|{expires}|{renew_at}");
-        self.importer.catalog.set_sync_cursor(&self.subscriptions_key(), user, &value).await?;
+        self.importer.state.set_cursor(&self.subscriptions_key(), user, &value).await?;
         Ok(())
     }
 
@@ -222,7 +222,7 @@ impl Sync {
 
     async fn tend_one(&self, user: &str) -> Result<(), M365Error> {
         let now = coffer_archive::service::now_secs();
-        let state = self.importer.catalog.sync_cursor(&self.subscriptions_key(), user).await?;
+        let state = self.importer.state.cursor(&self.subscriptions_key(), user).await?;
         let parts: Vec<&str> = state.as_deref().unwrap_or("").split('|').collect();
         let (id, expires, renew_at) = match parts.as_slice() {
             [id, e, r] => (id.to_string(), e.parse().unwrap_or(0), r.parse().unwrap_or(0)),

@@ -6,8 +6,10 @@
 //! pipeline. The reply to the end of DATA is sent only after the archive's durable commit: `250`
 //! means stored, `4xx` means try again, and a `5xx` is given only for what retrying cannot fix.
 
+pub mod listeners;
 pub mod server;
 pub mod session;
 
+pub use listeners::{Listeners, SmtpSettings};
 pub use server::{JournalAddresses, Listener, ListenerConfig, Stats};
 pub use session::{Delivery, Recipients, Resolved, Session, SessionConfig, Step, TlsPolicy, Transaction};

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use coffer_archive::net::{Admission, Limits, Refusal};
-use coffer_archive::{ArchiveError, Catalog, Pipeline, Source, Submission};
+use coffer_archive::sources::SourceState;
+use coffer_archive::{ArchiveError, Pipeline, Source, Submission};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -62,25 +63,24 @@ impl JournalAddresses {
         })
     }
 
-    pub async fn refresh(&self, catalog: &Catalog) -> Result<(), ArchiveError> {
-        let tenants = catalog.tenants().await?;
-        *self.tokens.write().unwrap() = tenants.into_iter().map(|t| (t.journal_token, t.id)).collect();
-        let networks = catalog
-            .tenant_networks()
-            .await?
+    pub async fn refresh(&self, state: &SourceState) -> Result<(), ArchiveError> {
+        let tenants = state.journal_tenants().await?;
+        *self.tokens.write().unwrap() = tenants.iter().map(|(t, _)| (t.journal_token.clone(), t.id)).collect();
+        let networks = tenants
             .into_iter()
-            .map(|(tenant, cidrs)| (tenant, cidrs.iter().filter_map(|c| c.parse().ok()).collect()))
+            .filter(|(_, cidrs)| !cidrs.is_empty())
+            .map(|(t, cidrs)| (t.id, cidrs.iter().filter_map(|c| c.parse().ok()).collect()))
             .collect();
         *self.networks.write().unwrap() = networks;
         Ok(())
     }
 
     /// Refreshes every few seconds, so a tenant added while serving gets mail soon.
-    pub fn keep_fresh(self: &Arc<Self>, catalog: Catalog) -> tokio::task::JoinHandle<()> {
+    pub fn keep_fresh(self: &Arc<Self>, state: SourceState) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = me.refresh(&catalog).await {
+                if let Err(e) = me.refresh(&state).await {
                     tracing::warn!(error = %e, "could not refresh the journal addresses");
                 }
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -120,12 +120,12 @@ impl Stats {
     }
 
     /// Moves the counters into the catalog (called every few seconds and at shutdown).
-    pub async fn flush(&self, catalog: &Catalog, listener: &str) {
+    pub async fn flush(&self, state: &SourceState, listener: &str) {
         let taken: Vec<((i64, String), i64)> = self.counters.lock().unwrap().drain().collect();
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         for ((tenant, what), n) in taken {
-            if let Err(e) = catalog.add_listener_figure(now, listener, tenant, &what, n).await {
+            if let Err(e) = state.add_listener_figure(now, listener, tenant, &what, n).await {
                 tracing::warn!(error = %e, "could not record listener figures");
             }
         }
@@ -513,21 +513,4 @@ async fn flush<S: AsyncWrite + Unpin>(
 fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     let stat = rustix::fs::statvfs(dir).ok()?;
     Some(stat.f_bavail * stat.f_frsize)
-}
-
-/// A TLS acceptor for a certificate chain and key in PEM (TLS 1.2 and 1.3 only).
-pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
-    let certs: Vec<_> =
-        rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| e.to_string())?
-        .ok_or("no private key in the PEM")?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&tokio_rustls::rustls::version::TLS12, &tokio_rustls::rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| e.to_string())?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -10,13 +10,14 @@ use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use coffer_archive::catalog::{AuditEntry, FolderRow, NewUser, RoleAssignment};
+use coffer_archive::admin::{AccountChange, LoginChange, NewAccount, TenantInfo};
+use coffer_archive::catalog::{AuditEntry, FolderRow, RoleAssignment};
 use coffer_archive::{MessageSummary, Sort};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{Principal, Role};
-use crate::settings::{CLIENT_SECRET, LoginSettings};
+use crate::settings::LoginSettings;
 use crate::{Connection, Console, WebError};
 
 type ApiResult<T> = Result<Json<T>, WebError>;
@@ -42,12 +43,12 @@ struct Query<T>(T);
     paths(
         me, search, message, raw, attachment, folders, export, status, audit, volumes, close_volume_api,
         users, add_user_api, update_user_api, user_claims, tenants, add_tenant_api, certificates, generate_certificate_api,
-        get_login, put_login, api_keys, add_api_key, delete_api_key, connections, test_connection_api, import_api, mailboxes_api,
+        get_login, put_login, api_keys, add_api_key, delete_api_key, connections, test_connection_api, start_api, stop_api, mailboxes_api,
     ),
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
         NewUserRequest, UserChange, NewTenantRequest, CertificateRequest, ApiCertificate, LoginConfig, ApiAuditEntry,
-        ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, Role, Connection, crate::settings::OidcSettings,
+        ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, ApiRole, Connection, crate::JobState, crate::settings::OidcSettings,
         ApiRoleAssignment, ApiTraffic, crate::MailboxStatus, TenantCreated, CertificateCreated, UserCreated,
     )),
     modifiers(&Security),
@@ -92,7 +93,8 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/api-keys/{id}", delete(delete_api_key))
         .route("/connections", get(connections))
         .route("/connections/{name}/test", post(test_connection_api))
-        .route("/connections/{name}/import", post(import_api))
+        .route("/connections/{name}/start", post(start_api))
+        .route("/connections/{name}/stop", post(stop_api))
         .route("/connections/{name}/mailboxes", get(mailboxes_api))
         .fallback(|| async { WebError::NotFound })
 }
@@ -102,11 +104,32 @@ pub struct ApiError {
     pub error: String,
 }
 
+/// What an account may do: `user` (their own mail), `auditor` (the tenant's mail, read-only, and
+/// the audit log), `administrator` (also the configuration).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = Role)]
+pub enum ApiRole {
+    User,
+    Auditor,
+    Administrator,
+}
+
+impl From<Role> for ApiRole {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::User => ApiRole::User,
+            Role::Auditor => ApiRole::Auditor,
+            Role::Administrator => ApiRole::Administrator,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Me {
     pub login: String,
     pub display_name: String,
-    pub role: Role,
+    pub role: ApiRole,
     pub tenant: String,
     pub addresses: Vec<String>,
 }
@@ -117,7 +140,7 @@ async fn me(who: Principal) -> ApiResult<Me> {
     Ok(Json(Me {
         login: who.user.login,
         display_name: who.user.display_name,
-        role: who.role,
+        role: who.role.into(),
         tenant: who.tenant.name,
         addresses: who.user.addresses,
     }))
@@ -323,21 +346,17 @@ pub struct Status {
 /// Archiving traffic, index lag, volumes and journal addresses (auditors and administrators).
 #[utoipa::path(get, path = "/status", responses((status = 200, body = Status), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn status(State(console): State<Arc<Console>>, who: Principal) -> ApiResult<Status> {
-    who.require(Role::Auditor)?;
-    let catalog = &console.archive.catalog;
     let now = coffer_archive::service::now_secs();
-    let all = who.require_system_admin().is_ok();
-    let tenants: Vec<_> = catalog.tenants().await?.into_iter().filter(|t| all || t.id == who.tenant.id).collect();
-    let name = |id: i64| tenants.iter().find(|t| t.id == id).map(|t| t.name.clone());
-    let traffic = catalog
-        .traffic(now - 48 * 3600)
-        .await?
-        .into_iter()
+    let s = console.archive.admin().status(&who.actor(), now - 48 * 3600).await?;
+    let name = |id: i64| s.tenants.iter().find(|t| t.tenant.id == id).map(|t| t.tenant.name.clone());
+    let traffic = s
+        .traffic
+        .iter()
         .filter_map(|r| {
             Some(ApiTraffic {
                 bucket: r.bucket,
                 tenant: name(r.tenant_id)?,
-                source: r.source,
+                source: r.source.clone(),
                 messages: r.messages,
                 bytes: r.bytes,
                 duplicates: r.duplicates,
@@ -346,13 +365,12 @@ async fn status(State(console): State<Arc<Console>>, who: Principal) -> ApiResul
             })
         })
         .collect();
-    let volumes = volume_list(&console).await?.into_iter().filter(|v| all || v.tenant_id == who.tenant.id).collect();
     Ok(Json(Status {
-        index_lag: catalog.index_queue_len().await?,
-        index_lag_seconds: catalog.oldest_queued_at().await?.map(|t| now - t).unwrap_or(0),
+        index_lag: s.index_lag,
+        index_lag_seconds: s.index_lag_seconds,
         traffic,
-        volumes,
-        tenants: tenant_list(&console, tenants).await?,
+        volumes: s.volumes.into_iter().map(ApiVolume::from).collect(),
+        tenants: s.tenants.into_iter().map(ApiTenant::from).collect(),
     }))
 }
 
@@ -388,10 +406,7 @@ async fn audit(
     who: Principal,
     Query(p): Query<AuditParams>,
 ) -> ApiResult<Vec<ApiAuditEntry>> {
-    who.require(Role::Auditor)?;
-    let tenant = who.require_system_admin().is_err().then_some(who.tenant.id);
-    let limit = p.limit.unwrap_or(200).clamp(1, 10_000);
-    let entries = console.archive.catalog.audit_entries_matching(tenant, p.q.trim(), limit).await?;
+    let entries = console.archive.admin().audit_log(&who.actor(), &p.q, p.limit.unwrap_or(200)).await?;
     Ok(Json(entries.into_iter().map(ApiAuditEntry::from).collect()))
 }
 
@@ -408,13 +423,9 @@ pub struct ApiVolume {
     pub bytes: u64,
 }
 
-async fn volume_list(console: &Console) -> Result<Vec<ApiVolume>, WebError> {
-    Ok(console
-        .archive
-        .volumes()
-        .await?
-        .into_iter()
-        .map(|v| ApiVolume {
+impl From<coffer_archive::VolumeInfo> for ApiVolume {
+    fn from(v: coffer_archive::VolumeInfo) -> Self {
+        ApiVolume {
             id: v.id,
             state: format!("{:?}", v.state).to_lowercase(),
             tenant_id: v.owner as i64,
@@ -423,26 +434,20 @@ async fn volume_list(console: &Console) -> Result<Vec<ApiVolume>, WebError> {
             segments: v.segments,
             messages: v.records,
             bytes: v.bytes,
-        })
-        .collect())
+        }
+    }
 }
 
-/// Volumes, their state and use (administrators of the default tenant).
+/// Volumes, their state and use: the caller's tenant's (auditors and administrators), every
+/// volume (administrators of the default tenant).
 #[utoipa::path(get, path = "/volumes", responses((status = 200, body = Vec<ApiVolume>), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn volumes(State(console): State<Arc<Console>>, who: Principal) -> ApiResult<Vec<ApiVolume>> {
-    who.require_system_admin()?;
-    Ok(Json(volume_list(&console).await?))
+    let list = console.archive.admin().volumes(&who.actor()).await?;
+    Ok(Json(list.into_iter().map(ApiVolume::from).collect()))
 }
 
 pub async fn close_volume(console: &Console, who: &Principal, id: &str) -> Result<(), WebError> {
-    who.require_system_admin()?;
-    if !console.archive.volumes().await?.iter().any(|v| v.id == id) {
-        return Err(WebError::NotFound);
-    }
-    console.archive.close_volume(id)?;
-    console
-        .audit(&who.actor(), "configuration", &format!("volume {id} closed (the next message opens a new one)"))
-        .await
+    Ok(console.archive.admin().close_volume(&who.actor(), id).await?)
 }
 
 /// Closes a volume; the tenant's next message opens a new one (roll-over).
@@ -474,13 +479,12 @@ pub struct ApiUser {
 /// The users of the caller's tenant (administrators).
 #[utoipa::path(get, path = "/users", responses((status = 200, body = Vec<ApiUser>), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn users(State(console): State<Arc<Console>>, who: Principal) -> ApiResult<Vec<ApiUser>> {
-    who.require(Role::Administrator)?;
     let now = coffer_archive::service::now_secs();
     Ok(Json(
         console
             .archive
-            .catalog
-            .users(Some(who.tenant.id))
+            .admin()
+            .users(&who.actor(), Some(who.tenant.id))
             .await?
             .into_iter()
             .map(|u| ApiUser {
@@ -512,68 +516,17 @@ pub struct NewUserRequest {
     pub addresses: String,
 }
 
-pub const MIN_PASSWORD: usize = 10;
+pub use coffer_archive::admin::MIN_PASSWORD;
 
 pub async fn add_user(console: &Console, who: &Principal, r: &NewUserRequest) -> Result<i64, WebError> {
-    who.require(Role::Administrator)?;
-    let role = Role::parse(&r.role)
-        .ok_or_else(|| WebError::BadRequest(format!("role {:?}: use administrator, auditor or user", r.role)))?;
-    if r.password.chars().count() < MIN_PASSWORD {
-        return Err(WebError::BadRequest(format!("the password needs at least {MIN_PASSWORD} characters")));
-    }
-    let addresses = split_addresses(&r.addresses)?;
-    tenant_login(&who.tenant, &r.login)?;
-    let hash = crate::auth::hash_password(&r.password);
-    let user = console
-        .archive
-        .catalog
-        .add_user(&NewUser {
-            tenant_id: who.tenant.id,
-            login: r.login.clone(),
-            display_name: r.display_name.clone(),
-            role: role.as_str().into(),
-            addresses,
-            password_hash: Some(hash),
-            external_id: None,
-        })
-        .await?;
-    console
-        .audit(&who.actor(), "configuration", &format!("user {} added with role {}", user.login, role.as_str()))
-        .await?;
-    Ok(user.id)
-}
-
-/// Logins are unique across the archive, so "exists already" would tell the administrator of one
-/// tenant which logins another tenant has. In a tenant other than the default one, a login is
-/// therefore an address of the tenant's own namespace: `name@<tenant name>` or `name@<one of its
-/// domains>`; only names there can collide.
-fn tenant_login(tenant: &coffer_archive::catalog::Tenant, login: &str) -> Result<(), WebError> {
-    if tenant.name == coffer_archive::catalog::DEFAULT_TENANT {
-        return Ok(());
-    }
-    let own = login.rsplit_once('@').is_some_and(|(name, domain)| {
-        !name.is_empty()
-            && (domain.eq_ignore_ascii_case(&tenant.name)
-                || tenant.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
-    });
-    if own {
-        return Ok(());
-    }
-    Err(WebError::BadRequest(format!(
-        "in tenant {}, a login is name@{} or name@ one of the tenant's domains ({})",
-        tenant.name,
-        tenant.name,
-        tenant.domains.join(", ")
-    )))
-}
-
-fn split_addresses(text: &str) -> Result<Vec<String>, WebError> {
-    let list: Vec<String> =
-        text.split([',', ' ', '\n', ';']).map(str::trim).filter(|a| !a.is_empty()).map(str::to_lowercase).collect();
-    if let Some(bad) = list.iter().find(|a| !a.contains('@') || a.len() > 320) {
-        return Err(WebError::BadRequest(format!("{bad:?} is not a mail address")));
-    }
-    Ok(list)
+    let new = NewAccount {
+        login: r.login.clone(),
+        display_name: r.display_name.clone(),
+        role: r.role.clone(),
+        password: r.password.clone(),
+        addresses: vec![r.addresses.clone()],
+    };
+    Ok(console.archive.admin().add_user(&who.actor(), &who.tenant, &new).await?.id)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -605,36 +558,14 @@ pub struct UserChange {
 }
 
 pub async fn update_user(console: &Console, who: &Principal, id: i64, c: &UserChange) -> Result<(), WebError> {
-    who.require(Role::Administrator)?;
-    let catalog = &console.archive.catalog;
-    let user = catalog.user(id).await?.filter(|u| u.tenant_id == who.tenant.id).ok_or(WebError::NotFound)?;
-    let role = Role::parse(&c.role)
-        .ok_or_else(|| WebError::BadRequest(format!("role {:?}: use administrator, auditor or user", c.role)))?;
-    if user.id == who.user.id && (role != Role::Administrator || c.disabled) {
-        return Err(WebError::BadRequest(
-            "you cannot take away your own administrator role or disable yourself".into(),
-        ));
-    }
-    let addresses = split_addresses(&c.addresses.join(","))?;
-    catalog.update_user(id, &c.display_name, role.as_str(), &addresses, c.disabled).await?;
-    let mut detail = format!(
-        "user {}: role {}, addresses {}, disabled {}",
-        user.login,
-        role.as_str(),
-        addresses.join(" "),
-        c.disabled
-    );
-    if let Some(p) = &c.password {
-        if user.external_id.is_some() {
-            return Err(WebError::BadRequest("accounts from single sign-on have no password here".into()));
-        }
-        if p.chars().count() < MIN_PASSWORD {
-            return Err(WebError::BadRequest(format!("the password needs at least {MIN_PASSWORD} characters")));
-        }
-        catalog.set_password_hash(id, &crate::auth::hash_password(p)).await?;
-        detail.push_str(", password set");
-    }
-    console.audit(&who.actor(), "configuration", &detail).await
+    let change = AccountChange {
+        display_name: c.display_name.clone(),
+        role: c.role.clone(),
+        addresses: c.addresses.clone(),
+        disabled: c.disabled,
+        password: c.password.clone(),
+    };
+    Ok(console.archive.admin().update_user(&who.actor(), id, &change).await?)
 }
 
 /// Changes a user of the caller's tenant (administrators; audited).
@@ -658,9 +589,7 @@ async fn user_claims(
     who: Principal,
     Path(id): Path<i64>,
 ) -> ApiResult<serde_json::Value> {
-    who.require(Role::Administrator)?;
-    let user =
-        console.archive.catalog.user(id).await?.filter(|u| u.tenant_id == who.tenant.id).ok_or(WebError::NotFound)?;
+    let user = console.archive.admin().user(&who.actor(), id).await?;
     let claims =
         user.last_claims.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or(serde_json::json!({}));
     Ok(Json(claims))
@@ -675,25 +604,22 @@ pub struct ApiTenant {
     pub messages: i64,
 }
 
-async fn tenant_list(console: &Console, tenants: Vec<coffer_archive::Tenant>) -> Result<Vec<ApiTenant>, WebError> {
-    let mut out = Vec::new();
-    for t in tenants {
-        out.push(ApiTenant {
-            journal_address: t.journal_address(&console.config.journal_domain),
-            messages: console.archive.catalog.count_messages(t.id).await?,
-            name: t.name,
-            domains: t.domains,
-        });
+impl From<TenantInfo> for ApiTenant {
+    fn from(t: TenantInfo) -> Self {
+        ApiTenant {
+            name: t.tenant.name,
+            domains: t.tenant.domains,
+            journal_address: t.journal_address,
+            messages: t.messages,
+        }
     }
-    Ok(out)
 }
 
 /// Tenants and their journal addresses (administrators of the default tenant).
 #[utoipa::path(get, path = "/tenants", responses((status = 200, body = Vec<ApiTenant>), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn tenants(State(console): State<Arc<Console>>, who: Principal) -> ApiResult<Vec<ApiTenant>> {
-    who.require_system_admin()?;
-    let list = console.archive.catalog.tenants().await?;
-    Ok(Json(tenant_list(&console, list).await?))
+    let list = console.archive.admin().tenants(&who.actor()).await?;
+    Ok(Json(list.into_iter().map(ApiTenant::from).collect()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -705,15 +631,8 @@ pub struct NewTenantRequest {
 }
 
 pub async fn add_tenant(console: &Console, who: &Principal, r: &NewTenantRequest) -> Result<String, WebError> {
-    who.require_system_admin()?;
-    let domains: Vec<String> =
-        r.domains.split([',', ' ', '\n']).map(str::trim).filter(|d| !d.is_empty()).map(str::to_lowercase).collect();
-    let t = console.archive.catalog.add_tenant(&r.name, &domains).await?;
-    let address = t.journal_address(&console.config.journal_domain);
-    console
-        .audit(&who.actor(), "configuration", &format!("tenant {} added; journal address {address}", t.name))
-        .await?;
-    Ok(address)
+    let t = console.archive.admin().add_tenant(&who.actor(), &r.name, std::slice::from_ref(&r.domains)).await?;
+    Ok(t.journal_address)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -735,28 +654,8 @@ async fn add_tenant_api(
 }
 
 pub async fn allow_network(console: &Console, who: &Principal, tenant_id: i64, cidr: &str) -> Result<(), WebError> {
-    who.require_system_admin()?;
-    let net: std::net::IpAddr = cidr.split('/').next().unwrap_or("").trim().parse().map_err(|_| {
-        WebError::BadRequest(format!(
-            "{cidr:?} is not a network: write an address or address/prefix, e.g. 40.92.0.0/15"
-        ))
-    })?;
-    let prefix_ok = match cidr.split_once('/') {
-        None => true,
-        Some((_, p)) => p.trim().parse::<u8>().is_ok_and(|p| p <= if net.is_ipv4() { 32 } else { 128 }),
-    };
-    if !prefix_ok {
-        return Err(WebError::BadRequest(format!("{cidr:?}: the prefix length is out of range")));
-    }
-    let tenant = console.archive.catalog.tenant(tenant_id).await?.ok_or(WebError::NotFound)?;
-    console.archive.catalog.allow_network(tenant_id, cidr.trim()).await?;
-    console
-        .audit(
-            &who.actor(),
-            "configuration",
-            &format!("tenant {}: journal reports accepted from {}", tenant.name, cidr.trim()),
-        )
-        .await
+    console.archive.admin().allow_network(&who.actor(), tenant_id, cidr).await?;
+    Ok(())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -772,12 +671,11 @@ pub struct ApiCertificate {
 /// Certificates in the store (administrators of the default tenant).
 #[utoipa::path(get, path = "/certificates", responses((status = 200, body = Vec<ApiCertificate>), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn certificates(State(console): State<Arc<Console>>, who: Principal) -> ApiResult<Vec<ApiCertificate>> {
-    who.require_system_admin()?;
     Ok(Json(
         console
             .archive
-            .certs()
-            .list()?
+            .admin()
+            .certificates(&who.actor())?
             .into_iter()
             .map(|c| ApiCertificate {
                 alias: c.alias,
@@ -813,31 +711,17 @@ pub async fn generate_certificate(
     who: &Principal,
     r: &CertificateRequest,
 ) -> Result<String, WebError> {
-    who.require_system_admin()?;
-    let alias = r.alias.trim();
-    if alias.is_empty() || !alias.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(WebError::BadRequest("an alias is letters, digits, '-', '_' and '.'".into()));
-    }
-    if r.common_name.trim().is_empty() {
-        return Err(WebError::BadRequest("the common name is missing".into()));
-    }
-    let country = r.country.trim();
-    if !country.is_empty() && (country.len() != 2 || !country.chars().all(|c| c.is_ascii_alphabetic())) {
-        return Err(WebError::BadRequest("the country is two letters (e.g. CH)".into()));
-    }
-    let opt = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let opt = |s: &str| Some(s.to_owned());
     let subject = coffer_archive::certs::Subject {
-        common_name: r.common_name.trim().into(),
+        common_name: r.common_name.clone(),
         organization: opt(&r.organization),
         unit: opt(&r.unit),
         city: opt(&r.city),
         state: opt(&r.state),
-        country: opt(&country.to_uppercase()),
+        country: opt(&r.country),
     };
-    let info = console.archive.certs().generate(alias, &subject).map_err(|e| WebError::BadRequest(e.to_string()))?;
-    console
-        .audit(&who.actor(), "configuration", &format!("certificate {} generated (SHA-1 {})", info.alias, info.sha1))
-        .await?;
+    let kind = coffer_archive::certs::KeyKind::default();
+    let info = console.archive.admin().generate_certificate(&who.actor(), &r.alias, &subject, kind).await?;
     Ok(info.alias)
 }
 
@@ -859,9 +743,8 @@ async fn generate_certificate_api(
 }
 
 pub async fn certificate_pem(console: &Console, who: &Principal, alias: &str) -> Result<Response, WebError> {
-    who.require_system_admin()?;
     let alias = alias.trim_end_matches(".pem");
-    let pem = console.archive.certs().certificate_pem(alias).map_err(|_| WebError::NotFound)?;
+    let pem = console.archive.admin().certificate_pem(&who.actor(), alias)?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-pem-file".to_owned()),
@@ -902,52 +785,30 @@ pub async fn save_login(
     secret: Option<&str>,
     assignments: &[RoleAssignment],
 ) -> Result<(), WebError> {
-    who.require_system_admin()?;
-    for a in assignments {
-        if Role::parse(&a.role).is_none() || a.attribute.trim().is_empty() || a.value.trim().is_empty() {
-            return Err(WebError::BadRequest(format!(
-                "role assignment {} = {} → {}: name an attribute, a value and administrator, auditor or user",
-                a.attribute, a.value, a.role
-            )));
-        }
+    let problems = settings.oidc.problems();
+    if !problems.is_empty() {
+        return Err(WebError::BadRequest(problems.join("; ")));
     }
-    let tenant = console.archive.catalog.tenant_by_name(&settings.oidc.tenant).await?.ok_or_else(|| {
-        WebError::BadRequest(format!(
-            "tenant {:?} does not exist (Configuration → Tenants lists them)",
-            settings.oidc.tenant
-        ))
-    })?;
-    settings.save(&console.archive.catalog).await?;
-    if let Some(s) = secret {
-        console.archive.secrets().set(CLIENT_SECRET, s)?;
-    }
-    console.archive.catalog.set_role_assignments(tenant.id, assignments).await?;
-    let list: Vec<String> = assignments.iter().map(|a| format!("{}={}→{}", a.attribute, a.value, a.role)).collect();
-    console
-        .audit(
-            &who.actor(),
-            "configuration",
-            &format!(
-                "login: single sign-on {} ({} {}, client {}, auth {}{}), role assignments [{}]",
-                if settings.oidc.enabled { "on" } else { "off" },
-                settings.oidc.provider,
-                settings.oidc.issuer(),
-                settings.oidc.client_id,
-                settings.oidc.client_auth,
-                if secret.is_some() { ", new secret" } else { "" },
-                list.join(", ")
-            ),
-        )
-        .await
+    let change = LoginChange {
+        settings_json: serde_json::to_string(settings).map_err(|e| WebError::Internal(e.to_string()))?,
+        tenant: &settings.oidc.tenant,
+        client_secret: secret,
+        assignments,
+        summary: format!(
+            "single sign-on {} ({} {}, client {}, auth {})",
+            if settings.oidc.enabled { "on" } else { "off" },
+            settings.oidc.provider,
+            settings.oidc.issuer(),
+            settings.oidc.client_id,
+            settings.oidc.client_auth,
+        ),
+    };
+    Ok(console.archive.admin().save_login(&who.actor(), &change).await?)
 }
 
 async fn login_config(console: &Console) -> Result<LoginConfig, WebError> {
-    let s = LoginSettings::load(&console.archive.catalog).await?;
-    let tenant = console.archive.catalog.tenant_by_name(&s.oidc.tenant).await?;
-    let role_assignments = match tenant {
-        Some(t) => console.archive.catalog.role_assignments(t.id).await?,
-        None => Vec::new(),
-    };
+    let s = LoginSettings::load(&console.archive).await?;
+    let role_assignments = console.archive.admin().role_assignments(&s.oidc.tenant).await?;
     Ok(LoginConfig {
         redirect_uri: crate::oidc::redirect_uri(console, &s.oidc),
         sso_default: s.sso_default,
@@ -1016,34 +877,12 @@ pub async fn create_api_key(
     name: &str,
     role: &str,
 ) -> Result<(i64, String), WebError> {
-    let role = if role.trim().is_empty() {
-        who.role
-    } else {
-        Role::parse(role)
-            .ok_or_else(|| WebError::BadRequest(format!("role {role:?}: use administrator, auditor or user")))?
-    };
-    if role > who.role {
-        return Err(WebError::Forbidden("a key cannot have a higher role than its owner".into()));
-    }
-    let name = name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(WebError::BadRequest("give the key a name of 1 to 100 characters (what uses it)".into()));
-    }
-    let (key, hash) = crate::auth::new_api_key();
-    let id = console.archive.catalog.add_api_key(who.user.id, name, &hash, role.as_str()).await?;
-    console
-        .audit(&who.actor(), "configuration", &format!("API key {id} ({name}) created with role {}", role.as_str()))
-        .await?;
-    Ok((id, key))
+    let role = Some(role).filter(|r| !r.trim().is_empty());
+    Ok(console.archive.admin().create_api_key(&who.actor(), None, name, role).await?)
 }
 
 pub async fn revoke_api_key(console: &Console, who: &Principal, id: i64) -> Result<(), WebError> {
-    let mine = console.archive.catalog.api_keys(Some(who.user.id)).await?.into_iter().any(|k| k.id == id);
-    if !mine {
-        return Err(WebError::NotFound);
-    }
-    console.archive.catalog.revoke_api_key(id).await?;
-    console.audit(&who.actor(), "configuration", &format!("API key {id} revoked")).await
+    Ok(console.archive.admin().revoke_api_key(&who.actor(), id).await?)
 }
 
 /// The caller's API keys.
@@ -1052,8 +891,8 @@ async fn api_keys(State(console): State<Arc<Console>>, who: Principal) -> ApiRes
     Ok(Json(
         console
             .archive
-            .catalog
-            .api_keys(Some(who.user.id))
+            .admin()
+            .api_keys(&who.actor())
             .await?
             .into_iter()
             .map(|k| ApiKey {
@@ -1092,12 +931,12 @@ async fn delete_api_key(
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
-/// Source connections (IMAP mailboxes, Microsoft 365) from the configuration (administrators of
-/// the default tenant).
+/// Source connections (IMAP mailboxes, Microsoft 365) with their jobs' state (administrators
+/// of the default tenant).
 #[utoipa::path(get, path = "/connections", responses((status = 200, body = Vec<Connection>), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
 async fn connections(State(console): State<Arc<Console>>, who: Principal) -> ApiResult<Vec<Connection>> {
     who.require_system_admin()?;
-    Ok(Json(console.sources.connections.clone()))
+    Ok(Json(console.sources.connections().into_iter().map(Connection::from).collect()))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1108,26 +947,8 @@ pub struct TestOutcome {
 }
 
 pub async fn test_connection(console: &Console, who: &Principal, name: &str) -> Result<TestOutcome, WebError> {
-    who.require_system_admin()?;
-    if !console.sources.connections.iter().any(|c| c.name == name) {
-        return Err(WebError::NotFound);
-    }
-    let tester = console
-        .sources
-        .test
-        .clone()
-        .ok_or_else(|| WebError::Unavailable("connections cannot be tested here".into()))?;
-    let outcome = match tokio::time::timeout(std::time::Duration::from_secs(60), tester(name.to_owned())).await {
-        Ok(Ok(detail)) => TestOutcome { ok: true, detail },
-        Ok(Err(detail)) => TestOutcome { ok: false, detail },
-        Err(_) => {
-            TestOutcome { ok: false, detail: "no answer within 60 seconds: check host, port and firewall".into() }
-        }
-    };
-    console
-        .audit(&who.actor(), "connection test", &format!("{name}: {}", if outcome.ok { "ok" } else { "failed" }))
-        .await?;
-    Ok(outcome)
+    let o = console.archive.admin().test_connection(&who.actor(), console.sources.as_ref(), name).await?;
+    Ok(TestOutcome { ok: o.ok, detail: o.detail })
 }
 
 /// Tests a connection: signs in and looks at the mailbox, turning failures into advice.
@@ -1141,31 +962,36 @@ async fn test_connection_api(
     Ok(Json(test_connection(&console, &who, &name).await?))
 }
 
-/// Starts a connection's historical import in the server (Microsoft 365); it resumes where the
+/// Starts a connection's job now: an IMAP poll, or a Microsoft 365 import that resumes where the
 /// last one stopped (audited).
-pub async fn start_import(console: &Console, who: &Principal, name: &str) -> Result<String, WebError> {
-    who.require_system_admin()?;
-    if !console.sources.connections.iter().any(|c| c.name == name) {
-        return Err(WebError::NotFound);
-    }
-    let start =
-        console.sources.import.clone().ok_or_else(|| WebError::Unavailable("imports cannot be started here".into()))?;
-    let detail = start(name.to_owned()).map_err(WebError::BadRequest)?;
-    console.audit(&who.actor(), "import", &format!("{name}: {detail}")).await?;
-    Ok(detail)
+pub async fn start_source(console: &Console, who: &Principal, name: &str) -> Result<String, WebError> {
+    Ok(console.archive.admin().start_source(&who.actor(), console.sources.as_ref(), name).await?)
 }
 
-/// Starts the historical import of a Microsoft 365 connection (administrators of the default
-/// tenant); progress per mailbox under `/connections/{name}/mailboxes`.
-#[utoipa::path(post, path = "/connections/{name}/import", params(("name" = String, Path)),
+/// Starts a connection's job now (an IMAP poll; a Microsoft 365 import, resuming where the last
+/// one stopped) and lets it run on its schedule (administrators of the default tenant; audited).
+#[utoipa::path(post, path = "/connections/{name}/start", params(("name" = String, Path)),
     responses((status = 202, body = TestOutcome), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
-async fn import_api(
+async fn start_api(
     State(console): State<Arc<Console>>,
     who: Principal,
     Path(name): Path<String>,
 ) -> Result<Response, WebError> {
-    let detail = start_import(&console, &who, &name).await?;
+    let detail = start_source(&console, &who, &name).await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(TestOutcome { ok: true, detail })).into_response())
+}
+
+/// Stops a connection's job: the run in progress ends after its batch, and none starts until the
+/// connection is started again (administrators of the default tenant; audited).
+#[utoipa::path(post, path = "/connections/{name}/stop", params(("name" = String, Path)),
+    responses((status = 200, body = TestOutcome), (status = 404, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
+async fn stop_api(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<TestOutcome> {
+    let detail = console.archive.admin().stop_source(&who.actor(), console.sources.as_ref(), &name).await?;
+    Ok(Json(TestOutcome { ok: true, detail }))
 }
 
 /// Each mailbox of a connection: state, counts, last sync, last error.
@@ -1177,8 +1003,6 @@ async fn mailboxes_api(
     Path(name): Path<String>,
 ) -> ApiResult<Vec<crate::MailboxStatus>> {
     who.require_system_admin()?;
-    if !console.sources.connections.iter().any(|c| c.name == name) {
-        return Err(WebError::NotFound);
-    }
-    Ok(Json(console.sources.status.as_ref().map(|s| s(name)).unwrap_or_default()))
+    console.sources.connection(&name).ok_or(WebError::NotFound)?;
+    Ok(Json(console.sources.mailboxes(&name).into_iter().map(crate::MailboxStatus::from).collect()))
 }

@@ -5,55 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use coffer_archive::catalog::UserRow;
+use coffer_archive::identity::{Account, Lockout};
+pub use coffer_archive::identity::{hash_password, new_api_key, random_token, token_hash};
 use coffer_archive::service::Actor;
-use coffer_archive::{Tenant, Visibility};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
+pub use coffer_archive::{Role, Tenant};
 
 use crate::{ClientAddr, Console, WebError};
 
 pub const SESSION_COOKIE: &str = "coffer_session";
 /// The sign-on form's own CSRF token (double submit: cookie and form field must agree).
 pub const SIGNON_COOKIE: &str = "coffer_signon";
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Only mail where one of their addresses takes part, or that sits in their mailbox.
-    User,
-    /// All mail of the tenant, read-only; export; the audit log.
-    Auditor,
-    /// All mail of the tenant and the configuration.
-    Administrator,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Auditor => "auditor",
-            Role::Administrator => "administrator",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "user" => Some(Role::User),
-            "auditor" => Some(Role::Auditor),
-            "administrator" | "admin" => Some(Role::Administrator),
-            _ => None,
-        }
-    }
-}
 
 /// The signed-in user of a request.
 #[derive(Debug, Clone)]
@@ -67,35 +34,22 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// The archive service's view of this user: visibility follows the role.
+    fn from_account(account: Account, csrf: Option<String>, ip: String) -> Principal {
+        Principal { user: account.user, role: account.role, tenant: account.tenant, csrf, ip }
+    }
+
+    /// The archive service's view of this user: rights and visibility follow the role.
     pub fn actor(&self) -> Actor {
-        let whole_tenant = self.role >= Role::Auditor;
-        Actor {
-            name: self.user.login.clone(),
-            ip: self.ip.clone(),
-            tenant: self.tenant.clone(),
-            visibility: (!whole_tenant)
-                .then(|| Visibility { addresses: self.user.addresses.clone(), mailboxes: self.user.addresses.clone() }),
-            sees_bcc: whole_tenant,
-        }
+        Actor::account(&self.user, self.role, self.tenant.clone(), &self.ip)
     }
 
+    /// The rule is the archive service's ([`Actor::require`]); pages use it to pick what to show.
     pub fn require(&self, role: Role) -> Result<(), WebError> {
-        if self.role >= role {
-            Ok(())
-        } else {
-            Err(WebError::Forbidden(format!("this needs the {} role", role.as_str())))
-        }
+        Ok(self.actor().require(role)?)
     }
 
-    /// Settings that span tenants (volumes, certificates, tenants, login) belong to the
-    /// administrators of the default tenant.
     pub fn require_system_admin(&self) -> Result<(), WebError> {
-        self.require(Role::Administrator)?;
-        if self.tenant.name != coffer_archive::catalog::DEFAULT_TENANT {
-            return Err(WebError::Forbidden("this belongs to the administrators of the default tenant".into()));
-        }
-        Ok(())
+        Ok(self.actor().require_system_admin()?)
     }
 }
 
@@ -128,32 +82,6 @@ impl axum::extract::OptionalFromRequestParts<Arc<Console>> for Principal {
     async fn from_request_parts(parts: &mut Parts, _: &Arc<Console>) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<Principal>().cloned())
     }
-}
-
-pub fn hash_password(password: &str) -> String {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 hashing cannot fail").to_string()
-}
-
-fn password_matches(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-}
-
-pub fn random_token(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
-
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// A new API key: what to give the user once, and the hash to keep.
-pub fn new_api_key() -> (String, String) {
-    let key = format!("ck_{}", random_token(24));
-    let hash = token_hash(&key);
-    (key, hash)
 }
 
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -263,123 +191,47 @@ async fn csrf_token(req: Request) -> (Request, Option<String>) {
 }
 
 async fn session_principal(console: &Console, token: &str, ip: String) -> Result<Option<Principal>, WebError> {
-    let catalog = &console.archive.catalog;
-    let hash = token_hash(token);
-    let Some(session) = catalog.session(&hash).await? else { return Ok(None) };
-    let now = coffer_archive::service::now_secs();
-    let idle = (console.config.session_idle_minutes * 60) as i64;
-    let max = (console.config.session_max_hours * 3600) as i64;
-    if session.last_seen + idle < now || session.created_at + max < now {
-        catalog.end_session(&hash).await?;
-        return Ok(None);
-    }
-    // Noting activity once a minute is enough for an idle timeout in minutes.
-    if session.last_seen + 60 <= now {
-        catalog.touch_session(&hash).await?;
-    }
-    principal(console, session.user_id, None, Some(session.csrf), ip).await
+    let idle = Duration::from_secs(console.config.session_idle_minutes * 60);
+    let max = Duration::from_secs(console.config.session_max_hours * 3600);
+    let session = console.archive.identity().session(token, idle, max).await?;
+    Ok(session.map(|s| Principal::from_account(s.account, Some(s.csrf), ip)))
 }
 
 async fn api_key_principal(console: &Console, key: &str, ip: String) -> Result<Option<Principal>, WebError> {
-    let Some(k) = console.archive.catalog.use_api_key(&token_hash(key)).await? else { return Ok(None) };
-    let role = Role::parse(&k.role);
-    principal(console, k.user_id, role, None, ip).await
+    Ok(console.archive.identity().api_key(key).await?.map(|a| Principal::from_account(a, None, ip)))
 }
 
-async fn principal(
-    console: &Console,
-    user_id: i64,
-    cap: Option<Role>,
-    csrf: Option<String>,
-    ip: String,
-) -> Result<Option<Principal>, WebError> {
-    let catalog = &console.archive.catalog;
-    let Some(user) = catalog.user(user_id).await? else { return Ok(None) };
-    if user.disabled {
-        return Ok(None);
-    }
-    let Some(mut role) = Role::parse(&user.role) else { return Ok(None) };
-    if let Some(cap) = cap {
-        role = role.min(cap);
-    }
-    let Some(tenant) = catalog.tenant(user.tenant_id).await? else { return Ok(None) };
-    Ok(Some(Principal { user, role, tenant, csrf, ip }))
-}
-
-/// Starts a session for `user`: the Set-Cookie header value.
-pub async fn start_session(console: &Console, user: &UserRow, ip: &str) -> Result<String, WebError> {
-    let token = random_token(32);
-    console.archive.catalog.create_session(&token_hash(&token), user.id, &random_token(16), ip).await?;
+/// Starts a session for `account`: the Set-Cookie header value.
+pub async fn start_session(console: &Console, account: &Account, ip: &str) -> Result<String, WebError> {
+    let token = console.archive.identity().start_session(account, ip).await?;
     Ok(set_cookie(console, SESSION_COOKIE, &token, None))
 }
 
 pub async fn end_session(console: &Console, headers: &HeaderMap) -> Result<(), WebError> {
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
-        console.archive.catalog.end_session(&token_hash(&token)).await?;
+        console.archive.identity().end_session(&token).await?;
     }
     Ok(())
 }
 
-pub enum SignIn {
-    Ok(Box<UserRow>),
-    /// Wrong login or password (the same answer for both).
-    Refused,
-    Locked,
-}
-
-/// Checks a local account's password. Each attempt counts towards the lockout before the password
-/// is checked (parallel guesses cannot outrun it); a success clears the count. Every refusal —
-/// unknown login, wrong password, locked or disabled account — costs the same argon2 check and
-/// pause, so neither the answer nor its timing tells which it was.
-pub async fn sign_in_locally(console: &Console, login: &str, password: &str) -> Result<SignIn, WebError> {
-    let catalog = &console.archive.catalog;
-    let user = catalog.user_by_login(login).await?;
-    let now = coffer_archive::service::now_secs();
-    let lock_until = now + console.config.lockout_minutes * 60;
-    let admitted = match &user {
-        Some(u) if u.password_hash.is_some() => {
-            catalog.begin_sign_in_attempt(u.id, console.config.lockout_after, lock_until, now).await?
-        }
-        _ => false,
-    };
-    let hash = user.as_ref().and_then(|u| u.password_hash.clone()).filter(|_| admitted);
-    let password = password.to_owned();
-    let matches = tokio::task::spawn_blocking(move || match hash {
-        Some(h) => password_matches(&h, &password),
-        None => {
-            let _ = password_matches(dummy_hash(), &password);
-            false
-        }
-    })
-    .await
-    .map_err(|e| WebError::Internal(e.to_string()))?;
-    match user {
-        Some(user) if admitted && matches && !user.disabled => {
-            catalog.record_sign_in(user.id, None).await?;
-            Ok(SignIn::Ok(Box::new(user)))
-        }
-        found => {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            Ok(match found {
-                Some(u) if !admitted && u.password_hash.is_some() => SignIn::Locked,
-                _ => SignIn::Refused,
-            })
-        }
-    }
-}
-
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| hash_password("coffer-dummy-password"))
+/// Checks a local account's password (the lockout, timing and audit rules are the identity
+/// service's).
+pub async fn sign_in_locally(
+    console: &Console,
+    login: &str,
+    password: &str,
+    ip: &str,
+) -> Result<coffer_archive::identity::SignIn, WebError> {
+    let lockout = Lockout { after: console.config.lockout_after, minutes: console.config.lockout_minutes };
+    Ok(console.archive.identity().sign_in_locally(login, password, lockout, ip).await?)
 }
 
 /// Forgets expired sessions now and then (they are refused on use anyway).
 pub async fn sweep_sessions(console: Arc<Console>) {
     loop {
-        let now = coffer_archive::service::now_secs();
-        let idle = (console.config.session_idle_minutes * 60) as i64;
-        let max = (console.config.session_max_hours * 3600) as i64;
-        if let Err(e) = console.archive.catalog.end_stale_sessions(now - idle, now - max).await {
+        let idle = Duration::from_secs(console.config.session_idle_minutes * 60);
+        let max = Duration::from_secs(console.config.session_max_hours * 3600);
+        if let Err(e) = console.archive.identity().end_stale_sessions(idle, max).await {
             tracing::warn!(error = %e, "could not forget expired sessions");
         }
         tokio::time::sleep(Duration::from_secs(300)).await;

@@ -60,19 +60,12 @@ impl From<ArchiveError> for WebError {
     fn from(e: ArchiveError) -> Self {
         match e {
             ArchiveError::NotFound => WebError::NotFound,
+            ArchiveError::Forbidden(m) => WebError::Forbidden(m),
+            ArchiveError::Catalog(coffer_archive::CatalogError::Invalid(m)) => WebError::BadRequest(m),
             ArchiveError::Index(coffer_archive::IndexError::Query(q)) => WebError::BadRequest(q.to_string()),
             ArchiveError::Index(e @ coffer_archive::IndexError::TooDeep { .. }) => WebError::BadRequest(e.to_string()),
             ArchiveError::UnknownTenant(_) | ArchiveError::Invalid(_) => WebError::BadRequest(e.to_string()),
             e if e.is_transient() => WebError::Unavailable(e.to_string()),
-            e => WebError::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<coffer_archive::CatalogError> for WebError {
-    fn from(e: coffer_archive::CatalogError) -> Self {
-        match e {
-            coffer_archive::CatalogError::Invalid(m) => WebError::BadRequest(m),
             e => WebError::Internal(e.to_string()),
         }
     }

@@ -15,24 +15,26 @@ pub mod api;
 pub mod auth;
 mod charts;
 mod error;
+mod listener;
 mod oidc;
 mod pages;
 mod render;
 mod security;
 mod settings;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use coffer_archive::Archive;
 use coffer_archive::service::Actor;
+use coffer_archive::sources::SourceControl;
 
 pub use auth::{Role, hash_password, new_api_key};
+pub use coffer_archive::sources::NoSources;
 pub use error::WebError;
+pub use listener::{HttpSettings, start};
 pub use settings::{LoginSettings, OidcSettings};
 
 /// What `coffer.toml` says about the console.
@@ -85,31 +87,54 @@ impl Default for WebConfig {
     }
 }
 
-/// A source connection (IMAP mailbox, Microsoft 365 tenant) as the Connections page lists it.
+/// A source connection (IMAP mailbox, Microsoft 365 tenant) as the Connections page and the API
+/// list it, with its job's state from the source supervisor.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Connection {
     pub name: String,
     pub kind: String,
     /// Setting → value, secrets left out.
     pub settings: Vec<(String, String)>,
+    pub job: JobState,
 }
 
-pub type TestFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
-/// Tries a connection by name (log in, list folders) and says what it found or what went wrong.
-pub type ConnectionTester = Arc<dyn Fn(String) -> TestFuture + Send + Sync>;
+impl From<coffer_archive::sources::ConnectionInfo> for Connection {
+    fn from(c: coffer_archive::sources::ConnectionInfo) -> Self {
+        Connection { name: c.name, kind: c.kind, settings: c.settings, job: c.job.into() }
+    }
+}
 
-/// Takes the JSON of a Microsoft Graph change notification POSTed to `/o365`: Ok when every
-/// item carries the right `clientState` (the work is queued), Err with the reason otherwise.
-pub type Webhook = Arc<dyn Fn(&serde_json::Value) -> Result<usize, String> + Send + Sync>;
+/// A connection's job: `running`, `waiting` (for its next run), `backing off` (after failures),
+/// `stopped`, or `on demand` (runs when started).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct JobState {
+    pub state: String,
+    pub runs: u64,
+    /// Failed runs since the last success.
+    pub failures: u32,
+    /// RFC 3339.
+    pub last_run: Option<String>,
+    pub last_success: Option<String>,
+    pub next_run: Option<String>,
+    pub last_error: Option<String>,
+    pub progress: String,
+}
 
-/// Starts an import of a connection in the background; says what it started.
-pub type ImportStarter = Arc<dyn Fn(String) -> Result<String, String> + Send + Sync>;
-/// The mail addresses the directory (Entra ID, through a Microsoft 365 connection of that
-/// directory) lists for a user: (directory id `tid`, object id `oid`) → addresses.
-pub type DirectoryLookup =
-    Arc<dyn Fn(String, String) -> Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send>> + Send + Sync>;
-/// Each mailbox's state for a connection (Microsoft 365).
-pub type StatusReader = Arc<dyn Fn(String) -> Vec<MailboxStatus> + Send + Sync>;
+impl From<coffer_archive::sources::JobState> for JobState {
+    fn from(j: coffer_archive::sources::JobState) -> Self {
+        let at = |t: Option<i64>| t.map(coffer_archive::service::rfc3339);
+        JobState {
+            state: j.state,
+            runs: j.runs,
+            failures: j.failures,
+            last_run: at(j.last_run),
+            last_success: at(j.last_success),
+            next_run: at(j.next_run),
+            last_error: j.last_error,
+            progress: j.progress,
+        }
+    }
+}
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct MailboxStatus {
@@ -126,27 +151,34 @@ pub struct MailboxStatus {
     pub last_error: Option<String>,
 }
 
-/// The sources the binary runs, as far as the console shows and drives them.
-#[derive(Default, Clone)]
-pub struct Sources {
-    pub connections: Vec<Connection>,
-    pub test: Option<ConnectionTester>,
-    pub import: Option<ImportStarter>,
-    pub status: Option<StatusReader>,
-    pub webhook: Option<Webhook>,
-    pub directory: Option<DirectoryLookup>,
+impl From<coffer_archive::sources::MailboxStatus> for MailboxStatus {
+    fn from(m: coffer_archive::sources::MailboxStatus) -> Self {
+        let coffer_archive::sources::MailboxStatus {
+            mailbox,
+            state,
+            folders,
+            archived,
+            duplicates,
+            events,
+            contacts,
+            last_sync,
+            last_error,
+        } = m;
+        MailboxStatus { mailbox, state, folders, archived, duplicates, events, contacts, last_sync, last_error }
+    }
 }
 
 pub struct Console {
     pub archive: Arc<Archive>,
     pub config: WebConfig,
-    pub sources: Sources,
+    /// The source supervisor, as far as the console shows and drives it.
+    pub sources: Arc<dyn SourceControl>,
     templates: minijinja::Environment<'static>,
     oidc: oidc::Client,
 }
 
 impl Console {
-    pub fn new(archive: Arc<Archive>, config: WebConfig, sources: Sources) -> Arc<Console> {
+    pub fn new(archive: Arc<Archive>, config: WebConfig, sources: Arc<dyn SourceControl>) -> Arc<Console> {
         Arc::new(Console { archive, config, sources, templates: render::templates(), oidc: oidc::Client::new() })
     }
 
@@ -190,7 +222,7 @@ pub struct ClientAddr(pub SocketAddr);
 pub async fn serve(
     console: Arc<Console>,
     listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<coffer_archive::tls::TlsAcceptor>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let app = router(console.clone());

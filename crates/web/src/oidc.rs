@@ -16,8 +16,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use coffer_archive::catalog::{NewUser, RoleAssignment};
-use coffer_archive::service::Actor;
+use coffer_archive::catalog::RoleAssignment;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -117,7 +116,7 @@ pub fn routes() -> Router<Arc<Console>> {
 }
 
 async fn settings(console: &Console) -> Result<OidcSettings, WebError> {
-    let s = LoginSettings::load(&console.archive.catalog).await?.oidc;
+    let s = LoginSettings::load(&console.archive).await?.oidc;
     if !s.enabled {
         return Err(WebError::NotFound);
     }
@@ -134,7 +133,7 @@ async fn start(State(console): State<Arc<Console>>) -> Result<Response, PageErro
     let d = console.oidc.discover(&s.issuer()).await?;
     let (state, nonce, verifier) = (random_token(16), random_token(16), random_token(32));
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    console.archive.catalog.put_login_request(&state, &nonce, &verifier).await?;
+    console.archive.identity().put_login_request(&state, &nonce, &verifier).await?;
     let mut url = url::Url::parse(&d.authorization_endpoint)
         .map_err(|e| WebError::Unavailable(format!("the provider's authorization endpoint is not a URL: {e}")))?;
     url.query_pairs_mut()
@@ -166,7 +165,7 @@ pub struct CallbackQuery {
 
 /// Is this request the provider's redirect back (the callback path is a setting)?
 pub async fn is_callback(console: &Console, uri: &Uri) -> bool {
-    match LoginSettings::load(&console.archive.catalog).await {
+    match LoginSettings::load(&console.archive).await {
         Ok(s) => s.oidc.enabled && uri.path() == s.oidc.callback_path,
         Err(_) => false,
     }
@@ -189,7 +188,7 @@ pub async fn callback(console: Arc<Console>, uri: Uri, headers: HeaderMap, peer:
         }
         Err(e) => {
             let detail = e.to_string();
-            let _ = console.archive.catalog.audit(None, "single sign-on", &ip, "sign-in failed", &detail).await;
+            let _ = console.archive.identity().sign_in_failed("single sign-on", &ip, &detail).await;
             PageError(e).into_response()
         }
     }
@@ -219,7 +218,7 @@ async fn finish(
             "this sign-in was not started in this browser (or its cookie expired); start the sign-in again".into(),
         ));
     }
-    let Some((nonce, verifier)) = console.archive.catalog.take_login_request(&state, STATE_MAX_AGE).await? else {
+    let Some((nonce, verifier)) = console.archive.identity().take_login_request(&state, STATE_MAX_AGE).await? else {
         return Err(WebError::BadRequest(
             "unknown sign-in state (forged, used twice, or older than ten minutes); start the sign-in again".into(),
         ));
@@ -237,25 +236,30 @@ async fn finish(
             }
         }
     }
-    let tenant = console.archive.catalog.tenant_by_name(&s.tenant).await?.ok_or_else(|| {
+    let (tenant, assignments) = console.archive.identity().sso_tenant(&s.tenant).await?.ok_or_else(|| {
         WebError::BadRequest(format!("the login settings name tenant {:?}, which does not exist", s.tenant))
     })?;
-    let assignments = console.archive.catalog.role_assignments(tenant.id).await?;
     let addresses = addresses_for(console, &s, &claims).await?;
     let known = match &addresses {
         Some(a) => a.clone(),
-        None => match console.archive.catalog.user_by_external_id(&external_id(&s, &claims)?).await? {
+        None => match console.archive.identity().user_by_external_id(&external_id(&s, &claims)?).await? {
             Some(u) => u.addresses,
             None => Vec::new(),
         },
     };
     let (role, why) = assign_role(&claims, &known, &assignments);
-    let user = upsert_user(console, &s, &claims, addresses, role, tenant.id).await?;
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
+    let external_id = external_id(&s, &claims)?;
+    let subject = external_id.rsplit_once('|').map(|(_, s)| s.to_owned()).unwrap_or_default();
+    let wanted = text("preferred_username").or_else(|| text("email")).unwrap_or(subject);
+    let display = text("name").unwrap_or_default();
     let claims_json = serde_json::to_string(&claims).unwrap_or_default();
-    console.archive.catalog.record_sign_in(user.id, Some(&claims_json)).await?;
-    let actor = Actor { name: user.login.clone(), ip: ip.to_owned(), tenant, visibility: None, sees_bcc: false };
-    console.audit(&actor, "sign-in", &format!("single sign-on as {} ({why})", role.as_str())).await?;
-    let cookie = crate::auth::start_session(console, &user, ip).await?;
+    let account = console
+        .archive
+        .identity()
+        .sign_in_externally(&tenant, &external_id, &wanted, &display, role, addresses, &claims_json, ip, &why)
+        .await?;
+    let cookie = crate::auth::start_session(console, &account, ip).await?;
     Ok(crate::auth::redirect_with_cookies("/search", &[cookie]))
 }
 
@@ -476,13 +480,12 @@ async fn addresses_for(
             let (Some(tid), Some(oid)) = (text("tid"), text("oid")) else {
                 return Err(WebError::BadRequest("the ID token names no directory object (tid, oid)".into()));
             };
-            let lookup = console.sources.directory.clone().ok_or_else(|| {
-                WebError::Unavailable(
-                    "addresses come from the directory, but no Microsoft 365 connection is configured ([[m365]])"
-                        .into(),
-                )
+            let lookup = console.sources.directory_addresses(&tid, &oid).ok_or_else(|| {
+                WebError::Unavailable(format!(
+                    "addresses come from the directory, but no Microsoft 365 connection has tenant_id {tid}"
+                ))
             })?;
-            let found = lookup(tid, oid).await.map_err(|e| WebError::Unavailable(format!("directory lookup: {e}")))?;
+            let found = lookup.await.map_err(|e| WebError::Unavailable(format!("directory lookup: {e}")))?;
             Ok(Some(found))
         }
         _ => Ok(Some(verified_addresses(claims))),
@@ -497,48 +500,6 @@ fn external_id(s: &OidcSettings, claims: &Map<String, Value>) -> Result<String, 
         .or_else(|| text("sub"))
         .ok_or_else(|| WebError::BadRequest("the ID token has no subject".into()))?;
     Ok(format!("{}|{subject}", s.issuer()))
-}
-
-async fn upsert_user(
-    console: &Console,
-    s: &OidcSettings,
-    claims: &Map<String, Value>,
-    addresses: Option<Vec<String>>,
-    role: Role,
-    tenant_id: i64,
-) -> Result<coffer_archive::catalog::UserRow, WebError> {
-    let catalog = &console.archive.catalog;
-    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_owned);
-    let external_id = external_id(s, claims)?;
-    let subject = external_id.rsplit_once('|').map(|(_, s)| s.to_owned()).unwrap_or_default();
-    let display = text("name").unwrap_or_default();
-    if let Some(user) = catalog.user_by_external_id(&external_id).await? {
-        if user.disabled {
-            return Err(WebError::Forbidden("this account is disabled".into()));
-        }
-        let addresses = addresses.unwrap_or_else(|| user.addresses.clone());
-        catalog.refresh_external_user(user.id, &display, role.as_str(), &addresses).await?;
-        return catalog.user(user.id).await?.ok_or(WebError::NotFound);
-    }
-    let addresses = addresses.unwrap_or_default();
-    let wanted = text("preferred_username").or_else(|| text("email")).unwrap_or_else(|| subject.clone());
-    // A local account with the same name is never taken over by single sign-on.
-    let login = if catalog.user_by_login(&wanted).await?.is_some() {
-        format!("{wanted}#{}", &crate::auth::token_hash(&external_id)[..6])
-    } else {
-        wanted
-    };
-    Ok(catalog
-        .add_user(&NewUser {
-            tenant_id,
-            login,
-            display_name: display,
-            role: role.as_str().into(),
-            addresses,
-            password_hash: None,
-            external_id: Some(external_id),
-        })
-        .await?)
 }
 
 /// Entra ID's admin-consent page for this app, for the "Request admin consent" button.

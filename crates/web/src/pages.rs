@@ -11,19 +11,20 @@ use axum::extract::{Form, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use coffer_archive::Sort;
 use coffer_archive::catalog::RoleAssignment;
 use coffer_archive::export::ExportFormat;
 use coffer_archive::service::now_secs;
-use coffer_archive::{Actor, Sort};
 use minijinja::context;
 use serde::Deserialize;
 
-use crate::auth::{Principal, Role, SIGNON_COOKIE, SignIn};
+use crate::auth::{Principal, Role, SIGNON_COOKIE};
 use crate::charts::{Series, line_chart};
 use crate::error::PageError;
 use crate::render::page;
 use crate::settings::{CLIENT_SECRET, LoginSettings};
 use crate::{ClientAddr, Console, WebError};
+use coffer_archive::identity::SignIn;
 
 type PageResult = Result<Response, PageError>;
 
@@ -49,7 +50,8 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/config/tenants/{id}/networks", post(allow_network))
         .route("/config/connections", get(connections))
         .route("/config/connections/{name}/test", post(test_connection))
-        .route("/config/connections/{name}/import", post(import_connection))
+        .route("/config/connections/{name}/start", post(start_connection))
+        .route("/config/connections/{name}/stop", post(stop_connection))
         .route("/config/login", get(login_settings).post(save_login_settings))
         .route("/config/volumes", get(volumes))
         .route("/config/volumes/{id}/close", post(close_volume))
@@ -88,7 +90,7 @@ async fn asset(Path(file): Path<String>) -> Response {
 }
 
 async fn home(State(console): State<Arc<Console>>, who: Option<Principal>) -> PageResult {
-    if who.is_none() && LoginSettings::load(&console.archive.catalog).await?.sso_default {
+    if who.is_none() && LoginSettings::load(&console.archive).await?.sso_default {
         return Ok(Redirect::to("/login/oidc").into_response());
     }
     Ok(Redirect::to("/search").into_response())
@@ -101,9 +103,9 @@ struct SignonQuery {
 }
 
 async fn signon_form(State(console): State<Arc<Console>>, Query(q): Query<SignonQuery>) -> PageResult {
-    let settings = LoginSettings::load(&console.archive.catalog).await?;
+    let settings = LoginSettings::load(&console.archive).await?;
     let token = crate::auth::random_token(16);
-    let no_users = console.archive.catalog.count_users().await? == 0;
+    let no_users = console.archive.identity().count_users().await? == 0;
     let html = page(
         &console,
         None,
@@ -133,7 +135,6 @@ async fn signon(
         return Err(WebError::Forbidden("the sign-on form expired; reload it and sign in again".into()).into());
     }
     let ip = peer.map(|p| p.0.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
-    let catalog = &console.archive.catalog;
     let again = |error: &str| {
         let next =
             url::form_urlencoded::byte_serialize(f.next.as_deref().unwrap_or("/search").as_bytes()).collect::<String>();
@@ -143,25 +144,15 @@ async fn signon(
         ))
         .into_response())
     };
-    match crate::auth::sign_in_locally(&console, &f.login, &f.password).await? {
-        SignIn::Ok(user) => {
-            let tenant = catalog.tenant(user.tenant_id).await?.ok_or(WebError::NotFound)?;
-            let actor = Actor { name: user.login.clone(), ip: ip.clone(), tenant, visibility: None, sees_bcc: false };
-            console.audit(&actor, "sign-in", "local account").await?;
-            let session = crate::auth::start_session(&console, &user, &ip).await?;
+    match crate::auth::sign_in_locally(&console, &f.login, &f.password, &ip).await? {
+        SignIn::Ok(account) => {
+            let session = crate::auth::start_session(&console, &account, &ip).await?;
             let clear = crate::auth::set_cookie(&console, SIGNON_COOKIE, "", Some(0));
             Ok(crate::auth::redirect_with_cookies(&crate::auth::safe_next(f.next.as_deref()), &[session, clear]))
         }
         // One answer for both, so it does not tell which logins exist; the audit log tells
         // administrators which it was.
-        SignIn::Refused => {
-            catalog.audit(None, &f.login, &ip, "sign-in failed", "wrong login or password").await?;
-            again(REFUSED)
-        }
-        SignIn::Locked => {
-            catalog.audit(None, &f.login, &ip, "sign-in failed", "account locked after repeated failures").await?;
-            again(REFUSED)
-        }
+        SignIn::Refused | SignIn::Locked => again(REFUSED),
     }
 }
 
@@ -348,14 +339,17 @@ pub async fn attachment_response(console: &Console, who: &Principal, id: i64, n:
 /// Traffic by hour (last 48 hours) and by day (last 30 days), by source and by tenant; listener
 /// figures; ingest and index lag; volumes; each tenant's journal address.
 async fn status(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
-    who.require(Role::Auditor)?;
-    let catalog = &console.archive.catalog;
     let now = now_secs();
-    let traffic = catalog.traffic(now - 31 * 86400).await?;
-    let tenants = catalog.tenants().await?;
-    let own = |t: i64| who.require_system_admin().is_ok() || t == who.tenant.id;
-    let tenant_name =
-        |id: i64| tenants.iter().find(|t| t.id == id).map(|t| t.name.clone()).unwrap_or_else(|| id.to_string());
+    let status = console.archive.admin().status(&who.actor(), now - 31 * 86400).await?;
+    let traffic = &status.traffic;
+    let tenant_name = |id: i64| {
+        status
+            .tenants
+            .iter()
+            .find(|t| t.tenant.id == id)
+            .map(|t| t.tenant.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
     let mut charts = Vec::new();
     for (title, bucket, count) in [("per hour, last 48 hours", 3600, 48), ("per day, last 30 days", 86400, 30)] {
         let start = (now / bucket - (count - 1)) * bucket;
@@ -371,7 +365,7 @@ async fn status(State(console): State<Arc<Console>>, who: Principal) -> PageResu
             })
             .collect();
         let mut by: BTreeMap<(&str, String), Vec<f64>> = BTreeMap::new();
-        for r in traffic.iter().filter(|r| own(r.tenant_id) && r.bucket >= start) {
+        for r in traffic.iter().filter(|r| r.bucket >= start) {
             let i = ((r.bucket - start) / bucket) as usize;
             let mut add = |measure: &'static str, series: String, v: i64| {
                 by.entry((measure, series)).or_insert_with(|| vec![0.0; count as usize])[i] += v as f64;
@@ -400,22 +394,15 @@ async fn status(State(console): State<Arc<Console>>, who: Principal) -> PageResu
             });
         }
     }
-    let figures = catalog.listener_figures(now - 86400).await?;
     let mut listener_totals: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for f in figures.iter().filter(|f| own(f.tenant_id)) {
+    for f in &status.listener_figures {
         *listener_totals.entry((f.listener.clone(), f.figure.clone())).or_default() += f.value;
     }
     let listener_totals: Vec<_> =
         listener_totals.into_iter().map(|((l, f), v)| context! { listener => l, figure => f, value => v }).collect();
-    let journal: Vec<_> = tenants
-        .iter()
-        .filter(|t| own(t.id))
-        .map(|t| context! { name => t.name, address => t.journal_address(&console.config.journal_domain) })
-        .collect();
-    // The same rule as the API's status: a tenant's own volumes, every volume for a system administrator.
-    let volumes: Vec<_> = console.archive.volumes().await?.into_iter().filter(|v| own(v.owner as i64)).collect();
-    let lag = catalog.index_queue_len().await?;
-    let oldest = catalog.oldest_queued_at().await?.map(|t| now - t).unwrap_or(0);
+    let journal: Vec<_> =
+        status.tenants.iter().map(|t| context! { name => t.tenant.name, address => t.journal_address }).collect();
+    let (volumes, lag, oldest) = (status.volumes, status.index_lag, status.index_lag_seconds);
     let html =
         page(&console, Some(&who), "status.html", context! { charts, journal, volumes, lag, oldest, listener_totals })?;
     Ok(html.into_response())
@@ -428,10 +415,9 @@ struct AuditQuery {
 }
 
 async fn audit(State(console): State<Arc<Console>>, who: Principal, Query(q): Query<AuditQuery>) -> PageResult {
-    who.require(Role::Auditor)?;
-    let tenant = who.require_system_admin().is_err().then_some(who.tenant.id);
-    let entries = console.archive.catalog.audit_entries_matching(tenant, q.q.trim(), 500).await?;
-    let problems = console.archive.catalog.verify_audit().await?.len();
+    let actor = who.actor();
+    let entries = console.archive.admin().audit_log(&actor, &q.q, 500).await?;
+    let problems = console.archive.admin().verify_audit(&actor).await?.len();
     let html = page(&console, Some(&who), "audit.html", context! { entries, q => q.q, problems })?;
     Ok(html.into_response())
 }
@@ -441,7 +427,7 @@ async fn account(
     who: Principal,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> PageResult {
-    let keys = console.archive.catalog.api_keys(Some(who.user.id)).await?;
+    let keys = console.archive.admin().api_keys(&who.actor()).await?;
     let html = page(
         &console,
         Some(&who),
@@ -469,7 +455,7 @@ async fn add_key(State(console): State<Arc<Console>>, who: Principal, Form(f): F
         Some(&who),
         "account.html",
         context! {
-            keys => console.archive.catalog.api_keys(Some(who.user.id)).await?, new_key => key,
+            keys => console.archive.admin().api_keys(&who.actor()).await?, new_key => key,
             addresses => who.user.addresses, roles => roles_up_to(who.role),
         },
     )?;
@@ -482,19 +468,13 @@ async fn revoke_key(State(console): State<Arc<Console>>, who: Principal, Path(id
 }
 
 async fn listeners(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
-    who.require_system_admin()?;
-    let catalog = &console.archive.catalog;
-    let networks = catalog.tenant_networks().await?;
-    let tenants: Vec<_> = catalog
-        .tenants()
+    let tenants: Vec<_> = console
+        .archive
+        .admin()
+        .tenants(&who.actor())
         .await?
         .into_iter()
-        .map(|t| {
-            context! {
-                id => t.id, name => t.name, address => t.journal_address(&console.config.journal_domain),
-                networks => networks.get(&t.id).cloned().unwrap_or_default(),
-            }
-        })
+        .map(|t| context! { id => t.tenant.id, name => t.tenant.name, address => t.journal_address, networks => t.networks })
         .collect();
     let html = page(&console, Some(&who), "config_listeners.html", context! { smtp => console.config.smtp, tenants })?;
     Ok(html.into_response())
@@ -529,11 +509,13 @@ async fn render_connections(
 ) -> PageResult {
     let list: Vec<minijinja::Value> = console
         .sources
-        .connections
-        .iter()
+        .connections()
+        .into_iter()
         .map(|c| {
-            let mailboxes = console.sources.status.as_ref().map(|s| s(c.name.clone())).unwrap_or_default();
-            context! { name => c.name, kind => c.kind, settings => c.settings, mailboxes, importable => c.kind == "Microsoft 365" && console.sources.import.is_some() }
+            let mailboxes: Vec<crate::MailboxStatus> =
+                console.sources.mailboxes(&c.name).into_iter().map(Into::into).collect();
+            let m365 = c.kind == "Microsoft 365";
+            context! { name => c.name, kind => c.kind, settings => c.settings, mailboxes, m365, job => crate::JobState::from(c.job) }
         })
         .collect();
     let html =
@@ -546,16 +528,17 @@ async fn test_connection(State(console): State<Arc<Console>>, who: Principal, Pa
     render_connections(&console, &who, Some(&name), outcome.ok, Some(outcome.detail)).await
 }
 
-async fn import_connection(
-    State(console): State<Arc<Console>>,
-    who: Principal,
-    Path(name): Path<String>,
-) -> PageResult {
-    match crate::api::start_import(&console, &who, &name).await {
+async fn start_connection(State(console): State<Arc<Console>>, who: Principal, Path(name): Path<String>) -> PageResult {
+    match crate::api::start_source(&console, &who, &name).await {
         Ok(detail) => render_connections(&console, &who, Some(&name), true, Some(detail)).await,
         Err(WebError::BadRequest(e)) => render_connections(&console, &who, Some(&name), false, Some(e)).await,
         Err(e) => Err(e.into()),
     }
+}
+
+async fn stop_connection(State(console): State<Arc<Console>>, who: Principal, Path(name): Path<String>) -> PageResult {
+    let detail = console.archive.admin().stop_source(&who.actor(), console.sources.as_ref(), &name).await?;
+    render_connections(&console, &who, Some(&name), true, Some(detail)).await
 }
 
 async fn login_settings(
@@ -568,9 +551,8 @@ async fn login_settings(
 }
 
 async fn render_login(console: &Console, who: &Principal, error: Option<String>, consent: bool) -> PageResult {
-    let settings = LoginSettings::load(&console.archive.catalog).await?;
-    let tenant = console.archive.catalog.tenant_by_name(&settings.oidc.tenant).await?.unwrap_or(who.tenant.clone());
-    let assignments = console.archive.catalog.role_assignments(tenant.id).await?;
+    let settings = LoginSettings::load(&console.archive).await?;
+    let assignments = console.archive.admin().role_assignments(&settings.oidc.tenant).await?;
     let lines: Vec<String> = assignments.iter().map(|a| format!("{} {} {}", a.attribute, a.value, a.role)).collect();
     let html = page(
         console,
@@ -763,7 +745,7 @@ async fn users(
 }
 
 async fn render_users(console: &Console, who: &Principal, error: Option<String>, lookup: Option<i64>) -> PageResult {
-    let users = console.archive.catalog.users(Some(who.tenant.id)).await?;
+    let users = console.archive.admin().users(&who.actor(), Some(who.tenant.id)).await?;
     let claims = lookup.and_then(|id| users.iter().find(|u| u.id == id)).map(|u| {
         let pretty = u
             .last_claims
@@ -830,14 +812,16 @@ async fn tenants(State(console): State<Arc<Console>>, who: Principal) -> PageRes
 }
 
 async fn render_tenants(console: &Console, who: &Principal, error: Option<String>) -> PageResult {
-    let counts = console.archive.catalog.tenants().await?;
-    let mut tenants = Vec::new();
-    for t in counts {
-        let messages = console.archive.catalog.count_messages(t.id).await?;
-        tenants.push(context! {
-            name => t.name, domains => t.domains, address => t.journal_address(&console.config.journal_domain), messages,
-        });
-    }
+    let tenants: Vec<_> = console
+        .archive
+        .admin()
+        .tenants(&who.actor())
+        .await?
+        .into_iter()
+        .map(|t| {
+            context! { name => t.tenant.name, domains => t.tenant.domains, address => t.journal_address, messages => t.messages }
+        })
+        .collect();
     Ok(page(console, Some(who), "config_tenants.html", context! { tenants, error })?.into_response())
 }
 
@@ -873,15 +857,13 @@ async fn webhook(
     if let Some(token) = q.get("validationToken") {
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], token.clone()).into_response();
     }
-    let Some(hook) = &console.sources.webhook else {
-        return WebError::NotFound.into_response();
-    };
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return WebError::BadRequest("the notification is not JSON".into()).into_response();
     };
-    match hook(&json) {
-        Ok(_) => axum::http::StatusCode::ACCEPTED.into_response(),
-        Err(why) => WebError::Forbidden(why).into_response(),
+    match console.sources.webhook(&json) {
+        None => WebError::NotFound.into_response(),
+        Some(Ok(_)) => axum::http::StatusCode::ACCEPTED.into_response(),
+        Some(Err(why)) => WebError::Forbidden(why).into_response(),
     }
 }
 
@@ -898,11 +880,17 @@ async fn metrics(
             None => return Err(WebError::Unauthorized),
         }
     }
-    let catalog = &console.archive.catalog;
-    let tenants = catalog.tenants().await?;
-    let name = |id: i64| tenants.iter().find(|t| t.id == id).map(|t| t.name.clone()).unwrap_or_else(|| id.to_string());
+    let status = console.archive.admin().status_for_scraper().await?;
+    let name = |id: i64| {
+        status
+            .tenants
+            .iter()
+            .find(|t| t.tenant.id == id)
+            .map(|t| t.tenant.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
     let mut totals: BTreeMap<(String, String), [i64; 5]> = BTreeMap::new();
-    for r in catalog.traffic(0).await? {
+    for r in &status.traffic {
         let e = totals.entry((r.source.clone(), name(r.tenant_id))).or_default();
         for (slot, v) in e.iter_mut().zip([r.messages, r.bytes, r.duplicates, r.rejected, r.errors]) {
             *slot += v;
@@ -929,9 +917,9 @@ async fn metrics(
         out,
         "# HELP coffer_index_lag_messages Messages archived but not yet searchable.\n# TYPE coffer_index_lag_messages gauge"
     );
-    let _ = writeln!(out, "coffer_index_lag_messages {}", catalog.index_queue_len().await?);
+    let _ = writeln!(out, "coffer_index_lag_messages {}", status.index_lag);
     let _ = writeln!(out, "# HELP coffer_volume_bytes Size of each volume.\n# TYPE coffer_volume_bytes gauge");
-    for v in console.archive.volumes().await? {
+    for v in &status.volumes {
         let _ = writeln!(out, "coffer_volume_bytes{{volume=\"{}\",state=\"{:?}\"}} {}", label(&v.id), v.state, v.bytes);
     }
     let _ = writeln!(
@@ -939,7 +927,7 @@ async fn metrics(
         "# HELP coffer_listener_events_total Listener and connection figures.\n# TYPE coffer_listener_events_total counter"
     );
     let mut figures: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for f in catalog.listener_figures(0).await? {
+    for f in status.listener_figures {
         *figures.entry((f.listener, f.figure)).or_default() += f.value;
     }
     for ((listener, figure), v) in figures {

@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::WebError;
 
-const KEY: &str = "login";
-pub const CLIENT_SECRET: &str = "oidc.client_secret";
+pub use coffer_archive::admin::CLIENT_SECRET;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
@@ -146,20 +145,11 @@ fn is_guid(s: &str) -> bool {
 }
 
 impl LoginSettings {
-    pub async fn load(catalog: &coffer_archive::Catalog) -> Result<LoginSettings, WebError> {
-        match catalog.setting(KEY).await? {
+    pub async fn load(archive: &coffer_archive::Archive) -> Result<LoginSettings, WebError> {
+        match archive.admin().login_settings().await? {
             Some(json) => serde_json::from_str(&json).map_err(|e| WebError::Internal(format!("login settings: {e}"))),
             None => Ok(LoginSettings::default()),
         }
-    }
-
-    pub async fn save(&self, catalog: &coffer_archive::Catalog) -> Result<(), WebError> {
-        let problems = self.oidc.problems();
-        if !problems.is_empty() {
-            return Err(WebError::BadRequest(problems.join("; ")));
-        }
-        catalog.set_setting(KEY, &serde_json::to_string(self).expect("settings serialise")).await?;
-        Ok(())
     }
 }
 

@@ -218,22 +218,18 @@ fn another_tenants_logins_cannot_be_probed_by_adding_users() {
     let site = Site::start();
     // An administrator of tenant fabrikam.
     let key = site.runtime.block_on(async {
-        let catalog = &site.archive.catalog;
-        let fabrikam = catalog.tenant_by_name("fabrikam").await.unwrap().unwrap();
-        let user = catalog
-            .add_user(&coffer_archive::catalog::NewUser {
-                tenant_id: fabrikam.id,
-                login: "admin@fabrikam.com".into(),
-                display_name: "Fabrikam admin".into(),
-                role: "administrator".into(),
-                addresses: vec![],
-                password_hash: Some(coffer_web::hash_password(PASSWORD)),
-                external_id: None,
-            })
-            .await
-            .unwrap();
-        let (key, hash) = coffer_web::new_api_key();
-        catalog.add_api_key(user.id, "tests", &hash, "administrator").await.unwrap();
+        let fabrikam = site.archive.tenant(Some("fabrikam")).await.unwrap();
+        let operator = coffer_archive::Actor::operator(fabrikam.clone());
+        let admin = site.archive.admin();
+        let new = coffer_archive::admin::NewAccount {
+            login: "admin@fabrikam.com".into(),
+            display_name: "Fabrikam admin".into(),
+            role: "administrator".into(),
+            password: PASSWORD.into(),
+            addresses: vec![],
+        };
+        admin.add_user(&operator, &fabrikam, &new).await.unwrap();
+        let (_, key) = admin.create_api_key(&operator, Some("admin@fabrikam.com"), "tests", None).await.unwrap();
         key
     });
     let fab = common::Api { base: site.base.clone(), key: Some(key) };
@@ -253,9 +249,9 @@ fn another_tenants_logins_cannot_be_probed_by_adding_users() {
 #[test]
 fn an_auditor_sees_the_volumes_of_their_own_tenant_alike_in_the_console_and_the_api() {
     let site = Site::start();
-    let fabrikam = site.runtime.block_on(site.archive.catalog.tenant_by_name("fabrikam")).unwrap().unwrap();
+    let fabrikam = site.runtime.block_on(site.archive.tenant(Some("fabrikam"))).unwrap();
     let fabrikam_volume = format!("t{}-v000001", fabrikam.id);
-    let default = site.runtime.block_on(site.archive.catalog.default_tenant()).unwrap();
+    let default = site.runtime.block_on(site.archive.tenant(None)).unwrap();
     let own_volume = format!("t{}-v000001", default.id);
     // Audrey audits the default tenant, not fabrikam.
     let mut audrey = site.browser("audrey", PASSWORD);
@@ -265,6 +261,9 @@ fn an_auditor_sees_the_volumes_of_their_own_tenant_alike_in_the_console_and_the_
     let status = site.api("auditor").get("/api/v1/status").json();
     let ids: Vec<&str> = status["volumes"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [own_volume.as_str()], "the API shows the same: {status}");
+    let listed = site.api("auditor").get("/api/v1/volumes").json();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [own_volume.as_str()], "and so does the volume list: {listed}");
     // The system administrator sees every volume on both.
     let all = site.api("administrator").get("/api/v1/status").json();
     assert_eq!(all["volumes"].as_array().unwrap().len(), 2, "{all}");

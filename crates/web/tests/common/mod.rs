@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use coffer_archive::catalog::NewUser;
-use coffer_archive::{Archive, ArchiveConfig, Source, Submission};
+use coffer_archive::admin::NewAccount;
+use coffer_archive::{Actor, Archive, ArchiveConfig, Catalog, Source, Submission};
 use coffer_testkit::journal::{Envelope, Style, report};
 use coffer_web::{Console, WebConfig};
 
@@ -15,6 +15,9 @@ pub struct Site {
     pub _dir: tempfile::TempDir,
     pub runtime: tokio::runtime::Runtime,
     pub archive: Arc<Archive>,
+    /// The archive's database, reached directly, as only a test does (to backdate a session, or
+    /// read the audit log whole).
+    pub catalog: Catalog,
     pub base: String,
     /// Fixture name → message id.
     pub ids: HashMap<&'static str, i64>,
@@ -64,12 +67,17 @@ impl Site {
         web.journal_domain = "archive.test".into();
         let mut config = ArchiveConfig::new(dir.path().join("data"));
         config.database_url = std::env::var("COFFER_TEST_WEB_DATABASE_URL").ok();
+        let url = config
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("data/catalog.sqlite").display()));
         let archive = Arc::new(runtime.block_on(Archive::open(config, true)).unwrap());
+        let catalog = runtime.block_on(Catalog::connect(&url)).unwrap();
         let (ids, originals, keys) = runtime.block_on(fixtures(&archive));
-        let console = Console::new(archive.clone(), web, Default::default());
+        let console = Console::new(archive.clone(), web, Arc::new(coffer_web::NoSources));
         let (stop, stopping) = tokio::sync::watch::channel(false);
         runtime.spawn(coffer_web::serve(console, listener, None, stopping));
-        Site { _dir: dir, runtime, archive, base, ids, originals, keys, _stop: stop }
+        Site { _dir: dir, runtime, archive, catalog, base, ids, originals, keys, _stop: stop }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -98,7 +106,7 @@ impl Site {
     /// Archives one more message (placed in a mailbox folder when given) and indexes it.
     pub fn add(&self, raw: &[u8], journal: bool, placement: Option<(&str, &str)>) -> i64 {
         self.runtime.block_on(async {
-            let tenant = self.archive.catalog.default_tenant().await.unwrap();
+            let tenant = self.archive.tenant(None).await.unwrap();
             let receipt =
                 self.archive.pipeline().submit(sub(tenant.id, raw.to_vec(), journal, placement)).await.unwrap();
             self.archive.indexer().run_until_idle().await.unwrap();
@@ -107,7 +115,7 @@ impl Site {
     }
 
     pub fn audit_text(&self) -> String {
-        let entries = self.runtime.block_on(self.archive.catalog.audit_entries(None, 1000)).unwrap();
+        let entries = self.runtime.block_on(self.catalog.audit_entries(None, 1000)).unwrap();
         entries.iter().map(|e| format!("{} | {} | {} | {}\n", e.actor, e.ip, e.action, e.detail)).collect()
     }
 }
@@ -115,9 +123,10 @@ impl Site {
 async fn fixtures(
     archive: &Archive,
 ) -> (HashMap<&'static str, i64>, HashMap<&'static str, Vec<u8>>, HashMap<&'static str, String>) {
-    let catalog = &archive.catalog;
-    let default = catalog.default_tenant().await.unwrap();
-    let fabrikam = catalog.add_tenant("fabrikam", &["fabrikam.com".into()]).await.unwrap();
+    let default = archive.tenant(None).await.unwrap();
+    let operator = Actor::operator(default.clone());
+    let admin = archive.admin();
+    let fabrikam = admin.add_tenant(&operator, "fabrikam", &["fabrikam.com".into()]).await.unwrap().tenant;
     let pipeline = archive.pipeline();
     let mut ids = HashMap::new();
     let mut originals = HashMap::new();
@@ -150,20 +159,15 @@ async fn fixtures(
         ("audrey", "auditor", vec![]),
         ("bob", "user", vec!["bob@contoso.com".to_owned()]),
     ] {
-        let user = catalog
-            .add_user(&NewUser {
-                tenant_id: default.id,
-                login: login.into(),
-                display_name: login.into(),
-                role: role.into(),
-                addresses,
-                password_hash: Some(coffer_web::hash_password(PASSWORD)),
-                external_id: None,
-            })
-            .await
-            .unwrap();
-        let (key, hash) = coffer_web::new_api_key();
-        catalog.add_api_key(user.id, "tests", &hash, role).await.unwrap();
+        let new = NewAccount {
+            login: login.into(),
+            display_name: login.into(),
+            role: role.into(),
+            password: PASSWORD.into(),
+            addresses,
+        };
+        admin.add_user(&operator, &default, &new).await.unwrap();
+        let (_, key) = admin.create_api_key(&operator, Some(login), "tests", Some(role)).await.unwrap();
         keys.insert(role_name(role), key);
     }
     (ids, originals, keys)

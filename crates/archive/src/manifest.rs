@@ -6,25 +6,25 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 
-use crate::M365Error;
+use crate::ArchiveError;
 
 /// Returns the manifest with a `keyCredentials` entry for the certificate (DER): key = base64
 /// DER, customKeyIdentifier = base64 SHA-1 of it (the thumbprint Entra ID shows), a new keyId.
 /// A certificate already present is not added twice.
-pub fn add_certificate(manifest: &[u8], certificate_der: &[u8], display_name: &str) -> Result<Value, M365Error> {
+pub fn add_certificate(manifest: &[u8], certificate_der: &[u8], display_name: &str) -> Result<Value, ArchiveError> {
     let mut m: Value = serde_json::from_slice(manifest).map_err(|e| {
-        M365Error::Advice(format!("the manifest is not JSON ({e}); download it again from the app's Manifest page"))
+        ArchiveError::Invalid(format!("the manifest is not JSON ({e}); download it again from the app's Manifest page"))
     })?;
-    let object = m.as_object_mut().ok_or_else(|| M365Error::Advice("the manifest is not a JSON object".into()))?;
+    let object = m.as_object_mut().ok_or_else(|| ArchiveError::Invalid("the manifest is not a JSON object".into()))?;
     if !object.contains_key("appId") && !object.contains_key("id") {
-        return Err(M365Error::Advice(
+        return Err(ArchiveError::Invalid(
             "this JSON has no appId: it is not an app registration manifest (Azure portal → App registrations → the app → Manifest → Download)".into(),
         ));
     }
     let key = STANDARD.encode(certificate_der);
     let thumbprint = STANDARD.encode(Sha1::digest(certificate_der));
     let list = object.entry("keyCredentials").or_insert_with(|| json!([]));
-    let entries = list.as_array_mut().ok_or_else(|| M365Error::Advice("keyCredentials is not a list".into()))?;
+    let entries = list.as_array_mut().ok_or_else(|| ArchiveError::Invalid("keyCredentials is not a list".into()))?;
     if !entries.iter().any(|e| e["customKeyIdentifier"] == thumbprint.as_str()) {
         entries.push(json!({
             "customKeyIdentifier": thumbprint,
@@ -71,6 +71,8 @@ mod tests {
         assert_eq!(list[1]["keyId"].as_str().unwrap().len(), 36);
         let again = add_certificate(serde_json::to_vec(&updated).unwrap().as_slice(), der, "CN=coffer").unwrap();
         assert_eq!(again["keyCredentials"].as_array().unwrap().len(), 2);
-        assert!(matches!(add_certificate(b"{\"x\": 1}", der, "x"), Err(M365Error::Advice(m)) if m.contains("appId")));
+        assert!(
+            matches!(add_certificate(b"{\"x\": 1}", der, "x"), Err(ArchiveError::Invalid(m)) if m.contains("appId"))
+        );
     }
 }

@@ -1,0 +1,98 @@
+//! `coffer serve`: the archive, its indexer, the source supervisor, the SMTP listeners and the
+//! console, until SIGTERM or Ctrl-C; then a tidy shutdown.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_archive::sources::SourceControl;
+
+use crate::config::Config;
+use crate::{open, operator};
+
+pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    raise_open_file_limit(2 * (config.smtp.max_connections as u64 + config.http.max_connections as u64) + 256);
+    let archive = Arc::new(open(&config, true).await?);
+    let pipeline = archive.pipeline();
+    let indexer = archive.spawn_indexer();
+    tracing::info!(data = %config.archive.data_dir.display(), "Coffer is serving; the index catches up in the background");
+    for t in archive.admin().tenants(&operator(&archive, None).await?).await? {
+        tracing::info!(tenant = %t.tenant.name, journal = %t.journal_address, "tenant");
+    }
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let supervisor = coffer_sources::Supervisor::start(&archive, &config.sources(), pipeline.clone()).await;
+    let smtp = match config.smtp.enabled {
+        true => {
+            let listeners = coffer_smtp::listeners::start(&archive, &config.smtp, pipeline, stopping.clone()).await?;
+            for bound in &listeners.bound {
+                // A plain line scripts and tests can wait for.
+                println!("smtp listening on {bound}");
+                tracing::info!(%bound, tls = ?config.smtp.tls, "SMTP journaling listener started");
+            }
+            Some(listeners)
+        }
+        false => None,
+    };
+    let web = match config.http.enabled {
+        true => {
+            let journal_domain = &archive.config.journal_domain;
+            let shown = config.smtp.describe(journal_domain, archive.config.max_message_bytes);
+            let sources: Arc<dyn SourceControl> = supervisor.clone();
+            let (task, bound) =
+                coffer_web::start(archive.clone(), &config.http, shown, sources, stopping.clone()).await?;
+            println!("http listening on {bound}");
+            Some(task)
+        }
+        false => None,
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; finishing the transactions in flight");
+    let _ = stop.send(true);
+    supervisor.stop_all();
+    if let Some(listeners) = smtp {
+        listeners.finish().await;
+    }
+    if let Some(web) = web {
+        let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
+    }
+    indexer.abort();
+    // Leave the index caught up with what was acknowledged (it would catch up at the next start).
+    if tokio::time::timeout(Duration::from_secs(60), archive.indexer().run_until_idle()).await.is_err() {
+        tracing::warn!("the index is still catching up; it continues at the next start");
+    }
+    archive.close().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the open-file limit to what the system allows (each connection takes a descriptor) and
+/// says so when even that is lower than the listeners' connection caps need.
+fn raise_open_file_limit(needed: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), hard) = (limit.current, limit.maximum)
+        && hard.is_none_or(|h| h > current)
+    {
+        limit.current = Some(hard.unwrap_or(1 << 20).min(1 << 20));
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    if let Some(n) = now
+        && n < needed
+    {
+        tracing::warn!(
+            limit = n,
+            needed,
+            "the open-file limit is below what the connection caps need; raise it (systemd: LimitNOFILE=65536; shell: ulimit -n)"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

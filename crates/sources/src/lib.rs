@@ -1,0 +1,435 @@
+//! The source supervisor: every source job of a server (IMAP polling, Microsoft 365 import and
+//! folder sync by webhook) runs here, one run at a time per source, with its schedule, backoff
+//! after failures, progress, last success and last error, and start/stop from the console. The
+//! console reaches it only through [`coffer_archive::sources::SourceControl`]. When several nodes
+//! run, this is where a job will take its lease.
+//!
+//! A stopped run is cut where it is: sources acknowledge only what is durable and advance their
+//! cursors after that, so the next run repeats at most a batch, and deduplication absorbs it.
+
+pub mod connect;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coffer_archive::service::now_secs;
+use coffer_archive::sources::{BoxFuture, ConnectionInfo, JobState, MailboxStatus, SourceControl};
+use coffer_archive::{Archive, ArchiveError, Pipeline};
+use coffer_imap::{ImapConfig, Poller};
+use coffer_m365::M365Config;
+use coffer_m365::graph::Graph;
+use coffer_m365::import::Importer;
+use tokio::sync::Notify;
+
+/// The first wait after a failure; it doubles with each failure in a row, up to the source's
+/// interval (at least this).
+const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The source connections a server runs.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    pub imap: Vec<ImapConfig>,
+    pub m365: Vec<M365Config>,
+}
+
+enum Work {
+    /// Polled on a schedule, and woken by IDLE in between.
+    Imap { poller: Poller, interval: Duration },
+    /// Runs when started (the historical import; it resumes where the last one stopped).
+    M365 { importer: Arc<Importer> },
+    /// A connection that could not be built (a missing certificate, say): listed with why.
+    NotStarted { why: String },
+}
+
+struct Job {
+    name: String,
+    kind: &'static str,
+    settings: Vec<(String, String)>,
+    work: Work,
+    state: Mutex<JobState>,
+    wake: Notify,
+    stopped: AtomicBool,
+    requested: AtomicBool,
+    running: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+/// Waits after `failures` failed runs in a row.
+fn backoff(failures: u32, interval: Duration) -> Duration {
+    let doubled = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.min(interval.max(FIRST_BACKOFF))
+}
+
+impl Job {
+    fn update(&self, f: impl FnOnce(&mut JobState)) {
+        f(&mut self.state.lock().unwrap());
+    }
+
+    fn scheduled(&self) -> Option<Duration> {
+        match &self.work {
+            Work::Imap { interval, .. } => Some(*interval),
+            Work::M365 { .. } | Work::NotStarted { .. } => None,
+        }
+    }
+
+    /// Runs the job for the life of the server.
+    async fn supervise(self: Arc<Self>) {
+        loop {
+            let stopped = self.stopped.load(Ordering::SeqCst);
+            let asked = self.requested.swap(false, Ordering::SeqCst);
+            if stopped || (self.scheduled().is_none() && !asked) {
+                self.update(|s| {
+                    s.state = if stopped { "stopped" } else { "on demand" }.into();
+                    s.next_run = None;
+                });
+                self.wake.notified().await;
+                continue;
+            }
+            self.update(|s| {
+                s.state = "running".into();
+                s.last_run = Some(now_secs());
+                s.next_run = None;
+                s.runs += 1;
+            });
+            let run = tokio::spawn(self.clone().run_once());
+            *self.running.lock().unwrap() = Some(run.abort_handle());
+            let outcome = run.await;
+            *self.running.lock().unwrap() = None;
+            let failures = match outcome {
+                Ok(Ok(progress)) => {
+                    self.update(|s| {
+                        s.failures = 0;
+                        s.last_success = Some(now_secs());
+                        s.last_error = None;
+                        s.progress = progress;
+                    });
+                    0
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(connection = %self.name, %error, "source run failed");
+                    let mut n = 0;
+                    self.update(|s| {
+                        s.failures += 1;
+                        s.last_error = Some(error);
+                        n = s.failures;
+                    });
+                    n
+                }
+                Err(e) if e.is_cancelled() => {
+                    self.update(|s| s.progress = format!("stopped during a run; {}", s.progress));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(connection = %self.name, error = %e, "source run ended abnormally");
+                    let mut n = 0;
+                    self.update(|s| {
+                        s.failures += 1;
+                        s.last_error = Some(format!("internal error: {e}"));
+                        n = s.failures;
+                    });
+                    n
+                }
+            };
+            let Some(interval) = self.scheduled() else { continue };
+            let delay = if failures == 0 { interval } else { backoff(failures, interval) };
+            self.update(|s| {
+                s.state = if failures == 0 { "waiting" } else { "backing off" }.into();
+                s.next_run = Some(now_secs() + delay.as_secs() as i64);
+            });
+            let waited = async {
+                match &self.work {
+                    // New mail ends the wait early (IDLE); without IDLE, the interval.
+                    Work::Imap { poller, .. } if failures == 0 => {
+                        if let Err(e) = poller.wait_for_mail(delay).await {
+                            tracing::debug!(connection = %self.name, error = %e, "no IDLE; polling at the interval");
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                    _ => tokio::time::sleep(delay).await,
+                }
+            };
+            tokio::select! {
+                _ = waited => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One run: what it did in words, or what went wrong.
+    async fn run_once(self: Arc<Self>) -> Result<String, String> {
+        match &self.work {
+            Work::NotStarted { why } => Err(why.clone()),
+            Work::Imap { poller, .. } => {
+                let r = poller.poll_once().await.map_err(|e| e.to_string())?;
+                for (folder, uid, why) in &r.refused {
+                    tracing::warn!(connection = %self.name, %folder, uid, %why, "message refused, left on the server");
+                }
+                if r.fetched > 0 {
+                    tracing::info!(connection = %self.name, ?r, "IMAP poll");
+                }
+                Ok(format!(
+                    "last poll: fetched {}, archived {}, duplicates {}, removed from the server {}, refused {}",
+                    r.fetched,
+                    r.archived,
+                    r.duplicates,
+                    r.removed,
+                    r.refused.len()
+                ))
+            }
+            Work::M365 { importer } => {
+                let users = importer.users().await.map_err(|e| format!("listing the mailboxes: {e}"))?;
+                let (mut done, mut archived, mut failed) = (0, 0, Vec::new());
+                self.update(|s| s.progress = format!("0 of {} mailboxes done", users.len()));
+                importer
+                    .mailboxes(&users, &|_| {}, &mut |result| {
+                        done += 1;
+                        match result {
+                            Ok(r) => archived += r.archived,
+                            Err((upn, e)) => {
+                                tracing::warn!(mailbox = %upn, error = %e, "Microsoft 365 import failed for a mailbox");
+                                failed.push(upn);
+                            }
+                        }
+                        let line = format!("{done} of {} mailboxes done, {archived} messages archived", users.len());
+                        self.update(|s| s.progress = line);
+                    })
+                    .await;
+                let progress = format!("last import: {} mailboxes, {archived} messages archived", users.len());
+                if failed.is_empty() {
+                    Ok(progress)
+                } else {
+                    self.update(|s| s.progress = progress);
+                    Err(format!(
+                        "{} mailboxes failed ({}); the mailboxes list says why; what they had archived is kept and the next import continues where each stopped",
+                        failed.len(),
+                        failed.join(", ")
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Every source job of the server.
+pub struct Supervisor {
+    jobs: Vec<Arc<Job>>,
+    syncs: Vec<Arc<coffer_m365::sync::Sync>>,
+    /// Graph clients by directory (tenant) id, for directory lookups at sign-in.
+    directories: Vec<(String, Arc<Graph>)>,
+}
+
+impl Supervisor {
+    /// Builds and starts every configured source. A connection that cannot start (a missing
+    /// certificate, say) is listed with its error, and the others run.
+    pub async fn start(archive: &Archive, defs: &Definitions, pipeline: Pipeline) -> Arc<Supervisor> {
+        let mut jobs = Vec::new();
+        let mut syncs = Vec::new();
+        let mut directories = Vec::new();
+        let mut broken = Vec::new();
+        for i in &defs.imap {
+            match connect::poller(archive, &defs.m365, i, pipeline.clone()).await {
+                Ok(poller) => jobs.push(job(
+                    &i.name,
+                    "IMAP",
+                    connect::imap_settings(i),
+                    Work::Imap { poller, interval: Duration::from_secs(i.poll_interval_secs.max(1)) },
+                )),
+                Err(e) => broken.push((i.name.clone(), "IMAP", connect::imap_settings(i), e)),
+            }
+        }
+        for c in &defs.m365 {
+            let built = async {
+                let graph = Arc::new(connect::graph(archive, c)?);
+                let importer = Arc::new(connect::importer(archive, c, graph.clone(), pipeline.clone()).await?);
+                Ok::<_, ArchiveError>((graph, importer))
+            };
+            let (graph, importer) = match built.await {
+                Ok(b) => b,
+                Err(e) => {
+                    broken.push((c.name.clone(), "Microsoft 365", connect::m365_settings(c), e));
+                    continue;
+                }
+            };
+            directories.push((c.tenant_id.to_lowercase(), graph));
+            if let Some(url) = &c.webhook_url {
+                match c.client_state.clone().filter(|s| s.len() >= 16) {
+                    Some(client_state) => {
+                        let (sync, queue) = coffer_m365::sync::Sync::new(importer.clone(), url.clone(), client_state);
+                        tokio::spawn(sync.clone().run(queue));
+                        tokio::spawn(sync.clone().keep_subscriptions());
+                        tracing::info!(connection = %c.name, webhook = %url, "Microsoft 365 folder sync by webhook");
+                        syncs.push(sync);
+                    }
+                    None => tracing::error!(
+                        connection = %c.name,
+                        "no folder sync: a webhook_url needs a client_state secret of at least 16 characters"
+                    ),
+                }
+            }
+            jobs.push(job(&c.name, "Microsoft 365", connect::m365_settings(c), Work::M365 { importer }));
+        }
+        for (name, kind, settings, error) in broken {
+            tracing::error!(connection = %name, error = %error, "source connection not started");
+            let why = error.to_string();
+            let job = job(&name, kind, settings, Work::NotStarted { why: why.clone() });
+            job.update(|s| {
+                s.state = "not started".into();
+                s.last_error = Some(why);
+            });
+            jobs.push(job);
+        }
+        for j in &jobs {
+            if !matches!(j.work, Work::NotStarted { .. }) {
+                tokio::spawn(j.clone().supervise());
+            }
+        }
+        Arc::new(Supervisor { jobs, syncs, directories })
+    }
+
+    fn job(&self, name: &str) -> Result<&Arc<Job>, ArchiveError> {
+        self.jobs.iter().find(|j| j.name == name).ok_or(ArchiveError::NotFound)
+    }
+
+    /// Stops every job (at shutdown): runs in progress are cut where they are.
+    pub fn stop_all(&self) {
+        for j in &self.jobs {
+            j.stopped.store(true, Ordering::SeqCst);
+            if let Some(run) = j.running.lock().unwrap().take() {
+                run.abort();
+            }
+        }
+    }
+}
+
+fn job(name: &str, kind: &'static str, settings: Vec<(String, String)>, work: Work) -> Arc<Job> {
+    Arc::new(Job {
+        name: name.to_owned(),
+        kind,
+        settings,
+        work,
+        state: Mutex::new(JobState::default()),
+        wake: Notify::new(),
+        stopped: AtomicBool::new(false),
+        requested: AtomicBool::new(false),
+        running: Mutex::new(None),
+    })
+}
+
+impl SourceControl for Supervisor {
+    fn connections(&self) -> Vec<ConnectionInfo> {
+        self.jobs
+            .iter()
+            .map(|j| ConnectionInfo {
+                name: j.name.clone(),
+                kind: j.kind.into(),
+                settings: j.settings.clone(),
+                job: j.state.lock().unwrap().clone(),
+            })
+            .collect()
+    }
+
+    fn test(&self, name: &str) -> BoxFuture<Result<String, String>> {
+        let job = self.job(name).cloned();
+        Box::pin(async move {
+            let job = job.map_err(|_| "no such connection".to_owned())?;
+            match &job.work {
+                Work::Imap { poller, .. } => connect::test_imap(poller).await,
+                Work::M365 { importer } => connect::test_m365(importer.graph.clone()).await,
+                Work::NotStarted { why } => Err(why.clone()),
+            }
+        })
+    }
+
+    fn start(&self, name: &str) -> Result<String, ArchiveError> {
+        let job = self.job(name)?;
+        let started = match &job.work {
+            Work::NotStarted { why } => {
+                return Err(ArchiveError::Invalid(format!("{name} could not be started: {why}")));
+            }
+            Work::Imap { .. } => "poll started; it polls on its schedule again".to_owned(),
+            Work::M365 { importer } => {
+                format!("import started ({}); it continues where the last one stopped", importer.graph.config.choices())
+            }
+        };
+        if job.running.lock().unwrap().is_some() {
+            return Err(ArchiveError::Invalid(format!("{name} is running already")));
+        }
+        job.stopped.store(false, Ordering::SeqCst);
+        job.requested.store(true, Ordering::SeqCst);
+        job.wake.notify_one();
+        Ok(started)
+    }
+
+    fn stop(&self, name: &str) -> Result<String, ArchiveError> {
+        let job = self.job(name)?;
+        job.stopped.store(true, Ordering::SeqCst);
+        let cut = job.running.lock().unwrap().take().map(|run| run.abort()).is_some();
+        job.wake.notify_one();
+        Ok(if cut {
+            "stopped: the run in progress was cut; what it archived is kept, and the next run continues from there"
+                .into()
+        } else {
+            "stopped: no run starts until it is started again".into()
+        })
+    }
+
+    fn mailboxes(&self, name: &str) -> Vec<MailboxStatus> {
+        let Ok(job) = self.job(name) else { return Vec::new() };
+        let Work::M365 { importer } = &job.work else { return Vec::new() };
+        importer
+            .board
+            .rows()
+            .into_iter()
+            .map(|m| MailboxStatus {
+                mailbox: m.mailbox,
+                state: m.state,
+                folders: m.report.folders,
+                archived: m.report.archived,
+                duplicates: m.report.duplicates,
+                events: m.report.events,
+                contacts: m.report.contacts,
+                last_sync: m.last_sync.map(coffer_archive::service::rfc3339),
+                last_error: m.last_error,
+            })
+            .collect()
+    }
+
+    fn webhook(&self, notification: &serde_json::Value) -> Option<Result<usize, String>> {
+        if self.syncs.is_empty() {
+            return None;
+        }
+        let mut why = String::new();
+        for s in &self.syncs {
+            match s.notified(notification) {
+                Ok(n) => return Some(Ok(n)),
+                Err(coffer_m365::sync::Refused(r)) => why = r,
+            }
+        }
+        Some(Err(why))
+    }
+
+    fn directory_addresses(&self, directory: &str, object_id: &str) -> Option<BoxFuture<Result<Vec<String>, String>>> {
+        let graph = self.directories.iter().find(|(t, _)| t.eq_ignore_ascii_case(directory))?.1.clone();
+        let oid = object_id.to_owned();
+        Some(Box::pin(async move {
+            tokio::task::spawn_blocking(move || coffer_m365::graph::directory_addresses(&graph, &oid))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_five_seconds_up_to_the_interval() {
+        let hour = Duration::from_secs(3600);
+        let waits: Vec<u64> = (1..=12).map(|f| backoff(f, hour).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]);
+        assert_eq!(backoff(3, Duration::from_secs(1)), FIRST_BACKOFF);
+        assert_eq!(backoff(u32::MAX, hour), hour);
+    }
+}
