@@ -246,3 +246,56 @@ fn certificates_are_generated_imported_from_pem_and_pkcs12_and_listed() {
     assert!(!key.windows(11).any(|w| w == b"PRIVATE KEY"));
     assert!(c.ok(&["cert", "export", "--alias", "p12"]).starts_with("-----BEGIN CERTIFICATE-----"));
 }
+
+/// The operator at the command line goes through the same admin service as the console: every
+/// change is audited, named `cli:<user>@<host>`, and no secret's value reaches the log.
+#[test]
+fn every_administrative_command_is_audited_as_the_local_operator() {
+    let c = Coffer::new();
+    let mail = c.dir.path().join("one.eml");
+    std::fs::write(&mail, &generated(1, 7)[0].raw).unwrap();
+    c.ok(&["import", mail.to_str().unwrap()]);
+    c.ok(&["tenant", "add", "acme", "--domain", "Acme.com"]);
+    let allowed = c.ok(&["tenant", "allow", "acme", "203.0.113.7/24", "2001:db8::1"]);
+    assert!(allowed.contains("203.0.113.0/24, 2001:db8::1/128"), "networks in canonical form: {allowed}");
+    let bad = c.run(&["tenant", "allow", "acme", "203.0.113.0/33"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not a network"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let mut secret = c
+        .command()
+        .args(["secret", "set", "imap.journal.password"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut secret.stdin.take().unwrap(), b"s3cret-value\n").unwrap();
+    assert!(secret.wait().unwrap().success());
+    c.user_with_key("erin", "auditor", &["erin@contoso.com"]);
+    let volume = c.ok(&["volume", "list"]).lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    c.ok(&["volume", "close", &volume]);
+    c.ok(&["cert", "generate", "--alias", "web", "--cn", "archive.test"]);
+    let audit = c.ok(&["audit", "list", "--limit", "100"]);
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    let operator = format!("cli:{user}@{host}");
+    for detail in [
+        "tenant acme added (domains acme.com); journal address journal-",
+        "tenant acme: journal reports accepted from 203.0.113.0/24",
+        "tenant acme: journal reports accepted from 2001:db8::1/128",
+        "secret imap.journal.password set",
+        "user erin added to tenant default with role auditor, addresses erin@contoso.com",
+        "for erin created with role auditor",
+        &format!("volume {volume} closed"),
+        "certificate web generated: CN=archive.test",
+    ] {
+        assert!(
+            audit.lines().any(|l| l.contains(&operator) && l.contains("configuration") && l.contains(detail)),
+            "no entry by {operator} with {detail:?}:\n{audit}"
+        );
+    }
+    assert!(!audit.contains("s3cret-value"), "a secret's value is never audited:\n{audit}");
+    assert!(c.ok(&["audit", "verify"]).contains("audit log intact"));
+}

@@ -518,3 +518,71 @@ fn xoauth2_takes_its_token_from_a_microsoft_365_certificate() {
     assert!(out.contains("fetched 2, archived 2"), "{out}");
     assert_eq!(fake.scopes_issued(), ["https://outlook.office365.com/.default"], "one token, for Exchange Online");
 }
+
+/// The source supervisor runs each connection on its own: one whose password is wrong fails,
+/// backs off and shows its last error while the other archives on; the API stops a connection
+/// (new mail waits on the server) and starts it again (the mail comes in).
+#[test]
+fn a_failing_source_backs_off_with_its_error_while_the_other_archives_and_the_api_stops_and_starts_one() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    d.deliver("journal", None, &journal_report(0).0);
+    let good = config(&d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n";
+    let bad = config(&d, "wrong", "journal", "imaps", "journal").replace("secret1", "not-the-password")
+        + "poll_interval_secs = 600\n";
+    std::fs::write(c.dir.path().join("coffer.toml"), format!("{good}\n{bad}")).unwrap();
+    let key = c.user_with_key("admin", "administrator", &[]);
+    let server = common::Server::start(&c, &[]);
+    let api = |method: &str, path: &str| -> serde_json::Value {
+        ureq::request(method, &format!("http://{}/api/v1{path}", server.http))
+            .set("Authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    };
+    let job = |name: &str| -> serde_json::Value {
+        let list = api("GET", "/connections");
+        list.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()["job"].clone()
+    };
+    let until = |name: &str, ok: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let j = job(name);
+            if ok(&j) || std::time::Instant::now() > deadline {
+                return j;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let wrong = until("wrong", &|j| j["state"] == "backing off");
+    assert_eq!(wrong["state"], "backing off", "{wrong}");
+    assert!(wrong["failures"].as_u64().unwrap() >= 1, "{wrong}");
+    assert!(wrong["last_success"].is_null(), "{wrong}");
+    assert!(wrong["next_run"].is_string(), "{wrong}");
+    let error = wrong["last_error"].as_str().unwrap().to_lowercase();
+    assert!(error.contains("authenticat") || error.contains("password") || error.contains("login"), "{wrong}");
+    let journal = until("journal", &|j| j["state"] == "waiting");
+    assert_eq!(journal["state"], "waiting", "{journal}");
+    assert!(journal["last_success"].is_string() && journal["last_error"].is_null(), "{journal}");
+    assert!(journal["progress"].as_str().unwrap().contains("archived 1"), "{journal}");
+    assert_eq!(common::wait_for_count(&c, "default", "subject:journal", 1), 1);
+
+    let stopped = api("POST", "/connections/journal/stop");
+    assert_eq!(stopped["ok"], true, "{stopped}");
+    assert_eq!(until("journal", &|j| j["state"] == "stopped")["state"], "stopped");
+    d.deliver("journal", None, &journal_report(1).0);
+    // IDLE would have woken a running poller within moments; a stopped one leaves the mail.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(d.count("journal", "INBOX"), 1, "a stopped connection leaves new mail on the server");
+    let runs = job("journal")["runs"].as_u64().unwrap();
+
+    let started = api("POST", "/connections/journal/start");
+    assert_eq!(started["ok"], true, "{started}");
+    let again = until("journal", &|j| j["runs"].as_u64().unwrap() > runs && j["state"] == "waiting");
+    assert!(again["progress"].as_str().unwrap().contains("archived 1"), "{again}");
+    assert_eq!(common::wait_for_count(&c, "default", "subject:journal", 2), 2);
+    assert_eq!(d.count("journal", "INBOX"), 0);
+    let audit = c.ok(&["audit", "list", "--limit", "50"]);
+    assert!(audit.contains("journal: stopped") && audit.contains("journal: poll started"), "{audit}");
+}

@@ -42,14 +42,14 @@ struct Query<T>(T);
         Authenticate with an API key: `Authorization: Bearer ck_…` (create one under Account in the console)."),
     paths(
         me, search, message, raw, attachment, folders, export, status, audit, volumes, close_volume_api,
-        users, add_user_api, update_user_api, user_claims, tenants, add_tenant_api, certificates, generate_certificate_api,
+        users, add_user_api, update_user_api, user_claims, tenants, add_tenant_api, allow_network_api, certificates, generate_certificate_api,
         get_login, put_login, api_keys, add_api_key, delete_api_key, connections, test_connection_api, start_api, stop_api, mailboxes_api,
     ),
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
         NewUserRequest, UserChange, NewTenantRequest, CertificateRequest, ApiCertificate, LoginConfig, ApiAuditEntry,
         ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, ApiRole, Connection, crate::JobState, crate::settings::OidcSettings,
-        ApiRoleAssignment, ApiTraffic, crate::MailboxStatus, TenantCreated, CertificateCreated, UserCreated,
+        ApiRoleAssignment, ApiTraffic, crate::MailboxStatus, Network, TenantCreated, CertificateCreated, UserCreated,
     )),
     modifiers(&Security),
     security(("api_key" = [])),
@@ -87,6 +87,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/users/{id}", put(update_user_api))
         .route("/users/{id}/claims", get(user_claims))
         .route("/tenants", get(tenants).post(add_tenant_api))
+        .route("/tenants/{id}/networks", post(allow_network_api))
         .route("/certificates", get(certificates).post(generate_certificate_api))
         .route("/config/login", get(get_login).put(put_login))
         .route("/api-keys", get(api_keys).post(add_api_key))
@@ -653,9 +654,27 @@ async fn add_tenant_api(
     Ok((axum::http::StatusCode::CREATED, Json(TenantCreated { journal_address: address })).into_response())
 }
 
-pub async fn allow_network(console: &Console, who: &Principal, tenant_id: i64, cidr: &str) -> Result<(), WebError> {
-    console.archive.admin().allow_network(&who.actor(), tenant_id, cidr).await?;
-    Ok(())
+pub async fn allow_network(console: &Console, who: &Principal, tenant_id: i64, cidr: &str) -> Result<String, WebError> {
+    Ok(console.archive.admin().allow_network(&who.actor(), tenant_id, cidr).await?)
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Network {
+    /// An address or address/prefix, e.g. `40.92.0.0/15`; answered in canonical form.
+    pub cidr: String,
+}
+
+/// Accepts the tenant's journal reports from this sending network too; a tenant with none
+/// accepts any (administrators of the default tenant; audited).
+#[utoipa::path(post, path = "/tenants/{id}/networks", params(("id" = i64, Path)), request_body = Network,
+    responses((status = 200, body = Network), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
+async fn allow_network_api(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(id): Path<i64>,
+    Body(n): Body<Network>,
+) -> ApiResult<Network> {
+    Ok(Json(Network { cidr: allow_network(&console, &who, id, &n.cidr).await? }))
 }
 
 #[derive(Serialize, ToSchema)]

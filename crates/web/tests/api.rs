@@ -37,6 +37,10 @@ fn every_api_endpoint_answers_each_role_as_its_rights_allow() {
             [204, 403, 403, 401],
         ),
         ("GET", "/api/v1/tenants".into(), None, [200, 403, 403, 401]),
+        ("POST", "/api/v1/tenants/1/networks".into(), Some(json!({"cidr": "192.0.2.0/24"})), [200, 403, 403, 401]),
+        ("POST", "/api/v1/tenants/999/networks".into(), Some(json!({"cidr": "192.0.2.0/24"})), [404, 403, 403, 401]),
+        ("POST", "/api/v1/connections/nothing/start".into(), None, [404, 403, 403, 401]),
+        ("POST", "/api/v1/connections/nothing/stop".into(), None, [404, 403, 403, 401]),
         ("GET", "/api/v1/certificates".into(), None, [200, 403, 403, 401]),
         ("GET", "/api/v1/config/login".into(), None, [200, 403, 403, 401]),
         ("GET", "/api/v1/connections".into(), None, [200, 403, 403, 401]),
@@ -424,4 +428,63 @@ fn every_console_page_renders_for_the_roles_that_may_open_it() {
     let signon = anonymous.get("/signon").text();
     assert!(!signon.contains("id=\"first-run\""), "accounts exist: no first-run advice");
     assert_eq!(anonymous.get("/status").header("location"), Some("/signon?next=%2Fstatus"));
+}
+
+/// The admin service writes the audit entry, so a change made through the API and the same change
+/// made in the console leave entries that differ only in what was changed.
+#[test]
+fn an_administrative_change_is_audited_alike_from_the_api_and_the_console() {
+    let site = Site::start();
+    let admin = site.api("administrator");
+    let created = admin.send("POST", "/api/v1/tenants", json!({"name": "northwind", "domains": "northwind.com"}));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let mut browser = site.browser("admin", PASSWORD);
+    let csrf = browser.csrf();
+    let form =
+        browser.post_form("/config/tenants", &[("name", "tailspin"), ("domains", "tailspin.com"), ("csrf", &csrf)]);
+    assert_eq!(form.status, 303, "{}", form.text());
+    let tenants = admin.get("/api/v1/tenants").json();
+    let address = |name: &str| {
+        tenants.as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()["journal_address"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let audit = site.audit_text();
+    for name in ["northwind", "tailspin"] {
+        let line = format!(
+            "admin | 127.0.0.1 | configuration | tenant {name} added (domains {name}.com); journal address {}\n",
+            address(name)
+        );
+        assert!(audit.contains(&line), "no {line:?} in\n{audit}");
+    }
+    // Networks are parsed once, the same way: canonical form in the answer and the entry.
+    let id = |name: &str| site.runtime.block_on(site.archive.tenant(Some(name))).unwrap().id;
+    let api_net =
+        admin.send("POST", &format!("/api/v1/tenants/{}/networks", id("northwind")), json!({"cidr": "203.0.113.7/24"}));
+    assert_eq!(api_net.status, 200, "{}", api_net.text());
+    assert_eq!(api_net.json()["cidr"], "203.0.113.0/24");
+    let page_net = browser.post_form(
+        &format!("/config/tenants/{}/networks", id("tailspin")),
+        &[("cidr", "198.51.100.9/24"), ("csrf", &csrf)],
+    );
+    assert_eq!(page_net.status, 303, "{}", page_net.text());
+    let audit = site.audit_text();
+    assert!(
+        audit.contains(
+            "admin | 127.0.0.1 | configuration | tenant tailspin: journal reports accepted from 198.51.100.0/24"
+        ),
+        "{audit}"
+    );
+    assert!(
+        audit.contains(
+            "admin | 127.0.0.1 | configuration | tenant northwind: journal reports accepted from 203.0.113.0/24"
+        ),
+        "{audit}"
+    );
+    let bad = browser.post_form(
+        &format!("/config/tenants/{}/networks", id("tailspin")),
+        &[("cidr", "198.51.100.0/33"), ("csrf", &csrf)],
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
 }
