@@ -148,7 +148,7 @@ impl Archive {
             if visible.contains(&row.id) {
                 match self.read_original(&row).await {
                     Ok(raw) => out.push((row, raw)),
-                    Err(e) if skip_damaged && !e.is_transient() => skipped.push((row.id, e.to_string())),
+                    Err(e) if skip_damaged && e.is_permanent_for_message() => skipped.push((row.id, e.to_string())),
                     Err(e) => return Err(e),
                 }
             }

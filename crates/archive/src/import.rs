@@ -108,8 +108,9 @@ pub async fn import(
                     }
                     on_event(ImportEvent::Stored { origin: &origin, receipt: &receipt });
                 }
-                // A storage failure stops the import at once: nothing more can be made durable now.
-                Err(e) if e.is_transient() || e.is_storage_full() => {
+                // A storage failure stops the import at once: nothing more can be made durable now;
+                // so does what an operator must look at.
+                Err(e) if matches!(e.class(), crate::Class::Transient | crate::Class::Fatal) => {
                     summary.stopped = Some(e.to_string());
                     commits.abort_all();
                     break 'batches;

@@ -193,20 +193,58 @@ impl Catalog {
     }
 }
 
-/// SQLite's primary result code of a database error (the low byte of the extended one).
-fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
-    let code = e.as_database_error()?.code()?;
-    code.parse::<i64>().ok().map(|c| c & 0xff)
+/// What a database failure means for a caller, told by the database's own code (SQLite's result
+/// code, PostgreSQL's SQLSTATE), never by the words of its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DbFailure {
+    /// Locked, busy, a lost connection, a serialization conflict, a shutdown: retry.
+    Busy,
+    /// The disk (or the database's quota) is full: retry once there is room.
+    Full,
+    /// An I/O error of the database's files: retry, and look at the disk.
+    Io,
+    /// The database's files are damaged: stop, restore.
+    Damaged,
+    /// Anything else (a constraint, a type, a bug).
+    Other,
+}
+
+pub(crate) fn db_failure(e: &sqlx::Error) -> DbFailure {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            return DbFailure::Busy;
+        }
+        sqlx::Error::Database(_) => {}
+        _ => return DbFailure::Other,
+    }
+    let Some(code) = e.as_database_error().and_then(|d| d.code()) else { return DbFailure::Other };
+    // SQLSTATE is five characters; SQLite's (extended) result codes are numbers of at most four digits.
+    if code.len() == 5 {
+        return match (&code[..2], code.as_ref()) {
+            (_, "53100") => DbFailure::Full,
+            (_, "XX001" | "XX002") => DbFailure::Damaged,
+            ("08" | "40" | "53" | "57", _) | (_, "55P03") => DbFailure::Busy,
+            ("58", _) => DbFailure::Io,
+            _ => DbFailure::Other,
+        };
+    }
+    match code.parse::<i64>().map(|c| c & 0xff) {
+        Ok(5 | 6) => DbFailure::Busy,
+        Ok(13) => DbFailure::Full,
+        Ok(10) => DbFailure::Io,
+        Ok(11 | 26) => DbFailure::Damaged,
+        _ => DbFailure::Other,
+    }
 }
 
 /// SQLITE_BUSY (5) or SQLITE_LOCKED (6).
 fn is_locked(e: &sqlx::Error) -> bool {
-    matches!(sqlite_code(e), Some(5 | 6))
+    db_failure(e) == DbFailure::Busy && e.as_database_error().is_some()
 }
 
 /// SQLITE_CORRUPT (11) or SQLITE_NOTADB (26).
 fn is_corruption(e: &sqlx::Error) -> bool {
-    matches!(sqlite_code(e), Some(11 | 26))
+    db_failure(e) == DbFailure::Damaged
 }
 
 fn damaged(e: sqlx::Error) -> CatalogError {
@@ -214,7 +252,7 @@ fn damaged(e: sqlx::Error) -> CatalogError {
 }
 
 fn damaged_with(findings: &str) -> CatalogError {
-    CatalogError::Invalid(format!(
+    CatalogError::Damaged(format!(
         "the catalog database is damaged ({findings}); Coffer will not archive on top of it. Stop every \
          Coffer process, move catalog.sqlite (and catalog.sqlite-wal, -shm) aside, and restore your latest \
          backup of it"

@@ -365,15 +365,10 @@ impl Importer {
                     report.moved_out += 1;
                 }
             }
-            let results: Vec<Result<(Vec<u8>, String), M365Error>> = futures::stream::iter(ids)
+            let results: Vec<Result<(Vec<u8>, String), Failure>> = futures::stream::iter(ids)
                 .map(|id| {
                     let path = format!("/v1.0/users/{user_id}/messages/{id}/$value");
-                    async move {
-                        match self.blocking(move |g| g.get_bytes(&path, limit)).await {
-                            Ok(raw) => Ok((raw, id)),
-                            Err(e) => Err(failure(e)),
-                        }
-                    }
+                    async move { self.blocking(move |g| g.get_bytes(&path, limit)).await.map(|raw| (raw, id)) }
                 })
                 .buffer_unordered(PER_MAILBOX)
                 .collect()
@@ -384,8 +379,8 @@ impl Importer {
             for r in results {
                 let (raw, id) = match r {
                     Ok(x) => x,
-                    Err(M365Error::Advice(m)) if m.contains("404") => continue, // deleted meanwhile
-                    Err(e) => return Err(e),
+                    Err(Failure::NotFound) => continue, // deleted meanwhile
+                    Err(e) => return Err(failure(e)),
                 };
                 report.fetched += 1;
                 let submission = Submission {
@@ -434,8 +429,8 @@ impl Importer {
 pub fn failure(f: Failure) -> M365Error {
     match f {
         Failure::Other(e) => e,
-        Failure::Gone => M365Error::Advice("Graph answered 410 Gone".into()),
-        Failure::NotFound => M365Error::Advice("Graph answered 404 Not Found".into()),
+        Failure::Gone => M365Error::Gone,
+        Failure::NotFound => M365Error::NotFound,
         Failure::NoMailbox => M365Error::NoMailbox,
     }
 }

@@ -88,8 +88,27 @@ pub enum M365Error {
     Unreachable(String),
     #[error("no Exchange Online mailbox (not licensed, inactive, soft-deleted or on-premises)")]
     NoMailbox,
+    /// Graph's 404 where something was expected (a folder or message deleted meanwhile).
+    #[error("Graph answered 404 Not Found")]
+    NotFound,
+    /// Graph's 410 where no restart was possible.
+    #[error("Graph answered 410 Gone")]
+    Gone,
     #[error(transparent)]
     Archive(#[from] coffer_archive::ArchiveError),
+}
+
+impl M365Error {
+    /// True when the next run may succeed without anyone changing anything (Microsoft or the
+    /// network failed, or the archive was busy); false when an administrator must act on the
+    /// advice (a consent, a policy, a certificate).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            M365Error::Unreachable(_) | M365Error::NotFound | M365Error::Gone => true,
+            M365Error::Archive(e) => e.is_transient(),
+            M365Error::Advice(_) | M365Error::NoMailbox => false,
+        }
+    }
 }
 
 /// Test hook: `COFFER_CRASH_AT=<point>` aborts the process there (the crash tests kill the import

@@ -292,22 +292,35 @@ impl Shared {
                     }
                     ids.push(receipt.id);
                 }
-                Err(ArchiveError::TooLarge { .. }) => {
-                    self.stats.add(tenant, "reject:size", 1);
-                    return Delivery::TooLarge;
-                }
-                Err(e) if e.is_storage_full() || matches!(e, ArchiveError::Saturated(_)) => {
-                    self.stats.add(tenant, "reject:storage", 1);
-                    return Delivery::InsufficientStorage;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "delivery deferred");
-                    self.stats.add(tenant, "errors", 1);
-                    return Delivery::TemporaryFailure(e.to_string());
-                }
+                Err(e) => return self.refused(tenant, &e),
             }
         }
         Delivery::Stored { ids }
+    }
+
+    /// The one mapping from the archive's failures to SMTP: 5xx only for what this message can
+    /// never be (too large); 452 for a full disk or a saturated archive; 451 for everything else,
+    /// a fault of ours included (the message is fine, and the sender keeps it).
+    fn refused(&self, tenant: i64, e: &ArchiveError) -> Delivery {
+        match e {
+            ArchiveError::TooLarge { .. } => {
+                self.stats.add(tenant, "reject:size", 1);
+                Delivery::TooLarge
+            }
+            e if e.is_storage_full() || matches!(e, ArchiveError::Saturated(_)) => {
+                self.stats.add(tenant, "reject:storage", 1);
+                Delivery::InsufficientStorage
+            }
+            e => {
+                if e.class() == coffer_archive::Class::Fatal {
+                    tracing::error!(error = %e, "delivery deferred: the archive needs an operator");
+                } else {
+                    tracing::warn!(error = %e, "delivery deferred");
+                }
+                self.stats.add(tenant, "errors", 1);
+                Delivery::TemporaryFailure(e.to_string())
+            }
+        }
     }
 }
 

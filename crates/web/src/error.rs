@@ -56,17 +56,18 @@ impl WebError {
     }
 }
 
+/// The one mapping from the archive's failures to HTTP: by class, so the same failure gets the
+/// same status through every route.
 impl From<ArchiveError> for WebError {
     fn from(e: ArchiveError) -> Self {
-        match e {
-            ArchiveError::NotFound => WebError::NotFound,
-            ArchiveError::Forbidden(m) => WebError::Forbidden(m),
-            ArchiveError::Catalog(coffer_archive::CatalogError::Invalid(m)) => WebError::BadRequest(m),
-            ArchiveError::Index(coffer_archive::IndexError::Query(q)) => WebError::BadRequest(q.to_string()),
-            ArchiveError::Index(e @ coffer_archive::IndexError::TooDeep { .. }) => WebError::BadRequest(e.to_string()),
-            ArchiveError::UnknownTenant(_) | ArchiveError::Invalid(_) => WebError::BadRequest(e.to_string()),
-            e if e.is_transient() => WebError::Unavailable(e.to_string()),
-            e => WebError::Internal(e.to_string()),
+        use coffer_archive::Class;
+        match (e.class(), e) {
+            (_, ArchiveError::NotFound) => WebError::NotFound,
+            (_, ArchiveError::Forbidden(m)) => WebError::Forbidden(m),
+            (_, ArchiveError::Catalog(coffer_archive::CatalogError::Invalid(m))) => WebError::BadRequest(m),
+            (Class::Refused | Class::PermanentForMessage, e) => WebError::BadRequest(e.to_string()),
+            (Class::Transient, e) => WebError::Unavailable(e.to_string()),
+            (Class::Fatal, e) => WebError::Internal(e.to_string()),
         }
     }
 }
