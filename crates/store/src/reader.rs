@@ -1,0 +1,53 @@
+//! Reads: one record by its location, its seal and content hash checked.
+
+use crate::crypto::DataKey;
+use crate::dictionary::owner_of;
+use crate::format::{self, RECORD_HEADER_LEN, RecordHeader};
+use crate::volume::Store;
+use crate::{Location, Result, StoreError};
+
+impl Store {
+    /// Reads one record back, checking its seal and its content hash.
+    pub fn read(&self, loc: &Location) -> Result<Vec<u8>> {
+        let record = self.backend.read_at(&loc.volume, loc.segment, loc.offset, loc.length as usize)?;
+        let corrupt = |detail: &str| StoreError::Corrupt {
+            volume: loc.volume.clone(),
+            segment: loc.segment,
+            offset: loc.offset,
+            detail: detail.to_owned(),
+        };
+        let header = RecordHeader::decode(&record).map_err(corrupt)?;
+        if header.record_len() != loc.length as u64 {
+            return Err(corrupt("record length differs from the catalog's"));
+        }
+        let key = self.data_key(&loc.volume)?;
+        self.open_record(&key, &loc.volume, &record, &header).map_err(|d| corrupt(&d))
+    }
+
+    pub(crate) fn open_record(
+        &self,
+        key: &DataKey,
+        volume: &str,
+        record: &[u8],
+        header: &RecordHeader,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let (head, sealed) = record.split_at(RECORD_HEADER_LEN);
+        let compressed = key
+            .decrypt(&header.nonce, &format::aad(head, volume), sealed)
+            .ok_or("payload does not authenticate (altered, or moved from another place)")?;
+        let original = match header.dictionary {
+            0 => zstd::bulk::decompress(&compressed, header.original_len as usize),
+            number => {
+                let dictionary = owner_of(volume)
+                    .and_then(|owner| self.dictionaries.get(owner, number))
+                    .ok_or_else(|| format!("compression dictionary {number} of this volume's owner is missing"))?;
+                dictionary.decompress(&compressed, header.original_len as usize)
+            }
+        }
+        .map_err(|e| format!("payload does not decompress: {e}"))?;
+        if crate::content_hash(&original) != header.content_hash {
+            return Err("content does not match its hash".into());
+        }
+        Ok(original)
+    }
+}

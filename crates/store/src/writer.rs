@@ -1,0 +1,150 @@
+//! The writer: batches of payloads sealed into records of an owner's open volume, made durable
+//! with one fsync; new segments and volumes as they fill; closing a volume.
+
+use crate::backend::SegmentAppender;
+use crate::crypto::{DataKey, random_nonce};
+use crate::format::{self, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::volume::{Store, VolumeMeta, VolumeState, now};
+use crate::{Location, Payload, Result, StoreError};
+
+/// The open end of one owner's volume.
+pub(crate) struct Writer {
+    pub(crate) meta: VolumeMeta,
+    pub(crate) key: DataKey,
+    pub(crate) segment: u32,
+    pub(crate) file: Box<dyn SegmentAppender>,
+    pub(crate) offset: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) chain: [u8; 32],
+    pub(crate) volume_bytes: u64,
+}
+
+impl Writer {
+    /// A volume with no record yet: its first segment, chaining from zero.
+    pub(crate) fn empty(store: &Store, meta: VolumeMeta, key: DataKey) -> Result<Writer> {
+        let header = SegmentHeader { segment: 1, first_seq: 0, chain_in: [0; 32] };
+        let file = store.backend.create_segment(&meta.id, 1, &header.encode())?;
+        Ok(Writer {
+            meta,
+            key,
+            segment: 1,
+            file,
+            offset: SEGMENT_HEADER_LEN as u64,
+            next_seq: 0,
+            chain: [0; 32],
+            volume_bytes: SEGMENT_HEADER_LEN as u64,
+        })
+    }
+}
+
+impl Store {
+    /// Seals the payloads into records of `owner`'s open volume and makes them durable with one
+    /// fsync. On any error nothing of the batch remains and the caller may retry.
+    pub fn append(&self, owner: u64, payloads: &[Payload]) -> Result<Vec<Location>> {
+        if self.writer_lock.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
+        let mut writers = self.writers.lock().unwrap();
+        let w = match writers.entry(owner) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.create_volume(owner, 1)?),
+        };
+        if w.volume_bytes >= self.cfg.volume_max_bytes || w.next_seq >= self.cfg.volume_max_records {
+            let next = w.meta.number + 1;
+            self.close_writer(w)?;
+            *w = self.create_volume(owner, next)?;
+        } else if w.offset >= self.cfg.segment_max_bytes {
+            self.next_segment(w)?;
+        }
+
+        let start = w.offset;
+        let (seq0, chain0) = (w.next_seq, w.chain);
+        let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.compressed.len() + 140).sum());
+        let mut locations = Vec::with_capacity(payloads.len());
+        let (mut seq, mut chain) = (seq0, chain0);
+        for p in payloads {
+            let nonce = random_nonce();
+            let mut header = RecordHeader {
+                seq,
+                original_len: p.original_len,
+                payload_len: (p.compressed.len() + 16) as u32,
+                dictionary: p.dictionary,
+                content_hash: p.content_hash,
+                nonce,
+                chain: [0; 32],
+            }
+            .encode_unchained();
+            // Sealed where it will be written: no copy of a large payload on the way.
+            let at = buf.len();
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&p.compressed);
+            let tag =
+                w.key.encrypt_in_place(&nonce, &format::aad(&header, &w.meta.id), &mut buf[at + RECORD_HEADER_LEN..]);
+            buf.extend_from_slice(&tag);
+            chain = format::chain(&chain, &header, &buf[at + RECORD_HEADER_LEN..]);
+            header[88..120].copy_from_slice(&chain);
+            buf[at..at + RECORD_HEADER_LEN].copy_from_slice(&header);
+            locations.push(Location {
+                volume: w.meta.id.clone(),
+                segment: w.segment,
+                offset: start + at as u64,
+                length: (buf.len() - at) as u32,
+            });
+            seq += 1;
+        }
+        // On a failure the backend leaves the segment as it was before the batch.
+        w.file.append(&buf)?;
+        w.offset += buf.len() as u64;
+        w.volume_bytes += buf.len() as u64;
+        w.next_seq = seq;
+        w.chain = chain;
+        Ok(locations)
+    }
+
+    pub(crate) fn create_volume(&self, owner: u64, mut number: u32) -> Result<Writer> {
+        // Never reuse a number, even one whose volume was closed long ago.
+        let highest = self.metas()?.iter().filter(|m| m.owner == owner).map(|m| m.number).max().unwrap_or(0);
+        number = number.max(highest + 1);
+        // The id is claimed, not assumed: a writer sharing the storage that took this number
+        // first makes us take the next one.
+        let id = loop {
+            let id = format!("t{owner}-v{number:06}");
+            if self.backend.claim_volume(&id)? {
+                break id;
+            }
+            number += 1;
+        };
+        let (key, wrapped) = self.master.new_data_key(&id);
+        let meta = VolumeMeta {
+            id: id.clone(),
+            owner,
+            number,
+            state: VolumeState::Open,
+            created_at: now(),
+            closed_at: None,
+            wrapped_key: hex::encode(wrapped),
+            chain_head: None,
+            records: None,
+        };
+        self.write_meta(&meta)?;
+        self.keys.write().unwrap().insert(id.clone(), key.clone());
+        Writer::empty(self, meta, key)
+    }
+
+    pub(crate) fn next_segment(&self, w: &mut Writer) -> Result<()> {
+        let header = SegmentHeader { segment: w.segment + 1, first_seq: w.next_seq, chain_in: w.chain };
+        w.file = self.backend.create_segment(&w.meta.id, header.segment, &header.encode())?;
+        w.segment += 1;
+        w.offset = SEGMENT_HEADER_LEN as u64;
+        w.volume_bytes += SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    pub(crate) fn close_writer(&self, w: &mut Writer) -> Result<()> {
+        w.meta.state = VolumeState::Closed;
+        w.meta.closed_at = Some(now());
+        w.meta.chain_head = Some(hex::encode(w.chain));
+        w.meta.records = Some(w.next_seq);
+        self.write_meta(&w.meta)
+    }
+}
