@@ -27,11 +27,21 @@ type Work = (MessageRow, Vec<RecipientRow>, Vec<PlacementRow>, Option<Arc<Archiv
 
 /// Messages indexed per index commit.
 const BATCH: i64 = 2000;
+/// How long a batch is held before another indexer may take it (its holder died): far longer
+/// than a batch takes.
+const LEASE_SECS: i64 = 600;
+
+/// This process as an index-queue consumer, for its leases.
+fn consumer() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!("indexer@{host}:{}", std::process::id())
+}
 
 impl Indexer {
     /// Indexes one batch from the queue; returns how many messages it indexed (0: caught up).
     pub async fn run_once(&self) -> Result<usize, ArchiveError> {
-        let ids = self.catalog.index_queue_take(BATCH).await?;
+        let lease = self.catalog.index_queue_take(&consumer(), BATCH, LEASE_SECS).await?;
+        let ids = lease.ids.clone();
         if ids.is_empty() {
             return Ok(0);
         }
@@ -59,7 +69,7 @@ impl Indexer {
             index.apply(&docs)
         })
         .await??;
-        self.catalog.index_queue_done(&ids).await?;
+        self.catalog.index_queue_done(&lease).await?;
         Ok(count)
     }
 

@@ -165,6 +165,8 @@ impl Archive {
         let catalog = Catalog::connect(&url).await?;
         if writable {
             catalog.check().await?;
+            // The store's writer lock is ours: no other process holds index-queue leases now.
+            catalog.index_queue_release_all().await?;
         }
         catalog.default_tenant().await?;
         let mut store_config = StoreConfig::new(volumes.clone());

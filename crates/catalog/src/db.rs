@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "sync_state", include_str!("../migrations/0005_sync_state.sql")),
     (6, "accounts", include_str!("../migrations/0006_accounts.sql")),
     (7, "source_items", include_str!("../migrations/0007_source_items.sql")),
+    (8, "index_queue_leases", include_str!("../migrations/0008_index_queue_leases.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

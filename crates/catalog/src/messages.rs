@@ -300,8 +300,7 @@ impl Catalog {
         to_index.sort_unstable();
         to_index.dedup();
         for chunk in to_index.chunks(500) {
-            let sql =
-                format!("INSERT INTO index_queue (message) VALUES {} ON CONFLICT DO NOTHING", rows_of(chunk.len(), 1));
+            let sql = format!("INSERT INTO index_queue (message) VALUES {} {REQUEUE}", rows_of(chunk.len(), 1));
             let sql = self.positional(sql);
             let mut query = sqlx::query(&sql);
             for id in chunk {
@@ -436,26 +435,53 @@ impl Catalog {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
-    /// The ids of messages whose index document is due, oldest first.
-    pub async fn index_queue_take(&self, limit: i64) -> Result<Vec<i64>> {
-        let rows = sqlx::query("SELECT message FROM index_queue ORDER BY message LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    /// Leases up to `limit` messages whose index document is due, oldest first, to `consumer`
+    /// for `lease_secs`: no other consumer takes them meanwhile.
+    pub async fn index_queue_take(&self, consumer: &str, limit: i64, lease_secs: i64) -> Result<IndexLease> {
+        let token = format!("{consumer}/{:016x}", rand::random::<u64>());
+        let now = crate::now();
+        // Each parameter once, in order (SQLite numbers them by appearance).
+        let free =
+            "SELECT message FROM index_queue WHERE lease_until IS NULL OR lease_until < $3 ORDER BY message LIMIT $4";
+        let sql = match self.dialect() {
+            crate::Dialect::Sqlite => format!(
+                "UPDATE index_queue SET lease = $1, lease_until = $2 WHERE message IN ({free}) RETURNING message"
+            ),
+            // Two consumers at once skip each other's rows instead of taking them twice.
+            crate::Dialect::Postgres => format!(
+                "UPDATE index_queue SET lease = $1, lease_until = $2 WHERE message IN ({free} FOR UPDATE SKIP LOCKED) RETURNING message"
+            ),
+        };
+        let mut tx = self.write().await?;
+        let rows =
+            sqlx::query(&sql).bind(&token).bind(now + lease_secs).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut ids = rows.iter().map(|r| r.try_get(0)).collect::<std::result::Result<Vec<i64>, _>>()?;
+        ids.sort_unstable();
+        Ok(IndexLease { token, ids })
     }
 
-    /// Called after the index committed these documents.
-    pub async fn index_queue_done(&self, ids: &[i64]) -> Result<()> {
-        for chunk in ids.chunks(500) {
-            let sql = format!("DELETE FROM index_queue WHERE message IN ({})", placeholders(1, chunk.len()));
+    /// Called after the index committed the lease's documents: removes the rows the lease still
+    /// holds (one queued again meanwhile stays, to be indexed in its newer state).
+    pub async fn index_queue_done(&self, lease: &IndexLease) -> Result<()> {
+        for chunk in lease.ids.chunks(500) {
+            let sql =
+                format!("DELETE FROM index_queue WHERE lease = $1 AND message IN ({})", placeholders(2, chunk.len()));
             let sql = self.positional(sql);
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query(&sql).bind(&lease.token);
             for id in chunk {
                 query = query.bind(*id);
             }
             query.execute(&self.pool).await?;
         }
+        Ok(())
+    }
+
+    /// Frees every lease (at the start of the only writing process: nobody else holds one).
+    pub async fn index_queue_release_all(&self) -> Result<()> {
+        sqlx::query("UPDATE index_queue SET lease = NULL, lease_until = NULL WHERE lease IS NOT NULL")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -486,7 +512,7 @@ impl Catalog {
 
     /// Queues every message for indexing (after the index was deleted).
     pub async fn index_queue_all(&self) -> Result<()> {
-        sqlx::query("INSERT INTO index_queue (message) SELECT id FROM messages WHERE true ON CONFLICT DO NOTHING")
+        sqlx::query(&format!("INSERT INTO index_queue (message) SELECT id FROM messages WHERE true {REQUEUE}"))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -549,6 +575,17 @@ impl Catalog {
 }
 
 /// `$first, $first+1, …` for `n` values.
+/// How a change queues a message for the index: a row already queued loses its lease, so the
+/// consumer holding it does not delete it, and the newer state is indexed too.
+pub(crate) const REQUEUE: &str = "ON CONFLICT (message) DO UPDATE SET lease = NULL, lease_until = NULL";
+
+/// A consumer's hold on some rows of the index queue.
+#[derive(Debug, Clone)]
+pub struct IndexLease {
+    pub token: String,
+    pub ids: Vec<i64>,
+}
+
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }

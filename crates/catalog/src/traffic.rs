@@ -204,7 +204,7 @@ impl Catalog {
             .rows_affected()
             > 0;
         if gone {
-            sqlx::query("INSERT INTO index_queue (message) VALUES ($1) ON CONFLICT DO NOTHING")
+            sqlx::query(&format!("INSERT INTO index_queue (message) VALUES ($1) {}", crate::messages::REQUEUE))
                 .bind(message)
                 .execute(&mut *tx)
                 .await?;

@@ -49,7 +49,9 @@ async fn same_bytes_twice_are_one_message_with_recipients_and_placements_merged(
             c.commit(&[(message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"), record(64))]).await.unwrap();
         let CommitOutcome::Stored { id } = first[0] else { panic!("{first:?}") };
         assert_eq!(c.existing(t.id, &["aa".into(), "bb".into()]).await.unwrap().get("aa"), Some(&id));
-        c.index_queue_done(&[id]).await.unwrap();
+        let lease = c.index_queue_take("tests", 10, 60).await.unwrap();
+        assert_eq!(lease.ids, [id]);
+        c.index_queue_done(&lease).await.unwrap();
 
         let again = c
             .commit(&[(
@@ -64,7 +66,7 @@ async fn same_bytes_twice_are_one_message_with_recipients_and_placements_merged(
         assert_eq!(kinds, [("bcc", "dave@contoso.com"), ("envelope", "dave@contoso.com"), ("to", "bob@contoso.com")]);
         assert_eq!(c.placements(&[id]).await.unwrap()[&id].len(), 2);
         // The merge changed what the message is found by: it is queued for indexing again.
-        assert_eq!(c.index_queue_take(10).await.unwrap(), vec![id]);
+        assert_eq!(c.index_queue_take("tests", 10, 60).await.unwrap().ids, [id]);
 
         let nothing_new =
             c.commit(&[(message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"), None)]).await.unwrap();
@@ -160,4 +162,37 @@ async fn two_processes_merging_into_one_message_at_once_both_succeed() {
         assert_eq!(a.placements(&[id]).await.unwrap()[&id].len(), 1 + 2 * 3 * 20, "{url}");
         assert_eq!(b.verify_audit().await.unwrap(), vec![], "{url}: the audit chain stays whole");
     }
+}
+
+/// Two indexers never take the same queued message; one that dies frees its rows when its lease
+/// runs out; a message queued again while leased is not lost when the old lease is done.
+#[tokio::test]
+async fn index_queue_consumers_lease_disjoint_batches_and_a_requeued_message_survives_its_old_lease() {
+    for_each_database(async |c: Catalog| {
+        let t = c.default_tenant().await.unwrap();
+        let batch: Vec<_> = (0..6)
+            .map(|i| (message(t.id, &format!("m{i}"), &[("to", "bob@contoso.com")], "Inbox"), record(64 + i)))
+            .collect();
+        c.commit(&batch).await.unwrap();
+        let a = c.index_queue_take("a", 4, 60).await.unwrap();
+        let b = c.index_queue_take("b", 4, 60).await.unwrap();
+        assert_eq!((a.ids.len(), b.ids.len()), (4, 2), "{a:?} {b:?}");
+        assert!(a.ids.iter().all(|id| !b.ids.contains(id)), "{a:?} {b:?}");
+        assert!(c.index_queue_take("c", 4, 60).await.unwrap().ids.is_empty(), "everything is leased");
+        // While `a` holds its batch, one of its messages changes (a second report merges a Bcc).
+        let changed = a.ids[0];
+        let again = c.commit(&[(message(t.id, "m0", &[("bcc", "dave@contoso.com")], "Inbox"), None)]).await.unwrap();
+        assert_eq!(again[0], CommitOutcome::Duplicate { id: changed, merged: true });
+        c.index_queue_done(&a).await.unwrap();
+        c.index_queue_done(&b).await.unwrap();
+        let left = c.index_queue_take("c", 10, 60).await.unwrap();
+        assert_eq!(left.ids, [changed], "the newer state is indexed too");
+        // `c` died holding it; the next writing process frees every lease at its start.
+        assert!(c.index_queue_take("d", 10, 60).await.unwrap().ids.is_empty());
+        c.index_queue_release_all().await.unwrap();
+        // `d`'s lease has run out the moment it is taken (a consumer that stalled): `e` takes over.
+        assert_eq!(c.index_queue_take("d", 10, -1).await.unwrap().ids, [changed]);
+        assert_eq!(c.index_queue_take("e", 10, 60).await.unwrap().ids, [changed], "an expired lease frees the row");
+    })
+    .await;
 }
