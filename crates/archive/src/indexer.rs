@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use coffer_catalog::{Catalog, MessageRow, PlacementRow, RecipientRow};
-use coffer_index::{Address, IndexDocument, SearchIndex};
+use coffer_index::{Address, IndexDocument, SearchBackend};
 use coffer_mail::ArchivedDocument;
 use coffer_store::{Location, Store};
 use rayon::prelude::*;
@@ -18,7 +18,7 @@ pub struct Indexer {
     pub(crate) parsed: crate::parsed::ParsedCache,
     pub(crate) catalog: Catalog,
     pub(crate) store: Arc<Store>,
-    pub(crate) index: Arc<SearchIndex>,
+    pub(crate) index: Arc<dyn SearchBackend>,
 }
 
 /// One message to index: its catalog row, recipients, placements and, when ingest parsed it just
@@ -86,7 +86,7 @@ impl Indexer {
         };
         let index = self.index.clone();
         let aside = blocking(move || index.replace()).await??;
-        tracing::warn!(damaged = %damaged, moved_to = %aside.display(), "the search index is damaged; rebuilding it in the background");
+        tracing::warn!(damaged = %damaged, moved_to = %aside, "the search index is damaged; rebuilding it in the background");
         self.catalog.index_queue_all().await?;
         Ok(true)
     }

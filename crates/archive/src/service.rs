@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_catalog::{Catalog, MessageRow, PlacementRow, RecipientRow, Tenant};
-use coffer_index::{Found, Scope, SearchIndex, SearchRequest, Sort, Visibility};
+use coffer_index::{Found, Scope, SearchBackend, SearchIndex, SearchRequest, Sort, Visibility};
 use coffer_store::{Location, MasterKey, Store, StoreConfig, VolumeInfo};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -142,7 +142,7 @@ pub struct Archive {
     pub config: ArchiveConfig,
     pub(crate) catalog: Catalog,
     pub(crate) store: Arc<Store>,
-    pub(crate) index: Arc<SearchIndex>,
+    pub(crate) index: Arc<dyn SearchBackend>,
     indexed: Arc<Notify>,
     parsed: crate::parsed::ParsedCache,
     master: MasterKey,

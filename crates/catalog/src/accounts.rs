@@ -64,13 +64,6 @@ pub struct RoleAssignment {
     pub role: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FolderRow {
-    pub mailbox: String,
-    pub folder: String,
-    pub messages: i64,
-}
-
 const USER_COLUMNS: &str = "id, tenant_id, login, display_name, role, addresses, password_hash, external_id, \
      last_claims, last_login_at, failed_logins, locked_until, disabled, created_at";
 
@@ -446,24 +439,5 @@ impl Catalog {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// Mailboxes and their folders with message counts; only `mailboxes` when given.
-    pub async fn folders(&self, tenant_id: i64, mailboxes: Option<&[String]>) -> Result<Vec<FolderRow>> {
-        let rows = sqlx::query(
-            "SELECT p.mailbox, p.folder, COUNT(*) FROM placements p JOIN messages m ON m.id = p.message \
-             WHERE m.tenant_id = $1 GROUP BY p.mailbox, p.folder ORDER BY p.mailbox, p.folder",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::new();
-        for r in rows {
-            let row = FolderRow { mailbox: r.try_get(0)?, folder: r.try_get(1)?, messages: r.try_get(2)? };
-            if mailboxes.is_none_or(|list| list.iter().any(|m| m.eq_ignore_ascii_case(&row.mailbox))) {
-                out.push(row);
-            }
-        }
-        Ok(out)
     }
 }

@@ -114,8 +114,24 @@ pub struct StoredLocation {
     pub record: RecordRef,
 }
 
-const MESSAGE_COLUMNS: &str = "id, tenant_id, sha256, volume, segment, record_offset, record_length, size, message_id, \
-     date, from_addr, from_name, sender, on_behalf_of, subject, has_attachment, flags, source, archived_at";
+/// A message row's columns as written, in the order of `NewMessage`'s binds; read back with `id`
+/// first (`MESSAGE_COLUMNS`, decoded by `message_row`). One list, so reads and writes agree.
+macro_rules! written_columns {
+    () => {
+        "tenant_id, sha256, volume, segment, record_offset, record_length, size, message_id, \
+         date, from_addr, from_name, sender, on_behalf_of, subject, has_attachment, flags, source, archived_at"
+    };
+}
+/// A mailbox folder with the number of messages placed in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FolderRow {
+    pub mailbox: String,
+    pub folder: String,
+    pub messages: i64,
+}
+
+const WRITTEN_COLUMNS: &str = written_columns!();
+const MESSAGE_COLUMNS: &str = concat!("id, ", written_columns!());
 
 impl Catalog {
     /// Which of these content hashes the tenant has archived already, and as which message.
@@ -149,11 +165,8 @@ impl Catalog {
 
         let new: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].1.is_some()).collect();
         for chunk in new.chunks(50) {
-            let mut sql = String::from(
-                "INSERT INTO messages (tenant_id, sha256, volume, segment, record_offset, record_length, size, message_id, \
-                 date, from_addr, from_name, sender, on_behalf_of, subject, has_attachment, flags, source, archived_at) VALUES ",
-            );
-            sql.push_str(&rows_of(chunk.len(), 18));
+            let mut sql = format!("INSERT INTO messages ({WRITTEN_COLUMNS}) VALUES ");
+            sql.push_str(&rows_of(chunk.len(), WRITTEN_COLUMNS.split(',').count()));
             sql.push_str(" ON CONFLICT (tenant_id, sha256) DO NOTHING RETURNING id, tenant_id, sha256");
             let sql = self.positional(sql);
             let mut query = sqlx::query(&sql);
@@ -588,4 +601,25 @@ pub struct IndexLease {
 
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+impl Catalog {
+    /// Mailboxes and their folders with message counts; only `mailboxes` when given.
+    pub async fn folders(&self, tenant_id: i64, mailboxes: Option<&[String]>) -> Result<Vec<FolderRow>> {
+        let rows = sqlx::query(
+            "SELECT p.mailbox, p.folder, COUNT(*) FROM placements p JOIN messages m ON m.id = p.message \
+             WHERE m.tenant_id = $1 GROUP BY p.mailbox, p.folder ORDER BY p.mailbox, p.folder",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let row = FolderRow { mailbox: r.try_get(0)?, folder: r.try_get(1)?, messages: r.try_get(2)? };
+            if mailboxes.is_none_or(|list| list.iter().any(|m| m.eq_ignore_ascii_case(&row.mailbox))) {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
 }

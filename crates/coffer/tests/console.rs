@@ -88,6 +88,16 @@ fn console_in_headless_chromium_with_single_sign_on() {
         .find(|w| w.starts_with("journal-"))
         .unwrap()
         .replace("archive.localhost", "archive.test");
+    // A mailbox connection whose server does not answer: the Connections page shows it backing off.
+    let closed = free_port();
+    std::fs::write(
+        c.dir.path().join("coffer.toml"),
+        format!(
+            "[[imap]]\nname = \"journal\"\nhost = \"127.0.0.1\"\nport = {closed}\nsecurity = \"none\"\n\
+             username = \"journal\"\npassword = \"secret1\"\nmode = \"journal\"\npoll_interval_secs = 600\n"
+        ),
+    )
+    .unwrap();
     let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
     let base = format!("http://{}", server.http);
 

@@ -1,7 +1,6 @@
 //! Per-owner zstd dictionaries. Compressed one by one, mail loses the redundancy *between* messages
 //! (the same headers, signatures, HTML boilerplate); a dictionary trained on an owner's first
-//! messages gives it back (on the SpamAssassin corpus ~31% of the raw size instead of ~41%; on small
-//! generated messages ~16% instead of ~51%).
+//! messages gives it back (`bench/README.md` has the measured sizes).
 //!
 //! A dictionary is trained once per owner from samples of its first messages (in the thread whose
 //! sample completed the set; the others wait for it); until then, records are compressed without one. It holds fragments of mail, so it is kept

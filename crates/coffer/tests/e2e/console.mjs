@@ -79,6 +79,23 @@ try {
     await shot(page, 'audit');
     await page.goto(`${BASE}/config/login`);
     await shot(page, 'login-settings');
+
+    // The source supervisor's view: a connection that cannot connect backs off with its error;
+    // Stop stops it, Poll now runs it again.
+    let state = '';
+    for (let i = 0; i < 50 && state !== 'backing off'; i++) {
+      await page.goto(`${BASE}/config/connections`);
+      state = (await page.textContent('.connection .job .state')).trim();
+      if (state !== 'backing off') await page.waitForTimeout(200);
+    }
+    expect(state === 'backing off', `the unreachable connection backs off (${state})`);
+    expect((await page.textContent('.connection .job-error')).length > 0, 'its last error is shown');
+    await shot(page, 'connections');
+    await page.click('form[action$="/stop"] button');
+    await page.waitForSelector('#test-result');
+    expect((await page.textContent('.connection .job .state')).trim() === 'stopped', 'Stop stops the connection');
+    await page.goto(`${BASE}/audit`);
+    expect((await page.textContent('#audit')).includes('journal: stopped'), 'stopping is audited');
     await page.click('#logout');
     await page.waitForURL(`${BASE}/signon`);
     await context.close();
