@@ -132,12 +132,6 @@ async fn import(config: &Config, name: Option<&str>, user: Option<&str>) -> anyh
     let importer = connect::importer(&archive, c, graph, archive.pipeline()).await?;
     let indexer = archive.spawn_indexer();
     let actor = operator(&archive, c.tenant.as_deref()).await?;
-    archive.audit(&actor, "import", &format!("m365 {}: {}", c.name, c.choices())).await?;
-    let mut users = importer.users().await?;
-    if let Some(u) = user {
-        users.retain(|(id, upn)| id == u || upn.eq_ignore_ascii_case(u));
-        anyhow::ensure!(!users.is_empty(), "no user {u:?} in scope of connection {}", c.name);
-    }
     let mut total = (0, 0, 0);
     let mut failed = Vec::new();
     // A spinner on a terminal; elsewhere the line per mailbox below is the progress.
@@ -150,9 +144,8 @@ async fn import(config: &Config, name: Option<&str>, user: Option<&str>) -> anyh
     let progress = |r: &coffer_m365::import::MailboxReport| {
         if let Some(bar) = &bar {
             bar.set_message(format!(
-                "{} of {} mailboxes done; {}: {} folders, {} archived, {} already there",
+                "{} mailboxes done; {}: {} folders, {} archived, {} already there",
                 finished.load(Ordering::Relaxed),
-                users.len(),
                 r.mailbox,
                 r.folders,
                 r.archived,
@@ -160,34 +153,33 @@ async fn import(config: &Config, name: Option<&str>, user: Option<&str>) -> anyh
             ));
         }
     };
-    importer
-        .mailboxes(&users, &progress, &mut |result| {
-            finished.fetch_add(1, Ordering::Relaxed);
-            match result {
-                Ok(report) if report.no_mailbox => {
-                    println!("{}: skipped: {}", report.mailbox, coffer_m365::M365Error::NoMailbox)
-                }
-                Ok(report) => {
-                    println!(
-                        "{}: {} folders, fetched {}, archived {}, duplicates {}, folders read again after 410: {}",
-                        report.mailbox,
-                        report.folders,
-                        report.fetched,
-                        report.archived,
-                        report.duplicates,
-                        report.restarted
-                    );
-                    total.0 += report.fetched;
-                    total.1 += report.archived;
-                    total.2 += report.duplicates;
-                }
-                Err((upn, e)) => {
-                    println!("{upn}: failed: {e}");
-                    failed.push(upn);
-                }
+    let users = connect::import_once(&archive, &actor, &importer, user, &progress, &mut |result| {
+        finished.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(report) if report.no_mailbox => {
+                println!("{}: skipped: {}", report.mailbox, coffer_m365::M365Error::NoMailbox)
             }
-        })
-        .await;
+            Ok(report) => {
+                println!(
+                    "{}: {} folders, fetched {}, archived {}, duplicates {}, folders read again after 410: {}",
+                    report.mailbox,
+                    report.folders,
+                    report.fetched,
+                    report.archived,
+                    report.duplicates,
+                    report.restarted
+                );
+                total.0 += report.fetched;
+                total.1 += report.archived;
+                total.2 += report.duplicates;
+            }
+            Err((upn, e)) => {
+                println!("{upn}: failed: {e}");
+                failed.push(upn);
+            }
+        }
+    })
+    .await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -123,3 +123,27 @@ pub async fn test_m365(graph: Arc<Graph>) -> Result<String, String> {
         .map_err(|e| format!("internal error: {e}"))?
         .map_err(|e| e.to_string())
 }
+
+/// One historical import of a connection's mailboxes (or the one `user` names) outside the
+/// server, audited as `actor`'s: `progress` hears of each mailbox as it goes, `done` of each as it
+/// ends. The answer is the mailboxes in scope.
+pub async fn import_once(
+    archive: &Archive,
+    actor: &coffer_archive::Actor,
+    importer: &Importer,
+    user: Option<&str>,
+    progress: &(dyn Fn(&coffer_m365::import::MailboxReport) + Sync),
+    done: &mut (dyn FnMut(Result<coffer_m365::import::MailboxReport, (String, coffer_m365::M365Error)>) + Send),
+) -> Result<Vec<(String, String)>, ArchiveError> {
+    let c = &importer.graph.config;
+    archive.audit(actor, "import", &format!("m365 {}: {}", c.name, c.choices())).await?;
+    let mut users = importer.users().await.map_err(|e| ArchiveError::Invalid(format!("m365 {}: {e}", c.name)))?;
+    if let Some(u) = user {
+        users.retain(|(id, upn)| id == u || upn.eq_ignore_ascii_case(u));
+        if users.is_empty() {
+            return Err(ArchiveError::Invalid(format!("no user {u:?} in scope of connection {}", c.name)));
+        }
+    }
+    importer.mailboxes(&users, progress, done).await;
+    Ok(users)
+}
