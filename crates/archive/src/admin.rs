@@ -578,7 +578,7 @@ impl Admin<'_> {
                 None => catalog.index_queue_len().await?,
                 Some(t) => catalog.index_queue_len_of(t).await?,
             },
-            index_lag_seconds: catalog.oldest_queued_at().await?.map(|t| now_secs() - t).unwrap_or(0),
+            index_lag_seconds: catalog.oldest_queued_at(only).await?.map(|t| now_secs() - t).unwrap_or(0),
             volumes: self.archive.volumes().await?.into_iter().filter(|v| own(v.owner as i64)).collect(),
         })
     }

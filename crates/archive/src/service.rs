@@ -163,6 +163,7 @@ impl Archive {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", data.join("catalog.sqlite").display()));
         let catalog = Catalog::connect(&url).await?;
+        belong_together(&catalog, &volumes, writable, &url).await?;
         if writable {
             catalog.check().await?;
             // The store's writer lock is ours: no other process holds index-queue leases now.
@@ -494,6 +495,57 @@ impl Archive {
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
     }
+}
+
+/// The setting that holds the archive's id in the catalog; the volumes hold it in `ARCHIVE`.
+const ARCHIVE_ID: &str = "archive_id";
+
+/// Refuses a catalog that does not belong with the volumes: a new (or emptied) catalog beside
+/// volumes that hold mail — a lost catalog; starting on it would give every tenant a new journal
+/// address, and Exchange's next reports would be refused for good — or another archive's. A
+/// writing open that passes marks both with the archive's id.
+async fn belong_together(catalog: &Catalog, volumes: &Path, writable: bool, url: &str) -> Result<(), ArchiveError> {
+    let in_catalog = catalog.setting(ARCHIVE_ID).await?;
+    let in_volumes = Store::archive_id(volumes)?;
+    let restore = "Nothing was written. Restore the catalog from your latest backup (README: The master key and \
+                   backups), or point database_url at the archive's database";
+    let lost = || {
+        ArchiveError::CatalogMismatch(format!(
+            "the catalog ({}) is new or empty, but {} holds archived mail: Coffer does not start on a new catalog \
+             (the tenants' journal addresses would change, and recipients, placements and accounts would be \
+             missing). {restore}",
+            url.split('?').next().unwrap_or(url),
+            volumes.display()
+        ))
+    };
+    match (&in_catalog, &in_volumes) {
+        (Some(c), Some(v)) if c != v => {
+            return Err(ArchiveError::CatalogMismatch(format!(
+                "the catalog belongs to archive {c}, the volumes in {} to archive {v}. {restore}",
+                volumes.display()
+            )));
+        }
+        (None, Some(_)) => return Err(lost()),
+        // Archives from before the mark: volumes with a catalog that knows no message.
+        (None, None) if Store::has_volumes(volumes)? && catalog.count_all_messages().await? == 0 => {
+            return Err(lost());
+        }
+        _ => {}
+    }
+    if writable {
+        let id = match in_catalog {
+            Some(id) => id,
+            None => {
+                let id = hex::encode(rand::random::<[u8; 16]>());
+                catalog.set_setting(ARCHIVE_ID, &id).await?;
+                id
+            }
+        };
+        if in_volumes.is_none() {
+            Store::set_archive_id(volumes, &id)?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the data folder readable by its owner only (0700), and refuses one that others can read

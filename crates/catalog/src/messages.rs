@@ -498,12 +498,15 @@ impl Catalog {
         Ok(())
     }
 
-    /// When the oldest message still waiting for the index was archived (the index lag).
-    pub async fn oldest_queued_at(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query("SELECT MIN(m.archived_at) FROM index_queue q JOIN messages m ON m.id = q.message")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+    /// When the oldest message still waiting for the index was archived (the index lag), of one
+    /// tenant or of all.
+    pub async fn oldest_queued_at(&self, tenant_id: Option<i64>) -> Result<Option<i64>> {
+        let sql = "SELECT MIN(m.archived_at) FROM index_queue q JOIN messages m ON m.id = q.message";
+        Ok(match tenant_id {
+            None => sqlx::query(sql).fetch_one(&self.pool).await?,
+            Some(t) => sqlx::query(&format!("{sql} WHERE m.tenant_id = $1")).bind(t).fetch_one(&self.pool).await?,
+        }
+        .try_get(0)?)
     }
 
     pub async fn index_queue_len(&self) -> Result<i64> {

@@ -1,5 +1,5 @@
-//! An operator's bad day, against the real binary: a damaged catalog, a damaged or missing index,
-//! a failed export, racing first runs, the wrong master key, a data folder others can read.
+//! An operator's bad day, against the real binary: a damaged or lost catalog, a damaged or missing
+//! index, a failed export, racing first runs, the wrong master key, a data folder others can read.
 
 mod common;
 
@@ -225,4 +225,51 @@ fn a_data_folder_others_can_read_is_refused_and_what_coffer_writes_is_private() 
     assert!(stderr(&refused).contains("chmod -R go-rwx"), "{}", stderr(&refused));
     let allowed = c.command().args(["search", "--count", ""]).env("COFFER_ALLOW_SHARED_DATA", "true").output().unwrap();
     assert!(allowed.status.success(), "{}", stderr(&allowed));
+}
+
+/// A deleted catalog beside volumes that hold mail: `serve`, an import and a read refuse, saying
+/// how to restore, instead of starting on a new catalog whose default tenant would get a new
+/// journal address. Another archive's catalog is refused the same way. The restored catalog
+/// works, with the journal address it had.
+#[test]
+fn a_lost_catalog_is_never_replaced_by_a_new_one_and_the_journal_address_never_changes() {
+    let c = Coffer::new();
+    imported(&c, 3);
+    let tenants = c.ok(&["tenant", "list"]);
+    assert!(tenants.contains("journal-"), "{tenants}");
+    let path = c.data().join("catalog.sqlite");
+    let backup = c.dir.path().join("catalog.backup");
+    std::fs::copy(&path, &backup).unwrap();
+    let gone = || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(c.data().join(format!("catalog.sqlite{suffix}")));
+        }
+    };
+    gone();
+    let said = serve_refuses(&c);
+    assert!(said.contains("new or empty") && said.contains("Restore the catalog"), "{said}");
+    let one = c.dir.path().join("one.eml");
+    std::fs::write(&one, Generator::new(9).message(0).raw).unwrap();
+    for args in [vec!["import", one.to_str().unwrap()], vec!["tenant", "list"], vec!["search", "--count", ""]] {
+        let out = c.run(&args);
+        assert!(!out.status.success(), "{args:?} ran on a new catalog");
+        assert!(stderr(&out).contains("does not start on a new catalog"), "{args:?}: {}", stderr(&out));
+    }
+    // Still refused after those attempts made an empty catalog file.
+    assert!(serve_refuses(&c).contains("new or empty"));
+
+    // Another archive's catalog does not belong with these volumes either.
+    let other = Coffer::new();
+    imported(&other, 1);
+    gone();
+    std::fs::copy(other.data().join("catalog.sqlite"), &path).unwrap();
+    let said = serve_refuses(&c);
+    assert!(said.contains("belongs to archive"), "{said}");
+
+    gone();
+    std::fs::copy(&backup, &path).unwrap();
+    assert_eq!(c.ok(&["tenant", "list"]), tenants, "the journal address is the one it was");
+    assert_eq!(c.count(""), 3);
+    c.ok(&["import", one.to_str().unwrap()]);
+    assert_eq!(c.count(""), 4);
 }

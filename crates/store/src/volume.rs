@@ -163,6 +163,36 @@ impl Store {
         std::fs::read_dir(root).map(|mut d| d.next().is_none()).unwrap_or(true)
     }
 
+    /// True when volumes exist at `root` (on the local disk).
+    pub fn has_volumes(root: &Path) -> Result<bool> {
+        Ok(!LocalDisk::new(root.to_owned()).volumes()?.is_empty())
+    }
+
+    /// The id of the archive these volumes belong to (`<root>/ARCHIVE`), None before one is set.
+    /// The catalog keeps the same id, so a catalog and volumes that do not belong together (a
+    /// lost catalog made anew, another archive's database) are told apart before anything is
+    /// written.
+    pub fn archive_id(root: &Path) -> Result<Option<String>> {
+        let path = root.join("ARCHIVE");
+        match std::fs::read_to_string(&path) {
+            Ok(id) => Ok(Some(id.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Writes the archive id (durably; replaced at once).
+    pub fn set_archive_id(root: &Path, id: &str) -> Result<()> {
+        std::fs::create_dir_all(root).map_err(io_err(root))?;
+        let tmp = root.join("ARCHIVE.tmp");
+        std::fs::write(&tmp, format!("{id}\n"))
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .map_err(io_err(&tmp))?;
+        let path = root.join("ARCHIVE");
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        std::fs::File::open(root).and_then(|d| d.sync_all()).map_err(io_err(root))
+    }
+
     pub fn volumes(&self) -> Result<Vec<VolumeInfo>> {
         let writers = self.writers.lock().unwrap();
         let mut out = Vec::new();
