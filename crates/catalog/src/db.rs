@@ -161,6 +161,23 @@ impl Catalog {
         Ok(())
     }
 
+    /// A consistent copy of the whole catalog at one moment, written to `path` while others keep
+    /// writing (SQLite's `VACUUM INTO`; PostgreSQL is backed up with `pg_dump`).
+    pub async fn snapshot_to(&self, path: &std::path::Path) -> Result<()> {
+        if self.dialect != Dialect::Sqlite {
+            return Err(CatalogError::Invalid("a PostgreSQL catalog is backed up with pg_dump".into()));
+        }
+        let tmp = path.with_extension("snapshot");
+        let _ = std::fs::remove_file(&tmp);
+        let quoted = tmp.display().to_string().replace('\'', "''");
+        sqlx::query(&format!("VACUUM INTO '{quoted}'")).execute(&self.pool).await?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| CatalogError::Invalid(format!("catalog snapshot {}: {e}", path.display())))?;
+        Ok(())
+    }
+
     /// Direct access for tests that tamper with rows.
     #[doc(hidden)]
     pub fn pool_for_tests(&self) -> &sqlx::AnyPool {

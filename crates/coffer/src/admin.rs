@@ -223,3 +223,23 @@ pub async fn status(archive: &Archive, actor: &Actor, json: bool) -> anyhow::Res
     );
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn backup(archive: &Archive, actor: &Actor, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let s = archive.backup(actor, out).await?;
+    println!(
+        "backup in {}: {} files ({} bytes), {} copied now ({} bytes); catalog: {}",
+        out.display(),
+        s.files,
+        s.bytes,
+        s.copied,
+        s.bytes_copied,
+        s.catalog
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restore(from: &std::path::Path, data: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let s = coffer_archive::backup::restore(from, data)?;
+    println!("restored {} files ({} bytes) into {}; now run `coffer verify`", s.files, s.bytes, data.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -97,6 +97,16 @@ pub enum Command {
     },
     /// Delete the search index and rebuild it from the store and the catalog.
     Reindex,
+    /// Back the archive up into DIR while it runs: a catalog snapshot, the keys, the volumes up to
+    /// their acknowledged records, and a SHA-256 manifest. An earlier backup in DIR is brought up
+    /// to date, copying only what changed.
+    Backup {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Restore a backup into the data folder (which must be empty), checking every file's SHA-256;
+    /// then run `coffer verify`.
+    Restore { from: PathBuf },
     /// Volumes: list them, or close the open one.
     Volume {
         #[command(subcommand)]

@@ -90,6 +90,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             mail::reindex(&archive).await
         }
+        Command::Backup { out } => {
+            let archive = open(&config, false).await?;
+            admin::backup(&archive, &operator(&archive, None).await?, &out).await
+        }
+        Command::Restore { from } => admin::restore(&from, &config.archive.data_dir),
         Command::Volume { command } => {
             let writable = matches!(command, cli::VolumeCommand::Close { .. });
             let archive = open(&config, writable).await?;
