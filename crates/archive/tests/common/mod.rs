@@ -12,6 +12,8 @@ pub struct TestArchive {
     pub pipeline: Pipeline,
     pub actor: Actor,
     pub label: String,
+    /// How the archive was opened (to open it again).
+    pub config: ArchiveConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -25,11 +27,11 @@ pub async fn archives() -> Vec<TestArchive> {
         if url.starts_with("postgres") {
             config.database_url = Some(url.clone());
         }
-        let archive = Archive::open(config, true).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let archive = Archive::open(config.clone(), true).await.unwrap_or_else(|e| panic!("{url}: {e}"));
         let pipeline = archive.pipeline();
         let actor = Actor::operator(archive.tenant(None).await.unwrap());
         let label = url.split(':').next().unwrap().to_owned();
-        out.push(TestArchive { archive, pipeline, actor, label, _dir: dir });
+        out.push(TestArchive { archive, pipeline, actor, label, config, _dir: dir });
     }
     out
 }
