@@ -14,6 +14,9 @@ use crate::{ArchiveError, Tenant};
 
 /// Passwords of local accounts have at least this many characters.
 pub const MIN_PASSWORD: usize = 10;
+/// Most domains one tenant names, and most characters of a display name.
+const MAX_DOMAINS: usize = 100;
+const MAX_DISPLAY_NAME: usize = 200;
 
 /// What an account may do. Ordered: each role can do what the ones below it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
@@ -141,6 +144,13 @@ pub struct Status {
     pub volumes: Vec<VolumeInfo>,
 }
 
+impl Status {
+    /// The name of one of the status's tenants.
+    pub fn tenant_name(&self, id: i64) -> Option<&str> {
+        self.tenants.iter().find(|t| t.tenant.id == id).map(|t| t.tenant.name.as_str())
+    }
+}
+
 /// A connection test's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct TestOutcome {
@@ -171,12 +181,10 @@ impl Admin<'_> {
 
     // --- tenants ---
 
-    async fn tenant_info(&self, tenant: Tenant) -> Result<TenantInfo, ArchiveError> {
-        let catalog = &self.archive.catalog;
-        let networks = catalog.tenant_networks().await?.remove(&tenant.id).unwrap_or_default();
+    async fn tenant_info(&self, tenant: Tenant, networks: Vec<String>) -> Result<TenantInfo, ArchiveError> {
         Ok(TenantInfo {
             journal_address: self.journal_address(&tenant),
-            messages: catalog.count_messages(tenant.id).await?,
+            messages: self.archive.catalog.count_messages(tenant.id).await?,
             networks,
             tenant,
         })
@@ -189,10 +197,13 @@ impl Admin<'_> {
     }
 
     async fn tenants_of(&self, only: Option<i64>) -> Result<Vec<TenantInfo>, ArchiveError> {
+        let catalog = &self.archive.catalog;
+        let mut networks = catalog.tenant_networks().await?;
         let mut out = Vec::new();
-        for t in self.archive.catalog.tenants().await? {
+        for t in catalog.tenants().await? {
             if only.is_none_or(|id| id == t.id) {
-                out.push(self.tenant_info(t).await?);
+                let n = networks.remove(&t.id).unwrap_or_default();
+                out.push(self.tenant_info(t, n).await?);
             }
         }
         Ok(out)
@@ -211,8 +222,11 @@ impl Admin<'_> {
             .filter(|d| !d.is_empty())
             .map(|d| check_domain(&d).map(|_| d))
             .collect::<Result<Vec<_>, _>>()?;
+        if domains.len() > MAX_DOMAINS {
+            return Err(ArchiveError::Invalid(format!("at most {MAX_DOMAINS} domains per tenant")));
+        }
         let t = self.archive.catalog.add_tenant(name, &domains).await?;
-        let info = self.tenant_info(t).await?;
+        let info = self.tenant_info(t, Vec::new()).await?;
         let detail = format!(
             "tenant {} added (domains {}); journal address {}",
             info.tenant.name,
@@ -279,7 +293,7 @@ impl Admin<'_> {
             .add_user(&NewUser {
                 tenant_id: tenant.id,
                 login: login.to_owned(),
-                display_name: new.display_name.trim().to_owned(),
+                display_name: display_name(&new.display_name)?,
                 role: role.as_str().into(),
                 addresses,
                 password_hash: Some(crate::identity::hash_password(&new.password)),
@@ -316,7 +330,7 @@ impl Admin<'_> {
             check_password(p)?;
         }
         let catalog = &self.archive.catalog;
-        catalog.update_user(id, c.display_name.trim(), role.as_str(), &addresses, c.disabled).await?;
+        catalog.update_user(id, &display_name(&c.display_name)?, role.as_str(), &addresses, c.disabled).await?;
         let mut detail = format!(
             "user {}: role {} (was {}), addresses {}, disabled {}",
             user.login,
@@ -407,10 +421,10 @@ impl Admin<'_> {
 
     pub async fn close_volume(&self, actor: &Actor, id: &str) -> Result<(), ArchiveError> {
         actor.require_system_admin()?;
-        if !self.archive.volumes().await?.iter().any(|v| v.id == id) {
-            return Err(ArchiveError::NotFound);
+        match self.archive.close_volume(id) {
+            Err(ArchiveError::Store(coffer_store::StoreError::UnknownVolume(_))) => return Err(ArchiveError::NotFound),
+            other => other?,
         }
-        self.archive.close_volume(id)?;
         self.audit(actor, "configuration", &format!("volume {id} closed")).await
     }
 
@@ -635,8 +649,8 @@ impl Admin<'_> {
         Ok(detail)
     }
 
-    /// Stops a source: its run in progress ends after the batch it is on, and no run starts until
-    /// it is started again.
+    /// Stops a source: its run in progress is cut where it is (what it archived is kept), and no
+    /// run starts until it is started again.
     pub async fn stop_source(
         &self,
         actor: &Actor,
@@ -649,6 +663,16 @@ impl Admin<'_> {
         self.audit(actor, "import", &format!("{name}: {detail}")).await?;
         Ok(detail)
     }
+}
+
+fn display_name(name: &str) -> Result<String, ArchiveError> {
+    let name = name.trim();
+    if name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control) {
+        return Err(ArchiveError::Invalid(format!(
+            "a display name has at most {MAX_DISPLAY_NAME} characters, on one line"
+        )));
+    }
+    Ok(name.to_owned())
 }
 
 fn check_password(p: &str) -> Result<(), ArchiveError> {
@@ -716,6 +740,9 @@ fn tenant_login(tenant: &Tenant, login: &str) -> Result<(), ArchiveError> {
 /// A network as `203.0.113.0/24`, `2001:db8::/32` or a single address; answered in canonical form.
 fn parse_network(text: &str) -> Result<String, ArchiveError> {
     let text = text.trim();
+    if text.len() > 64 {
+        return Err(ArchiveError::Invalid("a network is an address or address/prefix, e.g. 203.0.113.0/24".into()));
+    }
     let net: ipnet::IpNet =
         text.parse().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
             ArchiveError::Invalid(format!(

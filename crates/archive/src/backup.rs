@@ -37,13 +37,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
     move |e| ArchiveError::Io(path.display().to_string(), e)
 }
 
-/// The SHA-256 of a file's first `len` bytes (all of it when None).
-fn hash_file(path: &Path, len: Option<u64>) -> Result<(String, u64), ArchiveError> {
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut reader: Box<dyn Read> = match len {
-        Some(n) => Box::new(file.take(n)),
-        None => Box::new(file),
-    };
+/// The SHA-256 of a file and its size.
+fn hash_file(path: &Path) -> Result<(String, u64), ArchiveError> {
+    let mut reader = std::fs::File::open(path).map_err(io(path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -58,8 +54,26 @@ fn hash_file(path: &Path, len: Option<u64>) -> Result<(String, u64), ArchiveErro
     Ok((hex::encode(hasher.finalize()), total))
 }
 
-/// Copies `len` bytes (all when None) of `from` to `to` durably, through a temporary name.
-fn copy_prefix(from: &Path, to: &Path, len: Option<u64>) -> Result<u64, ArchiveError> {
+/// Writes through to a file and hashes what passes, so a copy is read once.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Copies `len` bytes (all when None) of `from` to `to` durably, through a temporary name; the
+/// answer is the bytes copied and their SHA-256.
+fn copy_prefix(from: &Path, to: &Path, len: Option<u64>) -> Result<(u64, String), ArchiveError> {
     if let Some(dir) = to.parent() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
@@ -69,11 +83,12 @@ fn copy_prefix(from: &Path, to: &Path, len: Option<u64>) -> Result<u64, ArchiveE
         Some(n) => Box::new(file.take(n)),
         None => Box::new(file),
     };
-    let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut out = Hashing { inner: file, hasher: Sha256::new() };
     let n = std::io::copy(&mut reader, &mut out).map_err(io(&tmp))?;
-    out.flush().and_then(|_| out.sync_all()).map_err(io(&tmp))?;
+    out.flush().and_then(|_| out.inner.sync_all()).map_err(io(&tmp))?;
     std::fs::rename(&tmp, to).map_err(io(to))?;
-    Ok(n)
+    Ok((n, hex::encode(out.hasher.finalize())))
 }
 
 /// The earlier backup's manifest: relative path → SHA-256.
@@ -112,10 +127,10 @@ impl Copier<'_> {
         let hash = if kept {
             self.earlier[rel].clone()
         } else {
-            let n = copy_prefix(&from, &to, len)?;
+            let (n, hash) = copy_prefix(&from, &to, len)?;
             self.summary.copied += 1;
             self.summary.bytes_copied += n;
-            hash_file(&to, None)?.0
+            hash
         };
         self.summary.files += 1;
         self.summary.bytes += size;
@@ -159,7 +174,7 @@ impl Archive {
             coffer_catalog::Dialect::Sqlite => {
                 let snapshot = out.join("catalog.sqlite");
                 self.catalog.snapshot_to(&snapshot).await?;
-                let (hash, size) = hash_file(&snapshot, None)?;
+                let (hash, size) = hash_file(&snapshot)?;
                 copier.manifest.push((hash, "catalog.sqlite".into()));
                 copier.summary.files += 1;
                 copier.summary.copied += 1;
@@ -268,7 +283,7 @@ pub fn restore(from: &Path, data: &Path) -> Result<RestoreSummary, ArchiveError>
         if rel_path.is_absolute() || rel_path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
             return Err(ArchiveError::Invalid(format!("{MANIFEST}: {rel:?} is not a path inside the backup")));
         }
-        let (actual, _) = hash_file(&from.join(rel), None)?;
+        let (actual, _) = hash_file(&from.join(rel))?;
         if actual != hash {
             return Err(ArchiveError::Invalid(format!(
                 "{rel} in the backup does not match its SHA-256 in {MANIFEST}: the backup is damaged (nothing was restored)"
@@ -281,7 +296,7 @@ pub fn restore(from: &Path, data: &Path) -> Result<RestoreSummary, ArchiveError>
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data).map_err(io(data))?;
     }
     for rel in entries {
-        let n = copy_prefix(&from.join(&rel), &data.join(&rel), None)?;
+        let (n, _) = copy_prefix(&from.join(&rel), &data.join(&rel), None)?;
         summary.files += 1;
         summary.bytes += n;
     }

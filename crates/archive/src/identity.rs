@@ -252,6 +252,9 @@ impl Identity<'_> {
         why: &str,
     ) -> Result<Account, ArchiveError> {
         let catalog = &self.archive.catalog;
+        // A provider's `name` claim is shown in the console: one line, of a sensible length.
+        let display: String = display_name.chars().filter(|c| !c.is_control()).take(200).collect();
+        let display_name = display.as_str();
         let user = match catalog.user_by_external_id(external_id).await? {
             Some(user) if user.disabled => return Err(ArchiveError::Forbidden("this account is disabled".into())),
             Some(user) => {

@@ -31,16 +31,20 @@ const BATCH: i64 = 2000;
 /// than a batch takes.
 const LEASE_SECS: i64 = 600;
 
-/// This process as an index-queue consumer, for its leases.
-fn consumer() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-    format!("indexer@{host}:{}", std::process::id())
+/// This process as an index-queue consumer, for its leases (worked out once).
+fn consumer() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        format!("indexer@{host}:{}", std::process::id())
+    })
 }
 
 impl Indexer {
     /// Indexes one batch from the queue; returns how many messages it indexed (0: caught up).
     pub async fn run_once(&self) -> Result<usize, ArchiveError> {
-        let lease = self.catalog.index_queue_take(&consumer(), BATCH, LEASE_SECS).await?;
+        let lease = self.catalog.index_queue_take(consumer(), BATCH, LEASE_SECS).await?;
         let ids = lease.ids.clone();
         if ids.is_empty() {
             return Ok(0);

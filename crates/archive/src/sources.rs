@@ -74,7 +74,8 @@ pub trait SourceControl: Send + Sync {
     /// Runs the source now (and on its schedule again after a stop); says what it started.
     fn start(&self, name: &str) -> Result<String, ArchiveError>;
 
-    /// Ends the run in progress after its current batch and runs no more until started.
+    /// Cuts the run in progress where it is (what it archived is kept) and runs no more until
+    /// started.
     fn stop(&self, name: &str) -> Result<String, ArchiveError>;
 
     /// Each mailbox's state (Microsoft 365 connections; empty for others).

@@ -453,6 +453,14 @@ impl Catalog {
     pub async fn index_queue_take(&self, consumer: &str, limit: i64, lease_secs: i64) -> Result<IndexLease> {
         let token = format!("{consumer}/{:016x}", rand::random::<u64>());
         let now = crate::now();
+        // An idle indexer asks often: finding nothing free takes no write lock.
+        let any = sqlx::query("SELECT 1 FROM index_queue WHERE lease_until IS NULL OR lease_until < $1 LIMIT 1")
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        if any.is_none() {
+            return Ok(IndexLease { token, ids: Vec::new() });
+        }
         // Each parameter once, in order (SQLite numbers them by appearance).
         let free =
             "SELECT message FROM index_queue WHERE lease_until IS NULL OR lease_until < $3 ORDER BY message LIMIT $4";

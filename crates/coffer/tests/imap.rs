@@ -453,17 +453,24 @@ fn a_password_sealed_in_the_secret_store_replaces_one_in_the_configuration() {
     assert!(out.contains("fetched 1, archived 1"), "{out}");
 }
 
+/// `coffer serve` with two connections to the same journal mailbox (one report waiting in it):
+/// `journal` with the right password, `wrong` with a wrong one. The answer is an administrator's
+/// API key and the server.
+fn serve_a_good_and_a_wrong_connection(c: &Coffer, d: &Dovecot) -> (String, common::Server) {
+    d.deliver("journal", None, &journal_report(0).0);
+    let good = config(d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n";
+    let bad = config(d, "wrong", "journal", "imaps", "journal").replace("secret1", "not-the-password")
+        + "poll_interval_secs = 600\n";
+    std::fs::write(c.dir.path().join("coffer.toml"), format!("{good}\n{bad}")).unwrap();
+    let key = c.user_with_key("admin", "administrator", &[]);
+    (key, common::Server::start(c, &[]))
+}
+
 #[test]
 fn the_consoles_test_connection_button_signs_in_to_dovecot_and_explains_a_wrong_password() {
     let c = Coffer::new();
     let d = Dovecot::start(&c.dir.path().join("dovecot"));
-    d.deliver("journal", None, &journal_report(0).0);
-    let good = config(&d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n";
-    let bad = config(&d, "wrong", "journal", "imaps", "journal").replace("secret1", "not-the-password")
-        + "poll_interval_secs = 600\n";
-    std::fs::write(c.dir.path().join("coffer.toml"), format!("{good}\n{bad}")).unwrap();
-    let key = c.user_with_key("admin", "administrator", &[]);
-    let server = common::Server::start(&c, &[]);
+    let (key, server) = serve_a_good_and_a_wrong_connection(&c, &d);
     let post = |name: &str| -> serde_json::Value {
         ureq::post(&format!("http://{}/api/v1/connections/{name}/test", server.http))
             .set("Authorization", &format!("Bearer {key}"))
@@ -526,13 +533,7 @@ fn xoauth2_takes_its_token_from_a_microsoft_365_certificate() {
 fn a_failing_source_backs_off_with_its_error_while_the_other_archives_and_the_api_stops_and_starts_one() {
     let c = Coffer::new();
     let d = Dovecot::start(&c.dir.path().join("dovecot"));
-    d.deliver("journal", None, &journal_report(0).0);
-    let good = config(&d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n";
-    let bad = config(&d, "wrong", "journal", "imaps", "journal").replace("secret1", "not-the-password")
-        + "poll_interval_secs = 600\n";
-    std::fs::write(c.dir.path().join("coffer.toml"), format!("{good}\n{bad}")).unwrap();
-    let key = c.user_with_key("admin", "administrator", &[]);
-    let server = common::Server::start(&c, &[]);
+    let (key, server) = serve_a_good_and_a_wrong_connection(&c, &d);
     let api = |method: &str, path: &str| -> serde_json::Value {
         ureq::request(method, &format!("http://{}/api/v1{path}", server.http))
             .set("Authorization", &format!("Bearer {key}"))

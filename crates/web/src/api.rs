@@ -349,7 +349,7 @@ pub struct Status {
 async fn status(State(console): State<Arc<Console>>, who: Principal) -> ApiResult<Status> {
     let now = coffer_archive::service::now_secs();
     let s = console.archive.admin().status(&who.actor(), now - 48 * 3600).await?;
-    let name = |id: i64| s.tenants.iter().find(|t| t.tenant.id == id).map(|t| t.tenant.name.clone());
+    let name = |id: i64| s.tenant_name(id).map(str::to_owned);
     let traffic = s
         .traffic
         .iter()

@@ -342,14 +342,7 @@ async fn status(State(console): State<Arc<Console>>, who: Principal) -> PageResu
     let now = now_secs();
     let status = console.archive.admin().status(&who.actor(), now - 31 * 86400).await?;
     let traffic = &status.traffic;
-    let tenant_name = |id: i64| {
-        status
-            .tenants
-            .iter()
-            .find(|t| t.tenant.id == id)
-            .map(|t| t.tenant.name.clone())
-            .unwrap_or_else(|| id.to_string())
-    };
+    let tenant_name = |id: i64| status.tenant_name(id).map(str::to_owned).unwrap_or_else(|| id.to_string());
     let mut charts = Vec::new();
     for (title, bucket, count) in [("per hour, last 48 hours", 3600, 48), ("per day, last 30 days", 86400, 30)] {
         let start = (now / bucket - (count - 1)) * bucket;
@@ -881,14 +874,7 @@ async fn metrics(
         }
     }
     let status = console.archive.admin().status_for_scraper().await?;
-    let name = |id: i64| {
-        status
-            .tenants
-            .iter()
-            .find(|t| t.tenant.id == id)
-            .map(|t| t.tenant.name.clone())
-            .unwrap_or_else(|| id.to_string())
-    };
+    let name = |id: i64| status.tenant_name(id).map(str::to_owned).unwrap_or_else(|| id.to_string());
     let mut totals: BTreeMap<(String, String), [i64; 5]> = BTreeMap::new();
     for r in &status.traffic {
         let e = totals.entry((r.source.clone(), name(r.tenant_id))).or_default();
