@@ -4,7 +4,8 @@
 //! `magic "CFSEG\0\0\x01"` · `segment u32` · `reserved u32` · `first_seq u64` · `chain_in [32]` · `reserved [8]`
 //!
 //! Record, a 120-byte header and the sealed payload:
-//! `magic "CFRC"` · `version u8 = 1` · `compression u8 (1 = zstd, 2 = zstd with a dictionary)` · `reserved u16` · `seq u64` ·
+//! `magic "CFRC"` · `version u8 = 1` · `compression u8 (1 = zstd, 2 = zstd with a dictionary)` · `kind u8
+//! (0 = an original message, 1 = evidence; volumes from before kinds hold only 0)` · `reserved u8` · `seq u64` ·
 //! `original_len u64` · `payload_len u32` · `dictionary u32` · `content_hash [32]` · `nonce [24]` ·
 //! `chain [32]` · `payload [payload_len]`
 //!
@@ -52,8 +53,37 @@ impl SegmentHeader {
     }
 }
 
+/// What a record holds. The kind is part of the chained and authenticated header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RecordKind {
+    /// The original bytes of a message.
+    #[default]
+    Message,
+    /// A fact about messages or tenants (an arrival with its envelope, a placement removed, a
+    /// tenant's journal address), as JSON: what the catalog is derived from.
+    Evidence,
+}
+
+impl RecordKind {
+    fn byte(self) -> u8 {
+        match self {
+            RecordKind::Message => 0,
+            RecordKind::Evidence => 1,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<RecordKind> {
+        match b {
+            0 => Some(RecordKind::Message),
+            1 => Some(RecordKind::Evidence),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordHeader {
+    pub kind: RecordKind,
     pub seq: u64,
     pub original_len: u64,
     pub payload_len: u32,
@@ -71,6 +101,7 @@ impl RecordHeader {
         b[..4].copy_from_slice(RECORD_MAGIC);
         b[4] = 1;
         b[5] = if self.dictionary == 0 { 1 } else { 2 };
+        b[6] = self.kind.byte();
         b[28..32].copy_from_slice(&self.dictionary.to_le_bytes());
         b[8..16].copy_from_slice(&self.seq.to_le_bytes());
         b[16..24].copy_from_slice(&self.original_len.to_le_bytes());
@@ -90,7 +121,9 @@ impl RecordHeader {
         if b[4] != 1 || !(1..=2).contains(&b[5]) {
             return Err("unknown record version or compression");
         }
+        let kind = RecordKind::from_byte(b[6]).ok_or("unknown record kind")?;
         let header = RecordHeader {
+            kind,
             seq: u64::from_le_bytes(b[8..16].try_into().unwrap()),
             original_len: u64::from_le_bytes(b[16..24].try_into().unwrap()),
             payload_len: u32::from_le_bytes(b[24..28].try_into().unwrap()),
@@ -133,6 +166,7 @@ mod tests {
         let s = SegmentHeader { segment: 7, first_seq: 99, chain_in: [3; 32] };
         assert_eq!(SegmentHeader::decode(&s.encode()), Some(s));
         let r = RecordHeader {
+            kind: RecordKind::Evidence,
             seq: 5,
             original_len: 1234,
             payload_len: 77,

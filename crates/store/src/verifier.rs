@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::crypto::DataKey;
-use crate::format::{self, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::format::{self, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::recovery::{find, records_after};
 use crate::volume::{Store, VolumeState};
 use crate::{Location, Result};
@@ -41,7 +41,9 @@ pub struct VerifyReport {
     pub segments: usize,
     pub records: u64,
     pub problems: Vec<Problem>,
-    /// Every record that checked out, with its content hash, for the catalog cross-check.
+    /// Evidence records among `records`.
+    pub evidence: u64,
+    /// Every message record that checked out, with its content hash, for the catalog cross-check.
     pub good: Vec<(Location, [u8; 32])>,
 }
 
@@ -167,7 +169,9 @@ impl Store {
                     .push("hash chain broken (this record or the one before it was altered, removed or moved)".into());
             }
             match self.open_record(key, volume, record, &header) {
-                Ok(_) if faults.is_empty() => report.good.push((loc, header.content_hash)),
+                Ok(_) if faults.is_empty() && header.kind == RecordKind::Message => {
+                    report.good.push((loc, header.content_hash))
+                }
                 Ok(_) => {}
                 Err(e) => faults.push(e),
             }
@@ -175,6 +179,7 @@ impl Store {
                 report.problems.push(p(Some(pos as u64), Some(header.seq), faults.join("; ")));
             }
             report.records += 1;
+            report.evidence += (header.kind == RecordKind::Evidence) as u64;
             *expected_seq = header.seq + 1;
             *chain = header.chain;
             pos = end;

@@ -37,10 +37,36 @@ impl Writer {
     }
 }
 
+/// What one append wrote: where each record went, and where the volume's records now end.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub volume: String,
+    pub contents: Vec<Location>,
+    pub evidence: Vec<Location>,
+    /// The sequence number the volume's next record will have.
+    pub next_seq: u64,
+    /// Where the volume's durable records now end: segment and offset.
+    pub segment: u32,
+    pub end: u64,
+}
+
 impl Store {
     /// Seals the payloads into records of `owner`'s open volume and makes them durable with one
     /// fsync. On any error nothing of the batch remains and the caller may retry.
     pub fn append(&self, owner: u64, payloads: &[Payload]) -> Result<Vec<Location>> {
+        let payloads: Vec<&Payload> = payloads.iter().collect();
+        Ok(self.append_with_evidence(owner, &payloads, |_| Vec::new())?.contents)
+    }
+
+    /// Appends `contents`, then the evidence `evidence` makes once it knows where each content
+    /// record lies, all under one fsync: a message and the facts of its arrival are durable
+    /// together or not at all.
+    pub fn append_with_evidence(
+        &self,
+        owner: u64,
+        contents: &[&Payload],
+        evidence: impl FnOnce(&[Location]) -> Vec<Payload>,
+    ) -> Result<Appended> {
         if self.writer_lock.is_none() {
             return Err(StoreError::ReadOnly);
         }
@@ -58,47 +84,28 @@ impl Store {
         }
 
         let start = w.offset;
-        let (seq0, chain0) = (w.next_seq, w.chain);
-        let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.compressed.len() + 140).sum());
-        let mut locations = Vec::with_capacity(payloads.len());
-        let (mut seq, mut chain) = (seq0, chain0);
-        for p in payloads {
-            let nonce = random_nonce();
-            let mut header = RecordHeader {
-                seq,
-                original_len: p.original_len,
-                payload_len: (p.compressed.len() + 16) as u32,
-                dictionary: p.dictionary,
-                content_hash: p.content_hash,
-                nonce,
-                chain: [0; 32],
-            }
-            .encode_unchained();
-            // Sealed where it will be written: no copy of a large payload on the way.
-            let at = buf.len();
-            buf.extend_from_slice(&header);
-            buf.extend_from_slice(&p.compressed);
-            let tag =
-                w.key.encrypt_in_place(&nonce, &format::aad(&header, &w.meta.id), &mut buf[at + RECORD_HEADER_LEN..]);
-            buf.extend_from_slice(&tag);
-            chain = format::chain(&chain, &header, &buf[at + RECORD_HEADER_LEN..]);
-            header[88..120].copy_from_slice(&chain);
-            buf[at..at + RECORD_HEADER_LEN].copy_from_slice(&header);
-            locations.push(Location {
-                volume: w.meta.id.clone(),
-                segment: w.segment,
-                offset: start + at as u64,
-                length: (buf.len() - at) as u32,
-            });
-            seq += 1;
+        let mut buf = Vec::with_capacity(contents.iter().map(|p| p.compressed.len() + 140).sum());
+        let (mut seq, mut chain) = (w.next_seq, w.chain);
+        let content_locations = seal_into(&mut buf, w, start, &mut seq, &mut chain, contents);
+        let evidence = evidence(&content_locations);
+        let evidence: Vec<&Payload> = evidence.iter().collect();
+        let evidence_locations = seal_into(&mut buf, w, start, &mut seq, &mut chain, &evidence);
+        if !buf.is_empty() {
+            // On a failure the backend leaves the segment as it was before the batch.
+            w.file.append(&buf)?;
         }
-        // On a failure the backend leaves the segment as it was before the batch.
-        w.file.append(&buf)?;
         w.offset += buf.len() as u64;
         w.volume_bytes += buf.len() as u64;
         w.next_seq = seq;
         w.chain = chain;
-        Ok(locations)
+        Ok(Appended {
+            volume: w.meta.id.clone(),
+            contents: content_locations,
+            evidence: evidence_locations,
+            next_seq: seq,
+            segment: w.segment,
+            end: w.offset,
+        })
     }
 
     pub(crate) fn create_volume(&self, owner: u64, mut number: u32) -> Result<Writer> {
@@ -147,4 +154,48 @@ impl Store {
         w.meta.records = Some(w.next_seq);
         self.write_meta(&w.meta)
     }
+}
+
+/// Seals `payloads` as records into `buf` (which will be written at `start` of the writer's
+/// segment), advancing the sequence number and the chain.
+fn seal_into(
+    buf: &mut Vec<u8>,
+    w: &Writer,
+    start: u64,
+    seq: &mut u64,
+    chain: &mut [u8; 32],
+    payloads: &[&Payload],
+) -> Vec<Location> {
+    let mut locations = Vec::with_capacity(payloads.len());
+    for p in payloads {
+        let nonce = random_nonce();
+        let mut header = RecordHeader {
+            kind: p.kind,
+            seq: *seq,
+            original_len: p.original_len,
+            payload_len: (p.compressed.len() + 16) as u32,
+            dictionary: p.dictionary,
+            content_hash: p.content_hash,
+            nonce,
+            chain: [0; 32],
+        }
+        .encode_unchained();
+        // Sealed where it will be written: no copy of a large payload on the way.
+        let at = buf.len();
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(&p.compressed);
+        let tag = w.key.encrypt_in_place(&nonce, &format::aad(&header, &w.meta.id), &mut buf[at + RECORD_HEADER_LEN..]);
+        buf.extend_from_slice(&tag);
+        *chain = format::chain(chain, &header, &buf[at + RECORD_HEADER_LEN..]);
+        header[88..120].copy_from_slice(chain);
+        buf[at..at + RECORD_HEADER_LEN].copy_from_slice(&header);
+        locations.push(Location {
+            volume: w.meta.id.clone(),
+            segment: w.segment,
+            offset: start + at as u64,
+            length: (buf.len() - at) as u32,
+        });
+        *seq += 1;
+    }
+    locations
 }

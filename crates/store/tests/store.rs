@@ -276,3 +276,58 @@ fn a_damaged_last_record_that_was_acknowledged_is_not_cut() {
     store.append(1, &[Payload::seal(b"Subject: next\r\n\r\n")]).unwrap();
     assert!(!store.verify().unwrap().problems.is_empty(), "verify names the damage");
 }
+
+#[test]
+fn evidence_is_sealed_in_the_same_append_as_its_messages_and_scanned_back_in_order() {
+    use coffer_store::RecordKind;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), |c| c.segment_max_bytes = 3_000);
+    let mut written = Vec::new();
+    for batch in 0..6 {
+        let payloads: Vec<_> = (0..4).map(|i| Payload::seal(&message(batch * 4 + i))).collect();
+        let refs: Vec<&Payload> = payloads.iter().collect();
+        let appended = store
+            .append_with_evidence(1, &refs, |at| {
+                at.iter().map(|l| Payload::evidence(format!("{}:{}", l.segment, l.offset).as_bytes())).collect()
+            })
+            .unwrap();
+        assert_eq!(appended.contents.len(), 4);
+        assert_eq!(appended.evidence.len(), 4);
+        assert_eq!(appended.next_seq, (batch as u64 + 1) * 8);
+        assert_eq!(appended.end, appended.evidence[3].offset + appended.evidence[3].length as u64);
+        written.extend(appended.contents.iter().map(|l| format!("{}:{}", l.segment, l.offset)));
+    }
+    let volume = store.volume_ids().unwrap().remove(0);
+    let mut evidence = Vec::new();
+    let mut messages = 0;
+    let problems = store
+        .scan::<coffer_store::StoreError>(
+            &volume,
+            0,
+            None,
+            |k| k == RecordKind::Evidence,
+            |r| {
+                match r.kind {
+                    RecordKind::Evidence => evidence.push(String::from_utf8(r.body.unwrap()).unwrap()),
+                    RecordKind::Message => {
+                        assert!(r.body.is_none(), "a message was opened though only evidence was asked for");
+                        messages += 1;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(messages, 24);
+    assert_eq!(evidence, written, "each evidence record names where its message went");
+
+    // From a sequence number on, and up to a bound: only those records.
+    let mut seqs = Vec::new();
+    store.scan::<coffer_store::StoreError>(&volume, 30, Some(41), |_| false, |r| Ok(seqs.push(r.seq))).unwrap();
+    assert_eq!(seqs, (30..41).collect::<Vec<u64>>());
+
+    let report = store.verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!((report.records, report.evidence, report.good.len()), (48, 24, 24));
+}
