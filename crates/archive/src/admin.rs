@@ -226,6 +226,7 @@ impl Admin<'_> {
             return Err(ArchiveError::Invalid(format!("at most {MAX_DOMAINS} domains per tenant")));
         }
         let t = self.archive.catalog.add_tenant(name, &domains).await?;
+        self.archive.record_tenants().await?;
         let info = self.tenant_info(t, Vec::new()).await?;
         let detail = format!(
             "tenant {} added (domains {}); journal address {}",
@@ -243,6 +244,7 @@ impl Admin<'_> {
         let net = parse_network(cidr)?;
         let tenant = self.archive.catalog.tenant(tenant_id).await?.ok_or(ArchiveError::NotFound)?;
         self.archive.catalog.allow_network(tenant.id, &net).await?;
+        self.archive.record_tenants().await?;
         self.audit(actor, "configuration", &format!("tenant {}: journal reports accepted from {net}", tenant.name))
             .await?;
         Ok(net)

@@ -232,6 +232,7 @@ fn submission(options: &ImportOptions, raw: Vec<u8>, discovered: &str) -> Submis
         envelope_from: None,
         placement: (!mailbox.is_empty() || !folder.is_empty()).then_some((mailbox, folder)),
         journal: options.journal,
+        origin: crate::ingest::Origin::default(),
     }
 }
 

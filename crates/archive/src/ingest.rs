@@ -9,12 +9,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use coffer_catalog::{Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient, RecordRef};
+use coffer_catalog::{Catalog, CommitOutcome, EvidenceMark, NewMessage, NewPlacement, NewRecipient};
 use coffer_mail::{Flags, journal};
 use coffer_store::{Compressor, Payload, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::ArchiveError;
+pub use crate::evidence::Origin;
+use crate::evidence::{ArrivalEvidence, Evidence, RecordAt};
 use crate::parsed::ParsedCache;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +52,9 @@ pub struct Submission {
     pub placement: Option<(String, String)>,
     /// Unwrap Exchange journal reports: only where the input is known to come from journaling.
     pub journal: bool,
+    /// What the source saw of the message's way in (SMTP peer and TLS, the source's item id):
+    /// kept in the arrival's evidence.
+    pub origin: Origin,
 }
 
 /// A submission after the CPU work, ready for the committer.
@@ -58,6 +63,7 @@ pub struct Prepared {
     pub message: NewMessage,
     pub payload: Payload,
     pub source: Source,
+    pub origin: Origin,
     /// The parse of the original, handed to the indexer through the [`ParsedCache`].
     pub document: Arc<coffer_mail::ArchivedDocument>,
 }
@@ -169,12 +175,41 @@ pub fn prepare(sub: Submission, max_message_bytes: u64, compressor: &Compressor)
             })
             .collect(),
     };
-    Ok(Prepared { message, payload, source: sub.source, document: Arc::new(doc) })
+    Ok(Prepared { message, payload, source: sub.source, origin: sub.origin, document: Arc::new(doc) })
 }
 
-struct Job {
-    prepared: Prepared,
-    reply: oneshot::Sender<Result<Receipt, ArchiveError>>,
+enum Job {
+    Arrival {
+        prepared: Prepared,
+        reply: oneshot::Sender<Result<Receipt, ArchiveError>>,
+    },
+    /// A later fact about an archived message (a placement removed), answered with whether it
+    /// changed anything.
+    Event {
+        evidence: Evidence,
+        reply: oneshot::Sender<Result<bool, ArchiveError>>,
+    },
+    /// Record the tenants whose state has no evidence yet.
+    RecordTenants {
+        reply: oneshot::Sender<Result<usize, ArchiveError>>,
+    },
+}
+
+impl Job {
+    fn size(&self) -> usize {
+        match self {
+            Job::Arrival { prepared, .. } => prepared.message.size as usize,
+            _ => 0,
+        }
+    }
+
+    fn fail(self, e: &ArchiveError) {
+        match self {
+            Job::Arrival { reply, .. } => drop(reply.send(Err(e.clone_transient()))),
+            Job::Event { reply, .. } => drop(reply.send(Err(e.clone_transient()))),
+            Job::RecordTenants { reply } => drop(reply.send(Err(e.clone_transient()))),
+        }
+    }
 }
 
 /// Handle to the committer task. Cheap to clone; every source holds one.
@@ -259,7 +294,36 @@ impl Pipeline {
     /// Commits an already prepared submission; returns once it is durable.
     pub async fn commit(&self, prepared: Prepared) -> Result<Receipt, ArchiveError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { prepared, reply }).await.map_err(|_| ArchiveError::ShuttingDown)?;
+        self.jobs.send(Job::Arrival { prepared, reply }).await.map_err(|_| ArchiveError::ShuttingDown)?;
+        answer.await.map_err(|_| ArchiveError::ShuttingDown)?
+    }
+
+    /// Takes a message out of one folder (a folder sync saw it moved or deleted there), recorded
+    /// as evidence first; the message stays archived. False when it was not in that folder.
+    pub async fn remove_placement(
+        &self,
+        tenant: i64,
+        message: i64,
+        mailbox: &str,
+        folder: &str,
+    ) -> Result<bool, ArchiveError> {
+        let evidence = Evidence::PlacementRemoved {
+            message,
+            tenant,
+            mailbox: mailbox.to_owned(),
+            folder: folder.to_owned(),
+            at: crate::now(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Event { evidence, reply }).await.map_err(|_| ArchiveError::ShuttingDown)?;
+        answer.await.map_err(|_| ArchiveError::ShuttingDown)?
+    }
+
+    /// Records every tenant whose state (journal token, domains, networks) has no evidence yet;
+    /// returns once that is durable.
+    pub async fn record_tenants(&self) -> Result<usize, ArchiveError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::RecordTenants { reply }).await.map_err(|_| ArchiveError::ShuttingDown)?;
         answer.await.map_err(|_| ArchiveError::ShuttingDown)?
     }
 
@@ -273,6 +337,9 @@ impl Pipeline {
     }
 }
 
+/// How often an idle committer looks for tenants changed by another process (a CLI command).
+const TENANT_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn committer(
     mut rx: mpsc::Receiver<Job>,
     store: Arc<Store>,
@@ -280,91 +347,228 @@ async fn committer(
     indexed: Arc<Notify>,
     parsed: ParsedCache,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut bytes = first.prepared.message.size as usize;
+    let mut state = Committer { store, catalog, next_id: None, needs_replay: true };
+    loop {
+        let first = match tokio::time::timeout(TENANT_CHECK, rx.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(_) => Job::RecordTenants { reply: oneshot::channel().0 },
+        };
+        if let Job::RecordTenants { reply } = first {
+            let _ = reply.send(state.record_tenants().await);
+            continue;
+        }
+        let mut bytes = first.size();
         let mut jobs = vec![first];
         while jobs.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
             match rx.try_recv() {
+                Ok(Job::RecordTenants { reply }) => {
+                    let _ = reply.send(state.record_tenants().await);
+                }
                 Ok(job) => {
-                    bytes += job.prepared.message.size as usize;
+                    bytes += job.size();
                     jobs.push(job);
                 }
                 Err(_) => break,
             }
         }
-        let result = commit_batch(&store, &catalog, &jobs).await;
-        match result {
-            Ok(receipts) => {
-                for (job, receipt) in jobs.iter().zip(&receipts) {
-                    if !receipt.duplicate {
-                        parsed.put(receipt.id, job.prepared.document.clone());
+        match state.commit_batch(&jobs).await {
+            Ok(answers) => {
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    match (job, answer) {
+                        (Job::Arrival { prepared, reply }, Answer::Receipt(receipt)) => {
+                            if !receipt.duplicate {
+                                parsed.put(receipt.id, prepared.document.clone());
+                            }
+                            let _ = reply.send(Ok(receipt));
+                        }
+                        (Job::Event { reply, .. }, Answer::Changed(changed)) => {
+                            let _ = reply.send(Ok(changed));
+                        }
+                        _ => unreachable!("one answer per job, in order"),
                     }
-                }
-                for (job, receipt) in jobs.into_iter().zip(receipts) {
-                    let _ = job.reply.send(Ok(receipt));
                 }
                 indexed.notify_one();
             }
             Err(e) => {
-                tracing::error!(error = %e, messages = jobs.len(), "group commit failed; senders are told to retry");
+                tracing::error!(error = %e, jobs = jobs.len(), "group commit failed; senders are told to retry");
                 for job in jobs {
-                    let _ = job.reply.send(Err(e.clone_transient()));
+                    job.fail(&e);
                 }
             }
         }
     }
 }
 
-async fn commit_batch(store: &Arc<Store>, catalog: &Catalog, jobs: &[Job]) -> Result<Vec<Receipt>, ArchiveError> {
-    // Which contents are new: not in the catalog, and the first of their kind in this batch.
-    let mut by_tenant: HashMap<i64, Vec<String>> = HashMap::new();
-    for job in jobs {
-        let m = &job.prepared.message;
-        by_tenant.entry(m.tenant_id).or_default().push(m.sha256.clone());
-    }
-    let mut known: HashMap<(i64, String), ()> = HashMap::new();
-    for (tenant, hashes) in &by_tenant {
-        for hash in catalog.existing(*tenant, hashes).await?.into_keys() {
-            known.insert((*tenant, hash), ());
-        }
-    }
-    let mut to_store: HashMap<i64, Vec<usize>> = HashMap::new();
-    for (i, job) in jobs.iter().enumerate() {
-        let m = &job.prepared.message;
-        let key = (m.tenant_id, m.sha256.clone());
-        if known.insert(key, ()).is_none() {
-            to_store.entry(m.tenant_id).or_default().push(i);
-        }
-    }
-    // One fsync per tenant's volume for the whole batch.
-    let mut records: Vec<Option<RecordRef>> = vec![None; jobs.len()];
-    for (tenant, indexes) in to_store {
-        let payloads: Vec<Payload> = indexes.iter().map(|&i| jobs[i].prepared.payload.clone()).collect();
-        let store = store.clone();
-        let locations = tokio::task::spawn_blocking(move || store.append(tenant as u64, &payloads))
-            .await
-            .map_err(|e| ArchiveError::Internal(e.to_string()))??;
-        for (i, loc) in indexes.into_iter().zip(locations) {
-            records[i] = Some(RecordRef {
-                volume: loc.volume,
-                segment: loc.segment as i64,
-                offset: loc.offset as i64,
-                length: loc.length as i64,
-            });
-        }
-    }
-    let batch: Vec<(NewMessage, Option<RecordRef>)> =
-        jobs.iter().zip(records).map(|(j, r)| (j.prepared.message.clone(), r)).collect();
-    let outcomes = catalog.commit(&batch).await?;
+enum Answer {
+    Receipt(Receipt),
+    Changed(bool),
+}
 
-    let receipts = jobs
-        .iter()
-        .zip(outcomes)
-        .map(|(job, outcome)| {
-            let m = &job.prepared.message;
-            let duplicate = matches!(outcome, CommitOutcome::Duplicate { .. });
-            Receipt { id: outcome.id(), sha256: m.sha256.clone(), duplicate, flags: Flags(m.flags as u32) }
-        })
-        .collect();
-    Ok(receipts)
+struct Committer {
+    store: Arc<Store>,
+    catalog: Catalog,
+    /// The next message id to give: numbered here, before the evidence naming it is written.
+    next_id: Option<i64>,
+    /// A batch's evidence may be durable while its catalog commit failed: before the next batch,
+    /// the catalog catches up with the volumes (the marks only ever move over applied evidence).
+    needs_replay: bool,
+}
+
+impl Committer {
+    async fn catch_up(&mut self) -> Result<(), ArchiveError> {
+        if self.needs_replay {
+            crate::evidence::replay(&self.store, &self.catalog).await?;
+            self.needs_replay = false;
+            let max = self.catalog.max_message_id().await?;
+            self.next_id = Some(self.next_id.unwrap_or(0).max(max + 1));
+        }
+        Ok(())
+    }
+
+    async fn record_tenants(&mut self) -> Result<usize, ArchiveError> {
+        self.catch_up().await?;
+        crate::evidence::record_tenants(&self.store, &self.catalog).await.inspect_err(|_| self.needs_replay = true)
+    }
+
+    async fn commit_batch(&mut self, jobs: &[Job]) -> Result<Vec<Answer>, ArchiveError> {
+        self.catch_up().await?;
+        let result = self.write_and_apply(jobs).await;
+        if result.is_err() {
+            self.needs_replay = true;
+        }
+        result
+    }
+
+    async fn write_and_apply(&mut self, jobs: &[Job]) -> Result<Vec<Answer>, ArchiveError> {
+        let catalog = &self.catalog;
+        // Which contents are new: not in the catalog, and the first of their kind in this batch.
+        let mut by_tenant: HashMap<i64, Vec<String>> = HashMap::new();
+        for job in jobs {
+            if let Job::Arrival { prepared, .. } = job {
+                let m = &prepared.message;
+                by_tenant.entry(m.tenant_id).or_default().push(m.sha256.clone());
+            }
+        }
+        let mut known: HashMap<(i64, String), i64> = HashMap::new();
+        for (tenant, hashes) in &by_tenant {
+            for (hash, id) in catalog.existing(*tenant, hashes).await? {
+                known.insert((*tenant, hash), id);
+            }
+        }
+        // Each job's evidence, grouped by the tenant whose volume takes it; a new message's
+        // content goes first in the same append.
+        struct Group {
+            contents: Vec<usize>,
+            evidence: Vec<(usize, Evidence)>,
+        }
+        let mut groups: HashMap<i64, Group> = HashMap::new();
+        let mut next_id = self.next_id.expect("caught up");
+        let mut answers: Vec<Option<Answer>> = (0..jobs.len()).map(|_| None).collect();
+        for (i, job) in jobs.iter().enumerate() {
+            match job {
+                Job::Arrival { prepared, .. } => {
+                    let m = &prepared.message;
+                    let group = groups
+                        .entry(m.tenant_id)
+                        .or_insert_with(|| Group { contents: Vec::new(), evidence: Vec::new() });
+                    let id = match known.get(&(m.tenant_id, m.sha256.clone())) {
+                        Some(&id) => id,
+                        None => {
+                            let id = next_id;
+                            next_id += 1;
+                            known.insert((m.tenant_id, m.sha256.clone()), id);
+                            group.contents.push(i);
+                            id
+                        }
+                    };
+                    group.evidence.push((i, Evidence::Arrival(ArrivalEvidence::new(id, m, &prepared.origin))));
+                }
+                Job::Event { evidence, .. } => {
+                    let changed = match evidence {
+                        Evidence::PlacementRemoved { message, mailbox, folder, .. } => {
+                            catalog.has_placement(*message, mailbox, folder).await?
+                        }
+                        _ => true,
+                    };
+                    if changed {
+                        let group = groups
+                            .entry(evidence.owner())
+                            .or_insert_with(|| Group { contents: Vec::new(), evidence: Vec::new() });
+                        group.evidence.push((i, evidence.clone()));
+                    }
+                    answers[i] = Some(Answer::Changed(changed));
+                }
+                Job::RecordTenants { .. } => unreachable!("answered apart"),
+            }
+        }
+        // Ids are never given twice, even when this batch fails.
+        self.next_id = Some(next_id);
+
+        // One fsync per tenant's volume for the whole batch: originals and their evidence.
+        let mut facts = Vec::new();
+        let mut marks = Vec::new();
+        let mut order = Vec::new();
+        for (tenant, group) in groups {
+            let store = self.store.clone();
+            let payloads: Vec<Payload> = group.contents.iter().map(|&i| arrival(&jobs[i]).payload.clone()).collect();
+            let content_of: Vec<usize> = group.contents.clone();
+            let (evidence, appended) = blocking(move || {
+                let refs: Vec<&Payload> = payloads.iter().collect();
+                let mut evidence = group.evidence;
+                let appended = store.append_with_evidence(tenant as u64, &refs, |at| {
+                    let where_: HashMap<usize, &coffer_store::Location> = content_of.iter().copied().zip(at).collect();
+                    for (i, e) in &mut evidence {
+                        if let (Evidence::Arrival(a), Some(loc)) = (e, where_.get(i)) {
+                            a.record = Some(RecordAt {
+                                volume: loc.volume.clone(),
+                                segment: loc.segment,
+                                offset: loc.offset,
+                                length: loc.length,
+                            });
+                        }
+                    }
+                    evidence.iter().map(|(_, e)| e.payload()).collect()
+                });
+                appended.map(|a| (evidence, a))
+            })
+            .await??;
+            marks.push(EvidenceMark {
+                volume: appended.volume,
+                applied: appended.next_seq,
+                segment: appended.segment,
+                end: appended.end,
+            });
+            for (i, e) in evidence {
+                facts.push(e.fact());
+                order.push(i);
+            }
+        }
+        let outcomes = catalog.apply(&facts, &marks).await?;
+        let mut outcomes = outcomes.into_iter();
+        for (fact, i) in facts.iter().zip(order) {
+            if let coffer_catalog::Fact::Arrival(_) = fact {
+                let outcome = outcomes.next().expect("one outcome per arrival");
+                let m = &arrival(&jobs[i]).message;
+                answers[i] = Some(Answer::Receipt(Receipt {
+                    id: outcome.id(),
+                    sha256: m.sha256.clone(),
+                    duplicate: matches!(outcome, CommitOutcome::Duplicate { .. }),
+                    flags: Flags(m.flags as u32),
+                }));
+            }
+        }
+        Ok(answers.into_iter().map(|a| a.expect("every job answered")).collect())
+    }
+}
+
+fn arrival(job: &Job) -> &Prepared {
+    match job {
+        Job::Arrival { prepared, .. } => prepared,
+        _ => unreachable!("contents come from arrivals"),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ArchiveError> {
+    crate::evidence::blocking(f).await
 }

@@ -146,6 +146,8 @@ pub struct Archive {
     indexed: Arc<Notify>,
     parsed: crate::parsed::ParsedCache,
     master: MasterKey,
+    /// The one committer of this process (message ids are given there).
+    pipeline: std::sync::OnceLock<Pipeline>,
 }
 
 impl Archive {
@@ -181,12 +183,20 @@ impl Archive {
         } else {
             Store::open_read_only(store_config, master.clone())?
         };
+        let store = Arc::new(store);
+        if writable {
+            // The catalog is derived from the volumes: what a crash left unapplied is applied
+            // now, and tenants not yet recorded (new, changed, or older) are recorded.
+            crate::evidence::replay(&store, &catalog).await?;
+            crate::evidence::record_tenants(&store, &catalog).await?;
+        }
         let index = open_index(&data.join("index"), &catalog, writable).await?;
         Ok(Archive {
             config,
             catalog,
-            store: Arc::new(store),
+            store,
             index: Arc::new(index),
+            pipeline: Default::default(),
             indexed: Arc::new(Notify::new()),
             parsed: Default::default(),
             master,
@@ -203,16 +213,31 @@ impl Archive {
         crate::certs::CertStore::new(self.config.data_dir.join("certs"), self.master.clone())
     }
 
-    /// Starts the group committer. Only on a writable archive.
+    /// The group committer, started on first use. Only on a writable archive.
     pub fn pipeline(&self) -> Pipeline {
-        Pipeline::start(
-            self.store.clone(),
-            self.catalog.clone(),
-            self.indexed.clone(),
-            self.parsed.clone(),
-            self.config.max_message_bytes,
-            self.config.ingest_memory_bytes,
-        )
+        self.pipeline
+            .get_or_init(|| {
+                Pipeline::start(
+                    self.store.clone(),
+                    self.catalog.clone(),
+                    self.indexed.clone(),
+                    self.parsed.clone(),
+                    self.config.max_message_bytes,
+                    self.config.ingest_memory_bytes,
+                )
+            })
+            .clone()
+    }
+
+    /// Records tenant changes as evidence now when this process writes (otherwise the writing
+    /// process records them within seconds, or at its next start).
+    pub(crate) async fn record_tenants(&self) -> Result<(), ArchiveError> {
+        if let Some(p) = self.pipeline.get() {
+            p.record_tenants().await?;
+        } else if self.store.is_writable() {
+            crate::evidence::record_tenants(&self.store, &self.catalog).await?;
+        }
+        Ok(())
     }
 
     pub fn indexer(&self) -> Indexer {
@@ -498,7 +523,7 @@ impl Archive {
 }
 
 /// The setting that holds the archive's id in the catalog; the volumes hold it in `ARCHIVE`.
-const ARCHIVE_ID: &str = "archive_id";
+pub(crate) const ARCHIVE_ID: &str = "archive_id";
 
 /// Refuses a catalog that does not belong with the volumes: a new (or emptied) catalog beside
 /// volumes that hold mail — a lost catalog; starting on it would give every tenant a new journal
@@ -508,7 +533,8 @@ async fn belong_together(catalog: &Catalog, volumes: &Path, writable: bool, url:
     let in_catalog = catalog.setting(ARCHIVE_ID).await?;
     let in_volumes = Store::archive_id(volumes)?;
     let restore = "Nothing was written. Restore the catalog from your latest backup (README: The master key and \
-                   backups), or point database_url at the archive's database";
+                   backups), or rebuild it from the volumes with `coffer catalog rebuild`, or point database_url at \
+                   the archive's database";
     let lost = || {
         ArchiveError::CatalogMismatch(format!(
             "the catalog ({}) is new or empty, but {} holds archived mail: Coffer does not start on a new catalog \

@@ -118,8 +118,8 @@ impl SourceControl for NoSources {
     }
 }
 
-/// What sources keep in the catalog: cursors (how far a folder was read), source item ids (which
-/// message a Graph id became), placements removed by folder sync, listener figures, and the
+/// What sources keep in the catalog: cursors (how far a folder was read), which message a source
+/// item became (recorded by the pipeline from each arrival's evidence), listener figures, and the
 /// journal addresses SMTP accepts. `archive.source_state()`.
 #[derive(Clone)]
 pub struct SourceState {
@@ -143,15 +143,6 @@ impl SourceState {
 
     pub async fn item(&self, connection: &str, item: &str) -> Result<Option<i64>, ArchiveError> {
         Ok(self.catalog.source_item(connection, item).await?)
-    }
-
-    pub async fn set_item(&self, connection: &str, item: &str, message: i64) -> Result<(), ArchiveError> {
-        Ok(self.catalog.set_source_item(connection, item, message).await?)
-    }
-
-    /// Takes a message out of a folder (the source removed it there); the message stays.
-    pub async fn remove_placement(&self, message: i64, mailbox: &str, folder: &str) -> Result<bool, ArchiveError> {
-        Ok(self.catalog.remove_placement(message, mailbox, folder).await?)
     }
 
     pub async fn add_listener_figure(

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "accounts", include_str!("../migrations/0006_accounts.sql")),
     (7, "source_items", include_str!("../migrations/0007_source_items.sql")),
     (8, "index_queue_leases", include_str!("../migrations/0008_index_queue_leases.sql")),
+    (9, "evidence_marks", include_str!("../migrations/0009_evidence_marks.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ pub struct RecordRef {
     pub length: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewRecipient {
     /// to | cc | bcc | envelope
     pub kind: String,
@@ -25,7 +25,7 @@ pub struct NewRecipient {
     pub via: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewPlacement {
     pub mailbox: String,
     pub folder: String,
@@ -51,6 +51,45 @@ pub struct NewMessage {
     pub archived_at: i64,
     pub recipients: Vec<NewRecipient>,
     pub placements: Vec<NewPlacement>,
+}
+
+/// A message's arrival as its evidence record tells it.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// Given by the committer before the evidence is written, so a rebuild gives the same ids.
+    pub id: i64,
+    pub message: NewMessage,
+    /// The record of a new message; None for bytes the tenant had already.
+    pub record: Option<RecordRef>,
+    /// The source's own id for the item (connection, item): a Graph id, an IMAP UID.
+    pub source_item: Option<(String, String)>,
+}
+
+/// A fact the catalog is derived from, in the order the volumes hold them.
+#[derive(Debug, Clone)]
+pub enum Fact {
+    Arrival(Arrival),
+    /// A folder sync took the message out of one folder; the message stays archived.
+    PlacementRemoved {
+        message: i64,
+        mailbox: String,
+        folder: String,
+    },
+    /// A tenant's state as recorded: journal token, domains, the sending networks it accepts.
+    Tenant {
+        tenant: crate::Tenant,
+        networks: Vec<String>,
+    },
+}
+
+/// Evidence of `volume` is applied below sequence number `applied`; those records end at
+/// `segment`, `end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceMark {
+    pub volume: String,
+    pub applied: u64,
+    pub segment: u32,
+    pub end: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +144,14 @@ pub struct PlacementRow {
     pub source: String,
 }
 
+/// A message row with its recipients and placements (sorted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullMessage {
+    pub row: MessageRow,
+    pub recipients: Vec<RecipientRow>,
+    pub placements: Vec<PlacementRow>,
+}
+
 /// A message's record location, for cross-checking the catalog against the store.
 #[derive(Debug, Clone)]
 pub struct StoredLocation {
@@ -114,11 +161,11 @@ pub struct StoredLocation {
     pub record: RecordRef,
 }
 
-/// A message row's columns as written, in the order of `NewMessage`'s binds; read back with `id`
-/// first (`MESSAGE_COLUMNS`, decoded by `message_row`). One list, so reads and writes agree.
-macro_rules! written_columns {
+/// A message row's columns, in the order `arrivals` binds them and `message_row` decodes them.
+/// One list, so reads and writes agree.
+macro_rules! message_columns {
     () => {
-        "tenant_id, sha256, volume, segment, record_offset, record_length, size, message_id, \
+        "id, tenant_id, sha256, volume, segment, record_offset, record_length, size, message_id, \
          date, from_addr, from_name, sender, on_behalf_of, subject, has_attachment, flags, source, archived_at"
     };
 }
@@ -130,8 +177,7 @@ pub struct FolderRow {
     pub messages: i64,
 }
 
-const WRITTEN_COLUMNS: &str = written_columns!();
-const MESSAGE_COLUMNS: &str = concat!("id, ", written_columns!());
+const MESSAGE_COLUMNS: &str = message_columns!();
 
 impl Catalog {
     /// Which of these content hashes the tenant has archived already, and as which message.
@@ -154,25 +200,69 @@ impl Catalog {
         Ok(found)
     }
 
-    /// Records a batch in one transaction: each message with the record it was stored in, or with
-    /// `None` for bytes the tenant has already (recipients and placements are merged into it).
-    /// Rows go in as multi-row statements: a batch costs a handful of statements, not a few per
-    /// message.
-    pub async fn commit(&self, batch: &[(NewMessage, Option<RecordRef>)]) -> Result<Vec<CommitOutcome>> {
+    /// Applies facts read from (or just written to) the volumes' evidence records in one
+    /// transaction, with the marks saying how far each volume's evidence is now applied. An
+    /// arrival carries its message id: a new message with its record, or a known one (`record:
+    /// None`) whose recipients and placements are merged. Applying a fact twice changes nothing,
+    /// so a replay may overlap what was applied. Rows go in as multi-row statements: a batch costs
+    /// a handful of statements, not a few per message. Returns one outcome per arrival, in order.
+    pub async fn apply(&self, facts: &[Fact], marks: &[EvidenceMark]) -> Result<Vec<CommitOutcome>> {
         let mut tx = self.write().await?;
-        let mut ids: Vec<Option<i64>> = vec![None; batch.len()];
-        let mut stored = vec![false; batch.len()];
+        let mut outcomes = Vec::new();
+        let mut run: Vec<&Arrival> = Vec::new();
+        for fact in facts {
+            match fact {
+                Fact::Arrival(a) => run.push(a),
+                other => {
+                    outcomes.extend(self.arrivals(&mut tx, &run).await?);
+                    run.clear();
+                    match other {
+                        Fact::PlacementRemoved { message, mailbox, folder } => {
+                            crate::sources::remove_placement(&mut tx, *message, mailbox, folder).await?;
+                        }
+                        Fact::Tenant { tenant, networks } => self.apply_tenant(&mut tx, tenant, networks).await?,
+                        Fact::Arrival(_) => unreachable!(),
+                    }
+                }
+            }
+        }
+        outcomes.extend(self.arrivals(&mut tx, &run).await?);
+        for m in marks {
+            sqlx::query(
+                "INSERT INTO evidence_marks (volume, applied, segment, end_offset) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (volume) DO UPDATE SET applied = excluded.applied, segment = excluded.segment, \
+                 end_offset = excluded.end_offset WHERE excluded.applied > evidence_marks.applied",
+            )
+            .bind(&m.volume)
+            .bind(m.applied as i64)
+            .bind(m.segment as i64)
+            .bind(m.end as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
 
-        let new: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].1.is_some()).collect();
+    async fn arrivals(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        batch: &[&Arrival],
+    ) -> Result<Vec<CommitOutcome>> {
+        let mut stored = vec![false; batch.len()];
+        let new: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].record.is_some()).collect();
         for chunk in new.chunks(50) {
-            let mut sql = format!("INSERT INTO messages ({WRITTEN_COLUMNS}) VALUES ");
-            sql.push_str(&rows_of(chunk.len(), WRITTEN_COLUMNS.split(',').count()));
-            sql.push_str(" ON CONFLICT (tenant_id, sha256) DO NOTHING RETURNING id, tenant_id, sha256");
+            let mut sql = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ");
+            sql.push_str(&rows_of(chunk.len(), MESSAGE_COLUMNS.split(',').count()));
+            // Any conflict (the id, or the tenant's hash) means it is there already.
+            sql.push_str(" ON CONFLICT DO NOTHING RETURNING id");
             let sql = self.positional(sql);
             let mut query = sqlx::query(&sql);
             for &i in chunk {
-                let (m, r) = (&batch[i].0, batch[i].1.as_ref().unwrap());
+                let (a, r) = (batch[i], batch[i].record.as_ref().unwrap());
+                let m = &a.message;
                 query = query
+                    .bind(a.id)
                     .bind(m.tenant_id)
                     .bind(&m.sha256)
                     .bind(&r.volume)
@@ -192,58 +282,21 @@ impl Catalog {
                     .bind(&m.source)
                     .bind(m.archived_at);
             }
-            let mut inserted: HashMap<(i64, String), i64> = HashMap::new();
-            for row in query.fetch_all(&mut *tx).await? {
-                inserted.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
-            }
+            let inserted: std::collections::HashSet<i64> = query
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<std::result::Result<_, _>>()?;
             for &i in chunk {
-                let m = &batch[i].0;
-                if let Some(&id) = inserted.get(&(m.tenant_id, m.sha256.clone())) {
-                    ids[i] = Some(id);
-                    stored[i] = true;
-                }
+                stored[i] = inserted.contains(&batch[i].id);
             }
-        }
-
-        // Known bytes (and any lost race for new ones): the existing message.
-        let mut missing: HashMap<i64, Vec<String>> = HashMap::new();
-        for (i, (m, _)) in batch.iter().enumerate() {
-            if ids[i].is_none() {
-                missing.entry(m.tenant_id).or_default().push(m.sha256.clone());
-            }
-        }
-        let mut existing: HashMap<(i64, String), i64> = HashMap::new();
-        for (tenant, hashes) in missing {
-            for chunk in hashes.chunks(500) {
-                let sql = format!(
-                    "SELECT sha256, id FROM messages WHERE tenant_id = $1 AND sha256 IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let sql = self.positional(sql);
-                let mut query = sqlx::query(&sql).bind(tenant);
-                for h in chunk {
-                    query = query.bind(h.clone());
-                }
-                for row in query.fetch_all(&mut *tx).await? {
-                    existing.insert((tenant, row.try_get(0)?), row.try_get(1)?);
-                }
-            }
-        }
-        let mut id_of = Vec::with_capacity(batch.len());
-        for (i, (m, _)) in batch.iter().enumerate() {
-            let id = match ids[i] {
-                Some(id) => id,
-                None => *existing.get(&(m.tenant_id, m.sha256.clone())).ok_or_else(|| {
-                    crate::CatalogError::Invalid(format!("message {} vanished during commit", m.sha256))
-                })?,
-            };
-            id_of.push(id);
         }
 
         // Recipients and placements; RETURNING names the messages that gained a row.
         let mut gained: std::collections::HashSet<i64> = std::collections::HashSet::new();
         let recipients: Vec<(i64, &NewRecipient)> =
-            batch.iter().zip(&id_of).flat_map(|((m, _), &id)| m.recipients.iter().map(move |r| (id, r))).collect();
+            batch.iter().flat_map(|a| a.message.recipients.iter().map(move |r| (a.id, r))).collect();
         for chunk in recipients.chunks(200) {
             let sql = format!(
                 "INSERT INTO recipients (message, kind, address, name, via) VALUES {} ON CONFLICT DO NOTHING RETURNING message",
@@ -254,12 +307,12 @@ impl Catalog {
             for (id, r) in chunk {
                 query = query.bind(*id).bind(&r.kind).bind(&r.address).bind(r.name.clone()).bind(&r.via);
             }
-            for row in query.fetch_all(&mut *tx).await? {
+            for row in query.fetch_all(&mut **tx).await? {
                 gained.insert(row.try_get(0)?);
             }
         }
         let placements: Vec<(i64, &NewPlacement)> =
-            batch.iter().zip(&id_of).flat_map(|((m, _), &id)| m.placements.iter().map(move |p| (id, p))).collect();
+            batch.iter().flat_map(|a| a.message.placements.iter().map(move |p| (a.id, p))).collect();
         for chunk in placements.chunks(200) {
             let sql = format!(
                 "INSERT INTO placements (message, mailbox, folder, source) VALUES {} ON CONFLICT DO NOTHING RETURNING message",
@@ -270,35 +323,42 @@ impl Catalog {
             for (id, p) in chunk {
                 query = query.bind(*id).bind(&p.mailbox).bind(&p.folder).bind(&p.source);
             }
-            for row in query.fetch_all(&mut *tx).await? {
+            for row in query.fetch_all(&mut **tx).await? {
                 gained.insert(row.try_get(0)?);
             }
         }
+        for a in batch {
+            if let Some((connection, item)) = &a.source_item {
+                crate::sources::set_source_item(&mut **tx, connection, item, a.id).await?;
+            }
+        }
 
-        let outcomes: Vec<CommitOutcome> = id_of
+        let outcomes: Vec<CommitOutcome> = batch
             .iter()
             .zip(&stored)
-            .map(|(&id, &new)| {
+            .map(|(a, &new)| {
                 if new {
-                    CommitOutcome::Stored { id }
+                    CommitOutcome::Stored { id: a.id }
                 } else {
-                    CommitOutcome::Duplicate { id, merged: gained.contains(&id) }
+                    CommitOutcome::Duplicate { id: a.id, merged: gained.contains(&a.id) }
                 }
             })
             .collect();
-        // The batch's traffic figures, in the same transaction: they agree with what was stored.
-        let mut traffic: HashMap<(i64, &str), (i64, i64, i64)> = HashMap::new();
-        for ((m, _), outcome) in batch.iter().zip(&outcomes) {
-            let t = traffic.entry((m.tenant_id, m.source.as_str())).or_default();
+        // The batch's traffic figures, in the same transaction: they agree with what was stored,
+        // and a rebuild counts them again into the same hours.
+        let mut traffic: HashMap<(i64, i64, &str), (i64, i64, i64)> = HashMap::new();
+        for (a, outcome) in batch.iter().zip(&outcomes) {
+            let m = &a.message;
+            let hour = m.archived_at - m.archived_at.rem_euclid(crate::traffic::BUCKET_SECONDS);
+            let t = traffic.entry((hour, m.tenant_id, m.source.as_str())).or_default();
             t.0 += 1;
             t.1 += m.size;
             t.2 += matches!(outcome, CommitOutcome::Duplicate { .. }) as i64;
         }
-        let now = crate::now();
-        for ((tenant, source), (messages, bytes, duplicates)) in traffic {
+        for ((hour, tenant, source), (messages, bytes, duplicates)) in traffic {
             crate::traffic::add(
-                &mut tx,
-                now,
+                &mut **tx,
+                hour,
                 tenant,
                 source,
                 &crate::TrafficDelta { messages, bytes, duplicates, ..Default::default() },
@@ -319,10 +379,62 @@ impl Catalog {
             for id in chunk {
                 query = query.bind(*id);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
-        tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// Messages with ids above `after`, at most `limit`, in id order, each with its recipients
+    /// and placements: for dumps and for comparing the catalog with the evidence.
+    pub async fn messages_in_full(&self, after: i64, limit: i64) -> Result<Vec<FullMessage>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $1 ORDER BY id LIMIT $2");
+        let rows = sqlx::query(&sql).bind(after).bind(limit).fetch_all(&self.pool).await?;
+        let messages: Vec<MessageRow> = rows.iter().map(message_row).collect::<Result<_>>()?;
+        let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+        let (mut recipients, mut placements) = (self.recipients(&ids).await?, self.placements(&ids).await?);
+        Ok(messages
+            .into_iter()
+            .map(|m| FullMessage {
+                recipients: recipients.remove(&m.id).unwrap_or_default(),
+                placements: placements.remove(&m.id).unwrap_or_default(),
+                row: m,
+            })
+            .collect())
+    }
+
+    /// True when the message sits in that folder.
+    pub async fn has_placement(&self, message: i64, mailbox: &str, folder: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM placements WHERE message = $1 AND mailbox = $2 AND folder = $3")
+            .bind(message)
+            .bind(mailbox)
+            .bind(folder)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// The highest message id given so far (0 for none): the committer numbers new messages
+    /// after it, before their evidence is written.
+    pub async fn max_message_id(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM messages").fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
+    /// How far each volume's evidence is applied.
+    pub async fn evidence_marks(&self) -> Result<HashMap<String, EvidenceMark>> {
+        let rows = sqlx::query("SELECT volume, applied, segment, end_offset FROM evidence_marks")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let m = EvidenceMark {
+                volume: r.try_get(0)?,
+                applied: r.try_get::<i64, _>(1)? as u64,
+                segment: r.try_get::<i64, _>(2)? as u32,
+                end: r.try_get::<i64, _>(3)? as u64,
+            };
+            out.insert(m.volume.clone(), m);
+        }
+        Ok(out)
     }
 
     /// One message, only if it belongs to `tenant_id`.
@@ -346,7 +458,7 @@ impl Catalog {
 
     pub async fn recipients(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<RecipientRow>>> {
         let rows = self
-            .rows_for(ids, "SELECT message, kind, address, name, via FROM recipients WHERE message IN ({}) ORDER BY message, kind, address")
+            .rows_for(ids, "SELECT message, kind, address, name, via FROM recipients WHERE message IN ({}) ORDER BY message, kind, address, via")
             .await?;
         let mut out: HashMap<i64, Vec<RecipientRow>> = HashMap::new();
         for row in rows {
@@ -418,7 +530,13 @@ impl Catalog {
     /// recovery never cuts below it.
     pub async fn acknowledged_ends(&self, volumes: &[String]) -> Result<HashMap<(String, u32), u64>> {
         let mut out = HashMap::new();
+        let marks = self.evidence_marks().await?;
         for volume in volumes {
+            if let Some(m) = marks.get(volume) {
+                out.insert((volume.clone(), m.segment), m.end);
+                continue;
+            }
+            // A volume from before evidence records: where its catalogued records end.
             let rows = sqlx::query(
                 "SELECT segment, MAX(record_offset + record_length) FROM messages WHERE volume = $1 GROUP BY segment",
             )

@@ -32,19 +32,57 @@ impl Catalog {
     }
 }
 
-impl Catalog {
-    /// Remembers which message a source's item became (idempotent).
-    pub async fn set_source_item(&self, connection: &str, item: &str, message: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO source_items (connection, item, message) VALUES ($1, $2, $3) \
-             ON CONFLICT (connection, item) DO UPDATE SET message = excluded.message",
-        )
-        .bind(connection)
-        .bind(item)
+/// Remembers which message a source's item became (idempotent).
+pub(crate) async fn set_source_item(
+    conn: &mut sqlx::AnyConnection,
+    connection: &str,
+    item: &str,
+    message: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO source_items (connection, item, message) VALUES ($1, $2, $3) \
+         ON CONFLICT (connection, item) DO UPDATE SET message = excluded.message",
+    )
+    .bind(connection)
+    .bind(item)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes a message out of one folder (it moved, or was deleted there); the message itself stays
+/// archived. The index learns it through the queue.
+pub(crate) async fn remove_placement(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    message: i64,
+    mailbox: &str,
+    folder: &str,
+) -> Result<bool> {
+    let gone = sqlx::query("DELETE FROM placements WHERE message = $1 AND mailbox = $2 AND folder = $3")
         .bind(message)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(mailbox)
+        .bind(folder)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        > 0;
+    if gone {
+        sqlx::query(&format!("INSERT INTO index_queue (message) VALUES ($1) {}", crate::messages::REQUEUE))
+            .bind(message)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(gone)
+}
+
+impl Catalog {
+    /// Every source item with its message, in order.
+    pub async fn source_items(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT connection, item, message FROM source_items ORDER BY connection, item")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
     pub async fn source_item(&self, connection: &str, item: &str) -> Result<Option<i64>> {
@@ -55,27 +93,5 @@ impl Catalog {
             .await?
             .map(|r| r.try_get(0))
             .transpose()?)
-    }
-
-    /// Takes a message out of one folder (it moved, or was deleted there); the message itself
-    /// stays archived. The index learns it through the queue.
-    pub async fn remove_placement(&self, message: i64, mailbox: &str, folder: &str) -> Result<bool> {
-        let mut tx = self.write().await?;
-        let gone = sqlx::query("DELETE FROM placements WHERE message = $1 AND mailbox = $2 AND folder = $3")
-            .bind(message)
-            .bind(mailbox)
-            .bind(folder)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            > 0;
-        if gone {
-            sqlx::query(&format!("INSERT INTO index_queue (message) VALUES ($1) {}", crate::messages::REQUEUE))
-                .bind(message)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(gone)
     }
 }

@@ -135,11 +135,83 @@ impl Catalog {
 impl Catalog {
     /// Adds a sending network (CIDR, checked by the caller) to the tenant's allow-list.
     pub async fn allow_network(&self, tenant_id: i64, cidr: &str) -> Result<()> {
+        let mut tx = self.write().await?;
         sqlx::query("INSERT INTO tenant_networks (tenant_id, cidr) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(tenant_id)
             .bind(cidr)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("UPDATE tenants SET evidenced = NULL WHERE id = $1").bind(tenant_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The tenant's state is to be recorded (again) as evidence.
+    pub async fn mark_tenant_unrecorded(&self, tenant_id: i64) -> Result<()> {
+        sqlx::query("UPDATE tenants SET evidenced = NULL WHERE id = $1").bind(tenant_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Tenants whose current state has no evidence record yet, with their networks.
+    pub async fn unrecorded_tenants(&self) -> Result<Vec<(Tenant, Vec<String>)>> {
+        let ids: Vec<i64> = sqlx::query("SELECT id FROM tenants WHERE evidenced IS NULL ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut networks = self.tenant_networks().await?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(t) = self.tenant(id).await? {
+                out.push((t, networks.remove(&id).unwrap_or_default()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A tenant as its evidence record tells it: created with its id and journal token, or
+    /// brought to the recorded state.
+    pub(crate) async fn apply_tenant(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        t: &Tenant,
+        networks: &[String],
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, journal_token, created_at, evidenced) VALUES ($1, $2, $3, $4, 1) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, journal_token = excluded.journal_token, \
+             created_at = excluded.created_at, evidenced = 1",
+        )
+        .bind(t.id)
+        .bind(&t.name)
+        .bind(&t.journal_token)
+        .bind(t.created_at)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1").bind(t.id).execute(&mut **tx).await?;
+        for domain in &t.domains {
+            sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2) ON CONFLICT (domain) DO UPDATE SET tenant_id = excluded.tenant_id")
+                .bind(domain)
+                .bind(t.id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM tenant_networks WHERE tenant_id = $1").bind(t.id).execute(&mut **tx).await?;
+        for cidr in networks {
+            sqlx::query("INSERT INTO tenant_networks (tenant_id, cidr) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(t.id)
+                .bind(cidr)
+                .execute(&mut **tx)
+                .await?;
+        }
+        // An id given explicitly does not move PostgreSQL's identity: the next new tenant must
+        // not take this one's.
+        if self.dialect() == crate::Dialect::Postgres {
+            sqlx::query("SELECT setval(pg_get_serial_sequence('tenants', 'id'), (SELECT MAX(id) FROM tenants))")
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 

@@ -1,4 +1,7 @@
-use coffer_catalog::{Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient, RecordRef, TrafficDelta};
+use coffer_catalog::{
+    Arrival, Catalog, CatalogError, CommitOutcome, EvidenceMark, Fact, NewMessage, NewPlacement, NewRecipient,
+    RecordRef, TrafficDelta,
+};
 
 fn message(tenant_id: i64, sha: &str, recipients: &[(&str, &str)], folder: &str) -> NewMessage {
     NewMessage {
@@ -33,6 +36,23 @@ fn record(offset: i64) -> Option<RecordRef> {
     Some(RecordRef { volume: "t1-v000001".into(), segment: 1, offset, length: 200 })
 }
 
+/// What the committer does: a known hash keeps its message id, a new one gets the next.
+async fn commit(c: &Catalog, batch: &[(NewMessage, Option<RecordRef>)]) -> Result<Vec<CommitOutcome>, CatalogError> {
+    let mut next = c.max_message_id().await?;
+    let mut facts = Vec::new();
+    for (m, record) in batch {
+        let id = match c.existing(m.tenant_id, std::slice::from_ref(&m.sha256)).await?.get(&m.sha256) {
+            Some(&id) => id,
+            None => {
+                next += 1;
+                next
+            }
+        };
+        facts.push(Fact::Arrival(Arrival { id, message: m.clone(), record: record.clone(), source_item: None }));
+    }
+    c.apply(&facts, &[]).await
+}
+
 async fn for_each_database(test: impl AsyncFn(Catalog)) {
     let dir = tempfile::tempdir().unwrap();
     for url in coffer_testkit::catalog_urls(dir.path()).await {
@@ -46,20 +66,19 @@ async fn same_bytes_twice_are_one_message_with_recipients_and_placements_merged(
     for_each_database(async |c: Catalog| {
         let t = c.default_tenant().await.unwrap();
         let first =
-            c.commit(&[(message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"), record(64))]).await.unwrap();
+            commit(&c, &[(message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"), record(64))]).await.unwrap();
         let CommitOutcome::Stored { id } = first[0] else { panic!("{first:?}") };
         assert_eq!(c.existing(t.id, &["aa".into(), "bb".into()]).await.unwrap().get("aa"), Some(&id));
         let lease = c.index_queue_take("tests", 10, 60).await.unwrap();
         assert_eq!(lease.ids, [id]);
         c.index_queue_done(&lease).await.unwrap();
 
-        let again = c
-            .commit(&[(
-                message(t.id, "aa", &[("envelope", "dave@contoso.com"), ("bcc", "dave@contoso.com")], "Sent"),
-                None,
-            )])
-            .await
-            .unwrap();
+        let again = commit(
+            &c,
+            &[(message(t.id, "aa", &[("envelope", "dave@contoso.com"), ("bcc", "dave@contoso.com")], "Sent"), None)],
+        )
+        .await
+        .unwrap();
         assert_eq!(again[0], CommitOutcome::Duplicate { id, merged: true });
         let recipients = &c.recipients(&[id]).await.unwrap()[&id];
         let kinds: Vec<_> = recipients.iter().map(|r| (r.kind.as_str(), r.address.as_str())).collect();
@@ -69,7 +88,7 @@ async fn same_bytes_twice_are_one_message_with_recipients_and_placements_merged(
         assert_eq!(c.index_queue_take("tests", 10, 60).await.unwrap().ids, [id]);
 
         let nothing_new =
-            c.commit(&[(message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"), None)]).await.unwrap();
+            commit(&c, &[(message(t.id, "aa", &[("to", "bob@contoso.com")], "Inbox"), None)]).await.unwrap();
         assert_eq!(nothing_new[0], CommitOutcome::Duplicate { id, merged: false });
         assert_eq!(c.count_messages(t.id).await.unwrap(), 1);
     })
@@ -86,12 +105,12 @@ async fn tenants_are_isolated_and_have_journal_addresses() {
         assert!(a.journal_address("archive.test").starts_with("journal-"));
         assert_eq!(c.tenant_by_journal_token(&a.journal_token).await.unwrap().unwrap().id, a.id);
 
-        let stored = c.commit(&[(message(a.id, "cc", &[], "Inbox"), record(64))]).await.unwrap();
+        let stored = commit(&c, &[(message(a.id, "cc", &[], "Inbox"), record(64))]).await.unwrap();
         let id = stored[0].id();
         assert!(c.message(a.id, id).await.unwrap().is_some());
         assert!(c.message(b.id, id).await.unwrap().is_none(), "another tenant's id must not be found");
         // The same bytes in another tenant are that tenant's own message.
-        let other = c.commit(&[(message(b.id, "cc", &[], "Inbox"), record(400))]).await.unwrap();
+        let other = commit(&c, &[(message(b.id, "cc", &[], "Inbox"), record(400))]).await.unwrap();
         assert!(matches!(other[0], CommitOutcome::Stored { .. }));
         assert_ne!(other[0].id(), id);
     })
@@ -140,7 +159,7 @@ async fn two_processes_merging_into_one_message_at_once_both_succeed() {
     for url in coffer_testkit::catalog_urls(dir.path()).await {
         let (a, b) = (Catalog::connect(&url).await.unwrap(), Catalog::connect(&url).await.unwrap());
         let t = a.default_tenant().await.unwrap();
-        let first = a.commit(&[(message(t.id, "aa", &[], "Inbox"), record(64))]).await.unwrap();
+        let first = commit(&a, &[(message(t.id, "aa", &[], "Inbox"), record(64))]).await.unwrap();
         let CommitOutcome::Stored { id } = first[0] else { panic!("{first:?}") };
         let mut tasks = Vec::new();
         for (side, catalog) in [("a", &a), ("b", &b)] {
@@ -149,7 +168,7 @@ async fn two_processes_merging_into_one_message_at_once_both_succeed() {
                 tasks.push(tokio::spawn(async move {
                     for n in 0..20 {
                         let folder = format!("{side}{worker}-{n}");
-                        catalog.commit(&[(message(t.id, "aa", &[], &folder), None)]).await?;
+                        commit(&catalog, &[(message(t.id, "aa", &[], &folder), None)]).await?;
                         catalog.audit(Some(t.id), side, "127.0.0.1", "merge", &folder).await?;
                     }
                     Ok::<_, coffer_catalog::CatalogError>(())
@@ -173,7 +192,7 @@ async fn index_queue_consumers_lease_disjoint_batches_and_a_requeued_message_sur
         let batch: Vec<_> = (0..6)
             .map(|i| (message(t.id, &format!("m{i}"), &[("to", "bob@contoso.com")], "Inbox"), record(64 + i)))
             .collect();
-        c.commit(&batch).await.unwrap();
+        commit(&c, &batch).await.unwrap();
         let a = c.index_queue_take("a", 4, 60).await.unwrap();
         let b = c.index_queue_take("b", 4, 60).await.unwrap();
         assert_eq!((a.ids.len(), b.ids.len()), (4, 2), "{a:?} {b:?}");
@@ -181,7 +200,7 @@ async fn index_queue_consumers_lease_disjoint_batches_and_a_requeued_message_sur
         assert!(c.index_queue_take("c", 4, 60).await.unwrap().ids.is_empty(), "everything is leased");
         // While `a` holds its batch, one of its messages changes (a second report merges a Bcc).
         let changed = a.ids[0];
-        let again = c.commit(&[(message(t.id, "m0", &[("bcc", "dave@contoso.com")], "Inbox"), None)]).await.unwrap();
+        let again = commit(&c, &[(message(t.id, "m0", &[("bcc", "dave@contoso.com")], "Inbox"), None)]).await.unwrap();
         assert_eq!(again[0], CommitOutcome::Duplicate { id: changed, merged: true });
         c.index_queue_done(&a).await.unwrap();
         c.index_queue_done(&b).await.unwrap();
@@ -193,6 +212,66 @@ async fn index_queue_consumers_lease_disjoint_batches_and_a_requeued_message_sur
         // `d`'s lease has run out the moment it is taken (a consumer that stalled): `e` takes over.
         assert_eq!(c.index_queue_take("d", 10, -1).await.unwrap().ids, [changed]);
         assert_eq!(c.index_queue_take("e", 10, 60).await.unwrap().ids, [changed], "an expired lease frees the row");
+    })
+    .await;
+}
+
+/// A replay may overlap what was applied (a crash between the catalog commit and nothing else):
+/// applying the same facts again changes nothing, and a mark never moves back.
+#[tokio::test]
+async fn evidence_applied_twice_changes_nothing_and_marks_only_move_forward() {
+    for_each_database(async |c: Catalog| {
+        let t = c.default_tenant().await.unwrap();
+        let arrival = |id: i64, sha: &str, record: Option<RecordRef>, folder: &str| {
+            Fact::Arrival(Arrival {
+                id,
+                message: message(t.id, sha, &[("bcc", "dave@contoso.com")], folder),
+                record,
+                source_item: Some(("graph".into(), format!("item-{sha}"))),
+            })
+        };
+        let facts = vec![
+            arrival(41, "aa", record(64), "Inbox"),
+            arrival(41, "aa", None, "Archive"),
+            Fact::PlacementRemoved { message: 41, mailbox: "alice@contoso.com".into(), folder: "Inbox".into() },
+        ];
+        let mark = |applied| EvidenceMark { volume: "t1-v000001".into(), applied, segment: 1, end: 900 };
+        let first = c.apply(&facts, &[mark(3)]).await.unwrap();
+        assert_eq!(first, [CommitOutcome::Stored { id: 41 }, CommitOutcome::Duplicate { id: 41, merged: true }]);
+        let again = c.apply(&facts, &[mark(2)]).await.unwrap();
+        assert!(matches!(again[0], CommitOutcome::Duplicate { id: 41, .. }), "the message is there once: {again:?}");
+        assert_eq!(c.count_messages(t.id).await.unwrap(), 1);
+        let folders: Vec<String> = c.placements(&[41]).await.unwrap()[&41].iter().map(|p| p.folder.clone()).collect();
+        assert_eq!(folders, ["Archive"], "the removal follows the arrival it undoes, both times");
+        assert_eq!(c.source_item("graph", "item-aa").await.unwrap(), Some(41));
+        assert_eq!(c.evidence_marks().await.unwrap()["t1-v000001"].applied, 3, "a mark never moves back");
+        assert_eq!(c.max_message_id().await.unwrap(), 41);
+    })
+    .await;
+}
+
+/// A tenant recorded in the evidence comes back with its id and journal token; a tenant made
+/// afterwards gets a new id (PostgreSQL's identity is moved past the recorded ones).
+#[tokio::test]
+async fn a_recorded_tenant_keeps_its_journal_token_and_the_next_tenant_gets_a_fresh_id() {
+    for_each_database(async |c: Catalog| {
+        let recorded = coffer_catalog::Tenant {
+            id: 7,
+            name: "contoso".into(),
+            journal_token: "abcdefgh2345".into(),
+            domains: vec!["contoso.com".into()],
+            created_at: 1_700_000_000,
+        };
+        let fact = Fact::Tenant { tenant: recorded.clone(), networks: vec!["192.0.2.0/24".into()] };
+        c.apply(&[fact], &[]).await.unwrap();
+        assert_eq!(c.tenant_by_journal_token("abcdefgh2345").await.unwrap(), Some(recorded));
+        assert_eq!(c.tenant_networks().await.unwrap()[&7], ["192.0.2.0/24"]);
+        assert!(c.unrecorded_tenants().await.unwrap().iter().all(|(t, _)| t.id != 7), "it is recorded");
+        let next = c.add_tenant("fabrikam", &[]).await.unwrap();
+        assert!(next.id > 7, "{next:?}");
+        assert!(c.unrecorded_tenants().await.unwrap().iter().any(|(t, _)| t.id == next.id), "not yet recorded");
+        c.allow_network(7, "198.51.100.0/24").await.unwrap();
+        assert!(c.unrecorded_tenants().await.unwrap().iter().any(|(t, _)| t.id == 7), "changed: recorded again");
     })
     .await;
 }

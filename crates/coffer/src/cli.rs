@@ -107,6 +107,11 @@ pub enum Command {
     /// Restore a backup into the data folder (which must be empty), checking every file's SHA-256;
     /// then run `coffer verify`.
     Restore { from: PathBuf },
+    /// The catalog: rebuild it from the volumes when it is lost and no backup of it is left.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Volumes: list them, or close the open one.
     Volume {
         #[command(subcommand)]
@@ -292,6 +297,14 @@ impl SubjectArgs {
         let SubjectArgs { org, unit, city, state, country } = self;
         coffer_archive::certs::Subject { common_name, organization: org, unit, city, state, country }
     }
+}
+
+#[derive(Subcommand)]
+pub enum CatalogCommand {
+    /// Recreates messages, recipients, placements, tenants (with their journal addresses) and
+    /// source items from the volumes' evidence records into an empty catalog, then the index.
+    /// Users, API keys and sign-in settings come only from a backup of the catalog.
+    Rebuild,
 }
 
 #[derive(Subcommand)]

@@ -131,6 +131,40 @@ pub async fn reindex(archive: &Archive) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn rebuild(config: &coffer_archive::ArchiveConfig) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let report = coffer_archive::rebuild::rebuild_catalog(config).await?;
+    for p in &report.problems {
+        eprintln!("PROBLEM: {p}");
+    }
+    eprintln!(
+        "catalog rebuilt from {} evidence records: {} tenants, {} messages in {:.1} s",
+        report.facts,
+        report.tenants,
+        report.messages,
+        started.elapsed().as_secs_f64()
+    );
+    if report.without_evidence > 0 {
+        eprintln!(
+            "{} messages are from volumes written before evidence records: their originals are back, but their \
+             envelopes (Bcc and journal recipients, placements, arrival) were never recorded",
+            report.without_evidence
+        );
+    }
+    for name in &report.tenants_made_anew {
+        eprintln!(
+            "tenant {name} had no recorded journal address: it has a new one (`coffer tenant list`); update the \
+             journal rule"
+        );
+    }
+    let archive = Archive::open(config.clone(), true).await?;
+    reindex(&archive).await?;
+    eprintln!(
+        "users, API keys and sign-in settings are not in the volumes: restore them from a catalog backup, or add them again"
+    );
+    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 pub async fn import(
     archive: &Archive,
     paths: &[PathBuf],

@@ -95,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin::backup(&archive, &operator(&archive, None).await?, &out).await
         }
         Command::Restore { from } => admin::restore(&from, &config.archive.data_dir),
+        Command::Catalog { command: cli::CatalogCommand::Rebuild } => mail::rebuild(&config.archive).await,
         Command::Volume { command } => {
             let writable = matches!(command, cli::VolumeCommand::Close { .. });
             let archive = open(&config, writable).await?;

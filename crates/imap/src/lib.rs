@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_imap::Client;
 use coffer_archive::sources::SourceState;
-use coffer_archive::{Pipeline, Source, Submission};
+use coffer_archive::{Origin, Pipeline, Source, Submission};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -421,6 +421,10 @@ impl Poller {
                     placement: (c.mode == Mode::Mailbox)
                         .then(|| (c.mailbox.clone().unwrap_or_else(|| c.username.clone()), folder.to_owned())),
                     journal: c.mode != Mode::Mailbox,
+                    origin: Origin {
+                        item: Some((c.name.clone(), format!("{folder}/{validity}:{uid}"))),
+                        ..Origin::default()
+                    },
                 };
                 let pipeline = self.pipeline.clone();
                 let uid = *uid;

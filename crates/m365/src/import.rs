@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use coffer_archive::sources::SourceState;
-use coffer_archive::{Pipeline, Source, Submission};
+use coffer_archive::{Origin, Pipeline, Source, Submission};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -304,6 +304,10 @@ impl Importer {
                     envelope_from: None,
                     placement: Some((upn.to_owned(), folder.to_owned())),
                     journal: false,
+                    origin: Origin {
+                        item: item["id"].as_str().map(|id| (self.connection(), id.to_owned())),
+                        ..Origin::default()
+                    },
                 }));
             }
             for r in futures::future::join_all(receipts).await {
@@ -360,7 +364,7 @@ impl Importer {
             for m in &removed {
                 if let Some(id) = m["id"].as_str()
                     && let Some(message) = self.state.item(&self.connection(), id).await?
-                    && self.state.remove_placement(message, upn, &folder.path).await?
+                    && self.pipeline.remove_placement(self.tenant, message, upn, &folder.path).await?
                 {
                     report.moved_out += 1;
                 }
@@ -375,7 +379,6 @@ impl Importer {
                 .await;
             // Every message of the page is durable before the cursor moves past it.
             let mut receipts = Vec::new();
-            let mut items = Vec::new();
             for r in results {
                 let (raw, id) = match r {
                     Ok(x) => x,
@@ -391,14 +394,12 @@ impl Importer {
                     envelope_from: None,
                     placement: Some((upn.to_owned(), folder.path.clone())),
                     journal: false,
+                    origin: Origin { item: Some((self.connection(), id.clone())), ..Origin::default() },
                 };
                 receipts.push(self.pipeline.submit(submission));
-                items.push(id);
             }
-            for (receipt, item) in futures::future::join_all(receipts).await.into_iter().zip(items) {
-                if let Ok(r) = &receipt {
-                    self.state.set_item(&self.connection(), &item, r.id).await?;
-                }
+            // Each arrival's evidence names its Graph id: a later move or deletion finds it.
+            for receipt in futures::future::join_all(receipts).await {
                 match receipt {
                     Ok(r) if r.duplicate => report.duplicates += 1,
                     Ok(_) => report.archived += 1,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use coffer_archive::net::{Admission, Limits, Refusal};
 use coffer_archive::sources::SourceState;
-use coffer_archive::{ArchiveError, Pipeline, Source, Submission};
+use coffer_archive::{ArchiveError, Origin, Pipeline, Source, Submission};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -282,6 +282,13 @@ impl Shared {
                 envelope_from: Some(t.mail_from.clone()).filter(|s| !s.is_empty()),
                 placement: None,
                 journal: true,
+                origin: Origin {
+                    peer: Some(t.client.to_string()),
+                    tls: t.tls_version.clone().or_else(|| t.tls.then(|| "TLS".to_owned())),
+                    rcpt_to: t.recipients.iter().map(|(a, _)| a.clone()).collect(),
+                    helo: Some(t.helo.clone()).filter(|h| !h.is_empty()),
+                    item: None,
+                },
             };
             match self.pipeline.submit_reserved(submission, reserved).await {
                 Ok(receipt) => {
@@ -347,6 +354,7 @@ async fn connection(
                 Err(_) => return Ok(()),
             };
             session.tls_started();
+            session.set_tls_version(tls.get_ref().1.protocol_version().map(|v| format!("{v:?}")));
             shared.stats.add(0, "tls-connections", 1);
             match converse(shared, &mut tls, &mut session, shutdown).await? {
                 End::Closed | End::StartTls => Ok(()),

@@ -49,6 +49,9 @@ pub struct Transaction {
     pub recipients: Vec<(String, i64)>,
     pub data: Vec<u8>,
     pub tls: bool,
+    /// The client's address and the TLS version of the session: part of the arrival's evidence.
+    pub client: std::net::IpAddr,
+    pub tls_version: Option<String>,
 }
 
 /// What the server must do next.
@@ -161,6 +164,7 @@ pub struct Session {
     config: SessionConfig,
     client: std::net::IpAddr,
     tls_active: bool,
+    tls_version: Option<String>,
     receiving: Receiving,
     receiver: RequestReceiver,
     input: Vec<u8>,
@@ -184,6 +188,7 @@ impl Session {
             config,
             client,
             tls_active,
+            tls_version: None,
             receiving: Receiving::Commands,
             receiver: RequestReceiver::default(),
             input: Vec::new(),
@@ -334,6 +339,8 @@ impl Session {
             recipients: std::mem::take(&mut self.recipients),
             data: std::mem::take(&mut self.data),
             tls: self.tls_active,
+            client: self.client,
+            tls_version: self.tls_version.clone(),
         };
         self.reset_transaction();
         Step::Deliver(transaction)
@@ -368,6 +375,11 @@ impl Session {
     }
 
     /// The TLS handshake succeeded: everything starts over (RFC 3207).
+    /// The TLS version the handshake agreed on (`TLSv1_3`), recorded with each message.
+    pub fn set_tls_version(&mut self, version: Option<String>) {
+        self.tls_version = version;
+    }
+
     pub fn tls_started(&mut self) {
         self.tls_active = true;
         self.helo = None;

@@ -83,8 +83,12 @@ impl Store {
                 }
                 if header.seq >= from {
                     let record = &data[pos..end];
-                    let location =
-                        Location { volume: volume.into(), segment: number, offset: pos as u64, length: record.len() as u32 };
+                    let location = Location {
+                        volume: volume.into(),
+                        segment: number,
+                        offset: pos as u64,
+                        length: record.len() as u32,
+                    };
                     let body = if open(header.kind) {
                         match self.open_record(&key, volume, record, &header) {
                             Ok(body) => Some(body),
@@ -97,7 +101,13 @@ impl Store {
                     } else {
                         None
                     };
-                    each(Scanned { seq: header.seq, kind: header.kind, location, content_hash: header.content_hash, body })?;
+                    each(Scanned {
+                        seq: header.seq,
+                        kind: header.kind,
+                        location,
+                        content_hash: header.content_hash,
+                        body,
+                    })?;
                 }
                 pos = end;
             }

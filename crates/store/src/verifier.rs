@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use crate::crypto::DataKey;
-use crate::format::{self, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::format::{
+    self, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader,
+};
 use crate::recovery::{find, records_after};
 use crate::volume::{Store, VolumeState};
 use crate::{Location, Result};

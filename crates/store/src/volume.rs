@@ -158,6 +158,11 @@ impl Store {
         self.dictionaries.compressor(owner)
     }
 
+    /// True when this process holds the writer lock.
+    pub fn is_writable(&self) -> bool {
+        self.writer_lock.is_some()
+    }
+
     /// True when the folder holds no volume yet (a new archive may create its master key).
     pub fn is_empty(root: &Path) -> bool {
         std::fs::read_dir(root).map(|mut d| d.next().is_none()).unwrap_or(true)

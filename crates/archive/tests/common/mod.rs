@@ -47,6 +47,7 @@ impl TestArchive {
                 envelope_from: None,
                 placement: placement.map(|(m, f)| (m.to_owned(), f.to_owned())),
                 journal,
+                origin: Default::default(),
             })
             .await
             .unwrap()

@@ -190,6 +190,7 @@ fn sub(tenant: i64, raw: Vec<u8>, journal: bool, placement: Option<(&str, &str)>
         envelope_from: None,
         placement: placement.map(|(m, f)| (m.to_owned(), f.to_owned())),
         journal,
+        origin: Default::default(),
     }
 }
 

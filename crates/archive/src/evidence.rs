@@ -1,0 +1,330 @@
+//! Evidence records: the facts that make an archived message evidence — who it was delivered to,
+//! where it was filed, when and how it arrived, which tenant owns it — sealed in the volumes
+//! beside the originals, in the same append and fsync, chained like them. The catalog is derived
+//! from them: the committer applies each batch's facts in the same transaction that moves the
+//! volume's mark ([`EvidenceMark`]); a writing open replays what follows a mark (a crash between
+//! the two); `catalog rebuild` replays everything; `verify` compares the catalog with them.
+//!
+//! The records are JSON, so that they can be read in ten years without this program.
+
+use std::sync::Arc;
+
+use coffer_catalog::{Arrival, Catalog, EvidenceMark, Fact, NewMessage, NewPlacement, NewRecipient, RecordRef, Tenant};
+use coffer_store::{Payload, RecordKind, Scanned, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::ArchiveError;
+
+/// One evidence record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "fact", rename_all = "snake_case")]
+pub enum Evidence {
+    /// A message arrived (new bytes, or bytes the tenant had: then `record` is None).
+    Arrival(ArrivalEvidence),
+    /// A folder sync reported the message gone from a folder (moved or deleted there).
+    PlacementRemoved { message: i64, tenant: i64, mailbox: String, folder: String, at: i64 },
+    /// A tenant's state: created, or changed (journal token, domains, sending networks).
+    Tenant {
+        id: i64,
+        name: String,
+        journal_token: String,
+        domains: Vec<String>,
+        networks: Vec<String>,
+        created_at: i64,
+        at: i64,
+    },
+}
+
+/// Where a message's original lies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordAt {
+    pub volume: String,
+    pub segment: u32,
+    pub offset: u64,
+    pub length: u32,
+}
+
+/// What a source saw of the message's way in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// SMTP: the client's address, its HELO name, the TLS version, the RCPT TO addresses (the
+    /// journal addresses, for journaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rcpt_to: Vec<String>,
+    /// The source's own id for the item: (connection, id) — a Graph message id, an IMAP
+    /// `folder/UIDVALIDITY:UID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArrivalEvidence {
+    pub message: i64,
+    pub tenant: i64,
+    pub sha256: String,
+    pub record: Option<RecordAt>,
+    pub source: String,
+    pub archived_at: i64,
+    pub size: i64,
+    pub message_id: Option<String>,
+    pub date: i64,
+    pub from_addr: Option<String>,
+    pub from_name: Option<String>,
+    /// MAIL FROM, or the journal report's sender.
+    pub sender: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub subject: Option<String>,
+    pub has_attachment: bool,
+    pub flags: i64,
+    /// Header recipients and every journal-report line (`envelope`, with `via`; `bcc`).
+    pub recipients: Vec<NewRecipient>,
+    pub placements: Vec<NewPlacement>,
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+impl ArrivalEvidence {
+    pub(crate) fn new(id: i64, m: &NewMessage, origin: &Origin) -> ArrivalEvidence {
+        ArrivalEvidence {
+            message: id,
+            tenant: m.tenant_id,
+            sha256: m.sha256.clone(),
+            record: None,
+            source: m.source.clone(),
+            archived_at: m.archived_at,
+            size: m.size,
+            message_id: m.message_id.clone(),
+            date: m.date,
+            from_addr: m.from_addr.clone(),
+            from_name: m.from_name.clone(),
+            sender: m.sender.clone(),
+            on_behalf_of: m.on_behalf_of.clone(),
+            subject: m.subject.clone(),
+            has_attachment: m.has_attachment,
+            flags: m.flags,
+            recipients: m.recipients.clone(),
+            placements: m.placements.clone(),
+            origin: origin.clone(),
+        }
+    }
+}
+
+impl Evidence {
+    pub(crate) fn tenant(t: &Tenant, networks: &[String]) -> Evidence {
+        Evidence::Tenant {
+            id: t.id,
+            name: t.name.clone(),
+            journal_token: t.journal_token.clone(),
+            domains: t.domains.clone(),
+            networks: networks.to_vec(),
+            created_at: t.created_at,
+            at: crate::now(),
+        }
+    }
+
+    /// The volume series (owner) this fact is written to: its tenant's.
+    pub(crate) fn owner(&self) -> i64 {
+        match self {
+            Evidence::Arrival(a) => a.tenant,
+            Evidence::PlacementRemoved { tenant, .. } => *tenant,
+            Evidence::Tenant { id, .. } => *id,
+        }
+    }
+
+    pub(crate) fn payload(&self) -> Payload {
+        Payload::evidence(&serde_json::to_vec(self).expect("evidence serialises"))
+    }
+
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Evidence, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("evidence record unreadable: {e}"))
+    }
+
+    /// What the catalog makes of it.
+    pub(crate) fn fact(&self) -> Fact {
+        match self {
+            Evidence::Arrival(a) => Fact::Arrival(Arrival {
+                id: a.message,
+                message: NewMessage {
+                    tenant_id: a.tenant,
+                    sha256: a.sha256.clone(),
+                    size: a.size,
+                    message_id: a.message_id.clone(),
+                    date: a.date,
+                    from_addr: a.from_addr.clone(),
+                    from_name: a.from_name.clone(),
+                    sender: a.sender.clone(),
+                    on_behalf_of: a.on_behalf_of.clone(),
+                    subject: a.subject.clone(),
+                    has_attachment: a.has_attachment,
+                    flags: a.flags,
+                    source: a.source.clone(),
+                    archived_at: a.archived_at,
+                    recipients: a.recipients.clone(),
+                    placements: a.placements.clone(),
+                },
+                record: a.record.as_ref().map(|r| RecordRef {
+                    volume: r.volume.clone(),
+                    segment: r.segment as i64,
+                    offset: r.offset as i64,
+                    length: r.length as i64,
+                }),
+                source_item: a.origin.item.clone(),
+            }),
+            Evidence::PlacementRemoved { message, mailbox, folder, .. } => {
+                Fact::PlacementRemoved { message: *message, mailbox: mailbox.clone(), folder: folder.clone() }
+            }
+            Evidence::Tenant { id, name, journal_token, domains, networks, created_at, .. } => Fact::Tenant {
+                tenant: Tenant {
+                    id: *id,
+                    name: name.clone(),
+                    journal_token: journal_token.clone(),
+                    domains: domains.clone(),
+                    created_at: *created_at,
+                },
+                networks: networks.clone(),
+            },
+        }
+    }
+}
+
+/// What a replay found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    pub facts: usize,
+    /// Message records with no evidence (volumes written before evidence records), by volume:
+    /// `(volume, seq, location, content hash)`.
+    pub bare: Vec<(coffer_store::Location, [u8; 32])>,
+    /// Records that did not read (named by `verify`).
+    pub problems: Vec<String>,
+}
+
+/// Facts of one volume, in record order, up to (not including) `until`, from `from`.
+pub(crate) fn read_volume(
+    store: &Store,
+    volume: &str,
+    from: u64,
+    until: Option<u64>,
+) -> Result<(Vec<(u64, Evidence)>, Vec<Scanned>, Option<EvidenceMark>, Vec<String>), ArchiveError> {
+    let mut evidence = Vec::new();
+    let mut messages = Vec::new();
+    let mut last: Option<(u64, coffer_store::Location)> = None;
+    let mut problems = Vec::new();
+    let found = store.scan::<ArchiveError>(
+        volume,
+        from,
+        until,
+        |k| k == RecordKind::Evidence,
+        |r| {
+            last = Some((r.seq, r.location.clone()));
+            match r.kind {
+                RecordKind::Evidence => match Evidence::parse(r.body.as_deref().unwrap_or_default()) {
+                    Ok(e) => evidence.push((r.seq, e)),
+                    Err(e) => problems.push(format!("volume {volume} record {}: {e}", r.seq)),
+                },
+                RecordKind::Message => messages.push(r),
+            }
+            Ok(())
+        },
+    )?;
+    problems.extend(found.iter().map(|p| p.to_string()));
+    let mark = last.map(|(seq, at)| EvidenceMark {
+        volume: volume.to_owned(),
+        applied: seq + 1,
+        segment: at.segment,
+        end: at.offset + at.length as u64,
+    });
+    Ok((evidence, messages, mark, problems))
+}
+
+/// Applies every evidence record that follows the catalog's marks (all of them for a new
+/// catalog), volume by volume, each volume's facts and its new mark in one transaction. Message
+/// records with no arrival among the evidence are returned as `bare` (older volumes; a rebuild
+/// catalogues them from their bytes).
+pub(crate) async fn replay(store: &Arc<Store>, catalog: &Catalog) -> Result<Replayed, ArchiveError> {
+    let marks = catalog.evidence_marks().await?;
+    let mut out = Replayed::default();
+    let volumes = {
+        let store = store.clone();
+        blocking(move || store.volumes()).await??
+    };
+    for v in volumes {
+        let from = marks.get(&v.id).map(|m| m.applied).unwrap_or(0);
+        if v.records <= from {
+            continue;
+        }
+        let (store, id) = (store.clone(), v.id.clone());
+        let (evidence, messages, mark, problems) = blocking(move || read_volume(&store, &id, from, None)).await??;
+        out.problems.extend(problems);
+        let arrived: std::collections::HashSet<(u32, u64)> = evidence
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Evidence::Arrival(a) => a.record.as_ref().map(|r| (r.segment, r.offset)),
+                _ => None,
+            })
+            .collect();
+        out.bare.extend(
+            messages
+                .into_iter()
+                .filter(|m| !arrived.contains(&(m.location.segment, m.location.offset)))
+                .map(|m| (m.location, m.content_hash)),
+        );
+        let facts: Vec<Fact> = evidence.iter().map(|(_, e)| e.fact()).collect();
+        out.facts += facts.len();
+        // Large volumes go in steps, each with the mark it reaches.
+        let mut start = 0;
+        while start < evidence.len() {
+            let end = (start + 2000).min(evidence.len());
+            let step_mark = if end == evidence.len() {
+                mark.clone()
+            } else {
+                None // the last step carries the mark: a crash in between replays from the old one
+            };
+            catalog.apply(&facts[start..end], step_mark.as_slice()).await?;
+            start = end;
+        }
+        if evidence.is_empty()
+            && let Some(mark) = mark
+        {
+            catalog.apply(&[], &[mark]).await?;
+        }
+    }
+    if out.facts > 0 {
+        tracing::info!(facts = out.facts, "evidence records past the catalog's marks applied");
+    }
+    Ok(out)
+}
+
+/// Tenants whose state has no evidence record yet get one (new or changed, or from before
+/// evidence records), appended to their own volumes and applied with their marks.
+pub(crate) async fn record_tenants(store: &Arc<Store>, catalog: &Catalog) -> Result<usize, ArchiveError> {
+    let pending = catalog.unrecorded_tenants().await?;
+    let mut facts = Vec::new();
+    let mut marks = Vec::new();
+    for (tenant, networks) in &pending {
+        let evidence = Evidence::tenant(tenant, networks);
+        let (store, payload) = (store.clone(), evidence.payload());
+        let owner = tenant.id as u64;
+        let appended = blocking(move || store.append_with_evidence(owner, &[], |_| vec![payload])).await??;
+        facts.push(evidence.fact());
+        marks.push(EvidenceMark {
+            volume: appended.volume,
+            applied: appended.next_seq,
+            segment: appended.segment,
+            end: appended.end,
+        });
+    }
+    if !facts.is_empty() {
+        catalog.apply(&facts, &marks).await?;
+    }
+    Ok(pending.len())
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ArchiveError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ArchiveError::Internal(e.to_string()))
+}
