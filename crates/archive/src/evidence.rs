@@ -328,3 +328,201 @@ pub(crate) async fn record_tenants(store: &Arc<Store>, catalog: &Catalog) -> Res
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ArchiveError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ArchiveError::Internal(e.to_string()))
 }
+
+/// What the evidence says a message is.
+#[derive(Default)]
+struct Expected {
+    row: Option<ArrivalEvidence>,
+    recipients: std::collections::BTreeSet<(String, String, Option<String>, String)>,
+    placements: std::collections::BTreeSet<(String, String, String)>,
+}
+
+/// The catalog compared with the evidence records up to its marks: every message row,
+/// recipient and placement, and every recorded tenant. Each difference is named (message id,
+/// what differs). Also returns how many catalogued messages have no evidence (volumes from before
+/// evidence records).
+pub(crate) async fn compare_with_catalog(
+    store: &Arc<Store>,
+    catalog: &Catalog,
+) -> Result<(Vec<String>, usize), ArchiveError> {
+    use std::collections::{BTreeMap, HashSet};
+    let marks = catalog.evidence_marks().await?;
+    let mut expected: BTreeMap<i64, Expected> = BTreeMap::new();
+    let mut tenants: BTreeMap<i64, Evidence> = BTreeMap::new();
+    let mut evidenced: HashSet<(String, u32, u64)> = HashSet::new();
+    let mut problems = Vec::new();
+    let ids = {
+        let store = store.clone();
+        blocking(move || store.volume_ids()).await??
+    };
+    for volume in ids {
+        let Some(mark) = marks.get(&volume) else { continue };
+        let (store, v, until) = (store.clone(), volume.clone(), mark.applied);
+        let (evidence, _, _, unread) = blocking(move || read_volume(&store, &v, 0, Some(until))).await??;
+        problems.extend(unread);
+        for (_, e) in evidence {
+            match e {
+                Evidence::Arrival(a) => {
+                    let x = expected.entry(a.message).or_default();
+                    for r in &a.recipients {
+                        x.recipients.insert((r.kind.clone(), r.address.clone(), r.name.clone(), r.via.clone()));
+                    }
+                    for p in &a.placements {
+                        x.placements.insert((p.mailbox.clone(), p.folder.clone(), p.source.clone()));
+                    }
+                    if let Some(r) = &a.record {
+                        evidenced.insert((r.volume.clone(), r.segment, r.offset));
+                        if x.row.is_none() {
+                            x.row = Some(a);
+                        }
+                    }
+                }
+                Evidence::PlacementRemoved { message, mailbox, folder, .. } => {
+                    if let Some(x) = expected.get_mut(&message) {
+                        x.placements.retain(|(m, f, _)| !(m == &mailbox && f == &folder));
+                    }
+                }
+                t @ Evidence::Tenant { .. } => {
+                    tenants.insert(t.owner(), t);
+                }
+            }
+        }
+    }
+
+    let mut without_evidence = 0;
+    let mut after = 0;
+    loop {
+        let page = catalog.messages_in_full(after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = last.row.id;
+        for m in page {
+            let r = &m.row.record;
+            let at = (r.volume.clone(), r.segment as u32, r.offset as u64);
+            // Committed after the marks were read (verify beside a serving process).
+            let newer = marks.get(&r.volume).is_none_or(|k| (at.1, at.2) >= (k.segment, k.end));
+            let Some(x) = expected.remove(&m.row.id) else {
+                if newer {
+                    continue;
+                }
+                if evidenced.contains(&at) {
+                    problems.push(format!(
+                        "message {}: in the catalog, but the evidence records its original as another message (a row added?)",
+                        m.row.id
+                    ));
+                } else {
+                    without_evidence += 1;
+                }
+                continue;
+            };
+            let id = m.row.id;
+            match &x.row {
+                None => problems.push(format!("message {id}: its evidence names no stored original")),
+                Some(a) => {
+                    for (field, catalog_says, evidence_says) in row_differences(&m.row, a) {
+                        problems.push(format!(
+                            "message {id}: {field} is {catalog_says} in the catalog but {evidence_says} in the evidence"
+                        ));
+                    }
+                }
+            }
+            let recipients: std::collections::BTreeSet<_> = m
+                .recipients
+                .iter()
+                .map(|r| (r.kind.clone(), r.address.clone(), r.name.clone(), r.via.clone()))
+                .collect();
+            for (kind, address, _, via) in recipients.difference(&x.recipients) {
+                problems.push(format!(
+                    "message {id}: recipient {kind} {address}{} is in the catalog but not in the evidence (added or changed)",
+                    via_text(via)
+                ));
+            }
+            for (kind, address, _, via) in x.recipients.difference(&recipients) {
+                problems.push(format!(
+                    "message {id}: recipient {kind} {address}{} is in the evidence but missing from the catalog (removed or changed)",
+                    via_text(via)
+                ));
+            }
+            let placements: std::collections::BTreeSet<_> =
+                m.placements.iter().map(|p| (p.mailbox.clone(), p.folder.clone(), p.source.clone())).collect();
+            for (mailbox, folder, _) in placements.difference(&x.placements) {
+                problems.push(format!(
+                    "message {id}: placement {mailbox}:{folder} is in the catalog but not in the evidence (added or changed)"
+                ));
+            }
+            for (mailbox, folder, _) in x.placements.difference(&placements) {
+                problems.push(format!(
+                    "message {id}: placement {mailbox}:{folder} is in the evidence but missing from the catalog (removed)"
+                ));
+            }
+        }
+    }
+    for (id, x) in expected {
+        if let Some(a) = x.row {
+            problems.push(format!(
+                "message {id} (sha256 {}): in the evidence but missing from the catalog (removed?)",
+                a.sha256
+            ));
+        }
+    }
+
+    let unrecorded: HashSet<i64> = catalog.unrecorded_tenants().await?.iter().map(|(t, _)| t.id).collect();
+    let mut networks = catalog.tenant_networks().await?;
+    for t in catalog.tenants().await? {
+        if unrecorded.contains(&t.id) {
+            continue;
+        }
+        let n = networks.remove(&t.id).unwrap_or_default();
+        match tenants.get(&t.id) {
+            Some(Evidence::Tenant { name, journal_token, domains, networks: recorded, .. }) => {
+                if (name, journal_token, domains, recorded) != (&t.name, &t.journal_token, &t.domains, &n) {
+                    problems.push(format!(
+                        "tenant {} ({}): its name, journal address, domains or networks differ from the evidence",
+                        t.id, t.name
+                    ));
+                }
+            }
+            _ => {
+                problems.push(format!("tenant {} ({}): marked recorded, but no evidence record holds it", t.id, t.name))
+            }
+        }
+    }
+    Ok((problems, without_evidence))
+}
+
+fn via_text(via: &str) -> String {
+    if via.is_empty() { String::new() } else { format!(" (via {via})") }
+}
+
+/// The fields of a message row that differ from its arrival's evidence: (field, catalog, evidence).
+fn row_differences(row: &coffer_catalog::MessageRow, a: &ArrivalEvidence) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    let mut check = |field: &'static str, catalog: String, evidence: String| {
+        if catalog != evidence {
+            out.push((field, catalog, evidence));
+        }
+    };
+    let opt = |v: &Option<String>| format!("{v:?}");
+    check("the tenant", row.tenant_id.to_string(), a.tenant.to_string());
+    check("the sha256", row.sha256.clone(), a.sha256.clone());
+    if let Some(r) = &a.record {
+        let c = &row.record;
+        check(
+            "the record",
+            format!("{} {} {} {}", c.volume, c.segment, c.offset, c.length),
+            format!("{} {} {} {}", r.volume, r.segment, r.offset, r.length),
+        );
+    }
+    check("the size", row.size.to_string(), a.size.to_string());
+    check("the Message-ID", opt(&row.message_id), opt(&a.message_id));
+    check("the date", row.date.to_string(), a.date.to_string());
+    check("the sender address", opt(&row.from_addr), opt(&a.from_addr));
+    check("the sender name", opt(&row.from_name), opt(&a.from_name));
+    check("the envelope sender", opt(&row.sender), opt(&a.sender));
+    check("on behalf of", opt(&row.on_behalf_of), opt(&a.on_behalf_of));
+    check("the subject", opt(&row.subject), opt(&a.subject));
+    check("has-attachment", row.has_attachment.to_string(), a.has_attachment.to_string());
+    check("the flags", row.flags.to_string(), a.flags.to_string());
+    check("the source", row.source.clone(), a.source.clone());
+    check("the arrival time", row.archived_at.to_string(), a.archived_at.to_string());
+    out
+}

@@ -120,6 +120,10 @@ pub struct VerifyOutcome {
     pub messages: usize,
     /// Records no catalog entry points to (a crash between store and catalog commit: never acknowledged).
     pub unreferenced_records: usize,
+    /// Evidence records (arrivals, later events, tenant states); `records` counts message records.
+    pub evidence_records: u64,
+    /// Catalogued messages whose volumes are from before evidence records (nothing to compare).
+    pub without_evidence: usize,
     pub problems: Vec<String>,
 }
 
@@ -469,6 +473,19 @@ impl Archive {
             }
         }
         outcome.unreferenced_records = good.len() - referenced.len();
+        outcome.evidence_records = report.evidence;
+        outcome.records = report.records - report.evidence;
+        // Rows, recipients and placements against the evidence. Beside a serving process a
+        // commit can land between the marks and the rows: a difference is confirmed by a second
+        // look before it is reported.
+        let (mut differences, mut without) = crate::evidence::compare_with_catalog(&self.store, &self.catalog).await?;
+        if !differences.is_empty() {
+            let (again, w) = crate::evidence::compare_with_catalog(&self.store, &self.catalog).await?;
+            differences.retain(|d| again.contains(d));
+            without = w;
+        }
+        outcome.without_evidence = without;
+        outcome.problems.extend(differences);
         for p in self.catalog.verify_audit().await? {
             outcome.problems.push(format!("audit log entry {}: {}", p.seq, p.detail));
         }

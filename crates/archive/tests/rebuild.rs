@@ -206,3 +206,66 @@ async fn volumes_from_before_evidence_records_still_read_verify_and_rebuild() {
     assert!(verify.is_clean(), "{:?}", verify.problems);
     assert_eq!(verify.messages, 12);
 }
+
+/// A row edited in the database behind Coffer's back is named by `verify`: a recipient changed,
+/// a recipient added, a placement deleted, a message row's subject changed.
+#[tokio::test]
+async fn a_catalog_row_changed_added_or_deleted_behind_coffers_back_is_named_by_verify() {
+    for t in common::archives().await {
+        let label = t.label.clone();
+        let j = t.actor.tenant.journal_address("archive.localhost");
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let env = Envelope::new("alice@contoso.com", "q", &format!("<q{i}@contoso.com>"))
+                .line("Bcc", "carol@contoso.com");
+            let r = t
+                .submit(
+                    &report(&original(i), &env, Style::ExchangeOnline, &j),
+                    true,
+                    Some(("alice@contoso.com", "Sent")),
+                )
+                .await;
+            ids.push(r.id);
+        }
+        let clean = t.archive.verify().await.unwrap();
+        assert!(clean.is_clean(), "{label}: {:?}", clean.problems);
+
+        let url = t
+            .config
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", t.config.data_dir.join("catalog.sqlite").display()));
+        let db = coffer_archive::catalog::Catalog::connect(&url).await.unwrap();
+        let pool = db.pool_for_tests();
+        let run = |sql: String| async move { sqlx::query(&sql).execute(pool).await.unwrap() };
+        run(format!(
+            "UPDATE recipients SET address = 'mallory@contoso.com' WHERE message = {} AND kind = 'bcc'",
+            ids[0]
+        ))
+        .await;
+        run(format!(
+            "INSERT INTO recipients (message, kind, address, name, via) VALUES ({}, 'to', 'eve@contoso.com', NULL, '')",
+            ids[1]
+        ))
+        .await;
+        run(format!("DELETE FROM placements WHERE message = {}", ids[2])).await;
+        run(format!("UPDATE messages SET subject = 'nothing to see' WHERE id = {}", ids[1])).await;
+
+        let found = t.archive.verify().await.unwrap().problems.join("\n");
+        for expected in [
+            format!("message {}: recipient bcc mallory@contoso.com is in the catalog but not in the evidence", ids[0]),
+            format!(
+                "message {}: recipient bcc carol@contoso.com is in the evidence but missing from the catalog",
+                ids[0]
+            ),
+            format!("message {}: recipient to eve@contoso.com is in the catalog but not in the evidence", ids[1]),
+            format!(
+                "message {}: placement alice@contoso.com:Sent is in the evidence but missing from the catalog",
+                ids[2]
+            ),
+            format!("message {}: the subject is Some(\"nothing to see\") in the catalog", ids[1]),
+        ] {
+            assert!(found.contains(&expected), "{label}: {expected}\n--- verify said:\n{found}");
+        }
+    }
+}

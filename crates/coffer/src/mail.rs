@@ -106,14 +106,21 @@ pub async fn verify(archive: &Archive, json: bool) -> anyhow::Result<ExitCode> {
             println!("PROBLEM: {p}");
         }
         println!(
-            "{} volumes, {} segments, {} records, {} catalog messages, {} unreferenced records: {}",
+            "{} volumes, {} segments, {} records, {} evidence records, {} catalog messages, {} unreferenced records: {}",
             outcome.volumes,
             outcome.segments,
             outcome.records,
+            outcome.evidence_records,
             outcome.messages,
             outcome.unreferenced_records,
             if outcome.is_clean() { "all intact".to_string() } else { format!("{} problems", outcome.problems.len()) }
         );
+        if outcome.without_evidence > 0 {
+            println!(
+                "{} messages are in volumes from before evidence records: their envelopes were never recorded",
+                outcome.without_evidence
+            );
+        }
     }
     Ok(if outcome.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

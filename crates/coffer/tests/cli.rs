@@ -60,7 +60,10 @@ fn maildir_import_is_searchable_byte_exact_and_idempotent() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("imported 0, duplicates 120"));
     assert_eq!(c.count(""), 120);
     let verify = c.ok(&["verify"]);
-    assert!(verify.contains("120 records, 120 catalog messages") && verify.contains("all intact"), "{verify}");
+    assert!(
+        verify.contains("120 records, 241 evidence records, 120 catalog messages") && verify.contains("all intact"),
+        "{verify}"
+    );
 }
 
 #[test]
