@@ -120,8 +120,9 @@ fn a_missing_or_damaged_index_is_rebuilt_while_serve_keeps_accepting_mail() {
 fn a_failed_export_leaves_no_file_and_is_audited_and_skip_damaged_lists_what_it_left_out() {
     let c = Coffer::new();
     imported(&c, 20);
-    // Damage the first record's sealed payload (after the 64-byte segment header and its 120-byte
-    // record header) so its original no longer reads.
+    // Damage the first message record's sealed payload (records start after the 64-byte segment
+    // header; each has a 120-byte header with its kind at byte 6 and its payload length at 24..28;
+    // the tenant's evidence record comes first) so its original no longer reads.
     let volume = std::fs::read_dir(c.data().join("volumes"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -129,7 +130,11 @@ fn a_failed_export_leaves_no_file_and_is_audited_and_skip_damaged_lists_what_it_
         .unwrap();
     let segment = volume.join("000001.seg");
     let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[64 + 120 + 5] ^= 0xff;
+    let mut at = 64;
+    while bytes[at + 6] != 0 {
+        at += 120 + u32::from_le_bytes(bytes[at + 24..at + 28].try_into().unwrap()) as usize;
+    }
+    bytes[at + 120 + 5] ^= 0xff;
     std::fs::write(&segment, &bytes).unwrap();
 
     let out = c.dir.path().join("case.zip");
