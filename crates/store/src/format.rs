@@ -21,6 +21,14 @@ pub const RECORD_MAGIC: &[u8; 4] = b"CFRC";
 pub const RECORD_HEADER_LEN: usize = 120;
 const CHAINED_LEN: usize = 88;
 const AAD_LEN: usize = 64;
+/// The dictionary number of evidence records compressed with [`EVIDENCE_DICTIONARY`].
+pub const EVIDENCE_DICTIONARY_NUMBER: u32 = u32::MAX;
+/// A raw zstd dictionary of the words evidence records are made of (their JSON keys and common
+/// values), so that a record of a few hundred bytes need not spell its keys out. It holds no
+/// tenant's data, and it never changes: records written with it name it by
+/// [`EVIDENCE_DICTIONARY_NUMBER`]; a new one would take another number.
+pub const EVIDENCE_DICTIONARY: &[u8] = br#"{"fact":"arrival","message":,"tenant":,"sha256":"","record":{"volume":"t1-v000001","segment":,"offset":,"length":},"source":"import","archived_at":,"size":,"message_id":"","date":,"from_addr":"","from_name":"","sender":null,"on_behalf_of":null,"subject":"","has_attachment":false,"flags":0,"recipients":[{"kind":"to","address":"","name":null,"via":""},{"kind":"cc","address":"","name":null,"via":""},{"kind":"bcc","address":"","name":null,"via":""},{"kind":"envelope","address":"","name":null,"via":"expanded:"}],"placements":[{"mailbox":"","folder":"","source":"imap"}],"origin":{"peer":"","helo":"","tls":"TLSv1_3","rcpt_to":["journal-@"],"item":["",""]}}{"fact":"placement_removed","message":,"tenant":,"mailbox":"","folder":"","at":}{"fact":"tenant","id":,"name":"","journal_token":"","domains":[""],"networks":[""],"created_at":,"at":}"#;
+
 /// No single record may claim more than this; a larger length is corruption, not a message.
 pub const MAX_PAYLOAD: u32 = 1 << 30;
 

@@ -37,6 +37,10 @@ impl Store {
             .ok_or("payload does not authenticate (altered, or moved from another place)")?;
         let original = match header.dictionary {
             0 => zstd::bulk::decompress(&compressed, header.original_len as usize),
+            format::EVIDENCE_DICTIONARY_NUMBER if header.kind == format::RecordKind::Evidence => {
+                zstd::bulk::Decompressor::with_dictionary(format::EVIDENCE_DICTIONARY)
+                    .and_then(|mut d| d.decompress(&compressed, header.original_len as usize))
+            }
             number => {
                 let dictionary = owner_of(volume)
                     .and_then(|owner| self.dictionaries.get(owner, number))
