@@ -533,6 +533,7 @@ impl Committer {
                 appended.map(|a| (evidence, a))
             })
             .await??;
+            crate::crash_point("ingest-after-append");
             marks.push(EvidenceMark {
                 volume: appended.volume,
                 applied: appended.next_seq,

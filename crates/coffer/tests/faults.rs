@@ -278,3 +278,35 @@ fn a_lost_catalog_is_never_replaced_by_a_new_one_and_the_journal_address_never_c
     c.ok(&["import", one.to_str().unwrap()]);
     assert_eq!(c.count(""), 4);
 }
+
+/// A crash after the originals and their evidence are durable but before the catalog commit: the
+/// next writing start applies the evidence, so the message is archived with its folder, and
+/// nothing is left unreferenced.
+#[test]
+fn a_crash_between_the_durable_append_and_the_catalog_commit_loses_nothing() {
+    let c = Coffer::new();
+    let first = c.dir.path().join("first.eml");
+    std::fs::write(&first, Generator::new(3).message(0).raw).unwrap();
+    let crashed = c
+        .command()
+        .args(["import", "--mailbox", "alice@contoso.com", "--folder", "Projects", first.to_str().unwrap()])
+        .env("COFFER_CRASH_AT", "ingest-after-append")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the import was to be cut: {}", stderr(&crashed));
+    assert!(stderr(&crashed).contains("crash injected at ingest-after-append"), "{}", stderr(&crashed));
+    let before = c.ok(&["verify"]);
+    assert!(before.contains("0 catalog messages, 1 unreferenced records"), "{before}");
+
+    // The next writing command catches the catalog up with the volumes first.
+    let second = c.dir.path().join("second.eml");
+    std::fs::write(&second, Generator::new(4).message(1).raw).unwrap();
+    c.ok(&["import", second.to_str().unwrap()]);
+    c.ok(&["reindex"]);
+    assert_eq!(c.count(""), 2);
+    assert_eq!(c.count("folder:Projects"), 1, "the replayed arrival keeps its placement");
+    let after = c.ok(&["verify"]);
+    assert!(after.contains("2 catalog messages, 0 unreferenced records: all intact"), "{after}");
+    let again = c.run(&["import", first.to_str().unwrap()]);
+    assert!(stderr(&again).contains("imported 0, duplicates 1"), "{}", stderr(&again));
+}

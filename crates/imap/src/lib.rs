@@ -167,12 +167,7 @@ impl async_imap::Authenticator for Sasl {
 
 /// Fault injection for the crash tests: `COFFER_CRASH_AT=<point>` ends the process on the spot,
 /// as a kill -9 would, at one of the points where losing or doubling mail could happen.
-fn crash_point(point: &str) {
-    if std::env::var("COFFER_CRASH_AT").is_ok_and(|p| p == point) {
-        eprintln!("crash injected at {point}");
-        std::process::abort();
-    }
-}
+use coffer_archive::crash_point;
 
 #[derive(Clone, Copy)]
 enum Visit {

@@ -113,15 +113,7 @@ impl M365Error {
 
 /// Test hook: `COFFER_CRASH_AT=<point>` aborts the process there (the crash tests kill the import
 /// between a page's commit and its cursor).
-pub(crate) fn crash_point(point: &str) {
-    if std::env::var("COFFER_CRASH_AT").is_ok_and(|p| p == point) {
-        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let after: usize = std::env::var("COFFER_CRASH_AFTER").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-        if COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= after {
-            std::process::abort();
-        }
-    }
-}
+pub(crate) use coffer_archive::crash_point;
 
 impl M365Config {
     /// The scope and folder choices, in words (for the audit log and the console).
