@@ -58,7 +58,7 @@ pub struct Origin {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rcpt_to: Vec<String>,
     /// The source's own id for the item: (connection, id) — a Graph message id, an IMAP
-    /// `folder/UIDVALIDITY:UID`.
+    /// `UIDVALIDITY:UID/folder`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<(String, String)>,
 }

@@ -26,6 +26,9 @@ pub struct RebuildReport {
     pub without_evidence: usize,
     /// Tenants that had no recorded state: they got a new name and journal address.
     pub tenants_made_anew: Vec<String>,
+    /// IMAP folder cursors derived from the recorded UIDs (a Graph delta link cannot be: those
+    /// folders are read again, and dedup absorbs what is there already).
+    pub cursors: usize,
     pub problems: Vec<String>,
 }
 
@@ -122,6 +125,7 @@ pub async fn rebuild_catalog(config: &ArchiveConfig) -> Result<RebuildReport, Ar
         report.without_evidence += 1;
     }
     record_tenants(&store, &catalog).await?;
+    report.cursors = derive_imap_cursors(&catalog).await?;
 
     // The archive id pairs the new catalog with its volumes.
     let id = match Store::archive_id(&volumes)? {
@@ -137,6 +141,27 @@ pub async fn rebuild_catalog(config: &ArchiveConfig) -> Result<RebuildReport, Ar
     report.messages = catalog.count_all_messages().await?;
     catalog.close().await;
     Ok(report)
+}
+
+/// An IMAP connection's cursor per folder (`UIDVALIDITY:last UID`) from its recorded items
+/// (`UIDVALIDITY:UID/folder`): the highest UID of the highest UIDVALIDITY seen.
+async fn derive_imap_cursors(catalog: &Catalog) -> Result<usize, ArchiveError> {
+    let mut cursors: std::collections::BTreeMap<(String, String), (u32, u32)> = Default::default();
+    for (connection, item, _) in catalog.source_items().await? {
+        let Some((at, folder)) = item.split_once('/') else { continue };
+        let Some((validity, uid)) = at.split_once(':') else { continue };
+        let (Ok(validity), Ok(uid)) = (validity.parse::<u32>(), uid.parse::<u32>()) else { continue };
+        let best = cursors.entry((connection, folder.to_owned())).or_insert((validity, uid));
+        *best = (*best).max((validity, uid));
+    }
+    let mut set = 0;
+    for ((connection, folder), (validity, uid)) in cursors {
+        if catalog.sync_cursor(&connection, &folder).await?.is_none() {
+            catalog.set_sync_cursor(&connection, &folder, &format!("{validity}:{uid}")).await?;
+            set += 1;
+        }
+    }
+    Ok(set)
 }
 
 fn owner_of(volume: &str) -> Option<i64> {

@@ -82,7 +82,7 @@ async fn a_lost_catalog_is_rebuilt_from_the_volumes_exactly_and_the_journal_addr
         for i in 20..30 {
             let mut sub =
                 submission(contoso.id, Source::Imap, original(i), false, Some(("bob@contoso.com", "INBOX/Projects")));
-            sub.origin.item = Some(("imap-bob".into(), format!("INBOX/Projects/1712:{i}")));
+            sub.origin.item = Some(("imap-bob".into(), format!("1712:{i}/INBOX/Projects")));
             p.submit(sub).await.unwrap();
         }
         let mut moved = None;
@@ -137,6 +137,7 @@ async fn a_lost_catalog_is_rebuilt_from_the_volumes_exactly_and_the_journal_addr
         let rebuilt = rebuild_catalog(&lost).await.unwrap_or_else(|e| panic!("{label}: {e}"));
         assert!(rebuilt.problems.is_empty(), "{label}: {:?}", rebuilt.problems);
         assert_eq!((rebuilt.messages, rebuilt.without_evidence, rebuilt.tenants), (50, 0, 2), "{label}");
+        assert_eq!(rebuilt.cursors, 1, "{label}: the IMAP folder's cursor is derived");
         assert!(rebuild_catalog(&lost).await.is_err(), "{label}: never on top of a catalog that holds data");
 
         // `reindex` ends the writing session, as the command does.
@@ -151,6 +152,8 @@ async fn a_lost_catalog_is_rebuilt_from_the_volumes_exactly_and_the_journal_addr
         assert_eq!(after, before, "{label}: the whole derived catalog");
 
         // The old journal address still finds its tenant, and a report to it is archived.
+        let cursor = archive.source_state().cursor("imap-bob", "INBOX/Projects").await.unwrap();
+        assert_eq!(cursor.as_deref(), Some("1712:29"), "{label}: polling goes on after the last archived UID");
         let tenants = archive.source_state().journal_tenants().await.unwrap();
         let (found, networks) =
             tenants.iter().find(|(t, _)| t.journal_address("archive.localhost") == journal_address).unwrap();

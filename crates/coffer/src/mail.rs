@@ -158,6 +158,12 @@ pub async fn rebuild(config: &coffer_archive::ArchiveConfig) -> anyhow::Result<E
             report.without_evidence
         );
     }
+    if report.cursors > 0 {
+        eprintln!(
+            "{} IMAP folder cursors derived from the archived UIDs; Microsoft 365 folders are read again (duplicates are skipped)",
+            report.cursors
+        );
+    }
     for name in &report.tenants_made_anew {
         eprintln!(
             "tenant {name} had no recorded journal address: it has a new one (`coffer tenant list`); update the \

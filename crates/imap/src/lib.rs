@@ -417,7 +417,7 @@ impl Poller {
                         .then(|| (c.mailbox.clone().unwrap_or_else(|| c.username.clone()), folder.to_owned())),
                     journal: c.mode != Mode::Mailbox,
                     origin: Origin {
-                        item: Some((c.name.clone(), format!("{folder}/{validity}:{uid}"))),
+                        item: Some((c.name.clone(), format!("{validity}:{uid}/{folder}"))),
                         ..Origin::default()
                     },
                 };
