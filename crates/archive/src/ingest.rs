@@ -372,7 +372,7 @@ async fn committer(
                 Err(_) => break,
             }
         }
-        match state.commit_batch(&jobs).await {
+        match state.commit_batch(&mut jobs).await {
             Ok(answers) => {
                 for (job, answer) in jobs.into_iter().zip(answers) {
                     match (job, answer) {
@@ -431,7 +431,7 @@ impl Committer {
         crate::evidence::record_tenants(&self.store, &self.catalog).await.inspect_err(|_| self.needs_replay = true)
     }
 
-    async fn commit_batch(&mut self, jobs: &[Job]) -> Result<Vec<Answer>, ArchiveError> {
+    async fn commit_batch(&mut self, jobs: &mut [Job]) -> Result<Vec<Answer>, ArchiveError> {
         self.catch_up().await?;
         let result = self.write_and_apply(jobs).await;
         if result.is_err() {
@@ -440,11 +440,11 @@ impl Committer {
         result
     }
 
-    async fn write_and_apply(&mut self, jobs: &[Job]) -> Result<Vec<Answer>, ArchiveError> {
+    async fn write_and_apply(&mut self, jobs: &mut [Job]) -> Result<Vec<Answer>, ArchiveError> {
         let catalog = &self.catalog;
         // Which contents are new: not in the catalog, and the first of their kind in this batch.
         let mut by_tenant: HashMap<i64, Vec<String>> = HashMap::new();
-        for job in jobs {
+        for job in jobs.iter() {
             if let Job::Arrival { prepared, .. } = job {
                 let m = &prepared.message;
                 by_tenant.entry(m.tenant_id).or_default().push(m.sha256.clone());
@@ -511,7 +511,9 @@ impl Committer {
         let mut order = Vec::new();
         for (tenant, group) in groups {
             let store = self.store.clone();
-            let payloads: Vec<Payload> = group.contents.iter().map(|&i| arrival(&jobs[i]).payload.clone()).collect();
+            // The sealed bytes move to the writer: no copy of a large message.
+            let payloads: Vec<Payload> =
+                group.contents.iter().map(|&i| std::mem::take(&mut arrival_mut(&mut jobs[i]).payload)).collect();
             let content_of: Vec<usize> = group.contents.clone();
             let (evidence, appended) = blocking(move || {
                 let refs: Vec<&Payload> = payloads.iter().collect();
@@ -560,6 +562,13 @@ impl Committer {
             }
         }
         Ok(answers.into_iter().map(|a| a.expect("every job answered")).collect())
+    }
+}
+
+fn arrival_mut(job: &mut Job) -> &mut Prepared {
+    match job {
+        Job::Arrival { prepared, .. } => prepared,
+        _ => unreachable!("contents come from arrivals"),
     }
 }
 
