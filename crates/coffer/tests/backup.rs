@@ -165,8 +165,22 @@ fn a_lost_catalog_is_rebuilt_from_the_volumes_and_the_old_journal_address_takes_
     };
     let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
     send(&server, "20");
+    // A tenant added from the command line beside `serve` is recorded by the serving process.
+    let evidence_records = |c: &Coffer| -> usize {
+        let out = ok_in(c, &c.data(), &["verify"]);
+        let before = out.split(" evidence records").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let recorded = evidence_records(&c);
+    c.ok(&["tenant", "add", "fabrikam", "--domain", "fabrikam.com"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while evidence_records(&c) == recorded {
+        assert!(std::time::Instant::now() < deadline, "the new tenant was never recorded");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     drop(server);
     let tenants = c.ok(&["tenant", "list"]);
+    assert!(tenants.contains("fabrikam"), "{tenants}");
     ok_in(&c, &c.data(), &["reindex"]);
     // Sorted: the messages share one date, and ties come in the index's order.
     let listing = |c: &Coffer| {
@@ -187,7 +201,7 @@ fn a_lost_catalog_is_rebuilt_from_the_volumes_and_the_old_journal_address_takes_
     let rebuilt = in_data(&c, &c.data(), &["catalog", "rebuild"]);
     let said = String::from_utf8_lossy(&rebuilt.stderr);
     assert!(rebuilt.status.success(), "{said}");
-    assert!(said.contains("2 tenants, 20 messages"), "{said}");
+    assert!(said.contains("3 tenants, 20 messages"), "{said}");
     assert_eq!(c.ok(&["tenant", "list"]), tenants, "the journal addresses are the ones they were");
     assert_eq!(listing(&c), before, "every message as it was: ids, recipients, folders");
     assert!(ok_in(&c, &c.data(), &["verify"]).contains("all intact"));
