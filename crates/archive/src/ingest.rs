@@ -337,7 +337,8 @@ impl Pipeline {
     }
 }
 
-/// How often an idle committer looks for tenants changed by another process (a CLI command).
+/// How often the committer looks for tenants changed by another process (a CLI command), busy
+/// or idle.
 const TENANT_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn committer(
@@ -348,12 +349,21 @@ async fn committer(
     parsed: ParsedCache,
 ) {
     let mut state = Committer { store, catalog, next_id: None, needs_replay: true };
+    let mut checked = std::time::Instant::now();
     loop {
-        let first = match tokio::time::timeout(TENANT_CHECK, rx.recv()).await {
-            Ok(Some(job)) => job,
+        let wait = TENANT_CHECK.saturating_sub(checked.elapsed());
+        let first = match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(job)) => Some(job),
             Ok(None) => break,
-            Err(_) => Job::RecordTenants { reply: oneshot::channel().0 },
+            Err(_) => None,
         };
+        if checked.elapsed() >= TENANT_CHECK {
+            if let Err(e) = state.record_tenants().await {
+                tracing::error!(error = %e, "recording tenant changes as evidence failed; retrying shortly");
+            }
+            checked = std::time::Instant::now();
+        }
+        let Some(first) = first else { continue };
         if let Job::RecordTenants { reply } = first {
             let _ = reply.send(state.record_tenants().await);
             continue;
