@@ -169,7 +169,7 @@ impl Archive {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", data.join("catalog.sqlite").display()));
         let catalog = Catalog::connect(&url).await?;
-        belong_together(&catalog, &volumes, writable, &url).await?;
+        belong_together(&catalog, &volumes, &url).await?;
         if writable {
             catalog.check().await?;
             // The store's writer lock is ours: no other process holds index-queue leases now.
@@ -189,6 +189,8 @@ impl Archive {
         };
         let store = Arc::new(store);
         if writable {
+            // Under the store's writer lock: two first runs at once never mark two ids.
+            mark_together(&catalog, &volumes).await?;
             // The catalog is derived from the volumes: what a crash left unapplied is applied
             // now, and tenants not yet recorded (new, changed, or older) are recorded.
             crate::evidence::replay(&store, &catalog).await?;
@@ -545,8 +547,8 @@ pub(crate) const ARCHIVE_ID: &str = "archive_id";
 /// Refuses a catalog that does not belong with the volumes: a new (or emptied) catalog beside
 /// volumes that hold mail — a lost catalog; starting on it would give every tenant a new journal
 /// address, and Exchange's next reports would be refused for good — or another archive's. A
-/// writing open that passes marks both with the archive's id.
-async fn belong_together(catalog: &Catalog, volumes: &Path, writable: bool, url: &str) -> Result<(), ArchiveError> {
+/// writing open that passes marks both with the archive's id ([`mark_together`]).
+async fn belong_together(catalog: &Catalog, volumes: &Path, url: &str) -> Result<(), ArchiveError> {
     let in_catalog = catalog.setting(ARCHIVE_ID).await?;
     let in_volumes = Store::archive_id(volumes)?;
     let restore = "Nothing was written. Restore the catalog from your latest backup (README: The master key and \
@@ -575,18 +577,22 @@ async fn belong_together(catalog: &Catalog, volumes: &Path, writable: bool, url:
         }
         _ => {}
     }
-    if writable {
-        let id = match in_catalog {
-            Some(id) => id,
-            None => {
-                let id = hex::encode(rand::random::<[u8; 16]>());
-                catalog.set_setting(ARCHIVE_ID, &id).await?;
-                id
-            }
-        };
-        if in_volumes.is_none() {
-            Store::set_archive_id(volumes, &id)?;
+    Ok(())
+}
+
+/// Gives a new archive its id, in the catalog and beside the volumes; called with the store's
+/// writer lock held.
+async fn mark_together(catalog: &Catalog, volumes: &Path) -> Result<(), ArchiveError> {
+    let id = match catalog.setting(ARCHIVE_ID).await? {
+        Some(id) => id,
+        None => {
+            let id = Store::archive_id(volumes)?.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+            catalog.set_setting(ARCHIVE_ID, &id).await?;
+            id
         }
+    };
+    if Store::archive_id(volumes)?.is_none() {
+        Store::set_archive_id(volumes, &id)?;
     }
     Ok(())
 }
