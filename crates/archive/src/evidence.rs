@@ -14,6 +14,7 @@ use coffer_store::{Payload, RecordKind, Scanned, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::ArchiveError;
+use crate::service::blocking;
 
 /// One evidence record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,20 +198,37 @@ impl Evidence {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Replayed {
     pub facts: usize,
-    /// Message records with no evidence (volumes written before evidence records), by volume:
-    /// `(volume, seq, location, content hash)`.
-    pub bare: Vec<(coffer_store::Location, [u8; 32])>,
+    /// Message records with no evidence (volumes written before evidence records).
+    pub bare: Vec<Bare>,
     /// Records that did not read (named by `verify`).
     pub problems: Vec<String>,
 }
 
-/// Facts of one volume, in record order, up to (not including) `until`, from `from`.
+/// An original with no arrival evidence: its owner (tenant), where it lies, its content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bare {
+    pub owner: i64,
+    pub location: coffer_store::Location,
+    pub content_hash: [u8; 32],
+}
+
+/// What one volume's records say, in record order.
+pub(crate) struct VolumeFacts {
+    pub(crate) evidence: Vec<Evidence>,
+    /// The message records (originals), not opened.
+    pub(crate) messages: Vec<Scanned>,
+    /// Where the records read end, as a mark; None when there were none.
+    pub(crate) mark: Option<EvidenceMark>,
+    pub(crate) problems: Vec<String>,
+}
+
+/// The records of one volume from sequence number `from` up to (not including) `until`.
 pub(crate) fn read_volume(
     store: &Store,
     volume: &str,
     from: u64,
     until: Option<u64>,
-) -> Result<(Vec<(u64, Evidence)>, Vec<Scanned>, Option<EvidenceMark>, Vec<String>), ArchiveError> {
+) -> Result<VolumeFacts, ArchiveError> {
     let mut evidence = Vec::new();
     let mut messages = Vec::new();
     let mut last: Option<(u64, coffer_store::Location)> = None;
@@ -224,7 +242,7 @@ pub(crate) fn read_volume(
             last = Some((r.seq, r.location.clone()));
             match r.kind {
                 RecordKind::Evidence => match Evidence::parse(r.body.as_deref().unwrap_or_default()) {
-                    Ok(e) => evidence.push((r.seq, e)),
+                    Ok(e) => evidence.push(e),
                     Err(e) => problems.push(format!("volume {volume} record {}: {e}", r.seq)),
                 },
                 RecordKind::Message => messages.push(r),
@@ -239,7 +257,7 @@ pub(crate) fn read_volume(
         segment: at.segment,
         end: at.offset + at.length as u64,
     });
-    Ok((evidence, messages, mark, problems))
+    Ok(VolumeFacts { evidence, messages, mark, problems })
 }
 
 /// Applies every evidence record that follows the catalog's marks (all of them for a new
@@ -259,39 +277,30 @@ pub(crate) async fn replay(store: &Arc<Store>, catalog: &Catalog) -> Result<Repl
             continue;
         }
         let (store, id) = (store.clone(), v.id.clone());
-        let (evidence, messages, mark, problems) = blocking(move || read_volume(&store, &id, from, None)).await??;
-        out.problems.extend(problems);
-        let arrived: std::collections::HashSet<(u32, u64)> = evidence
+        let read = blocking(move || read_volume(&store, &id, from, None)).await??;
+        out.problems.extend(read.problems);
+        let arrived: std::collections::HashSet<(u32, u64)> = read
+            .evidence
             .iter()
-            .filter_map(|(_, e)| match e {
+            .filter_map(|e| match e {
                 Evidence::Arrival(a) => a.record.as_ref().map(|r| (r.segment, r.offset)),
                 _ => None,
             })
             .collect();
         out.bare.extend(
-            messages
+            read.messages
                 .into_iter()
                 .filter(|m| !arrived.contains(&(m.location.segment, m.location.offset)))
-                .map(|m| (m.location, m.content_hash)),
+                .map(|m| Bare { owner: v.owner as i64, location: m.location, content_hash: m.content_hash }),
         );
-        let facts: Vec<Fact> = evidence.iter().map(|(_, e)| e.fact()).collect();
+        let facts: Vec<Fact> = read.evidence.iter().map(Evidence::fact).collect();
         out.facts += facts.len();
-        // Large volumes go in steps, each with the mark it reaches.
-        let mut start = 0;
-        while start < evidence.len() {
-            let end = (start + 2000).min(evidence.len());
-            let step_mark = if end == evidence.len() {
-                mark.clone()
-            } else {
-                None // the last step carries the mark: a crash in between replays from the old one
-            };
-            catalog.apply(&facts[start..end], step_mark.as_slice()).await?;
-            start = end;
-        }
-        if evidence.is_empty()
-            && let Some(mark) = mark
-        {
-            catalog.apply(&[], &[mark]).await?;
+        // Large volumes go in steps; only the last carries the mark, so a crash in between
+        // replays from the old one (applying a fact twice changes nothing).
+        let steps: Vec<&[Fact]> = if facts.is_empty() { vec![&[]] } else { facts.chunks(2000).collect() };
+        for (i, step) in steps.iter().enumerate() {
+            let mark = if i + 1 == steps.len() { read.mark.as_slice() } else { &[] };
+            catalog.apply(step, mark).await?;
         }
     }
     if out.facts > 0 {
@@ -312,12 +321,7 @@ pub(crate) async fn record_tenants(store: &Arc<Store>, catalog: &Catalog) -> Res
         let owner = tenant.id as u64;
         let appended = blocking(move || store.append_with_evidence(owner, &[], |_| vec![payload])).await??;
         facts.push(evidence.fact());
-        marks.push(EvidenceMark {
-            volume: appended.volume,
-            applied: appended.next_seq,
-            segment: appended.segment,
-            end: appended.end,
-        });
+        marks.push(mark_of(&appended));
     }
     if !facts.is_empty() {
         catalog.apply(&facts, &marks).await?;
@@ -325,8 +329,14 @@ pub(crate) async fn record_tenants(store: &Arc<Store>, catalog: &Catalog) -> Res
     Ok(pending.len())
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ArchiveError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ArchiveError::Internal(e.to_string()))
+/// Where a volume's durable records now end, as the catalog's mark for it.
+pub(crate) fn mark_of(appended: &coffer_store::Appended) -> EvidenceMark {
+    EvidenceMark {
+        volume: appended.volume.clone(),
+        applied: appended.next_seq,
+        segment: appended.segment,
+        end: appended.end,
+    }
 }
 
 /// What the evidence says a message is.
@@ -351,16 +361,16 @@ pub(crate) async fn compare_with_catalog(
     let mut tenants: BTreeMap<i64, Evidence> = BTreeMap::new();
     let mut evidenced: HashSet<(String, u32, u64)> = HashSet::new();
     let mut problems = Vec::new();
-    let ids = {
+    let volumes = {
         let store = store.clone();
         blocking(move || store.volume_ids()).await??
     };
-    for volume in ids {
+    for volume in volumes {
         let Some(mark) = marks.get(&volume) else { continue };
         let (store, v, until) = (store.clone(), volume.clone(), mark.applied);
-        let (evidence, _, _, unread) = blocking(move || read_volume(&store, &v, 0, Some(until))).await??;
-        problems.extend(unread);
-        for (_, e) in evidence {
+        let read = blocking(move || read_volume(&store, &v, 0, Some(until))).await??;
+        problems.extend(read.problems);
+        for e in read.evidence {
             match e {
                 Evidence::Arrival(a) => {
                     let x = expected.entry(a.message).or_default();

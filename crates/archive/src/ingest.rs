@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use coffer_catalog::{Catalog, CommitOutcome, EvidenceMark, NewMessage, NewPlacement, NewRecipient};
+use coffer_catalog::{Catalog, CommitOutcome, NewMessage, NewPlacement, NewRecipient};
 use coffer_mail::{Flags, journal};
 use coffer_store::{Compressor, Payload, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -18,6 +18,7 @@ use crate::ArchiveError;
 pub use crate::evidence::Origin;
 use crate::evidence::{ArrivalEvidence, Evidence, RecordAt};
 use crate::parsed::ParsedCache;
+use crate::service::blocking;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -348,7 +349,8 @@ async fn committer(
     indexed: Arc<Notify>,
     parsed: ParsedCache,
 ) {
-    let mut state = Committer { store, catalog, next_id: None, needs_replay: true };
+    // The writing open replayed the evidence already; the first batch only reads the next id.
+    let mut state = Committer { store, catalog, next_id: None, needs_replay: false };
     let mut checked = std::time::Instant::now();
     loop {
         let wait = TENANT_CHECK.saturating_sub(checked.elapsed());
@@ -430,9 +432,12 @@ impl Committer {
         if self.needs_replay {
             crate::evidence::replay(&self.store, &self.catalog).await?;
             self.needs_replay = false;
-            let max = self.catalog.max_message_id().await?;
-            self.next_id = Some(self.next_id.unwrap_or(0).max(max + 1));
+        } else if self.next_id.is_some() {
+            return Ok(());
         }
+        // Never below an id given before, even to a batch that failed.
+        let max = self.catalog.max_message_id().await?;
+        self.next_id = Some(self.next_id.unwrap_or(0).max(max + 1));
         Ok(())
     }
 
@@ -546,12 +551,7 @@ impl Committer {
             })
             .await??;
             crate::crash_point("ingest-after-append");
-            marks.push(EvidenceMark {
-                volume: appended.volume,
-                applied: appended.next_seq,
-                segment: appended.segment,
-                end: appended.end,
-            });
+            marks.push(crate::evidence::mark_of(&appended));
             for (i, e) in evidence {
                 facts.push(e.fact());
                 order.push(i);
@@ -587,8 +587,4 @@ fn arrival(job: &Job) -> &Prepared {
         Job::Arrival { prepared, .. } => prepared,
         _ => unreachable!("contents come from arrivals"),
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ArchiveError> {
-    crate::evidence::blocking(f).await
 }

@@ -12,8 +12,9 @@ use coffer_catalog::{Arrival, Catalog, Fact, RecordRef, Tenant};
 use coffer_store::{Compressor, Store, StoreConfig};
 use serde::Serialize;
 
-use crate::evidence::{blocking, record_tenants, replay};
+use crate::evidence::{record_tenants, replay};
 use crate::ingest::{Origin, Source, Submission, prepare};
+use crate::service::blocking;
 use crate::{ArchiveConfig, ArchiveError, MasterKey};
 
 #[derive(Debug, Default, Serialize)]
@@ -67,8 +68,7 @@ pub async fn rebuild_catalog(config: &ArchiveConfig) -> Result<RebuildReport, Ar
     // Originals with no evidence: catalogued from their bytes, after every recorded id.
     let mut next_id = catalog.max_message_id().await? + 1;
     let mut known_tenants: std::collections::HashSet<i64> = catalog.tenants().await?.iter().map(|t| t.id).collect();
-    for (location, hash) in replayed.bare {
-        let Some(owner) = owner_of(&location.volume) else { continue };
+    for crate::evidence::Bare { owner, location, content_hash: hash } in replayed.bare {
         if !known_tenants.contains(&owner) {
             let name = if owner == 1 && catalog.tenant_by_name(coffer_catalog::DEFAULT_TENANT).await?.is_none() {
                 coffer_catalog::DEFAULT_TENANT.to_owned()
@@ -78,7 +78,7 @@ pub async fn rebuild_catalog(config: &ArchiveConfig) -> Result<RebuildReport, Ar
             let tenant = Tenant {
                 id: owner,
                 name: name.clone(),
-                journal_token: new_token(),
+                journal_token: coffer_catalog::new_journal_token(),
                 domains: Vec::new(),
                 created_at: crate::now(),
             };
@@ -162,16 +162,6 @@ async fn derive_imap_cursors(catalog: &Catalog) -> Result<usize, ArchiveError> {
         }
     }
     Ok(set)
-}
-
-fn owner_of(volume: &str) -> Option<i64> {
-    volume.strip_prefix('t')?.split('-').next()?.parse().ok()
-}
-
-fn new_token() -> String {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    (0..12).map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[rng.gen_range(0..32)])).collect()
 }
 
 /// Everything of the catalog that is derived from the volumes, in a stable order: what a

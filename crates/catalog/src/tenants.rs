@@ -22,6 +22,12 @@ impl Tenant {
 
 pub const DEFAULT_TENANT: &str = "default";
 
+/// A new journal token: 12 characters a person reads back without confusing them (no 0/o, 1/l).
+pub fn new_journal_token() -> String {
+    let mut rng = rand::thread_rng();
+    (0..12).map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[rng.gen_range(0..32)])).collect()
+}
+
 impl Catalog {
     /// The tenant every single-organisation installation uses; created on first use.
     pub async fn default_tenant(&self) -> Result<Tenant> {
@@ -46,10 +52,7 @@ impl Catalog {
         if self.tenant_by_name(name).await?.is_some() {
             return Err(CatalogError::Invalid(format!("tenant {name:?} exists already")));
         }
-        let token: String = {
-            let mut rng = rand::thread_rng();
-            (0..12).map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[rng.gen_range(0..32)])).collect()
-        };
+        let token = new_journal_token();
         let mut tx = self.write().await?;
         let id: i64 =
             sqlx::query("INSERT INTO tenants (name, journal_token, created_at) VALUES ($1, $2, $3) RETURNING id")
