@@ -224,6 +224,12 @@ impl Archive {
                     copier.file(&rel, None, true)?;
                 }
             }
+            // After the segments: their records' keys are written before them, so the copy holds
+            // every copied record's key. It changes in place when a record is shredded, so it is
+            // copied whole each time.
+            if volumes.join(&volume).join("keyring").exists() {
+                copier.file(&format!("volumes/{volume}/keyring"), None, false)?;
+            }
         }
         copier.summary.created_at = now_secs();
         let mut manifest = String::new();

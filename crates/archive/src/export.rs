@@ -96,8 +96,10 @@ impl Archive {
                     .large_file(true);
                 let mut sums = String::new();
                 let mut manifest = String::from("id,sha256,size,date,message_id,subject\n");
+                let mut volumes = std::collections::BTreeSet::new();
                 for chunk in ids.chunks(200) {
                     for (row, raw) in self.originals(actor, chunk, skip_damaged, &mut summary.skipped).await? {
+                        volumes.insert(row.record.volume.clone());
                         let name = format!("messages/{}.eml", row.id);
                         zip.start_file(&name, options).map_err(zip_err)?;
                         zip.write_all(&raw).map_err(io)?;
@@ -127,11 +129,55 @@ impl Archive {
                     zip.start_file("SKIPPED.csv", options).map_err(zip_err)?;
                     zip.write_all(list.as_bytes()).map_err(io)?;
                 }
+                let tokens = self.latest_timestamps(&volumes).await?;
+                if !tokens.is_empty() {
+                    let mut index = String::from("volume,token_record,covers_record,chain_head_sha256,file\n");
+                    for (volume, seq, t) in &tokens {
+                        let name = format!("timestamps/{volume}-{seq}.tst");
+                        zip.start_file(&name, options).map_err(zip_err)?;
+                        zip.write_all(&t.token).map_err(io)?;
+                        index.push_str(&format!("{volume},{seq},{},{},{name}\n", t.covers, hex::encode(t.chain_head)));
+                    }
+                    zip.start_file("timestamps/index.csv", options).map_err(zip_err)?;
+                    zip.write_all(index.as_bytes()).map_err(io)?;
+                    zip.start_file("timestamps/README.txt", options).map_err(zip_err)?;
+                    zip.write_all(TIMESTAMPS_README.as_bytes()).map_err(io)?;
+                }
                 let w = zip.finish().map_err(zip_err)?;
                 w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
             }
         }
         Ok(summary)
+    }
+
+    /// The latest timestamp token of each of `volumes` that has one: (volume, its record, token).
+    async fn latest_timestamps(
+        &self,
+        volumes: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<(String, u64, coffer_store::Timestamp)>, ArchiveError> {
+        let store = self.store.clone();
+        let volumes: Vec<String> = volumes.iter().cloned().collect();
+        crate::service::blocking(move || {
+            let mut out = Vec::new();
+            for volume in volumes {
+                let mut latest = None;
+                store.scan::<ArchiveError>(
+                    &volume,
+                    0,
+                    None,
+                    |k| k == coffer_store::RecordKind::Timestamp,
+                    |r| {
+                        if let Some(t) = r.body.as_deref().and_then(coffer_store::Timestamp::decode) {
+                            latest = Some((r.seq, t));
+                        }
+                        Ok(())
+                    },
+                )?;
+                out.extend(latest.map(|(seq, t)| (volume.clone(), seq, t)));
+            }
+            Ok(out)
+        })
+        .await?
     }
 
     /// Originals of visible messages, in order.
@@ -156,6 +202,26 @@ impl Archive {
         Ok(out)
     }
 }
+
+/// What an export's `timestamps/` folder is, for whoever receives it.
+const TIMESTAMPS_README: &str = "\
+Trusted timestamps (RFC 3161) of the volumes these messages are kept in.
+
+Coffer keeps each message as a record of a volume. Every record's header carries the SHA-256 of
+the original message (the sums in SHA256SUMS), and each record is chained to the one before it:
+chain = SHA-256(previous chain || record header || sealed payload). A time-stamping authority
+signed the chain head after record `covers_record` (index.csv); the token is the .tst file. It
+proves that the chain head, and so every record up to that one, existed unchanged at the token's
+time.
+
+Check a token offline with OpenSSL, given the TSA's CA certificate:
+
+    openssl ts -verify -token_in -in timestamps/<file>.tst -digest <chain_head_sha256> -CAfile tsa-ca.pem
+
+and read its time with `openssl ts -reply -token_in -in timestamps/<file>.tst -text`.
+Recomputing the chain head from the volume's segment files needs no key (the chain is over the
+sealed bytes); `coffer verify` does it, and checks every token.
+";
 
 /// A CSV cell. One that a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, a tab or a
 /// carriage return first) gets a leading `'`, so opening the manifest runs nothing.

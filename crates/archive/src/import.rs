@@ -153,7 +153,7 @@ fn read_all(
     let limit = pipeline.max_message_bytes();
     let flush = |pending: &mut Vec<(String, Vec<u8>, String)>| -> bool {
         // Taken per batch, so a dictionary trained meanwhile is used from the next batch on.
-        let compressor = pipeline.compressor(options.tenant);
+        let compressor = pipeline.compressor();
         let batch: Batch = std::mem::take(pending)
             .into_par_iter()
             .map(|(origin, raw, folder)| {

@@ -271,9 +271,9 @@ impl Pipeline {
         }
     }
 
-    /// What compresses the tenant's messages (with its dictionary once there is one).
-    pub fn compressor(&self, tenant: i64) -> Compressor {
-        self.store.compressor(tenant as u64)
+    /// What compresses messages (the store's built-in mail dictionary).
+    pub fn compressor(&self) -> Compressor {
+        self.store.compressor()
     }
 
     /// Prepares (on a blocking thread) and commits one submission; returns once it is durable.
@@ -285,7 +285,7 @@ impl Pipeline {
     /// [`Pipeline::submit`] for a source that reserved the memory before it read the message in.
     pub async fn submit_reserved(&self, sub: Submission, _reservation: Reservation) -> Result<Receipt, ArchiveError> {
         let limit = self.max_message_bytes;
-        let compressor = self.compressor(sub.tenant);
+        let compressor = self.compressor();
         let prepared = tokio::task::spawn_blocking(move || prepare(sub, limit, &compressor))
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))??;

@@ -122,8 +122,12 @@ pub struct VerifyOutcome {
     pub unreferenced_records: usize,
     /// Evidence records (arrivals, later events, tenant states); `records` counts message records.
     pub evidence_records: u64,
+    /// Timestamp records (each token is checked: `timestamps`, `problems`).
+    pub timestamp_records: u64,
     /// Catalogued messages whose volumes are from before evidence records (nothing to compare).
     pub without_evidence: usize,
+    /// Per volume with timestamps: how many tokens, and the latest time its content is proven.
+    pub timestamps: Vec<crate::timestamp::VolumeProof>,
     pub problems: Vec<String>,
 }
 
@@ -244,6 +248,23 @@ impl Archive {
             crate::evidence::record_tenants(&self.store, &self.catalog).await?;
         }
         Ok(())
+    }
+
+    /// The timestamper of this archive's open volumes, None when no TSA is configured. Only on a
+    /// writable archive.
+    pub fn timestamper(&self) -> Result<Option<crate::timestamp::Timestamper>, ArchiveError> {
+        if !self.store.is_writable() {
+            return Err(ArchiveError::Store(coffer_store::StoreError::ReadOnly));
+        }
+        crate::timestamp::Timestamper::new(self.store.clone(), &self.config.timestamp)
+    }
+
+    /// Timestamps every open volume's chain head now; returns how many tokens were stored.
+    pub async fn timestamp_now(&self) -> Result<usize, ArchiveError> {
+        let mut timestamper = self.timestamper()?.ok_or_else(|| {
+            ArchiveError::Invalid("no TSA is configured: set timestamp.tsa_url and timestamp.ca_file".into())
+        })?;
+        blocking(move || timestamper.pass(true)).await?
     }
 
     pub fn indexer(&self) -> Indexer {
@@ -476,7 +497,11 @@ impl Archive {
         }
         outcome.unreferenced_records = good.len() - referenced.len();
         outcome.evidence_records = report.evidence;
-        outcome.records = report.records - report.evidence;
+        outcome.timestamp_records = report.timestamp_records;
+        outcome.records = report.records - report.evidence - outcome.timestamp_records;
+        let (proofs, problems) = crate::timestamp::check_all(&report.timestamps, &self.config.timestamp);
+        outcome.timestamps = proofs;
+        outcome.problems.extend(problems);
         // Rows, recipients and placements against the evidence. Beside a serving process a
         // commit can land between the marks and the rows: a difference is confirmed by a second
         // look before it is reported.

@@ -97,6 +97,9 @@ pub enum Command {
     },
     /// Delete the search index and rebuild it from the store and the catalog.
     Reindex,
+    /// Timestamp every open volume's chain head now at the configured TSA (RFC 3161); `serve`
+    /// does it by itself when a segment is sealed and at least every `timestamp.every_seconds`.
+    Timestamp,
     /// Back the archive up into DIR while it runs: a catalog snapshot, the keys, the volumes up to
     /// their acknowledged records, and a SHA-256 manifest. An earlier backup in DIR is brought up
     /// to date, copying only what changed.

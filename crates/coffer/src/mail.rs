@@ -115,6 +115,17 @@ pub async fn verify(archive: &Archive, json: bool) -> anyhow::Result<ExitCode> {
             outcome.unreferenced_records,
             if outcome.is_clean() { "all intact".to_string() } else { format!("{} problems", outcome.problems.len()) }
         );
+        for t in &outcome.timestamps {
+            match (t.proven_at, t.proven_through_record) {
+                (Some(at), Some(record)) => println!(
+                    "volume {}: {} timestamp tokens; proven through record {record} at {}",
+                    t.volume,
+                    t.tokens,
+                    coffer_archive::service::rfc3339(at)
+                ),
+                _ => println!("volume {}: {} timestamp tokens, none checks out", t.volume, t.tokens),
+            }
+        }
         if outcome.without_evidence > 0 {
             println!(
                 "{} messages are in volumes from before evidence records: their envelopes were never recorded",

@@ -90,6 +90,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             mail::reindex(&archive).await
         }
+        Command::Timestamp => {
+            let n = open(&config, true).await?.timestamp_now().await?;
+            eprintln!("stored {n} timestamp tokens");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Backup { out } => {
             let archive = open(&config, false).await?;
             admin::backup(&archive, &operator(&archive, None).await?, &out).await

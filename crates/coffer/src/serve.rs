@@ -15,6 +15,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let archive = Arc::new(open(&config, true).await?);
     let pipeline = archive.pipeline();
     let indexer = archive.spawn_indexer();
+    let timestamper = archive.timestamper()?.map(|t| t.spawn());
     tracing::info!(data = %config.archive.data_dir.display(), "Coffer is serving; the index catches up in the background");
     for t in archive.admin().tenants(&operator(&archive, None).await?).await? {
         tracing::info!(tenant = %t.tenant.name, journal = %t.journal_address, "tenant");
@@ -56,6 +57,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
     }
     indexer.abort();
+    if let Some(t) = timestamper {
+        t.abort();
+    }
     // Leave the index caught up with what was acknowledged (it would catch up at the next start).
     if tokio::time::timeout(Duration::from_secs(60), archive.indexer().run_until_idle()).await.is_err() {
         tracing::warn!("the index is still catching up; it continues at the next start");

@@ -31,6 +31,12 @@ pub trait SegmentStore: Send + Sync {
     fn append_to(&self, volume: &str, segment: u32) -> Result<Box<dyn SegmentAppender>>;
     /// Cuts a segment back to `len` bytes; the bytes cut are kept aside for forensics.
     fn cut(&self, volume: &str, segment: u32, len: u64) -> Result<()>;
+    /// Writes `bytes` at `offset` of the volume's keyring (made on first use), durably.
+    fn write_keyring(&self, volume: &str, offset: u64, bytes: &[u8]) -> Result<()>;
+    /// Up to `len` bytes of the keyring from `offset`: fewer where it ends, none before it exists.
+    fn read_keyring(&self, volume: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Cuts the keyring back to `len` bytes (entries of records that were never written).
+    fn cut_keyring(&self, volume: &str, len: u64) -> Result<()>;
     /// Where a segment is, for messages an operator acts on.
     fn describe(&self, volume: &str, segment: u32) -> String;
 }
@@ -41,8 +47,8 @@ pub trait SegmentAppender: Send {
     fn append(&mut self, bytes: &[u8]) -> Result<()>;
 }
 
-/// Volumes as folders of a local file system: `<root>/<volume>/volume.json` and
-/// `<root>/<volume>/<segment:06>.seg`. Every change is fsynced, the folder entry included.
+/// Volumes as folders of a local file system: `<root>/<volume>/volume.json`,
+/// `<root>/<volume>/<segment:06>.seg` and `<root>/<volume>/keyring`. Every change is fsynced, the folder entry included.
 pub struct LocalDisk {
     root: PathBuf,
 }
@@ -160,6 +166,44 @@ impl SegmentStore for LocalDisk {
         file.set_len(len).and_then(|_| file.sync_all()).map_err(io_err(&path))?;
         tracing::warn!(segment = %path.display(), bytes = cut.len(), kept = %aside.display(), "cut a torn tail");
         Ok(())
+    }
+
+    fn write_keyring(&self, volume: &str, offset: u64, bytes: &[u8]) -> Result<()> {
+        let path = self.root.join(volume).join("keyring");
+        let created = !path.exists();
+        let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path).map_err(io_err(&path))?;
+        file.write_all_at(bytes, offset).and_then(|_| file.sync_data()).map_err(io_err(&path))?;
+        if created {
+            sync_dir(&self.root.join(volume))?;
+        }
+        Ok(())
+    }
+
+    fn read_keyring(&self, volume: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let path = self.root.join(volume).join("keyring");
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let size = file.metadata().map_err(io_err(&path))?.len();
+        // Never more than the file holds, whatever was asked.
+        let len = (len as u64).min(size.saturating_sub(offset)) as usize;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset).map_err(io_err(&path))?;
+        Ok(buf)
+    }
+
+    fn cut_keyring(&self, volume: &str, len: u64) -> Result<()> {
+        let path = self.root.join(volume).join("keyring");
+        match OpenOptions::new().write(true).open(&path) {
+            Ok(file) if file.metadata().map_err(io_err(&path))?.len() > len => {
+                file.set_len(len).and_then(|_| file.sync_all()).map_err(io_err(&path))
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
     }
 
     fn describe(&self, volume: &str, segment: u32) -> String {

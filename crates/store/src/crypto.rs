@@ -1,5 +1,7 @@
 //! Keys: the master key (one per installation, a file the operator backs up) wraps a data key per
-//! volume; the data key seals the records.
+//! volume; the data key wraps each record's own key, kept in the volume's keyring; a record key
+//! seals one record. Destroying a record's keyring entry (shredding) leaves its sealed bytes, and
+//! so the hash chain over them, in place, and nothing that can open them.
 
 use std::io::Write;
 use std::path::Path;
@@ -130,6 +132,67 @@ impl DataKey {
     pub(crate) fn decrypt(&self, nonce: &[u8], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         self.0.decrypt(XNonce::from_slice(nonce), AeadPayload { msg: sealed, aad }).ok()
     }
+}
+
+/// One keyring entry: `seq u64 LE ‖ nonce [24] ‖ sealed record key [32 + 16]`; all zeros once
+/// shredded.
+pub(crate) const KEY_ENTRY_LEN: usize = 80;
+
+/// Why a record's key cannot be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyProblem {
+    /// The entry was destroyed on purpose: the record is gone, its chain link stays.
+    Shredded,
+    /// The entry is absent, or does not open under the volume key.
+    Damaged,
+}
+
+impl DataKey {
+    /// A new key for record `seq` of `volume`, and its keyring entry.
+    pub(crate) fn new_record_key(&self, volume: &str, seq: u64) -> (DataKey, [u8; KEY_ENTRY_LEN]) {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        let nonce = random_nonce();
+        let sealed = self
+            .0
+            .encrypt(XNonce::from_slice(&nonce), AeadPayload { msg: &key, aad: &record_key_aad(volume, seq) })
+            .expect("XChaCha20-Poly1305 encryption of a key");
+        let mut entry = [0u8; KEY_ENTRY_LEN];
+        entry[..8].copy_from_slice(&seq.to_le_bytes());
+        entry[8..32].copy_from_slice(&nonce);
+        entry[32..].copy_from_slice(&sealed);
+        (DataKey::from_bytes(&key), entry)
+    }
+
+    /// Opens record `seq`'s key from its keyring entry.
+    pub(crate) fn open_record_key(
+        &self,
+        volume: &str,
+        seq: u64,
+        entry: &[u8],
+    ) -> std::result::Result<DataKey, KeyProblem> {
+        if entry.len() == KEY_ENTRY_LEN && entry.iter().all(|&b| b == 0) {
+            return Err(KeyProblem::Shredded);
+        }
+        if entry.len() != KEY_ENTRY_LEN || entry[..8] != seq.to_le_bytes() {
+            return Err(KeyProblem::Damaged);
+        }
+        let key = self
+            .0
+            .decrypt(
+                XNonce::from_slice(&entry[8..32]),
+                AeadPayload { msg: &entry[32..], aad: &record_key_aad(volume, seq) },
+            )
+            .map_err(|_| KeyProblem::Damaged)?;
+        Ok(DataKey::from_bytes(&key))
+    }
+}
+
+fn record_key_aad(volume: &str, seq: u64) -> Vec<u8> {
+    let mut aad = b"record-key:".to_vec();
+    aad.extend_from_slice(volume.as_bytes());
+    aad.extend_from_slice(&seq.to_le_bytes());
+    aad
 }
 
 pub(crate) fn random_nonce() -> [u8; NONCE_LEN] {

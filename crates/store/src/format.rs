@@ -4,8 +4,10 @@
 //! `magic "CFSEG\0\0\x01"` · `segment u32` · `reserved u32` · `first_seq u64` · `chain_in [32]` · `reserved [8]`
 //!
 //! Record, a 120-byte header and the sealed payload:
-//! `magic "CFRC"` · `version u8 = 1` · `compression u8 (1 = zstd, 2 = zstd with a dictionary)` · `kind u8
-//! (0 = an original message, 1 = evidence; volumes from before kinds hold only 0)` · `reserved u8` · `seq u64` ·
+//! `magic "CFRC"` · `version u8 (1 = sealed under the volume's data key, 2 = under the record's own
+//! key, kept in the volume's keyring)` · `compression u8 (1 = zstd, 2 = zstd with a dictionary)` · `kind u8
+//! (0 = an original message, 1 = evidence, 2 = a trusted timestamp; volumes from before kinds hold
+//! only 0)` · `reserved u8` · `seq u64` ·
 //! `original_len u64` · `payload_len u32` · `dictionary u32` · `content_hash [32]` · `nonce [24]` ·
 //! `chain [32]` · `payload [payload_len]`
 //!
@@ -28,6 +30,24 @@ pub const EVIDENCE_DICTIONARY_NUMBER: u32 = u32::MAX;
 /// tenant's data, and it never changes: records written with it name it by
 /// [`EVIDENCE_DICTIONARY_NUMBER`]; a new one would take another number.
 pub const EVIDENCE_DICTIONARY: &[u8] = br#"{"fact":"arrival","message":,"tenant":,"sha256":"","record":{"volume":"t1-v000001","segment":,"offset":,"length":},"source":"import","archived_at":,"size":,"message_id":"","date":,"from_addr":"","from_name":"","sender":null,"on_behalf_of":null,"subject":"","has_attachment":false,"flags":0,"recipients":[{"kind":"to","address":"","name":null,"via":""},{"kind":"cc","address":"","name":null,"via":""},{"kind":"bcc","address":"","name":null,"via":""},{"kind":"envelope","address":"","name":null,"via":"expanded:"}],"placements":[{"mailbox":"","folder":"","source":"imap"}],"origin":{"peer":"","helo":"","tls":"TLSv1_3","rcpt_to":["journal-@"],"item":["",""]}}{"fact":"placement_removed","message":,"tenant":,"mailbox":"","folder":"","at":}{"fact":"tenant","id":,"name":"","journal_token":"","domains":[""],"networks":[""],"created_at":,"at":}"#;
+
+/// The dictionary number of message records compressed with the built-in mail dictionary.
+pub const MAIL_DICTIONARY_NUMBER: u32 = u32::MAX - 1;
+
+/// The built-in mail dictionary (raw zstd content): `mail-dictionary.txt` with CRLF line ends,
+/// as mail has them. Records name it by [`MAIL_DICTIONARY_NUMBER`], so its bytes never change
+/// (a test pins their hash); a better one would take another number.
+pub fn mail_dictionary() -> Vec<u8> {
+    let text = include_bytes!("mail-dictionary.txt");
+    let mut out = Vec::with_capacity(text.len() + text.len() / 16);
+    for &b in text {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
 
 /// No single record may claim more than this; a larger length is corruption, not a message.
 pub const MAX_PAYLOAD: u32 = 1 << 30;
@@ -70,6 +90,9 @@ pub enum RecordKind {
     /// A fact about messages or tenants (an arrival with its envelope, a placement removed, a
     /// tenant's journal address), as JSON: what the catalog is derived from.
     Evidence,
+    /// An RFC 3161 timestamp token over the volume's chain head at an earlier record
+    /// ([`crate::Timestamp`]).
+    Timestamp,
 }
 
 impl RecordKind {
@@ -77,6 +100,7 @@ impl RecordKind {
         match self {
             RecordKind::Message => 0,
             RecordKind::Evidence => 1,
+            RecordKind::Timestamp => 2,
         }
     }
 
@@ -84,6 +108,7 @@ impl RecordKind {
         match b {
             0 => Some(RecordKind::Message),
             1 => Some(RecordKind::Evidence),
+            2 => Some(RecordKind::Timestamp),
             _ => None,
         }
     }
@@ -92,6 +117,8 @@ impl RecordKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordHeader {
     pub kind: RecordKind,
+    /// Sealed under its own key (the keyring's entry for `seq`); volumes from before hold none.
+    pub own_key: bool,
     pub seq: u64,
     pub original_len: u64,
     pub payload_len: u32,
@@ -107,7 +134,7 @@ impl RecordHeader {
     pub fn encode_unchained(&self) -> [u8; RECORD_HEADER_LEN] {
         let mut b = [0u8; RECORD_HEADER_LEN];
         b[..4].copy_from_slice(RECORD_MAGIC);
-        b[4] = 1;
+        b[4] = if self.own_key { 2 } else { 1 };
         b[5] = if self.dictionary == 0 { 1 } else { 2 };
         b[6] = self.kind.byte();
         b[28..32].copy_from_slice(&self.dictionary.to_le_bytes());
@@ -126,12 +153,13 @@ impl RecordHeader {
         if &b[..4] != RECORD_MAGIC {
             return Err("no record starts here (bad magic)");
         }
-        if b[4] != 1 || !(1..=2).contains(&b[5]) {
+        if !(1..=2).contains(&b[4]) || !(1..=2).contains(&b[5]) {
             return Err("unknown record version or compression");
         }
         let kind = RecordKind::from_byte(b[6]).ok_or("unknown record kind")?;
         let header = RecordHeader {
             kind,
+            own_key: b[4] == 2,
             seq: u64::from_le_bytes(b[8..16].try_into().unwrap()),
             original_len: u64::from_le_bytes(b[16..24].try_into().unwrap()),
             payload_len: u32::from_le_bytes(b[24..28].try_into().unwrap()),
@@ -175,6 +203,7 @@ mod tests {
         assert_eq!(SegmentHeader::decode(&s.encode()), Some(s));
         let r = RecordHeader {
             kind: RecordKind::Evidence,
+            own_key: true,
             seq: 5,
             original_len: 1234,
             payload_len: 77,
@@ -184,6 +213,15 @@ mod tests {
             chain: [0; 32],
         };
         assert_eq!(RecordHeader::decode(&r.encode_unchained()), Ok(r));
+    }
+
+    #[test]
+    fn the_built_in_mail_dictionary_never_changes() {
+        // Records written with it can only be read with these exact bytes.
+        assert_eq!(
+            hex::encode(Sha256::digest(mail_dictionary())),
+            "8629aa3ce7856ecd2f5cd92bbdbb88b91f54ac28dd865499d8c7cdfd2f17e201"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ impl Store {
         // the end is a torn write; so is a last record whose chain link does not hold (a write
         // cut off after the header).
         let (mut pos, mut seq, mut chain) = (SEGMENT_HEADER_LEN, header.first_seq, header.chain_in);
+        let mut last_kind = None;
         while let Ok(h) = RecordHeader::decode(&data[pos..]) {
             let end = pos as u64 + h.record_len();
             if end > data.len() as u64 {
@@ -37,6 +38,7 @@ impl Store {
             }
             chain = h.chain;
             seq = h.seq + 1;
+            last_kind = Some(h.kind);
             pos = end as usize;
         }
         let acknowledged = self.cfg.acknowledged.get(&(meta.id.clone(), last)).copied().unwrap_or(0);
@@ -60,6 +62,8 @@ impl Store {
             // Cut, keeping the cut bytes aside for forensics: they were never acknowledged.
             self.backend.cut(&meta.id, last, pos as u64)?;
         }
+        // Keys of records that never made it into the segment.
+        self.backend.cut_keyring(&meta.id, seq * crate::crypto::KEY_ENTRY_LEN as u64)?;
         let file = self.backend.append_to(&meta.id, last)?;
         let earlier: u64 =
             segments[..segments.len() - 1].iter().map(|&s| self.backend.segment_len(&meta.id, s).unwrap_or(0)).sum();
@@ -73,6 +77,7 @@ impl Store {
             next_seq: seq,
             chain,
             volume_bytes: earlier + size as u64,
+            last_kind,
         };
         if damaged_middle {
             self.next_segment(&mut writer)?;

@@ -2,6 +2,7 @@
 //! and rebuild, and `verify`'s comparison of the catalog with the evidence).
 
 use crate::format::{RECORD_MAGIC, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::keyring::Unreadable;
 use crate::recovery::find;
 use crate::verifier::Problem;
 use crate::volume::Store;
@@ -60,6 +61,7 @@ impl Store {
                 break;
             }
             let data = self.backend.read_segment(volume, number)?;
+            let keys = self.segment_keys(volume, firsts[i].unwrap_or(0), data.len())?;
             let mut pos = SEGMENT_HEADER_LEN;
             while pos < data.len() {
                 let header = match RecordHeader::decode(&data[pos..]) {
@@ -90,9 +92,14 @@ impl Store {
                         length: record.len() as u32,
                     };
                     let body = if open(header.kind) {
-                        match self.open_record(&key, volume, record, &header) {
+                        match self.open_record(&key, &keys, volume, record, &header) {
                             Ok(body) => Some(body),
-                            Err(e) => {
+                            // Deleted on purpose: nothing to read, nothing wrong.
+                            Err(Unreadable::Shredded) => {
+                                pos = end;
+                                continue;
+                            }
+                            Err(Unreadable::Damaged(e)) => {
                                 problems.push(problem(number, pos as u64, Some(header.seq), e));
                                 pos = end;
                                 continue;

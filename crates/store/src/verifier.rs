@@ -1,5 +1,6 @@
 //! Verification: every record of every volume read and checked — seal, content hash, sequence
-//! and hash chain — never stopping at the first problem.
+//! and hash chain, and that each timestamp record carries the chain head of the record it covers —
+//! never stopping at the first problem.
 
 use serde::Serialize;
 
@@ -7,9 +8,10 @@ use crate::crypto::DataKey;
 use crate::format::{
     self, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader,
 };
+use crate::keyring::Unreadable;
 use crate::recovery::{find, records_after};
 use crate::volume::{Store, VolumeState};
-use crate::{Location, Result};
+use crate::{Location, Result, Timestamp};
 
 /// One thing `verify` found wrong, named precisely enough to go and look.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,8 +47,24 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Evidence records among `records`.
     pub evidence: u64,
+    /// Timestamp records among `records`.
+    pub timestamp_records: u64,
+    /// Records whose key was shredded (deleted on purpose) among `records`.
+    pub shredded: u64,
     /// Every message record that checked out, with its content hash, for the catalog cross-check.
     pub good: Vec<(Location, [u8; 32])>,
+    /// Every timestamp record whose chain head is the volume's at the record it covers; the
+    /// token itself is the caller's to check (signature, the TSA's certificates).
+    pub timestamps: Vec<FoundTimestamp>,
+}
+
+/// A timestamp record [`Store::verify`] found in place.
+#[derive(Debug, Clone)]
+pub struct FoundTimestamp {
+    pub volume: String,
+    /// The timestamp record's own number.
+    pub seq: u64,
+    pub timestamp: Timestamp,
 }
 
 impl Store {
@@ -66,6 +84,8 @@ impl Store {
             };
             let mut expected_seq = 0u64;
             let mut chain = [0u8; 32];
+            // The chain after each record, by record number, for the timestamps that name one.
+            let mut chains: Vec<[u8; 32]> = Vec::new();
             let mut expected_segment = 1u32;
             for number in self.backend.segments(&meta.id)? {
                 report.segments += 1;
@@ -79,7 +99,7 @@ impl Store {
                     ));
                 }
                 expected_segment = number + 1;
-                self.verify_segment(&meta.id, &key, number, &mut expected_seq, &mut chain, &mut report)?;
+                self.verify_segment(&meta.id, &key, number, &mut expected_seq, &mut chain, &mut chains, &mut report)?;
             }
             if meta.state == VolumeState::Closed {
                 let head_ok = meta.chain_head.as_deref() == Some(&hex::encode(chain));
@@ -108,9 +128,12 @@ impl Store {
         number: u32,
         expected_seq: &mut u64,
         chain: &mut [u8; 32],
+        chains: &mut Vec<[u8; 32]>,
         report: &mut VerifyReport,
     ) -> Result<()> {
         let data = self.backend.read_segment(volume, number)?;
+        let first_seq = SegmentHeader::decode(&data).map_or(*expected_seq, |h| h.first_seq);
+        let keys = self.segment_keys(volume, first_seq, data.len())?;
         let p =
             |offset: Option<u64>, seq: Option<u64>, detail: String| problem(volume, Some(number), offset, seq, detail);
         match SegmentHeader::decode(&data) {
@@ -170,20 +193,41 @@ impl Store {
                 faults
                     .push("hash chain broken (this record or the one before it was altered, removed or moved)".into());
             }
-            match self.open_record(key, volume, record, &header) {
+            match self.open_record(key, &keys, volume, record, &header) {
                 Ok(_) if faults.is_empty() && header.kind == RecordKind::Message => {
                     report.good.push((loc, header.content_hash))
                 }
+                Ok(body) if header.kind == RecordKind::Timestamp => match Timestamp::decode(&body) {
+                    None => faults.push("timestamp record unreadable".into()),
+                    Some(t) if t.covers >= header.seq => {
+                        faults.push(format!("timestamp claims to cover record {}, which comes after it", t.covers))
+                    }
+                    Some(t) if chains.get(t.covers as usize) != Some(&t.chain_head) => faults.push(format!(
+                        "timestamp's chain head is not the volume's after record {} (the token does not belong here)",
+                        t.covers
+                    )),
+                    Some(timestamp) => {
+                        report.timestamps.push(FoundTimestamp { volume: volume.to_owned(), seq: header.seq, timestamp })
+                    }
+                },
                 Ok(_) => {}
-                Err(e) => faults.push(e),
+                // Deleted on purpose: counted apart from damage; its chain link was checked above.
+                Err(Unreadable::Shredded) => report.shredded += 1,
+                Err(Unreadable::Damaged(e)) => faults.push(e),
             }
             if !faults.is_empty() {
                 report.problems.push(p(Some(pos as u64), Some(header.seq), faults.join("; ")));
             }
             report.records += 1;
             report.evidence += (header.kind == RecordKind::Evidence) as u64;
+            report.timestamp_records += (header.kind == RecordKind::Timestamp) as u64;
             *expected_seq = header.seq + 1;
             *chain = header.chain;
+            // Numbered as they come; after damage the numbers no longer line up and a timestamp
+            // past it is reported as not belonging (the damage is reported anyway).
+            if header.seq == chains.len() as u64 {
+                chains.push(header.chain);
+            }
             pos = end;
         }
         Ok(())

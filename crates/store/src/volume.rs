@@ -99,7 +99,7 @@ impl Store {
     }
 
     /// Opens the store on the given backend; `cfg.root` keeps the local writer lock and the
-    /// compression dictionaries.
+    /// compression dictionaries of earlier versions.
     pub fn open_on(cfg: StoreConfig, backend: Arc<dyn SegmentStore>, master: MasterKey) -> Result<Store> {
         std::fs::create_dir_all(&cfg.root).map_err(io_err(&cfg.root))?;
         let lock_path = cfg.root.join(".writer.lock");
@@ -107,7 +107,7 @@ impl Store {
         if lock.try_lock().is_err() {
             return Err(StoreError::Busy(cfg.root.display().to_string()));
         }
-        let dictionaries = Dictionaries::open(cfg.root.join("dicts"), master.clone(), true)?;
+        let dictionaries = Dictionaries::open(cfg.root.join("dicts"), master.clone())?;
         let store = Store {
             writer_lock: Some(lock),
             cfg,
@@ -140,7 +140,7 @@ impl Store {
     /// Opens the store for reading only, next to a process that may be writing: no recovery, and
     /// `append` is refused.
     pub fn open_read_only(cfg: StoreConfig, master: MasterKey) -> Result<Store> {
-        let dictionaries = Dictionaries::open(cfg.root.join("dicts"), master.clone(), false)?;
+        let dictionaries = Dictionaries::open(cfg.root.join("dicts"), master.clone())?;
         Ok(Store {
             writer_lock: None,
             backend: Arc::new(LocalDisk::new(cfg.root.clone())),
@@ -152,10 +152,10 @@ impl Store {
         })
     }
 
-    /// Compresses `owner`'s messages for [`Payload::seal_with`](crate::Payload::seal_with): with the
-    /// owner's dictionary once one is trained.
-    pub fn compressor(&self, owner: u64) -> Compressor {
-        self.dictionaries.compressor(owner)
+    /// Compresses messages for [`Payload::seal_with`](crate::Payload::seal_with): every owner's
+    /// with the built-in mail dictionary, which holds nothing of any tenant's mail.
+    pub fn compressor(&self) -> Compressor {
+        Compressor::mail()
     }
 
     /// True when this process holds the writer lock.

@@ -2,10 +2,10 @@
 //! with one fsync; new segments and volumes as they fill; closing a volume.
 
 use crate::backend::SegmentAppender;
-use crate::crypto::{DataKey, random_nonce};
-use crate::format::{self, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::crypto::{DataKey, KEY_ENTRY_LEN, random_nonce};
+use crate::format::{self, RECORD_HEADER_LEN, RecordHeader, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::volume::{Store, VolumeMeta, VolumeState, now};
-use crate::{Location, Payload, Result, StoreError};
+use crate::{Location, Payload, Result, StoreError, Timestamp};
 
 /// The open end of one owner's volume.
 pub(crate) struct Writer {
@@ -17,6 +17,8 @@ pub(crate) struct Writer {
     pub(crate) next_seq: u64,
     pub(crate) chain: [u8; 32],
     pub(crate) volume_bytes: u64,
+    /// The kind of the volume's last record (None while it has none).
+    pub(crate) last_kind: Option<RecordKind>,
 }
 
 impl Writer {
@@ -33,6 +35,7 @@ impl Writer {
             next_seq: 0,
             chain: [0; 32],
             volume_bytes: SEGMENT_HEADER_LEN as u64,
+            last_kind: None,
         })
     }
 }
@@ -50,7 +53,69 @@ pub struct Appended {
     pub end: u64,
 }
 
+/// Where an open volume's chain stands: what a timestamp is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub volume: String,
+    pub segment: u32,
+    /// The volume's next record number; the head is the chain after record `next_seq - 1`.
+    pub next_seq: u64,
+    pub chain: [u8; 32],
+    /// The last record is a timestamp: nothing was written since the last token.
+    pub last_is_timestamp: bool,
+}
+
 impl Store {
+    /// The chain heads of the open volumes that hold at least one record.
+    pub fn chain_heads(&self) -> Vec<ChainHead> {
+        let writers = self.writers.lock().unwrap();
+        let mut heads: Vec<ChainHead> = writers
+            .values()
+            .filter(|w| w.next_seq > 0)
+            .map(|w| ChainHead {
+                volume: w.meta.id.clone(),
+                segment: w.segment,
+                next_seq: w.next_seq,
+                chain: w.chain,
+                last_is_timestamp: w.last_kind == Some(RecordKind::Timestamp),
+            })
+            .collect();
+        heads.sort_by(|a, b| a.volume.cmp(&b.volume));
+        heads
+    }
+
+    /// Appends a timestamp record to `volume`, which must still be open (a token that comes back
+    /// after its volume was closed has nowhere to go: [`StoreError::Closed`]).
+    pub fn append_timestamp(&self, volume: &str, timestamp: &Timestamp) -> Result<Location> {
+        if self.writer_lock.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
+        let mut writers = self.writers.lock().unwrap();
+        let w =
+            writers.values_mut().find(|w| w.meta.id == volume).ok_or_else(|| StoreError::Closed(volume.to_owned()))?;
+        if timestamp.covers >= w.next_seq {
+            return Err(StoreError::Corrupt {
+                volume: volume.to_owned(),
+                segment: w.segment,
+                offset: w.offset,
+                detail: format!("a timestamp for record {} which the volume does not hold yet", timestamp.covers),
+            });
+        }
+        let payload = Payload::timestamp(timestamp);
+        let mut buf = Vec::with_capacity(payload.compressed.len() + 140);
+        let mut keys = Vec::new();
+        let (mut seq, mut chain) = (w.next_seq, w.chain);
+        let mut at = seal_into(&mut buf, &mut keys, w, w.offset, &mut seq, &mut chain, &[&payload]);
+        self.write_keys(w, &keys)?;
+        w.file.append(&buf)?;
+        w.offset += buf.len() as u64;
+        w.volume_bytes += buf.len() as u64;
+        w.next_seq = seq;
+        w.chain = chain;
+        w.last_kind = Some(RecordKind::Timestamp);
+        Ok(at.remove(0))
+    }
+
     /// Seals the payloads into records of `owner`'s open volume and makes them durable with one
     /// fsync. On any error nothing of the batch remains and the caller may retry.
     pub fn append(&self, owner: u64, payloads: &[Payload]) -> Result<Vec<Location>> {
@@ -85,12 +150,14 @@ impl Store {
 
         let start = w.offset;
         let mut buf = Vec::with_capacity(contents.iter().map(|p| p.compressed.len() + 140).sum());
+        let mut keys = Vec::with_capacity(contents.len() * 2 * KEY_ENTRY_LEN);
         let (mut seq, mut chain) = (w.next_seq, w.chain);
-        let content_locations = seal_into(&mut buf, w, start, &mut seq, &mut chain, contents);
+        let content_locations = seal_into(&mut buf, &mut keys, w, start, &mut seq, &mut chain, contents);
         let evidence = evidence(&content_locations);
         let evidence: Vec<&Payload> = evidence.iter().collect();
-        let evidence_locations = seal_into(&mut buf, w, start, &mut seq, &mut chain, &evidence);
+        let evidence_locations = seal_into(&mut buf, &mut keys, w, start, &mut seq, &mut chain, &evidence);
         if !buf.is_empty() {
+            self.write_keys(w, &keys)?;
             // On a failure the backend leaves the segment as it was before the batch.
             w.file.append(&buf)?;
         }
@@ -98,6 +165,9 @@ impl Store {
         w.volume_bytes += buf.len() as u64;
         w.next_seq = seq;
         w.chain = chain;
+        if let Some(last) = evidence.last().or(contents.last()) {
+            w.last_kind = Some(last.kind);
+        }
         Ok(Appended {
             volume: w.meta.id.clone(),
             contents: content_locations,
@@ -106,6 +176,13 @@ impl Store {
             segment: w.segment,
             end: w.offset,
         })
+    }
+
+    /// The batch's keys go to the keyring, durably, before its records go to the segment: a
+    /// record is never without its key. Entries of a batch that then fails are overwritten by
+    /// the next one, or cut when the volume is resumed.
+    fn write_keys(&self, w: &Writer, keys: &[u8]) -> Result<()> {
+        self.backend.write_keyring(&w.meta.id, w.next_seq * KEY_ENTRY_LEN as u64, keys)
     }
 
     pub(crate) fn create_volume(&self, owner: u64, mut number: u32) -> Result<Writer> {
@@ -157,9 +234,12 @@ impl Store {
 }
 
 /// Seals `payloads` as records into `buf` (which will be written at `start` of the writer's
-/// segment), advancing the sequence number and the chain.
+/// segment), each under a key of its own whose keyring entry goes to `keys`, advancing the
+/// sequence number and the chain.
+#[allow(clippy::too_many_arguments)]
 fn seal_into(
     buf: &mut Vec<u8>,
+    keys: &mut Vec<u8>,
     w: &Writer,
     start: u64,
     seq: &mut u64,
@@ -169,8 +249,11 @@ fn seal_into(
     let mut locations = Vec::with_capacity(payloads.len());
     for p in payloads {
         let nonce = random_nonce();
+        let (key, entry) = w.key.new_record_key(&w.meta.id, *seq);
+        keys.extend_from_slice(&entry);
         let mut header = RecordHeader {
             kind: p.kind,
+            own_key: true,
             seq: *seq,
             original_len: p.original_len,
             payload_len: (p.compressed.len() + 16) as u32,
@@ -184,7 +267,7 @@ fn seal_into(
         let at = buf.len();
         buf.extend_from_slice(&header);
         buf.extend_from_slice(&p.compressed);
-        let tag = w.key.encrypt_in_place(&nonce, &format::aad(&header, &w.meta.id), &mut buf[at + RECORD_HEADER_LEN..]);
+        let tag = key.encrypt_in_place(&nonce, &format::aad(&header, &w.meta.id), &mut buf[at + RECORD_HEADER_LEN..]);
         buf.extend_from_slice(&tag);
         *chain = format::chain(chain, &header, &buf[at + RECORD_HEADER_LEN..]);
         header[88..120].copy_from_slice(chain);

@@ -175,43 +175,101 @@ fn a_different_master_key_cannot_read_the_archive() {
 }
 
 #[test]
-fn a_trained_dictionary_shrinks_later_records_and_every_record_stays_readable() {
+fn the_built_in_mail_dictionary_shrinks_records_and_nothing_is_trained_from_tenant_mail() {
     let dir = tempfile::tempdir().unwrap();
-    let messages: Vec<Vec<u8>> = (0..3_000)
+    let messages: Vec<Vec<u8>> = (0..2_500)
         .map(|i| {
             format!(
-                "Received: from mail.contoso.com (mail.contoso.com [192.0.2.7]) by mx.contoso.com with ESMTPS\r\n\
+                "Received: from mail.contoso.com (mail.contoso.com [192.0.2.7])\r\n\tby mx.contoso.com (Postfix) with ESMTPS id {i}\r\n\
                  From: Alice Martin <alice.martin@contoso.com>\r\nTo: Bob Stone <bob@contoso.com>\r\n\
                  Subject: Weekly report {i}\r\nMessage-ID: <{i}.weekly@contoso.com>\r\nMIME-Version: 1.0\r\n\
-                 Content-Type: text/plain; charset=utf-8\r\n\r\nHello Bob, here are the figures for week {i}.\r\n\
-                 Kind regards,\r\nAlice Martin\r\nContoso Ltd. | 1 Main Street | Springfield\r\n"
+                 Content-Type: text/plain; charset=\"UTF-8\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+                 Hello Bob, here are the figures for week {i}.\r\n"
             )
             .into_bytes()
         })
         .collect();
-    let mut locations = Vec::new();
-    let (first_size, late_size) = {
-        let store = open(dir.path(), |_| {});
-        let mut sizes = Vec::new();
-        for chunk in messages.chunks(100) {
-            let compressor = store.compressor(1);
-            let payloads: Vec<_> = chunk.iter().map(|m| Payload::seal_with(m, &compressor)).collect();
-            let locs = store.append(1, &payloads).unwrap();
-            sizes.push(locs.iter().map(|l| l.length as u64).sum::<u64>());
-            locations.extend(locs);
-            // Training runs in the background once enough samples are in.
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        (sizes[0], *sizes.last().unwrap())
-    };
-    assert!(late_size * 2 < first_size, "with a dictionary: {late_size} bytes per 100 records, before: {first_size}");
-    assert!(dir.path().join("volumes/dicts").read_dir().unwrap().count() == 1, "the dictionary is kept, sealed");
+    let store = open(dir.path(), |_| {});
+    let compressor = store.compressor();
+    let with: Vec<_> = messages.iter().map(|m| Payload::seal_with(m, &compressor)).collect();
+    let plain: u64 = messages.iter().map(|m| Payload::seal(m).original_len).sum();
+    let locations = store.append(1, &with).unwrap();
+    let stored: u64 = locations.iter().map(|l| l.length as u64).sum();
+    let plain_stored: u64 = store
+        .append(
+            2,
+            &messages.iter().map(|m| Payload::seal_with(m, &coffer_store::Compressor::plain())).collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .iter()
+        .map(|l| l.length as u64)
+        .sum();
+    assert!(
+        stored < plain_stored * 9 / 10,
+        "with the mail dictionary {stored} bytes, without {plain_stored} (raw {plain})"
+    );
+    // After more than enough messages to have trained one before: no dictionary of tenant mail.
+    assert!(!dir.path().join("volumes/dicts").exists());
+    drop(store);
     let store = open(dir.path(), |_| {});
     for (loc, original) in locations.iter().zip(&messages) {
         assert_eq!(&store.read(loc).unwrap(), original);
     }
+    assert!(store.verify().unwrap().problems.is_empty());
+}
+
+#[test]
+fn a_shredded_record_cannot_be_read_its_chain_still_verifies_and_its_text_survives_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = b"the merger with Fabrikam closes on Friday";
+    let messages: Vec<Vec<u8>> =
+        (0..6).map(|i| if i == 2 { [b"Subject: x\r\n\r\n".as_slice(), secret].concat() } else { message(i) }).collect();
+    let store = open(dir.path(), |_| {});
+    let compressor = store.compressor();
+    let locations =
+        store.append(1, &messages.iter().map(|m| Payload::seal_with(m, &compressor)).collect::<Vec<_>>()).unwrap();
+    let hash = store.shred(&locations[2]).unwrap();
+    assert_eq!(hash, coffer_store::content_hash(&messages[2]), "the shredded record's hash stays provable");
+    drop(store);
+
+    let store = open(dir.path(), |_| {});
+    match store.read(&locations[2]) {
+        Err(coffer_store::StoreError::Shredded(at)) => assert!(at.contains(&locations[2].volume)),
+        other => panic!("a shredded record read as {other:?}"),
+    }
     let report = store.verify().unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(report.problems.is_empty(), "shredding is not damage: {:?}", report.problems);
+    assert_eq!((report.records, report.shredded, report.good.len()), (6, 1, 5));
+    // Everything the master key still opens: the other records, and no dictionary of tenant mail.
+    for (i, loc) in locations.iter().enumerate().filter(|(i, _)| *i != 2) {
+        let text = store.read(loc).unwrap();
+        assert_eq!(text, messages[i]);
+        assert!(!text.windows(secret.len()).any(|w| w == secret));
+    }
+    assert!(!dir.path().join("volumes/dicts").exists());
+    // The keyring entry is gone, not merely marked.
+    let keyring = std::fs::read(dir.path().join("volumes").join(&locations[2].volume).join("keyring")).unwrap();
+    assert_eq!(keyring.len(), 6 * 80);
+    assert!(keyring[2 * 80..3 * 80].iter().all(|&b| b == 0));
+    assert!(keyring[3 * 80..4 * 80].iter().any(|&b| b != 0));
+}
+
+#[test]
+fn keys_of_records_a_crash_kept_from_the_segment_are_cut_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), |_| {});
+    let locations = store.append(1, &(0..3).map(|i| Payload::seal(&message(i))).collect::<Vec<_>>()).unwrap();
+    drop(store);
+    // A crash after the keys of the next batch were written, before its records.
+    let keyring = dir.path().join("volumes").join(&locations[0].volume).join("keyring");
+    let mut keys = std::fs::read(&keyring).unwrap();
+    keys.extend_from_slice(&[7u8; 160]);
+    std::fs::write(&keyring, &keys).unwrap();
+    let store = open(dir.path(), |_| {});
+    assert_eq!(std::fs::metadata(&keyring).unwrap().len(), 3 * 80);
+    let more = store.append(1, &[Payload::seal(&message(3))]).unwrap();
+    assert_eq!(store.read(&more[0]).unwrap(), message(3));
+    assert!(store.verify().unwrap().problems.is_empty());
 }
 
 /// 300 acknowledged records in one open segment; `flip` damages the bytes of one of them.
@@ -313,6 +371,7 @@ fn evidence_is_sealed_in_the_same_append_as_its_messages_and_scanned_back_in_ord
                         assert!(r.body.is_none(), "a message was opened though only evidence was asked for");
                         messages += 1;
                     }
+                    RecordKind::Timestamp => panic!("no timestamp was appended"),
                 }
                 Ok(())
             },
@@ -330,4 +389,36 @@ fn evidence_is_sealed_in_the_same_append_as_its_messages_and_scanned_back_in_ord
     let report = store.verify().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!((report.records, report.evidence, report.good.len()), (48, 24, 24));
+}
+
+#[test]
+fn a_timestamp_record_is_checked_against_the_chain_head_of_the_record_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), |_| {});
+    store.append(1, &(0..3).map(|i| Payload::seal(&message(i))).collect::<Vec<_>>()).unwrap();
+    let head = store.chain_heads().remove(0);
+    assert_eq!(head.next_seq, 3);
+    // Records arrive between the request and the token: the token still names record 2.
+    store.append(1, &[Payload::seal(&message(3))]).unwrap();
+    let good = coffer_store::Timestamp { covers: 2, chain_head: head.chain, token: b"token one".to_vec() };
+    let at = store.append_timestamp(&head.volume, &good).unwrap();
+    // One that claims another record's head.
+    let wrong = coffer_store::Timestamp { covers: 1, chain_head: head.chain, token: b"token two".to_vec() };
+    store.append_timestamp(&head.volume, &wrong).unwrap();
+    assert!(store.append_timestamp("t9-v000001", &good).is_err(), "no such open volume");
+
+    let report = store.verify().unwrap();
+    assert_eq!(report.timestamps.len(), 1);
+    assert_eq!(report.timestamps[0].timestamp, good);
+    assert_eq!(report.timestamps[0].seq, 4);
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].seq, Some(5));
+    assert!(report.problems[0].detail.contains("not the volume's after record 1"), "{}", report.problems[0]);
+    assert_eq!(report.good.len(), 4, "timestamps are not messages");
+    drop(store);
+    // The chain goes on through them after a reopen.
+    let store = open(dir.path(), |_| {});
+    store.append(1, &[Payload::seal(&message(9))]).unwrap();
+    assert_eq!(store.verify().unwrap().records, 7);
+    assert!(store.read(&at).is_ok());
 }
