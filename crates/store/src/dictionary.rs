@@ -56,7 +56,7 @@ pub(crate) fn compress_plain(original: &[u8]) -> Vec<u8> {
 impl Dictionary {
     /// Dictionaries live as long as the process (the built-in one and a few old ones), so compression
     /// contexts can hold them.
-    fn leak(number: u32, raw: &[u8]) -> &'static Dictionary {
+    pub(crate) fn leak(number: u32, raw: &[u8]) -> &'static Dictionary {
         Box::leak(Box::new(Dictionary {
             number,
             encoder: zstd::dict::EncoderDictionary::copy(raw, LEVEL),

@@ -282,3 +282,78 @@ fn seal_into(
     }
     locations
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use crate::format::RECORD_HEADER_LEN;
+    use crate::volume::StoreConfig;
+
+    /// Records as versions before record keys wrote them: sealed under the volume's data key and
+    /// compressed with a dictionary trained from the owner's mail.
+    #[test]
+    fn records_of_earlier_versions_still_read_and_verify_and_new_ones_follow_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load_or_create(&dir.path().join("master.key"), true).unwrap();
+        let root = dir.path().join("volumes");
+        let raw =
+            b"From: Alice Martin <alice.martin@contoso.com>\r\nTo: Bob Stone <bob@contoso.com>\r\nSubject: ".repeat(8);
+        std::fs::create_dir_all(root.join("dicts")).unwrap();
+        std::fs::write(root.join("dicts/t1-d0001.sealed"), master.seal_secret("dictionary:t1-d1", &raw)).unwrap();
+        let store = Store::open(StoreConfig::new(root.clone()), master.clone()).unwrap();
+        let dictionary = store.dictionaries.get(1, 1).expect("the earlier dictionary is read");
+        let originals: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                format!(
+                    "From: Alice Martin <alice.martin@contoso.com>\r\nTo: Bob Stone <bob@contoso.com>\r\nSubject: old {i}\r\n\r\nhi\r\n"
+                )
+                .into_bytes()
+            })
+            .collect();
+        let mut w = store.create_volume(1, 1).unwrap();
+        let (mut buf, mut locations) = (Vec::new(), Vec::new());
+        for (seq, original) in originals.iter().enumerate() {
+            let compressed = dictionary.compress(original);
+            let nonce = random_nonce();
+            let mut header = RecordHeader {
+                kind: RecordKind::Message,
+                own_key: false,
+                seq: seq as u64,
+                original_len: original.len() as u64,
+                payload_len: (compressed.len() + 16) as u32,
+                dictionary: 1,
+                content_hash: crate::content_hash(original),
+                nonce,
+                chain: [0; 32],
+            }
+            .encode_unchained();
+            let at = buf.len();
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&compressed);
+            let tag =
+                w.key.encrypt_in_place(&nonce, &format::aad(&header, &w.meta.id), &mut buf[at + RECORD_HEADER_LEN..]);
+            buf.extend_from_slice(&tag);
+            w.chain = format::chain(&w.chain, &header, &buf[at + RECORD_HEADER_LEN..]);
+            header[88..120].copy_from_slice(&w.chain);
+            buf[at..at + RECORD_HEADER_LEN].copy_from_slice(&header);
+            let length = (buf.len() - at) as u32;
+            locations.push(Location { volume: w.meta.id.clone(), segment: 1, offset: w.offset + at as u64, length });
+        }
+        w.file.append(&buf).unwrap();
+        drop((w, store));
+
+        let store = Store::open(StoreConfig::new(root), master).unwrap();
+        for (loc, original) in locations.iter().zip(&originals) {
+            assert_eq!(&store.read(loc).unwrap(), original);
+        }
+        let new =
+            store.append(1, &[Payload::seal_with(b"Subject: new\r\n\r\nhello\r\n", &store.compressor())]).unwrap();
+        assert_eq!(store.read(&new[0]).unwrap(), b"Subject: new\r\n\r\nhello\r\n");
+        let report = store.verify().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.good.len(), 4);
+        assert!(store.shred(&locations[0]).is_err(), "a record without a key of its own cannot be shredded alone");
+        assert!(store.shred(&new[0]).is_ok());
+    }
+}
