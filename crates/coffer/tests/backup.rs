@@ -212,3 +212,49 @@ fn a_lost_catalog_is_rebuilt_from_the_volumes_and_the_old_journal_address_takes_
     ok_in(&c, &c.data(), &["reindex"]);
     assert_eq!(listing(&c).len(), 20, "the same five messages again are duplicates");
 }
+
+/// With a TSA configured, `serve` timestamps the journal volume's chain head by itself while mail
+/// arrives, and `coffer verify` checks the tokens and says up to when the volume is proven.
+#[test]
+fn serve_timestamps_the_volumes_by_itself_and_verify_says_up_to_when_they_are_proven() {
+    let tsa = coffer_testkit::tsa::LocalTsa::start();
+    let c = Coffer::new();
+    let (address, _) = common::journal_archive(&c);
+    let ca = tsa.ca_file.display().to_string();
+    let timestamps = [
+        ("COFFER_TIMESTAMP__TSA_URL", tsa.url.as_str()),
+        ("COFFER_TIMESTAMP__CA_FILE", ca.as_str()),
+        ("COFFER_TIMESTAMP__EVERY_SECONDS", "1"),
+    ];
+    let mut env = vec![("COFFER_SMTP__TLS", "off")];
+    env.extend(timestamps);
+    let server = Server::start(&c, &env);
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(LOAD)
+        .args([&server.smtp.port().to_string(), &address, "10"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let verify = || {
+        let out = c.command().envs(timestamps).arg("verify").stdin(Stdio::null()).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let said = loop {
+        let (clean, said) = verify();
+        if said.contains("proven through record") {
+            assert!(clean, "{said}");
+            break said;
+        }
+        assert!(std::time::Instant::now() < deadline, "no timestamp within a minute: {said}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(said.contains("all intact"), "{said}");
+    assert!(tsa.answered.load(Ordering::SeqCst) >= 1);
+    drop(server);
+    // Without the CA bundle the tokens cannot be checked, and verify fails saying why.
+    let out = c.run(&["verify"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("set timestamp.ca_file"));
+}

@@ -41,6 +41,26 @@ fn a_backend_claims_each_volume_once_and_keeps_segments_durable_and_cut_only_whe
 }
 
 #[test]
+fn a_backend_keeps_a_keyring_written_at_offsets_read_short_at_its_end_and_cut_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, b) in backends(dir.path()) {
+        assert!(b.claim_volume("t1-v000001").unwrap());
+        assert!(b.read_keyring("t1-v000001", 0, 80).unwrap().is_empty(), "{name}: no keyring yet");
+        b.write_keyring("t1-v000001", 0, b"aaaabbbb").unwrap();
+        b.write_keyring("t1-v000001", 8, b"cccc").unwrap();
+        b.write_keyring("t1-v000001", 4, b"BBBB").unwrap();
+        assert_eq!(b.read_keyring("t1-v000001", 0, 100).unwrap(), b"aaaaBBBBcccc", "{name}: rewritten in place");
+        assert_eq!(b.read_keyring("t1-v000001", 8, 100).unwrap(), b"cccc", "{name}: short at the end");
+        assert!(b.read_keyring("t1-v000001", 50, 4).unwrap().is_empty(), "{name}: nothing past the end");
+        assert!(b.read_keyring("t1-v000001", u64::MAX - 2, usize::MAX).unwrap().is_empty(), "{name}");
+        b.cut_keyring("t1-v000001", 6).unwrap();
+        assert_eq!(b.read_keyring("t1-v000001", 0, 100).unwrap(), b"aaaaBB", "{name}");
+        b.cut_keyring("t1-v000001", 60).unwrap();
+        assert_eq!(b.read_keyring("t1-v000001", 0, 100).unwrap(), b"aaaaBB", "{name}: a cut never lengthens");
+    }
+}
+
+#[test]
 fn the_store_writes_recovers_reads_and_verifies_on_every_backend() {
     let dir = tempfile::tempdir().unwrap();
     for (name, backend) in backends(dir.path()) {
