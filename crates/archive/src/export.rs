@@ -160,19 +160,26 @@ impl Archive {
         crate::service::blocking(move || {
             let mut out = Vec::new();
             for volume in volumes {
+                // From the last segment back: tokens come at least hourly, so the last segment
+                // nearly always holds the latest, and the rest of the volume is not read.
                 let mut latest = None;
-                store.scan::<ArchiveError>(
-                    &volume,
-                    0,
-                    None,
-                    |k| k == coffer_store::RecordKind::Timestamp,
-                    |r| {
-                        if let Some(t) = r.body.as_deref().and_then(coffer_store::Timestamp::decode) {
-                            latest = Some((r.seq, t));
-                        }
-                        Ok(())
-                    },
-                )?;
+                for from in store.segment_starts(&volume)?.into_iter().rev() {
+                    store.scan::<ArchiveError>(
+                        &volume,
+                        from,
+                        None,
+                        |k| k == coffer_store::RecordKind::Timestamp,
+                        |r| {
+                            if let Some(t) = r.body.as_deref().and_then(coffer_store::Timestamp::decode) {
+                                latest = Some((r.seq, t));
+                            }
+                            Ok(())
+                        },
+                    )?;
+                    if latest.is_some() {
+                        break;
+                    }
+                }
                 out.extend(latest.map(|(seq, t)| (volume.clone(), seq, t)));
             }
             Ok(out)

@@ -106,6 +106,9 @@ pub struct Checked {
     /// The TSA certificate's subject.
     pub tsa: String,
     pub serial: String,
+    /// The nonce of the request it answers (a fresh answer carries ours).
+    #[serde(skip)]
+    pub nonce: Option<Int>,
 }
 
 /// Checks a token (DER ContentInfo) against the digest it must carry and the trust anchors.
@@ -189,6 +192,7 @@ pub fn check(token: &[u8], digest: &[u8; 32], anchors: &[Certificate]) -> Result
         time,
         tsa: signer_cert.tbs_certificate.subject.to_string(),
         serial: hex::encode(tst.serial_number.as_bytes()),
+        nonce: tst.nonce,
     })
 }
 
@@ -330,17 +334,8 @@ fn fetch(config: &TimestampConfig, url: &str, anchors: &[Certificate], digest: &
         return Err("the TSA's answer is too large".into());
     }
     let token = token_of_response(&body)?;
-    check(&token, digest, anchors)?;
-    let info = ContentInfo::from_der(&token).map_err(|e| e.to_string())?;
-    let tst_nonce = info
-        .content
-        .decode_as::<SignedData>()
-        .ok()
-        .and_then(|s| s.encap_content_info.econtent)
-        .and_then(|c| c.decode_as::<OctetString>().ok())
-        .and_then(|c| TstInfo::from_der(c.as_bytes()).ok())
-        .and_then(|t| t.nonce);
-    if tst_nonce != Some(Int::new(&nonce.to_be_bytes()).map_err(|e| e.to_string())?) {
+    let checked = check(&token, digest, anchors)?;
+    if checked.nonce != Some(Int::new(&nonce.to_be_bytes()).map_err(|e| e.to_string())?) {
         return Err("the token does not carry the nonce of our request (a replayed answer)".into());
     }
     Ok(token)

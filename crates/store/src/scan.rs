@@ -20,6 +20,22 @@ pub struct Scanned {
 }
 
 impl Store {
+    /// The first record number of each of `volume`'s segments, from their headers, ascending
+    /// (what [`Store::scan`] takes as `from` to start at a segment).
+    pub fn segment_starts(&self, volume: &str) -> Result<Vec<u64>> {
+        let segments = self.backend.segments(volume)?;
+        Ok(self.first_seqs(volume, &segments)?.into_iter().flatten().collect())
+    }
+
+    fn first_seqs(&self, volume: &str, segments: &[u32]) -> Result<Vec<Option<u64>>> {
+        let mut firsts = Vec::with_capacity(segments.len());
+        for &s in segments {
+            let head = self.backend.read_at(volume, s, 0, SEGMENT_HEADER_LEN)?;
+            firsts.push(SegmentHeader::decode(&head).map(|h| h.first_seq));
+        }
+        Ok(firsts)
+    }
+
     /// Every volume, in order of owner and number.
     pub fn volume_ids(&self) -> Result<Vec<String>> {
         Ok(self.metas()?.into_iter().map(|m| m.id).collect())
@@ -39,11 +55,7 @@ impl Store {
     ) -> std::result::Result<Vec<Problem>, E> {
         let key = self.data_key(volume)?;
         let segments = self.backend.segments(volume)?;
-        let mut firsts = Vec::with_capacity(segments.len());
-        for &s in &segments {
-            let head = self.backend.read_at(volume, s, 0, SEGMENT_HEADER_LEN)?;
-            firsts.push(SegmentHeader::decode(&head).map(|h| h.first_seq));
-        }
+        let firsts = self.first_seqs(volume, &segments)?;
         let mut problems = Vec::new();
         let problem = |segment: u32, offset: u64, seq: Option<u64>, detail: String| Problem {
             volume: volume.to_owned(),

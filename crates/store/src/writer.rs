@@ -106,13 +106,7 @@ impl Store {
         let mut keys = Vec::new();
         let (mut seq, mut chain) = (w.next_seq, w.chain);
         let mut at = seal_into(&mut buf, &mut keys, w, w.offset, &mut seq, &mut chain, &[&payload]);
-        self.write_keys(w, &keys)?;
-        w.file.append(&buf)?;
-        w.offset += buf.len() as u64;
-        w.volume_bytes += buf.len() as u64;
-        w.next_seq = seq;
-        w.chain = chain;
-        w.last_kind = Some(RecordKind::Timestamp);
+        self.write_batch(w, &buf, &keys, seq, chain, RecordKind::Timestamp)?;
         Ok(at.remove(0))
     }
 
@@ -156,17 +150,8 @@ impl Store {
         let evidence = evidence(&content_locations);
         let evidence: Vec<&Payload> = evidence.iter().collect();
         let evidence_locations = seal_into(&mut buf, &mut keys, w, start, &mut seq, &mut chain, &evidence);
-        if !buf.is_empty() {
-            self.write_keys(w, &keys)?;
-            // On a failure the backend leaves the segment as it was before the batch.
-            w.file.append(&buf)?;
-        }
-        w.offset += buf.len() as u64;
-        w.volume_bytes += buf.len() as u64;
-        w.next_seq = seq;
-        w.chain = chain;
         if let Some(last) = evidence.last().or(contents.last()) {
-            w.last_kind = Some(last.kind);
+            self.write_batch(w, &buf, &keys, seq, chain, last.kind)?;
         }
         Ok(Appended {
             volume: w.meta.id.clone(),
@@ -178,11 +163,27 @@ impl Store {
         })
     }
 
-    /// The batch's keys go to the keyring, durably, before its records go to the segment: a
-    /// record is never without its key. Entries of a batch that then fails are overwritten by
-    /// the next one, or cut when the volume is resumed.
-    fn write_keys(&self, w: &Writer, keys: &[u8]) -> Result<()> {
-        self.backend.write_keyring(&w.meta.id, w.next_seq * KEY_ENTRY_LEN as u64, keys)
+    /// Makes a sealed batch durable and moves the writer past it. The batch's keys go to the
+    /// keyring, durably, before its records go to the segment: a record is never without its
+    /// key. Entries of a batch that then fails are overwritten by the next one, or cut when the
+    /// volume is resumed; on a failure the backend leaves the segment as it was.
+    fn write_batch(
+        &self,
+        w: &mut Writer,
+        records: &[u8],
+        keys: &[u8],
+        next_seq: u64,
+        chain: [u8; 32],
+        last_kind: RecordKind,
+    ) -> Result<()> {
+        self.backend.write_keyring(&w.meta.id, w.next_seq * KEY_ENTRY_LEN as u64, keys)?;
+        w.file.append(records)?;
+        w.offset += records.len() as u64;
+        w.volume_bytes += records.len() as u64;
+        w.next_seq = next_seq;
+        w.chain = chain;
+        w.last_kind = Some(last_kind);
+        Ok(())
     }
 
     pub(crate) fn create_volume(&self, owner: u64, mut number: u32) -> Result<Writer> {
