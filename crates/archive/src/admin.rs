@@ -77,7 +77,7 @@ impl Actor {
     }
 
     /// May this actor administer (`Administrator`) or read (`Auditor`) things of `tenant_id`?
-    fn require_in(&self, role: Role, tenant_id: i64) -> Result<(), ArchiveError> {
+    pub(crate) fn require_in(&self, role: Role, tenant_id: i64) -> Result<(), ArchiveError> {
         self.require(role)?;
         if tenant_id == self.tenant.id || self.is_system_admin() { Ok(()) } else { Err(ArchiveError::NotFound) }
     }
@@ -171,6 +171,10 @@ impl Archive {
 }
 
 impl Admin<'_> {
+    pub(crate) fn archive(&self) -> &Archive {
+        self.archive
+    }
+
     async fn audit(&self, actor: &Actor, action: &str, detail: &str) -> Result<(), ArchiveError> {
         self.archive.audit(actor, action, detail).await
     }
@@ -226,7 +230,7 @@ impl Admin<'_> {
             return Err(ArchiveError::Invalid(format!("at most {MAX_DOMAINS} domains per tenant")));
         }
         let t = self.archive.catalog.add_tenant(name, &domains).await?;
-        self.archive.record_tenants().await?;
+        self.archive.record_changes().await?;
         let info = self.tenant_info(t, Vec::new()).await?;
         let detail = format!(
             "tenant {} added (domains {}); journal address {}",
@@ -244,7 +248,7 @@ impl Admin<'_> {
         let net = parse_network(cidr)?;
         let tenant = self.archive.catalog.tenant(tenant_id).await?.ok_or(ArchiveError::NotFound)?;
         self.archive.catalog.allow_network(tenant.id, &net).await?;
-        self.archive.record_tenants().await?;
+        self.archive.record_changes().await?;
         self.audit(actor, "configuration", &format!("tenant {}: journal reports accepted from {net}", tenant.name))
             .await?;
         Ok(net)

@@ -9,8 +9,11 @@
 
 use std::sync::Arc;
 
-use coffer_catalog::{Arrival, Catalog, EvidenceMark, Fact, NewMessage, NewPlacement, NewRecipient, RecordRef, Tenant};
-use coffer_store::{Payload, RecordKind, Scanned, Store};
+use coffer_catalog::{
+    Arrival, Catalog, Deletion, EvidenceMark, Fact, LegalHold, NewMessage, NewPlacement, NewRecipient, RecordRef,
+    RetentionRule, Tenant,
+};
+use coffer_store::{Location, Payload, RecordKind, Scanned, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::ArchiveError;
@@ -34,6 +37,74 @@ pub enum Evidence {
         created_at: i64,
         at: i64,
     },
+    /// A retention rule's state: added, changed or removed.
+    Rule(RetentionRule),
+    /// A legal hold's state: placed, or released (by whom and why).
+    Hold(LegalHold),
+    /// A message deleted: its content and arrival records are shredded; this stays.
+    Deleted(Tombstone),
+}
+
+/// What is left of a deleted message, and why it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub message: i64,
+    pub tenant: i64,
+    pub sha256: String,
+    /// The message's date (its Date header, else its arrival).
+    pub date: i64,
+    pub sender_domain: String,
+    /// `rule:<name>` or `approval:<request id>`.
+    pub reason: String,
+    pub decided_at: i64,
+    /// Its original's record, and the records of its arrivals' evidence: shredded.
+    pub record: RecordAt,
+    pub arrivals: Vec<RecordAt>,
+    pub at: i64,
+}
+
+impl Tombstone {
+    pub(crate) fn deletion(&self) -> Deletion {
+        Deletion {
+            message: self.message,
+            tenant_id: self.tenant,
+            sha256: self.sha256.clone(),
+            date: self.date,
+            sender_domain: self.sender_domain.clone(),
+            reason: self.reason.clone(),
+            decided_at: self.decided_at,
+            records: self
+                .records()
+                .map(|l| RecordRef {
+                    volume: l.volume,
+                    segment: l.segment as i64,
+                    offset: l.offset as i64,
+                    length: l.length as i64,
+                })
+                .collect(),
+            state: "recorded".into(),
+        }
+    }
+
+    /// Every record whose key goes.
+    pub(crate) fn records(&self) -> impl Iterator<Item = Location> + '_ {
+        std::iter::once(&self.record).chain(&self.arrivals).map(RecordAt::location)
+    }
+}
+
+impl RecordAt {
+    pub(crate) fn location(&self) -> Location {
+        Location { volume: self.volume.clone(), segment: self.segment, offset: self.offset, length: self.length }
+    }
+
+    pub(crate) fn of(r: &RecordRef) -> RecordAt {
+        RecordAt {
+            volume: r.volume.clone(),
+            segment: r.segment as u32,
+            offset: r.offset as u64,
+            length: r.length as u32,
+        }
+    }
 }
 
 /// Where a message's original lies.
@@ -135,6 +206,9 @@ impl Evidence {
             Evidence::Arrival(a) => a.tenant,
             Evidence::PlacementRemoved { tenant, .. } => *tenant,
             Evidence::Tenant { id, .. } => *id,
+            Evidence::Rule(r) => r.tenant_id,
+            Evidence::Hold(h) => h.tenant_id,
+            Evidence::Deleted(t) => t.tenant,
         }
     }
 
@@ -146,8 +220,8 @@ impl Evidence {
         serde_json::from_slice(bytes).map_err(|e| format!("evidence record unreadable: {e}"))
     }
 
-    /// What the catalog makes of it.
-    pub(crate) fn fact(&self) -> Fact {
+    /// What the catalog makes of it; `at` is where this record lies.
+    pub(crate) fn fact(&self, at: Option<&Location>) -> Fact {
         match self {
             Evidence::Arrival(a) => Fact::Arrival(Arrival {
                 id: a.message,
@@ -176,6 +250,12 @@ impl Evidence {
                     length: r.length as i64,
                 }),
                 source_item: a.origin.item.clone(),
+                evidence_at: at.map(|l| RecordRef {
+                    volume: l.volume.clone(),
+                    segment: l.segment as i64,
+                    offset: l.offset as i64,
+                    length: l.length as i64,
+                }),
             }),
             Evidence::PlacementRemoved { message, mailbox, folder, .. } => {
                 Fact::PlacementRemoved { message: *message, mailbox: mailbox.clone(), folder: folder.clone() }
@@ -190,6 +270,9 @@ impl Evidence {
                 },
                 networks: networks.clone(),
             },
+            Evidence::Rule(r) => Fact::Rule(r.clone()),
+            Evidence::Hold(h) => Fact::Hold(h.clone()),
+            Evidence::Deleted(t) => Fact::Deleted(t.deletion()),
         }
     }
 }
@@ -214,7 +297,8 @@ pub struct Bare {
 
 /// What one volume's records say, in record order.
 pub(crate) struct VolumeFacts {
-    pub(crate) evidence: Vec<Evidence>,
+    /// Each evidence record with where it lies.
+    pub(crate) evidence: Vec<(Location, Evidence)>,
     /// The message records (originals), not opened.
     pub(crate) messages: Vec<Scanned>,
     /// Where the records read end, as a mark; None when there were none.
@@ -242,7 +326,7 @@ pub(crate) fn read_volume(
             last = Some((r.seq, r.location.clone()));
             match r.kind {
                 RecordKind::Evidence => match Evidence::parse(r.body.as_deref().unwrap_or_default()) {
-                    Ok(e) => evidence.push(e),
+                    Ok(e) => evidence.push((r.location.clone(), e)),
                     Err(e) => problems.push(format!("volume {volume} record {}: {e}", r.seq)),
                 },
                 RecordKind::Message => messages.push(r),
@@ -269,6 +353,8 @@ pub(crate) fn read_volume(
 pub(crate) async fn replay(store: &Arc<Store>, catalog: &Catalog) -> Result<Replayed, ArchiveError> {
     let marks = catalog.evidence_marks().await?;
     let mut out = Replayed::default();
+    // Records a tombstone names (in this volume or a later one) are deleted, not bare.
+    let mut deleted: std::collections::HashSet<(String, u32, u64)> = std::collections::HashSet::new();
     let volumes = {
         let store = store.clone();
         blocking(move || store.volumes()).await??
@@ -284,18 +370,23 @@ pub(crate) async fn replay(store: &Arc<Store>, catalog: &Catalog) -> Result<Repl
         let arrived: std::collections::HashSet<(u32, u64)> = read
             .evidence
             .iter()
-            .filter_map(|e| match e {
+            .filter_map(|(_, e)| match e {
                 Evidence::Arrival(a) => a.record.as_ref().map(|r| (r.segment, r.offset)),
                 _ => None,
             })
             .collect();
+        for (_, e) in &read.evidence {
+            if let Evidence::Deleted(t) = e {
+                deleted.extend(t.records().map(|l| (l.volume, l.segment, l.offset)));
+            }
+        }
         out.bare.extend(
             read.messages
                 .into_iter()
                 .filter(|m| !arrived.contains(&(m.location.segment, m.location.offset)))
                 .map(|m| Bare { owner: v.owner as i64, location: m.location, content_hash: m.content_hash }),
         );
-        let facts: Vec<Fact> = read.evidence.iter().map(Evidence::fact).collect();
+        let facts: Vec<Fact> = read.evidence.iter().map(|(at, e)| e.fact(Some(at))).collect();
         out.facts += facts.len();
         // Large volumes go in steps; only the last carries the mark, so a crash in between
         // replays from the old one (applying a fact twice changes nothing).
@@ -305,24 +396,29 @@ pub(crate) async fn replay(store: &Arc<Store>, catalog: &Catalog) -> Result<Repl
             catalog.apply(step, mark).await?;
         }
     }
+    out.bare.retain(|b| !deleted.contains(&(b.location.volume.clone(), b.location.segment, b.location.offset)));
     if out.facts > 0 {
         tracing::info!(facts = out.facts, "evidence records past the catalog's marks applied");
     }
     Ok(out)
 }
 
-/// Tenants whose state has no evidence record yet get one (new or changed, or from before
-/// evidence records), appended to their own volumes and applied with their marks.
-pub(crate) async fn record_tenants(store: &Arc<Store>, catalog: &Catalog) -> Result<usize, ArchiveError> {
-    let pending = catalog.unrecorded_tenants().await?;
+/// Tenants, retention rules and legal holds whose state has no evidence record yet get one
+/// (new or changed, or from before evidence records), appended to their tenants' volumes and
+/// applied with their marks. Returns how many were recorded.
+pub(crate) async fn record_changes(store: &Arc<Store>, catalog: &Catalog) -> Result<usize, ArchiveError> {
+    let mut pending: Vec<Evidence> =
+        catalog.unrecorded_tenants().await?.iter().map(|(t, networks)| Evidence::tenant(t, networks)).collect();
+    let (rules, holds) = catalog.unrecorded_governance().await?;
+    pending.extend(rules.into_iter().map(Evidence::Rule));
+    pending.extend(holds.into_iter().map(Evidence::Hold));
     let mut facts = Vec::new();
     let mut marks = Vec::new();
-    for (tenant, networks) in &pending {
-        let evidence = Evidence::tenant(tenant, networks);
+    for evidence in &pending {
         let (store, payload) = (store.clone(), evidence.payload());
-        let owner = tenant.id as u64;
+        let owner = evidence.owner() as u64;
         let appended = blocking(move || store.append_with_evidence(owner, &[], |_| vec![payload])).await??;
-        facts.push(evidence.fact());
+        facts.push(evidence.fact(appended.evidence.first()));
         marks.push(mark_of(&appended));
     }
     if !facts.is_empty() {
@@ -372,7 +468,7 @@ pub(crate) async fn compare_with_catalog(
         let (store, v, until) = (store.clone(), volume.clone(), mark.applied);
         let read = blocking(move || read_volume(&store, &v, 0, Some(until))).await??;
         problems.extend(read.problems);
-        for e in read.evidence {
+        for (_, e) in read.evidence {
             match e {
                 Evidence::Arrival(a) => {
                     let x = expected.entry(a.message).or_default();
@@ -397,6 +493,11 @@ pub(crate) async fn compare_with_catalog(
                 t @ Evidence::Tenant { .. } => {
                     tenants.insert(t.owner(), t);
                 }
+                Evidence::Deleted(t) => {
+                    expected.remove(&t.message);
+                    evidenced.insert((t.record.volume.clone(), t.record.segment, t.record.offset));
+                }
+                Evidence::Rule(_) | Evidence::Hold(_) => {}
             }
         }
     }

@@ -50,6 +50,9 @@ impl Indexer {
             return Ok(0);
         }
         let rows = self.catalog.messages(&ids).await?;
+        // A queued message without a row was deleted: its document goes.
+        let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.id).collect();
+        let removed: Vec<u64> = ids.iter().filter(|id| !present.contains(id)).map(|&id| id as u64).collect();
         let mut recipients = self.catalog.recipients(&ids).await?;
         let mut placements = self.catalog.placements(&ids).await?;
         let work: Vec<Work> = rows
@@ -70,6 +73,7 @@ impl Indexer {
         blocking(move || {
             let docs: Vec<IndexDocument> =
                 work.par_iter().map(|(row, r, p, parsed)| document(&store, row, r, p, parsed.as_deref())).collect();
+            index.remove(&removed)?;
             index.apply(&docs)
         })
         .await??;

@@ -191,7 +191,7 @@ enum Job {
         reply: oneshot::Sender<Result<bool, ArchiveError>>,
     },
     /// Record the tenants whose state has no evidence yet.
-    RecordTenants {
+    RecordChanges {
         reply: oneshot::Sender<Result<usize, ArchiveError>>,
     },
 }
@@ -208,7 +208,7 @@ impl Job {
         match self {
             Job::Arrival { reply, .. } => drop(reply.send(Err(e.clone_transient()))),
             Job::Event { reply, .. } => drop(reply.send(Err(e.clone_transient()))),
-            Job::RecordTenants { reply } => drop(reply.send(Err(e.clone_transient()))),
+            Job::RecordChanges { reply } => drop(reply.send(Err(e.clone_transient()))),
         }
     }
 }
@@ -320,11 +320,29 @@ impl Pipeline {
         answer.await.map_err(|_| ArchiveError::ShuttingDown)?
     }
 
-    /// Records every tenant whose state (journal token, domains, networks) has no evidence yet;
+    /// Records deletions (tombstones) in the volumes and applies them to the catalog; returns
+    /// once that is durable. Their keys are shredded afterwards by the caller.
+    pub async fn record_deletions(&self, tombstones: Vec<crate::evidence::Tombstone>) -> Result<(), ArchiveError> {
+        let mut answers = Vec::with_capacity(tombstones.len());
+        for t in tombstones {
+            let (reply, answer) = oneshot::channel();
+            self.jobs
+                .send(Job::Event { evidence: Evidence::Deleted(t), reply })
+                .await
+                .map_err(|_| ArchiveError::ShuttingDown)?;
+            answers.push(answer);
+        }
+        for answer in answers {
+            answer.await.map_err(|_| ArchiveError::ShuttingDown)??;
+        }
+        Ok(())
+    }
+
+    /// Records every tenant, retention rule and legal hold whose state has no evidence yet;
     /// returns once that is durable.
-    pub async fn record_tenants(&self) -> Result<usize, ArchiveError> {
+    pub async fn record_changes(&self) -> Result<usize, ArchiveError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job::RecordTenants { reply }).await.map_err(|_| ArchiveError::ShuttingDown)?;
+        self.jobs.send(Job::RecordChanges { reply }).await.map_err(|_| ArchiveError::ShuttingDown)?;
         answer.await.map_err(|_| ArchiveError::ShuttingDown)?
     }
 
@@ -360,22 +378,22 @@ async fn committer(
             Err(_) => None,
         };
         if checked.elapsed() >= TENANT_CHECK {
-            if let Err(e) = state.record_tenants().await {
+            if let Err(e) = state.record_changes().await {
                 tracing::error!(error = %e, "recording tenant changes as evidence failed; retrying shortly");
             }
             checked = std::time::Instant::now();
         }
         let Some(first) = first else { continue };
-        if let Job::RecordTenants { reply } = first {
-            let _ = reply.send(state.record_tenants().await);
+        if let Job::RecordChanges { reply } = first {
+            let _ = reply.send(state.record_changes().await);
             continue;
         }
         let mut bytes = first.size();
         let mut jobs = vec![first];
         while jobs.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
             match rx.try_recv() {
-                Ok(Job::RecordTenants { reply }) => {
-                    let _ = reply.send(state.record_tenants().await);
+                Ok(Job::RecordChanges { reply }) => {
+                    let _ = reply.send(state.record_changes().await);
                 }
                 Ok(job) => {
                     bytes += job.size();
@@ -441,9 +459,9 @@ impl Committer {
         Ok(())
     }
 
-    async fn record_tenants(&mut self) -> Result<usize, ArchiveError> {
+    async fn record_changes(&mut self) -> Result<usize, ArchiveError> {
         self.catch_up().await?;
-        crate::evidence::record_tenants(&self.store, &self.catalog).await.inspect_err(|_| self.needs_replay = true)
+        crate::evidence::record_changes(&self.store, &self.catalog).await.inspect_err(|_| self.needs_replay = true)
     }
 
     async fn commit_batch(&mut self, jobs: &mut [Job]) -> Result<Vec<Answer>, ArchiveError> {
@@ -465,10 +483,21 @@ impl Committer {
                 by_tenant.entry(m.tenant_id).or_default().push(m.sha256.clone());
             }
         }
+        // A message deleted in this batch is no duplicate to merge into: the same bytes
+        // arriving now are a new message (its deletion goes first, below).
+        let deleting: std::collections::HashSet<i64> = jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Event { evidence: Evidence::Deleted(t), .. } => Some(t.message),
+                _ => None,
+            })
+            .collect();
         let mut known: HashMap<(i64, String), i64> = HashMap::new();
         for (tenant, hashes) in &by_tenant {
             for (hash, id) in catalog.existing(*tenant, hashes).await? {
-                known.insert((*tenant, hash), id);
+                if !deleting.contains(&id) {
+                    known.insert((*tenant, hash), id);
+                }
             }
         }
         // Each job's evidence, grouped by the tenant whose volume takes it; a new message's
@@ -480,7 +509,13 @@ impl Committer {
         let mut groups: HashMap<i64, Group> = HashMap::new();
         let mut next_id = self.next_id.expect("caught up");
         let mut answers: Vec<Option<Answer>> = (0..jobs.len()).map(|_| None).collect();
-        for (i, job) in jobs.iter().enumerate() {
+        // Deletions first, so that an arrival of the same bytes in this batch is stored anew.
+        let deletions_first: Vec<usize> = (0..jobs.len())
+            .filter(|&i| matches!(&jobs[i], Job::Event { evidence: Evidence::Deleted(_), .. }))
+            .chain((0..jobs.len()).filter(|&i| !matches!(&jobs[i], Job::Event { evidence: Evidence::Deleted(_), .. })))
+            .collect();
+        for i in deletions_first {
+            let job = &jobs[i];
             match job {
                 Job::Arrival { prepared, .. } => {
                     let m = &prepared.message;
@@ -514,7 +549,7 @@ impl Committer {
                     }
                     answers[i] = Some(Answer::Changed(changed));
                 }
-                Job::RecordTenants { .. } => unreachable!("answered apart"),
+                Job::RecordChanges { .. } => unreachable!("answered apart"),
             }
         }
         // Ids are never given twice, even when this batch fails.
@@ -552,8 +587,8 @@ impl Committer {
             .await??;
             crate::crash_point("ingest-after-append");
             marks.push(crate::evidence::mark_of(&appended));
-            for (i, e) in evidence {
-                facts.push(e.fact());
+            for ((i, e), at) in evidence.into_iter().zip(&appended.evidence) {
+                facts.push(e.fact(Some(at)));
                 order.push(i);
             }
         }

@@ -12,7 +12,7 @@ use coffer_catalog::{Arrival, Catalog, Fact, RecordRef, Tenant};
 use coffer_store::{Compressor, Store, StoreConfig};
 use serde::Serialize;
 
-use crate::evidence::{record_tenants, replay};
+use crate::evidence::{record_changes, replay};
 use crate::ingest::{Origin, Source, Submission, prepare};
 use crate::service::blocking;
 use crate::{ArchiveConfig, ArchiveError, MasterKey};
@@ -63,6 +63,9 @@ pub async fn rebuild_catalog(config: &ArchiveConfig) -> Result<RebuildReport, Ar
     let store = Arc::new(Store::open(store_config, master)?);
 
     let replayed = replay(&store, &catalog).await?;
+    // Deletions come back as certificates; their keys are gone already (shredding is repeated).
+    let recorded = catalog.deletions_in_state("recorded").await?;
+    crate::retention::shred(&store, &catalog, &recorded).await?;
     let mut report = RebuildReport { facts: replayed.facts, problems: replayed.problems, ..Default::default() };
 
     // Originals with no evidence: catalogued from their bytes, after every recorded id.
@@ -119,12 +122,21 @@ pub async fn rebuild_catalog(config: &ArchiveConfig) -> Result<RebuildReport, Ar
             length: location.length as i64,
         };
         catalog
-            .apply(&[Fact::Arrival(Arrival { id: next_id, message, record: Some(record), source_item: None })], &[])
+            .apply(
+                &[Fact::Arrival(Arrival {
+                    id: next_id,
+                    message,
+                    record: Some(record),
+                    source_item: None,
+                    evidence_at: None,
+                })],
+                &[],
+            )
             .await?;
         next_id += 1;
         report.without_evidence += 1;
     }
-    record_tenants(&store, &catalog).await?;
+    record_changes(&store, &catalog).await?;
     report.cursors = derive_imap_cursors(&catalog).await?;
 
     // The archive id pairs the new catalog with its volumes.

@@ -198,7 +198,10 @@ impl Archive {
             // The catalog is derived from the volumes: what a crash left unapplied is applied
             // now, and tenants not yet recorded (new, changed, or older) are recorded.
             crate::evidence::replay(&store, &catalog).await?;
-            crate::evidence::record_tenants(&store, &catalog).await?;
+            crate::evidence::record_changes(&store, &catalog).await?;
+            // A deletion whose tombstone is durable is finished before anything reads.
+            let recorded = catalog.deletions_in_state("recorded").await?;
+            crate::retention::shred(&store, &catalog, &recorded).await?;
         }
         let index = open_index(&data.join("index"), &catalog, writable).await?;
         Ok(Archive {
@@ -241,11 +244,11 @@ impl Archive {
 
     /// Records tenant changes as evidence now when this process writes (otherwise the writing
     /// process records them within seconds, or at its next start).
-    pub(crate) async fn record_tenants(&self) -> Result<(), ArchiveError> {
+    pub(crate) async fn record_changes(&self) -> Result<(), ArchiveError> {
         if let Some(p) = self.pipeline.get() {
-            p.record_tenants().await?;
+            p.record_changes().await?;
         } else if self.store.is_writable() {
-            crate::evidence::record_tenants(&self.store, &self.catalog).await?;
+            crate::evidence::record_changes(&self.store, &self.catalog).await?;
         }
         Ok(())
     }
@@ -374,7 +377,9 @@ impl Archive {
 
     /// One message's summary; `NotFound` for another tenant's or an invisible message.
     pub async fn message(&self, actor: &Actor, id: i64) -> Result<MessageSummary, ArchiveError> {
-        let found = self.summaries(actor, &[id]).await?.pop().ok_or(ArchiveError::NotFound)?;
+        let Some(found) = self.summaries(actor, &[id]).await?.pop() else {
+            return Err(self.missing(actor, id).await);
+        };
         self.audit(actor, "view", &format!("message {id}")).await?;
         Ok(found)
     }
@@ -445,9 +450,24 @@ impl Archive {
 
     /// A message the actor may see, with its original bytes; `NotFound` for any other.
     async fn visible_original(&self, actor: &Actor, id: i64) -> Result<(MessageSummary, Vec<u8>), ArchiveError> {
-        let summary = self.summaries(actor, &[id]).await?.pop().ok_or(ArchiveError::NotFound)?;
+        let Some(summary) = self.summaries(actor, &[id]).await?.pop() else {
+            return Err(self.missing(actor, id).await);
+        };
         let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
         Ok((summary, self.read_original(&row).await?))
+    }
+
+    /// Why a message is not there: deleted (for those who see the whole tenant: when and why),
+    /// or simply not found.
+    async fn missing(&self, actor: &Actor, id: i64) -> ArchiveError {
+        if actor.visibility.is_some() {
+            return ArchiveError::NotFound;
+        }
+        match self.catalog.deletion(actor.tenant.id, id).await {
+            Ok(Some(d)) if d.state != "decided" => ArchiveError::Deleted(crate::retention::describe_deletion(&d)),
+            Ok(_) => ArchiveError::NotFound,
+            Err(e) => e.into(),
+        }
     }
 
     pub(crate) async fn read_original(&self, row: &MessageRow) -> Result<Vec<u8>, ArchiveError> {

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "source_items", include_str!("../migrations/0007_source_items.sql")),
     (8, "index_queue_leases", include_str!("../migrations/0008_index_queue_leases.sql")),
     (9, "evidence_marks", include_str!("../migrations/0009_evidence_marks.sql")),
+    (10, "retention", include_str!("../migrations/0010_retention.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +85,12 @@ impl Catalog {
                         Box::pin(async move {
                             // WAL for concurrent readers; FULL so a commit is on disk before we ack.
                             // The busy timeout first: switching to WAL waits for a lock another
-                            // process starting at the same moment may hold.
+                            // process starting at the same moment may hold. secure_delete: the
+                            // rows of a deleted message (subject, addresses) are overwritten, not
+                            // left in free pages.
                             conn.execute(
                                 "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
                             )
                             .await?;
                             Ok(())

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use crate::{Catalog, Result};
 
 /// Where the store keeps a message's record, as plain values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecordRef {
     pub volume: String,
     pub segment: i64,
@@ -63,6 +63,8 @@ pub struct Arrival {
     pub record: Option<RecordRef>,
     /// The source's own id for the item (connection, item): a Graph id, an IMAP UID.
     pub source_item: Option<(String, String)>,
+    /// Where this arrival's evidence record lies (shredded with the message).
+    pub evidence_at: Option<RecordRef>,
 }
 
 /// A fact the catalog is derived from, in the order the volumes hold them.
@@ -80,6 +82,12 @@ pub enum Fact {
         tenant: crate::Tenant,
         networks: Vec<String>,
     },
+    /// A retention rule's state: added, changed or removed.
+    Rule(crate::RetentionRule),
+    /// A legal hold's state: placed or released.
+    Hold(crate::LegalHold),
+    /// A message deleted: its rows go, its deletion certificate stays.
+    Deleted(crate::Deletion),
 }
 
 /// Evidence of `volume` is applied below sequence number `applied`; those records end at
@@ -221,6 +229,14 @@ impl Catalog {
                             crate::sources::remove_placement(&mut tx, *message, mailbox, folder).await?;
                         }
                         Fact::Tenant { tenant, networks } => self.apply_tenant(&mut tx, tenant, networks).await?,
+                        Fact::Rule(rule) => crate::governance::put_rule(&mut tx, rule, Some(1)).await?,
+                        Fact::Hold(hold) => {
+                            sqlx::query("UPDATE holds_version SET version = version + 1 WHERE id = 1")
+                                .execute(&mut *tx)
+                                .await?;
+                            crate::governance::put_hold(&mut tx, hold, Some(1)).await?
+                        }
+                        Fact::Deleted(d) => crate::governance::apply_deletion(&mut tx, d).await?,
                         Fact::Arrival(_) => unreachable!(),
                     }
                 }
@@ -293,10 +309,27 @@ impl Catalog {
             }
         }
 
+        // A later arrival of a message deleted meanwhile has nothing to merge into.
+        let merged: Vec<i64> = batch.iter().filter(|a| a.record.is_none()).map(|a| a.id).collect();
+        let mut present: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        for chunk in merged.chunks(500) {
+            let sql =
+                self.positional(format!("SELECT id FROM messages WHERE id IN ({})", placeholders(1, chunk.len())));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                present.insert(row.try_get(0)?);
+            }
+        }
+        let live: Vec<&Arrival> =
+            batch.iter().copied().filter(|a| a.record.is_some() || present.contains(&a.id)).collect();
+
         // Recipients and placements; RETURNING names the messages that gained a row.
         let mut gained: std::collections::HashSet<i64> = std::collections::HashSet::new();
         let recipients: Vec<(i64, &NewRecipient)> =
-            batch.iter().flat_map(|a| a.message.recipients.iter().map(move |r| (a.id, r))).collect();
+            live.iter().flat_map(|a| a.message.recipients.iter().map(move |r| (a.id, r))).collect();
         for chunk in recipients.chunks(200) {
             let sql = format!(
                 "INSERT INTO recipients (message, kind, address, name, via) VALUES {} ON CONFLICT DO NOTHING RETURNING message",
@@ -312,7 +345,7 @@ impl Catalog {
             }
         }
         let placements: Vec<(i64, &NewPlacement)> =
-            batch.iter().flat_map(|a| a.message.placements.iter().map(move |p| (a.id, p))).collect();
+            live.iter().flat_map(|a| a.message.placements.iter().map(move |p| (a.id, p))).collect();
         for chunk in placements.chunks(200) {
             let sql = format!(
                 "INSERT INTO placements (message, mailbox, folder, source) VALUES {} ON CONFLICT DO NOTHING RETURNING message",
@@ -327,10 +360,25 @@ impl Catalog {
                 gained.insert(row.try_get(0)?);
             }
         }
-        for a in batch {
+        for a in &live {
             if let Some((connection, item)) = &a.source_item {
                 crate::sources::set_source_item(&mut **tx, connection, item, a.id).await?;
             }
+        }
+        let evidence: Vec<(i64, &RecordRef)> =
+            live.iter().filter_map(|a| a.evidence_at.as_ref().map(|r| (a.id, r))).collect();
+        for chunk in evidence.chunks(100) {
+            let sql = format!(
+                "INSERT INTO arrival_records (message, volume, segment, record_offset, record_length) VALUES {} \
+                 ON CONFLICT DO NOTHING",
+                rows_of(chunk.len(), 5)
+            );
+            let sql = self.positional(sql);
+            let mut query = sqlx::query(&sql);
+            for (id, r) in chunk {
+                query = query.bind(*id).bind(&r.volume).bind(r.segment).bind(r.offset).bind(r.length);
+            }
+            query.execute(&mut **tx).await?;
         }
 
         let outcomes: Vec<CommitOutcome> = batch
@@ -416,7 +464,14 @@ impl Catalog {
     /// The highest message id given so far (0 for none): the committer numbers new messages
     /// after it, before their evidence is written.
     pub async fn max_message_id(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COALESCE(MAX(id), 0) FROM messages").fetch_one(&self.pool).await?.try_get(0)?)
+        // A deleted message's id is never given again: its certificate keeps it.
+        Ok(sqlx::query(
+            "SELECT MAX(n) FROM (SELECT COALESCE(MAX(id), 0) AS n FROM messages \
+             UNION ALL SELECT COALESCE(MAX(message), 0) FROM deletions) AS ids",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?)
     }
 
     /// How far each volume's evidence is applied.
@@ -688,7 +743,7 @@ fn message_row(r: &AnyRow) -> Result<MessageRow> {
 }
 
 /// `($1, $2, …), ($k+1, …), …`: `rows` rows of `width` placeholders each.
-fn rows_of(rows: usize, width: usize) -> String {
+pub(crate) fn rows_of(rows: usize, width: usize) -> String {
     (0..rows).map(|r| format!("({})", placeholders(r * width + 1, width))).collect::<Vec<_>>().join(", ")
 }
 
@@ -696,7 +751,7 @@ impl Catalog {
     /// SQLite looks up a named parameter (`$7`) by walking all names, so binding the hundreds of
     /// parameters of a multi-row statement costs their square; plain `?` costs nothing. Only for
     /// statements whose `$n` appear once each, in order.
-    fn positional(&self, sql: String) -> String {
+    pub(crate) fn positional(&self, sql: String) -> String {
         if self.dialect() != crate::Dialect::Sqlite {
             return sql;
         }

@@ -10,7 +10,9 @@ use coffer_archive::admin::{MIN_PASSWORD, NewAccount};
 use coffer_archive::service::{VolumeState, now_secs, rfc3339};
 use coffer_archive::{Actor, Archive};
 
-use crate::cli::{AuditCommand, CertCommand, SecretCommand, TenantCommand, UserCommand, VolumeCommand};
+use crate::cli::{
+    AuditCommand, CertCommand, HoldCommand, RetentionCommand, SecretCommand, TenantCommand, UserCommand, VolumeCommand,
+};
 
 /// The first line of stdin, without its line end.
 fn first_line_of_stdin() -> anyhow::Result<String> {
@@ -241,5 +243,150 @@ pub async fn backup(archive: &Archive, actor: &Actor, out: &std::path::Path) -> 
 pub fn restore(from: &std::path::Path, data: &std::path::Path) -> anyhow::Result<ExitCode> {
     let s = coffer_archive::backup::restore(from, data)?;
     println!("restored {} files ({} bytes) into {}; now run `coffer verify`", s.files, s.bytes, data.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A day (YYYY-MM-DD) as Unix seconds at its start (UTC); `end` gives its last second.
+fn day(text: &str, end: bool) -> anyhow::Result<i64> {
+    let bad = || anyhow::anyhow!("date {text:?}: write it as YYYY-MM-DD");
+    let parts: Vec<&str> = text.trim().split('-').collect();
+    let [y, m, d] = parts.as_slice() else { return Err(bad()) };
+    let (y, m, d): (i64, i64, i64) =
+        (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    // Days since 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + if end { 86_399 } else { 0 })
+}
+
+pub async fn hold(archive: &Archive, actor: &Actor, command: HoldCommand) -> anyhow::Result<ExitCode> {
+    let admin = archive.admin();
+    match command {
+        HoldCommand::Add { name, query, custodians, from, until, tenant, reason } => {
+            let tenant = archive.tenant(tenant.as_deref()).await?;
+            let spec = coffer_archive::retention::HoldSpec {
+                name,
+                reason,
+                query,
+                custodians,
+                date_from: from.as_deref().map(|d| day(d, false)).transpose()?,
+                date_until: until.as_deref().map(|d| day(d, true)).transpose()?,
+            };
+            let hold = admin.place_hold(actor, tenant.id, &spec).await?;
+            println!("legal hold {} placed in tenant {}", hold.name, tenant.name);
+        }
+        HoldCommand::List { tenant } => {
+            let tenant = archive.tenant(tenant.as_deref()).await?;
+            println!("{:<24} {:<8} {:<20} {:<30} QUERY / CUSTODIANS", "HOLD", "STATE", "PLACED", "BY");
+            for h in admin.holds(actor, Some(tenant.id)).await? {
+                let what = [h.query.clone().unwrap_or_default(), h.custodians.join(",")]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" / ");
+                println!(
+                    "{:<24} {:<8} {:<20} {:<30} {}",
+                    h.name,
+                    if h.is_active() { "active" } else { "released" },
+                    rfc3339(h.placed_at),
+                    h.placed_by,
+                    what
+                );
+            }
+        }
+        HoldCommand::Release { name, reason, tenant } => {
+            let tenant = archive.tenant(tenant.as_deref()).await?;
+            admin.release_hold(actor, tenant.id, &name, &reason).await?;
+            println!("legal hold {name} released");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn retention(archive: &Archive, actor: &Actor, command: RetentionCommand) -> anyhow::Result<ExitCode> {
+    use coffer_archive::retention::{RuleSpec, period_text};
+    let admin = archive.admin();
+    match command {
+        RetentionCommand::Add { name, query, keep, priority, min, tenant } => {
+            let tenant = archive.tenant(tenant.as_deref()).await?;
+            let rule = admin.add_rule(actor, tenant.id, &RuleSpec { name, query, keep, min, priority }).await?;
+            println!("retention rule {} keeps what it matches {}", rule.name, period_text(rule.keep_days));
+        }
+        RetentionCommand::List { tenant } => {
+            let tenant = archive.tenant(tenant.as_deref()).await?;
+            println!("{:>8}  {:<24} {:<8} {:<8} QUERY", "PRIORITY", "RULE", "KEEP", "MINIMUM");
+            for r in admin.rules(actor, tenant.id).await? {
+                println!(
+                    "{:>8}  {:<24} {:<8} {:<8} {}",
+                    r.priority,
+                    r.name,
+                    period_text(r.keep_days),
+                    r.min_days.map_or("-".into(), |d| period_text(Some(d))),
+                    if r.query.is_empty() { "*" } else { &r.query }
+                );
+            }
+        }
+        RetentionCommand::Remove { name, tenant } => {
+            let tenant = archive.tenant(tenant.as_deref()).await?;
+            admin.remove_rule(actor, tenant.id, &name).await?;
+            println!("retention rule {name} removed");
+        }
+        RetentionCommand::Run { dry_run, tenant } => {
+            let tenant_id = match tenant.as_deref() {
+                Some(t) => Some(archive.tenant(Some(t)).await?.id),
+                None => None,
+            };
+            let report = admin.run_retention(actor, tenant_id, dry_run).await?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            if report.finished > 0 {
+                println!("finished {} deletions an interrupted run had begun", report.finished);
+            }
+            for t in &report.tenants {
+                for r in &t.rules {
+                    println!(
+                        "{}: rule {} (keep {}): {} matched, {} expired, {verb} {}, {} protected by holds, {} by a minimum period{}{}",
+                        t.tenant,
+                        r.rule,
+                        r.keep,
+                        r.matched,
+                        r.expired,
+                        r.deleted,
+                        r.held,
+                        r.minimum,
+                        if r.waiting > 0 { format!(", {} waiting to be indexed", r.waiting) } else { String::new() },
+                        if r.unshreddable > 0 {
+                            format!(", {} stored before record keys (cannot be shredded alone)", r.unshreddable)
+                        } else {
+                            String::new()
+                        },
+                    );
+                }
+            }
+            println!("total: {verb} {}, {} protected by holds", report.deleted(), report.held());
+        }
+        RetentionCommand::Deleted { tenant, limit } => {
+            let tenant = archive.tenant(tenant.as_deref()).await?;
+            println!("message,sha256,date,sender_domain,reason,deleted_at,state");
+            for d in admin.deletions(actor, tenant.id, limit).await? {
+                println!(
+                    "{},{},{},{},{},{},{}",
+                    d.message,
+                    d.sha256,
+                    rfc3339(d.date),
+                    d.sender_domain,
+                    d.reason.replace(',', " "),
+                    rfc3339(d.decided_at),
+                    d.state
+                );
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -152,6 +152,16 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Legal holds: place one (by query, custodians or both), list them, release one.
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+    /// Retention rules: add, list, remove, and run them (`--dry-run` only counts).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// The audit log: check its hash chain, or show the newest entries.
     Audit {
         #[command(subcommand)]
@@ -343,4 +353,84 @@ pub enum SortArg {
 pub enum FormatArg {
     Mbox,
     EmlZip,
+}
+
+#[derive(Subcommand)]
+pub enum HoldCommand {
+    /// Place a legal hold: nothing it covers is deleted, by a rule or by hand, until it is released.
+    Add {
+        /// The matter, e.g. "Smith v. Contoso".
+        name: String,
+        /// The messages held, in the search language (`*` for all).
+        #[arg(long)]
+        query: Option<String>,
+        /// A custodian's address: their mail, and their mailbox's, is held (repeatable).
+        #[arg(long = "custodian")]
+        custodians: Vec<String>,
+        /// Only messages dated from this day (YYYY-MM-DD) ...
+        #[arg(long)]
+        from: Option<String>,
+        /// ... up to this day, included.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Release a hold; the reason is recorded.
+    Release {
+        name: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RetentionCommand {
+    /// Add (or replace) a rule: what it matches is kept for DURATION (90d, 12w, 6m, 7y, forever),
+    /// counted from the message's date, then deleted. Rules are tried by priority, lowest first.
+    Add {
+        name: String,
+        #[arg(long)]
+        query: String,
+        #[arg(long)]
+        keep: String,
+        #[arg(long)]
+        priority: Option<i64>,
+        /// Nothing this rule matches may be deleted, by anyone, before this age.
+        #[arg(long)]
+        min: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    Remove {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Run the rules now (every tenant's, or one's); beside `serve` the serving process runs it.
+    Run {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// The deletion certificates: what was deleted, when and why.
+    Deleted {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }

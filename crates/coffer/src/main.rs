@@ -122,6 +122,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let archive = open(&config, false).await?;
             admin::user(&archive, &operator(&archive, None).await?, command).await
         }
+        Command::Hold { command } => {
+            let archive = open(&config, false).await?;
+            admin::hold(&archive, &operator(&archive, None).await?, command).await
+        }
+        Command::Retention { command } => {
+            // A run that deletes needs the store's writer; beside `serve` it is handed over.
+            let writable = matches!(command, cli::RetentionCommand::Run { dry_run: false, .. });
+            let archive = match open(&config, writable).await {
+                Err(e) if e.downcast_ref::<coffer_archive::ArchiveError>().is_some_and(|e| e.is_store_busy()) => {
+                    open(&config, false).await?
+                }
+                other => other?,
+            };
+            admin::retention(&archive, &operator(&archive, None).await?, command).await
+        }
         Command::Audit { command } => {
             let archive = open(&config, false).await?;
             admin::audit(&archive, &operator(&archive, None).await?, command).await

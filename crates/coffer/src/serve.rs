@@ -16,6 +16,8 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let pipeline = archive.pipeline();
     let indexer = archive.spawn_indexer();
     let timestamper = archive.timestamper()?.map(|t| t.spawn());
+    // Runs asked for beside this process, and the daily schedule.
+    let retention = archive.spawn_retention();
     tracing::info!(data = %config.archive.data_dir.display(), "Coffer is serving; the index catches up in the background");
     for t in archive.admin().tenants(&operator(&archive, None).await?).await? {
         tracing::info!(tenant = %t.tenant.name, journal = %t.journal_address, "tenant");
@@ -57,6 +59,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
     }
     indexer.abort();
+    retention.abort();
     if let Some(t) = timestamper {
         t.abort();
     }

@@ -15,6 +15,10 @@ pub trait SearchBackend: Send + Sync {
     fn search(&self, req: &SearchRequest) -> Result<SearchResults>;
     /// Every matching id, unpaged (exports).
     fn all_ids(&self, query: &str, scope: &Scope) -> Result<Vec<u64>>;
+    /// Removes the documents of these messages and commits.
+    fn remove(&self, ids: &[u64]) -> Result<()>;
+    /// Leaves nothing of removed documents in the engine's storage.
+    fn purge(&self) -> Result<()>;
     /// Removes every document (before a rebuild).
     fn clear(&self) -> Result<()>;
     /// Finishes background work (merges) before the process ends.
@@ -37,6 +41,12 @@ impl SearchBackend for SearchIndex {
     }
     fn all_ids(&self, query: &str, scope: &Scope) -> Result<Vec<u64>> {
         SearchIndex::all_ids(self, query, scope)
+    }
+    fn remove(&self, ids: &[u64]) -> Result<()> {
+        SearchIndex::remove(self, ids)
+    }
+    fn purge(&self) -> Result<()> {
+        SearchIndex::purge(self)
     }
     fn clear(&self) -> Result<()> {
         SearchIndex::clear(self)

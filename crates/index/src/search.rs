@@ -199,6 +199,46 @@ impl SearchIndex {
         Ok(())
     }
 
+    /// Removes the documents of these messages (deleted from the archive) and commits.
+    pub fn remove(&self, ids: &[u64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut guard = self.writer.lock().unwrap();
+        let writer = self.writer_in(&mut guard)?;
+        for id in ids {
+            writer.delete_term(Term::from_field_u64(self.fields.id, *id));
+        }
+        writer.commit()?;
+        self.current().reader.reload()?;
+        Ok(())
+    }
+
+    /// Rewrites every segment that holds removed documents and deletes the files no longer used,
+    /// so nothing of a removed document (its terms, its preview) stays in the index's files.
+    pub fn purge(&self) -> Result<()> {
+        let mut guard = self.writer.lock().unwrap();
+        // Background merges finish first: a segment being merged cannot be merged again.
+        if let Some(writer) = guard.take() {
+            writer.wait_merging_threads()?;
+        }
+        let writer = self.writer_in(&mut guard)?;
+        let with_deletes: Vec<tantivy::index::SegmentId> = self
+            .current()
+            .index
+            .searchable_segment_metas()?
+            .iter()
+            .filter(|m| m.has_deletes())
+            .map(|m| m.id())
+            .collect();
+        if !with_deletes.is_empty() {
+            writer.merge(&with_deletes).wait()?;
+        }
+        writer.garbage_collect_files().wait()?;
+        self.current().reader.reload()?;
+        Ok(())
+    }
+
     /// Deletes every document (before a rebuild).
     pub fn clear(&self) -> Result<()> {
         let mut guard = self.writer.lock().unwrap();

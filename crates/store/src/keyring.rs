@@ -49,6 +49,13 @@ impl Store {
         Ok(Keys { first_seq, bytes })
     }
 
+    /// True when the record at `loc` is sealed under its own key, so it can be shredded alone
+    /// (records from before record keys cannot).
+    pub fn can_shred(&self, loc: &Location) -> Result<bool> {
+        let head = self.backend.read_at(&loc.volume, loc.segment, loc.offset, RECORD_HEADER_LEN)?;
+        Ok(RecordHeader::decode(&head).is_ok_and(|h| h.own_key))
+    }
+
     /// Shreds the record at `loc`: its key is destroyed, so its content can never be read again,
     /// while the record's bytes (and the hash chain over them) stay where they are. Returns the
     /// record's content hash. Only records sealed under their own key can be shredded.

@@ -17,6 +17,9 @@ pub enum WebError {
     /// the asker.
     #[error("not found")]
     NotFound,
+    /// A message that was deleted under a retention rule or an approval: what is left of it.
+    #[error("{0}")]
+    Gone(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -30,6 +33,7 @@ impl WebError {
             WebError::Unauthorized => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::Gone(_) => StatusCode::GONE,
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -63,6 +67,7 @@ impl From<ArchiveError> for WebError {
         use coffer_archive::Class;
         match (e.class(), e) {
             (_, ArchiveError::NotFound) => WebError::NotFound,
+            (_, ArchiveError::Deleted(m)) => WebError::Gone(m),
             (_, ArchiveError::Forbidden(m)) => WebError::Forbidden(m),
             (_, ArchiveError::Catalog(coffer_archive::CatalogError::Invalid(m))) => WebError::BadRequest(m),
             (Class::Refused | Class::PermanentForMessage, e) => WebError::BadRequest(e.to_string()),
