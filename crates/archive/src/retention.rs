@@ -852,6 +852,7 @@ impl Retention<'_> {
             if certificates.is_empty() {
                 continue;
             }
+            crate::crash_point("retention-after-decide");
             for c in &certificates {
                 outcomes[decided[&c.message]].deleted += 1;
             }

@@ -593,8 +593,16 @@ impl Catalog {
     /// deleted (overwritten there by secure_delete) survive in no older page copy.
     pub async fn compact(&self) -> Result<()> {
         if self.dialect() == crate::Dialect::Sqlite {
-            use sqlx::Executor;
-            self.pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
+            // Busy while a reader still uses an older snapshot: a few tries, then the next
+            // automatic checkpoint does it.
+            for _ in 0..20 {
+                let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.pool).await?;
+                let busy: i64 = row.try_get(0)?;
+                if busy == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
         Ok(())
     }
