@@ -52,6 +52,24 @@ const MAX_NAME: usize = 100;
 const MAX_REASON: usize = 2000;
 const MAX_CUSTODIANS: usize = 1000;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_read_and_write_back_the_same() {
+        for text in ["1y", "7y", "10y", "90d", "forever"] {
+            assert_eq!(period_text(parse_period(text).unwrap()), text);
+        }
+        assert_eq!(parse_period("12w").unwrap(), Some(84));
+        assert_eq!(parse_period("6m").unwrap(), Some(180));
+        assert_eq!(parse_period("1Y").unwrap(), Some(365));
+        for bad in ["", "y", "7 years", "-1d", "1.5y", "999999999999999999y"] {
+            assert!(parse_period(bad).is_err(), "{bad}");
+        }
+    }
+}
+
 /// `90d`, `12w`, `6m` (30 days), `7y` (365 days and a quarter), `forever` → days (None: forever).
 pub fn parse_period(text: &str) -> Result<Option<i64>, ArchiveError> {
     let t = text.trim().to_ascii_lowercase();
@@ -78,8 +96,10 @@ pub fn parse_period(text: &str) -> Result<Option<i64>, ArchiveError> {
 pub fn period_text(days: Option<i64>) -> String {
     match days {
         None => "forever".into(),
-        Some(d) if d > 0 && (d * 4) % 1461 == 0 => format!("{}y", d * 4 / 1461),
-        Some(d) => format!("{d}d"),
+        Some(d) => {
+            let years = (d * 4 + 730) / 1461;
+            if years > 0 && years * 1461 / 4 == d { format!("{years}y") } else { format!("{d}d") }
+        }
     }
 }
 

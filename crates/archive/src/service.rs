@@ -124,6 +124,8 @@ pub struct VerifyOutcome {
     pub evidence_records: u64,
     /// Timestamp records (each token is checked: `timestamps`, `problems`).
     pub timestamp_records: u64,
+    /// Records whose keys were destroyed by a deletion: gone on purpose, not damage.
+    pub shredded: u64,
     /// Catalogued messages whose volumes are from before evidence records (nothing to compare).
     pub without_evidence: usize,
     /// Per volume with timestamps: how many tokens, and the latest time its content is proven.
@@ -491,6 +493,7 @@ impl Archive {
             volumes: report.volumes,
             segments: report.segments,
             records: report.records,
+            shredded: report.shredded,
             problems: report.problems.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
         };

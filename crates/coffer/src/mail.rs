@@ -115,6 +115,9 @@ pub async fn verify(archive: &Archive, json: bool) -> anyhow::Result<ExitCode> {
             outcome.unreferenced_records,
             if outcome.is_clean() { "all intact".to_string() } else { format!("{} problems", outcome.problems.len()) }
         );
+        if outcome.shredded > 0 {
+            println!("{} records shredded by deletions (their content is gone on purpose)", outcome.shredded);
+        }
         for t in &outcome.timestamps {
             match (t.proven_at, t.proven_through_record) {
                 (Some(at), Some(record)) => println!(
