@@ -138,6 +138,8 @@ pub struct Status {
     pub tenants: Vec<TenantInfo>,
     pub traffic: Vec<TrafficRow>,
     pub listener_figures: Vec<ListenerFigure>,
+    /// Messages deleted per hour: (hour's start, tenant, count).
+    pub deletions: Vec<(i64, i64, i64)>,
     /// Messages archived but not yet searchable, and seconds since the oldest of them arrived.
     pub index_lag: i64,
     pub index_lag_seconds: i64,
@@ -588,6 +590,7 @@ impl Admin<'_> {
         Ok(Status {
             tenants: self.tenants_of(only).await?,
             traffic: catalog.traffic(since).await?.into_iter().filter(|r| own(r.tenant_id)).collect(),
+            deletions: catalog.deletions_per_hour(since).await?.into_iter().filter(|d| own(d.1)).collect(),
             listener_figures: catalog
                 .listener_figures(figures_since)
                 .await?

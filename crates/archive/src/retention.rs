@@ -449,6 +449,17 @@ impl crate::admin::Admin<'_> {
         }
     }
 
+    /// Queues a run that deletes for the serving process's retention task; returns its id.
+    pub async fn queue_retention(&self, actor: &Actor, tenant_id: Option<i64>) -> Result<i64, ArchiveError> {
+        match tenant_id {
+            Some(t) => actor.require_in(Role::Administrator, t)?,
+            None => actor.require_system_admin()?,
+        }
+        let run = self.archive().catalog.add_run(tenant_id, false, &actor.name, false).await?;
+        self.archive().audit(actor, "retention", &format!("retention run {run} queued")).await?;
+        Ok(run)
+    }
+
     pub async fn retention_runs(&self, actor: &Actor, tenant_id: i64) -> Result<Vec<RetentionRun>, ArchiveError> {
         actor.require_in(Role::Auditor, tenant_id)?;
         Ok(self.archive().catalog.runs(Some(tenant_id), 50).await?)
@@ -622,6 +633,63 @@ impl StoredReport {
                 })
                 .collect(),
         }
+    }
+}
+
+/// What governs one message: the rule that decides its retention and the holds over it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Governing {
+    pub rule: Option<String>,
+    pub keep: String,
+    /// When the rule lets it go (None: kept forever).
+    pub deletable_from: Option<i64>,
+    /// Before this, no one may delete it (the longest minimum of the rules that match).
+    pub protected_until: Option<i64>,
+    pub holds: Vec<String>,
+}
+
+impl crate::admin::Admin<'_> {
+    /// The rule and the holds that apply to one message (auditors and administrators).
+    pub async fn governing(&self, actor: &Actor, id: i64) -> Result<Governing, ArchiveError> {
+        actor.require(Role::Auditor)?;
+        let archive = self.archive();
+        let tenant = actor.tenant.id;
+        let row = archive.catalog.message(tenant, id).await?.ok_or(ArchiveError::NotFound)?;
+        let date = message_date(&row);
+        let index = archive.index.clone();
+        let scope = Scope { tenant: tenant as u64, visible_to: None };
+        let matches = |query: String| {
+            let (index, scope) = (index.clone(), scope.clone());
+            blocking(move || index.matches(&query, &scope, id as u64))
+        };
+        let mut out = Governing { keep: "forever".into(), ..Default::default() };
+        for rule in archive.catalog.rules(tenant, false).await? {
+            if !matches(rule.query.clone()).await?? {
+                continue;
+            }
+            if out.rule.is_none() {
+                out.rule = Some(rule.name.clone());
+                out.keep = period_text(rule.keep_days);
+                out.deletable_from = rule.keep_days.map(|d| date + (d + 1) * DAY);
+            }
+            if let Some(m) = rule.min_days {
+                let until = date + (m + 1) * DAY;
+                out.protected_until = Some(out.protected_until.map_or(until, |u| u.max(until)));
+            }
+        }
+        for hold in archive.catalog.holds(Some(tenant), true).await? {
+            let by_query = match &hold.query {
+                Some(q) => matches(q.clone()).await??,
+                None => true,
+            };
+            let by_custodian = hold.custodians.is_empty()
+                || archive.catalog.messages_of_custodians(tenant, &hold.custodians).await?.contains(&id);
+            let dated = hold.date_from.is_none_or(|f| date >= f) && hold.date_until.is_none_or(|u| date <= u);
+            if by_query && by_custodian && dated {
+                out.holds.push(hold.name);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -434,6 +434,18 @@ impl Catalog {
         rows.iter().map(deletion_row).collect()
     }
 
+    /// Messages deleted per hour since `since`: (the hour's start, tenant, count).
+    pub async fn deletions_per_hour(&self, since: i64) -> Result<Vec<(i64, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT (decided_at / 3600) * 3600 AS hour, tenant_id, COUNT(*) FROM deletions \
+             WHERE decided_at >= $1 AND state <> 'decided' GROUP BY hour, tenant_id ORDER BY hour",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
     /// Where the arrival evidence records of these messages lie.
     pub async fn arrival_records(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<RecordRef>>> {
         let mut out: HashMap<i64, Vec<RecordRef>> = HashMap::new();

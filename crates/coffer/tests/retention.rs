@@ -136,3 +136,47 @@ fn a_run_killed_twice_finishes_each_deletion_and_a_rebuilt_catalog_keeps_rules_h
         .count();
     assert!(released.contains(&format!("total: deleted {carol_old}")), "{released}");
 }
+
+#[test]
+fn two_administrators_set_retention_and_delete_with_four_eyes_in_headless_chromium() {
+    let c = Coffer::new();
+    let now = coffer_archive::service::now_secs();
+    let mail = c.dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    for (i, subject) in ["merger talks", "lunch on friday", "merger numbers", "quarterly figures"].iter().enumerate() {
+        let file = mail.join(format!("{i}.eml"));
+        let raw = format!(
+            "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: {subject}\r\nDate: {}\r\nMessage-ID: <b{i}@test>\r\n\r\nText.\r\n",
+            coffer_testkit::corpus::rfc2822(now - (i as i64 + 1) * 400 * DAY)
+        );
+        std::fs::write(&file, raw).unwrap();
+    }
+    let imported = receipts(&c.ok(&["import", "-v", mail.to_str().unwrap()]));
+    assert_eq!(imported.len(), 4);
+    let held = imported.iter().find(|(_, _, _, o)| o.ends_with("0.eml")).unwrap().1;
+    let lunch = imported.iter().find(|(_, _, _, o)| o.ends_with("1.eml")).unwrap().1;
+    c.user_with_key("admin1", "administrator", &[]);
+    c.user_with_key("admin2", "administrator", &[]);
+    let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../e2e-screenshots");
+    let status = coffer_testkit::peer("node")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/retention.mjs"))
+        .env("BASE", format!("http://{}", server.http))
+        .env("PASSWORD", common::PASSWORD)
+        .env("HELD_ID", held.to_string())
+        .env("ARTIFACTS", &artifacts)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the browser test failed (its output above says where)");
+    for shot in ["holds", "retention", "message-governed", "retention-approved"] {
+        assert!(artifacts.join(format!("{shot}-phone.png")).is_file(), "screenshot {shot}");
+    }
+    drop(server);
+    // The approval deleted lunch (unheld) and kept both merger messages (held).
+    let e = fails_with(&c, &["show", &lunch.to_string()], &[]);
+    assert!(e.contains("approved deletion request"), "{e}");
+    c.ok(&["show", &held.to_string()]);
+    let audit = c.ok(&["audit", "list", "--limit", "50"]);
+    assert!(audit.contains("admin1") && audit.contains("deletion request"), "{audit}");
+    assert!(audit.contains("admin2") && audit.contains("approved"), "{audit}");
+}

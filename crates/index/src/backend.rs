@@ -15,6 +15,8 @@ pub trait SearchBackend: Send + Sync {
     fn search(&self, req: &SearchRequest) -> Result<SearchResults>;
     /// Every matching id, unpaged (exports).
     fn all_ids(&self, query: &str, scope: &Scope) -> Result<Vec<u64>>;
+    /// True when message `id` is among what the query finds in the scope.
+    fn matches(&self, query: &str, scope: &Scope, id: u64) -> Result<bool>;
     /// Removes the documents of these messages and commits.
     fn remove(&self, ids: &[u64]) -> Result<()>;
     /// Leaves nothing of removed documents in the engine's storage.
@@ -41,6 +43,9 @@ impl SearchBackend for SearchIndex {
     }
     fn all_ids(&self, query: &str, scope: &Scope) -> Result<Vec<u64>> {
         SearchIndex::all_ids(self, query, scope)
+    }
+    fn matches(&self, query: &str, scope: &Scope, id: u64) -> Result<bool> {
+        SearchIndex::matches(self, query, scope, id)
     }
     fn remove(&self, ids: &[u64]) -> Result<()> {
         SearchIndex::remove(self, ids)

@@ -339,6 +339,17 @@ impl SearchIndex {
         Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
+    /// True when the message `id` is among what `query` finds in the scope.
+    pub fn matches(&self, query: &str, scope: &Scope, id: u64) -> Result<bool> {
+        let expr = query::parse(query)?;
+        let user_query = crate::compile::compile(&expr, &self.fields, scope.visible_to.as_ref())?;
+        let one: Box<dyn Query> =
+            Box::new(TermQuery::new(Term::from_field_u64(self.fields.id, id), IndexRecordOption::Basic));
+        let query: Box<dyn Query> =
+            Box::new(BooleanQuery::new(vec![(Occur::Must, self.scoped(user_query, scope)), (Occur::Must, one)]));
+        Ok(self.current().reader.searcher().search(&query, &Count)? > 0)
+    }
+
     fn scoped(&self, user_query: Box<dyn Query>, scope: &Scope) -> Box<dyn Query> {
         let f = &self.fields;
         let term = |field, text: &str| -> Box<dyn Query> {

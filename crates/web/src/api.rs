@@ -26,11 +26,11 @@ type ApiResult<T> = Result<Json<T>, WebError>;
 // that cannot exist), like every other API error.
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(WebError))]
-struct Body<T>(T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(WebError))]
-struct Path<T>(T);
+pub(crate) struct Path<T>(pub(crate) T);
 
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(WebError))]
@@ -44,12 +44,21 @@ struct Query<T>(T);
         me, search, message, raw, attachment, folders, export, status, audit, volumes, close_volume_api,
         users, add_user_api, update_user_api, user_claims, tenants, add_tenant_api, allow_network_api, certificates, generate_certificate_api,
         get_login, put_login, api_keys, add_api_key, delete_api_key, connections, test_connection_api, start_api, stop_api, mailboxes_api,
+        crate::governance::rules, crate::governance::add_rule, crate::governance::remove_rule, crate::governance::runs,
+        crate::governance::run, crate::governance::holds, crate::governance::place_hold, crate::governance::release_hold,
+        crate::governance::deletions, crate::governance::requests, crate::governance::request_deletion,
+        crate::governance::approve, crate::governance::reject,
     ),
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
         NewUserRequest, UserChange, NewTenantRequest, CertificateRequest, ApiCertificate, LoginConfig, ApiAuditEntry,
         ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, ApiRole, Connection, crate::JobState, crate::settings::OidcSettings,
         ApiRoleAssignment, ApiTraffic, crate::MailboxStatus, Network, TenantCreated, CertificateCreated, UserCreated,
+        crate::governance::ApiRule, crate::governance::RuleRequest, crate::governance::ApiHold, crate::governance::HoldRequest,
+        crate::governance::Reason, crate::governance::RunRequest, crate::governance::ApiRunReport,
+        crate::governance::ApiRuleOutcome, crate::governance::ApiRun, crate::governance::ApiDeletion,
+        crate::governance::DeletionRequestBody, crate::governance::ApiDeletionRequest, crate::governance::ApiKept,
+        crate::governance::ApiManualOutcome,
     )),
     modifiers(&Security),
     security(("api_key" = [])),
@@ -71,6 +80,7 @@ impl utoipa::Modify for Security {
 
 pub fn routes() -> Router<Arc<Console>> {
     Router::new()
+        .merge(crate::governance::routes())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/me", get(me))
         .route("/search", get(search))

@@ -15,6 +15,8 @@ pub mod api;
 pub mod auth;
 mod charts;
 mod error;
+mod governance;
+mod governance_pages;
 mod listener;
 mod oidc;
 mod pages;
@@ -192,6 +194,7 @@ impl Console {
 pub fn router(console: Arc<Console>) -> Router {
     Router::new()
         .merge(pages::routes())
+        .merge(governance_pages::routes())
         .merge(oidc::routes())
         .nest("/api/v1", api::routes())
         .layer(axum::middleware::from_fn_with_state(console.clone(), auth::authenticate))

@@ -258,11 +258,22 @@ async fn message(State(console): State<Arc<Console>>, who: Principal, Path(id): 
     let id = message_id(&id)?;
     let (summary, view) = console.archive.view(&who.actor(), id).await?;
     let headers: Vec<(String, String)> = view.headers;
+    // Auditors and administrators see what governs the message: its rule and its holds.
+    let governing = match who.require(Role::Auditor) {
+        Ok(()) => {
+            let g = console.archive.admin().governing(&who.actor(), id).await?;
+            Some(context! {
+                rule => g.rule, keep => g.keep, deletable_from => g.deletable_from.map(coffer_archive::service::rfc3339),
+                protected_until => g.protected_until.map(coffer_archive::service::rfc3339), holds => g.holds,
+            })
+        }
+        Err(_) => None,
+    };
     let html = page(
         &console,
         Some(&who),
         "message.html",
-        context! { m => summary, headers, text => view.text, has_html => view.html.is_some(), attachments => view.attachments },
+        context! { m => summary, headers, text => view.text, has_html => view.html.is_some(), attachments => view.attachments, governing },
     )?;
     Ok(html.into_response())
 }
@@ -369,11 +380,16 @@ async fn status(State(console): State<Arc<Console>>, who: Principal) -> PageResu
             add("problems", format!("{} rejected", r.source), r.rejected);
             add("problems", format!("{} errors", r.source), r.errors);
         }
+        for &(hour, tenant, n) in status.deletions.iter().filter(|d| d.0 >= start) {
+            let i = ((hour - start) / bucket) as usize;
+            by.entry(("deleted", tenant_name(tenant))).or_insert_with(|| vec![0.0; count as usize])[i] += n as f64;
+        }
         for (measure, heading, unit) in [
             ("messages", "Archived messages by source", "messages"),
             ("bytes", "Archived bytes by source", "bytes"),
             ("tenants", "Archived messages by tenant", "messages"),
             ("problems", "Rejects and errors", "messages"),
+            ("deleted", "Deleted by retention rules and approvals, by tenant", "messages"),
         ] {
             let series: Vec<Series> = by
                 .iter()

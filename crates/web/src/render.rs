@@ -27,6 +27,8 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "config_certificates.html",
     "config_users.html",
     "config_tenants.html",
+    "config_retention.html",
+    "config_holds.html",
 ];
 
 pub fn templates() -> Environment<'static> {
