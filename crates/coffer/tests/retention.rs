@@ -180,3 +180,32 @@ fn two_administrators_set_retention_and_delete_with_four_eyes_in_headless_chromi
     assert!(audit.contains("admin1") && audit.contains("deletion request"), "{audit}");
     assert!(audit.contains("admin2") && audit.contains("approved"), "{audit}");
 }
+
+#[test]
+fn a_run_asked_for_beside_serve_is_carried_out_by_the_serving_process() {
+    let c = Coffer::new();
+    let now = coffer_archive::service::now_secs();
+    let mail = c.dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    for i in 0..6 {
+        let raw = format!(
+            "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: note {i}\r\nDate: {}\r\n\r\nText {i}.\r\n",
+            coffer_testkit::corpus::rfc2822(now - (i * 100 + 50) * DAY)
+        );
+        std::fs::write(mail.join(format!("{i}.eml")), raw).unwrap();
+    }
+    c.ok(&["import", mail.to_str().unwrap()]);
+    let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    // Beside serve: the catalog takes the rule at once; the serving process records it as evidence.
+    c.ok(&["retention", "add", "quarter", "--query", "*", "--keep", "90d"]);
+    let out = c.command().args(["retention", "run"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("handed to it"), "{stderr}");
+    // Ages 50, 150, … 550 days: five are older than 90 days.
+    assert!(stdout.contains("total: deleted 5"), "{stdout}");
+    drop(server);
+    assert!(c.ok(&["verify"]).contains("all intact"));
+    let log = c.ok(&["audit", "list", "--limit", "20"]);
+    assert!(log.contains("retention run 1: 5 deleted"), "{log}");
+}
