@@ -129,6 +129,26 @@ impl Archive {
                     zip.start_file("SKIPPED.csv", options).map_err(zip_err)?;
                     zip.write_all(list.as_bytes()).map_err(io)?;
                 }
+                // For those who see the whole tenant: what was deleted, when and why.
+                if actor.visibility.is_none() {
+                    let deleted = self.catalog.deletions(actor.tenant.id, 1_000_000).await?;
+                    if !deleted.is_empty() {
+                        let mut list = String::from("id,sha256,date,sender_domain,reason,deleted_at\n");
+                        for d in &deleted {
+                            list.push_str(&format!(
+                                "{},{},{},{},{},{}\n",
+                                d.message,
+                                d.sha256,
+                                crate::service::rfc3339(d.date),
+                                csv(&d.sender_domain),
+                                csv(&d.reason),
+                                crate::service::rfc3339(d.decided_at)
+                            ));
+                        }
+                        zip.start_file("DELETED.csv", options).map_err(zip_err)?;
+                        zip.write_all(list.as_bytes()).map_err(io)?;
+                    }
+                }
                 let tokens = self.latest_timestamps(&volumes).await?;
                 if !tokens.is_empty() {
                     let mut index = String::from("volume,token_record,covers_record,chain_head_sha256,file\n");

@@ -1005,6 +1005,15 @@ impl Retention<'_> {
                 at: crate::now(),
             })
             .collect();
+        // Every deletion is in the audit log, a batch per entry.
+        let mut by_reason: HashMap<(i64, &str), Vec<String>> = HashMap::new();
+        for d in &deletions {
+            by_reason.entry((d.tenant_id, d.reason.as_str())).or_default().push(d.message.to_string());
+        }
+        for ((tenant, reason), ids) in by_reason {
+            let detail = format!("messages deleted ({reason}): {}", ids.join(", "));
+            self.catalog().audit(Some(tenant), "retention", "", "deletion", &detail).await?;
+        }
         self.archive.pipeline().record_deletions(tombstones).await?;
         crate::crash_point("retention-after-tombstones");
         shred(&self.archive.store, self.catalog(), &deletions).await

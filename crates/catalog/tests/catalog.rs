@@ -48,7 +48,7 @@ async fn commit(c: &Catalog, batch: &[(NewMessage, Option<RecordRef>)]) -> Resul
                 next
             }
         };
-        facts.push(Fact::Arrival(Arrival { id, message: m.clone(), record: record.clone(), source_item: None }));
+        facts.push(Fact::Arrival(Arrival { id, message: m.clone(), record: record.clone(), source_item: None, evidence_at: None }));
     }
     c.apply(&facts, &[]).await
 }
@@ -228,6 +228,7 @@ async fn evidence_applied_twice_changes_nothing_and_marks_only_move_forward() {
                 message: message(t.id, sha, &[("bcc", "dave@contoso.com")], folder),
                 record,
                 source_item: Some(("graph".into(), format!("item-{sha}"))),
+                evidence_at: None,
             })
         };
         let facts = vec![

@@ -108,6 +108,19 @@ fn a_run_killed_twice_finishes_each_deletion_and_a_rebuilt_catalog_keeps_rules_h
     assert!(again.contains("total: deleted 0"), "{again}");
     let certificates = c.ok(&["retention", "deleted", "--limit", "10000"]);
     assert_eq!(certificates.lines().count() - 1, expected.len(), "one certificate per deletion");
+    let zip = c.dir.path().join("all.zip");
+    c.ok(&["export", "--format", "eml-zip", "--out", zip.to_str().unwrap(), ""]);
+    let entries = common::zip_entries(&zip);
+    assert_eq!(entries.keys().filter(|n| n.starts_with("messages/")).count(), remaining.len());
+    let deleted_csv = String::from_utf8(entries["DELETED.csv"].clone()).unwrap();
+    assert_eq!(deleted_csv.lines().count() - 1, expected.len(), "the export lists every deletion");
+    let audit = c.ok(&["audit", "list", "--limit", "1000"]);
+    let audited: usize = audit
+        .lines()
+        .filter_map(|l| l.split("messages deleted (rule:year): ").nth(1))
+        .map(|ids| ids.split(", ").count())
+        .sum();
+    assert!(audited >= expected.len(), "the audit log names every deleted message ({audited})");
 
     // The catalog is lost: a rebuild from the volumes brings back rules, holds and certificates,
     // and none of the deleted messages.
