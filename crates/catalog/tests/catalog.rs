@@ -48,7 +48,13 @@ async fn commit(c: &Catalog, batch: &[(NewMessage, Option<RecordRef>)]) -> Resul
                 next
             }
         };
-        facts.push(Fact::Arrival(Arrival { id, message: m.clone(), record: record.clone(), source_item: None, evidence_at: None }));
+        facts.push(Fact::Arrival(Arrival {
+            id,
+            message: m.clone(),
+            record: record.clone(),
+            source_item: None,
+            evidence_at: None,
+        }));
     }
     c.apply(&facts, &[]).await
 }
@@ -273,6 +279,64 @@ async fn a_recorded_tenant_keeps_its_journal_token_and_the_next_tenant_gets_a_fr
         assert!(c.unrecorded_tenants().await.unwrap().iter().any(|(t, _)| t.id == next.id), "not yet recorded");
         c.allow_network(7, "198.51.100.0/24").await.unwrap();
         assert!(c.unrecorded_tenants().await.unwrap().iter().any(|(t, _)| t.id == 7), "changed: recorded again");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deletion_decided_against_the_holds_before_a_new_one_is_refused_and_a_merge_into_a_deleted_message_is_dropped()
+ {
+    for_each_database(async |c: Catalog| {
+        let t = c.default_tenant().await.unwrap();
+        let outcomes =
+            commit(&c, &[(message(t.id, "d1", &[("to", "bob@contoso.com")], "Inbox"), record(64))]).await.unwrap();
+        let id = outcomes[0].id();
+        let certificate = coffer_catalog::Deletion {
+            message: id,
+            tenant_id: t.id,
+            sha256: "d1".into(),
+            date: 1_700_000_000,
+            sender_domain: "contoso.com".into(),
+            reason: "rule:test".into(),
+            decided_at: 1_800_000_000,
+            records: vec![record(64).unwrap()],
+            state: "decided".into(),
+        };
+        let seen = c.holds_version().await.unwrap();
+        let hold = coffer_catalog::LegalHold {
+            tenant_id: t.id,
+            name: "matter".into(),
+            reason: String::new(),
+            query: Some(String::new()),
+            custodians: Vec::new(),
+            date_from: None,
+            date_until: None,
+            placed_by: "test".into(),
+            placed_at: 1_800_000_000,
+            released_by: None,
+            released_at: None,
+            release_reason: None,
+        };
+        c.place_hold(&hold).await.unwrap();
+        assert!(!c.decide_deletions(seen, std::slice::from_ref(&certificate)).await.unwrap(), "a hold came in between");
+        assert!(c.deletions_in_state("decided").await.unwrap().is_empty());
+        let now = c.holds_version().await.unwrap();
+        assert!(c.decide_deletions(now, std::slice::from_ref(&certificate)).await.unwrap());
+        assert_eq!(c.deletions_in_state("decided").await.unwrap().len(), 1);
+
+        // The tombstone applied; then a late duplicate arrival names the deleted message.
+        c.apply(&[Fact::Deleted(certificate.clone())], &[]).await.unwrap();
+        assert!(c.messages(&[id]).await.unwrap().is_empty());
+        let late = Arrival {
+            id,
+            message: message(t.id, "d1", &[("bcc", "eve@contoso.com")], "Archive"),
+            record: None,
+            source_item: None,
+            evidence_at: None,
+        };
+        c.apply(&[Fact::Arrival(late)], &[]).await.unwrap();
+        assert!(c.recipients(&[id]).await.unwrap().is_empty(), "nothing merged into a deleted message");
+        assert!(c.max_message_id().await.unwrap() >= id, "a deleted message's id is never given again");
     })
     .await;
 }
