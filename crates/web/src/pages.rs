@@ -99,21 +99,27 @@ async fn home(State(console): State<Arc<Console>>, who: Option<Principal>) -> Pa
 #[derive(Deserialize, Default)]
 struct SignonQuery {
     next: Option<String>,
-    error: Option<String>,
 }
 
 async fn signon_form(State(console): State<Arc<Console>>, Query(q): Query<SignonQuery>) -> PageResult {
+    render_signon(&console, q.next.as_deref(), None, "").await
+}
+
+/// The sign-on form. Its error is one of ours, never text from the address (a link could make the
+/// page say anything); after a refusal the login typed stays in the form.
+async fn render_signon(console: &Console, next: Option<&str>, error: Option<&str>, login: &str) -> PageResult {
     let settings = LoginSettings::load(&console.archive).await?;
     let token = crate::auth::random_token(16);
     let no_users = console.archive.identity().count_users().await? == 0;
     let html = page(
-        &console,
+        console,
         None,
         "signon.html",
-        context! { signon_token => token, next => q.next, error => q.error, sso => settings.oidc.enabled, no_users },
+        context! { signon_token => token, next, error, login, sso => settings.oidc.enabled, no_users },
     )?;
-    let cookie = crate::auth::set_cookie(&console, SIGNON_COOKIE, &token, Some(3600));
-    Ok(([(header::SET_COOKIE, cookie)], html).into_response())
+    let cookie = crate::auth::set_cookie(console, SIGNON_COOKIE, &token, Some(3600));
+    let status = if error.is_some() { axum::http::StatusCode::UNAUTHORIZED } else { axum::http::StatusCode::OK };
+    Ok((status, [(header::SET_COOKIE, cookie)], html).into_response())
 }
 
 #[derive(Deserialize)]
@@ -135,15 +141,6 @@ async fn signon(
         return Err(WebError::Forbidden("the sign-on form expired; reload it and sign in again".into()).into());
     }
     let ip = peer.map(|p| p.0.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
-    let again = |error: &str| {
-        let next =
-            url::form_urlencoded::byte_serialize(f.next.as_deref().unwrap_or("/search").as_bytes()).collect::<String>();
-        Ok(Redirect::to(&format!(
-            "/signon?error={}&next={next}",
-            url::form_urlencoded::byte_serialize(error.as_bytes()).collect::<String>()
-        ))
-        .into_response())
-    };
     match crate::auth::sign_in_locally(&console, &f.login, &f.password, &ip).await? {
         SignIn::Ok(account) => {
             let session = crate::auth::start_session(&console, &account, &ip).await?;
@@ -152,7 +149,7 @@ async fn signon(
         }
         // One answer for both, so it does not tell which logins exist; the audit log tells
         // administrators which it was.
-        SignIn::Refused | SignIn::Locked => again(REFUSED),
+        SignIn::Refused | SignIn::Locked => render_signon(&console, f.next.as_deref(), Some(REFUSED), &f.login).await,
     }
 }
 
