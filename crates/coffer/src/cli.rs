@@ -345,8 +345,12 @@ pub enum TenantCommand {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SortArg {
+    /// Newest first.
     Date,
+    Oldest,
     Relevance,
+    /// Largest first.
+    Size,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

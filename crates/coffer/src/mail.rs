@@ -28,7 +28,9 @@ pub async fn search(archive: &Archive, actor: &Actor, query: &str, l: Listing) -
     }
     let sort = match l.sort {
         SortArg::Date => Sort::Date,
+        SortArg::Oldest => Sort::Oldest,
         SortArg::Relevance => Sort::Relevance,
+        SortArg::Size => Sort::Size,
     };
     let page = archive.search(actor, query, l.limit, l.offset, sort, !l.json).await?;
     if page.not_yet_indexed > 0 {

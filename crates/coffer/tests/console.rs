@@ -222,3 +222,36 @@ print(r.status_code, r.headers.get("Strict-Transport-Security"), r.headers.get("
     assert!(out.starts_with("200 max-age=31536000 coffer_signon="), "{out}");
     assert!(out.contains("HttpOnly; SameSite=Lax; Secure"), "{out}");
 }
+
+#[test]
+fn reading_pages_fit_a_desktop_and_a_phone_with_overlong_subjects_and_keep_the_search() {
+    let c = Coffer::new();
+    let mail = c.dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    // One word of 300 characters: nothing to break a line at.
+    let long = format!("Overlong {}", "Unbroken".repeat(38));
+    for i in 0..3 {
+        let raw = format!(
+            "From: {}@{}.example\r\nTo: {}@contoso.com\r\nSubject: {long}{i}\r\nDate: {}\r\n\r\n{}\r\n",
+            "a".repeat(60),
+            "very-long-subdomain-name".repeat(3),
+            "recipient".repeat(8),
+            coffer_testkit::corpus::rfc2822(1_700_000_000 + i * 86_400),
+            "word".repeat(200)
+        );
+        std::fs::write(mail.join(format!("{i}.eml")), raw).unwrap();
+    }
+    c.ok(&["import", mail.to_str().unwrap()]);
+    c.user_with_key("admin", "administrator", &[]);
+    let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../e2e-screenshots");
+    let status = coffer_testkit::peer("node")
+        .arg(e2e_dir().join("layout.mjs"))
+        .env("BASE", format!("http://{}", server.http))
+        .env("PASSWORD", PASSWORD)
+        .env("ARTIFACTS", &artifacts)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the browser test failed (its output above says where)");
+    assert!(artifacts.join("layout-search-phone.png").is_file());
+}

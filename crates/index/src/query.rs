@@ -130,6 +130,11 @@ enum Token {
         field: Option<String>,
         value: Value,
     },
+    /// `field:(`: the group that follows searches that field (`subject:(a OR b)`).
+    FieldGroup {
+        negated: bool,
+        field: String,
+    },
 }
 
 pub fn parse(input: &str) -> Result<Expr, QueryError> {
@@ -140,7 +145,7 @@ pub fn parse(input: &str) -> Result<Expr, QueryError> {
     if tokens.iter().filter(|t| matches!(t, Token::Term { .. })).count() > MAX_TERMS {
         return Err(QueryError::TooLarge);
     }
-    let mut parser = Parser { tokens, pos: 0, depth: 0 };
+    let mut parser = Parser { tokens, pos: 0, depth: 0, fields: Vec::new() };
     if parser.tokens.is_empty() {
         return Ok(Expr::All);
     }
@@ -194,6 +199,12 @@ fn lex(input: &str) -> Result<Vec<Token>, QueryError> {
             i += 1;
         }
         let value_start = if field.is_some() { i } else { start };
+        if let Some(name) = &field
+            && chars.get(i) == Some(&'(')
+        {
+            tokens.push(Token::FieldGroup { negated, field: name.clone() });
+            continue;
+        }
         let value = if i < chars.len() && chars[i] == '"' && (i == value_start) {
             let close = chars[i + 1..].iter().position(|&c| c == '"').ok_or(QueryError::UnclosedQuote)?;
             let phrase: String = chars[i + 1..i + 1 + close].iter().collect();
@@ -252,6 +263,8 @@ struct Parser {
     pos: usize,
     /// Nesting of parentheses and NOT so far (bounded: the parser recurses).
     depth: usize,
+    /// The fields of the `field:( … )` groups around the current position, innermost last.
+    fields: Vec<Field>,
 }
 
 impl Parser {
@@ -320,11 +333,20 @@ impl Parser {
                 self.pos += 1;
                 Ok(inner)
             }
+            Some(Token::FieldGroup { negated, field }) => {
+                self.pos += 1;
+                let field = Field::parse(&field).ok_or(QueryError::UnknownField(field))?;
+                self.fields.push(field);
+                let group = self.unary();
+                self.fields.pop();
+                let group = group?;
+                Ok(if negated { Expr::Not(Box::new(group)) } else { group })
+            }
             Some(Token::Term { negated, field, value }) => {
                 self.pos += 1;
                 let field = match field {
                     Some(name) => Some(Field::parse(&name).ok_or(QueryError::UnknownField(name))?),
-                    None => None,
+                    None => self.fields.last().copied(),
                 };
                 let term = Expr::Term { field, value };
                 Ok(if negated { Expr::Not(Box::new(term)) } else { term })
@@ -404,6 +426,27 @@ mod tests {
             parse("a -(b OR c)").unwrap(),
             Expr::And(vec![term(None, "a"), Expr::Not(Box::new(Expr::Or(vec![term(None, "b"), term(None, "c")])))])
         );
+    }
+
+    #[test]
+    fn a_field_before_a_group_applies_to_every_word_in_it() {
+        assert_eq!(
+            parse("subject:(invoice OR receipt) from:bob").unwrap(),
+            Expr::And(vec![
+                Expr::Or(vec![term(Some(Field::Subject), "invoice"), term(Some(Field::Subject), "receipt")]),
+                term(Some(Field::From), "bob"),
+            ])
+        );
+        // A field named inside wins; the group's field ends with the group.
+        assert_eq!(
+            parse("-subject:(a to:x) b").unwrap(),
+            Expr::And(vec![
+                Expr::Not(Box::new(Expr::And(vec![term(Some(Field::Subject), "a"), term(Some(Field::To), "x")]))),
+                term(None, "b"),
+            ])
+        );
+        assert!(matches!(parse("nope:(a)"), Err(QueryError::UnknownField(f)) if f == "nope"));
+        assert_eq!(parse("subject:(a"), Err(QueryError::Unbalanced));
     }
 
     #[test]

@@ -36,7 +36,32 @@ pub enum Sort {
     /// Newest first.
     #[default]
     Date,
+    Oldest,
     Relevance,
+    /// Largest first.
+    Size,
+}
+
+impl Sort {
+    /// `date` (newest first), `oldest`, `relevance`, `size` (largest first).
+    pub fn parse(name: &str) -> Option<Sort> {
+        match name {
+            "date" | "newest" => Some(Sort::Date),
+            "oldest" => Some(Sort::Oldest),
+            "relevance" => Some(Sort::Relevance),
+            "size" | "largest" => Some(Sort::Size),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sort::Date => "date",
+            Sort::Oldest => "oldest",
+            Sort::Relevance => "relevance",
+            Sort::Size => "size",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -294,9 +319,15 @@ impl SearchIndex {
             return Err(IndexError::TooDeep { offset: req.offset, window: MAX_RESULT_WINDOW });
         }
         let (total, addresses): (usize, Vec<(f32, DocAddress)>) = match req.sort {
-            Sort::Date => {
+            Sort::Date | Sort::Oldest => {
+                let order = if req.sort == Sort::Date { Order::Desc } else { Order::Asc };
+                let top = TopDocs::with_limit(limit).and_offset(req.offset).order_by_fast_field::<i64>("date", order);
+                let (total, docs) = searcher.search(&query, &(Count, top))?;
+                (total, docs.into_iter().map(|(_, a)| (0.0, a)).collect())
+            }
+            Sort::Size => {
                 let top =
-                    TopDocs::with_limit(limit).and_offset(req.offset).order_by_fast_field::<i64>("date", Order::Desc);
+                    TopDocs::with_limit(limit).and_offset(req.offset).order_by_fast_field::<u64>("size", Order::Desc);
                 let (total, docs) = searcher.search(&query, &(Count, top))?;
                 (total, docs.into_iter().map(|(_, a)| (0.0, a)).collect())
             }

@@ -42,8 +42,17 @@ fn view_unguarded(raw: &[u8]) -> MessageView {
     let join = |parts: Vec<String>| Some(parts.join("\n")).filter(|s| !s.trim().is_empty());
     let text =
         join((0..message.text_body_count()).filter_map(|i| message.body_text(i).map(|t| t.into_owned())).collect());
-    let html =
-        join((0..message.html_body_count()).filter_map(|i| message.body_html(i).map(|t| t.into_owned())).collect());
+    // Only real HTML parts: mail-parser also offers a plain text body converted to HTML.
+    let html = join(
+        message
+            .html_body
+            .iter()
+            .filter_map(|&id| match &message.part(id)?.body {
+                mail_parser::PartType::Html(h) => Some(h.to_string()),
+                _ => None,
+            })
+            .collect(),
+    );
     let attachments = message
         .attachments()
         .enumerate()
@@ -133,6 +142,13 @@ filename=q3.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQ=\r\n--b-
         assert_eq!(info.content_type, "application/pdf");
         assert_eq!(bytes, b"%PDF-1.4");
         assert!(attachment(MIXED, 1).is_none());
+    }
+
+    #[test]
+    fn a_plain_text_message_has_no_html_body() {
+        let v = view(b"From: a@b.c\r\nSubject: hi\r\n\r\nJust text.\r\n");
+        assert_eq!(v.html, None, "the reader is shown the text, not a frame with remote-image advice");
+        assert_eq!(v.text.as_deref(), Some("Just text.\r\n"));
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub struct SearchParams {
     /// At most 500.
     pub limit: Option<usize>,
     pub offset: Option<usize>,
-    /// `date` (newest first, the default) or `relevance`.
+    /// `date` (newest first, the default), `oldest`, `relevance` or `size` (largest first).
     pub sort: Option<String>,
 }
 
@@ -251,9 +251,10 @@ async fn search(
     Query(p): Query<SearchParams>,
 ) -> ApiResult<SearchResult> {
     let sort = match p.sort.as_deref() {
-        None | Some("date") => Sort::Date,
-        Some("relevance") => Sort::Relevance,
-        Some(other) => return Err(WebError::BadRequest(format!("sort {other:?}: use date or relevance"))),
+        None => Sort::Date,
+        Some(name) => Sort::parse(name).ok_or_else(|| {
+            WebError::BadRequest(format!("sort {name:?}: use date (newest first), oldest, relevance or size"))
+        })?,
     };
     let limit = p.limit.unwrap_or(50).clamp(1, 500);
     let offset = p.offset.unwrap_or(0);

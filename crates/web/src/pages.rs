@@ -175,7 +175,7 @@ const PAGE_SIZE: usize = 50;
 
 async fn search(State(console): State<Arc<Console>>, who: Principal, Query(q): Query<SearchQuery>) -> PageResult {
     let actor = who.actor();
-    let sort = if q.sort.as_deref() == Some("relevance") { Sort::Relevance } else { Sort::Date };
+    let sort = q.sort.as_deref().and_then(Sort::parse).unwrap_or_default();
     let folders = console.archive.folders(&actor).await?;
     let mut tree: BTreeMap<String, Vec<minijinja::Value>> = BTreeMap::new();
     for f in &folders {
@@ -196,7 +196,13 @@ async fn search(State(console): State<Arc<Console>>, who: Principal, Query(q): Q
         Some(&who),
         "search.html",
         context! {
-            q => q.q, page => q.page, pages, sort => q.sort.unwrap_or_default(), result, error, tree,
+            back => format!(
+                "/search?q={}&sort={}&page={}",
+                url::form_urlencoded::byte_serialize(q.q.as_bytes()).collect::<String>(),
+                sort.name(),
+                q.page
+            ),
+            q => q.q, page => q.page, pages, sort => sort.name(), result, error, tree,
             first => q.page.saturating_mul(PAGE_SIZE).saturating_add(1),
         },
     )?;
@@ -251,8 +257,25 @@ fn message_id(id: &str) -> Result<i64, WebError> {
     id.parse().map_err(|_| WebError::NotFound)
 }
 
-async fn message(State(console): State<Arc<Console>>, who: Principal, Path(id): Path<String>) -> PageResult {
+#[derive(Deserialize, Default)]
+struct MessageQuery {
+    /// The search the reader came from, to go back to it (only a /search address is taken).
+    #[serde(default)]
+    back: String,
+}
+
+async fn message(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(id): Path<String>,
+    Query(mq): Query<MessageQuery>,
+) -> PageResult {
     let id = message_id(&id)?;
+    let back = if mq.back.starts_with("/search?") && !mq.back.contains(['\\', '\r', '\n']) {
+        mq.back
+    } else {
+        "/search".to_owned()
+    };
     let (summary, view) = console.archive.view(&who.actor(), id).await?;
     let headers: Vec<(String, String)> = view.headers;
     // Auditors and administrators see what governs the message: its rule and its holds.
@@ -270,7 +293,7 @@ async fn message(State(console): State<Arc<Console>>, who: Principal, Path(id): 
         &console,
         Some(&who),
         "message.html",
-        context! { m => summary, headers, text => view.text, has_html => view.html.is_some(), attachments => view.attachments, governing },
+        context! { m => summary, headers, text => view.text, has_html => view.html.is_some(), attachments => view.attachments, governing, back },
     )?;
     Ok(html.into_response())
 }

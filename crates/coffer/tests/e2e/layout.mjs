@@ -1,0 +1,66 @@
+// The console's reading pages at 1366×900 and 390×844 with hostile content: a subject of 300
+// characters without a space, long addresses. Nothing may widen the page; the query, its sort and
+// page survive a visit to a message; the sign-on page keeps the login after a refusal.
+import fs from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const { BASE, PASSWORD, ARTIFACTS } = process.env;
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+function expect(ok, what) {
+  if (!ok) throw new Error(`expected: ${what}`);
+  console.log(`ok: ${what}`);
+}
+async function fits(page, name) {
+  for (const [width, height, suffix] of [[1366, 900, ''], [390, 844, '-phone']]) {
+    await page.setViewportSize({ width, height });
+    const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    expect(scroll <= inner, `${name} at ${width} px: no horizontal overflow (${scroll} ≤ ${inner})`);
+    await page.screenshot({ path: `${ARTIFACTS}/${name}${suffix}.png`, fullPage: true });
+  }
+  await page.setViewportSize({ width: 1366, height: 900 });
+}
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+  const page = await context.newPage();
+  await page.goto(`${BASE}/signon`);
+  await page.fill('input[name=login]', 'admin');
+  await page.fill('input[name=password]', 'not the password');
+  await page.click('#signon-form button[type=submit]');
+  expect((await page.textContent('#signon-error')).includes('Wrong login'), 'a refusal says so');
+  expect((await page.inputValue('input[name=login]')) === 'admin', 'the login stays in the form');
+  await page.goto(`${BASE}/signon?error=Call+us+now`);
+  expect(!(await page.content()).includes('Call us now'), 'the page shows no text from its address');
+  await page.fill('input[name=login]', 'admin');
+  await page.fill('input[name=password]', PASSWORD);
+  await page.click('#signon-form button[type=submit]');
+  await page.waitForURL(`${BASE}/search`);
+
+  await page.fill('#q', 'subject:(Overlong OR nothing)');
+  await page.selectOption('select[name=sort]', 'oldest');
+  await page.click('#search-form button[type=submit]');
+  await page.waitForSelector('#results tbody tr');
+  expect((await page.textContent('#total')).trim() === '3', 'a field before a group searches it for every word');
+  const dates = await page.$$eval('#results td.date', (cells) => cells.map((c) => c.textContent));
+  expect(dates.join() === [...dates].sort().join(), 'oldest first');
+  await fits(page, 'layout-search');
+  const searched = page.url();
+  await page.click('#results a.subject');
+  await page.waitForSelector('#message');
+  expect((await page.$('#load-remote')) === null, 'a plain text message shows no remote-content advice');
+  await fits(page, 'layout-message');
+  await page.click('#back');
+  expect(page.url() === searched || decodeURIComponent(page.url()).includes('sort=oldest'), 'back to the same search, sort kept');
+  expect((await page.inputValue('#q')) === 'subject:(Overlong OR nothing)', 'the query is still there');
+  await page.goto(`${BASE}/status`);
+  await fits(page, 'layout-status');
+  await page.goto(`${BASE}/config/retention`);
+  await fits(page, 'layout-retention');
+} finally {
+  await browser.close();
+}
