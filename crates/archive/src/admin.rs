@@ -761,6 +761,15 @@ fn parse_network(text: &str) -> Result<String, ArchiveError> {
     Ok(net.trunc().to_string())
 }
 
+/// The officially assigned ISO 3166-1 alpha-2 country codes.
+const ISO_3166_ALPHA_2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO \
+    BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES \
+    ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ \
+    IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM \
+    MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW \
+    PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO \
+    TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
+
 fn check_subject(s: &Subject) -> Result<Subject, ArchiveError> {
     if s.common_name.trim().is_empty() {
         return Err(ArchiveError::Invalid("the common name is missing".into()));
@@ -768,9 +777,12 @@ fn check_subject(s: &Subject) -> Result<Subject, ArchiveError> {
     let opt = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
     let country = opt(&s.country).map(|c| c.to_uppercase());
     if let Some(c) = &country
-        && (c.len() != 2 || !c.chars().all(|c| c.is_ascii_alphabetic()))
+        && !(c.len() == 2 && ISO_3166_ALPHA_2.split(' ').any(|code| code == c))
     {
-        return Err(ArchiveError::Invalid("the country is two letters (e.g. CH)".into()));
+        return Err(ArchiveError::Invalid(format!(
+            "country {c:?}: give its ISO 3166 two-letter code, e.g. CH for Switzerland, DE for Germany, GB for the \
+             United Kingdom, US for the United States"
+        )));
     }
     Ok(Subject {
         common_name: s.common_name.trim().into(),
@@ -785,6 +797,17 @@ fn check_subject(s: &Subject) -> Result<Subject, ArchiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_country_is_an_iso_3166_code() {
+        let subject = |c: &str| Subject { common_name: "x".into(), country: Some(c.into()), ..Default::default() };
+        assert_eq!(check_subject(&subject(" ch ")).unwrap().country.as_deref(), Some("CH"));
+        assert_eq!(ISO_3166_ALPHA_2.split(' ').count(), 249);
+        for bad in ["SW", "Switzerland", "XX", "C"] {
+            let e = check_subject(&subject(bad)).unwrap_err().to_string();
+            assert!(e.contains("CH for Switzerland"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn a_network_is_parsed_once_and_answered_in_canonical_form() {

@@ -37,6 +37,20 @@ impl Archive {
         out: &Path,
         skip_damaged: bool,
     ) -> Result<ExportSummary, ArchiveError> {
+        self.export_as(actor, query, format, out, skip_damaged, &out.display().to_string()).await
+    }
+
+    /// [`Archive::export`], audited with `destination` in place of the file's path (a download
+    /// is written to a temporary file whose name means nothing to a reader of the audit log).
+    pub async fn export_as(
+        &self,
+        actor: &Actor,
+        query: &str,
+        format: ExportFormat,
+        out: &Path,
+        skip_damaged: bool,
+        destination: &str,
+    ) -> Result<ExportSummary, ArchiveError> {
         let partial = partial_name(out);
         let written = self.write_export(actor, query, format, &partial, skip_damaged).await;
         let finished = written.and_then(|summary| {
@@ -50,13 +64,13 @@ impl Archive {
                 } else {
                     format!(", {} damaged left out ({})", summary.skipped.len(), ids_list(&summary.skipped))
                 };
-                let detail = format!("{query} → {} messages to {}{skipped}", summary.messages, out.display());
+                let detail = format!("{query} → {} messages to {destination}{skipped}", summary.messages);
                 self.audit(actor, "export", &detail).await?;
                 Ok(summary)
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&partial);
-                self.audit(actor, "export failed", &format!("{query} → {}: {e}", out.display())).await?;
+                self.audit(actor, "export failed", &format!("{query} → {destination}: {e}")).await?;
                 Err(e)
             }
         }

@@ -55,6 +55,37 @@ pub enum Mode {
     Bounces,
 }
 
+impl Security {
+    /// As the console says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Security::Imaps => "TLS (IMAPS)",
+            Security::Starttls => "STARTTLS",
+            Security::None => "no TLS",
+        }
+    }
+}
+
+impl AuthMethod {
+    pub fn describe(self) -> &'static str {
+        match self {
+            AuthMethod::Password => "password",
+            AuthMethod::Xoauth2 => "OAuth2 (XOAUTH2)",
+            AuthMethod::Oauthbearer => "OAuth2 (OAUTHBEARER)",
+        }
+    }
+}
+
+impl Mode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Journal => "journal mailbox (reports unwrapped, then removed)",
+            Mode::Mailbox => "ordinary mailbox (folders kept, nothing removed)",
+            Mode::Bounces => "undeliverable journal reports",
+        }
+    }
+}
+
 /// One IMAP connection, as configured (`[[imap]]` in coffer.toml).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImapConfig {

@@ -77,11 +77,11 @@ pub async fn poller(
 /// What the console shows of an IMAP connection.
 pub fn imap_settings(i: &ImapConfig) -> Vec<(String, String)> {
     vec![
-        ("server".into(), format!("{}:{} ({:?})", i.host, i.port, i.security)),
+        ("server".into(), format!("{}:{} ({})", i.host, i.port, i.security.describe())),
         ("user".into(), i.username.clone()),
-        ("authentication".into(), format!("{:?}", i.auth)),
+        ("authentication".into(), i.auth.describe().into()),
         ("folders".into(), if i.folders.is_empty() { "INBOX".into() } else { i.folders.join(", ") }),
-        ("mode".into(), format!("{:?}", i.mode)),
+        ("mode".into(), i.mode.describe().into()),
         ("after archiving".into(), i.after_archive.clone()),
         ("tenant".into(), i.tenant.clone().unwrap_or_else(|| "default".into())),
         ("poll interval".into(), format!("{} s (and IDLE)", i.poll_interval_secs)),

@@ -237,7 +237,11 @@ pub async fn export_response(
     let dir = console.archive.data_dir().join("tmp");
     std::fs::create_dir_all(&dir).map_err(|e| WebError::Internal(e.to_string()))?;
     let temp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| WebError::Internal(e.to_string()))?;
-    let summary = console.archive.export(&who.actor(), query, format, temp.path(), false).await?;
+    let shown = match format {
+        ExportFormat::Mbox => "a download (mbox)",
+        ExportFormat::EmlZip => "a download (zip)",
+    };
+    let summary = console.archive.export_as(&who.actor(), query, format, temp.path(), false, shown).await?;
     // The open file outlives its name: nothing is left behind, whatever happens to the download.
     let file = tokio::fs::File::open(temp.path()).await.map_err(|e| WebError::Internal(e.to_string()))?;
     drop(temp);
@@ -399,6 +403,12 @@ async fn status(State(console): State<Arc<Console>>, who: Principal) -> PageResu
             add("tenants", tenant_name(r.tenant_id), r.messages);
             add("problems", format!("{} rejected", r.source), r.rejected);
             add("problems", format!("{} errors", r.source), r.errors);
+        }
+        // SMTP refusals are counted as listener figures (the table below): the chart shows them too.
+        for f in status.listener_figures.iter().filter(|f| f.bucket >= start && f.figure.starts_with("reject:")) {
+            let i = ((f.bucket - start) / bucket) as usize;
+            let name = format!("{} {}", f.listener, f.figure.replace(':', " "));
+            by.entry(("problems", name)).or_insert_with(|| vec![0.0; count as usize])[i] += f.value as f64;
         }
         for &(hour, tenant, n) in status.deletions.iter().filter(|d| d.0 >= start) {
             let i = ((hour - start) / bucket) as usize;
