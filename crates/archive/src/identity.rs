@@ -27,6 +27,24 @@ fn dummy_hash() -> &'static str {
     HASH.get_or_init(|| hash_password("coffer-dummy-password"))
 }
 
+/// The setting that holds the set-up token's hash and expiry.
+const SETUP_TOKEN: &str = "setup_token";
+const SETUP_TOKEN_SECONDS: i64 = 24 * 3600;
+
+fn setup_token_matches(value: &str, token: &str) -> bool {
+    let Some((hash, expires)) = value.split_once(':') else { return false };
+    let fresh = expires.parse::<i64>().is_ok_and(|e| e > now_secs());
+    // Hashes of the same length, compared whole: no early exit tells how much of a guess was right.
+    let given = token_hash(token);
+    let same = hash.len() == given.len() && hash.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    fresh && same
+}
+
+/// The setting's value for a token given back after a failed attempt (a fresh day).
+fn taken_back(token: &str) -> String {
+    format!("{}:{}", token_hash(token), now_secs() + SETUP_TOKEN_SECONDS)
+}
+
 pub fn random_token(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut b);
@@ -206,6 +224,70 @@ impl Identity<'_> {
 
     pub async fn count_users(&self) -> Result<i64, ArchiveError> {
         Ok(self.archive.catalog.count_users().await?)
+    }
+
+    // --- the first administrator ---
+
+    /// While no account exists: a new one-time set-up token (valid for a day; only its hash is
+    /// kept, and a new one replaces the last). None once an account exists.
+    pub async fn new_setup_token(&self) -> Result<Option<String>, ArchiveError> {
+        if self.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let token = random_token(24);
+        let value = format!("{}:{}", token_hash(&token), now_secs() + SETUP_TOKEN_SECONDS);
+        self.archive.catalog.set_setting(SETUP_TOKEN, &value).await?;
+        Ok(Some(token))
+    }
+
+    /// True when `token` is the current set-up token and no account exists yet.
+    pub async fn setup_token_is_valid(&self, token: &str) -> Result<bool, ArchiveError> {
+        if self.count_users().await? > 0 {
+            return Ok(false);
+        }
+        let Some(value) = self.archive.catalog.setting(SETUP_TOKEN).await? else { return Ok(false) };
+        Ok(setup_token_matches(&value, token))
+    }
+
+    /// Creates the first administrator of the default tenant with the set-up token, which is
+    /// used up: of two requests at once, one wins. Audited as done through the set-up link.
+    pub async fn create_first_administrator(
+        &self,
+        token: &str,
+        new: &crate::admin::NewAccount,
+        ip: &str,
+    ) -> Result<Account, ArchiveError> {
+        let invalid = || {
+            ArchiveError::Forbidden(
+                "this set-up link is used or expired: restart `coffer serve` for a new one, or add an account with \
+             `coffer user add`"
+                    .into(),
+            )
+        };
+        if !self.setup_token_is_valid(token).await? {
+            return Err(invalid());
+        }
+        // Checked before it is taken (a wrong guess must not use the link up), then taken.
+        let taken = self.archive.catalog.take_setting(SETUP_TOKEN).await?;
+        if !taken.is_some_and(|v| setup_token_matches(&v, token)) || self.count_users().await? > 0 {
+            return Err(invalid());
+        }
+        let tenant = self.archive.catalog.default_tenant().await?;
+        let mut actor = Actor::operator(tenant.clone());
+        actor.name = "set-up link".into();
+        actor.local = false;
+        actor.ip = ip.to_owned();
+        let new = crate::admin::NewAccount { role: "administrator".into(), ..new.clone() };
+        let user = match self.archive.admin().add_user(&actor, &tenant, &new).await {
+            Ok(user) => user,
+            Err(e) => {
+                // A typing mistake must not use the link up.
+                let value = taken_back(token);
+                self.archive.catalog.set_setting(SETUP_TOKEN, &value).await?;
+                return Err(e);
+            }
+        };
+        self.account(user.id, None).await?.ok_or(ArchiveError::NotFound)
     }
 
     // --- single sign-on ---

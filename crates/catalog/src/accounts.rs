@@ -428,6 +428,16 @@ impl Catalog {
             .transpose()?)
     }
 
+    /// Removes a setting and returns what it held: of two takers, one gets it.
+    pub async fn take_setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query("DELETE FROM settings WHERE key = $1 RETURNING value")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?)
+    }
+
     pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \

@@ -255,3 +255,28 @@ fn reading_pages_fit_a_desktop_and_a_phone_with_overlong_subjects_and_keep_the_s
     assert!(status.success(), "the browser test failed (its output above says where)");
     assert!(artifacts.join("layout-search-phone.png").is_file());
 }
+
+#[test]
+fn the_first_administrator_is_made_in_the_browser_with_the_link_serve_printed() {
+    let c = Coffer::new();
+    let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let link = server.setup_link.clone().expect("serve prints a set-up link while no account exists");
+    assert!(link.starts_with(&format!("http://{}/setup?token=", server.http)), "{link}");
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../e2e-screenshots");
+    let status = coffer_testkit::peer("node")
+        .arg(e2e_dir().join("first_run.mjs"))
+        .env("BASE", format!("http://{}", server.http))
+        .env("LINK", &link)
+        .env("ARTIFACTS", &artifacts)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the browser test failed (its output above says where)");
+    drop(server);
+    let users = c.ok(&["user", "list"]);
+    assert!(users.contains("admin") && users.contains("administrator"), "{users}");
+    let audit = c.ok(&["audit", "list", "--limit", "20"]);
+    assert!(audit.contains("set-up link") && audit.contains("user admin added"), "{audit}");
+    // With an account, serve prints no link.
+    let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    assert_eq!(server.setup_link, None);
+}

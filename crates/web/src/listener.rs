@@ -94,9 +94,11 @@ pub async fn start(
         request_timeout: Duration::from_secs(h.request_timeout_secs.max(1)),
         smtp: listeners,
     };
-    if archive.identity().count_users().await? == 0 {
+    if let Some(token) = archive.identity().new_setup_token().await? {
+        // A plain line the operator (and scripts) can read: the link works once, for a day.
+        println!("console set-up link (creates the first administrator, once): {scheme}://{bound}/setup?token={token}");
         tracing::warn!(
-            "no console account exists yet: create the first administrator with `coffer user add admin --role administrator` (it reads the password from stdin)"
+            "no console account exists yet: open the set-up link printed above, or create the first administrator with `coffer user add admin --role administrator` (it reads the password from stdin)"
         );
     }
     let console = Console::new(archive, web, sources);

@@ -33,6 +33,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/", get(home))
         .route("/signon", get(signon_form).post(signon))
         .route("/signonform.do", get(signon_form))
+        .route("/setup", get(setup_form).post(setup))
         .route("/logout", post(logout))
         .route("/search", get(search))
         .route("/export", post(export))
@@ -153,6 +154,77 @@ async fn signon(
     }
 }
 
+#[derive(Deserialize, Default)]
+struct SetupQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// The first administrator, through the one-time link `coffer serve` prints while no account
+/// exists. Once one exists, the link leads to the sign-on form.
+async fn setup_form(State(console): State<Arc<Console>>, Query(q): Query<SetupQuery>) -> PageResult {
+    render_setup(&console, &q.token, None, &NewAccountForm::default()).await
+}
+
+#[derive(Deserialize, Default)]
+struct NewAccountForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    repeat: String,
+}
+
+async fn render_setup(console: &Console, token: &str, error: Option<String>, f: &NewAccountForm) -> PageResult {
+    let identity = console.archive.identity();
+    if identity.count_users().await? > 0 {
+        return Ok(Redirect::to("/signon").into_response());
+    }
+    let valid = identity.setup_token_is_valid(token).await?;
+    let status =
+        if valid && error.is_none() { axum::http::StatusCode::OK } else { axum::http::StatusCode::BAD_REQUEST };
+    let html = page(
+        console,
+        None,
+        "setup.html",
+        context! { valid, token, error, login => f.login, display_name => f.display_name, min => coffer_archive::admin::MIN_PASSWORD },
+    )?;
+    Ok((status, html).into_response())
+}
+
+async fn setup(
+    State(console): State<Arc<Console>>,
+    peer: Option<axum::Extension<ClientAddr>>,
+    Form(f): Form<NewAccountForm>,
+) -> PageResult {
+    if f.password != f.repeat {
+        return render_setup(&console, &f.token, Some("The two passwords differ.".into()), &f).await;
+    }
+    let ip = peer.map(|p| p.0.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let new = coffer_archive::admin::NewAccount {
+        login: f.login.clone(),
+        display_name: f.display_name.clone(),
+        role: "administrator".into(),
+        password: f.password.clone(),
+        addresses: Vec::new(),
+    };
+    match console.archive.identity().create_first_administrator(&f.token, &new, &ip).await {
+        Ok(account) => {
+            let session = crate::auth::start_session(&console, &account, &ip).await?;
+            Ok(crate::auth::redirect_with_cookies("/search", &[session]))
+        }
+        Err(e) => match WebError::from(e) {
+            WebError::BadRequest(m) | WebError::Forbidden(m) => render_setup(&console, &f.token, Some(m), &f).await,
+            other => Err(other.into()),
+        },
+    }
+}
+
 const REFUSED: &str = "Wrong login or password, or the account is locked after repeated failures (for a while; an administrator unlocks it by setting a new password).";
 
 async fn logout(State(console): State<Arc<Console>>, who: Principal, headers: HeaderMap) -> PageResult {
@@ -191,6 +263,10 @@ async fn search(State(console): State<Arc<Console>>, who: Principal, Query(q): Q
             },
         };
     let pages = result.as_ref().map(|r| r.total.div_ceil(PAGE_SIZE)).unwrap_or(0);
+    // An empty archive, seen by an administrator: the first steps, with the journal address.
+    let getting_started =
+        (q.q.is_empty() && who.role >= Role::Administrator && result.as_ref().is_some_and(|r| r.total == 0))
+            .then(|| who.tenant.journal_address(&console.archive.config.journal_domain));
     let html = page(
         &console,
         Some(&who),
@@ -202,7 +278,7 @@ async fn search(State(console): State<Arc<Console>>, who: Principal, Query(q): Q
                 sort.name(),
                 q.page
             ),
-            q => q.q, page => q.page, pages, sort => sort.name(), result, error, tree,
+            q => q.q, page => q.page, pages, sort => sort.name(), result, error, tree, getting_started,
             first => q.page.saturating_mul(PAGE_SIZE).saturating_add(1),
         },
     )?;

@@ -15,6 +15,7 @@ macro_rules! templates {
 const TEMPLATES: &[(&str, &str)] = templates![
     "layout.html",
     "signon.html",
+    "setup.html",
     "search.html",
     "message.html",
     "status.html",

@@ -127,6 +127,8 @@ pub struct Server {
     pub smtp: std::net::SocketAddr,
     /// The console and API.
     pub http: std::net::SocketAddr,
+    /// The one-time link to create the first administrator, printed while no account exists.
+    pub setup_link: Option<String>,
 }
 
 impl Server {
@@ -157,16 +159,21 @@ impl Server {
         let mut lines = std::io::BufReader::new(stdout).lines();
         // The SMTP listeners print their addresses first, the console last.
         let mut smtp = None;
+        let mut setup_link = None;
         let http = loop {
             let line = lines.next().expect("coffer serve stopped before listening").unwrap();
             if let Some(a) = line.strip_prefix("smtp listening on ") {
                 smtp.get_or_insert(a.parse().unwrap());
             } else if let Some(a) = line.strip_prefix("http listening on ") {
                 break a.parse().unwrap();
+            } else if let Some((_, link)) =
+                line.split_once("console set-up link (creates the first administrator, once): ")
+            {
+                setup_link = Some(link.to_owned());
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Server { child, smtp: smtp.expect("no SMTP listener"), http }
+        Server { child, smtp: smtp.expect("no SMTP listener"), http, setup_link }
     }
 
     pub fn kill(&mut self) {
