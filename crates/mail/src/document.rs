@@ -97,6 +97,36 @@ pub fn parse(raw: &[u8]) -> ArchivedDocument {
         .unwrap_or_else(|_| ArchivedDocument { flags: Flags::UNPARSEABLE, ..Default::default() })
 }
 
+/// A header sent as raw 8-bit bytes that are not UTF-8 (no encoded words: an old or careless
+/// mailer), decoded in the charset it is most likely in: the one the message declares for its text,
+/// else what `chardetng` finds in the bytes. None when the header is absent, UTF-8 or ASCII.
+pub(crate) fn eight_bit_header(raw: &[u8], message: &mail_parser::Message, name: &str) -> Option<String> {
+    let h = message.headers().iter().find(|h| h.name().eq_ignore_ascii_case(name))?;
+    let bytes = raw.get(h.offset_start as usize..h.offset_end as usize)?;
+    decode_eight_bit(bytes, message)
+}
+
+/// Raw header bytes that are not UTF-8, decoded as [`eight_bit_header`] says; unfolded, trimmed.
+pub(crate) fn decode_eight_bit(bytes: &[u8], message: &mail_parser::Message) -> Option<String> {
+    if std::str::from_utf8(bytes).is_ok() {
+        return None;
+    }
+    let declared = message
+        .parts
+        .iter()
+        .filter_map(|p| p.content_type()?.attribute("charset"))
+        .filter_map(|c| encoding_rs::Encoding::for_label(c.trim().as_bytes()))
+        .find(|e| *e != encoding_rs::UTF_8);
+    let encoding = declared.unwrap_or_else(|| {
+        let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+        detector.feed(bytes, true);
+        detector.guess(None, chardetng::Utf8Detection::Deny)
+    });
+    let (text, _, _) = encoding.decode(bytes);
+    let unfolded: String = text.split(['\r', '\n']).map(str::trim_start).collect::<Vec<_>>().join(" ");
+    Some(unfolded.trim().to_owned())
+}
+
 fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
     let mut doc = ArchivedDocument::default();
     let Some(message) = MessageParser::default().parse(raw) else {
@@ -127,7 +157,7 @@ fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
     doc.cc = message.all_cc().flat_map(|a| mailboxes(Some(a))).collect();
     doc.bcc = message.all_bcc().flat_map(|a| mailboxes(Some(a))).collect();
     doc.reply_to = mailboxes(message.reply_to());
-    doc.subject = message.subject().map(str::to_owned);
+    doc.subject = eight_bit_header(raw, &message, "Subject").or_else(|| message.subject().map(str::to_owned));
 
     let mut budget = TextBudget::new();
     for i in 0..message.text_body_count() {
@@ -260,6 +290,27 @@ fn clean_id(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn an_eight_bit_subject_in_an_undeclared_charset_is_read_in_the_charset_it_is_in() {
+        // GB2312 bytes, the body declaring its charset (the headers' is undeclared, as usual).
+        let mut raw = b"From: a@contoso.cn\r\nSubject: ".to_vec();
+        raw.extend(hex("bcbeb6c8b1a8b8e6bacdb2c6cef1cafdbedd"));
+        raw.extend(b"\r\nContent-Type: text/plain; charset=gb2312\r\n\r\nbody\r\n");
+        assert_eq!(parse(&raw).subject.as_deref(), Some("季度报告和财务数据"));
+        // Big5 with no charset anywhere: detected.
+        let mut raw = b"From: a@contoso.tw\r\nSubject: ".to_vec();
+        raw.extend(hex("b77cc4b3b04fbffdbb50b05db0c8b3f8a769"));
+        raw.extend(b"\r\n\r\nbody\r\n");
+        assert_eq!(parse(&raw).subject.as_deref(), Some("會議記錄與財務報告"));
+        // UTF-8 and encoded words are left as they are.
+        let raw = "From: a@b.c\r\nSubject: Grüße =?UTF-8?Q?caf=C3=A9?=\r\n\r\nx\r\n";
+        assert_eq!(parse(raw.as_bytes()).subject.as_deref(), Some("Grüße café"));
+    }
 
     #[test]
     fn multipart_alternative_with_attachment_yields_text_and_attachment() {

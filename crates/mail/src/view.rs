@@ -35,8 +35,10 @@ fn view_unguarded(raw: &[u8]) -> MessageView {
         .headers()
         .iter()
         .map(|h| {
-            let value = String::from_utf8_lossy(&raw[h.offset_start as usize..h.offset_end as usize]);
-            (h.name().to_owned(), unfold(&value))
+            let bytes = &raw[h.offset_start as usize..h.offset_end as usize];
+            let value = crate::document::decode_eight_bit(bytes, &message)
+                .unwrap_or_else(|| unfold(&String::from_utf8_lossy(bytes)));
+            (h.name().to_owned(), value)
         })
         .collect();
     let join = |parts: Vec<String>| Some(parts.join("\n")).filter(|s| !s.trim().is_empty());
