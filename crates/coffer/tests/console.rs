@@ -241,7 +241,7 @@ fn reading_pages_fit_a_desktop_and_a_phone_with_overlong_subjects_and_keep_the_s
         );
         std::fs::write(mail.join(format!("{i}.eml")), raw).unwrap();
     }
-    c.ok(&["import", mail.to_str().unwrap()]);
+    c.ok(&["import", "--mailbox", "alice@contoso.com", "--folder", "Inbox/Projects", mail.to_str().unwrap()]);
     c.user_with_key("admin", "administrator", &[]);
     let server = Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../e2e-screenshots");

@@ -245,15 +245,115 @@ pub struct SearchQuery {
 
 const PAGE_SIZE: usize = 50;
 
+/// A folder in the tree on the search page: its messages and its subfolders'.
+#[derive(serde::Serialize, Default)]
+struct FolderNode {
+    name: String,
+    query: String,
+    /// Messages here and in every subfolder.
+    count: i64,
+    /// The query shown is this folder's.
+    selected: bool,
+    /// The selection is here or below: the branch stays open.
+    open: bool,
+    children: Vec<FolderNode>,
+}
+
+/// Mailboxes with their folders as trees (`Inbox/Projects/2024` under `Inbox` under `Projects`).
+fn folder_tree(folders: &[coffer_archive::catalog::FolderRow], query: &str) -> Vec<FolderNode> {
+    let mut mailboxes: BTreeMap<&str, FolderNode> = BTreeMap::new();
+    for f in folders {
+        let mailbox = mailboxes.entry(&f.mailbox).or_insert_with(|| FolderNode {
+            name: f.mailbox.clone(),
+            query: format!("mailbox:\"{}\"", f.mailbox),
+            ..Default::default()
+        });
+        mailbox.count += f.messages;
+        let mut node = mailbox;
+        let mut path = String::new();
+        for part in f.folder.split('/').filter(|p| !p.is_empty()) {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(part);
+            let at = match node.children.iter().position(|c| c.name == part) {
+                Some(i) => i,
+                None => {
+                    node.children.push(FolderNode {
+                        name: part.to_owned(),
+                        query: format!("mailbox:\"{}\" folder:\"{}\"", f.mailbox, path),
+                        ..Default::default()
+                    });
+                    node.children.len() - 1
+                }
+            };
+            node = &mut node.children[at];
+            node.count += f.messages;
+        }
+    }
+    fn mark(node: &mut FolderNode, query: &str) -> bool {
+        node.children.sort_by(|a, b| a.name.cmp(&b.name));
+        node.selected = node.query == query;
+        let below = node.children.iter_mut().fold(false, |any, c| mark(c, query) || any);
+        node.open = node.selected || below;
+        node.open
+    }
+    fn open_all(node: &mut FolderNode) {
+        node.open = true;
+        node.children.iter_mut().for_each(open_all);
+    }
+    let mut out: Vec<FolderNode> = mailboxes.into_values().collect();
+    // A small tree is shown whole; a large one only along the selection.
+    let small = folders.len() <= 50;
+    for m in &mut out {
+        mark(m, query.trim());
+        if small {
+            open_all(m);
+        }
+        m.open = true;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_become_a_tree_with_the_selection_marked_and_its_branch_open() {
+        let row = |folder: &str, messages| coffer_archive::catalog::FolderRow {
+            mailbox: "alice@contoso.com".into(),
+            folder: folder.into(),
+            messages,
+        };
+        let mut rows = vec![row("Inbox", 3), row("Inbox/Projects", 2), row("Inbox/Projects/2024", 1), row("Sent", 4)];
+        // Enough folders that only the selection's branch is open.
+        rows.extend((0..60).map(|i| row(&format!("Archive/{i}"), 1)));
+        let tree = folder_tree(&rows, "mailbox:\"alice@contoso.com\" folder:\"Inbox/Projects\"");
+        assert_eq!(tree.len(), 1);
+        let mailbox = &tree[0];
+        assert_eq!(mailbox.count, 70);
+        let names: Vec<&str> = mailbox.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Archive", "Inbox", "Sent"]);
+        assert!(!mailbox.children[0].open, "Archive stays closed");
+        let inbox = &mailbox.children[1];
+        assert_eq!((inbox.count, inbox.open, inbox.selected), (6, true, false));
+        let projects = &inbox.children[0];
+        assert_eq!((projects.name.as_str(), projects.count, projects.selected), ("Projects", 3, true));
+        assert_eq!(projects.children[0].name, "2024");
+        assert_eq!(
+            folder_tree(&rows[..4], "").iter().flat_map(|m| &m.children).filter(|c| c.open).count(),
+            2,
+            "a small tree is open"
+        );
+    }
+}
+
 async fn search(State(console): State<Arc<Console>>, who: Principal, Query(q): Query<SearchQuery>) -> PageResult {
     let actor = who.actor();
     let sort = q.sort.as_deref().and_then(Sort::parse).unwrap_or_default();
     let folders = console.archive.folders(&actor).await?;
-    let mut tree: BTreeMap<String, Vec<minijinja::Value>> = BTreeMap::new();
-    for f in &folders {
-        let query = format!("mailbox:\"{}\" folder:\"{}\"", f.mailbox, f.folder);
-        tree.entry(f.mailbox.clone()).or_default().push(context! { folder => f.folder, count => f.messages, query });
-    }
+    let tree = folder_tree(&folders, &q.q);
     let (result, error) =
         match console.archive.search(&actor, &q.q, PAGE_SIZE, q.page.saturating_mul(PAGE_SIZE), sort, true).await {
             Ok(r) => (Some(r), None),

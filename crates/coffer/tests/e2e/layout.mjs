@@ -41,6 +41,10 @@ try {
   await page.click('#signon-form button[type=submit]');
   await page.waitForURL(`${BASE}/search`);
 
+  await page.click('#folder-tree a[data-folder="Projects"]');
+  await page.waitForSelector('#results tbody tr');
+  expect((await page.textContent('#folder-tree a.here')) === 'Projects', 'the folder tree marks the folder shown');
+  expect((await page.textContent('#total')).trim() === '3', 'a folder in the tree lists its messages');
   await page.fill('#q', 'subject:(Overlong OR nothing)');
   await page.selectOption('select[name=sort]', 'oldest');
   await page.click('#search-form button[type=submit]');
