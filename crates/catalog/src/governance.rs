@@ -495,6 +495,13 @@ impl Catalog {
 
     /// Takes the oldest run asked for, marking it running.
     pub async fn take_requested_run(&self) -> Result<Option<RetentionRun>> {
+        // Asked every few seconds: a read first, the write lock only when there is one to take.
+        let waiting = sqlx::query("SELECT 1 FROM retention_runs WHERE state = 'requested' LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        if waiting.is_none() {
+            return Ok(None);
+        }
         let mut tx = self.write().await?;
         let sql = format!("SELECT {RUN_COLUMNS} FROM retention_runs WHERE state = 'requested' ORDER BY id LIMIT 1");
         let Some(row) = sqlx::query(&sql).fetch_optional(&mut *tx).await? else { return Ok(None) };
