@@ -336,6 +336,9 @@ mod tests {
         let names: Vec<&str> = mailbox.children.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["Archive", "Inbox", "Sent"]);
         assert!(!mailbox.children[0].open, "Archive stays closed");
+        assert_eq!(neighbours("5,9,12", 9), (Some(5), Some(12)));
+        assert_eq!(neighbours("5,9,12", 5), (None, Some(9)));
+        assert_eq!(neighbours("5,x,12", 12), (None, None), "a list that does not read gives no neighbours");
         let inbox = &mailbox.children[1];
         assert_eq!((inbox.count, inbox.open, inbox.selected), (6, true, false));
         let projects = &inbox.children[0];
@@ -442,6 +445,18 @@ struct MessageQuery {
     /// The search the reader came from, to go back to it (only a /search address is taken).
     #[serde(default)]
     back: String,
+    /// The ids of that search's page, in order: for previous and next.
+    #[serde(default)]
+    ids: String,
+}
+
+/// The message before and after `id` in a results page's ids (at most a page of them is read).
+fn neighbours(ids: &str, id: i64) -> (Option<i64>, Option<i64>) {
+    let list: Vec<i64> = ids.split(',').take(PAGE_SIZE).map_while(|i| i.trim().parse().ok()).collect();
+    match list.iter().position(|&i| i == id) {
+        Some(at) => (at.checked_sub(1).map(|p| list[p]), list.get(at + 1).copied()),
+        None => (None, None),
+    }
 }
 
 async fn message(
@@ -456,6 +471,16 @@ async fn message(
     } else {
         "/search".to_owned()
     };
+    let (previous, next) = neighbours(&mq.ids, id);
+    // Only numbers go back into the links.
+    let ids: String = mq
+        .ids
+        .split(',')
+        .take(PAGE_SIZE)
+        .map_while(|i| i.trim().parse::<i64>().ok())
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let (summary, view) = console.archive.view(&who.actor(), id).await?;
     let headers: Vec<(String, String)> = view.headers;
     // Auditors and administrators see what governs the message: its rule and its holds.
@@ -473,7 +498,7 @@ async fn message(
         &console,
         Some(&who),
         "message.html",
-        context! { m => summary, headers, text => view.text, has_html => view.html.is_some(), attachments => view.attachments, governing, back },
+        context! { m => summary, headers, text => view.text, has_html => view.html.is_some(), attachments => view.attachments, governing, back, previous, next, ids },
     )?;
     Ok(html.into_response())
 }

@@ -58,6 +58,14 @@ try {
   await page.waitForSelector('#message');
   expect((await page.$('#load-remote')) === null, 'a plain text message shows no remote-content advice');
   await fits(page, 'layout-message');
+  const first = await page.getAttribute('#message', 'data-id');
+  expect((await page.$('#previous')) === null, 'the first result has no previous');
+  await page.click('#next-message');
+  await page.waitForSelector('#message');
+  expect((await page.getAttribute('#message', 'data-id')) !== first, 'Next opens the next result');
+  await page.click('#previous');
+  await page.waitForSelector('#message');
+  expect((await page.getAttribute('#message', 'data-id')) === first, 'Previous comes back');
   await page.click('#back');
   expect(page.url() === searched || decodeURIComponent(page.url()).includes('sort=oldest'), 'back to the same search, sort kept');
   expect((await page.inputValue('#q')) === 'subject:(Overlong OR nothing)', 'the query is still there');
