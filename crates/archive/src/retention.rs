@@ -43,6 +43,8 @@ impl Default for RetentionConfig {
     }
 }
 
+/// How long a command beside `serve` waits for it to take a run.
+const HANDOVER_WAIT: Duration = Duration::from_secs(120);
 /// Messages decided and carried out together.
 const BATCH: usize = 200;
 const DAY: i64 = 86_400;
@@ -64,6 +66,9 @@ mod tests {
         assert_eq!(parse_period("12w").unwrap(), Some(84));
         assert_eq!(parse_period("6m").unwrap(), Some(180));
         assert_eq!(parse_period("1Y").unwrap(), Some(365));
+        assert_eq!(parse_day("2023-01-01", false).unwrap(), 1_672_531_200);
+        assert_eq!(parse_day("2024-03-05", true).unwrap(), 1_709_683_199);
+        assert!(parse_day("2024-13-01", false).is_err() && parse_day("yesterday", false).is_err());
         for bad in ["", "y", "7 years", "-1d", "1.5y", "999999999999999999y"] {
             assert!(parse_period(bad).is_err(), "{bad}");
         }
@@ -90,6 +95,25 @@ pub fn parse_period(text: &str) -> Result<Option<i64>, ArchiveError> {
         return Err(ArchiveError::Invalid(format!("period {text:?} is longer than 200 years: use forever")));
     }
     Ok(Some(days))
+}
+
+/// A day (`YYYY-MM-DD`, UTC) as Unix seconds at its start, or with `end` at its last second: the
+/// date range of a hold.
+pub fn parse_day(text: &str, end: bool) -> Result<i64, ArchiveError> {
+    let t = text.trim();
+    let bad = || ArchiveError::Invalid(format!("date {t:?}: write it as YYYY-MM-DD"));
+    let parts: Vec<i64> = t.split('-').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let [y, m, d] = parts[..] else { return Err(bad()) };
+    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    // Days since 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Ok(days * DAY + if end { DAY - 1 } else { 0 })
 }
 
 /// A period as it is written back.
@@ -133,7 +157,7 @@ pub struct HoldSpec {
 }
 
 /// What a run did (or would do) under one rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleOutcome {
     pub rule: String,
     pub keep: String,
@@ -153,13 +177,13 @@ pub struct RuleOutcome {
     pub unshreddable: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantOutcome {
     pub tenant: String,
     pub rules: Vec<RuleOutcome>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunReport {
     pub run: i64,
     pub dry_run: bool,
@@ -428,15 +452,23 @@ impl crate::admin::Admin<'_> {
             return archive.retention().finish_run(actor, run, report).await;
         }
         let run = archive.catalog.add_run(tenant_id, dry_run, &actor.name, false).await?;
-        eprintln!("the serving process holds the store: retention run {run} is handed to it");
+        let asked = std::time::Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let Some(r) = archive.catalog.run(run).await? else { return Err(ArchiveError::NotFound) };
             match r.state.as_str() {
+                // The serving process takes requested runs every few seconds; one that never does
+                // has stopped (the run stays queued for its next start).
+                "requested" if asked.elapsed() > HANDOVER_WAIT => {
+                    return Err(ArchiveError::Unavailable(format!(
+                        "no serving process took retention run {run}: is `coffer serve` running? The run stays \
+                         queued for its next start"
+                    )));
+                }
                 "done" => {
                     return serde_json::from_str(r.report.as_deref().unwrap_or("{}"))
                         .map_err(|e| ArchiveError::Internal(format!("run {run}'s report does not read: {e}")))
-                        .map(|report: StoredReport| report.into_report(run));
+                        .map(|report: RunReport| RunReport { run, ..report });
                 }
                 "failed" => {
                     return Err(ArchiveError::Internal(format!(
@@ -573,66 +605,6 @@ impl crate::admin::Admin<'_> {
             )
             .await?;
         Ok(outcome)
-    }
-}
-
-/// A report as a run's history keeps it.
-#[derive(Deserialize)]
-struct StoredReport {
-    dry_run: bool,
-    tenants: Vec<StoredTenant>,
-    #[serde(default)]
-    finished: usize,
-}
-
-#[derive(Deserialize)]
-struct StoredTenant {
-    tenant: String,
-    rules: Vec<StoredRule>,
-}
-
-#[derive(Deserialize)]
-struct StoredRule {
-    rule: String,
-    keep: String,
-    matched: usize,
-    expired: usize,
-    deleted: usize,
-    held: usize,
-    minimum: usize,
-    waiting: usize,
-    unshreddable: usize,
-}
-
-impl StoredReport {
-    fn into_report(self, run: i64) -> RunReport {
-        RunReport {
-            run,
-            dry_run: self.dry_run,
-            finished: self.finished,
-            tenants: self
-                .tenants
-                .into_iter()
-                .map(|t| TenantOutcome {
-                    tenant: t.tenant,
-                    rules: t
-                        .rules
-                        .into_iter()
-                        .map(|r| RuleOutcome {
-                            rule: r.rule,
-                            keep: r.keep,
-                            matched: r.matched,
-                            expired: r.expired,
-                            deleted: r.deleted,
-                            held: r.held,
-                            minimum: r.minimum,
-                            waiting: r.waiting,
-                            unshreddable: r.unshreddable,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        }
     }
 }
 
@@ -961,25 +933,44 @@ impl Retention<'_> {
         let now = crate::now();
         let mut out = Vec::new();
         let mut unshreddable = HashSet::new();
-        for id in ids {
-            let Some(row) = rows.get(id) else { continue };
-            let mut records = vec![row.record.clone()];
-            records.extend(arrivals.remove(id).unwrap_or_default());
-            let store = self.archive.store.clone();
-            let locations: Vec<coffer_store::Location> = records.iter().map(|r| RecordAt::of(r).location()).collect();
-            let ok = blocking(move || locations.iter().try_fold(true, |ok, l| store.can_shred(l).map(|c| ok && c)))
-                .await??;
-            if !ok {
-                unshreddable.insert(*id);
+        let records: Vec<(i64, Vec<coffer_catalog::RecordRef>)> = ids
+            .iter()
+            .filter_map(|id| {
+                let row = rows.get(id)?;
+                let mut records = vec![row.record.clone()];
+                records.extend(arrivals.remove(id).unwrap_or_default());
+                Some((*id, records))
+            })
+            .collect();
+        // Each record's header says whether it has its own key: read for the whole batch at once.
+        let store = self.archive.store.clone();
+        let checked = records.clone();
+        let shreddable: HashSet<i64> = blocking(move || {
+            let mut ok = HashSet::new();
+            for (id, records) in &checked {
+                if records
+                    .iter()
+                    .try_fold(true, |all, r| store.can_shred(&RecordAt::of(r).location()).map(|c| all && c))?
+                {
+                    ok.insert(*id);
+                }
+            }
+            Ok::<_, coffer_store::StoreError>(ok)
+        })
+        .await??;
+        for (id, records) in records {
+            if !shreddable.contains(&id) {
+                unshreddable.insert(id);
                 continue;
             }
+            let row = &rows[&id];
             out.push(Deletion {
-                message: *id,
+                message: id,
                 tenant_id: row.tenant_id,
                 sha256: row.sha256.clone(),
                 date: message_date(row),
                 sender_domain: sender_domain(row),
-                reason: reason(*id),
+                reason: reason(id),
                 decided_at: now,
                 records,
                 state: "decided".into(),

@@ -255,6 +255,11 @@ impl Archive {
         Ok(())
     }
 
+    /// True when this process holds the store's writer lock (false beside a serving process).
+    pub fn holds_store_writer(&self) -> bool {
+        self.store.is_writable()
+    }
+
     /// The timestamper of this archive's open volumes, None when no TSA is configured. Only on a
     /// writable archive.
     pub fn timestamper(&self) -> Result<Option<crate::timestamp::Timestamper>, ArchiveError> {

@@ -62,6 +62,8 @@ CREATE TABLE deletions (
     state TEXT NOT NULL
 );
 CREATE INDEX deletions_by_tenant ON deletions (tenant_id, decided_at);
+-- Every writing start looks for deletions a crash left unfinished.
+CREATE INDEX deletions_by_state ON deletions (state);
 
 -- Where a message's arrival evidence records lie (they name its recipients): shredded with it.
 CREATE TABLE arrival_records (

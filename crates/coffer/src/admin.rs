@@ -246,27 +246,8 @@ pub fn restore(from: &std::path::Path, data: &std::path::Path) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-/// A day (YYYY-MM-DD) as Unix seconds at its start (UTC); `end` gives its last second.
-fn day(text: &str, end: bool) -> anyhow::Result<i64> {
-    let bad = || anyhow::anyhow!("date {text:?}: write it as YYYY-MM-DD");
-    let parts: Vec<&str> = text.trim().split('-').collect();
-    let [y, m, d] = parts.as_slice() else { return Err(bad()) };
-    let (y, m, d): (i64, i64, i64) =
-        (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    // Days since 1970-01-01 (Howard Hinnant's days_from_civil).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(days * 86_400 + if end { 86_399 } else { 0 })
-}
-
 pub async fn hold(archive: &Archive, actor: &Actor, command: HoldCommand) -> anyhow::Result<ExitCode> {
+    use coffer_archive::retention::parse_day;
     let admin = archive.admin();
     match command {
         HoldCommand::Add { name, query, custodians, from, until, tenant, reason } => {
@@ -276,8 +257,8 @@ pub async fn hold(archive: &Archive, actor: &Actor, command: HoldCommand) -> any
                 reason,
                 query,
                 custodians,
-                date_from: from.as_deref().map(|d| day(d, false)).transpose()?,
-                date_until: until.as_deref().map(|d| day(d, true)).transpose()?,
+                date_from: from.as_deref().map(|d| parse_day(d, false)).transpose()?,
+                date_until: until.as_deref().map(|d| parse_day(d, true)).transpose()?,
             };
             let hold = admin.place_hold(actor, tenant.id, &spec).await?;
             println!("legal hold {} placed in tenant {}", hold.name, tenant.name);
@@ -343,6 +324,9 @@ pub async fn retention(archive: &Archive, actor: &Actor, command: RetentionComma
                 Some(t) => Some(archive.tenant(Some(t)).await?.id),
                 None => None,
             };
+            if !dry_run && !archive.holds_store_writer() {
+                eprintln!("the serving process holds the store: the retention run is handed to it");
+            }
             let report = admin.run_retention(actor, tenant_id, dry_run).await?;
             let verb = if dry_run { "would delete" } else { "deleted" };
             if report.finished > 0 {

@@ -333,24 +333,12 @@ async fn render_holds(
     Ok(page(console, Some(who), "config_holds.html", ctx)?.into_response())
 }
 
-/// `YYYY-MM-DD` → Unix seconds at the start (or, with `end`, the last second) of that UTC day.
+/// An optional day from the form's date field.
 fn day(text: &str, end: bool) -> Result<Option<i64>, String> {
-    let t = text.trim();
-    if t.is_empty() {
+    if text.trim().is_empty() {
         return Ok(None);
     }
-    let bad = || format!("date {t:?}: pick a day (YYYY-MM-DD)");
-    let parts: Vec<i64> = t.split('-').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
-    let [y, m, d] = parts[..] else { return Err(bad()) };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    Ok(Some(days * 86_400 + if end { 86_399 } else { 0 }))
+    coffer_archive::retention::parse_day(text, end).map(Some).map_err(|e| e.to_string())
 }
 
 async fn place_hold(State(console): State<Arc<Console>>, who: Principal, Form(f): Form<HoldForm>) -> PageResult {

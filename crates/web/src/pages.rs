@@ -336,9 +336,9 @@ mod tests {
         let names: Vec<&str> = mailbox.children.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["Archive", "Inbox", "Sent"]);
         assert!(!mailbox.children[0].open, "Archive stays closed");
-        assert_eq!(neighbours("5,9,12", 9), (Some(5), Some(12)));
-        assert_eq!(neighbours("5,9,12", 5), (None, Some(9)));
-        assert_eq!(neighbours("5,x,12", 12), (None, None), "a list that does not read gives no neighbours");
+        assert_eq!(neighbours(&page_ids("5,9,12"), 9), (Some(5), Some(12)));
+        assert_eq!(neighbours(&page_ids("5,9,12"), 5), (None, Some(9)));
+        assert_eq!(neighbours(&page_ids("5,x,12"), 12), (None, None), "a list that does not read gives no neighbours");
         let inbox = &mailbox.children[1];
         assert_eq!((inbox.count, inbox.open, inbox.selected), (6, true, false));
         let projects = &inbox.children[0];
@@ -450,11 +450,16 @@ struct MessageQuery {
     ids: String,
 }
 
-/// The message before and after `id` in a results page's ids (at most a page of them is read).
-fn neighbours(ids: &str, id: i64) -> (Option<i64>, Option<i64>) {
-    let list: Vec<i64> = ids.split(',').take(PAGE_SIZE).map_while(|i| i.trim().parse().ok()).collect();
-    match list.iter().position(|&i| i == id) {
-        Some(at) => (at.checked_sub(1).map(|p| list[p]), list.get(at + 1).copied()),
+/// A results page's ids as the message link carries them (at most a page; up to the first that
+/// is not a number).
+fn page_ids(text: &str) -> Vec<i64> {
+    text.split(',').take(PAGE_SIZE).map_while(|i| i.trim().parse().ok()).collect()
+}
+
+/// The message before and after `id` among a results page's ids.
+fn neighbours(ids: &[i64], id: i64) -> (Option<i64>, Option<i64>) {
+    match ids.iter().position(|&i| i == id) {
+        Some(at) => (at.checked_sub(1).map(|p| ids[p]), ids.get(at + 1).copied()),
         None => (None, None),
     }
 }
@@ -471,16 +476,10 @@ async fn message(
     } else {
         "/search".to_owned()
     };
-    let (previous, next) = neighbours(&mq.ids, id);
+    let list = page_ids(&mq.ids);
+    let (previous, next) = neighbours(&list, id);
     // Only numbers go back into the links.
-    let ids: String = mq
-        .ids
-        .split(',')
-        .take(PAGE_SIZE)
-        .map_while(|i| i.trim().parse::<i64>().ok())
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let ids = list.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let (summary, view) = console.archive.view(&who.actor(), id).await?;
     let headers: Vec<(String, String)> = view.headers;
     // Auditors and administrators see what governs the message: its rule and its holds.

@@ -3,26 +3,9 @@
 // failed expectation exits non-zero with the reason. Screenshots go to $ARTIFACTS.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { chromium } from 'playwright-core';
+import { browser, expect, shot } from './browser.mjs';
 
-const { BASE, PASSWORD, EXPECTED_SHA256, ARTIFACTS } = process.env;
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
-function expect(ok, what) {
-  if (!ok) throw new Error(`expected: ${what}`);
-  console.log(`ok: ${what}`);
-}
-// Each page as a desktop (1366×900) and a phone (390×844) shows it.
-async function shot(page, name) {
-  await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
-  await page.setViewportSize({ width: 390, height: 844 });
-  await page.screenshot({ path: `${ARTIFACTS}/${name}-phone.png`, fullPage: true });
-  await page.setViewportSize({ width: 1366, height: 900 });
-}
+const { BASE, PASSWORD, EXPECTED_SHA256 } = process.env;
 async function fresh() {
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1366, height: 900 } });
   const page = await context.newPage();

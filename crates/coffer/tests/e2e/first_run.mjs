@@ -1,27 +1,9 @@
 // The first run without the command line: the set-up link `coffer serve` printed creates the first
 // administrator (once), who lands on a getting-started card with the journal address to copy.
-import fs from 'node:fs';
-import { chromium } from 'playwright-core';
+import { browser, expect, shot as screenshots } from './browser.mjs';
 
-const { BASE, LINK, ARTIFACTS } = process.env;
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
-function expect(ok, what) {
-  if (!ok) throw new Error(`expected: ${what}`);
-  console.log(`ok: ${what}`);
-}
-async function shot(page, name) {
-  await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
-  await page.setViewportSize({ width: 390, height: 844 });
-  const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
-  expect(scroll <= inner, `${name}: no horizontal overflow on a phone`);
-  await page.screenshot({ path: `${ARTIFACTS}/${name}-phone.png`, fullPage: true });
-  await page.setViewportSize({ width: 1366, height: 900 });
-}
+const { BASE, LINK } = process.env;
+const shot = (page, name) => screenshots(page, name, [390]);
 
 try {
   const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });

@@ -1,29 +1,10 @@
 // The console's reading pages at 1366×900 and 390×844 with hostile content: a subject of 300
 // characters without a space, long addresses. Nothing may widen the page; the query, its sort and
 // page survive a visit to a message; the sign-on page keeps the login after a refusal.
-import fs from 'node:fs';
-import { chromium } from 'playwright-core';
+import { browser, expect, shot } from './browser.mjs';
 
-const { BASE, PASSWORD, ARTIFACTS } = process.env;
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
-function expect(ok, what) {
-  if (!ok) throw new Error(`expected: ${what}`);
-  console.log(`ok: ${what}`);
-}
-async function fits(page, name) {
-  for (const [width, height, suffix] of [[1366, 900, ''], [390, 844, '-phone']]) {
-    await page.setViewportSize({ width, height });
-    const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
-    expect(scroll <= inner, `${name} at ${width} px: no horizontal overflow (${scroll} ≤ ${inner})`);
-    await page.screenshot({ path: `${ARTIFACTS}/${name}${suffix}.png`, fullPage: true });
-  }
-  await page.setViewportSize({ width: 1366, height: 900 });
-}
+const { BASE, PASSWORD } = process.env;
+const fits = (page, name) => shot(page, name, [1366, 390]);
 
 try {
   const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });

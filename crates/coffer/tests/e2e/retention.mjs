@@ -2,28 +2,10 @@
 // (first mistyped: the error stands beside the form, the values stay), a hold, a dry run with its
 // counts, a deletion request the first administrator cannot approve and the second does, and the
 // message view naming the rule and the hold. Screenshots go to $ARTIFACTS.
-import fs from 'node:fs';
-import { chromium } from 'playwright-core';
+import { browser, expect, shot as screenshots } from './browser.mjs';
 
-const { BASE, PASSWORD, ARTIFACTS, HELD_ID } = process.env;
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
-function expect(ok, what) {
-  if (!ok) throw new Error(`expected: ${what}`);
-  console.log(`ok: ${what}`);
-}
-async function shot(page, name) {
-  await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
-  await page.setViewportSize({ width: 390, height: 844 });
-  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
-  expect(wide <= 390, `${name}: nothing widens the phone's page (${wide} px)`);
-  await page.screenshot({ path: `${ARTIFACTS}/${name}-phone.png`, fullPage: true });
-  await page.setViewportSize({ width: 1366, height: 900 });
-}
+const { BASE, PASSWORD, HELD_ID } = process.env;
+const shot = (page, name) => screenshots(page, name, [390]);
 async function signIn(login) {
   const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
   const page = await context.newPage();

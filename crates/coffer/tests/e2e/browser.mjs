@@ -1,0 +1,34 @@
+// What every browser test shares: Debian's Chromium through playwright-core, expectations that
+// stop the script with their reason, and screenshots at a desktop's and a phone's width.
+import fs from 'node:fs';
+import { chromium } from 'playwright-core';
+
+export const ARTIFACTS = process.env.ARTIFACTS;
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+export const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+
+export function expect(ok, what) {
+  if (!ok) throw new Error(`expected: ${what}`);
+  console.log(`ok: ${what}`);
+}
+
+const WIDTHS = [[1366, 900, ''], [390, 844, '-phone']];
+
+// The page as a desktop (1366×900) and a phone (390×844) show it; at the widths listed in `fit`,
+// nothing may widen the page past the window.
+export async function shot(page, name, fit = []) {
+  for (const [width, height, suffix] of WIDTHS) {
+    await page.setViewportSize({ width, height });
+    if (fit.includes(width)) {
+      const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+      expect(scroll <= inner, `${name} at ${width} px: no horizontal overflow (${scroll} ≤ ${inner})`);
+    }
+    await page.screenshot({ path: `${ARTIFACTS}/${name}${suffix}.png`, fullPage: true });
+  }
+  await page.setViewportSize({ width: 1366, height: 900 });
+}
