@@ -72,6 +72,21 @@ impl Job {
         }
     }
 
+    /// Says when the next run comes after a run with `failures` failures in a row, unless the
+    /// job was stopped meanwhile (checked under the state's lock, which `stop` takes after setting
+    /// the flag, so a stop is never overwritten).
+    fn after_run(&self, failures: u32, interval: Duration) -> Duration {
+        let delay = if failures == 0 { interval } else { backoff(failures, interval) };
+        self.update(|s| {
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            s.state = if failures == 0 { "waiting" } else { "backing off" }.into();
+            s.next_run = Some(now_secs() + delay.as_secs() as i64);
+        });
+        delay
+    }
+
     /// Runs the job for the life of the server.
     async fn supervise(self: Arc<Self>) {
         loop {
@@ -93,6 +108,10 @@ impl Job {
             });
             let run = tokio::spawn(self.clone().run_once());
             *self.running.lock().unwrap() = Some(run.abort_handle());
+            // A stop between the check above and here found no run to cut: cut it now.
+            if self.stopped.load(Ordering::SeqCst) {
+                run.abort();
+            }
             let outcome = run.await;
             *self.running.lock().unwrap() = None;
             let failures = match outcome {
@@ -131,11 +150,7 @@ impl Job {
                 }
             };
             let Some(interval) = self.scheduled() else { continue };
-            let delay = if failures == 0 { interval } else { backoff(failures, interval) };
-            self.update(|s| {
-                s.state = if failures == 0 { "waiting" } else { "backing off" }.into();
-                s.next_run = Some(now_secs() + delay.as_secs() as i64);
-            });
+            let delay = self.after_run(failures, interval);
             let waited = async {
                 match &self.work {
                     // New mail ends the wait early (IDLE); without IDLE, the interval.
@@ -363,6 +378,11 @@ impl SourceControl for Supervisor {
     fn stop(&self, name: &str) -> Result<String, ArchiveError> {
         let job = self.job(name)?;
         job.stopped.store(true, Ordering::SeqCst);
+        // Said now, so the answer to Stop shows it; the loop, after the flag, never says otherwise.
+        job.update(|s| {
+            s.state = "stopped".into();
+            s.next_run = None;
+        });
         let cut = job.running.lock().unwrap().take().map(|run| run.abort()).is_some();
         job.wake.notify_one();
         Ok(if cut {
@@ -431,5 +451,21 @@ mod tests {
         assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]);
         assert_eq!(backoff(3, Duration::from_secs(1)), FIRST_BACKOFF);
         assert_eq!(backoff(u32::MAX, hour), hour);
+    }
+
+    #[test]
+    fn a_stopped_connection_says_stopped_at_once_whatever_its_loop_is_doing() {
+        let j = job("journal", "IMAP", Vec::new(), Work::NotStarted { why: "unreachable".into() });
+        j.update(|s| {
+            s.state = "backing off".into();
+            s.next_run = Some(now_secs() + 60);
+        });
+        let supervisor = Supervisor { jobs: vec![j.clone()], syncs: Vec::new(), directories: Vec::new() };
+        supervisor.stop("journal").unwrap();
+        let state = j.state.lock().unwrap().clone();
+        assert_eq!((state.state.as_str(), state.next_run), ("stopped", None), "the page rendered after Stop shows it");
+        // The loop, finishing a run that failed just then, does not turn it back.
+        j.after_run(3, Duration::from_secs(60));
+        assert_eq!(j.state.lock().unwrap().state, "stopped");
     }
 }
