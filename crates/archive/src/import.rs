@@ -21,6 +21,9 @@ pub struct ImportOptions {
     /// Unwrap Exchange journal reports (and reports attached to bounces). On by default: an
     /// administrator importing files knows where they come from.
     pub journal: bool,
+    /// Archive files that are not mail by their content (a PST, a PDF) as single messages instead
+    /// of refusing the import.
+    pub as_eml: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -69,10 +72,7 @@ pub async fn import(
     options: &ImportOptions,
     on_event: &mut (dyn FnMut(ImportEvent<'_>) + Send),
 ) -> Result<ImportSummary, ArchiveError> {
-    let mut inputs = Vec::new();
-    for path in paths {
-        discover(path, "", &mut inputs).map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
-    }
+    let inputs = inputs(paths, options)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let options_for_reader = options.clone();
     let for_reader = pipeline.clone();
@@ -136,6 +136,25 @@ pub async fn import(
         on_event(ImportEvent::Failed { origin: &origin, error: &error });
     }
     Ok(summary)
+}
+
+/// Checks what an import of `paths` would read, without storing anything: the paths can be read
+/// and hold only mail (unless `as_eml`).
+pub fn check(paths: &[PathBuf], options: &ImportOptions) -> Result<(), ArchiveError> {
+    inputs(paths, options).map(|_| ())
+}
+
+/// Finds the inputs under `paths`; files that are not mail refuse the whole import unless `as_eml`.
+fn inputs(paths: &[PathBuf], options: &ImportOptions) -> Result<Vec<Input>, ArchiveError> {
+    let mut inputs = Vec::new();
+    let mut not_mail = Vec::new();
+    for path in paths {
+        discover(path, "", &mut inputs, &mut not_mail).map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
+    }
+    if !not_mail.is_empty() && !options.as_eml {
+        return Err(ArchiveError::Invalid(refusal(&not_mail)));
+    }
+    Ok(inputs)
 }
 
 /// Reads every input, prepares its messages in parallel batches and hands them on. Returns the
@@ -236,8 +255,60 @@ fn submission(options: &ImportOptions, raw: Vec<u8>, discovered: &str) -> Submis
     }
 }
 
-/// Finds the inputs under `path`; `folder` is the folder path discovered so far.
-fn discover(path: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<()> {
+/// What a file is when its first bytes say it is not mail, whatever its name, and how to bring
+/// its mail in.
+pub fn not_mail(head: &[u8]) -> Option<&'static str> {
+    const CFB: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    if head.starts_with(b"!BDN") {
+        return Some(if head.get(8..10) == Some(b"SO") {
+            "an Outlook offline folder file (OST); Coffer cannot read it yet: convert it with `readpst -e -o DIR FILE` (Debian's pst-utils) and import DIR"
+        } else {
+            "an Outlook data file (PST); Coffer cannot read it yet: convert it with `readpst -e -o DIR FILE` (Debian's pst-utils) and import DIR"
+        });
+    }
+    if head.starts_with(CFB) {
+        return Some(
+            "an Outlook item (.msg) or another OLE document; convert a .msg with `msgconvert FILE` (Debian's libemail-outlook-message-perl) and import the .eml it writes",
+        );
+    }
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        return Some("a zip archive; unpack it and import the folder (the console's Import unpacks a zip itself)");
+    }
+    if head.starts_with(&[0x1F, 0x8B]) {
+        return Some("a gzip file; decompress it and import what it holds");
+    }
+    if head.starts_with(b"%PDF-") {
+        return Some("a PDF document, not mail");
+    }
+    None
+}
+
+/// The refusal of an import that found files that are not mail: each named, with what to do.
+fn refusal(not_mail: &[(PathBuf, &str)]) -> String {
+    const LISTED: usize = 20;
+    let mut text = format!(
+        "nothing was imported: {} {} not mail",
+        not_mail.len(),
+        if not_mail.len() == 1 { "file is" } else { "files are" }
+    );
+    for (path, what) in not_mail.iter().take(LISTED) {
+        text.push_str(&format!("\n  {}: {what}", path.display()));
+    }
+    if not_mail.len() > LISTED {
+        text.push_str(&format!("\n  and {} more", not_mail.len() - LISTED));
+    }
+    text.push_str("\nto archive such files as they are, each as one message flagged unparseable, import with --as-eml");
+    text
+}
+
+/// Finds the inputs under `path`; `folder` is the folder path discovered so far. Files whose
+/// content is not mail go to `not_mail` with what they are.
+fn discover(
+    path: &Path,
+    folder: &str,
+    out: &mut Vec<Input>,
+    not_mail: &mut Vec<(PathBuf, &'static str)>,
+) -> std::io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if meta.is_file() {
         // A `.eml` file is one message even when it starts with a `From ` postmark line (as the
@@ -245,6 +316,9 @@ fn discover(path: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<
         let is_eml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("eml"));
         let mut head = [0u8; 512];
         let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head)?;
+        if let Some(what) = self::not_mail(&head[..n]) {
+            not_mail.push((path.into(), what));
+        }
         if !is_eml && coffer_mail::mbox::looks_like_mbox(&head[..n]) {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             out.push(Input::Mbox { path: path.into(), folder: join(folder, &name) });
@@ -262,7 +336,7 @@ fn discover(path: &Path, folder: &str, out: &mut Vec<Input>) -> std::io::Result<
             continue;
         }
         let sub = if entry.is_dir() { join(folder, &name) } else { folder.to_owned() };
-        discover(&entry, &sub, out)?;
+        discover(&entry, &sub, out, not_mail)?;
     }
     Ok(())
 }

@@ -158,6 +158,7 @@ pub struct Archive {
     master: MasterKey,
     /// The one committer of this process (message ids are given there).
     pipeline: std::sync::OnceLock<Pipeline>,
+    imports: crate::imports::ImportQueue,
 }
 
 impl Archive {
@@ -178,6 +179,7 @@ impl Archive {
         belong_together(&catalog, &volumes, &url).await?;
         if writable {
             catalog.check().await?;
+            crate::imports::clear_spool(data)?;
             // The store's writer lock is ours: no other process holds index-queue leases now.
             catalog.index_queue_release_all().await?;
         }
@@ -215,6 +217,7 @@ impl Archive {
             indexed: Arc::new(Notify::new()),
             parsed: Default::default(),
             master,
+            imports: Default::default(),
         })
     }
 
@@ -253,6 +256,11 @@ impl Archive {
             crate::evidence::record_changes(&self.store, &self.catalog).await?;
         }
         Ok(())
+    }
+
+    /// The imports started from the console and the API in this process.
+    pub fn imports(&self) -> &crate::imports::ImportQueue {
+        &self.imports
     }
 
     /// True when this process holds the store's writer lock (false beside a serving process).

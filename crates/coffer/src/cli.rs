@@ -42,6 +42,10 @@ pub enum Command {
         /// Archive Exchange journal reports as they are instead of unwrapping their originals.
         #[arg(long)]
         no_journal: bool,
+        /// Archive files that are not mail by their content (Outlook PST/OST/.msg, zip, PDF) as
+        /// single messages, flagged unparseable, instead of refusing the import.
+        #[arg(long)]
+        as_eml: bool,
         /// Print one line per message: stored or duplicate, its id, SHA-256 and origin.
         #[arg(long, short)]
         verbose: bool,

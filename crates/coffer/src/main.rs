@@ -57,11 +57,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             serve::serve(config).await
         }
-        Command::Import { tenant, mailbox, folder, no_journal, verbose, paths } => {
+        Command::Import { tenant, mailbox, folder, no_journal, as_eml, verbose, paths } => {
             let archive = open(&config, true).await?;
             let tenant = archive.tenant(tenant.as_deref()).await?;
-            let options =
-                coffer_archive::import::ImportOptions { tenant: tenant.id, mailbox, folder, journal: !no_journal };
+            let options = coffer_archive::import::ImportOptions {
+                tenant: tenant.id,
+                mailbox,
+                folder,
+                journal: !no_journal,
+                as_eml,
+            };
             mail::import(&archive, &paths, &options, verbose).await
         }
         Command::Search { tenant, json, limit, offset, count, sort, query } => {

@@ -39,8 +39,9 @@ fn every_corpus_file_is_archived_and_comes_back_byte_exact() {
     all.sort();
     let mbox_paths: Vec<PathBuf> = MBOXES.iter().map(|(p, _)| corpus.join(p)).collect();
 
-    // Every other file is imported as one message, whatever it holds (PST, JSON, images: they are
-    // archived as they are and flagged). Links named .eml make the importer take them whole.
+    // Every other file is imported as one message, whatever it holds (PST, JSON, images: with
+    // --as-eml they are archived as they are and flagged). Links named .eml make the importer take
+    // them whole.
     let staging = c.dir.path().join("staging");
     std::fs::create_dir_all(&staging).unwrap();
     let mut source_of = HashMap::new();
@@ -49,7 +50,16 @@ fn every_corpus_file_is_archived_and_comes_back_byte_exact() {
         std::os::unix::fs::symlink(path, &link).unwrap();
         source_of.insert(link.display().to_string(), path.clone());
     }
-    let out = c.run(&["import", "-v", "--no-journal", staging.to_str().unwrap()]);
+    // Without --as-eml, the Outlook files refuse the whole import, each named by what it is,
+    // whatever its name, before anything is stored.
+    let refused = c.run(&["import", "--no-journal", staging.to_str().unwrap()]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "an import holding PST files is refused");
+    assert!(why.contains("nothing was imported") && why.contains("(PST)") && why.contains("readpst"), "{why}");
+    assert!(why.contains("--as-eml"), "the refusal says how to keep such files as they are: {why}");
+    assert_eq!(c.count(""), 0, "nothing was stored by the refused import");
+
+    let out = c.run(&["import", "-v", "--no-journal", "--as-eml", staging.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "import failed: {stderr}");
     assert!(stderr.contains("failed 0"), "{stderr}");

@@ -34,7 +34,7 @@ pub(crate) struct Path<T>(pub(crate) T);
 
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(WebError))]
-struct Query<T>(T);
+pub(crate) struct Query<T>(pub(crate) T);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,6 +48,7 @@ struct Query<T>(T);
         crate::governance::run, crate::governance::holds, crate::governance::place_hold, crate::governance::release_hold,
         crate::governance::deletions, crate::governance::requests, crate::governance::request_deletion,
         crate::governance::approve, crate::governance::reject,
+        crate::imports::start_api, crate::imports::list_api, crate::imports::get_api,
     ),
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
@@ -58,7 +59,7 @@ struct Query<T>(T);
         crate::governance::Reason, crate::governance::RunRequest, crate::governance::ApiRunReport,
         crate::governance::ApiRuleOutcome, crate::governance::ApiRun, crate::governance::ApiDeletion,
         crate::governance::DeletionRequestBody, crate::governance::ApiDeletionRequest, crate::governance::ApiKept,
-        crate::governance::ApiManualOutcome,
+        crate::governance::ApiManualOutcome, crate::imports::ApiImport,
     )),
     modifiers(&Security),
     security(("api_key" = [])),
@@ -81,6 +82,7 @@ impl utoipa::Modify for Security {
 pub fn routes() -> Router<Arc<Console>> {
     Router::new()
         .merge(crate::governance::routes())
+        .merge(crate::imports::api_routes())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/me", get(me))
         .route("/search", get(search))

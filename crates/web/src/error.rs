@@ -20,6 +20,12 @@ pub enum WebError {
     /// A message that was deleted under a retention rule or an approval: what is left of it.
     #[error("{0}")]
     Gone(String),
+    /// An upload over its limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too much of one kind of work waits already (429): try again when some has finished.
+    #[error("{0}")]
+    TooMany(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -34,6 +40,8 @@ impl WebError {
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::NotFound => StatusCode::NOT_FOUND,
             WebError::Gone(_) => StatusCode::GONE,
+            WebError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

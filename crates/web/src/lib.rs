@@ -17,6 +17,7 @@ mod charts;
 mod error;
 mod governance;
 mod governance_pages;
+mod imports;
 mod listener;
 mod oidc;
 mod pages;
@@ -66,6 +67,8 @@ pub struct WebConfig {
     pub header_timeout: Duration,
     /// A request must be answered (response headers sent) within this.
     pub request_timeout: Duration,
+    /// Largest file an import takes from the console or the API.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for WebConfig {
@@ -85,6 +88,7 @@ impl Default for WebConfig {
             max_connections_per_range: 400,
             header_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(600),
+            max_upload_bytes: 2 << 30,
         }
     }
 }
@@ -195,6 +199,7 @@ pub fn router(console: Arc<Console>) -> Router {
     Router::new()
         .merge(pages::routes())
         .merge(governance_pages::routes())
+        .merge(imports::page_routes())
         .merge(oidc::routes())
         .nest("/api/v1", api::routes())
         .layer(axum::middleware::from_fn_with_state(console.clone(), auth::authenticate))

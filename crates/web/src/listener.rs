@@ -37,6 +37,9 @@ pub struct HttpSettings {
     /// The token a Prometheus scraper sends (`Authorization: Bearer …`) for `/metrics`; without it
     /// only an administrator of the default tenant reads them.
     pub metrics_token: Option<String>,
+    /// Largest file an import takes from the console or the API, in MiB (larger files: `coffer
+    /// import` on the server).
+    pub max_upload_mib: u64,
 }
 
 impl Default for HttpSettings {
@@ -56,6 +59,7 @@ impl Default for HttpSettings {
             header_timeout_secs: 20,
             request_timeout_secs: 600,
             metrics_token: None,
+            max_upload_mib: 2048,
         }
     }
 }
@@ -92,6 +96,7 @@ pub async fn start(
         max_connections_per_range: h.max_connections_per_range.max(1),
         header_timeout: Duration::from_secs(h.header_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(h.request_timeout_secs.max(1)),
+        max_upload_bytes: h.max_upload_mib.max(1).saturating_mul(1 << 20),
         smtp: listeners,
     };
     if let Some(token) = archive.identity().new_setup_token().await? {

@@ -901,10 +901,54 @@ pub fn parse_assignments(text: &str) -> Result<Vec<RoleAssignment>, String> {
 }
 
 async fn volumes(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
-    who.require_system_admin()?;
-    let volumes = console.archive.volumes().await?;
-    let html = page(&console, Some(&who), "config_volumes.html", context! { volumes })?;
+    let html = render_volumes(&console, &who, None, &Default::default()).await?;
     Ok(html.into_response())
+}
+
+/// Volumes with their imports; `error` and `typed` put a refused import's reason and values back
+/// beside its form.
+pub(crate) async fn render_volumes(
+    console: &Console,
+    who: &Principal,
+    error: Option<String>,
+    typed: &coffer_archive::imports::UploadOptions,
+) -> Result<axum::response::Html<String>, WebError> {
+    who.require_system_admin()?;
+    let tenants: Vec<(i64, String)> = console
+        .archive
+        .admin()
+        .tenants(&who.actor())
+        .await?
+        .into_iter()
+        .map(|t| (t.tenant.id, t.tenant.name))
+        .collect();
+    let volumes: Vec<minijinja::Value> = console
+        .archive
+        .volumes()
+        .await?
+        .into_iter()
+        .map(|v| {
+            let owner = tenants.iter().find(|(id, _)| *id == v.owner as i64).map(|(_, n)| n.clone());
+            context! { owner => owner.unwrap_or_else(|| v.owner.to_string()), ..minijinja::Value::from_serialize(&v) }
+        })
+        .collect();
+    let tenants: Vec<String> = tenants.into_iter().map(|(_, name)| name).collect();
+    let imports: Vec<crate::imports::ApiImport> =
+        console.archive.imports().list(&who.actor())?.into_iter().map(Into::into).collect();
+    let busy = imports.iter().any(|i| i.state == "waiting" || i.state == "running");
+    let connections: Vec<String> =
+        console.sources.connections().into_iter().filter(|c| c.kind == "Microsoft 365").map(|c| c.name).collect();
+    let form = context! {
+        tenant => typed.tenant.clone().unwrap_or_else(|| who.tenant.name.clone()),
+        mailbox => typed.mailbox, folder => typed.folder, as_eml => typed.as_eml,
+    };
+    let limit = crate::render::human_bytes(console.config.max_upload_bytes as i64);
+    page(
+        console,
+        Some(who),
+        "config_volumes.html",
+        context! { volumes, imports, busy, tenants, connections, form, error, limit },
+    )
 }
 
 async fn close_volume(State(console): State<Arc<Console>>, who: Principal, Path(id): Path<String>) -> PageResult {

@@ -15,3 +15,21 @@ document.addEventListener('click', (event) => {
     link.remove();
   }
 });
+
+// A list that changes by itself (an import's progress) is fetched again every two seconds while
+// it says it is busy (data-refresh), without touching the rest of the page or a form being filled.
+function refreshWhileBusy() {
+  const busy = document.querySelector('[data-refresh][id]');
+  if (!busy) return;
+  setTimeout(async () => {
+    const response = await fetch(location.pathname, { credentials: 'same-origin' });
+    if (!response.ok) return;
+    const page = new DOMParser().parseFromString(await response.text(), 'text/html');
+    const fresh = page.getElementById(busy.id);
+    if (fresh) {
+      busy.replaceWith(fresh);
+      refreshWhileBusy();
+    }
+  }, 2000);
+}
+refreshWhileBusy();

@@ -28,6 +28,7 @@ fn every_api_endpoint_answers_each_role_as_its_rights_allow() {
         ("GET", "/api/v1/status".into(), None, [200, 200, 403, 401]),
         ("GET", "/api/v1/audit".into(), None, [200, 200, 403, 401]),
         ("GET", "/api/v1/volumes".into(), None, [200, 200, 403, 401]),
+        ("GET", "/api/v1/imports".into(), None, [200, 403, 403, 401]),
         ("GET", "/api/v1/users".into(), None, [200, 403, 403, 401]),
         ("GET", format!("/api/v1/users/{bob_id}/claims"), None, [200, 403, 403, 401]),
         (
@@ -530,4 +531,135 @@ fn the_sign_on_page_shows_no_text_from_its_address_and_keeps_the_login_after_a_r
     assert!(text.contains("Wrong login or password"), "{text}");
     assert!(text.contains("name=\"login\" value=\"bob\""), "the login typed stays in the form: {text}");
     browser.sign_in("bob", PASSWORD);
+}
+
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in entries {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+fn message(n: u32, subject: &str) -> String {
+    format!(
+        "From: dora@contoso.com\r\nTo: erin@contoso.com\r\nSubject: {subject}\r\n\
+Date: Tue, 0{n} Jan 2019 10:00:00 +0000\r\nMessage-ID: <upload-{subject}-{n}@contoso.com>\r\n\r\nBody {n}.\r\n"
+    )
+}
+
+/// Polls an import until it has finished.
+fn finished(site: &Site, id: u64) -> serde_json::Value {
+    for _ in 0..600 {
+        let job = site.api("administrator").get(&format!("/api/v1/imports/{id}")).json();
+        if job["finished"].is_string() {
+            return job;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("import {id} did not finish");
+}
+
+#[test]
+fn an_uploaded_mbox_and_a_zipped_maildir_are_imported_with_their_folders_and_again_add_nothing() {
+    let site = Site::start();
+    let admin = site.api("administrator");
+    let mbox: String = (1..=3)
+        .map(|n| format!("From dora@contoso.com Tue Jan  1 10:00:00 2019\r\n{}", message(n, "walnut")))
+        .collect();
+    let started = admin.upload("/api/v1/imports?name=Projects.mbox&mailbox=erin@contoso.com", mbox.as_bytes());
+    assert_eq!(started.status, 202, "{}", started.text());
+    let job = finished(&site, started.json()["id"].as_u64().unwrap());
+    assert_eq!(
+        (job["state"].as_str(), job["imported"].as_u64(), job["failed"].as_u64()),
+        (Some("done"), Some(3), Some(0)),
+        "{job}"
+    );
+
+    let maildir = zip_of(&[
+        ("Maildir/cur/1.host:2,S", message(4, "hazel").as_bytes()),
+        ("Maildir/.Sent/cur/2.host:2,S", message(5, "hazel").as_bytes()),
+    ]);
+    let started = admin.upload("/api/v1/imports?name=erin.zip&mailbox=erin@contoso.com", &maildir);
+    assert_eq!(started.status, 202, "{}", started.text());
+    let job = finished(&site, started.json()["id"].as_u64().unwrap());
+    assert_eq!(job["imported"].as_u64(), Some(2), "{job}");
+
+    site.runtime.block_on(site.archive.indexer().run_until_idle()).unwrap();
+    let count =
+        |q: &str| admin.get(&format!("/api/v1/search?q={}", q.replace(' ', "+"))).json()["total"].as_u64().unwrap();
+    assert_eq!(count("subject:walnut folder:Projects mailbox:erin@contoso.com"), 3, "the mbox's name is its folder");
+    assert_eq!(count("subject:hazel folder:Inbox"), 1);
+    assert_eq!(count("subject:hazel folder:Sent"), 1, "Maildir++ subfolders are kept");
+
+    // The same mbox again adds nothing.
+    let again = admin.upload("/api/v1/imports?name=Projects.mbox&mailbox=erin@contoso.com", mbox.as_bytes());
+    let job = finished(&site, again.json()["id"].as_u64().unwrap());
+    assert_eq!((job["imported"].as_u64(), job["duplicates"].as_u64()), (Some(0), Some(3)), "{job}");
+
+    let list = admin.get("/api/v1/imports").json();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert_eq!(list[0]["file"], "Projects.mbox", "newest first");
+    let audit = site.audit_text();
+    assert!(audit.contains("import started | erin.zip"), "{audit}");
+    assert!(audit.contains("import finished | erin.zip: done, imported 2"), "{audit}");
+    let spool = site.archive.data_dir().join("spool/imports");
+    assert_eq!(
+        std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0),
+        0,
+        "finished uploads leave nothing in the spool"
+    );
+}
+
+#[test]
+fn an_upload_that_is_not_mail_or_does_not_unpack_safely_is_refused_before_anything_is_stored() {
+    let site = Site::start_with(coffer_web::WebConfig { max_upload_bytes: 64 << 10, ..Default::default() });
+    let admin = site.api("administrator");
+    let before = admin.get("/api/v1/search?q=").json()["total"].as_u64().unwrap();
+
+    let mut pst = b"!BDN\0\0\0\0SM\x17\0".to_vec();
+    pst.resize(4096, 0);
+    let refused = admin.upload("/api/v1/imports?name=archive.eml", &pst);
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    let why = refused.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        why.contains("archive.eml: an Outlook data file (PST)") && why.contains("readpst"),
+        "named by content, not name: {why}"
+    );
+    assert!(!why.contains("spool"), "the refusal names the upload, not the server's paths: {why}");
+
+    let climbing = zip_of(&[("../../escaped.eml", message(1, "escaped").as_bytes())]);
+    let refused = admin.upload("/api/v1/imports?name=evil.zip", &climbing);
+    assert_eq!(refused.status, 400);
+    assert!(refused.text().contains("outside the zip"), "{}", refused.text());
+    assert!(
+        !site.archive.data_dir().join("spool/escaped.eml").exists()
+            && !site.archive.data_dir().join("escaped.eml").exists()
+    );
+
+    let too_large = admin.upload("/api/v1/imports?name=big.mbox", &vec![b'x'; 65 << 10]);
+    assert_eq!(too_large.status, 413, "{}", too_large.text());
+    let empty = admin.upload("/api/v1/imports?name=empty.mbox", b"");
+    assert_eq!(empty.status, 400);
+
+    let denied = site.api("auditor").upload("/api/v1/imports?name=a.eml", message(1, "auditor").as_bytes());
+    assert_eq!(denied.status, 403);
+    let unknown = admin.upload("/api/v1/imports?name=a.eml&tenant=nowhere", message(1, "nowhere").as_bytes());
+    assert_eq!(unknown.status, 400, "{}", unknown.text());
+
+    // The PST kept as it is, when asked.
+    let kept = admin.upload("/api/v1/imports?name=archive.pst&as_eml=true", &pst);
+    assert_eq!(kept.status, 202, "{}", kept.text());
+    let job = finished(&site, kept.json()["id"].as_u64().unwrap());
+    assert_eq!(job["imported"].as_u64(), Some(1), "{job}");
+
+    site.runtime.block_on(site.archive.indexer().run_until_idle()).unwrap();
+    assert_eq!(
+        admin.get("/api/v1/search?q=").json()["total"].as_u64().unwrap(),
+        before + 1,
+        "only the kept PST was stored"
+    );
+    assert_eq!(std::fs::read_dir(site.archive.data_dir().join("spool/imports")).map(|d| d.count()).unwrap_or(0), 0);
 }

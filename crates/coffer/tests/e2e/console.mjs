@@ -63,6 +63,32 @@ try {
     await page.goto(`${BASE}/config/login`);
     await shot(page, 'login-settings');
 
+    // Volumes → Import: an uploaded mbox comes in with its progress shown; a broken zip is refused
+    // beside the form, with what was typed kept.
+    await page.goto(`${BASE}/config/volumes`);
+    const mbox = [1, 2].map((n) => `From dora@contoso.com Tue Jan  1 10:00:00 2019\r\nFrom: dora@contoso.com\r\n`
+      + `To: erin@contoso.com\r\nSubject: Chestnut ${n}\r\nMessage-ID: <chestnut-${n}@contoso.com>\r\n\r\nBody ${n}\r\n`).join('');
+    await page.setInputFiles('#import-form input[name=file]', { name: 'Orchard.mbox', mimeType: 'application/mbox', buffer: Buffer.from(mbox) });
+    await page.fill('#import-form input[name=folder]', 'Imported');
+    await page.click('#import-form button[type=submit]');
+    await page.waitForURL(`${BASE}/config/volumes#imports`);
+    await page.waitForFunction(() => document.querySelector('#imports tr.import')?.dataset.state === 'done', null, { timeout: 30000 });
+    expect((await page.textContent('#imports tr.import .imported')).trim() === '2', 'the upload\'s two messages are imported, the list refreshing itself');
+    await shot(page, 'volumes-import', [1366, 390]);
+    await page.setInputFiles('#import-form input[name=file]', { name: 'broken.zip', mimeType: 'application/zip', buffer: Buffer.from('PK\x03\x04 not a zip') });
+    await page.fill('#import-form input[name=folder]', 'Kept/Typed');
+    await page.click('#import-form button[type=submit]');
+    await page.waitForSelector('#import-error');
+    expect((await page.textContent('#import-error')).includes('broken.zip: not a readable zip'), 'a broken zip is refused beside the form');
+    expect((await page.inputValue('#import-form input[name=folder]')) === 'Kept/Typed', 'what was typed stays');
+    await shot(page, 'volumes-import-refused', [1366, 390]);
+    for (let i = 0; i < 50; i++) {
+      await page.goto(`${BASE}/search?q=subject%3Achestnut+folder%3AImported%2FOrchard`);
+      if ((await page.textContent('#total')).trim() === '2') break;
+      await page.waitForTimeout(200);
+    }
+    expect((await page.textContent('#total')).trim() === '2', 'the imported messages are found in their folder');
+
     // The source supervisor's view: a connection that cannot connect backs off with its error;
     // Stop stops it, Poll now runs it again.
     let state = '';

@@ -258,6 +258,10 @@ impl Api {
     pub fn send(&self, method: &str, path: &str, body: serde_json::Value) -> Reply {
         finish(self.request(method, path).send_json(body))
     }
+    /// A POST whose body is a file's bytes.
+    pub fn upload(&self, path: &str, bytes: &[u8]) -> Reply {
+        finish(self.request("POST", path).set("Content-Type", "application/octet-stream").send_bytes(bytes))
+    }
 }
 
 /// A browser: cookies kept, redirects not followed (the tests look at them).
