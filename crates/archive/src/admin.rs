@@ -177,7 +177,7 @@ impl Admin<'_> {
         self.archive
     }
 
-    async fn audit(&self, actor: &Actor, action: &str, detail: &str) -> Result<(), ArchiveError> {
+    pub(crate) async fn audit(&self, actor: &Actor, action: &str, detail: &str) -> Result<(), ArchiveError> {
         self.archive.audit(actor, action, detail).await
     }
 

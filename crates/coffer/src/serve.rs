@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coffer_archive::listeners::ListenerControl;
 use coffer_archive::sources::SourceControl;
 
 use crate::config::Config;
@@ -24,25 +25,23 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let supervisor = coffer_sources::Supervisor::start(&archive, &config.sources(), pipeline.clone()).await;
-    let smtp = match config.smtp.enabled {
-        true => {
-            let listeners = coffer_smtp::listeners::start(&archive, &config.smtp, pipeline, stopping.clone()).await?;
-            for bound in &listeners.bound {
-                // A plain line scripts and tests can wait for.
-                println!("smtp listening on {bound}");
-                tracing::info!(%bound, tls = ?config.smtp.tls, "SMTP journaling listener started");
-            }
-            Some(listeners)
+    // The listeners in the catalog; coffer.toml's [smtp] seeds them.
+    let listeners = archive.admin().seed_listeners(&config.smtp.seeds()).await?;
+    let smtp =
+        coffer_smtp::listeners::start(archive.clone(), &config.smtp, &listeners, pipeline, stopping.clone()).await?;
+    for l in &listeners {
+        if let Some(bound) = smtp.bound(&l.name) {
+            // A plain line scripts and tests can wait for.
+            println!("smtp listening on {bound}");
         }
-        false => None,
-    };
+    }
     let web = match config.http.enabled {
         true => {
-            let journal_domain = &archive.config.journal_domain;
-            let shown = config.smtp.describe(journal_domain, archive.config.max_message_bytes);
+            let shared = config.smtp.describe_shared(archive.config.max_message_bytes);
             let sources: Arc<dyn SourceControl> = supervisor.clone();
+            let listeners: Arc<dyn ListenerControl> = smtp.clone();
             let (task, bound) =
-                coffer_web::start(archive.clone(), &config.http, shown, sources, stopping.clone()).await?;
+                coffer_web::start(archive.clone(), &config.http, shared, sources, listeners, stopping.clone()).await?;
             println!("http listening on {bound}");
             Some(task)
         }
@@ -52,9 +51,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!("shutting down: no new connections; finishing the transactions in flight");
     let _ = stop.send(true);
     supervisor.stop_all();
-    if let Some(listeners) = smtp {
-        listeners.finish().await;
-    }
+    smtp.finish().await;
     if let Some(web) = web {
         let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
     }

@@ -184,11 +184,23 @@ fn console_in_headless_chromium_with_single_sign_on() {
         .env("BASE", &base)
         .env("PASSWORD", PASSWORD)
         .env("EXPECTED_SHA256", sha256(&quarterly))
+        .env("LISTENER_PORT", common::free_port().to_string())
         .env("ARTIFACTS", &artifacts)
         .status()
         .unwrap();
     assert!(status.success(), "the browser test failed (its output above says where)");
-    for shot in ["signon", "search", "message", "status", "audit", "alice", "bob-search", "bob-message"] {
+    for shot in [
+        "signon",
+        "search",
+        "message",
+        "status",
+        "audit",
+        "alice",
+        "bob-search",
+        "bob-message",
+        "listeners",
+        "volumes-import",
+    ] {
         assert!(artifacts.join(format!("{shot}.png")).is_file(), "screenshot {shot}");
     }
 

@@ -415,3 +415,112 @@ fn status_shows_the_listener_figures_and_traffic_in_hourly_buckets() {
     assert_eq!(traffic["bucket"].as_i64().unwrap() % 3600, 0, "hourly buckets");
     assert!(c.ok(&["status"]).contains("journal address journal-"));
 }
+
+/// An API call as an administrator's script makes it: (status, JSON body or null).
+fn api(
+    server: &Server,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let request = ureq::request(method, &format!("http://{}/api/v1{path}", server.http))
+        .set("Authorization", &format!("Bearer {key}"));
+    let response = match body {
+        Some(b) => request.send_json(b),
+        None => request.call(),
+    };
+    let response = match response {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+fn greeting(port: u16) -> String {
+    let mut client = Client::connect_raw(port).expect("the listener answers");
+    client.read_replies(1)
+}
+
+impl Client {
+    fn connect_raw(port: u16) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(Client { stream })
+    }
+}
+
+#[test]
+fn a_listener_added_through_the_api_answers_at_once_is_changed_live_and_survives_a_restart() {
+    let c = Coffer::new();
+    let (journal, ca) = journal_archive(&c);
+    let key = c.user_with_key("admin", "administrator", &[]);
+    let smtp_port = common::free_port();
+    let mut server = Server::start_on(&c, smtp_port, &[]);
+    let port = common::free_port();
+    let second = serde_json::json!({
+        "name": "second", "listen": format!("127.0.0.1:{port}"), "hostname": "mx2.archive.test",
+        "tls": "offer", "certificate": "smtp", "max_recipients": 10,
+    });
+    let (status, created) = api(&server, &key, "POST", "/listeners", Some(second.clone()));
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["state"], format!("listening on 127.0.0.1:{port}"));
+    assert!(greeting(port).starts_with("220 mx2.archive.test"), "the new listener answers without a restart");
+
+    // A journal report over verified STARTTLS through the new listener is archived.
+    let report_file = c.dir.path().join("report.eml");
+    std::fs::write(&report_file, journal_report(ORIGINAL, "<q3-second@contoso.com>", &journal)).unwrap();
+    let out = python(
+        SMTPLIB,
+        &["localhost", &port.to_string(), ca.to_str().unwrap(), &journal, report_file.to_str().unwrap()],
+    );
+    assert!(out.starts_with("250"), "{out}");
+    assert_eq!(wait_for_count(&c, "contoso", "subject:q3", 1), 1);
+
+    // Mistakes are refused, each naming its field, and nothing is saved or started.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    for (change, field) in [
+        (serde_json::json!({"name": "third", "listen": "127.0.0.1"}), "listen"),
+        (serde_json::json!({"name": "third", "listen": format!("127.0.0.1:{smtp_port}")}), "listen"),
+        (serde_json::json!({"name": "third", "listen": busy, "tls": "off"}), "cannot listen there"),
+        (serde_json::json!({"name": "third", "listen": "127.0.0.1:0", "certificate": "nowhere"}), "certificate"),
+        (serde_json::json!({"name": "Third", "listen": "127.0.0.1:0"}), "name"),
+    ] {
+        let (status, body) = api(&server, &key, "POST", "/listeners", Some(change.clone()));
+        assert_eq!(status, 400, "{change}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(field), "{change}: {body}");
+    }
+    let (_, list) = api(&server, &key, "GET", "/listeners", None);
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["smtp", "second"]);
+
+    // Disabled: the port closes at once. Enabled on another port: that one answers.
+    let mut disabled = second.clone();
+    disabled["enabled"] = false.into();
+    let (status, body) = api(&server, &key, "PUT", "/listeners/second", Some(disabled));
+    assert_eq!((status, body["state"].as_str()), (200, Some("stopped")), "{body}");
+    assert!(Client::connect_raw(port).is_err(), "a disabled listener accepts no connection");
+    let moved_port = common::free_port();
+    let mut moved = second.clone();
+    moved["listen"] = format!("127.0.0.1:{moved_port}").into();
+    let (status, body) = api(&server, &key, "PUT", "/listeners/second", Some(moved));
+    assert_eq!(status, 200, "{body}");
+    assert!(greeting(moved_port).starts_with("220 mx2.archive.test"));
+
+    // A restart runs what the catalog holds.
+    server.stop();
+    let server = Server::start_on(&c, smtp_port, &[]);
+    assert!(greeting(moved_port).starts_with("220 mx2.archive.test"), "the listener survives a restart");
+    let audit = c.ok(&["audit", "list", "--limit", "100"]);
+    assert!(audit.contains("listener second added: enabled yes, listen 127.0.0.1:"), "{audit}");
+    assert!(audit.contains("listener second changed: enabled yes → no"), "{audit}");
+
+    let (status, _) = api(&server, &key, "DELETE", "/listeners/second", None);
+    assert_eq!(status, 204);
+    assert!(Client::connect_raw(moved_port).is_err(), "a removed listener accepts no connection");
+    assert!(greeting(smtp_port).starts_with("220 "), "the configured listener runs on");
+}

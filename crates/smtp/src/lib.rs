@@ -10,6 +10,6 @@ pub mod listeners;
 pub mod server;
 pub mod session;
 
-pub use listeners::{Listeners, SmtpSettings};
+pub use listeners::{ListenerSet, SmtpSettings};
 pub use server::{JournalAddresses, Listener, ListenerConfig, Stats};
 pub use session::{Delivery, Recipients, Resolved, Session, SessionConfig, Step, TlsPolicy, Transaction};

@@ -1,19 +1,25 @@
-//! The journaling listeners of a server from their settings (`[smtp]` in coffer.toml): the TLS
-//! certificate (a self-signed one made on first start), journal addresses kept fresh from the
-//! catalog, one listener per address, and their figures flushed to the catalog.
+//! The journaling listeners of a server: each from its settings in the catalog
+//! (`coffer_archive::listeners`, seeded from `[smtp]` in coffer.toml), started, replaced and
+//! stopped live through [`ListenerSet`] (the console's `ListenerControl`); the TLS certificate (a
+//! self-signed one made when a listener's alias has none), journal addresses kept fresh from the
+//! catalog, and each listener's figures flushed to the catalog under its name.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use coffer_archive::listeners::Pending;
+use coffer_archive::listeners::{ListenerControl, ListenerSettings};
 use coffer_archive::{Archive, ArchiveError, Pipeline};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::server::{JournalAddresses, Listener, ListenerConfig, Stats};
 use crate::session::TlsPolicy;
 
-/// The SMTP journaling listener's settings.
+/// The SMTP journaling listeners' settings in coffer.toml: the first listeners (seeds, see
+/// [`SmtpSettings::seeds`]) and what every listener shares.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SmtpSettings {
@@ -64,63 +70,80 @@ impl Default for SmtpSettings {
 }
 
 impl SmtpSettings {
-    pub fn hostname(&self, journal_domain: &str) -> String {
-        self.hostname.clone().unwrap_or_else(|| journal_domain.to_owned())
+    /// The listeners this file defines: `smtp` on `listen`, `smtp-2`, `smtp-3`… on `also_listen`.
+    pub fn seeds(&self) -> Vec<ListenerSettings> {
+        std::iter::once(&self.listen)
+            .chain(&self.also_listen)
+            .enumerate()
+            .map(|(i, listen)| ListenerSettings {
+                name: if i == 0 { "smtp".into() } else { format!("smtp-{}", i + 1) },
+                enabled: self.enabled,
+                listen: listen.clone(),
+                hostname: self.hostname.clone(),
+                tls: format!("{:?}", self.tls).to_lowercase(),
+                certificate: self.certificate.clone(),
+                max_connections: self.max_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
+                max_recipients: self.max_recipients,
+            })
+            .collect()
     }
 
-    /// Setting → value, as the console's Listeners page shows them.
-    pub fn describe(&self, journal_domain: &str, max_message_bytes: u64) -> Vec<(String, String)> {
+    /// What every listener shares, as the Listeners page shows it.
+    pub fn describe_shared(&self, max_message_bytes: u64) -> Vec<(String, String)> {
         vec![
-            ("enabled".into(), self.enabled.to_string()),
             (
-                "listen".into(),
-                std::iter::once(&self.listen).chain(&self.also_listen).cloned().collect::<Vec<_>>().join(", "),
+                "journal address aliases".into(),
+                match self.aliases.is_empty() {
+                    true => "none".into(),
+                    false => self.aliases.iter().map(|(a, t)| format!("{a} → {t}")).collect::<Vec<_>>().join(", "),
+                },
             ),
-            ("hostname".into(), self.hostname(journal_domain)),
-            ("TLS".into(), format!("{:?} (certificate {})", self.tls, self.certificate).to_lowercase()),
-            ("aliases".into(), self.aliases.iter().map(|(a, t)| format!("{a} → {t}")).collect::<Vec<_>>().join(", ")),
-            ("max message size".into(), format!("{max_message_bytes} bytes")),
-            ("max connections".into(), format!("{} ({} per IP)", self.max_connections, self.max_connections_per_ip)),
-            ("max recipients".into(), self.max_recipients.to_string()),
-            ("minimum free disk".into(), format!("{} bytes", self.min_free_bytes)),
+            ("max message size".into(), format!("{} MB", max_message_bytes >> 20)),
+            ("connections per network range".into(), self.max_connections_per_range.to_string()),
+            ("connections per minute per address".into(), self.max_connections_per_minute_per_ip.to_string()),
+            (
+                "command and data timeouts".into(),
+                format!("{} s, {} s", self.command_timeout_secs, self.data_timeout_secs),
+            ),
+            ("minimum free disk".into(), format!("{} MB", self.min_free_bytes >> 20)),
         ]
     }
 }
 
-/// The listeners of a running server.
-pub struct Listeners {
-    tasks: tokio::task::JoinHandle<()>,
+/// A listener as it runs here.
+struct Running {
+    /// `listening on ADDR`, `stopped`, or why it failed.
+    state: String,
+    bound: Option<std::net::SocketAddr>,
+    stop: Option<watch::Sender<bool>>,
+    task: Option<tokio::task::JoinHandle<()>>,
     stats: Arc<Stats>,
-    flusher: tokio::task::JoinHandle<()>,
-    state: coffer_archive::sources::SourceState,
-    data_timeout: Duration,
-    /// The addresses bound (port 0 in the settings gives a free port).
-    pub bound: Vec<std::net::SocketAddr>,
 }
 
-/// Binds every address first (a mistake in any of them stops the start, not half of it), then
-/// serves each until `stopping` turns true.
+/// The listeners of a running server, changed live.
+pub struct ListenerSet {
+    archive: Arc<Archive>,
+    shared: SmtpSettings,
+    pipeline: Pipeline,
+    addresses: Arc<JournalAddresses>,
+    state: coffer_archive::sources::SourceState,
+    stopping: watch::Receiver<bool>,
+    running: Mutex<BTreeMap<String, Running>>,
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Starts every listener of `listeners` (in their order) until `stopping` turns true; one that
+/// cannot start is listed with why, and the others run.
 pub async fn start(
-    archive: &Archive,
-    s: &SmtpSettings,
+    archive: Arc<Archive>,
+    shared: &SmtpSettings,
+    listeners: &[ListenerSettings],
     pipeline: Pipeline,
     stopping: watch::Receiver<bool>,
-) -> Result<Listeners, ArchiveError> {
-    let journal_domain = &archive.config.journal_domain;
-    let hostname = s.hostname(journal_domain);
-    let tls = if s.tls == TlsPolicy::Off {
-        None
-    } else {
-        let certs = archive.certs();
-        if certs.certificate_pem(&s.certificate).is_err() {
-            let subject = coffer_archive::certs::Subject { common_name: hostname.clone(), ..Default::default() };
-            let info = certs.generate(&s.certificate, &subject)?;
-            tracing::warn!(alias = %info.alias, cn = %hostname, "no certificate for SMTP: generated a self-signed one (import a real one with `coffer cert import`)");
-        }
-        Some(coffer_archive::tls::acceptor(&certs, &s.certificate, "smtp.certificate")?)
-    };
+) -> Result<Arc<ListenerSet>, ArchiveError> {
     let mut aliases = HashMap::new();
-    for (address, tenant) in &s.aliases {
+    for (address, tenant) in &shared.aliases {
         let t = archive
             .tenant(Some(tenant))
             .await
@@ -128,70 +151,205 @@ pub async fn start(
         aliases.insert(address.to_ascii_lowercase(), t.id);
     }
     let state = archive.source_state();
-    let addresses = JournalAddresses::new(journal_domain, aliases);
+    let addresses = JournalAddresses::new(&archive.config.journal_domain, aliases);
     addresses.refresh(&state).await?;
     addresses.keep_fresh(state.clone());
-    let stats = Arc::new(Stats::default());
-    let config = ListenerConfig {
-        name: "smtp".into(),
-        hostname,
-        tls: s.tls,
-        max_message_bytes: archive.config.max_message_bytes as usize,
-        max_recipients: s.max_recipients,
-        max_connections: s.max_connections,
-        max_connections_per_ip: s.max_connections_per_ip,
-        max_connections_per_range: s.max_connections_per_range,
-        max_connections_per_minute_per_ip: s.max_connections_per_minute_per_ip,
-        command_timeout: Duration::from_secs(s.command_timeout_secs),
-        data_timeout: Duration::from_secs(s.data_timeout_secs),
-        min_free_bytes: s.min_free_bytes,
-        data_dir: archive.config.data_dir.clone(),
-    };
-    let mut sockets = Vec::new();
-    for address in std::iter::once(&s.listen).chain(&s.also_listen) {
-        let socket = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-            ArchiveError::Invalid(format!(
-                "cannot listen for SMTP on {address}: {e} (port 25 needs root or CAP_NET_BIND_SERVICE; see README)"
-            ))
-        })?;
-        sockets.push(socket);
-    }
-    let mut tasks = Vec::new();
-    let mut bound = Vec::new();
-    for socket in sockets {
-        bound.push(socket.local_addr().map_err(|e| ArchiveError::Io("SMTP socket".into(), e))?);
-        let listener = Listener {
-            config: config.clone(),
-            pipeline: pipeline.clone(),
-            addresses: addresses.clone(),
-            tls: tls.clone(),
-            stats: stats.clone(),
-        };
-        tasks.push(tokio::spawn(listener.serve(socket, stopping.clone())));
-    }
-    let tasks = tokio::spawn(async move {
-        for t in tasks {
-            let _ = t.await;
-        }
+    let set = Arc::new(ListenerSet {
+        archive,
+        shared: shared.clone(),
+        pipeline,
+        addresses,
+        state,
+        stopping,
+        running: Mutex::new(BTreeMap::new()),
+        flusher: Mutex::new(None),
     });
+    for l in listeners {
+        if let Err(e) = set.run(l.clone()).await {
+            tracing::error!(listener = %l.name, error = %e, "SMTP listener not started");
+        }
+    }
     let flusher = {
-        let (stats, state) = (stats.clone(), state.clone());
+        let set = Arc::downgrade(&set);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(10)).await;
-                stats.flush(&state, "smtp").await;
+                let Some(set) = set.upgrade() else { return };
+                set.flush().await;
             }
         })
     };
-    Ok(Listeners { tasks, stats, flusher, state, data_timeout: config.data_timeout, bound })
+    *set.flusher.lock().unwrap() = Some(flusher);
+    Ok(set)
 }
 
-impl Listeners {
+impl ListenerSet {
+    /// The address the listener of that name is bound to.
+    pub fn bound(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.running.lock().unwrap().get(name).and_then(|r| r.bound)
+    }
+
+    fn config(&self, l: &ListenerSettings) -> ListenerConfig {
+        let s = &self.shared;
+        ListenerConfig {
+            name: l.name.clone(),
+            hostname: l.hostname.clone().unwrap_or_else(|| self.archive.config.journal_domain.clone()),
+            tls: tls_policy(&l.tls),
+            max_message_bytes: self.archive.config.max_message_bytes as usize,
+            max_recipients: l.max_recipients,
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            max_connections_per_range: s.max_connections_per_range,
+            max_connections_per_minute_per_ip: s.max_connections_per_minute_per_ip,
+            command_timeout: Duration::from_secs(s.command_timeout_secs),
+            data_timeout: Duration::from_secs(s.data_timeout_secs),
+            min_free_bytes: s.min_free_bytes,
+            data_dir: self.archive.config.data_dir.clone(),
+        }
+    }
+
+    /// The STARTTLS acceptor of a listener; a self-signed certificate is made for an alias that
+    /// has none yet.
+    fn tls(&self, l: &ListenerSettings, hostname: &str) -> Result<Option<TlsAcceptor>, ArchiveError> {
+        if l.tls == "off" {
+            return Ok(None);
+        }
+        let certs = self.archive.certs();
+        if certs.certificate_pem(&l.certificate).is_err() {
+            let subject = coffer_archive::certs::Subject { common_name: hostname.to_owned(), ..Default::default() };
+            let info = certs.generate(&l.certificate, &subject)?;
+            tracing::warn!(alias = %info.alias, cn = %hostname, "no certificate for SMTP: generated a self-signed one (import a real one with `coffer cert import`)");
+        }
+        Ok(Some(coffer_archive::tls::acceptor(&certs, &l.certificate, "the listener's certificate")?))
+    }
+
+    /// Binds and serves `l` in place of the listener of its name. A new address is bound before
+    /// the old listener lets go; the same address after (transactions in flight finish either
+    /// way). When the new one cannot start, the old one is started again.
+    async fn run(&self, l: ListenerSettings) -> Result<String, ArchiveError> {
+        let config = self.config(&l);
+        let old_bound = self.running.lock().unwrap().get(&l.name).and_then(|r| r.bound);
+        let same_address = old_bound.is_some_and(|b| l.listen.parse() == Ok(b));
+        if !l.enabled {
+            self.stop_running(&l.name).await;
+            self.running.lock().unwrap().insert(l.name.clone(), Running::idle("stopped"));
+            return Ok("stopped: it accepts no connections until it is enabled".into());
+        }
+        let tls = self.tls(&l, &config.hostname)?;
+        if same_address {
+            self.stop_running(&l.name).await;
+        }
+        let socket = match tokio::net::TcpListener::bind(&l.listen).await {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!(
+                    "listen {}: cannot listen there: {e} (port 25 needs root or CAP_NET_BIND_SERVICE; see README)",
+                    l.listen
+                );
+                self.running.lock().unwrap().entry(l.name.clone()).or_insert_with(|| Running::idle("")).state =
+                    format!("failed: {why}");
+                return Err(ArchiveError::Invalid(why));
+            }
+        };
+        let bound = socket.local_addr().map_err(|e| ArchiveError::Io("SMTP socket".into(), e))?;
+        if !same_address {
+            self.stop_running(&l.name).await;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut server_stopping = self.stopping.clone();
+        let stats = Arc::new(Stats::default());
+        let listener = Listener {
+            config,
+            pipeline: self.pipeline.clone(),
+            addresses: self.addresses.clone(),
+            tls,
+            stats: stats.clone(),
+        };
+        // Stops when the server stops or when this listener is replaced or removed.
+        let mut either = stopped.clone();
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = server_stopping.wait_for(|s| *s) => {}
+                _ = either.wait_for(|s| *s) => {}
+            }
+            let _ = tx.send(true);
+        });
+        let task = tokio::spawn(listener.serve(socket, rx));
+        tracing::info!(listener = %l.name, %bound, tls = %l.tls, "SMTP journaling listener started");
+        self.running.lock().unwrap().insert(
+            l.name.clone(),
+            Running {
+                state: format!("listening on {bound}"),
+                bound: Some(bound),
+                stop: Some(stop),
+                task: Some(task),
+                stats,
+            },
+        );
+        Ok(format!("listening on {bound}"))
+    }
+
+    /// Stops the listener of that name (its socket closes at once) and records its figures.
+    async fn stop_running(&self, name: &str) {
+        let taken = self.running.lock().unwrap().remove(name);
+        if let Some(r) = taken {
+            if let Some(stop) = r.stop {
+                let _ = stop.send(true);
+            }
+            r.stats.flush(&self.state, name).await;
+        }
+    }
+
+    async fn flush(&self) {
+        let all: Vec<(String, Arc<Stats>)> =
+            self.running.lock().unwrap().iter().map(|(n, r)| (n.clone(), r.stats.clone())).collect();
+        for (name, stats) in all {
+            stats.flush(&self.state, &name).await;
+        }
+    }
+
     /// After `stopping` turned true: lets the transactions in flight finish (up to the data
     /// timeout) and records the last figures.
-    pub async fn finish(self) {
-        let _ = tokio::time::timeout(self.data_timeout, self.tasks).await;
-        self.flusher.abort();
-        self.stats.flush(&self.state, "smtp").await;
+    pub async fn finish(&self) {
+        let tasks: Vec<_> = self.running.lock().unwrap().values_mut().filter_map(|r| r.task.take()).collect();
+        let wait = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(self.shared.data_timeout_secs), wait).await;
+        if let Some(f) = self.flusher.lock().unwrap().take() {
+            f.abort();
+        }
+        self.flush().await;
+    }
+}
+
+impl Running {
+    fn idle(state: &str) -> Running {
+        Running { state: state.into(), bound: None, stop: None, task: None, stats: Arc::new(Stats::default()) }
+    }
+}
+
+fn tls_policy(s: &str) -> TlsPolicy {
+    match s {
+        "off" => TlsPolicy::Off,
+        "require" => TlsPolicy::Require,
+        _ => TlsPolicy::Offer,
+    }
+}
+
+impl ListenerControl for ListenerSet {
+    fn state(&self, name: &str) -> Option<String> {
+        Some(self.running.lock().unwrap().get(name).map(|r| r.state.clone()).unwrap_or_else(|| "not started".into()))
+    }
+
+    fn apply(&self, settings: ListenerSettings) -> Pending<'_, Result<String, ArchiveError>> {
+        Box::pin(self.run(settings))
+    }
+
+    fn remove<'a>(&'a self, name: &'a str) -> Pending<'a, ()> {
+        Box::pin(self.stop_running(name))
     }
 }

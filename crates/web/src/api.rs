@@ -49,6 +49,8 @@ pub(crate) struct Query<T>(pub(crate) T);
         crate::governance::deletions, crate::governance::requests, crate::governance::request_deletion,
         crate::governance::approve, crate::governance::reject,
         crate::imports::start_api, crate::imports::list_api, crate::imports::get_api,
+        crate::listeners::list_api, crate::listeners::get_api, crate::listeners::add_api, crate::listeners::put_api,
+        crate::listeners::delete_api,
     ),
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
@@ -59,7 +61,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         crate::governance::Reason, crate::governance::RunRequest, crate::governance::ApiRunReport,
         crate::governance::ApiRuleOutcome, crate::governance::ApiRun, crate::governance::ApiDeletion,
         crate::governance::DeletionRequestBody, crate::governance::ApiDeletionRequest, crate::governance::ApiKept,
-        crate::governance::ApiManualOutcome, crate::imports::ApiImport,
+        crate::governance::ApiManualOutcome, crate::imports::ApiImport, crate::listeners::ApiListener,
     )),
     modifiers(&Security),
     security(("api_key" = [])),
@@ -83,6 +85,7 @@ pub fn routes() -> Router<Arc<Console>> {
     Router::new()
         .merge(crate::governance::routes())
         .merge(crate::imports::api_routes())
+        .merge(crate::listeners::api_routes())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/me", get(me))
         .route("/search", get(search))

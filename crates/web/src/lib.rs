@@ -19,6 +19,7 @@ mod governance;
 mod governance_pages;
 mod imports;
 mod listener;
+mod listeners;
 mod oidc;
 mod pages;
 mod render;
@@ -31,10 +32,12 @@ use std::time::Duration;
 
 use axum::Router;
 use coffer_archive::Archive;
+use coffer_archive::listeners::ListenerControl;
 use coffer_archive::service::Actor;
 use coffer_archive::sources::SourceControl;
 
 pub use auth::{Role, hash_password, new_api_key};
+pub use coffer_archive::listeners::NoListeners;
 pub use coffer_archive::sources::NoSources;
 pub use error::WebError;
 pub use listener::{HttpSettings, start};
@@ -53,7 +56,7 @@ pub struct WebConfig {
     pub lockout_after: i64,
     pub lockout_minutes: i64,
     pub journal_domain: String,
-    /// The SMTP listeners' settings as name → value, for the Listeners page.
+    /// What every SMTP listener shares, as name → value, for the Listeners page.
     pub smtp: Vec<(String, String)>,
     /// `/metrics` answers a request bearing this token (a Prometheus scraper), or an administrator
     /// of the default tenant; without a token, only the latter. It names every tenant.
@@ -179,13 +182,27 @@ pub struct Console {
     pub config: WebConfig,
     /// The source supervisor, as far as the console shows and drives it.
     pub sources: Arc<dyn SourceControl>,
+    /// The SMTP listeners of this process.
+    pub listeners: Arc<dyn ListenerControl>,
     templates: minijinja::Environment<'static>,
     oidc: oidc::Client,
 }
 
 impl Console {
-    pub fn new(archive: Arc<Archive>, config: WebConfig, sources: Arc<dyn SourceControl>) -> Arc<Console> {
-        Arc::new(Console { archive, config, sources, templates: render::templates(), oidc: oidc::Client::new() })
+    pub fn new(
+        archive: Arc<Archive>,
+        config: WebConfig,
+        sources: Arc<dyn SourceControl>,
+        listeners: Arc<dyn ListenerControl>,
+    ) -> Arc<Console> {
+        Arc::new(Console {
+            archive,
+            config,
+            sources,
+            listeners,
+            templates: render::templates(),
+            oidc: oidc::Client::new(),
+        })
     }
 
     /// Records a configuration change, sign-in or other event in the audit log.
@@ -200,6 +217,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(pages::routes())
         .merge(governance_pages::routes())
         .merge(imports::page_routes())
+        .merge(listeners::page_routes())
         .merge(oidc::routes())
         .nest("/api/v1", api::routes())
         .layer(axum::middleware::from_fn_with_state(console.clone(), auth::authenticate))

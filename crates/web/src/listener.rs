@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use coffer_archive::listeners::ListenerControl;
 use coffer_archive::sources::SourceControl;
 use coffer_archive::{Archive, ArchiveError};
 use serde::{Deserialize, Serialize};
@@ -64,13 +65,14 @@ impl Default for HttpSettings {
     }
 }
 
-/// Binds `h.listen` and serves the console and the API until `stopping` turns true. `listeners`
-/// is what the Listeners page shows of the SMTP settings.
+/// Binds `h.listen` and serves the console and the API until `stopping` turns true. `smtp` is
+/// what the Listeners page shows of the settings every SMTP listener shares; `listeners` runs them.
 pub async fn start(
     archive: Arc<Archive>,
     h: &HttpSettings,
-    listeners: Vec<(String, String)>,
+    smtp: Vec<(String, String)>,
     sources: Arc<dyn SourceControl>,
+    listeners: Arc<dyn ListenerControl>,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(tokio::task::JoinHandle<()>, std::net::SocketAddr), ArchiveError> {
     let tls = match &h.certificate {
@@ -97,7 +99,7 @@ pub async fn start(
         header_timeout: Duration::from_secs(h.header_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(h.request_timeout_secs.max(1)),
         max_upload_bytes: h.max_upload_mib.max(1).saturating_mul(1 << 20),
-        smtp: listeners,
+        smtp,
     };
     if let Some(token) = archive.identity().new_setup_token().await? {
         // A plain line the operator (and scripts) can read: the link works once, for a day.
@@ -106,7 +108,7 @@ pub async fn start(
             "no console account exists yet: open the set-up link printed above, or create the first administrator with `coffer user add admin --role administrator` (it reads the password from stdin)"
         );
     }
-    let console = Console::new(archive, web, sources);
+    let console = Console::new(archive, web, sources, listeners);
     tracing::info!(%bound, %scheme, "web console and API started");
     Ok((tokio::spawn(crate::serve(console, socket, tls, stopping)), bound))
 }

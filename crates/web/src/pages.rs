@@ -47,7 +47,6 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/account/keys", post(add_key))
         .route("/account/keys/{id}/revoke", post(revoke_key))
         .route("/config", get(|| async { Redirect::to("/config/listeners") }))
-        .route("/config/listeners", get(listeners))
         .route("/config/tenants/{id}/networks", post(allow_network))
         .route("/config/connections", get(connections))
         .route("/config/connections/{name}/test", post(test_connection))
@@ -704,19 +703,6 @@ async fn add_key(State(console): State<Arc<Console>>, who: Principal, Form(f): F
 async fn revoke_key(State(console): State<Arc<Console>>, who: Principal, Path(id): Path<i64>) -> PageResult {
     crate::api::revoke_api_key(&console, &who, id).await?;
     Ok(Redirect::to("/account").into_response())
-}
-
-async fn listeners(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
-    let tenants: Vec<_> = console
-        .archive
-        .admin()
-        .tenants(&who.actor())
-        .await?
-        .into_iter()
-        .map(|t| context! { id => t.tenant.id, name => t.tenant.name, address => t.journal_address, networks => t.networks })
-        .collect();
-    let html = page(&console, Some(&who), "config_listeners.html", context! { smtp => console.config.smtp, tenants })?;
-    Ok(html.into_response())
 }
 
 #[derive(Deserialize)]

@@ -3,9 +3,20 @@
 // failed expectation exits non-zero with the reason. Screenshots go to $ARTIFACTS.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import { browser, expect, shot } from './browser.mjs';
 
-const { BASE, PASSWORD, EXPECTED_SHA256 } = process.env;
+const { BASE, PASSWORD, EXPECTED_SHA256, LISTENER_PORT } = process.env;
+
+// The first line an SMTP listener sends on the port.
+function smtpGreeting(port) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), '127.0.0.1');
+    socket.setTimeout(10000, () => { socket.destroy(); reject(new Error('no greeting')); });
+    socket.once('data', (data) => { socket.end('QUIT\r\n'); resolve(data.toString()); });
+    socket.once('error', reject);
+  });
+}
 async function fresh() {
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1366, height: 900 } });
   const page = await context.newPage();
@@ -62,6 +73,25 @@ try {
     await shot(page, 'audit');
     await page.goto(`${BASE}/config/login`);
     await shot(page, 'login-settings');
+
+    // Configuration → Listeners → New listener: it answers on its port at once; a mistake is
+    // refused beside the form with what was typed kept.
+    await page.goto(`${BASE}/config/listeners`);
+    await page.fill('#new-listener input[name=name]', 'second');
+    await page.fill('#new-listener input[name=listen]', `127.0.0.1:${LISTENER_PORT}`);
+    await page.fill('#new-listener input[name=hostname]', 'mx2.archive.test');
+    await page.selectOption('#new-listener select[name=tls]', 'off');
+    await page.click('#new-listener button[type=submit]');
+    await page.waitForSelector('#listener-result');
+    expect((await page.textContent('#listener-result')).includes(`listening on 127.0.0.1:${LISTENER_PORT}`), 'the new listener is listening');
+    expect((await smtpGreeting(LISTENER_PORT)).startsWith('220 mx2.archive.test'), 'it answers SMTP on its port without a restart');
+    await page.fill('#new-listener input[name=name]', 'third');
+    await page.fill('#new-listener input[name=listen]', 'mail.contoso.com');
+    await page.click('#new-listener button[type=submit]');
+    await page.waitForSelector('#new-listener-error');
+    expect((await page.textContent('#new-listener-error')).startsWith('listen "mail.contoso.com"'), 'a wrong address is refused, naming the field');
+    expect((await page.inputValue('#new-listener input[name=name]')) === 'third', 'what was typed stays');
+    await shot(page, 'listeners', [1366, 390]);
 
     // Volumes → Import: an uploaded mbox comes in with its progress shown; a broken zip is refused
     // beside the form, with what was typed kept.

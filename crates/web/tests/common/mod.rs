@@ -74,7 +74,8 @@ impl Site {
         let archive = Arc::new(runtime.block_on(Archive::open(config, true)).unwrap());
         let catalog = runtime.block_on(Catalog::connect(&url)).unwrap();
         let (ids, originals, keys) = runtime.block_on(fixtures(&archive));
-        let console = Console::new(archive.clone(), web, Arc::new(coffer_web::NoSources));
+        let console =
+            Console::new(archive.clone(), web, Arc::new(coffer_web::NoSources), Arc::new(coffer_web::NoListeners));
         let (stop, stopping) = tokio::sync::watch::channel(false);
         runtime.spawn(coffer_web::serve(console, listener, None, stopping));
         Site { _dir: dir, runtime, archive, catalog, base, ids, originals, keys, _stop: stop }
