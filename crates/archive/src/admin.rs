@@ -16,6 +16,8 @@ use crate::{ArchiveError, Tenant};
 pub const MIN_PASSWORD: usize = 10;
 /// Most domains one tenant names, and most characters of a display name.
 const MAX_DOMAINS: usize = 100;
+/// Most sending networks one tenant names.
+const MAX_NETWORKS: usize = 200;
 const MAX_DISPLAY_NAME: usize = 200;
 
 /// What an account may do. Ordered: each role can do what the ones below it can.
@@ -221,16 +223,7 @@ impl Admin<'_> {
         if name.is_empty() || name.len() > 100 || name.chars().any(|c| c.is_control() || c == '@') {
             return Err(ArchiveError::Invalid("a tenant name has 1 to 100 characters, without '@'".into()));
         }
-        let domains = domains
-            .iter()
-            .flat_map(|d| d.split([',', ' ', '\n']))
-            .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
-            .filter(|d| !d.is_empty())
-            .map(|d| check_domain(&d).map(|_| d))
-            .collect::<Result<Vec<_>, _>>()?;
-        if domains.len() > MAX_DOMAINS {
-            return Err(ArchiveError::Invalid(format!("at most {MAX_DOMAINS} domains per tenant")));
-        }
+        let domains = parse_domains(domains)?;
         let t = self.archive.catalog.add_tenant(name, &domains).await?;
         self.archive.record_changes().await?;
         let info = self.tenant_info(t, Vec::new()).await?;
@@ -242,6 +235,48 @@ impl Admin<'_> {
         );
         self.audit(actor, "configuration", &detail).await?;
         Ok(info)
+    }
+
+    /// Replaces a tenant's domains and the sending networks its journal reports are accepted
+    /// from (none: any host). Its journal address never changes. Recorded as evidence at once and
+    /// audited with before and after.
+    pub async fn update_tenant(
+        &self,
+        actor: &Actor,
+        tenant_id: i64,
+        domains: &[String],
+        networks: &[String],
+    ) -> Result<TenantInfo, ArchiveError> {
+        actor.require_system_admin()?;
+        let domains = parse_domains(domains)?;
+        let mut nets = networks
+            .iter()
+            .flat_map(|n| n.split([',', ' ', '\n']))
+            .filter(|n| !n.trim().is_empty())
+            .map(parse_network)
+            .collect::<Result<Vec<_>, _>>()?;
+        nets.sort();
+        nets.dedup();
+        if nets.len() > MAX_NETWORKS {
+            return Err(ArchiveError::Invalid(format!("at most {MAX_NETWORKS} sending networks per tenant")));
+        }
+        let catalog = &self.archive.catalog;
+        let before = catalog.tenant(tenant_id).await?.ok_or(ArchiveError::NotFound)?;
+        let networks_before = catalog.tenant_networks().await?.remove(&tenant_id).unwrap_or_default();
+        catalog.set_tenant_scope(tenant_id, &domains, &nets).await?;
+        self.archive.record_changes().await?;
+        let list = |l: &[String]| if l.is_empty() { "none".to_owned() } else { l.join(", ") };
+        let detail = format!(
+            "tenant {}: domains {} → {}; sending networks {} → {}",
+            before.name,
+            list(&before.domains),
+            list(&domains),
+            list(&networks_before),
+            list(&nets)
+        );
+        self.audit(actor, "configuration", &detail).await?;
+        let after = catalog.tenant(tenant_id).await?.ok_or(ArchiveError::NotFound)?;
+        self.tenant_info(after, nets).await
     }
 
     /// Accepts `tenant`'s journal reports only from these networks (and any added before).
@@ -713,6 +748,23 @@ fn addresses(list: &[String]) -> Result<Vec<String>, ArchiveError> {
     }
     out.dedup();
     Ok(out)
+}
+
+/// Domains as typed (separated by commas, spaces or lines; a leading `@` dropped), checked.
+fn parse_domains(domains: &[String]) -> Result<Vec<String>, ArchiveError> {
+    let mut domains = domains
+        .iter()
+        .flat_map(|d| d.split([',', ' ', '\n']))
+        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+        .map(|d| check_domain(&d).map(|_| d))
+        .collect::<Result<Vec<_>, _>>()?;
+    domains.sort();
+    domains.dedup();
+    if domains.len() > MAX_DOMAINS {
+        return Err(ArchiveError::Invalid(format!("at most {MAX_DOMAINS} domains per tenant")));
+    }
+    Ok(domains)
 }
 
 fn check_domain(d: &str) -> Result<(), ArchiveError> {

@@ -36,6 +36,13 @@ async fn a_lost_catalog_is_rebuilt_from_the_volumes_exactly_and_the_journal_addr
         let admin = t.archive.admin();
         let contoso = admin.add_tenant(&t.actor, "contoso", &["contoso.com".into()]).await.unwrap().tenant;
         admin.allow_network(&t.actor, contoso.id, "192.0.2.0/24").await.unwrap();
+        // An edit of the tenant's domains and networks is evidence too.
+        let domains = ["contoso.com".to_owned(), "contoso.ch".to_owned()];
+        let networks = ["192.0.2.0/24".to_owned(), "198.51.100.7".to_owned()];
+        let edited = admin.update_tenant(&t.actor, contoso.id, &domains, &networks).await.unwrap();
+        assert_eq!(edited.tenant.domains, ["contoso.ch", "contoso.com"], "{label}");
+        assert_eq!(edited.networks, ["192.0.2.0/24", "198.51.100.7/32"], "{label}");
+        assert_eq!(edited.tenant.journal_token, contoso.journal_token, "{label}: the journal address never changes");
         let journal_address = contoso.journal_address("archive.localhost");
         let p = &t.pipeline;
 
@@ -157,7 +164,11 @@ async fn a_lost_catalog_is_rebuilt_from_the_volumes_exactly_and_the_journal_addr
         let tenants = archive.source_state().journal_tenants().await.unwrap();
         let (found, networks) =
             tenants.iter().find(|(t, _)| t.journal_address("archive.localhost") == journal_address).unwrap();
-        assert_eq!((found.id, networks.as_slice()), (contoso.id, ["192.0.2.0/24".to_owned()].as_slice()), "{label}");
+        assert_eq!(
+            (found.id, networks.as_slice()),
+            (contoso.id, ["192.0.2.0/24", "198.51.100.7/32"].map(String::from).as_slice()),
+            "{label}: the edit survives"
+        );
         let env = Envelope::new("alice@contoso.com", "after the rebuild", "<after@contoso.com>")
             .line("Bcc", "carol@contoso.com");
         let fresh = archive

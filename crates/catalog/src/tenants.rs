@@ -149,6 +149,41 @@ impl Catalog {
         Ok(())
     }
 
+    /// Replaces a tenant's domains and sending networks (both checked by the caller); its state
+    /// is to be recorded again as evidence. A domain of another tenant is refused.
+    pub async fn set_tenant_scope(&self, tenant_id: i64, domains: &[String], networks: &[String]) -> Result<()> {
+        let mut tx = self.write().await?;
+        for domain in domains {
+            let owner: Option<i64> = sqlx::query("SELECT tenant_id FROM tenant_domains WHERE domain = $1")
+                .bind(domain)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.get(0));
+            if owner.is_some_and(|o| o != tenant_id) {
+                return Err(CatalogError::Invalid(format!("domain {domain} belongs to another tenant already")));
+            }
+        }
+        sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1").bind(tenant_id).execute(&mut *tx).await?;
+        for domain in domains {
+            sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)")
+                .bind(domain)
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM tenant_networks WHERE tenant_id = $1").bind(tenant_id).execute(&mut *tx).await?;
+        for cidr in networks {
+            sqlx::query("INSERT INTO tenant_networks (tenant_id, cidr) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(tenant_id)
+                .bind(cidr)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE tenants SET evidenced = NULL WHERE id = $1").bind(tenant_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The tenant's state is to be recorded (again) as evidence.
     pub async fn mark_tenant_unrecorded(&self, tenant_id: i64) -> Result<()> {
         sqlx::query("UPDATE tenants SET evidenced = NULL WHERE id = $1").bind(tenant_id).execute(&self.pool).await?;

@@ -42,7 +42,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         Authenticate with an API key: `Authorization: Bearer ck_…` (create one under Account in the console)."),
     paths(
         me, search, message, raw, attachment, folders, export, status, audit, volumes, close_volume_api,
-        users, add_user_api, update_user_api, user_claims, tenants, add_tenant_api, allow_network_api, certificates, generate_certificate_api,
+        users, add_user_api, update_user_api, user_claims, tenants, add_tenant_api, update_tenant_api, allow_network_api, certificates, generate_certificate_api,
         get_login, put_login, api_keys, add_api_key, delete_api_key, connections, test_connection_api, start_api, stop_api, mailboxes_api,
         crate::governance::rules, crate::governance::add_rule, crate::governance::remove_rule, crate::governance::runs,
         crate::governance::run, crate::governance::holds, crate::governance::place_hold, crate::governance::release_hold,
@@ -54,7 +54,7 @@ pub(crate) struct Query<T>(pub(crate) T);
     ),
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
-        NewUserRequest, UserChange, NewTenantRequest, CertificateRequest, ApiCertificate, LoginConfig, ApiAuditEntry,
+        NewUserRequest, UserChange, NewTenantRequest, TenantChange, CertificateRequest, ApiCertificate, LoginConfig, ApiAuditEntry,
         ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, ApiRole, Connection, crate::JobState, crate::settings::OidcSettings,
         ApiRoleAssignment, ApiTraffic, crate::MailboxStatus, Network, TenantCreated, CertificateCreated, UserCreated,
         crate::governance::ApiRule, crate::governance::RuleRequest, crate::governance::ApiHold, crate::governance::HoldRequest,
@@ -102,6 +102,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/users/{id}", put(update_user_api))
         .route("/users/{id}/claims", get(user_claims))
         .route("/tenants", get(tenants).post(add_tenant_api))
+        .route("/tenants/{id}", put(update_tenant_api))
         .route("/tenants/{id}/networks", post(allow_network_api))
         .route("/certificates", get(certificates).post(generate_certificate_api))
         .route("/config/login", get(get_login).put(put_login))
@@ -614,20 +615,25 @@ async fn user_claims(
 
 #[derive(Serialize, ToSchema)]
 pub struct ApiTenant {
+    pub id: i64,
     pub name: String,
     pub domains: Vec<String>,
     /// Where Exchange's journal rule sends this tenant's reports.
     pub journal_address: String,
     pub messages: i64,
+    /// Sending networks its journal reports are accepted from (empty: any host).
+    pub networks: Vec<String>,
 }
 
 impl From<TenantInfo> for ApiTenant {
     fn from(t: TenantInfo) -> Self {
         ApiTenant {
+            id: t.tenant.id,
             name: t.tenant.name,
             domains: t.tenant.domains,
             journal_address: t.journal_address,
             messages: t.messages,
+            networks: t.networks,
         }
     }
 }
@@ -668,6 +674,31 @@ async fn add_tenant_api(
 ) -> Result<Response, WebError> {
     let address = add_tenant(&console, &who, &r).await?;
     Ok((axum::http::StatusCode::CREATED, Json(TenantCreated { journal_address: address })).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct TenantChange {
+    /// The tenant's mail domains (each may also be a comma-separated list); replaces the old ones.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Sending networks its journal reports are accepted from, e.g. `40.92.0.0/15`; replaces the
+    /// old ones (none: any host).
+    #[serde(default)]
+    pub networks: Vec<String>,
+}
+
+/// Changes a tenant's domains and sending networks; its journal address never changes. Recorded
+/// as evidence and audited with before and after (administrators of the default tenant).
+#[utoipa::path(put, path = "/tenants/{id}", params(("id" = i64, Path)), request_body = TenantChange,
+    responses((status = 200, body = ApiTenant), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
+async fn update_tenant_api(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(id): Path<i64>,
+    Body(c): Body<TenantChange>,
+) -> ApiResult<ApiTenant> {
+    let t = console.archive.admin().update_tenant(&who.actor(), id, &c.domains, &c.networks).await?;
+    Ok(Json(t.into()))
 }
 
 pub async fn allow_network(console: &Console, who: &Principal, tenant_id: i64, cidr: &str) -> Result<String, WebError> {

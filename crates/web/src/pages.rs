@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Form, Multipart, Path, Query, State};
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use coffer_archive::Sort;
@@ -61,6 +61,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/config/users", get(users).post(add_user))
         .route("/config/users/{id}", post(update_user))
         .route("/config/tenants", get(tenants).post(add_tenant))
+        .route("/config/tenants/{id}", post(edit_tenant))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/o365", get(webhook_get).post(webhook))
@@ -1077,10 +1078,16 @@ async fn update_user(
 
 async fn tenants(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
     who.require_system_admin()?;
-    render_tenants(&console, &who, None).await
+    render_tenants(&console, &who, None, None).await
 }
 
-async fn render_tenants(console: &Console, who: &Principal, error: Option<String>) -> PageResult {
+/// The tenants; `edit_error` is a refused edit (the tenant's id, why and what was typed).
+async fn render_tenants(
+    console: &Console,
+    who: &Principal,
+    error: Option<String>,
+    edit_error: Option<(i64, String, TenantForm)>,
+) -> PageResult {
     let tenants: Vec<_> = console
         .archive
         .admin()
@@ -1088,10 +1095,42 @@ async fn render_tenants(console: &Console, who: &Principal, error: Option<String
         .await?
         .into_iter()
         .map(|t| {
-            context! { name => t.tenant.name, domains => t.tenant.domains, address => t.journal_address, messages => t.messages }
+            let (edit_error, form) = match &edit_error {
+                Some((id, why, typed)) if *id == t.tenant.id => (Some(why.clone()), typed.clone()),
+                _ => (None, TenantForm { domains: t.tenant.domains.join(", "), networks: t.networks.join(", ") }),
+            };
+            context! { id => t.tenant.id, name => t.tenant.name, domains => t.tenant.domains, networks => t.networks,
+            address => t.journal_address, messages => t.messages, edit_error, form }
         })
         .collect();
-    Ok(page(console, Some(who), "config_tenants.html", context! { tenants, error })?.into_response())
+    let status = if error.is_some() || edit_error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let html = page(console, Some(who), "config_tenants.html", context! { tenants, error })?;
+    Ok((status, html).into_response())
+}
+
+#[derive(Deserialize, serde::Serialize, Clone, Default)]
+#[serde(default)]
+struct TenantForm {
+    domains: String,
+    networks: String,
+}
+
+async fn edit_tenant(
+    State(console): State<Arc<Console>>,
+    who: Principal,
+    Path(id): Path<i64>,
+    Form(f): Form<TenantForm>,
+) -> PageResult {
+    let done = console
+        .archive
+        .admin()
+        .update_tenant(&who.actor(), id, std::slice::from_ref(&f.domains), std::slice::from_ref(&f.networks))
+        .await;
+    match done.map_err(WebError::from) {
+        Ok(_) => Ok(Redirect::to("/config/tenants").into_response()),
+        Err(WebError::BadRequest(e)) => render_tenants(&console, &who, None, Some((id, e, f))).await,
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn add_tenant(
@@ -1101,7 +1140,7 @@ async fn add_tenant(
 ) -> PageResult {
     match crate::api::add_tenant(&console, &who, &f).await {
         Ok(_) => Ok(Redirect::to("/config/tenants").into_response()),
-        Err(WebError::BadRequest(e)) => render_tenants(&console, &who, Some(e)).await,
+        Err(WebError::BadRequest(e)) => render_tenants(&console, &who, Some(e), None).await,
         Err(e) => Err(e.into()),
     }
 }

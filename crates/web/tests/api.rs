@@ -516,6 +516,46 @@ fn an_administrative_change_is_audited_alike_from_the_api_and_the_console() {
         &[("cidr", "198.51.100.0/33"), ("csrf", &csrf)],
     );
     assert_eq!(bad.status, 400, "{}", bad.text());
+
+    // A tenant's domains and networks are edited whole, alike from the API and the console; the
+    // journal address stays.
+    let edited = admin.send(
+        "PUT",
+        &format!("/api/v1/tenants/{}", id("northwind")),
+        json!({"domains": ["northwind.com", "@Northwind.CH"], "networks": ["40.92.0.0/15"]}),
+    );
+    assert_eq!(edited.status, 200, "{}", edited.text());
+    let edited = edited.json();
+    assert_eq!(edited["domains"], json!(["northwind.ch", "northwind.com"]));
+    assert_eq!(edited["networks"], json!(["40.92.0.0/15"]));
+    assert_eq!(edited["journal_address"].as_str(), Some(address("northwind").as_str()));
+    let page_edit = browser.post_form(
+        &format!("/config/tenants/{}", id("tailspin")),
+        &[("domains", "tailspin.com, tailspin.de"), ("networks", ""), ("csrf", &csrf)],
+    );
+    assert_eq!(page_edit.status, 303, "{}", page_edit.text());
+    let audit = site.audit_text();
+    assert!(
+        audit.contains("configuration | tenant northwind: domains northwind.com → northwind.ch, northwind.com; sending networks 203.0.113.0/24 → 40.92.0.0/15"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("configuration | tenant tailspin: domains tailspin.com → tailspin.com, tailspin.de; sending networks 198.51.100.0/24 → none"),
+        "{audit}"
+    );
+    // Another tenant's domain or a malformed network is refused beside the form, typed text kept.
+    let taken = browser.post_form(
+        &format!("/config/tenants/{}", id("tailspin")),
+        &[("domains", "northwind.com"), ("networks", ""), ("csrf", &csrf)],
+    );
+    assert_eq!(taken.status, 400, "{}", taken.text());
+    assert!(taken.text().contains("northwind.com belongs to another tenant"), "{}", taken.text());
+    assert!(taken.text().contains("value=\"northwind.com\""), "{}", taken.text());
+    let malformed =
+        admin.send("PUT", &format!("/api/v1/tenants/{}", id("tailspin")), json!({"networks": ["10.0.0.0/40"]}));
+    assert_eq!(malformed.status, 400, "{}", malformed.text());
+    assert_eq!(admin.send("PUT", "/api/v1/tenants/999", json!({})).status, 404);
+    assert_eq!(site.api("auditor").send("PUT", &format!("/api/v1/tenants/{}", id("tailspin")), json!({})).status, 403);
 }
 
 #[test]

@@ -60,15 +60,25 @@ try {
 
     // A configuration change shows up in the audit log.
     await page.goto(`${BASE}/config/tenants`);
-    await page.fill('input[name=name]', 'northwind');
-    await page.fill('input[name=domains]', 'northwind.example');
+    await page.fill('form[action="/config/tenants"] input[name=name]', 'northwind');
+    await page.fill('form[action="/config/tenants"] input[name=domains]', 'northwind.example');
     await page.click('form[action="/config/tenants"] button[type=submit]');
     await page.waitForURL(`${BASE}/config/tenants`);
     expect((await page.textContent('#tenants')).includes('northwind'), 'the new tenant is listed');
-    await shot(page, 'tenants');
+    // Edit it: another domain and the networks its reports come from.
+    const edit = page.locator('details.tenant-edit', { hasText: 'Edit northwind' });
+    await edit.locator('summary').click();
+    await edit.locator('input[name=domains]').fill('northwind.example, northwind.test');
+    await edit.locator('input[name=networks]').fill('40.92.0.0/15');
+    await edit.locator('button[type=submit]').click();
+    await page.waitForURL(`${BASE}/config/tenants`);
+    const row = await page.textContent('#tenants');
+    expect(row.includes('northwind.example, northwind.test') && row.includes('40.92.0.0/15'), 'the edited domains and networks are listed');
+    await shot(page, 'tenants', [1366, 390]);
     await page.goto(`${BASE}/audit`);
     const audit = await page.textContent('#audit');
     expect(audit.includes('tenant northwind added'), 'the change is in the audit log');
+    expect(audit.includes('tenant northwind: domains northwind.example → northwind.example, northwind.test'), 'the edit is audited with before and after');
     expect(audit.includes('subject:quarterly'), 'the search is in the audit log with its query');
     await shot(page, 'audit');
     await page.goto(`${BASE}/config/login`);
