@@ -165,7 +165,8 @@ fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
             budget.push(&mut doc.body, &text);
         }
     }
-    for part in message.attachments() {
+    let inline = crate::view::inline_images(&message);
+    for (_, part) in message.attachments().enumerate().filter(|(i, _)| !inline.contains(i)) {
         let content_type = part
             .content_type()
             .map(|ct| match ct.subtype() {

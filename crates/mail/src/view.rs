@@ -10,7 +10,103 @@ pub struct MessageView {
     pub headers: Vec<(String, String)>,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// Attachments, without the inline images.
     pub attachments: Vec<AttachmentInfo>,
+    /// Raster images the HTML shows by `cid:`: shown in place, not listed.
+    pub inline: Vec<InlineImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineImage {
+    /// The Content-ID, without its angle brackets.
+    pub cid: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+/// Image types shown in place; others (SVG can carry script) stay attachments.
+const RASTER: [&str; 6] = ["image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp"];
+/// Most bytes of inline images one message shows in place; past that they stay attachments.
+const MAX_INLINE_BYTES: usize = 16 << 20;
+
+impl MessageView {
+    /// The HTML body with each `cid:` reference to an inline image replaced by a `data:` URL of
+    /// it (the only `data:` URLs the console keeps).
+    pub fn html_with_inline_images(&self) -> Option<String> {
+        use base64::Engine;
+        let html = self.html.as_deref()?;
+        let mut out = String::with_capacity(html.len());
+        let mut at = 0;
+        for (start, end, id) in cid_references(html) {
+            if let Some(image) = self.inline.iter().find(|i| i.cid.eq_ignore_ascii_case(id)) {
+                out.push_str(&html[at..start]);
+                out.push_str(&format!(
+                    "data:{};base64,{}",
+                    image.content_type,
+                    base64::engine::general_purpose::STANDARD.encode(&image.data)
+                ));
+                at = end;
+            }
+        }
+        out.push_str(&html[at..]);
+        Some(out)
+    }
+}
+
+/// Every `cid:` reference in an HTML text as (start, end, id), found in one pass; an id ends at
+/// a quote, a bracket, a parenthesis or white space.
+pub fn cid_references(html: &str) -> Vec<(usize, usize, &str)> {
+    let bytes = html.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i + 4 <= bytes.len() {
+        if bytes[i..i + 4].eq_ignore_ascii_case(b"cid:") {
+            let start = i;
+            let id_start = i + 4;
+            let mut end = id_start;
+            while end < bytes.len()
+                && !matches!(bytes[end], b'"' | b'\'' | b'<' | b'>' | b'(' | b')' | b' ' | b'\t' | b'\r' | b'\n')
+            {
+                end += 1;
+            }
+            if end > id_start {
+                found.push((start, end, &html[id_start..end]));
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// The numbers (in `attachments()` order) of the raster images the HTML body shows by `cid:`,
+/// within [`MAX_INLINE_BYTES`].
+pub(crate) fn inline_images(message: &mail_parser::Message) -> std::collections::HashSet<usize> {
+    let mut referenced = std::collections::HashSet::new();
+    for &id in &message.html_body {
+        if let Some(PartType::Html(h)) = message.part(id).map(|p| &p.body) {
+            referenced.extend(cid_references(h).into_iter().map(|(_, _, id)| id.to_ascii_lowercase()));
+        }
+    }
+    let mut inline = std::collections::HashSet::new();
+    if referenced.is_empty() {
+        return inline;
+    }
+    let mut bytes = 0;
+    for (index, part) in message.attachments().enumerate() {
+        let Some(cid) = part.content_id() else { continue };
+        let cid = cid.trim().trim_start_matches('<').trim_end_matches('>').to_ascii_lowercase();
+        let size = part.contents().len();
+        if referenced.contains(&cid)
+            && RASTER.contains(&content_type(part).as_str())
+            && bytes + size <= MAX_INLINE_BYTES
+        {
+            bytes += size;
+            inline.insert(index);
+        }
+    }
+    inline
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -55,17 +151,27 @@ fn view_unguarded(raw: &[u8]) -> MessageView {
             })
             .collect(),
     );
-    let attachments = message
-        .attachments()
-        .enumerate()
-        .map(|(index, part)| AttachmentInfo {
-            index,
-            name: attachment_name(part, index),
-            content_type: content_type(part),
-            size: part.contents().len(),
-        })
-        .collect();
-    MessageView { headers, text, html, attachments }
+    let shown_inline = inline_images(&message);
+    let mut attachments = Vec::new();
+    let mut inline = Vec::new();
+    for (index, part) in message.attachments().enumerate() {
+        if shown_inline.contains(&index) {
+            let cid = part.content_id().unwrap_or_default().trim().trim_start_matches('<').trim_end_matches('>');
+            inline.push(InlineImage {
+                cid: cid.to_owned(),
+                content_type: content_type(part),
+                data: part.contents().to_vec(),
+            });
+        } else {
+            attachments.push(AttachmentInfo {
+                index,
+                name: attachment_name(part, index),
+                content_type: content_type(part),
+                size: part.contents().len(),
+            });
+        }
+    }
+    MessageView { headers, text, html, attachments, inline }
 }
 
 /// The decoded bytes of attachment `index`, with its name and content type.
@@ -126,6 +232,39 @@ fn unfold(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const INLINE: &[u8] = b"From: a@contoso.com\r\nTo: b@contoso.com\r\nSubject: logo\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: multipart/related; boundary=r\r\n\r\n\
+--r\r\nContent-Type: text/html\r\n\r\n<p>Hi</p><img src=\"cid:Logo@1\"><img src='CID:chart@1'><img src=\"cid:vector@1\">\r\n\
+--r\r\nContent-Type: image/png\r\nContent-ID: <Logo@1>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n\
+--r\r\nContent-Type: image/gif\r\nContent-ID: <chart@1>\r\nContent-Transfer-Encoding: base64\r\n\r\nR0lGODlh\r\n\
+--r\r\nContent-Type: image/svg+xml\r\nContent-ID: <vector@1>\r\n\r\n<svg onload=alert(1)/>\r\n\
+--r\r\nContent-Type: image/png\r\nContent-ID: <unused@1>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n\
+--r--\r\n--m\r\nContent-Type: application/pdf; name=q3.pdf\r\nContent-Disposition: attachment; filename=q3.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQ=\r\n--m--\r\n";
+
+    #[test]
+    fn raster_images_the_html_shows_by_cid_are_inline_not_attachments() {
+        let v = view(INLINE);
+        let names: Vec<(usize, &str)> = v.attachments.iter().map(|a| (a.index, a.content_type.as_str())).collect();
+        // The SVG (not raster), the image nothing refers to and the PDF stay attachments, with
+        // the numbers downloads use.
+        assert_eq!(names, [(2, "image/svg+xml"), (3, "image/png"), (4, "application/pdf")]);
+        assert_eq!(attachment(INLINE, 4).unwrap().0.name, "q3.pdf");
+        let html = v.html_with_inline_images().unwrap();
+        assert!(html.contains("<img src=\"data:image/png;base64,iVBORw0KGgo=\">"), "{html}");
+        assert!(html.contains("<img src='data:image/gif;base64,R0lGODlh'>"), "{html}");
+        assert!(html.contains("cid:vector@1"), "an SVG is never inlined: {html}");
+        let doc = crate::parse(INLINE);
+        assert_eq!(doc.attachments.len(), 3, "inline images do not count for has:attachment");
+    }
+
+    #[test]
+    fn cid_references_are_found_in_one_pass_with_their_ends() {
+        let html = "<img src=\"cid:a@x\"> url(cid:b@x) <img src=cid:c@x> cid: cId:D@x";
+        let found: Vec<&str> = cid_references(html).into_iter().map(|(_, _, id)| id).collect();
+        assert_eq!(found, ["a@x", "b@x", "c@x", "D@x"]);
+    }
 
     const MIXED: &[u8] =
         b"From: Alice <alice@contoso.com>\r\nTo: bob@contoso.com\r\nSubject: =?utf-8?q?Caf=C3=A9?=\r\n\

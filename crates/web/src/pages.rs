@@ -320,6 +320,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_raster_images_keep_data_urls_in_a_cleaned_body() {
+        let html = "<img src=\"data:image/png;base64,AAAA\"><img src=\"data:image/svg+xml,<svg onload=alert(1)>\">\
+<a href=\"data:text/html,<script>alert(1)</script>\">x</a><img src=\"https://remote.example/p.png\">";
+        let clean = clean_html(html);
+        assert!(clean.contains("<img src=\"data:image/png;base64,AAAA\">"), "{clean}");
+        assert!(!clean.contains("svg") && !clean.contains("text/html"), "{clean}");
+        assert!(
+            clean.contains("https://remote.example/p.png"),
+            "remote images stay for the frame's CSP to block: {clean}"
+        );
+    }
+
+    #[test]
     fn folders_become_a_tree_with_the_selection_marked_and_its_branch_open() {
         let row = |folder: &str, messages| coffer_archive::catalog::FolderRow {
             mailbox: "alice@contoso.com".into(),
@@ -518,10 +531,7 @@ async fn body(
 ) -> PageResult {
     let id = message_id(&id)?;
     let (_, view) = console.archive.view(&who.actor(), id).await?;
-    let clean = ammonia::Builder::default()
-        .add_generic_attributes(["style"])
-        .clean(view.html.as_deref().unwrap_or(""))
-        .to_string();
+    let clean = clean_html(&view.html_with_inline_images().unwrap_or_default());
     let images = if q.remote { "img-src data: https: http:" } else { "img-src data:" };
     let csp = format!(
         "default-src 'none'; style-src 'unsafe-inline'; {images}; sandbox; base-uri 'none'; form-action 'none'"
@@ -530,6 +540,32 @@ async fn body(
         "<!doctype html><html><head><meta charset=utf-8><base target=_blank></head><body>{clean}</body></html>"
     );
     Ok(([(header::CONTENT_SECURITY_POLICY, csp)], Html(doc)).into_response())
+}
+
+/// A message's HTML made inert: no script, no event handlers, no links that run; `data:` URLs
+/// only as raster images in `<img src>` (the inline images put there from the message's parts).
+fn clean_html(html: &str) -> String {
+    const RASTER: [&str; 6] = [
+        "data:image/png;",
+        "data:image/jpeg;",
+        "data:image/jpg;",
+        "data:image/gif;",
+        "data:image/webp;",
+        "data:image/bmp;",
+    ];
+    ammonia::Builder::default()
+        .add_generic_attributes(["style"])
+        .add_url_schemes(["data"])
+        .attribute_filter(|element, attribute, value| {
+            let lower = value.trim_start().to_ascii_lowercase();
+            if !lower.starts_with("data:") {
+                return Some(value.into());
+            }
+            let image = element == "img" && attribute == "src" && RASTER.iter().any(|r| lower.starts_with(r));
+            image.then(|| value.into())
+        })
+        .clean(html)
+        .to_string()
 }
 
 async fn raw(State(console): State<Arc<Console>>, who: Principal, Path(id): Path<String>) -> PageResult {

@@ -703,3 +703,24 @@ fn an_upload_that_is_not_mail_or_does_not_unpack_safely_is_refused_before_anythi
     );
     assert_eq!(std::fs::read_dir(site.archive.data_dir().join("spool/imports")).map(|d| d.count()).unwrap_or(0), 0);
 }
+
+#[test]
+fn an_image_the_html_shows_by_cid_appears_in_place_and_is_not_an_attachment() {
+    let site = Site::start();
+    let raw = b"From: a@contoso.com\r\nTo: bob@contoso.com\r\nSubject: Newsletter with logo\r\nMessage-ID: <logo@contoso.com>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/related; boundary=r\r\n\r\n--r\r\nContent-Type: text/html\r\n\r\n\
+<p>Hi</p><img src=\"cid:logo@contoso\"><a href=\"data:text/html,<b>x</b>\">link</a>\r\n--r\r\nContent-Type: image/png\r\n\
+Content-ID: <logo@contoso>\r\nContent-Disposition: inline; filename=logo.png\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+iVBORw0KGgo=\r\n--r--\r\n";
+    let id = site.add(raw, false, None);
+    let mut browser = site.browser("admin", PASSWORD);
+    let body = browser.get(&format!("/messages/{id}/body")).text();
+    assert!(body.contains("<img src=\"data:image/png;base64,iVBORw0KGgo=\">"), "{body}");
+    assert!(!body.contains("cid:") && !body.contains("text/html"), "{body}");
+    let page = browser.get(&format!("/messages/{id}")).text();
+    assert!(!page.contains("logo.png"), "the inline image is not listed as an attachment");
+    let admin = site.api("administrator");
+    let count = |q: &str| admin.get(&format!("/api/v1/search?q={q}")).json()["total"].as_u64().unwrap();
+    assert_eq!(count("subject:newsletter+has:attachment"), 0);
+    assert_eq!(count("subject:newsletter"), 1);
+}
