@@ -812,22 +812,38 @@ async fn login_settings(
     render_login(&console, &who, None, q.contains_key("consent")).await
 }
 
-async fn render_login(console: &Console, who: &Principal, error: Option<String>, consent: bool) -> PageResult {
-    let settings = LoginSettings::load(&console.archive).await?;
-    let assignments = console.archive.admin().role_assignments(&settings.oidc.tenant).await?;
-    let lines: Vec<String> = assignments.iter().map(|a| format!("{} {} {}", a.attribute, a.value, a.role)).collect();
+/// The login settings as saved, or, after a refusal (`typed`), as typed with the reason.
+async fn render_login(
+    console: &Console,
+    who: &Principal,
+    typed: Option<(String, LoginSettings, String)>,
+    consent: bool,
+) -> PageResult {
+    let (error, settings, assignments) = match typed {
+        Some((error, settings, assignments)) => (Some(error), settings, assignments),
+        None => {
+            let settings = LoginSettings::load(&console.archive).await?;
+            let assignments = console.archive.admin().role_assignments(&settings.oidc.tenant).await?;
+            let lines: Vec<String> =
+                assignments.iter().map(|a| format!("{} {} {}", a.attribute, a.value, a.role)).collect();
+            (None, settings, lines.join("\n"))
+        }
+    };
+    let certificates: Vec<String> = console.archive.certs().list()?.into_iter().map(|c| c.alias).collect();
+    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let html = page(
         console,
         Some(who),
         "config_login.html",
         context! {
-            s => settings, assignments => lines.join("\n"), error, consent,
+            s => settings, assignments, error, consent, certificates,
+            issuer => settings.oidc.issuer(),
             redirect_uri => crate::oidc::redirect_uri(console, &settings.oidc),
             consent_url => crate::oidc::admin_consent_url(console, &settings.oidc),
             has_secret => console.archive.secrets().get(CLIENT_SECRET)?.is_some(),
         },
     )?;
-    Ok(html.into_response())
+    Ok((status, html).into_response())
 }
 
 #[derive(Deserialize)]
@@ -863,10 +879,6 @@ async fn save_login_settings(
     who: Principal,
     Form(f): Form<LoginForm>,
 ) -> PageResult {
-    let assignments = match parse_assignments(&f.assignments) {
-        Ok(a) => a,
-        Err(e) => return render_login(&console, &who, Some(e), false).await,
-    };
     let settings = LoginSettings {
         sso_default: f.sso_default.is_some(),
         oidc: crate::settings::OidcSettings {
@@ -893,9 +905,14 @@ async fn save_login_settings(
         },
     };
     let secret = (!f.client_secret.is_empty()).then_some(f.client_secret.as_str());
-    match crate::api::save_login(&console, &who, &settings, secret, &assignments).await {
+    let saved = match parse_assignments(&f.assignments) {
+        Ok(assignments) => crate::api::save_login(&console, &who, &settings, secret, &assignments).await,
+        Err(e) => Err(WebError::BadRequest(e)),
+    };
+    match saved {
         Ok(()) => Ok(Redirect::to("/config/login").into_response()),
-        Err(WebError::BadRequest(e)) => render_login(&console, &who, Some(e), false).await,
+        // Everything typed stays but the secret, which is never sent back.
+        Err(WebError::BadRequest(e)) => render_login(&console, &who, Some((e, settings, f.assignments)), false).await,
         Err(e) => Err(e.into()),
     }
 }

@@ -724,3 +724,40 @@ iVBORw0KGgo=\r\n--r--\r\n";
     assert_eq!(count("subject:newsletter+has:attachment"), 0);
     assert_eq!(count("subject:newsletter"), 1);
 }
+
+#[test]
+fn a_refused_login_setting_keeps_what_was_typed_and_the_page_shows_the_issuer_it_checks() {
+    let site = Site::start();
+    let mut browser = site.browser("admin", PASSWORD);
+    let csrf = browser.csrf();
+    let mut form = vec![
+        ("csrf", csrf.as_str()),
+        ("enabled", "on"),
+        ("provider", "entra"),
+        ("entra_tenant_id", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+        ("login_host", ""),
+        ("client_id", "typed-client-id"),
+        ("client_auth", "secret"),
+        ("client_secret", "a secret never sent back"),
+        ("callback_path", "/authorize.do"),
+        ("scopes", "openid profile email"),
+        ("tenant", "default"),
+        ("assignments", "groups archive-admins overlord"),
+    ];
+    let refused = browser.post_form("/config/login", &form);
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    let text = refused.text();
+    assert!(text.contains("overlord"), "the reason names the line: {text}");
+    assert!(text.contains("value=\"typed-client-id\""), "the typed client id stays");
+    assert!(text.contains("value=\"72f988bf-86f1-41af-91ab-2d7cd011db47\""), "the typed directory stays");
+    assert!(!text.contains("a secret never sent back"), "the secret is never sent back");
+    form.last_mut().unwrap().1 = "groups archive-admins administrator";
+    assert_eq!(browser.post_form("/config/login", &form).status, 303);
+    let saved = browser.get("/config/login").text();
+    assert!(
+        saved.contains(
+            "<code id=\"issuer\">https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0</code>"
+        ),
+        "{saved}"
+    );
+}

@@ -82,6 +82,14 @@ try {
     expect(audit.includes('subject:quarterly'), 'the search is in the audit log with its query');
     await shot(page, 'audit');
     await page.goto(`${BASE}/config/login`);
+    // Only the chosen provider's and client authentication's fields show.
+    await page.selectOption('#login-settings select[name=provider]', 'entra');
+    await page.selectOption('#login-settings select[name=client_auth]', 'certificate');
+    expect(await page.isVisible('input[name=entra_tenant_id]') && !(await page.isVisible('input[name=issuer]')), 'Entra ID shows its directory, not an issuer');
+    expect(await page.isVisible('select[name=certificate_alias]') && !(await page.isVisible('input[name=client_secret]')), 'certificate authentication shows the certificate, not a secret');
+    await shot(page, 'login-settings-entra', [1366, 390]);
+    await page.goto(`${BASE}/config/login`);
+    expect(await page.isVisible('input[name=issuer]') && !(await page.isVisible('input[name=entra_tenant_id]')), 'any provider shows its issuer');
     await shot(page, 'login-settings');
 
     // Configuration → Listeners → New listener: it answers on its port at once; a mistake is
