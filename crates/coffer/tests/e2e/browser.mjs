@@ -32,3 +32,20 @@ export async function shot(page, name, fit = []) {
   }
   await page.setViewportSize({ width: 1366, height: 900 });
 }
+
+// axe-core's accessibility rules on the page as shown at each width: no serious or critical
+// violation. Evaluated through the DevTools protocol, so the console's CSP stays as it is.
+const AXE = fs.readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
+export async function accessible(page, name) {
+  for (const [width, height] of WIDTHS) {
+    await page.setViewportSize({ width, height });
+    if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) await page.evaluate(AXE);
+    const violations = await page.evaluate(async () => {
+      const result = await window.axe.run(document, { resultTypes: ['violations'] });
+      return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`);
+    });
+    expect(violations.length === 0, `${name} at ${width} px: no serious accessibility violation${violations.length ? `\n  ${violations.join('\n  ')}` : ''}`);
+  }
+  await page.setViewportSize({ width: 1366, height: 900 });
+}

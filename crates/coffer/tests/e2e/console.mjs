@@ -4,7 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import { browser, expect, shot } from './browser.mjs';
+import { accessible, browser, expect, shot } from './browser.mjs';
 
 const { BASE, PASSWORD, EXPECTED_SHA256, LISTENER_PORT } = process.env;
 
@@ -153,6 +153,18 @@ try {
     expect((await page.textContent('.connection .job .state')).trim() === 'stopped', 'Stop stops the connection');
     await page.goto(`${BASE}/audit`);
     expect((await page.textContent('#audit')).includes('journal: stopped'), 'stopping is audited');
+
+    // Every page an administrator works in, for people with screen readers and keyboards.
+    for (const path of ['/search?q=subject%3Aquarterly', '/status', '/audit', '/config/listeners', '/config/connections',
+      '/config/login', '/config/volumes', '/config/certificates', '/config/users', '/config/retention', '/config/holds',
+      '/config/tenants', '/account']) {
+      await page.goto(`${BASE}${path}`);
+      await accessible(page, path);
+    }
+    await page.goto(`${BASE}/search?q=subject%3Aquarterly`);
+    await page.click('#results a.subject');
+    await page.waitForSelector('#message');
+    await accessible(page, 'the message view');
     await page.click('#logout');
     await page.waitForURL(`${BASE}/signon`);
     await context.close();
