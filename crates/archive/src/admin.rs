@@ -603,6 +603,65 @@ impl Admin<'_> {
         self.audit(actor, "configuration", &detail).await
     }
 
+    /// Puts a role assignment first in the tenant's list (so it wins over the others), audited.
+    pub async fn add_role_assignment(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        assignment: RoleAssignment,
+    ) -> Result<(), ArchiveError> {
+        actor.require_system_admin()?;
+        let a = RoleAssignment {
+            attribute: assignment.attribute.trim().to_owned(),
+            value: assignment.value.trim().to_owned(),
+            role: assignment.role.trim().to_ascii_lowercase(),
+        };
+        let bad = |s: &str| s.is_empty() || s.len() > 500 || s.chars().any(|c| c.is_control() || c.is_whitespace());
+        if Role::parse(&a.role).is_none() || bad(&a.attribute) || bad(&a.value) {
+            return Err(ArchiveError::Invalid(format!(
+                "role assignment {} = {} → {}: name an attribute and a value (no spaces) and administrator, auditor or user",
+                a.attribute, a.value, a.role
+            )));
+        }
+        let catalog = &self.archive.catalog;
+        let tenant = catalog.tenant_by_name(tenant).await?.ok_or_else(|| {
+            ArchiveError::Invalid(format!("tenant {tenant:?} does not exist (Configuration → Tenants lists them)"))
+        })?;
+        let mut list = catalog.role_assignments(tenant.id).await?;
+        list.retain(|b| !(b.attribute == a.attribute && b.value == a.value));
+        let detail = format!("login: role assignment {}={}→{} added first", a.attribute, a.value, a.role);
+        list.insert(0, a);
+        catalog.set_role_assignments(tenant.id, &list).await?;
+        self.audit(actor, "configuration", &detail).await
+    }
+
+    /// Looks a person up in an Entra ID directory through its Microsoft 365 connection, for a
+    /// role assignment: their groups and directory roles. Audited.
+    pub async fn directory_lookup(
+        &self,
+        actor: &Actor,
+        sources: &dyn SourceControl,
+        directory: &str,
+        user: &str,
+    ) -> Result<crate::sources::DirectoryEntry, ArchiveError> {
+        actor.require_system_admin()?;
+        let user = user.trim();
+        if user.is_empty() || user.len() > 320 || user.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ArchiveError::Invalid("look up a person by their sign-in name or address".into()));
+        }
+        let Some(pending) = sources.directory_lookup(directory, user) else {
+            return Err(ArchiveError::Invalid(format!(
+                "Lookup asks Microsoft Graph through the Microsoft 365 connection of directory {directory:?}; add one under Configuration → Connections, or read a signed-in user's claims under Users"
+            )));
+        };
+        self.audit(actor, "directory lookup", user).await?;
+        match pending.await {
+            Ok(Some(entry)) => Ok(entry),
+            Ok(None) => Err(ArchiveError::Invalid(format!("the directory has no user {user:?}"))),
+            Err(why) => Err(ArchiveError::Invalid(format!("the directory could not be asked: {why}"))),
+        }
+    }
+
     // --- status and the audit log ---
 
     /// Traffic since `since`, listener figures of the last 24 hours, index lag, volumes and

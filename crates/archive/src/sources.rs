@@ -89,6 +89,30 @@ pub trait SourceControl: Send + Sync {
     /// The mail addresses a directory (Entra ID, through a Microsoft 365 connection of that
     /// directory) lists for an object id; None when no connection serves that directory.
     fn directory_addresses(&self, directory: &str, object_id: &str) -> Option<BoxFuture<Result<Vec<String>, String>>>;
+
+    /// A person as the directory knows them (by principal name or address), with the groups and
+    /// directory roles a role assignment can match; Ok(None) when the directory has no such
+    /// person, None when no connection serves that directory.
+    fn directory_lookup(
+        &self,
+        directory: &str,
+        user: &str,
+    ) -> Option<BoxFuture<Result<Option<DirectoryEntry>, String>>>;
+}
+
+/// A person in the directory, as the console's Lookup shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectoryEntry {
+    /// The object id (the ID token's `oid`).
+    pub id: String,
+    pub user_principal_name: String,
+    pub display_name: String,
+    /// Directory roles as (role template id, name): the ID token's `wids` claim carries the
+    /// template ids (Global Administrator, once "Company Administrator", is
+    /// 62e90394-69f5-4237-9190-012177145e10).
+    pub roles: Vec<(String, String)>,
+    /// Groups as (object id, name): the ID token's `groups` claim carries the object ids.
+    pub groups: Vec<(String, String)>,
 }
 
 /// No sources (a console without a supervisor, as in tests of the web front end alone).
@@ -114,6 +138,9 @@ impl SourceControl for NoSources {
         None
     }
     fn directory_addresses(&self, _: &str, _: &str) -> Option<BoxFuture<Result<Vec<String>, String>>> {
+        None
+    }
+    fn directory_lookup(&self, _: &str, _: &str) -> Option<BoxFuture<Result<Option<DirectoryEntry>, String>>> {
         None
     }
 }

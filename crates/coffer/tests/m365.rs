@@ -521,7 +521,7 @@ fn serve_with_entra_sign_in(
     fake: &FakeMicrosoft,
     addresses_from: &str,
     role_assignments: serde_json::Value,
-) -> (common::Server, String) {
+) -> (common::Server, String, String) {
     configure(c, fake, "m365");
     register_certificate(c, fake, "m365");
     let key = c.user_with_key("admin", "administrator", &[]);
@@ -538,14 +538,14 @@ fn serve_with_entra_sign_in(
         .set("Authorization", &format!("Bearer {key}"))
         .send_json(login);
     assert!(saved.is_ok(), "{saved:?}");
-    (server, base)
+    (server, base, key)
 }
 
 #[test]
 fn entra_id_sign_in_uses_the_app_certificate_and_maps_roles_from_wids() {
     let fake = FakeMicrosoft::start(TENANT, CLIENT);
     let c = Coffer::new();
-    let (_server, base) = serve_with_entra_sign_in(
+    let (_server, base, _) = serve_with_entra_sign_in(
         &c,
         &fake,
         "verified_email",
@@ -622,7 +622,7 @@ fn entra_sign_in_can_take_a_users_addresses_from_the_directory() {
     let alice = fake.add_user("alice@contoso.com");
     fake.add_alias(&alice, "Alice.Martin@Contoso.com");
     let c = Coffer::new();
-    let (_server, base) = serve_with_entra_sign_in(&c, &fake, "directory", serde_json::json!([]));
+    let (_server, base, _) = serve_with_entra_sign_in(&c, &fake, "directory", serde_json::json!([]));
     // The token's email claims another's address; the directory's entry for the oid decides.
     fake.sign_in_as(serde_json::json!({"sub": "s1", "oid": alice, "preferred_username": "ceo@contoso.com",
         "email": "ceo@contoso.com", "xms_edov": true}));
@@ -638,4 +638,66 @@ fn entra_sign_in_can_take_a_users_addresses_from_the_directory() {
     let me: serde_json::Value =
         ureq::get(&format!("{base}/api/v1/me")).set("Cookie", &cookie.unwrap()).call().unwrap().into_json().unwrap();
     assert_eq!(me["addresses"], serde_json::json!([]), "{me}");
+}
+
+#[test]
+fn lookup_asks_the_directory_and_the_group_it_offers_makes_that_person_an_administrator() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    let alice = fake.add_user("alice@contoso.com");
+    let group = fake.add_to_group(&alice, "Archive Admins");
+    fake.add_to_directory_role(&alice, "Company Administrator", "62e90394-69f5-4237-9190-012177145e10");
+    let c = Coffer::new();
+    let (_server, base, key) = serve_with_entra_sign_in(&c, &fake, "verified_email", serde_json::json!([]));
+    let get = |path: &str| match ureq::get(&format!("{base}/api/v1{path}"))
+        .set("Authorization", &format!("Bearer {key}"))
+        .call()
+    {
+        Ok(r) => (200, r.into_json::<serde_json::Value>().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json::<serde_json::Value>().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+
+    let (status, found) = get("/directory/lookup?user=alice@contoso.com");
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["id"], alice.as_str());
+    let suggestions = found["suggestions"].as_array().unwrap();
+    assert_eq!(suggestions[0]["attribute"], "wids");
+    assert_eq!(suggestions[0]["value"], "62e90394-69f5-4237-9190-012177145e10");
+    assert_eq!(suggestions[0]["label"], "directory role Company Administrator");
+    assert_eq!(suggestions[1]["attribute"], "groups");
+    assert_eq!(suggestions[1]["value"], group.as_str(), "the group's object id, as the groups claim carries it");
+    let (status, refused) = get("/directory/lookup?user=nobody@contoso.com");
+    assert_eq!(status, 400);
+    assert!(refused["error"].as_str().unwrap().contains("has no user"), "{refused}");
+
+    // Before the assignment alice is a user; after it, the group makes her an administrator.
+    fake.sign_in_as(
+        serde_json::json!({"sub": "s1", "oid": alice, "preferred_username": "alice@contoso.com", "groups": [group]}),
+    );
+    let (_, _, cookie) = entra_sign_in(&base);
+    let me: serde_json::Value =
+        ureq::get(&format!("{base}/api/v1/me")).set("Cookie", &cookie.unwrap()).call().unwrap().into_json().unwrap();
+    assert_eq!(me["role"], "user");
+    let assigned = ureq::post(&format!("{base}/api/v1/config/login/assignments"))
+        .set("Authorization", &format!("Bearer {key}"))
+        .send_json(serde_json::json!({"attribute": "groups", "value": group, "role": "administrator"}));
+    assert_eq!(assigned.unwrap().status(), 204);
+    let (status, _, cookie) = entra_sign_in(&base);
+    assert_eq!(status, 303);
+    let cookie = cookie.unwrap();
+    let me: serde_json::Value =
+        ureq::get(&format!("{base}/api/v1/me")).set("Cookie", &cookie).call().unwrap().into_json().unwrap();
+    assert_eq!(me["role"], "administrator", "{me}");
+
+    // The console's Lookup offers the same, with an Assign button for each.
+    let page =
+        ureq::get(&format!("{base}/config/login?lookup=alice%40contoso.com")).set("Cookie", &cookie).call().unwrap();
+    let page = page.into_string().unwrap();
+    assert!(page.contains("group Archive Admins") && page.contains(&format!("value=\"{group}\"")), "{page}");
+    let audit = c.ok(&["audit", "list", "--limit", "50"]);
+    assert!(
+        audit.contains("directory lookup")
+            && audit.contains(&format!("role assignment groups={group}→administrator added first")),
+        "{audit}"
+    );
 }

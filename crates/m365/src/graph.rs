@@ -292,6 +292,38 @@ pub fn directory_addresses(g: &Graph, object_id: &str) -> Result<Vec<String>, M3
     Ok(out)
 }
 
+/// A person by principal name, address or object id, with the groups and directory roles they
+/// are a direct member of (`memberOf`; needs `User.Read.All` and `GroupMember.Read.All`). None
+/// for a person the directory does not know.
+pub fn lookup(g: &Graph, user: &str) -> Result<Option<coffer_archive::sources::DirectoryEntry>, M365Error> {
+    let key = url::form_urlencoded::byte_serialize(user.trim().as_bytes()).collect::<String>();
+    let found = match g.get_json(&format!("/v1.0/users/{key}?$select=id,userPrincipalName,displayName")) {
+        Ok(v) => v,
+        Err(Failure::NotFound) => return Ok(None),
+        Err(f) => return Err(crate::import::failure(f)),
+    };
+    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let id = text(&found, "id");
+    let members = g
+        .all(&format!("/v1.0/users/{id}/memberOf?$select=id,displayName,roleTemplateId&$top=100"))
+        .map_err(crate::import::failure)?;
+    let (mut roles, mut groups) = (Vec::new(), Vec::new());
+    for m in &members {
+        match m["@odata.type"].as_str() {
+            Some("#microsoft.graph.directoryRole") => roles.push((text(m, "roleTemplateId"), text(m, "displayName"))),
+            Some("#microsoft.graph.group") => groups.push((text(m, "id"), text(m, "displayName"))),
+            _ => {}
+        }
+    }
+    Ok(Some(coffer_archive::sources::DirectoryEntry {
+        user_principal_name: text(&found, "userPrincipalName"),
+        display_name: text(&found, "displayName"),
+        id,
+        roles,
+        groups,
+    }))
+}
+
 /// "Test connection": a token, one user listed, that user's mail folders read; each failure
 /// comes with advice (an unknown certificate → upload the manifest; 403 → consent or policy).
 pub fn test_connection(g: &Graph) -> Result<String, M365Error> {

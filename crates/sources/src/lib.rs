@@ -438,6 +438,21 @@ impl SourceControl for Supervisor {
                 .map_err(|e| e.to_string())
         }))
     }
+
+    fn directory_lookup(
+        &self,
+        directory: &str,
+        user: &str,
+    ) -> Option<BoxFuture<Result<Option<coffer_archive::sources::DirectoryEntry>, String>>> {
+        let graph = self.directories.iter().find(|(t, _)| t.eq_ignore_ascii_case(directory))?.1.clone();
+        let user = user.to_owned();
+        Some(Box::pin(async move {
+            tokio::task::spawn_blocking(move || coffer_m365::graph::lookup(&graph, &user))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        }))
+    }
 }
 
 #[cfg(test)]

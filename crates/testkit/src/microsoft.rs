@@ -86,6 +86,8 @@ struct User {
     events: Vec<Value>,
     contacts: Vec<Value>,
     contact_folders: Vec<(String, String, Vec<Value>)>,
+    /// Groups and directory roles the user is a member of, as `memberOf` lists them.
+    member_of: Vec<Value>,
 }
 
 #[derive(Clone, Copy)]
@@ -161,6 +163,7 @@ impl FakeMicrosoft {
             .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
             .route("/v1.0/users", get(users))
             .route("/v1.0/users/{user}", get(user))
+            .route("/v1.0/users/{user}/memberOf", get(member_of))
             .route("/v1.0/groups/{group}/members/microsoft.graph.user", get(group_members))
             .route("/v1.0/users/{user}/mailFolders", get(top_folders))
             .route("/v1.0/users/{user}/mailFolders/{folder}", get(folder))
@@ -226,8 +229,33 @@ impl FakeMicrosoft {
             events: Vec::new(),
             contacts: Vec::new(),
             contact_folders: Vec::new(),
+            member_of: Vec::new(),
         });
         id
+    }
+
+    /// Makes the user a member of a new security group; its object id (a GUID, as Entra ID's).
+    pub fn add_to_group(&self, user: &str, display_name: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        let n = s.next_id + 1;
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", 0x6a0u32 + n as u32, n);
+        s.next_id = n;
+        let i = s.user_index(user).expect("a user of this fake");
+        s.users[i]
+            .member_of
+            .push(json!({"@odata.type": "#microsoft.graph.group", "id": id, "displayName": display_name,
+            "securityEnabled": true}));
+        id
+    }
+
+    /// Gives the user a directory role (e.g. Global Administrator, once named "Company
+    /// Administrator", template 62e90394-69f5-4237-9190-012177145e10).
+    pub fn add_to_directory_role(&self, user: &str, display_name: &str, role_template_id: &str) {
+        let mut s = self.state.lock().unwrap();
+        let id = s.new_id("role");
+        let i = s.user_index(user).expect("a user of this fake");
+        s.users[i].member_of.push(json!({"@odata.type": "#microsoft.graph.directoryRole", "id": id,
+            "displayName": display_name, "roleTemplateId": role_template_id}));
     }
 
     /// The id of a user's folder by its well-known name (`inbox`, `junkemail`, …) or display name.
@@ -666,7 +694,32 @@ async fn user(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap, Pa
     let u = &s.users[i];
     let mut proxy = vec![format!("SMTP:{}", u.upn)];
     proxy.extend(u.aliases.iter().map(|a| format!("smtp:{a}")));
-    axum::Json(json!({"id": u.id, "userPrincipalName": u.upn, "mail": u.upn, "proxyAddresses": proxy})).into_response()
+    axum::Json(json!({"id": u.id, "userPrincipalName": u.upn, "mail": u.upn, "proxyAddresses": proxy,
+        "displayName": u.upn.split('@').next().unwrap_or_default()}))
+    .into_response()
+}
+
+/// `GET /users/{id | userPrincipalName}/memberOf`: the groups and directory roles the user is a
+/// direct member of.
+async fn member_of(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    if let Some(r) = admit(&mut s, &headers) {
+        return r;
+    }
+    let Some(i) = s.user_index(&user) else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!(
+                "Resource '{user}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        );
+    };
+    axum::Json(json!({"value": s.users[i].member_of})).into_response()
 }
 
 fn folder_json(u: &User, f: &Folder) -> Value {

@@ -50,7 +50,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         crate::governance::approve, crate::governance::reject,
         crate::imports::start_api, crate::imports::list_api, crate::imports::get_api,
         crate::listeners::list_api, crate::listeners::get_api, crate::listeners::add_api, crate::listeners::put_api,
-        crate::listeners::delete_api,
+        crate::listeners::delete_api, crate::directory::lookup_api, crate::directory::assign_api,
     ),
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
@@ -62,6 +62,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         crate::governance::ApiRuleOutcome, crate::governance::ApiRun, crate::governance::ApiDeletion,
         crate::governance::DeletionRequestBody, crate::governance::ApiDeletionRequest, crate::governance::ApiKept,
         crate::governance::ApiManualOutcome, crate::imports::ApiImport, crate::listeners::ApiListener,
+        crate::directory::ApiDirectoryEntry, crate::directory::Suggestion, crate::directory::NewAssignment,
     )),
     modifiers(&Security),
     security(("api_key" = [])),
@@ -86,6 +87,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .merge(crate::governance::routes())
         .merge(crate::imports::api_routes())
         .merge(crate::listeners::api_routes())
+        .merge(crate::directory::api_routes())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/me", get(me))
         .route("/search", get(search))

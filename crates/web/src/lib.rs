@@ -14,6 +14,7 @@
 pub mod api;
 pub mod auth;
 mod charts;
+mod directory;
 mod error;
 mod governance;
 mod governance_pages;
@@ -218,6 +219,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(governance_pages::routes())
         .merge(imports::page_routes())
         .merge(listeners::page_routes())
+        .merge(directory::page_routes())
         .merge(oidc::routes())
         .nest("/api/v1", api::routes())
         .layer(axum::middleware::from_fn_with_state(console.clone(), auth::authenticate))

@@ -809,8 +809,19 @@ async fn login_settings(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> PageResult {
     who.require_system_admin()?;
-    render_login(&console, &who, None, q.contains_key("consent")).await
+    let lookup = match q.get("lookup").filter(|u| !u.trim().is_empty()) {
+        None => None,
+        Some(user) => match crate::directory::lookup(&console, &who, user).await {
+            Ok(found) => Some((user.clone(), Ok(found))),
+            Err(WebError::BadRequest(why)) => Some((user.clone(), Err(why))),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    render_login(&console, &who, None, q.contains_key("consent"), lookup).await
 }
+
+/// A Lookup: the name asked for, and whom the directory found or why not.
+type Lookup = Option<(String, Result<crate::directory::ApiDirectoryEntry, String>)>;
 
 /// The login settings as saved, or, after a refusal (`typed`), as typed with the reason.
 async fn render_login(
@@ -818,6 +829,7 @@ async fn render_login(
     who: &Principal,
     typed: Option<(String, LoginSettings, String)>,
     consent: bool,
+    lookup: Lookup,
 ) -> PageResult {
     let (error, settings, assignments) = match typed {
         Some((error, settings, assignments)) => (Some(error), settings, assignments),
@@ -831,12 +843,17 @@ async fn render_login(
     };
     let certificates: Vec<String> = console.archive.certs().list()?.into_iter().map(|c| c.alias).collect();
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let (looked_up, found, lookup_error) = match lookup {
+        None => (None, None, None),
+        Some((user, Ok(found))) => (Some(user), Some(found), None),
+        Some((user, Err(why))) => (Some(user), None, Some(why)),
+    };
     let html = page(
         console,
         Some(who),
         "config_login.html",
         context! {
-            s => settings, assignments, error, consent, certificates,
+            s => settings, assignments, error, consent, certificates, looked_up, found, lookup_error,
             issuer => settings.oidc.issuer(),
             redirect_uri => crate::oidc::redirect_uri(console, &settings.oidc),
             consent_url => crate::oidc::admin_consent_url(console, &settings.oidc),
@@ -912,7 +929,9 @@ async fn save_login_settings(
     match saved {
         Ok(()) => Ok(Redirect::to("/config/login").into_response()),
         // Everything typed stays but the secret, which is never sent back.
-        Err(WebError::BadRequest(e)) => render_login(&console, &who, Some((e, settings, f.assignments)), false).await,
+        Err(WebError::BadRequest(e)) => {
+            render_login(&console, &who, Some((e, settings, f.assignments)), false, None).await
+        }
         Err(e) => Err(e.into()),
     }
 }
