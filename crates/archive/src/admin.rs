@@ -542,6 +542,8 @@ impl Admin<'_> {
         manifest: &[u8],
     ) -> Result<(serde_json::Value, Option<CertInfo>), ArchiveError> {
         actor.require_system_admin()?;
+        // A manifest that is not one is refused before a certificate is made for it.
+        crate::manifest::parse(manifest)?;
         let certs = self.archive.certs();
         let made = if certs.certificate_pem(alias).is_err() {
             Some(self.generate_certificate(actor, alias, subject, KeyKind::Rsa2048).await?)

@@ -12,15 +12,8 @@ use crate::ArchiveError;
 /// DER, customKeyIdentifier = base64 SHA-1 of it (the thumbprint Entra ID shows), a new keyId.
 /// A certificate already present is not added twice.
 pub fn add_certificate(manifest: &[u8], certificate_der: &[u8], display_name: &str) -> Result<Value, ArchiveError> {
-    let mut m: Value = serde_json::from_slice(manifest).map_err(|e| {
-        ArchiveError::Invalid(format!("the manifest is not JSON ({e}); download it again from the app's Manifest page"))
-    })?;
+    let mut m = parse(manifest)?;
     let object = m.as_object_mut().ok_or_else(|| ArchiveError::Invalid("the manifest is not a JSON object".into()))?;
-    if !object.contains_key("appId") && !object.contains_key("id") {
-        return Err(ArchiveError::Invalid(
-            "this JSON has no appId: it is not an app registration manifest (Azure portal → App registrations → the app → Manifest → Download)".into(),
-        ));
-    }
     let key = STANDARD.encode(certificate_der);
     let thumbprint = STANDARD.encode(Sha1::digest(certificate_der));
     let list = object.entry("keyCredentials").or_insert_with(|| json!([]));
@@ -34,6 +27,24 @@ pub fn add_certificate(manifest: &[u8], certificate_der: &[u8], display_name: &s
             "usage": "Verify",
             "key": key,
         }));
+    }
+    Ok(m)
+}
+
+/// An app registration manifest, checked: JSON, an object, with an app id and a list of key
+/// credentials if any. Checked before anything is made for it.
+pub fn parse(manifest: &[u8]) -> Result<Value, ArchiveError> {
+    let m: Value = serde_json::from_slice(manifest).map_err(|e| {
+        ArchiveError::Invalid(format!("the manifest is not JSON ({e}); download it again from the app's Manifest page"))
+    })?;
+    let object = m.as_object().ok_or_else(|| ArchiveError::Invalid("the manifest is not a JSON object".into()))?;
+    if !object.contains_key("appId") && !object.contains_key("id") {
+        return Err(ArchiveError::Invalid(
+            "this JSON has no appId: it is not an app registration manifest (Azure portal → App registrations → the app → Manifest → Download)".into(),
+        ));
+    }
+    if object.get("keyCredentials").is_some_and(|k| !k.is_array()) {
+        return Err(ArchiveError::Invalid("keyCredentials is not a list".into()));
     }
     Ok(m)
 }

@@ -98,6 +98,10 @@ pub trait SourceControl: Send + Sync {
         directory: &str,
         user: &str,
     ) -> Option<BoxFuture<Result<Option<DirectoryEntry>, String>>>;
+
+    /// Builds a connection that could not start again (after Update Manifest made its
+    /// certificate) and starts it: Some(what happened) when it had not started.
+    fn retry<'a>(&'a self, name: &'a str) -> crate::listeners::Pending<'a, Option<Result<String, String>>>;
 }
 
 /// A person in the directory, as the console's Lookup shows them.
@@ -142,6 +146,9 @@ impl SourceControl for NoSources {
     }
     fn directory_lookup(&self, _: &str, _: &str) -> Option<BoxFuture<Result<Option<DirectoryEntry>, String>>> {
         None
+    }
+    fn retry<'a>(&'a self, _: &'a str) -> crate::listeners::Pending<'a, Option<Result<String, String>>> {
+        Box::pin(async { None })
     }
 }
 

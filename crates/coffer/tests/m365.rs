@@ -701,3 +701,73 @@ fn lookup_asks_the_directory_and_the_group_it_offers_makes_that_person_an_admini
         "{audit}"
     );
 }
+
+#[test]
+fn update_manifest_through_the_api_makes_the_certificate_and_starts_the_connection_that_lacked_it() {
+    let fake = FakeMicrosoft::start(TENANT, CLIENT);
+    fake.add_user("alice@contoso.com");
+    let c = Coffer::new();
+    configure(&c, &fake, "m365");
+    let key = c.user_with_key("admin", "administrator", &[]);
+    let server = common::Server::start(&c, &[("COFFER_SMTP__TLS", "off")]);
+    let state = || call_api(server.http, &key, "GET", "/connections")[0]["job"]["state"].as_str().unwrap().to_owned();
+    assert_eq!(state(), "not started", "no certificate yet");
+    let post = |query: &str, body: &[u8]| {
+        let url = format!("http://{}/api/v1/connections/contoso/manifest?{query}", server.http);
+        match ureq::post(&url).set("Authorization", &format!("Bearer {key}")).send_bytes(body) {
+            Ok(r) => (200, r.into_json::<serde_json::Value>().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json::<serde_json::Value>().unwrap()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let manifest = serde_json::to_vec(&fake.manifest()).unwrap();
+
+    // Mistakes are refused with what to do; nothing is made.
+    let (status, refused) = post("common_name=archive.contoso.com&country=Switzerland", &manifest);
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("ISO 3166"), "{refused}");
+    let (status, _) = post("common_name=archive.contoso.com&country=CH", b"{not json");
+    assert_eq!(status, 400);
+    assert!(!c.ok(&["cert", "list"]).contains("m365"));
+
+    let (status, updated) = post("common_name=archive.contoso.com&organization=Contoso&country=CH", &manifest);
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["keyCredentials"].as_array().unwrap().len(), 1);
+    assert!(c.ok(&["cert", "list"]).contains("CN=archive.contoso.com"));
+    assert_eq!(state(), "on demand", "the connection starts once its certificate exists, without a restart");
+    fake.upload_manifest(&updated);
+    let tested = call_api(server.http, &key, "POST", "/connections/contoso/test");
+    assert_eq!(tested["ok"], true, "Entra ID accepts the certificate: {tested}");
+    assert!(c.ok(&["audit", "list", "--limit", "20"]).contains("app manifest updated with certificate m365"));
+
+    // The console's form: the updated manifest comes back as a download; a file that is not a
+    // manifest is refused on the Connections page.
+    let form = |file: &[u8]| {
+        let mut body = Vec::new();
+        for (name, value) in [("common_name", "archive.contoso.com"), ("country", "CH")] {
+            body.extend(
+                format!("--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+            );
+        }
+        body.extend(b"--b\r\nContent-Disposition: form-data; name=\"manifest\"; filename=\"manifest.json\"\r\nContent-Type: application/json\r\n\r\n");
+        body.extend(file);
+        body.extend(b"\r\n--b--\r\n");
+        let url = format!("http://{}/config/connections/contoso/manifest", server.http);
+        let request = ureq::post(&url)
+            .set("Authorization", &format!("Bearer {key}"))
+            .set("Content-Type", "multipart/form-data; boundary=b");
+        match request.send_bytes(&body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let download = form(&serde_json::to_vec(&updated).unwrap());
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.header("Content-Disposition"), Some("attachment; filename=\"contoso-manifest.json\""));
+    let again: serde_json::Value = download.into_json().unwrap();
+    assert_eq!(again["keyCredentials"], updated["keyCredentials"], "the same certificate is not added twice");
+    let refused = form(b"{\"displayName\": \"not a manifest\"}");
+    assert_eq!(refused.status(), 400);
+    assert!(refused.into_string().unwrap().contains("no appId"));
+}

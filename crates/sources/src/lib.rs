@@ -227,20 +227,63 @@ impl Job {
 
 /// Every source job of the server.
 pub struct Supervisor {
-    jobs: Vec<Arc<Job>>,
-    syncs: Vec<Arc<coffer_m365::sync::Sync>>,
+    jobs: Mutex<Vec<Arc<Job>>>,
+    syncs: Mutex<Vec<Arc<coffer_m365::sync::Sync>>>,
     /// Graph clients by directory (tenant) id, for directory lookups at sign-in.
-    directories: Vec<(String, Arc<Graph>)>,
+    directories: Mutex<Vec<(String, Arc<Graph>)>>,
+    /// What a connection that could not start is built from again (see [`Supervisor::retry`]).
+    rebuild: Option<(Arc<Archive>, Definitions, Pipeline)>,
+}
+
+/// A Microsoft 365 connection built: its job, its Graph client, and its webhook sync if it has one.
+struct M365Built {
+    job: Arc<Job>,
+    graph: Arc<Graph>,
+    sync: Option<Arc<coffer_m365::sync::Sync>>,
+}
+
+async fn build_m365(archive: &Archive, c: &M365Config, pipeline: &Pipeline) -> Result<M365Built, ArchiveError> {
+    let graph = Arc::new(connect::graph(archive, c)?);
+    let importer = Arc::new(connect::importer(archive, c, graph.clone(), pipeline.clone()).await?);
+    let mut sync = None;
+    if let Some(url) = &c.webhook_url {
+        match c.client_state.clone().filter(|s| s.len() >= 16) {
+            Some(client_state) => {
+                let (s, queue) = coffer_m365::sync::Sync::new(importer.clone(), url.clone(), client_state);
+                tokio::spawn(s.clone().run(queue));
+                tokio::spawn(s.clone().keep_subscriptions());
+                tracing::info!(connection = %c.name, webhook = %url, "Microsoft 365 folder sync by webhook");
+                sync = Some(s);
+            }
+            None => tracing::error!(
+                connection = %c.name,
+                "no folder sync: a webhook_url needs a client_state secret of at least 16 characters"
+            ),
+        }
+    }
+    let job = job(&c.name, "Microsoft 365", connect::m365_settings(c), Work::M365 { importer });
+    Ok(M365Built { job, graph, sync })
+}
+
+/// A connection that could not be built, listed with why.
+fn not_started(name: &str, kind: &'static str, settings: Vec<(String, String)>, error: &ArchiveError) -> Arc<Job> {
+    tracing::error!(connection = %name, error = %error, "source connection not started");
+    let why = error.to_string();
+    let job = job(name, kind, settings, Work::NotStarted { why: why.clone() });
+    job.update(|s| {
+        s.state = "not started".into();
+        s.last_error = Some(why);
+    });
+    job
 }
 
 impl Supervisor {
     /// Builds and starts every configured source. A connection that cannot start (a missing
     /// certificate, say) is listed with its error, and the others run.
-    pub async fn start(archive: &Archive, defs: &Definitions, pipeline: Pipeline) -> Arc<Supervisor> {
+    pub async fn start(archive: &Arc<Archive>, defs: &Definitions, pipeline: Pipeline) -> Arc<Supervisor> {
         let mut jobs = Vec::new();
         let mut syncs = Vec::new();
         let mut directories = Vec::new();
-        let mut broken = Vec::new();
         for i in &defs.imap {
             match connect::poller(archive, &defs.m365, i, pipeline.clone()).await {
                 Ok(poller) => jobs.push(job(
@@ -249,65 +292,68 @@ impl Supervisor {
                     connect::imap_settings(i),
                     Work::Imap { poller, interval: Duration::from_secs(i.poll_interval_secs.max(1)) },
                 )),
-                Err(e) => broken.push((i.name.clone(), "IMAP", connect::imap_settings(i), e)),
+                Err(e) => jobs.push(not_started(&i.name, "IMAP", connect::imap_settings(i), &e)),
             }
         }
         for c in &defs.m365 {
-            let built = async {
-                let graph = Arc::new(connect::graph(archive, c)?);
-                let importer = Arc::new(connect::importer(archive, c, graph.clone(), pipeline.clone()).await?);
-                Ok::<_, ArchiveError>((graph, importer))
-            };
-            let (graph, importer) = match built.await {
-                Ok(b) => b,
-                Err(e) => {
-                    broken.push((c.name.clone(), "Microsoft 365", connect::m365_settings(c), e));
-                    continue;
+            match build_m365(archive, c, &pipeline).await {
+                Ok(built) => {
+                    directories.push((c.tenant_id.to_lowercase(), built.graph));
+                    syncs.extend(built.sync);
+                    jobs.push(built.job);
                 }
-            };
-            directories.push((c.tenant_id.to_lowercase(), graph));
-            if let Some(url) = &c.webhook_url {
-                match c.client_state.clone().filter(|s| s.len() >= 16) {
-                    Some(client_state) => {
-                        let (sync, queue) = coffer_m365::sync::Sync::new(importer.clone(), url.clone(), client_state);
-                        tokio::spawn(sync.clone().run(queue));
-                        tokio::spawn(sync.clone().keep_subscriptions());
-                        tracing::info!(connection = %c.name, webhook = %url, "Microsoft 365 folder sync by webhook");
-                        syncs.push(sync);
-                    }
-                    None => tracing::error!(
-                        connection = %c.name,
-                        "no folder sync: a webhook_url needs a client_state secret of at least 16 characters"
-                    ),
-                }
+                Err(e) => jobs.push(not_started(&c.name, "Microsoft 365", connect::m365_settings(c), &e)),
             }
-            jobs.push(job(&c.name, "Microsoft 365", connect::m365_settings(c), Work::M365 { importer }));
-        }
-        for (name, kind, settings, error) in broken {
-            tracing::error!(connection = %name, error = %error, "source connection not started");
-            let why = error.to_string();
-            let job = job(&name, kind, settings, Work::NotStarted { why: why.clone() });
-            job.update(|s| {
-                s.state = "not started".into();
-                s.last_error = Some(why);
-            });
-            jobs.push(job);
         }
         for j in &jobs {
             if !matches!(j.work, Work::NotStarted { .. }) {
                 tokio::spawn(j.clone().supervise());
             }
         }
-        Arc::new(Supervisor { jobs, syncs, directories })
+        Arc::new(Supervisor {
+            jobs: Mutex::new(jobs),
+            syncs: Mutex::new(syncs),
+            directories: Mutex::new(directories),
+            rebuild: Some((archive.clone(), defs.clone(), pipeline)),
+        })
     }
 
-    fn job(&self, name: &str) -> Result<&Arc<Job>, ArchiveError> {
-        self.jobs.iter().find(|j| j.name == name).ok_or(ArchiveError::NotFound)
+    fn job(&self, name: &str) -> Result<Arc<Job>, ArchiveError> {
+        self.jobs.lock().unwrap().iter().find(|j| j.name == name).cloned().ok_or(ArchiveError::NotFound)
+    }
+
+    /// Builds a Microsoft 365 connection that could not start again (after Update Manifest made
+    /// its certificate, say) and starts it; Some(what happened) when it had not started.
+    pub async fn retry(&self, name: &str) -> Option<Result<String, String>> {
+        let old = self.job(name).ok()?;
+        if !matches!(old.work, Work::NotStarted { .. }) {
+            return None;
+        }
+        let (archive, defs, pipeline) = self.rebuild.as_ref()?;
+        let c = defs.m365.iter().find(|c| c.name == name)?;
+        match build_m365(archive, c, pipeline).await {
+            Ok(built) => {
+                self.directories.lock().unwrap().push((c.tenant_id.to_lowercase(), built.graph));
+                self.syncs.lock().unwrap().extend(built.sync);
+                let job = built.job;
+                tokio::spawn(job.clone().supervise());
+                let mut jobs = self.jobs.lock().unwrap();
+                if let Some(slot) = jobs.iter_mut().find(|j| j.name == name) {
+                    *slot = job;
+                }
+                Some(Ok(format!("{name} started with its certificate")))
+            }
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
+    fn directory(&self, directory: &str) -> Option<Arc<Graph>> {
+        self.directories.lock().unwrap().iter().find(|(t, _)| t.eq_ignore_ascii_case(directory)).map(|(_, g)| g.clone())
     }
 
     /// Stops every job (at shutdown): runs in progress are cut where they are.
     pub fn stop_all(&self) {
-        for j in &self.jobs {
+        for j in self.jobs.lock().unwrap().iter() {
             j.stopped.store(true, Ordering::SeqCst);
             if let Some(run) = j.running.lock().unwrap().take() {
                 run.abort();
@@ -333,6 +379,8 @@ fn job(name: &str, kind: &'static str, settings: Vec<(String, String)>, work: Wo
 impl SourceControl for Supervisor {
     fn connections(&self) -> Vec<ConnectionInfo> {
         self.jobs
+            .lock()
+            .unwrap()
             .iter()
             .map(|j| ConnectionInfo {
                 name: j.name.clone(),
@@ -344,7 +392,7 @@ impl SourceControl for Supervisor {
     }
 
     fn test(&self, name: &str) -> BoxFuture<Result<String, String>> {
-        let job = self.job(name).cloned();
+        let job = self.job(name);
         Box::pin(async move {
             let job = job.map_err(|_| "no such connection".to_owned())?;
             match &job.work {
@@ -415,11 +463,12 @@ impl SourceControl for Supervisor {
     }
 
     fn webhook(&self, notification: &serde_json::Value) -> Option<Result<usize, String>> {
-        if self.syncs.is_empty() {
+        let syncs = self.syncs.lock().unwrap().clone();
+        if syncs.is_empty() {
             return None;
         }
         let mut why = String::new();
-        for s in &self.syncs {
+        for s in &syncs {
             match s.notified(notification) {
                 Ok(n) => return Some(Ok(n)),
                 Err(coffer_m365::sync::Refused(r)) => why = r,
@@ -429,7 +478,7 @@ impl SourceControl for Supervisor {
     }
 
     fn directory_addresses(&self, directory: &str, object_id: &str) -> Option<BoxFuture<Result<Vec<String>, String>>> {
-        let graph = self.directories.iter().find(|(t, _)| t.eq_ignore_ascii_case(directory))?.1.clone();
+        let graph = self.directory(directory)?;
         let oid = object_id.to_owned();
         Some(Box::pin(async move {
             tokio::task::spawn_blocking(move || coffer_m365::graph::directory_addresses(&graph, &oid))
@@ -439,12 +488,16 @@ impl SourceControl for Supervisor {
         }))
     }
 
+    fn retry<'a>(&'a self, name: &'a str) -> coffer_archive::listeners::Pending<'a, Option<Result<String, String>>> {
+        Box::pin(Supervisor::retry(self, name))
+    }
+
     fn directory_lookup(
         &self,
         directory: &str,
         user: &str,
     ) -> Option<BoxFuture<Result<Option<coffer_archive::sources::DirectoryEntry>, String>>> {
-        let graph = self.directories.iter().find(|(t, _)| t.eq_ignore_ascii_case(directory))?.1.clone();
+        let graph = self.directory(directory)?;
         let user = user.to_owned();
         Some(Box::pin(async move {
             tokio::task::spawn_blocking(move || coffer_m365::graph::lookup(&graph, &user))
@@ -475,7 +528,12 @@ mod tests {
             s.state = "backing off".into();
             s.next_run = Some(now_secs() + 60);
         });
-        let supervisor = Supervisor { jobs: vec![j.clone()], syncs: Vec::new(), directories: Vec::new() };
+        let supervisor = Supervisor {
+            jobs: Mutex::new(vec![j.clone()]),
+            syncs: Default::default(),
+            directories: Default::default(),
+            rebuild: None,
+        };
         supervisor.stop("journal").unwrap();
         let state = j.state.lock().unwrap().clone();
         assert_eq!((state.state.as_str(), state.next_run), ("stopped", None), "the page rendered after Stop shows it");

@@ -51,6 +51,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         crate::imports::start_api, crate::imports::list_api, crate::imports::get_api,
         crate::listeners::list_api, crate::listeners::get_api, crate::listeners::add_api, crate::listeners::put_api,
         crate::listeners::delete_api, crate::directory::lookup_api, crate::directory::assign_api,
+        crate::manifest::manifest_api,
     ),
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
@@ -88,6 +89,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .merge(crate::imports::api_routes())
         .merge(crate::listeners::api_routes())
         .merge(crate::directory::api_routes())
+        .merge(crate::manifest::api_routes())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/me", get(me))
         .route("/search", get(search))

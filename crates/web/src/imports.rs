@@ -183,12 +183,12 @@ async fn start_page(
     }
 }
 
-fn bad_form(e: axum::extract::multipart::MultipartError) -> WebError {
+pub(crate) fn bad_form(e: axum::extract::multipart::MultipartError) -> WebError {
     WebError::BadRequest(format!("the form could not be read: {}", e.body_text()))
 }
 
 /// A short form field, read no further than [`FIELD_BYTES`].
-async fn small(mut field: axum::extract::multipart::Field<'_>) -> Result<String, WebError> {
+pub(crate) async fn small(mut field: axum::extract::multipart::Field<'_>) -> Result<String, WebError> {
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(bad_form)? {
         if bytes.len() + chunk.len() > FIELD_BYTES {

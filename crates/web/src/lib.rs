@@ -21,6 +21,7 @@ mod governance_pages;
 mod imports;
 mod listener;
 mod listeners;
+mod manifest;
 mod oidc;
 mod pages;
 mod render;
@@ -220,6 +221,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(imports::page_routes())
         .merge(listeners::page_routes())
         .merge(directory::page_routes())
+        .merge(manifest::page_routes())
         .merge(oidc::routes())
         .nest("/api/v1", api::routes())
         .layer(axum::middleware::from_fn_with_state(console.clone(), auth::authenticate))

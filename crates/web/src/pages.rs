@@ -762,7 +762,7 @@ async fn connections(State(console): State<Arc<Console>>, who: Principal) -> Pag
     render_connections(&console, &who, None, false, None).await
 }
 
-async fn render_connections(
+pub(crate) async fn render_connections(
     console: &Console,
     who: &Principal,
     tested: Option<&str>,
