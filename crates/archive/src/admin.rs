@@ -67,7 +67,7 @@ impl Actor {
     /// Settings that span tenants (tenants, volumes, certificates, secrets, login, connections)
     /// belong to the administrators of the default tenant and to the machine's operator.
     pub fn is_system_admin(&self) -> bool {
-        self.local || (self.role == Role::Administrator && self.tenant.name == coffer_catalog::DEFAULT_TENANT)
+        self.local || (self.system && self.role == Role::Administrator)
     }
 
     pub fn require_system_admin(&self) -> Result<(), ArchiveError> {

@@ -29,6 +29,9 @@ pub struct Actor {
     pub user_id: Option<i64>,
     /// The operator at the machine's command line: every tenant's configuration.
     pub local: bool,
+    /// An administrator of the default tenant: what spans tenants, also while working in another
+    /// tenant (`working_in`).
+    pub system: bool,
     /// None: the whole tenant (administrators, auditors, the operator on the command line).
     pub visibility: Option<Visibility>,
     /// Bcc and envelope recipients are shown only to roles allowed to see them.
@@ -52,6 +55,7 @@ impl Actor {
             role: Role::Administrator,
             user_id: None,
             local: true,
+            system: false,
             visibility: None,
             sees_bcc: true,
         }
@@ -61,6 +65,7 @@ impl Actor {
     /// mailboxes, never Bcc lines; auditors and administrators: the whole tenant).
     pub fn account(user: &coffer_catalog::UserRow, role: Role, tenant: Tenant, ip: &str) -> Actor {
         let whole_tenant = role >= Role::Auditor;
+        let system = role == Role::Administrator && tenant.name == coffer_catalog::DEFAULT_TENANT;
         Actor {
             name: user.login.clone(),
             ip: ip.to_owned(),
@@ -68,10 +73,20 @@ impl Actor {
             role,
             user_id: Some(user.id),
             local: false,
+            system,
             visibility: (!whole_tenant)
                 .then(|| Visibility { addresses: user.addresses.clone(), mailboxes: user.addresses.clone() }),
             sees_bcc: whole_tenant,
         }
+    }
+}
+
+impl Actor {
+    /// The same administrator of the default tenant working in another tenant: its mail, users,
+    /// rules and holds, audited in its log; what spans tenants stays theirs.
+    pub fn working_in(self, tenant: Tenant) -> Result<Actor, ArchiveError> {
+        self.require_system_admin()?;
+        Ok(Actor { tenant, ..self })
     }
 }
 
@@ -319,6 +334,10 @@ impl Archive {
     }
 
     /// The named tenant, or the default one.
+    pub async fn tenant_by_id(&self, id: i64) -> Result<Option<Tenant>, ArchiveError> {
+        Ok(self.catalog.tenant(id).await?)
+    }
+
     pub async fn tenant(&self, name: Option<&str>) -> Result<Tenant, ArchiveError> {
         match name {
             None => Ok(self.catalog.default_tenant().await?),

@@ -59,6 +59,7 @@ async fn journal_report_with_bcc_is_visible_to_the_bcc_recipient_and_auditors_no
             role: coffer_archive::Role::User,
             user_id: None,
             local: false,
+            system: false,
             visibility: Some(coffer_archive::Visibility { addresses: vec![address.into()], mailboxes: vec![] }),
             sees_bcc: false,
         };

@@ -21,6 +21,9 @@ use crate::{ClientAddr, Console, WebError};
 pub const SESSION_COOKIE: &str = "coffer_session";
 /// The sign-on form's own CSRF token (double submit: cookie and form field must agree).
 pub const SIGNON_COOKIE: &str = "coffer_signon";
+/// The tenant an administrator of the default tenant works in (its id); honoured only for such
+/// a session, never for an API key.
+pub const TENANT_COOKIE: &str = "coffer_tenant";
 
 /// The signed-in user of a request.
 #[derive(Debug, Clone)]
@@ -31,15 +34,26 @@ pub struct Principal {
     /// The session's CSRF token (None for API keys, which browsers do not send by themselves).
     pub csrf: Option<String>,
     pub ip: String,
+    /// Another tenant an administrator of the default tenant works in (Tenants → Work here).
+    pub working: Option<Tenant>,
 }
 
 impl Principal {
     fn from_account(account: Account, csrf: Option<String>, ip: String) -> Principal {
-        Principal { user: account.user, role: account.role, tenant: account.tenant, csrf, ip }
+        Principal { user: account.user, role: account.role, tenant: account.tenant, csrf, ip, working: None }
     }
 
     /// The archive service's view of this user: rights and visibility follow the role.
     pub fn actor(&self) -> Actor {
+        let home = Actor::account(&self.user, self.role, self.tenant.clone(), &self.ip);
+        match &self.working {
+            Some(t) => home.clone().working_in(t.clone()).unwrap_or(home),
+            None => home,
+        }
+    }
+
+    /// The account in its own tenant, whatever tenant it works in.
+    pub fn home_actor(&self) -> Actor {
         Actor::account(&self.user, self.role, self.tenant.clone(), &self.ip)
     }
 
@@ -137,9 +151,17 @@ async fn resolve(console: &Console, mut req: Request) -> Result<Request, WebErro
     let Some(token) = cookie(req.headers(), SESSION_COOKIE) else {
         return Ok(req);
     };
-    let Some(principal) = session_principal(console, &token, ip).await? else {
+    let Some(mut principal) = session_principal(console, &token, ip).await? else {
         return Ok(req);
     };
+    // Working in another tenant: only for an administrator of the default tenant, and only a
+    // tenant that exists; anything else in the cookie changes nothing.
+    if let Some(id) = cookie(req.headers(), TENANT_COOKIE).and_then(|v| v.parse::<i64>().ok())
+        && id != principal.tenant.id
+        && principal.home_actor().is_system_admin()
+    {
+        principal.working = console.archive.tenant_by_id(id).await?;
+    }
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if unsafe_method {
         let expected = principal.csrf.clone().unwrap_or_default();

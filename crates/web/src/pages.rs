@@ -62,6 +62,8 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/config/users/{id}", post(update_user))
         .route("/config/tenants", get(tenants).post(add_tenant))
         .route("/config/tenants/{id}", post(edit_tenant))
+        .route("/config/tenants/{id}/work", post(work_in_tenant))
+        .route("/config/tenants/leave", post(leave_tenant))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/o365", get(webhook_get).post(webhook))
@@ -1185,6 +1187,30 @@ async fn render_tenants(
 struct TenantForm {
     domains: String,
     networks: String,
+}
+
+/// Works in another tenant (administrators of the default tenant): a cookie the session honours,
+/// audited in both tenants' logs.
+async fn work_in_tenant(State(console): State<Arc<Console>>, who: Principal, Path(id): Path<i64>) -> PageResult {
+    let home = who.home_actor();
+    home.require_system_admin().map_err(WebError::from)?;
+    let tenant = console.archive.tenant_by_id(id).await?.ok_or(WebError::NotFound)?;
+    let there = home.clone().working_in(tenant.clone())?;
+    console.archive.audit(&home, "configuration", &format!("working in tenant {}", tenant.name)).await?;
+    console
+        .archive
+        .audit(&there, "configuration", &format!("administrator of {} working here", home.tenant.name))
+        .await?;
+    let cookie = crate::auth::set_cookie(&console, crate::auth::TENANT_COOKIE, &tenant.id.to_string(), None);
+    Ok(crate::auth::redirect_with_cookies("/search", &[cookie]))
+}
+
+async fn leave_tenant(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
+    if let Some(t) = &who.working {
+        console.archive.audit(&who.home_actor(), "configuration", &format!("back from tenant {}", t.name)).await?;
+    }
+    let cookie = crate::auth::set_cookie(&console, crate::auth::TENANT_COOKIE, "", Some(0));
+    Ok(crate::auth::redirect_with_cookies("/search", &[cookie]))
 }
 
 async fn edit_tenant(

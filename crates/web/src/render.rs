@@ -56,6 +56,7 @@ pub fn page(console: &Console, who: Option<&Principal>, name: &str, ctx: Value) 
             login => p.user.login, name => p.user.display_name, role => p.role.as_str(), tenant => p.tenant.name,
             auditor => p.role >= Role::Auditor, admin => p.role >= Role::Administrator,
             system_admin => p.require_system_admin().is_ok(),
+            working => p.working.as_ref().map(|t| t.name.clone()),
         }
     });
     let csrf = who.and_then(|p| p.csrf.clone()).unwrap_or_default();

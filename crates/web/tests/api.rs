@@ -761,3 +761,45 @@ fn a_refused_login_setting_keeps_what_was_typed_and_the_page_shows_the_issuer_it
         "{saved}"
     );
 }
+
+#[test]
+fn an_administrator_of_the_default_tenant_works_in_another_and_a_forged_tenant_cookie_changes_nothing() {
+    let site = Site::start();
+    let admin = site.api("administrator");
+    assert_eq!(admin.send("POST", "/api/v1/tenants", json!({"name": "northwind"})).status, 201);
+    let northwind = site.runtime.block_on(site.archive.tenant(Some("northwind"))).unwrap().id;
+    site.add_to(northwind, b"From: nw@northwind.test\r\nTo: bob@contoso.com\r\nSubject: Northwind pallets\r\nMessage-ID: <nw@northwind.test>\r\n\r\nPallets.\r\n");
+    let mut browser = site.browser("admin", PASSWORD);
+    let csrf = browser.csrf();
+    assert!(
+        !browser.get("/search?q=pallets").text().contains("Northwind pallets"),
+        "another tenant's mail stays apart"
+    );
+
+    let work = browser.post_form(&format!("/config/tenants/{northwind}/work"), &[("csrf", &csrf)]);
+    assert_eq!(work.status, 303, "{}", work.text());
+    let page = browser.get("/search?q=pallets").text();
+    assert!(page.contains("Northwind pallets") && page.contains("id=\"working-tenant\">northwind<"), "{page}");
+    assert!(
+        !browser.get("/search?q=numbers").text().contains("Q3"),
+        "the default tenant's mail is not shown meanwhile"
+    );
+    assert_eq!(browser.get("/config/tenants").status, 200, "what spans tenants stays the administrator's");
+    assert_eq!(admin.get("/api/v1/search?q=pallets").json()["total"], 0, "an API key never follows the cookie");
+    let audit = site.audit_text();
+    assert!(audit.contains("admin | 127.0.0.1 | configuration | working in tenant northwind"), "{audit}");
+    assert!(audit.contains("admin | 127.0.0.1 | configuration | administrator of default working here"), "{audit}");
+
+    let leave = browser.post_form("/config/tenants/leave", &[("csrf", &csrf)]);
+    assert_eq!(leave.status, 303);
+    assert!(!browser.get("/search?q=pallets").text().contains("Northwind pallets"));
+
+    // A user who sets the cookie by hand sees what they saw before.
+    let mut bob = site.browser("bob", PASSWORD);
+    bob.cookies.insert("coffer_tenant".into(), northwind.to_string());
+    let page = bob.get("/search?q=pallets").text();
+    assert!(!page.contains("Northwind pallets") && !page.contains("working-tenant"), "{page}");
+    let bob_csrf = bob.csrf();
+    let forged = bob.post_form(&format!("/config/tenants/{northwind}/work"), &[("csrf", &bob_csrf)]);
+    assert_eq!(forged.status, 403);
+}

@@ -75,6 +75,14 @@ try {
     const row = await page.textContent('#tenants');
     expect(row.includes('northwind.example, northwind.test') && row.includes('40.92.0.0/15'), 'the edited domains and networks are listed');
     await shot(page, 'tenants', [1366, 390]);
+    // Work in that tenant, then back.
+    await page.click('button[aria-label="Work here in tenant northwind"]');
+    await page.waitForURL(`${BASE}/search`);
+    expect((await page.textContent('#working-tenant')) === 'northwind', 'the header says which tenant is worked in');
+    await shot(page, 'working-in-tenant', [1366, 390]);
+    await page.click('#leave-tenant');
+    await page.waitForURL(`${BASE}/search`);
+    expect((await page.locator('#working-tenant').count()) === 0, 'back in the home tenant');
     await page.goto(`${BASE}/audit`);
     const audit = await page.textContent('#audit');
     expect(audit.includes('tenant northwind added'), 'the change is in the audit log');

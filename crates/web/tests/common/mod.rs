@@ -115,6 +115,15 @@ impl Site {
         })
     }
 
+    /// Archives one more message for another tenant and indexes it.
+    pub fn add_to(&self, tenant: i64, raw: &[u8]) -> i64 {
+        self.runtime.block_on(async {
+            let receipt = self.archive.pipeline().submit(sub(tenant, raw.to_vec(), false, None)).await.unwrap();
+            self.archive.indexer().run_until_idle().await.unwrap();
+            receipt.id
+        })
+    }
+
     pub fn audit_text(&self) -> String {
         let entries = self.runtime.block_on(self.catalog.audit_entries(None, 1000)).unwrap();
         entries.iter().map(|e| format!("{} | {} | {} | {}\n", e.actor, e.ip, e.action, e.detail)).collect()
