@@ -163,22 +163,7 @@ impl Catalog {
                 return Err(CatalogError::Invalid(format!("domain {domain} belongs to another tenant already")));
             }
         }
-        sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1").bind(tenant_id).execute(&mut *tx).await?;
-        for domain in domains {
-            sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2)")
-                .bind(domain)
-                .bind(tenant_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM tenant_networks WHERE tenant_id = $1").bind(tenant_id).execute(&mut *tx).await?;
-        for cidr in networks {
-            sqlx::query("INSERT INTO tenant_networks (tenant_id, cidr) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(tenant_id)
-                .bind(cidr)
-                .execute(&mut *tx)
-                .await?;
-        }
+        replace_scope(&mut tx, tenant_id, domains, networks).await?;
         sqlx::query("UPDATE tenants SET evidenced = NULL WHERE id = $1").bind(tenant_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
@@ -227,22 +212,7 @@ impl Catalog {
         .bind(t.created_at)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1").bind(t.id).execute(&mut **tx).await?;
-        for domain in &t.domains {
-            sqlx::query("INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2) ON CONFLICT (domain) DO UPDATE SET tenant_id = excluded.tenant_id")
-                .bind(domain)
-                .bind(t.id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM tenant_networks WHERE tenant_id = $1").bind(t.id).execute(&mut **tx).await?;
-        for cidr in networks {
-            sqlx::query("INSERT INTO tenant_networks (tenant_id, cidr) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(t.id)
-                .bind(cidr)
-                .execute(&mut **tx)
-                .await?;
-        }
+        replace_scope(tx, t.id, &t.domains, networks).await?;
         // An id given explicitly does not move PostgreSQL's identity: the next new tenant must
         // not take this one's.
         if self.dialect() == crate::Dialect::Postgres {
@@ -264,6 +234,36 @@ impl Catalog {
         }
         Ok(out)
     }
+}
+
+/// A tenant's domains and sending networks, replaced whole. A domain recorded for this tenant is
+/// its own from then on (the caller has refused another tenant's where it must).
+async fn replace_scope(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant_id: i64,
+    domains: &[String],
+    networks: &[String],
+) -> Result<()> {
+    sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1").bind(tenant_id).execute(&mut **tx).await?;
+    for domain in domains {
+        sqlx::query(
+            "INSERT INTO tenant_domains (domain, tenant_id) VALUES ($1, $2) \
+             ON CONFLICT (domain) DO UPDATE SET tenant_id = excluded.tenant_id",
+        )
+        .bind(domain)
+        .bind(tenant_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query("DELETE FROM tenant_networks WHERE tenant_id = $1").bind(tenant_id).execute(&mut **tx).await?;
+    for cidr in networks {
+        sqlx::query("INSERT INTO tenant_networks (tenant_id, cidr) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(tenant_id)
+            .bind(cidr)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 enum TenantKey<'a> {

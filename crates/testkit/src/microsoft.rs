@@ -682,15 +682,7 @@ async fn user(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap, Pa
     if let Some(r) = admit(&mut s, &headers) {
         return r;
     }
-    let Some(i) = s.user_index(&user) else {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "Request_ResourceNotFound",
-            &format!(
-                "Resource '{user}' does not exist or one of its queried reference-property objects are not present."
-            ),
-        );
-    };
+    let Some(i) = s.user_index(&user) else { return unknown_user(&user) };
     let u = &s.users[i];
     let mut proxy = vec![format!("SMTP:{}", u.upn)];
     proxy.extend(u.aliases.iter().map(|a| format!("smtp:{a}")));
@@ -710,16 +702,17 @@ async fn member_of(
     if let Some(r) = admit(&mut s, &headers) {
         return r;
     }
-    let Some(i) = s.user_index(&user) else {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "Request_ResourceNotFound",
-            &format!(
-                "Resource '{user}' does not exist or one of its queried reference-property objects are not present."
-            ),
-        );
-    };
+    let Some(i) = s.user_index(&user) else { return unknown_user(&user) };
     axum::Json(json!({"value": s.users[i].member_of})).into_response()
+}
+
+/// Graph's answer for a user the directory does not have.
+fn unknown_user(user: &str) -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        &format!("Resource '{user}' does not exist or one of its queried reference-property objects are not present."),
+    )
 }
 
 fn folder_json(u: &User, f: &Folder) -> Value {
