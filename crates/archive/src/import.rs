@@ -33,6 +33,7 @@ pub struct ImportSummary {
     /// Archived, but unparseable or malformed: see `tag:unparseable`, `tag:malformed`.
     pub flagged: u64,
     pub failed: u64,
+    /// Bytes read so far (all of them once the import is done).
     pub bytes: u64,
     /// Why the import stopped before the end (the disk is full, the catalog is unreachable):
     /// nothing more could be made durable. What was committed stays; running the same import
@@ -64,7 +65,8 @@ enum Input {
 const BATCH_MESSAGES: usize = 256;
 const BATCH_BYTES: usize = 32 << 20;
 
-type Batch = Vec<(String, Result<Prepared, ArchiveError>)>;
+/// Prepared messages (by origin) and the bytes they were read from.
+type Batch = (Vec<(String, Result<Prepared, ArchiveError>)>, u64);
 
 pub async fn import(
     pipeline: &Pipeline,
@@ -79,7 +81,8 @@ pub async fn import(
     let reader = tokio::task::spawn_blocking(move || read_all(inputs, &options_for_reader, &for_reader, tx));
 
     let mut summary = ImportSummary::default();
-    'batches: while let Some(batch) = rx.recv().await {
+    'batches: while let Some((batch, batch_bytes)) = rx.recv().await {
+        summary.bytes += batch_bytes;
         let mut commits = JoinSet::new();
         for (origin, prepared) in batch {
             match prepared {
@@ -173,14 +176,15 @@ fn read_all(
     let flush = |pending: &mut Vec<(String, Vec<u8>, String)>| -> bool {
         // Taken per batch, so a dictionary trained meanwhile is used from the next batch on.
         let compressor = pipeline.compressor();
-        let batch: Batch = std::mem::take(pending)
+        let bytes = pending.iter().map(|(_, raw, _)| raw.len() as u64).sum();
+        let batch = std::mem::take(pending)
             .into_par_iter()
             .map(|(origin, raw, folder)| {
                 let sub = submission(options, raw, &folder);
                 (origin, prepare(sub, limit, &compressor))
             })
             .collect();
-        tx.blocking_send(batch).is_ok()
+        tx.blocking_send((batch, bytes)).is_ok()
     };
     let mut push =
         |origin: String, raw: Vec<u8>, folder: &str, pending: &mut Vec<_>, pending_bytes: &mut usize| -> bool {

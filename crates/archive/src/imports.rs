@@ -45,6 +45,9 @@ pub struct ImportJob {
     pub file: String,
     /// The upload's size in bytes.
     pub bytes: u64,
+    /// What the import reads: the upload, or what its zip unpacked to (the summary's `bytes`
+    /// counts up to it).
+    pub to_read: u64,
     /// Who started it.
     pub by: String,
     pub mailbox: Option<String>,
@@ -211,12 +214,15 @@ pub async fn start(
     };
     let upload = staged.path();
     let bytes = std::fs::metadata(&upload).map_err(|e| ArchiveError::Io(staged.name.clone(), e))?.len();
-    let (input, staged) = {
+    let (input, to_read, staged) = {
         let options = import_options.clone();
-        blocking(move || -> Result<(PathBuf, Staged), ArchiveError> {
-            let input = unpack_if_zip(&staged)?;
+        blocking(move || -> Result<(PathBuf, u64, Staged), ArchiveError> {
+            let (input, to_read) = match unpack_if_zip(&staged)? {
+                Some(unpacked) => unpacked,
+                None => (staged.path(), bytes),
+            };
             crate::import::check(std::slice::from_ref(&input), &options).map_err(|e| in_upload(e, &staged))?;
-            Ok((input, staged))
+            Ok((input, to_read, staged))
         })
         .await??
     };
@@ -225,6 +231,7 @@ pub async fn start(
         tenant: tenant.id,
         file: staged.name.clone(),
         bytes,
+        to_read,
         by: actor.name.clone(),
         mailbox,
         folder,
@@ -324,18 +331,18 @@ async fn run(archive: Arc<Archive>, actor: Actor, staged: Staged, input: PathBuf
     drop(staged);
 }
 
-/// A zip is unpacked beside it (and removed); anything else is imported as it is. Returns what
-/// to import.
-fn unpack_if_zip(staged: &Staged) -> Result<PathBuf, ArchiveError> {
+/// A zip is unpacked beside it (and removed): what to import and its size. None for anything
+/// else, imported as it is.
+fn unpack_if_zip(staged: &Staged) -> Result<Option<(PathBuf, u64)>, ArchiveError> {
     let upload = staged.path();
     let io = |e: std::io::Error| ArchiveError::Io(staged.name.clone(), e);
     let mut head = [0u8; 4];
     let n = std::fs::File::open(&upload).and_then(|mut f| f.read(&mut head)).map_err(io)?;
     if !(head[..n].starts_with(b"PK\x03\x04") || head[..n].starts_with(b"PK\x05\x06")) {
-        return Ok(upload);
+        return Ok(None);
     }
     let into = staged.dir.join("unpacked");
-    unpack_zip(&upload, &into)
+    let unpacked = unpack_zip(&upload, &into)
         .map_err(|why| ArchiveError::Invalid(format!("{}: {why}; nothing was imported", staged.name)))?;
     std::fs::remove_file(&upload).map_err(io)?;
     // A zip of one folder (a Maildir zipped with its name, say) is that folder: its name is the
@@ -343,15 +350,15 @@ fn unpack_if_zip(staged: &Staged) -> Result<PathBuf, ArchiveError> {
     let entries: Vec<PathBuf> =
         std::fs::read_dir(&into).map_err(io)?.filter_map(|e| e.ok().map(|e| e.path())).take(2).collect();
     match entries.as_slice() {
-        [only] if only.is_dir() => Ok(only.clone()),
-        _ => Ok(into),
+        [only] if only.is_dir() => Ok(Some((only.clone(), unpacked))),
+        _ => Ok(Some((into, unpacked))),
     }
 }
 
 /// Unpacks a zip into `into`: only names inside it, at most [`ZIP_ENTRIES`] entries and
 /// [`ZIP_EXPANSION`] times the zip's size in all (counted as written, whatever the zip claims).
-/// Links and folders are not made; every entry becomes a plain file.
-pub fn unpack_zip(zip: &Path, into: &Path) -> Result<(), String> {
+/// Links and folders are not made; every entry becomes a plain file. Returns the bytes written.
+pub fn unpack_zip(zip: &Path, into: &Path) -> Result<u64, String> {
     let file = std::fs::File::open(zip).map_err(|e| e.to_string())?;
     let size = file.metadata().map_err(|e| e.to_string())?.len();
     let budget = size.saturating_mul(ZIP_EXPANSION);
@@ -383,7 +390,7 @@ pub fn unpack_zip(zip: &Path, into: &Path) -> Result<(), String> {
             return Err(format!("the zip expands to more than {ZIP_EXPANSION} times its size"));
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]

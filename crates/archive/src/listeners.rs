@@ -196,6 +196,7 @@ impl Admin<'_> {
                 settings.certificate
             )));
         }
+        let _one_at_a_time = self.archive().settings_write.lock().await;
         let mut list = self.stored_listeners().await?;
         let old = list.iter().position(|l| l.name == settings.name);
         match (new, old) {
@@ -246,6 +247,7 @@ impl Admin<'_> {
         name: &str,
     ) -> Result<(), ArchiveError> {
         actor.require_system_admin()?;
+        let _one_at_a_time = self.archive().settings_write.lock().await;
         let mut list = self.stored_listeners().await?;
         let i = list.iter().position(|l| l.name == name).ok_or(ArchiveError::NotFound)?;
         let gone = list.remove(i);
@@ -262,6 +264,7 @@ impl Admin<'_> {
         }
         let digest = serde_json::to_string(seed).map_err(|e| ArchiveError::Internal(e.to_string()))?;
         let catalog = &self.archive().catalog;
+        let _one_at_a_time = self.archive().settings_write.lock().await;
         let mut list = self.stored_listeners().await?;
         if catalog.setting(SEED_SETTING).await?.as_deref() != Some(digest.as_str()) {
             for s in seed {

@@ -174,6 +174,9 @@ pub struct Archive {
     /// The one committer of this process (message ids are given there).
     pipeline: std::sync::OnceLock<Pipeline>,
     imports: crate::imports::ImportQueue,
+    /// Held while a list kept as one setting (the listeners) is read, changed and written, so two
+    /// changes at once do not lose one.
+    pub(crate) settings_write: tokio::sync::Mutex<()>,
 }
 
 impl Archive {
@@ -233,6 +236,7 @@ impl Archive {
             parsed: Default::default(),
             master,
             imports: Default::default(),
+            settings_write: Default::default(),
         })
     }
 

@@ -41,6 +41,10 @@ pub struct ApiImport {
     /// The uploaded file's name.
     pub file: String,
     pub bytes: u64,
+    /// What the import reads (the upload, or what its zip unpacked to), and how much of it was
+    /// read so far.
+    pub to_read: u64,
+    pub read: u64,
     /// Who started it.
     pub by: String,
     pub mailbox: Option<String>,
@@ -68,6 +72,8 @@ impl From<ImportJob> for ApiImport {
             id: j.id,
             file: j.file,
             bytes: j.bytes,
+            to_read: j.to_read,
+            read: j.summary.bytes,
             by: j.by,
             mailbox: j.mailbox,
             folder: j.folder,

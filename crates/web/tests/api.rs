@@ -617,6 +617,9 @@ fn an_uploaded_mbox_and_a_zipped_maildir_are_imported_with_their_folders_and_aga
         (Some("done"), Some(3), Some(0)),
         "{job}"
     );
+    // An mbox's postmark lines are not part of its messages: what was read is a little less.
+    let (read, to_read) = (job["read"].as_u64().unwrap(), job["to_read"].as_u64().unwrap());
+    assert!(read > 0 && read <= to_read && to_read == mbox.len() as u64, "{job}");
 
     let maildir = zip_of(&[
         ("Maildir/cur/1.host:2,S", message(4, "hazel").as_bytes()),
@@ -626,6 +629,8 @@ fn an_uploaded_mbox_and_a_zipped_maildir_are_imported_with_their_folders_and_aga
     assert_eq!(started.status, 202, "{}", started.text());
     let job = finished(&site, started.json()["id"].as_u64().unwrap());
     assert_eq!(job["imported"].as_u64(), Some(2), "{job}");
+    let unpacked = (message(4, "hazel").len() + message(5, "hazel").len()) as u64;
+    assert_eq!(job["to_read"].as_u64(), Some(unpacked), "a zip reads what it unpacked to");
 
     site.runtime.block_on(site.archive.indexer().run_until_idle()).unwrap();
     let count =
