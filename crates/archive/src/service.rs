@@ -337,11 +337,12 @@ impl Archive {
         })
     }
 
-    /// The named tenant, or the default one.
+    /// The tenant of that id, if there is one.
     pub async fn tenant_by_id(&self, id: i64) -> Result<Option<Tenant>, ArchiveError> {
         Ok(self.catalog.tenant(id).await?)
     }
 
+    /// The named tenant, or the default one.
     pub async fn tenant(&self, name: Option<&str>) -> Result<Tenant, ArchiveError> {
         match name {
             None => Ok(self.catalog.default_tenant().await?),
