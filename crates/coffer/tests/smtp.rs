@@ -510,11 +510,18 @@ fn a_listener_added_through_the_api_answers_at_once_is_changed_live_and_survives
     let (status, body) = api(&server, &key, "PUT", "/listeners/second", Some(moved));
     assert_eq!(status, 200, "{body}");
     assert!(greeting(moved_port).starts_with("220 mx2.archive.test"));
+    // Changed on the same address: the old listener lets go of the port before the new one binds.
+    let mut renamed = second.clone();
+    renamed["listen"] = format!("127.0.0.1:{moved_port}").into();
+    renamed["hostname"] = "mx3.archive.test".into();
+    let (status, body) = api(&server, &key, "PUT", "/listeners/second", Some(renamed));
+    assert_eq!(status, 200, "{body}");
+    assert!(greeting(moved_port).starts_with("220 mx3.archive.test"));
 
     // A restart runs what the catalog holds.
     server.stop();
     let server = Server::start_on(&c, smtp_port, &[]);
-    assert!(greeting(moved_port).starts_with("220 mx2.archive.test"), "the listener survives a restart");
+    assert!(greeting(moved_port).starts_with("220 mx3.archive.test"), "the listener survives a restart");
     let audit = c.ok(&["audit", "list", "--limit", "100"]);
     assert!(audit.contains("listener second added: enabled yes, listen 127.0.0.1:"), "{audit}");
     assert!(audit.contains("listener second changed: enabled yes → no"), "{audit}");

@@ -117,6 +117,8 @@ struct Running {
     state: String,
     bound: Option<std::net::SocketAddr>,
     stop: Option<watch::Sender<bool>>,
+    /// Fires when the listener's socket is closed.
+    closed: Option<tokio::sync::oneshot::Receiver<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     stats: Arc<Stats>,
 }
@@ -275,7 +277,8 @@ impl ListenerSet {
             }
             let _ = tx.send(true);
         });
-        let task = tokio::spawn(listener.serve(socket, rx));
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(listener.serve(socket, rx, closed_tx));
         tracing::info!(listener = %l.name, %bound, tls = %l.tls, "SMTP journaling listener started");
         self.running.lock().unwrap().insert(
             l.name.clone(),
@@ -283,6 +286,7 @@ impl ListenerSet {
                 state: format!("listening on {bound}"),
                 bound: Some(bound),
                 stop: Some(stop),
+                closed: Some(closed),
                 task: Some(task),
                 stats,
             },
@@ -290,12 +294,16 @@ impl ListenerSet {
         Ok(format!("listening on {bound}"))
     }
 
-    /// Stops the listener of that name (its socket closes at once) and records its figures.
+    /// Stops the listener of that name and waits until its socket is closed (the sessions in
+    /// flight go on), then records its figures.
     async fn stop_running(&self, name: &str) {
         let taken = self.running.lock().unwrap().remove(name);
         if let Some(r) = taken {
             if let Some(stop) = r.stop {
                 let _ = stop.send(true);
+            }
+            if let Some(closed) = r.closed {
+                let _ = tokio::time::timeout(Duration::from_secs(10), closed).await;
             }
             r.stats.flush(&self.state, name).await;
         }
@@ -328,7 +336,14 @@ impl ListenerSet {
 
 impl Running {
     fn idle(state: &str) -> Running {
-        Running { state: state.into(), bound: None, stop: None, task: None, stats: Arc::new(Stats::default()) }
+        Running {
+            state: state.into(),
+            bound: None,
+            stop: None,
+            closed: None,
+            task: None,
+            stats: Arc::new(Stats::default()),
+        }
     }
 }
 

@@ -150,9 +150,15 @@ struct Shared {
 }
 
 impl Listener {
-    /// Accepts connections until `shutdown` turns true, then lets the sessions in flight finish
-    /// their transaction (up to the data timeout) and returns.
-    pub async fn serve(self, socket: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    /// Accepts connections until `shutdown` turns true, closes the socket (and says so on
+    /// `closed`, so the address can be bound again at once), then lets the sessions in flight
+    /// finish their transaction (up to the data timeout) and returns.
+    pub async fn serve(
+        self,
+        socket: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        closed: tokio::sync::oneshot::Sender<()>,
+    ) {
         let limits = Limits {
             per_ip: self.config.max_connections_per_ip,
             per_range: self.config.max_connections_per_range,
@@ -212,6 +218,7 @@ impl Listener {
             });
         }
         drop(socket);
+        let _ = closed.send(());
         while sessions.join_next().await.is_some() {}
     }
 }
