@@ -363,12 +363,19 @@ impl Supervisor {
 }
 
 fn job(name: &str, kind: &'static str, settings: Vec<(String, String)>, work: Work) -> Arc<Job> {
+    // What the job is until its loop first says otherwise, so a listing right after a start
+    // never shows an empty state.
+    let state = match &work {
+        Work::Imap { .. } => "waiting",
+        Work::M365 { .. } => "on demand",
+        Work::NotStarted { .. } => "not started",
+    };
     Arc::new(Job {
         name: name.to_owned(),
         kind,
         settings,
         work,
-        state: Mutex::new(JobState::default()),
+        state: Mutex::new(JobState { state: state.into(), ..Default::default() }),
         wake: Notify::new(),
         stopped: AtomicBool::new(false),
         requested: AtomicBool::new(false),
