@@ -168,40 +168,60 @@ fn read_all(
     pipeline: &Pipeline,
     tx: tokio::sync::mpsc::Sender<Batch>,
 ) -> (u64, Vec<(String, String)>) {
-    let mut pending: Vec<(String, Vec<u8>, String)> = Vec::new();
+    // (origin, bytes, folder, read from an mbox: a Google Takeout mbox files by its labels)
+    let mut pending: Vec<(String, Vec<u8>, String, bool)> = Vec::new();
     let mut pending_bytes = 0usize;
     let mut total = 0u64;
     let mut failures = Vec::new();
     let limit = pipeline.max_message_bytes();
-    let flush = |pending: &mut Vec<(String, Vec<u8>, String)>| -> bool {
+    let flush = |pending: &mut Vec<(String, Vec<u8>, String, bool)>| -> bool {
         // Taken per batch, so a dictionary trained meanwhile is used from the next batch on.
         let compressor = pipeline.compressor();
-        let bytes = pending.iter().map(|(_, raw, _)| raw.len() as u64).sum();
+        let bytes = pending.iter().map(|(_, raw, _, _)| raw.len() as u64).sum();
         let batch = std::mem::take(pending)
             .into_par_iter()
-            .map(|(origin, raw, folder)| {
-                let sub = submission(options, raw, &folder);
-                (origin, prepare(sub, limit, &compressor))
+            .map(|(origin, raw, folder, mbox)| {
+                // Gmail's labels are its folders: the first is the message's placement, the
+                // others are more (the mbox's own name says nothing then).
+                let labels = if mbox { coffer_mail::mbox::gmail_labels(&raw) } else { Vec::new() };
+                let Some((first, more)) = labels.split_first() else {
+                    let sub = submission(options, raw, &folder);
+                    return (origin, prepare(sub, limit, &compressor));
+                };
+                let sub = submission(options, raw, first);
+                let mut prepared = prepare(sub, limit, &compressor);
+                if let Ok(p) = &mut prepared {
+                    let mailbox = options.mailbox.clone().unwrap_or_default();
+                    for label in more {
+                        p.also_place(&mailbox, &join(options.folder.as_deref().unwrap_or(""), label));
+                    }
+                }
+                (origin, prepared)
             })
             .collect();
         tx.blocking_send((batch, bytes)).is_ok()
     };
-    let mut push =
-        |origin: String, raw: Vec<u8>, folder: &str, pending: &mut Vec<_>, pending_bytes: &mut usize| -> bool {
-            total += raw.len() as u64;
-            *pending_bytes += raw.len();
-            pending.push((origin, raw, folder.to_owned()));
-            if pending.len() >= BATCH_MESSAGES || *pending_bytes >= BATCH_BYTES {
-                *pending_bytes = 0;
-                return flush(pending);
-            }
-            true
-        };
+    let mut push = |origin: String,
+                    raw: Vec<u8>,
+                    folder: &str,
+                    mbox: bool,
+                    pending: &mut Vec<_>,
+                    pending_bytes: &mut usize|
+     -> bool {
+        total += raw.len() as u64;
+        *pending_bytes += raw.len();
+        pending.push((origin, raw, folder.to_owned(), mbox));
+        if pending.len() >= BATCH_MESSAGES || *pending_bytes >= BATCH_BYTES {
+            *pending_bytes = 0;
+            return flush(pending);
+        }
+        true
+    };
     for input in inputs {
         match &input {
             Input::Eml { path, folder } => match std::fs::read(path) {
                 Ok(raw) => {
-                    if !push(path.display().to_string(), raw, folder, &mut pending, &mut pending_bytes) {
+                    if !push(path.display().to_string(), raw, folder, false, &mut pending, &mut pending_bytes) {
                         return (total, failures);
                     }
                 }
@@ -226,7 +246,7 @@ fn read_all(
                 };
                 for (n, message) in coffer_mail::mbox::Mbox::new(&map).enumerate() {
                     let origin = format!("{}#{}", path.display(), n + 1);
-                    if !push(origin, message.into_owned(), folder, &mut pending, &mut pending_bytes) {
+                    if !push(origin, message.into_owned(), folder, true, &mut pending, &mut pending_bytes) {
                         return (total, failures);
                     }
                 }

@@ -166,17 +166,24 @@ pub fn prepare(sub: Submission, max_message_bytes: u64, compressor: &Compressor)
         source: sub.source.as_str().into(),
         archived_at: now,
         recipients,
-        placements: sub
-            .placement
-            .iter()
-            .map(|(mailbox, folder)| NewPlacement {
-                mailbox: mailbox.trim().to_lowercase(),
-                folder: folder.trim_matches('/').to_owned(),
-                source: sub.source.as_str().into(),
-            })
-            .collect(),
+        placements: Vec::new(),
     };
-    Ok(Prepared { message, payload, source: sub.source, origin: sub.origin, document: Arc::new(doc) })
+    let mut prepared = Prepared { message, payload, source: sub.source, origin: sub.origin, document: Arc::new(doc) };
+    if let Some((mailbox, folder)) = &sub.placement {
+        prepared.also_place(mailbox, folder);
+    }
+    Ok(prepared)
+}
+
+impl Prepared {
+    /// One more place the message sits in (a Gmail label besides its first, say).
+    pub fn also_place(&mut self, mailbox: &str, folder: &str) {
+        self.message.placements.push(NewPlacement {
+            mailbox: mailbox.trim().to_lowercase(),
+            folder: folder.trim_matches('/').to_owned(),
+            source: self.source.as_str().into(),
+        });
+    }
 }
 
 enum Job {

@@ -119,6 +119,33 @@ fn mbox_import_counts_messages_and_names_the_folder_after_the_file() {
 }
 
 #[test]
+fn a_google_takeout_mbox_keeps_its_labels_as_folders() {
+    let c = Coffer::new();
+    let labelled = "X-Gmail-Labels: Inbox,Opened,\"Clients, 2019\",Projects/Alpha\r\nFrom: ann@gmail.com\r\n\
+To: bo@gmail.com\r\nSubject: labelled\r\nMessage-ID: <labelled@gmail.com>\r\n\r\nBody\r\n";
+    let plain = "From: ann@gmail.com\r\nTo: bo@gmail.com\r\nSubject: unlabelled\r\nMessage-ID: <plain@gmail.com>\r\n\r\nBody\r\n";
+    let mut mbox = Vec::new();
+    for raw in [labelled, plain] {
+        coffer_archive::export::write_mbox_entry(&mut mbox, "ann@gmail.com", 1_546_300_800, raw.as_bytes()).unwrap();
+    }
+    let path = c.dir.path().join("All mail Including Spam and Trash.mbox");
+    std::fs::write(&path, &mbox).unwrap();
+    let out = c.ok(&["import", "-v", "--mailbox", "ann@gmail.com", path.to_str().unwrap()]);
+    assert_eq!(receipts(&out).len(), 2, "each message once: {out}");
+    assert_eq!(c.count(""), 2);
+    for folder in ["Inbox", "\"Clients, 2019\"", "Projects/Alpha"] {
+        assert_eq!(c.count(&format!("subject:labelled folder:{folder} mailbox:ann@gmail.com")), 1, "{folder}");
+    }
+    assert_eq!(c.count("folder:Opened"), 0, "a state label is no folder");
+    assert_eq!(c.count("subject:labelled folder:\"All mail Including Spam and Trash\""), 0);
+    assert_eq!(
+        c.count("subject:unlabelled folder:\"All mail Including Spam and Trash\""),
+        1,
+        "no labels: the file's name"
+    );
+}
+
+#[test]
 fn tenants_get_journal_addresses_and_their_own_mail() {
     let c = Coffer::new();
     let out = c.ok(&["tenant", "add", "contoso", "--domain", "contoso.com"]);

@@ -165,9 +165,66 @@ fn trim_ascii(s: &[u8]) -> &[u8] {
     s.trim_ascii()
 }
 
+/// Most labels taken from one message, and most characters of one.
+const MAX_LABELS: usize = 50;
+const MAX_LABEL: usize = 200;
+/// Gmail's labels that say what was done with a message, not where it is filed.
+const STATE_LABELS: [&str; 2] = ["Opened", "Unread"];
+
+/// The labels of a message from a Google Takeout mbox (`X-Gmail-Labels: Inbox,Important,"Work,
+/// 2019",Projects/Alpha`; encoded words decoded), in order, as folder paths; state labels
+/// (Opened, Unread) left out. Empty when the message has none.
+pub fn gmail_labels(raw: &[u8]) -> Vec<String> {
+    let Some(headers) = mail_parser::MessageParser::default().parse_headers(raw) else { return Vec::new() };
+    let Some(value) = headers.header("X-Gmail-Labels").and_then(|v| v.as_text()) else { return Vec::new() };
+    let mut labels = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in value.chars().chain(std::iter::once(',')) {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                let label: String =
+                    decoded(current.trim()).chars().filter(|c| !c.is_control()).take(MAX_LABEL).collect();
+                let label = label.trim_matches('/').to_owned();
+                if !label.is_empty() && !STATE_LABELS.contains(&label.as_str()) && !labels.contains(&label) {
+                    labels.push(label);
+                }
+                current.clear();
+                if labels.len() == MAX_LABELS {
+                    break;
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    labels
+}
+
+/// A label that is an encoded word (`=?UTF-8?Q?B=C3=BCro?=`) decoded: Gmail writes them between
+/// commas, where a header parser does not look for them.
+fn decoded(label: &str) -> String {
+    if !(label.starts_with("=?") && label.ends_with("?=")) {
+        return label.to_owned();
+    }
+    let probe = format!("Subject: {label}\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse_headers(probe.as_bytes())
+        .and_then(|m| m.subject().map(str::to_owned))
+        .unwrap_or_else(|| label.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gmail_labels_are_folders_in_order_without_state_labels() {
+        let raw = b"X-Gmail-Labels: Inbox,Opened,\"Work, 2019\",Projects/Alpha,=?UTF-8?Q?B=C3=BCro?=,Unread,Inbox\r\n\
+From: a@gmail.com\r\nSubject: labels\r\n\r\nBody\r\n";
+        assert_eq!(gmail_labels(raw), ["Inbox", "Work, 2019", "Projects/Alpha", "Büro"]);
+        assert!(gmail_labels(b"From: a@gmail.com\r\nSubject: none\r\n\r\nBody\r\n").is_empty());
+    }
 
     fn split(data: &str) -> Vec<String> {
         Mbox::new(data.as_bytes()).map(|m| String::from_utf8(m.into_owned()).unwrap()).collect()
