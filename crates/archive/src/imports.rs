@@ -243,7 +243,15 @@ pub async fn start(
         error: None,
     };
     archive.imports().enqueue(job.clone())?;
-    archive.audit(actor, "import started", &describe(&job, &tenant.name)).await?;
+    if let Err(e) = archive.audit(actor, "import started", &describe(&job, &tenant.name)).await {
+        // Nothing runs unaudited: the job ends here, and the upload goes with `staged`.
+        archive.imports().update(job.id, |j| {
+            j.state = "failed".into();
+            j.error = Some(format!("the start could not be audited: {e}"));
+            j.finished = Some(now_secs());
+        });
+        return Err(e);
+    }
     tokio::spawn(run(archive.clone(), actor.clone(), staged, input, import_options));
     Ok(job)
 }
@@ -290,8 +298,8 @@ async fn run(archive: Arc<Archive>, actor: Actor, staged: Staged, input: PathBuf
     queue.update(id, |j| j.state = "running".into());
     let mut on_event = |event: ImportEvent<'_>| match event {
         ImportEvent::Progress(summary) => queue.update(id, |j| j.summary = summary.clone()),
+        // The counts come with the next progress; only the first failures are kept in words.
         ImportEvent::Failed { origin, error } => queue.update(id, |j| {
-            j.summary.failed += 1;
             if j.failures.len() < FAILURES_KEPT {
                 j.failures.push(relative(&format!("{origin}: {error}"), &staged));
             }

@@ -227,7 +227,9 @@ impl ListenerSet {
 
     /// Binds and serves `l` in place of the listener of its name. A new address is bound before
     /// the old listener lets go; the same address after (transactions in flight finish either
-    /// way). When the new one cannot start, the old one is started again.
+    /// way). A new address that cannot be bound leaves the old listener running; the same
+    /// address taken by something else meanwhile leaves it failed, with why, until it is saved
+    /// again or the server restarts.
     async fn run(&self, l: ListenerSettings) -> Result<String, ArchiveError> {
         let config = self.config(&l);
         let old_bound = self.running.lock().unwrap().get(&l.name).and_then(|r| r.bound);
