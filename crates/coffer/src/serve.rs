@@ -27,8 +27,7 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let supervisor = coffer_sources::Supervisor::start(&archive, &config.sources(), pipeline.clone()).await;
     // The listeners in the catalog; coffer.toml's [smtp] seeds them.
     let listeners = archive.admin().seed_listeners(&config.smtp.seeds()).await?;
-    let smtp =
-        coffer_smtp::listeners::start(archive.clone(), &config.smtp, &listeners, pipeline, stopping.clone()).await?;
+    let smtp = coffer_smtp::listeners::start(archive.clone(), &config.smtp, &listeners, pipeline).await?;
     for l in &listeners {
         if let Some(bound) = smtp.bound(&l.name) {
             // A plain line scripts and tests can wait for.

@@ -130,19 +130,17 @@ pub struct ListenerSet {
     pipeline: Pipeline,
     addresses: Arc<JournalAddresses>,
     state: coffer_archive::sources::SourceState,
-    stopping: watch::Receiver<bool>,
     running: Mutex<BTreeMap<String, Running>>,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// Starts every listener of `listeners` (in their order) until `stopping` turns true; one that
+/// Starts every listener of `listeners` (in their order) until [`ListenerSet::finish`]; one that
 /// cannot start is listed with why, and the others run.
 pub async fn start(
     archive: Arc<Archive>,
     shared: &SmtpSettings,
     listeners: &[ListenerSettings],
     pipeline: Pipeline,
-    stopping: watch::Receiver<bool>,
 ) -> Result<Arc<ListenerSet>, ArchiveError> {
     let mut aliases = HashMap::new();
     for (address, tenant) in &shared.aliases {
@@ -162,7 +160,6 @@ pub async fn start(
         pipeline,
         addresses,
         state,
-        stopping,
         running: Mutex::new(BTreeMap::new()),
         flusher: Mutex::new(None),
     });
@@ -259,8 +256,8 @@ impl ListenerSet {
         if !same_address {
             self.stop_running(&l.name).await;
         }
+        // Sent when this listener is replaced or removed, or the server stops (`finish`).
         let (stop, stopped) = watch::channel(false);
-        let mut server_stopping = self.stopping.clone();
         let stats = Arc::new(Stats::default());
         let listener = Listener {
             config,
@@ -269,18 +266,8 @@ impl ListenerSet {
             tls,
             stats: stats.clone(),
         };
-        // Stops when the server stops or when this listener is replaced or removed.
-        let mut either = stopped.clone();
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = server_stopping.wait_for(|s| *s) => {}
-                _ = either.wait_for(|s| *s) => {}
-            }
-            let _ = tx.send(true);
-        });
         let (closed_tx, closed) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(listener.serve(socket, rx, closed_tx));
+        let task = tokio::spawn(listener.serve(socket, stopped, closed_tx));
         tracing::info!(listener = %l.name, %bound, tls = %l.tls, "SMTP journaling listener started");
         self.running.lock().unwrap().insert(
             l.name.clone(),
@@ -319,10 +306,18 @@ impl ListenerSet {
         }
     }
 
-    /// After `stopping` turned true: lets the transactions in flight finish (up to the data
-    /// timeout) and records the last figures.
+    /// At shutdown: stops every listener (no new connections), lets the transactions in flight
+    /// finish (up to the data timeout) and records the last figures.
     pub async fn finish(&self) {
-        let tasks: Vec<_> = self.running.lock().unwrap().values_mut().filter_map(|r| r.task.take()).collect();
+        let tasks: Vec<_> = {
+            let mut running = self.running.lock().unwrap();
+            for r in running.values() {
+                if let Some(stop) = &r.stop {
+                    let _ = stop.send(true);
+                }
+            }
+            running.values_mut().filter_map(|r| r.task.take()).collect()
+        };
         let wait = async {
             for t in tasks {
                 let _ = t.await;
