@@ -871,10 +871,25 @@ async fn mime(
         s.max_mailboxes_at_once = s.max_mailboxes_at_once.max(mailboxes);
         raw
     };
+    // Counted out when the request ends, also when the client goes away mid-request (a killed
+    // import): a request the server drops is no longer in flight.
+    let _in_flight = InFlight { state: state.clone(), user };
     // Long enough for a client's parallel requests to overlap.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    *state.lock().unwrap().in_flight.get_mut(&user).unwrap() -= 1;
     ([("content-type", "message/rfc822")], raw).into_response()
+}
+
+struct InFlight {
+    state: Arc<Mutex<FakeState>>,
+    user: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(n) = self.state.lock().unwrap().in_flight.get_mut(&self.user) {
+            *n -= 1;
+        }
+    }
 }
 
 fn now() -> i64 {
