@@ -102,6 +102,19 @@ pub trait SourceControl: Send + Sync {
     /// Builds a connection that could not start again (after Update Manifest made its
     /// certificate) and starts it: Some(what happened) when it had not started.
     fn retry<'a>(&'a self, name: &'a str) -> crate::listeners::Pending<'a, Option<Result<String, String>>>;
+
+    /// Runs the connection as now configured, in place of the one of that name (whose run in
+    /// progress is cut; what it archived is kept). `all` is every connection now configured (an
+    /// IMAP connection may take its token from a Microsoft 365 one). What happened, in words: a
+    /// connection that cannot start is listed with why.
+    fn apply(
+        &self,
+        connection: crate::connections::Connection,
+        all: crate::connections::Definitions,
+    ) -> crate::listeners::Pending<'_, String>;
+
+    /// Stops and forgets the connection.
+    fn remove<'a>(&'a self, name: &'a str) -> crate::listeners::Pending<'a, ()>;
 }
 
 /// A person in the directory, as the console's Lookup shows them.
@@ -149,6 +162,16 @@ impl SourceControl for NoSources {
     }
     fn retry<'a>(&'a self, _: &'a str) -> crate::listeners::Pending<'a, Option<Result<String, String>>> {
         Box::pin(async { None })
+    }
+    fn apply(
+        &self,
+        _: crate::connections::Connection,
+        _: crate::connections::Definitions,
+    ) -> crate::listeners::Pending<'_, String> {
+        Box::pin(async { "saved; it runs with the next `coffer serve`".to_owned() })
+    }
+    fn remove<'a>(&'a self, _: &'a str) -> crate::listeners::Pending<'a, ()> {
+        Box::pin(async {})
     }
 }
 

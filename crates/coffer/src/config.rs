@@ -51,7 +51,7 @@ impl Config {
         Ok(config)
     }
 
-    /// The source connections the supervisor runs.
+    /// The connections coffer.toml seeds (`[[imap]]`, `[[m365]]`); the catalog keeps the ones run.
     pub fn sources(&self) -> coffer_sources::Definitions {
         coffer_sources::Definitions { imap: self.imap.clone(), m365: self.m365.clone() }
     }

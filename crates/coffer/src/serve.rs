@@ -24,7 +24,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         tracing::info!(tenant = %t.tenant.name, journal = %t.journal_address, "tenant");
     }
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let supervisor = coffer_sources::Supervisor::start(&archive, &config.sources(), pipeline.clone()).await;
+    // The connections in the catalog; coffer.toml's [[imap]] and [[m365]] seed them.
+    let connections = archive.admin().seed_connections(&config.sources(), true).await?;
+    let supervisor = coffer_sources::Supervisor::start(&archive, &connections, pipeline.clone()).await;
     // The listeners in the catalog; coffer.toml's [smtp] seeds them.
     let listeners = archive.admin().seed_listeners(&config.smtp.seeds()).await?;
     let smtp = coffer_smtp::listeners::start(archive.clone(), &config.smtp, &listeners, pipeline).await?;

@@ -1,6 +1,7 @@
 //! Source connections from the command line: IMAP (poll once, test) and Microsoft 365 (the app
-//! manifest, a test, the historical import). Sources are built the way the server's supervisor
-//! builds them (`coffer_sources::connect`).
+//! manifest, a test, the historical import). The connections are the catalog's (with the
+//! configuration file's seed applied, as `serve` applies it), built the way the server's
+//! supervisor builds them (`coffer_sources::connect`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use coffer_sources::connect;
+use coffer_sources::{Definitions, connect};
 
 use crate::cli::{ImapCommand, M365Command};
 use crate::config::Config;
@@ -19,10 +20,14 @@ pub async fn imap(config: &Config, command: ImapCommand) -> anyhow::Result<ExitC
     match command {
         ImapCommand::Poll { name } => {
             let archive = open(config, true).await?;
+            let defs = archive.admin().seed_connections(&config.sources(), true).await?;
             let pipeline = archive.pipeline();
             let mut failed = false;
-            for imap in config.imap.iter().filter(|i| name.as_ref().is_none_or(|n| *n == i.name)) {
-                let poller = connect::poller(&archive, &config.m365, imap, pipeline.clone())
+            if let Some(n) = &name {
+                imap_connection(&defs, n)?;
+            }
+            for imap in defs.imap.iter().filter(|i| i.enabled && name.as_ref().is_none_or(|n| *n == i.name)) {
+                let poller = connect::poller(&archive, &defs.m365, imap, pipeline.clone())
                     .await
                     .with_context(|| format!("imap connection {}", imap.name))?;
                 match poller.poll_once().await {
@@ -52,12 +57,9 @@ pub async fn imap(config: &Config, command: ImapCommand) -> anyhow::Result<ExitC
         }
         ImapCommand::Test { name } => {
             let archive = open(config, false).await?;
-            let imap = config
-                .imap
-                .iter()
-                .find(|i| i.name == name)
-                .ok_or_else(|| anyhow::anyhow!("no [[imap]] connection named {name:?} in the configuration"))?;
-            let poller = connect::poller(&archive, &config.m365, imap, archive.pipeline())
+            let defs = archive.admin().seed_connections(&config.sources(), false).await?;
+            let imap = imap_connection(&defs, &name)?;
+            let poller = connect::poller(&archive, &defs.m365, imap, archive.pipeline())
                 .await
                 .with_context(|| format!("imap connection {}", imap.name))?;
             let folders = poller.test().await?;
@@ -73,17 +75,24 @@ pub async fn imap(config: &Config, command: ImapCommand) -> anyhow::Result<ExitC
     }
 }
 
-fn m365_connection<'a>(config: &'a Config, name: Option<&str>) -> anyhow::Result<&'a coffer_m365::M365Config> {
+fn imap_connection<'a>(defs: &'a Definitions, name: &str) -> anyhow::Result<&'a coffer_imap::ImapConfig> {
+    defs.imap.iter().find(|i| i.name == name).ok_or_else(|| {
+        anyhow::anyhow!("no IMAP connection named {name:?} (Configuration → Connections, or [[imap]] in coffer.toml)")
+    })
+}
+
+fn m365_connection<'a>(defs: &'a Definitions, name: Option<&str>) -> anyhow::Result<&'a coffer_m365::M365Config> {
     match name {
-        Some(n) => config
-            .m365
-            .iter()
-            .find(|c| c.name == n)
-            .ok_or_else(|| anyhow::anyhow!("no [[m365]] connection named {n:?} in the configuration")),
-        None => config
-            .m365
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("no [[m365]] connection in the configuration (see README: Microsoft 365)")),
+        Some(n) => defs.m365.iter().find(|c| c.name == n).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no Microsoft 365 connection named {n:?} (Configuration → Connections, or [[m365]] in coffer.toml)"
+            )
+        }),
+        None => defs.m365.first().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no Microsoft 365 connection (add one under Configuration → Connections, or [[m365]] in coffer.toml; see README: Microsoft 365)"
+            )
+        }),
     }
 }
 
@@ -108,7 +117,8 @@ pub async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitC
         }
         M365Command::Test { name } => {
             let archive = open(config, false).await?;
-            let c = m365_connection(config, name.as_deref())?;
+            let defs = archive.admin().seed_connections(&config.sources(), false).await?;
+            let c = m365_connection(&defs, name.as_deref())?;
             match connect::test_m365(Arc::new(connect::graph(&archive, c)?)).await {
                 Ok(text) => {
                     println!("{}: {text}", c.name);
@@ -127,7 +137,8 @@ pub async fn m365(config: &Config, command: M365Command) -> anyhow::Result<ExitC
 /// The historical import of one connection's mailboxes (or one of them), with a line per mailbox.
 async fn import(config: &Config, name: Option<&str>, user: Option<&str>) -> anyhow::Result<ExitCode> {
     let archive = open(config, true).await?;
-    let c = m365_connection(config, name)?;
+    let defs = archive.admin().seed_connections(&config.sources(), true).await?;
+    let c = m365_connection(&defs, name)?;
     let graph = Arc::new(connect::graph(&archive, c)?);
     let importer = connect::importer(&archive, c, graph, archive.pipeline()).await?;
     let indexer = archive.spawn_indexer();

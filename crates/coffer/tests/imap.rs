@@ -279,7 +279,7 @@ fn imap_test_lists_the_folders_with_their_counts_and_archives_nothing() {
     assert_eq!(c.count(""), 0);
     assert_eq!(d.count("alice", "INBOX"), 2);
     let unknown = c.run(&["imap", "test", "nope"]);
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no [[imap]] connection named"));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no IMAP connection named"));
 }
 
 #[test]
@@ -586,4 +586,151 @@ fn a_failing_source_backs_off_with_its_error_while_the_other_archives_and_the_ap
     assert_eq!(d.count("journal", "INBOX"), 0);
     let audit = c.ok(&["audit", "list", "--limit", "50"]);
     assert!(audit.contains("journal: stopped") && audit.contains("journal: poll started"), "{audit}");
+}
+
+/// The API as an administrator: (status, body) whatever the status.
+fn call(
+    server: &common::Server,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let req = ureq::request(method, &format!("http://{}/api/v1{path}", server.http))
+        .set("Authorization", &format!("Bearer {key}"));
+    let res = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let res = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = res.status();
+    (status, res.into_json().unwrap_or(serde_json::Value::Null))
+}
+
+fn job_until(
+    server: &common::Server,
+    key: &str,
+    name: &str,
+    ok: &dyn Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, c) = call(server, key, "GET", &format!("/connections/{name}"), None);
+        if ok(&c["job"]) || std::time::Instant::now() > deadline {
+            return c["job"].clone();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Connections are configuration in the catalog: one made through the API runs at once, without a
+/// restart; its password is sealed and never shown; a change without the password keeps it;
+/// disabling stops it and enabling starts it again; every change is audited with before and after.
+#[test]
+fn an_imap_connection_made_through_the_api_runs_at_once_and_a_change_applies_live() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    d.deliver("journal", None, &journal_report(0).0);
+    let key = c.user_with_key("admin", "administrator", &[]);
+    let server = common::Server::start(&c, &[]);
+    let settings = serde_json::json!({
+        "kind": "imap", "name": "journal", "host": "localhost", "port": d.imaps, "security": "imaps",
+        "ca_file": d.root.join("cert.pem"), "username": "journal", "password": "secret1", "mode": "journal",
+        "poll_interval_secs": 600,
+    });
+    let (status, made) = call(&server, &key, "POST", "/connections", Some(settings.clone()));
+    assert_eq!(status, 201, "{made}");
+    assert!(!made.to_string().contains("secret1") && made["config"].get("password").is_none(), "{made}");
+    assert!(c.data().join("secrets/imap.journal.password.sealed").is_file(), "the password is sealed");
+    assert!(
+        !std::fs::read_to_string(c.data().join("secrets/imap.journal.password.sealed"))
+            .unwrap_or_default()
+            .contains("secret1")
+    );
+    assert_eq!(common::wait_for_count(&c, "default", "subject:journal", 1), 1, "it ran without a restart");
+    assert_eq!(d.count("journal", "INBOX"), 0);
+
+    // The same name again, and a new connection without its password, are refused with why.
+    let (status, dup) = call(&server, &key, "POST", "/connections", Some(settings.clone()));
+    assert_eq!((status, dup["error"].as_str().unwrap().starts_with("name")), (400, true), "{dup}");
+    let mut no_password = settings.clone();
+    no_password["name"] = "journal-2".into();
+    no_password.as_object_mut().unwrap().remove("password");
+    let (status, refused) = call(&server, &key, "POST", "/connections", Some(no_password));
+    assert_eq!((status, refused["error"].as_str().unwrap().starts_with("password")), (400, true), "{refused}");
+
+    // A change without the password keeps the stored one.
+    let mut changed = settings.clone();
+    changed.as_object_mut().unwrap().remove("password");
+    changed["poll_interval_secs"] = 900.into();
+    let (status, after) = call(&server, &key, "PUT", "/connections/journal", Some(changed.clone()));
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["config"]["poll_interval_secs"], 900);
+    let (_, tested) = call(&server, &key, "POST", "/connections/journal/test", None);
+    assert_eq!(tested["ok"], true, "the stored password still signs in: {tested}");
+
+    // Disabled, it leaves new mail on the server; enabled again, the mail comes in.
+    changed["enabled"] = false.into();
+    call(&server, &key, "PUT", "/connections/journal", Some(changed.clone()));
+    assert_eq!(job_until(&server, &key, "journal", &|j| j["state"] == "disabled")["state"], "disabled");
+    d.deliver("journal", None, &journal_report(1).0);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(d.count("journal", "INBOX"), 1, "a disabled connection takes nothing");
+    changed["enabled"] = true.into();
+    call(&server, &key, "PUT", "/connections/journal", Some(changed));
+    assert_eq!(common::wait_for_count(&c, "default", "subject:journal", 2), 2);
+
+    let (status, _) = call(&server, &key, "DELETE", "/connections/journal", None);
+    assert_eq!(status, 204);
+    let (_, list) = call(&server, &key, "GET", "/connections", None);
+    assert_eq!(list, serde_json::json!([]));
+    let audit = c.ok(&["audit", "list", "--limit", "50"]);
+    for line in [
+        "connection journal (IMAP) added: enabled yes, server localhost:",
+        "; new password sealed",
+        "connection journal changed: poll interval 600 s (and IDLE) → 900 s (and IDLE)",
+        "connection journal changed: enabled yes → no",
+        "connection journal removed (was: enabled yes",
+    ] {
+        assert!(audit.contains(line), "{line}: {audit}");
+    }
+    assert!(!audit.contains("secret1"), "{audit}");
+}
+
+/// coffer.toml's [[imap]] seeds the catalog: its password is sealed, a console edit stands across
+/// a restart while the file is unchanged, and a change to the file is applied at the next start.
+#[test]
+fn imap_connections_in_coffer_toml_seed_the_catalog_and_a_console_edit_stands_until_the_file_changes() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    let toml = config(&d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n";
+    std::fs::write(c.dir.path().join("coffer.toml"), &toml).unwrap();
+    let key = c.user_with_key("admin", "administrator", &[]);
+    let interval = |server: &common::Server| {
+        call(server, &key, "GET", "/connections/journal", None).1["config"]["poll_interval_secs"].clone()
+    };
+
+    let mut server = common::Server::start(&c, &[]);
+    let (_, seeded) = call(&server, &key, "GET", "/connections/journal", None);
+    assert_eq!(seeded["config"]["poll_interval_secs"], 600, "{seeded}");
+    assert!(!seeded.to_string().contains("secret1"), "{seeded}");
+    assert!(c.data().join("secrets/imap.journal.password.sealed").is_file());
+    let mut edit = seeded["config"].clone();
+    edit["poll_interval_secs"] = 1200.into();
+    assert_eq!(call(&server, &key, "PUT", "/connections/journal", Some(edit)).0, 200);
+    server.stop();
+
+    let mut server = common::Server::start(&c, &[]);
+    assert_eq!(interval(&server), 1200, "the file did not change: the console's edit stands");
+    server.stop();
+
+    std::fs::write(c.dir.path().join("coffer.toml"), toml.replace("600", "300")).unwrap();
+    let server = common::Server::start(&c, &[]);
+    assert_eq!(interval(&server), 300, "the file changed: it is applied");
+    let (_, tested) = call(&server, &key, "POST", "/connections/journal/test", None);
+    assert_eq!(tested["ok"], true, "{tested}");
 }

@@ -6,135 +6,19 @@
 //! advance the mark. A crash anywhere before that fetches the same messages again next time, and
 //! dedup absorbs them; a changed UIDVALIDITY re-reads the folder, with the same effect.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_imap::Client;
 use coffer_archive::sources::SourceState;
 use coffer_archive::{Origin, Pipeline, Source, Submission};
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Security {
-    /// TLS from the first byte (port 993).
-    #[default]
-    Imaps,
-    /// Plain connection upgraded with STARTTLS (port 143).
-    Starttls,
-    /// No TLS at all: only for a trusted network; Coffer warns.
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMethod {
-    /// LOGIN with username and password.
-    #[default]
-    Password,
-    /// SASL XOAUTH2 with a token from `token_url` (Office 365).
-    Xoauth2,
-    /// SASL OAUTHBEARER (RFC 7628) with a token from `token_url`.
-    Oauthbearer,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// A journal mailbox: reports are unwrapped, and removed once archived.
-    #[default]
-    Journal,
-    /// An ordinary mailbox: messages keep their folder as placement; nothing is removed.
-    Mailbox,
-    /// The "undeliverable journal reports" mailbox: reports inside bounces are unwrapped.
-    Bounces,
-}
-
-impl Security {
-    /// As the console says it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Security::Imaps => "TLS (IMAPS)",
-            Security::Starttls => "STARTTLS",
-            Security::None => "no TLS",
-        }
-    }
-}
-
-impl AuthMethod {
-    pub fn describe(self) -> &'static str {
-        match self {
-            AuthMethod::Password => "password",
-            AuthMethod::Xoauth2 => "OAuth2 (XOAUTH2)",
-            AuthMethod::Oauthbearer => "OAuth2 (OAUTHBEARER)",
-        }
-    }
-}
-
-impl Mode {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Mode::Journal => "journal mailbox (reports unwrapped, then removed)",
-            Mode::Mailbox => "ordinary mailbox (folders kept, nothing removed)",
-            Mode::Bounces => "undeliverable journal reports",
-        }
-    }
-}
-
-/// One IMAP connection, as configured (`[[imap]]` in coffer.toml).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImapConfig {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    #[serde(default)]
-    pub security: Security,
-    /// CA certificates (PEM) to verify the server with; the public web roots when absent.
-    pub ca_file: Option<PathBuf>,
-    pub username: String,
-    /// For `auth = "password"`.
-    #[serde(default)]
-    pub password: String,
-    #[serde(default)]
-    pub auth: AuthMethod,
-    /// For XOAUTH2/OAUTHBEARER against Office 365: take the token from this `[[m365]]`
-    /// connection's certificate (scope https://outlook.office365.com/.default) instead of a
-    /// client secret.
-    pub m365: Option<String>,
-    /// For XOAUTH2/OAUTHBEARER: an OAuth2 token endpoint (client-credentials grant).
-    pub token_url: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    /// e.g. `https://outlook.office365.com/.default` for Office 365.
-    pub scope: Option<String>,
-    /// Folders to archive; INBOX when empty.
-    #[serde(default)]
-    pub folders: Vec<String>,
-    #[serde(default)]
-    pub mode: Mode,
-    /// In journal and bounce modes: "delete" (default) or "move:<folder>".
-    #[serde(default = "default_after")]
-    pub after_archive: String,
-    /// The tenant the mail belongs to (default: the default tenant).
-    pub tenant: Option<String>,
-    /// The mailbox placements name in mailbox mode (default: the username).
-    pub mailbox: Option<String>,
-    #[serde(default = "default_interval")]
-    pub poll_interval_secs: u64,
-}
-
-fn default_after() -> String {
-    "delete".into()
-}
-
-fn default_interval() -> u64 {
-    60
-}
+pub use coffer_archive::connections::{AuthMethod, ImapConfig, Mode, Security};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImapError {

@@ -1,6 +1,6 @@
 //! Turning a connection's configuration into a working source: a Graph client with the app's
-//! certificate, an IMAP poller with its sealed secrets, an importer; and the settings a console
-//! shows for each (secrets left out). The CLI and the supervisor build sources the same way.
+//! certificate, an IMAP poller with its sealed secrets, an importer. The CLI and the supervisor
+//! build sources the same way.
 
 use std::sync::Arc;
 
@@ -65,47 +65,13 @@ pub async fn poller(
     let mut poller = Poller::new(imap.clone(), tenant.id, pipeline, archive.source_state());
     if let Some(name) = &imap.m365 {
         let m = m365.iter().find(|m| &m.name == name).ok_or_else(|| {
-            ArchiveError::Invalid(format!("imap connection {}: no [[m365]] connection named {name:?}", imap.name))
+            ArchiveError::Invalid(format!("imap connection {}: no Microsoft 365 connection named {name:?}", imap.name))
         })?;
         let graph = Arc::new(graph(archive, m)?);
         poller.token_source =
             Some(Arc::new(move || graph.token(coffer_m365::graph::OUTLOOK_SCOPE).map_err(|e| e.to_string())));
     }
     Ok(poller)
-}
-
-/// What the console shows of an IMAP connection.
-pub fn imap_settings(i: &ImapConfig) -> Vec<(String, String)> {
-    vec![
-        ("server".into(), format!("{}:{} ({})", i.host, i.port, i.security.describe())),
-        ("user".into(), i.username.clone()),
-        ("authentication".into(), i.auth.describe().into()),
-        ("folders".into(), if i.folders.is_empty() { "INBOX".into() } else { i.folders.join(", ") }),
-        ("mode".into(), i.mode.describe().into()),
-        ("after archiving".into(), i.after_archive.clone()),
-        ("tenant".into(), i.tenant.clone().unwrap_or_else(|| "default".into())),
-        ("poll interval".into(), format!("{} s (and IDLE)", i.poll_interval_secs)),
-    ]
-}
-
-/// What the console shows of a Microsoft 365 connection.
-pub fn m365_settings(m: &M365Config) -> Vec<(String, String)> {
-    let skipped = [(m.skip_junk, "Junk Email"), (m.skip_deleted, "Deleted Items"), (m.skip_drafts, "Drafts")]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
-        .collect::<Vec<_>>()
-        .join(", ");
-    vec![
-        ("directory (tenant) id".into(), m.tenant_id.clone()),
-        ("application (client) id".into(), m.client_id.clone()),
-        ("certificate".into(), m.certificate.clone()),
-        ("login and Graph hosts".into(), format!("{} · {}", m.login_host, m.graph_host)),
-        ("mailboxes".into(), if m.mailboxes.is_empty() { "all users".into() } else { m.mailboxes.join(", ") }),
-        ("skipped folders".into(), skipped),
-        ("webhook".into(), m.webhook_url.clone().unwrap_or_else(|| "none (no folder sync)".into())),
-        ("tenant".into(), m.tenant.clone().unwrap_or_else(|| "default".into())),
-    ]
 }
 
 /// Signs in to the mailbox and lists its folders with their message counts.

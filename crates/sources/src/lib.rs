@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use coffer_archive::connections::Connection;
 use coffer_archive::service::now_secs;
 use coffer_archive::sources::{BoxFuture, ConnectionInfo, JobState, MailboxStatus, SourceControl};
 use coffer_archive::{Archive, ArchiveError, Pipeline};
-use coffer_imap::{ImapConfig, Poller};
+use coffer_imap::Poller;
 use coffer_m365::M365Config;
 use coffer_m365::graph::Graph;
 use coffer_m365::import::Importer;
@@ -26,12 +27,7 @@ use tokio::sync::Notify;
 /// interval (at least this).
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 
-/// The source connections a server runs.
-#[derive(Debug, Clone, Default)]
-pub struct Definitions {
-    pub imap: Vec<ImapConfig>,
-    pub m365: Vec<M365Config>,
-}
+pub use coffer_archive::connections::Definitions;
 
 enum Work {
     /// Polled on a schedule, and woken by IDLE in between.
@@ -40,6 +36,8 @@ enum Work {
     M365 { importer: Arc<Importer> },
     /// A connection that could not be built (a missing certificate, say): listed with why.
     NotStarted { why: String },
+    /// Turned off in its settings.
+    Disabled,
 }
 
 struct Job {
@@ -51,6 +49,8 @@ struct Job {
     wake: Notify,
     stopped: AtomicBool,
     requested: AtomicBool,
+    /// Replaced or removed: its loop ends.
+    retired: AtomicBool,
     running: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -68,7 +68,7 @@ impl Job {
     fn scheduled(&self) -> Option<Duration> {
         match &self.work {
             Work::Imap { interval, .. } => Some(*interval),
-            Work::M365 { .. } | Work::NotStarted { .. } => None,
+            Work::M365 { .. } | Work::NotStarted { .. } | Work::Disabled => None,
         }
     }
 
@@ -90,6 +90,9 @@ impl Job {
     /// Runs the job for the life of the server.
     async fn supervise(self: Arc<Self>) {
         loop {
+            if self.retired.load(Ordering::SeqCst) {
+                return;
+            }
             let stopped = self.stopped.load(Ordering::SeqCst);
             let asked = self.requested.swap(false, Ordering::SeqCst);
             if stopped || (self.scheduled().is_none() && !asked) {
@@ -174,6 +177,7 @@ impl Job {
     async fn run_once(self: Arc<Self>) -> Result<String, String> {
         match &self.work {
             Work::NotStarted { why } => Err(why.clone()),
+            Work::Disabled => Err("disabled".into()),
             Work::Imap { poller, .. } => {
                 let r = poller.poll_once().await.map_err(|e| e.to_string())?;
                 for (folder, uid, why) in &r.refused {
@@ -228,32 +232,47 @@ impl Job {
 /// Every source job of the server.
 pub struct Supervisor {
     jobs: Mutex<Vec<Arc<Job>>>,
-    syncs: Mutex<Vec<Arc<coffer_m365::sync::Sync>>>,
-    /// Graph clients by directory (tenant) id, for directory lookups at sign-in.
-    directories: Mutex<Vec<(String, Arc<Graph>)>>,
-    /// What a connection that could not start is built from again (see [`Supervisor::retry`]).
-    rebuild: Option<(Arc<Archive>, Definitions, Pipeline)>,
+    /// Folder syncs by webhook, by connection name, with the tasks that run them.
+    syncs: Mutex<Vec<SyncRunning>>,
+    /// Graph clients by connection name and directory (tenant) id, for directory lookups.
+    directories: Mutex<Vec<(String, String, Arc<Graph>)>>,
+    /// The connections as configured now.
+    defs: Mutex<Definitions>,
+    /// What connections are built with (None in unit tests, which build none).
+    context: Option<(Arc<Archive>, Pipeline)>,
+    /// One change of the connections at a time.
+    changing: tokio::sync::Mutex<()>,
 }
 
-/// A Microsoft 365 connection built: its job, its Graph client, and its webhook sync if it has one.
-struct M365Built {
+struct SyncRunning {
+    connection: String,
+    sync: Arc<coffer_m365::sync::Sync>,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+/// A connection built: its job, and for Microsoft 365 its Graph client and its webhook sync.
+struct Built {
     job: Arc<Job>,
-    graph: Arc<Graph>,
-    sync: Option<Arc<coffer_m365::sync::Sync>>,
+    graph: Option<(String, Arc<Graph>)>,
+    sync: Option<SyncRunning>,
 }
 
-async fn build_m365(archive: &Archive, c: &M365Config, pipeline: &Pipeline) -> Result<M365Built, ArchiveError> {
+async fn build_m365(archive: &Archive, c: &M365Config, pipeline: &Pipeline) -> Result<Built, ArchiveError> {
     let graph = Arc::new(connect::graph(archive, c)?);
     let importer = Arc::new(connect::importer(archive, c, graph.clone(), pipeline.clone()).await?);
     let mut sync = None;
     if let Some(url) = &c.webhook_url {
-        match c.client_state.clone().filter(|s| s.len() >= 16) {
+        let client_state = match c.client_state.clone() {
+            Some(s) => Some(s),
+            None => archive.secrets().get(&format!("m365.{}.client_state", c.name))?,
+        };
+        match client_state.filter(|s| s.len() >= 16) {
             Some(client_state) => {
                 let (s, queue) = coffer_m365::sync::Sync::new(importer.clone(), url.clone(), client_state);
-                tokio::spawn(s.clone().run(queue));
-                tokio::spawn(s.clone().keep_subscriptions());
+                let run = tokio::spawn(s.clone().run(queue)).abort_handle();
+                let keep = tokio::spawn(s.clone().keep_subscriptions()).abort_handle();
                 tracing::info!(connection = %c.name, webhook = %url, "Microsoft 365 folder sync by webhook");
-                sync = Some(s);
+                sync = Some(SyncRunning { connection: c.name.clone(), sync: s, tasks: [run, keep] });
             }
             None => tracing::error!(
                 connection = %c.name,
@@ -261,8 +280,30 @@ async fn build_m365(archive: &Archive, c: &M365Config, pipeline: &Pipeline) -> R
             ),
         }
     }
-    let job = job(&c.name, "Microsoft 365", connect::m365_settings(c), Work::M365 { importer });
-    Ok(M365Built { job, graph, sync })
+    let settings = describe(&Connection::M365(c.clone()));
+    let job = job(&c.name, "Microsoft 365", settings, Work::M365 { importer });
+    Ok(Built { job, graph: Some((c.tenant_id.to_lowercase(), graph)), sync })
+}
+
+/// The console's list of a connection's settings.
+fn describe(c: &Connection) -> Vec<(String, String)> {
+    c.describe().into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Builds the connection's job as configured: disabled, running, or not started with why.
+async fn build(archive: &Archive, c: &Connection, defs: &Definitions, pipeline: &Pipeline) -> Built {
+    let bare = |job| Built { job, graph: None, sync: None };
+    if !c.enabled() {
+        return bare(job(c.name(), c.kind(), describe(c), Work::Disabled));
+    }
+    let built = match c {
+        Connection::Imap(i) => connect::poller(archive, &defs.m365, i, pipeline.clone()).await.map(|poller| {
+            let interval = Duration::from_secs(i.poll_interval_secs.max(1));
+            bare(job(&i.name, "IMAP", describe(c), Work::Imap { poller, interval }))
+        }),
+        Connection::M365(m) => build_m365(archive, m, pipeline).await,
+    };
+    built.unwrap_or_else(|e| bare(not_started(c.name(), c.kind(), describe(c), &e)))
 }
 
 /// A connection that could not be built, listed with why.
@@ -281,74 +322,116 @@ impl Supervisor {
     /// Builds and starts every configured source. A connection that cannot start (a missing
     /// certificate, say) is listed with its error, and the others run.
     pub async fn start(archive: &Arc<Archive>, defs: &Definitions, pipeline: Pipeline) -> Arc<Supervisor> {
-        let mut jobs = Vec::new();
-        let mut syncs = Vec::new();
-        let mut directories = Vec::new();
-        for i in &defs.imap {
-            match connect::poller(archive, &defs.m365, i, pipeline.clone()).await {
-                Ok(poller) => jobs.push(job(
-                    &i.name,
-                    "IMAP",
-                    connect::imap_settings(i),
-                    Work::Imap { poller, interval: Duration::from_secs(i.poll_interval_secs.max(1)) },
-                )),
-                Err(e) => jobs.push(not_started(&i.name, "IMAP", connect::imap_settings(i), &e)),
-            }
+        let supervisor = Arc::new(Supervisor {
+            jobs: Default::default(),
+            syncs: Default::default(),
+            directories: Default::default(),
+            defs: Mutex::new(defs.clone()),
+            context: Some((archive.clone(), pipeline)),
+            changing: Default::default(),
+        });
+        for c in defs.all() {
+            supervisor.rebuild(&c, defs).await;
         }
-        for c in &defs.m365 {
-            match build_m365(archive, c, &pipeline).await {
-                Ok(built) => {
-                    directories.push((c.tenant_id.to_lowercase(), built.graph));
-                    syncs.extend(built.sync);
-                    jobs.push(built.job);
-                }
-                Err(e) => jobs.push(not_started(&c.name, "Microsoft 365", connect::m365_settings(c), &e)),
-            }
-        }
-        for j in &jobs {
-            if !matches!(j.work, Work::NotStarted { .. }) {
-                tokio::spawn(j.clone().supervise());
-            }
-        }
-        Arc::new(Supervisor {
-            jobs: Mutex::new(jobs),
-            syncs: Mutex::new(syncs),
-            directories: Mutex::new(directories),
-            rebuild: Some((archive.clone(), defs.clone(), pipeline)),
-        })
+        supervisor
     }
 
     fn job(&self, name: &str) -> Result<Arc<Job>, ArchiveError> {
         self.jobs.lock().unwrap().iter().find(|j| j.name == name).cloned().ok_or(ArchiveError::NotFound)
     }
 
-    /// Builds a Microsoft 365 connection that could not start again (after Update Manifest made
-    /// its certificate, say) and starts it; Some(what happened) when it had not started.
+    /// Builds the connection and puts it in place of the one of that name, which stops for good.
+    async fn rebuild(&self, c: &Connection, defs: &Definitions) -> Arc<Job> {
+        let Some((archive, pipeline)) = &self.context else {
+            unreachable!("a supervisor without an archive builds nothing")
+        };
+        let built = build(archive, c, defs, pipeline).await;
+        self.retire(c.name());
+        let job = built.job;
+        if let Some((directory, graph)) = built.graph {
+            self.directories.lock().unwrap().push((c.name().to_owned(), directory, graph));
+        }
+        self.syncs.lock().unwrap().extend(built.sync);
+        if matches!(job.work, Work::Imap { .. } | Work::M365 { .. }) {
+            tokio::spawn(job.clone().supervise());
+        }
+        self.jobs.lock().unwrap().push(job.clone());
+        job
+    }
+
+    /// Stops the connection of that name for good (its run cut, its loop and webhook sync ended)
+    /// and forgets it.
+    fn retire(&self, name: &str) {
+        let mut jobs = self.jobs.lock().unwrap();
+        if let Some(i) = jobs.iter().position(|j| j.name == name) {
+            let old = jobs.remove(i);
+            old.retired.store(true, Ordering::SeqCst);
+            old.stopped.store(true, Ordering::SeqCst);
+            if let Some(run) = old.running.lock().unwrap().take() {
+                run.abort();
+            }
+            old.wake.notify_one();
+        }
+        self.directories.lock().unwrap().retain(|(c, _, _)| c != name);
+        self.syncs.lock().unwrap().retain(|s| {
+            let keep = s.connection != name;
+            if !keep {
+                s.tasks.iter().for_each(|t| t.abort());
+            }
+            keep
+        });
+    }
+
+    /// Builds a connection that could not start again (after Update Manifest made its
+    /// certificate, say) and starts it; Some(what happened) when it had not started.
     pub async fn retry(&self, name: &str) -> Option<Result<String, String>> {
+        let _one_at_a_time = self.changing.lock().await;
         let old = self.job(name).ok()?;
         if !matches!(old.work, Work::NotStarted { .. }) {
             return None;
         }
-        let (archive, defs, pipeline) = self.rebuild.as_ref()?;
-        let c = defs.m365.iter().find(|c| c.name == name)?;
-        match build_m365(archive, c, pipeline).await {
-            Ok(built) => {
-                self.directories.lock().unwrap().push((c.tenant_id.to_lowercase(), built.graph));
-                self.syncs.lock().unwrap().extend(built.sync);
-                let job = built.job;
-                tokio::spawn(job.clone().supervise());
-                let mut jobs = self.jobs.lock().unwrap();
-                if let Some(slot) = jobs.iter_mut().find(|j| j.name == name) {
-                    *slot = job;
-                }
-                Some(Ok(format!("{name} started with its certificate")))
+        let defs = self.defs.lock().unwrap().clone();
+        let c = defs.find(name)?;
+        let job = self.rebuild(&c, &defs).await;
+        Some(match &job.work {
+            Work::NotStarted { why } => Err(why.clone()),
+            _ => Ok(format!("{name} started")),
+        })
+    }
+
+    /// Runs the connection as now configured; IMAP connections taking their token from it are
+    /// built again too.
+    pub async fn apply(&self, c: Connection, defs: Definitions) -> String {
+        let _one_at_a_time = self.changing.lock().await;
+        *self.defs.lock().unwrap() = defs.clone();
+        let job = self.rebuild(&c, &defs).await;
+        if let Connection::M365(m) = &c {
+            for i in defs.imap.iter().filter(|i| i.m365.as_deref() == Some(m.name.as_str())) {
+                self.rebuild(&Connection::Imap(i.clone()), &defs).await;
             }
-            Err(e) => Some(Err(e.to_string())),
+        }
+        match &job.work {
+            Work::Disabled => "saved; disabled, it does not run".into(),
+            Work::NotStarted { why } => format!("saved; not started: {why}"),
+            Work::Imap { .. } => "saved and running; it polls on its schedule".into(),
+            Work::M365 { .. } => "saved and ready; Start runs the import".into(),
         }
     }
 
+    /// Stops and forgets the connection.
+    pub async fn remove(&self, name: &str) {
+        let _one_at_a_time = self.changing.lock().await;
+        self.defs.lock().unwrap().remove(name);
+        self.retire(name);
+    }
+
     fn directory(&self, directory: &str) -> Option<Arc<Graph>> {
-        self.directories.lock().unwrap().iter().find(|(t, _)| t.eq_ignore_ascii_case(directory)).map(|(_, g)| g.clone())
+        self.directories
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, t, _)| t.eq_ignore_ascii_case(directory))
+            .map(|(_, _, g)| g.clone())
     }
 
     /// Stops every job (at shutdown): runs in progress are cut where they are.
@@ -369,6 +452,7 @@ fn job(name: &str, kind: &'static str, settings: Vec<(String, String)>, work: Wo
         Work::Imap { .. } => "waiting",
         Work::M365 { .. } => "on demand",
         Work::NotStarted { .. } => "not started",
+        Work::Disabled => "disabled",
     };
     Arc::new(Job {
         name: name.to_owned(),
@@ -379,6 +463,7 @@ fn job(name: &str, kind: &'static str, settings: Vec<(String, String)>, work: Wo
         wake: Notify::new(),
         stopped: AtomicBool::new(false),
         requested: AtomicBool::new(false),
+        retired: AtomicBool::new(false),
         running: Mutex::new(None),
     })
 }
@@ -406,6 +491,7 @@ impl SourceControl for Supervisor {
                 Work::Imap { poller, .. } => connect::test_imap(poller).await,
                 Work::M365 { importer } => connect::test_m365(importer.graph.clone()).await,
                 Work::NotStarted { why } => Err(why.clone()),
+                Work::Disabled => Err("disabled: enable it in its settings first".into()),
             }
         })
     }
@@ -415,6 +501,9 @@ impl SourceControl for Supervisor {
         let started = match &job.work {
             Work::NotStarted { why } => {
                 return Err(ArchiveError::Invalid(format!("{name} could not be started: {why}")));
+            }
+            Work::Disabled => {
+                return Err(ArchiveError::Invalid(format!("{name} is disabled: enable it in its settings first")));
             }
             Work::Imap { .. } => "poll started; it polls on its schedule again".to_owned(),
             Work::M365 { importer } => {
@@ -470,7 +559,7 @@ impl SourceControl for Supervisor {
     }
 
     fn webhook(&self, notification: &serde_json::Value) -> Option<Result<usize, String>> {
-        let syncs = self.syncs.lock().unwrap().clone();
+        let syncs: Vec<_> = self.syncs.lock().unwrap().iter().map(|s| s.sync.clone()).collect();
         if syncs.is_empty() {
             return None;
         }
@@ -497,6 +586,14 @@ impl SourceControl for Supervisor {
 
     fn retry<'a>(&'a self, name: &'a str) -> coffer_archive::listeners::Pending<'a, Option<Result<String, String>>> {
         Box::pin(Supervisor::retry(self, name))
+    }
+
+    fn apply(&self, c: Connection, all: Definitions) -> coffer_archive::listeners::Pending<'_, String> {
+        Box::pin(Supervisor::apply(self, c, all))
+    }
+
+    fn remove<'a>(&'a self, name: &'a str) -> coffer_archive::listeners::Pending<'a, ()> {
+        Box::pin(Supervisor::remove(self, name))
     }
 
     fn directory_lookup(
@@ -539,7 +636,9 @@ mod tests {
             jobs: Mutex::new(vec![j.clone()]),
             syncs: Default::default(),
             directories: Default::default(),
-            rebuild: None,
+            defs: Default::default(),
+            context: None,
+            changing: Default::default(),
         };
         supervisor.stop("journal").unwrap();
         let state = j.state.lock().unwrap().clone();

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{Principal, Role};
 use crate::settings::LoginSettings;
-use crate::{Connection, Console, WebError};
+use crate::{Console, WebError};
 
 type ApiResult<T> = Result<Json<T>, WebError>;
 
@@ -43,7 +43,7 @@ pub(crate) struct Query<T>(pub(crate) T);
     paths(
         me, search, message, raw, attachment, folders, export, status, audit, volumes, close_volume_api,
         users, add_user_api, update_user_api, user_claims, tenants, add_tenant_api, update_tenant_api, allow_network_api, certificates, generate_certificate_api,
-        get_login, put_login, api_keys, add_api_key, delete_api_key, connections, test_connection_api, start_api, stop_api, mailboxes_api,
+        get_login, put_login, api_keys, add_api_key, delete_api_key, crate::connections::list_api, crate::connections::get_api, crate::connections::add_api, crate::connections::put_api, crate::connections::delete_api, test_connection_api, start_api, stop_api, mailboxes_api,
         crate::governance::rules, crate::governance::add_rule, crate::governance::remove_rule, crate::governance::runs,
         crate::governance::run, crate::governance::holds, crate::governance::place_hold, crate::governance::release_hold,
         crate::governance::deletions, crate::governance::requests, crate::governance::request_deletion,
@@ -56,7 +56,7 @@ pub(crate) struct Query<T>(pub(crate) T);
     components(schemas(
         Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
         NewUserRequest, UserChange, NewTenantRequest, TenantChange, CertificateRequest, ApiCertificate, LoginConfig, ApiAuditEntry,
-        ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, ApiRole, Connection, crate::JobState, crate::settings::OidcSettings,
+        ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, ApiRole, crate::connections::ApiConnection, coffer_archive::connections::Connection, coffer_archive::connections::ImapConfig, coffer_archive::connections::M365Config, coffer_archive::connections::Security, coffer_archive::connections::AuthMethod, coffer_archive::connections::Mode, crate::JobState, crate::settings::OidcSettings,
         ApiRoleAssignment, ApiTraffic, crate::MailboxStatus, Network, TenantCreated, CertificateCreated, UserCreated,
         crate::governance::ApiRule, crate::governance::RuleRequest, crate::governance::ApiHold, crate::governance::HoldRequest,
         crate::governance::Reason, crate::governance::RunRequest, crate::governance::ApiRunReport,
@@ -88,6 +88,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .merge(crate::governance::routes())
         .merge(crate::imports::api_routes())
         .merge(crate::listeners::api_routes())
+        .merge(crate::connections::api_routes())
         .merge(crate::directory::api_routes())
         .merge(crate::manifest::api_routes())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
@@ -112,7 +113,6 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/config/login", get(get_login).put(put_login))
         .route("/api-keys", get(api_keys).post(add_api_key))
         .route("/api-keys/{id}", delete(delete_api_key))
-        .route("/connections", get(connections))
         .route("/connections/{name}/test", post(test_connection_api))
         .route("/connections/{name}/start", post(start_api))
         .route("/connections/{name}/stop", post(stop_api))
@@ -999,14 +999,6 @@ async fn delete_api_key(
 ) -> Result<Response, WebError> {
     revoke_api_key(&console, &who, id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
-}
-
-/// Source connections (IMAP mailboxes, Microsoft 365) with their jobs' state (administrators
-/// of the default tenant).
-#[utoipa::path(get, path = "/connections", responses((status = 200, body = Vec<Connection>), (status = 403, body = ApiError), (status = 401, body = ApiError)))]
-async fn connections(State(console): State<Arc<Console>>, who: Principal) -> ApiResult<Vec<Connection>> {
-    who.require_system_admin()?;
-    Ok(Json(console.sources.connections().into_iter().map(Connection::from).collect()))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod auth;
 mod charts;
+mod connections;
 mod directory;
 mod error;
 mod governance;
@@ -95,23 +96,6 @@ impl Default for WebConfig {
             request_timeout: Duration::from_secs(600),
             max_upload_bytes: 2 << 30,
         }
-    }
-}
-
-/// A source connection (IMAP mailbox, Microsoft 365 tenant) as the Connections page and the API
-/// list it, with its job's state from the source supervisor.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct Connection {
-    pub name: String,
-    pub kind: String,
-    /// Setting → value, secrets left out.
-    pub settings: Vec<(String, String)>,
-    pub job: JobState,
-}
-
-impl From<coffer_archive::sources::ConnectionInfo> for Connection {
-    fn from(c: coffer_archive::sources::ConnectionInfo) -> Self {
-        Connection { name: c.name, kind: c.kind, settings: c.settings, job: c.job.into() }
     }
 }
 
@@ -220,6 +204,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(governance_pages::routes())
         .merge(imports::page_routes())
         .merge(listeners::page_routes())
+        .merge(connections::page_routes())
         .merge(directory::page_routes())
         .merge(manifest::page_routes())
         .merge(oidc::routes())

@@ -167,8 +167,10 @@ async fn manifest_page(
                 .into_response())
         }
         Err(WebError::BadRequest(why)) => {
-            let page = crate::pages::render_connections(&console, &who, Some(&name), false, Some(why)).await?;
-            Ok((axum::http::StatusCode::BAD_REQUEST, page).into_response())
+            let shown = crate::connections::Shown::outcome(&name, false, why);
+            let mut page = crate::connections::render(&console, &who, shown).await?;
+            *page.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            Ok(page)
         }
         Err(e) => Err(e.into()),
     }

@@ -48,10 +48,6 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/account/keys/{id}/revoke", post(revoke_key))
         .route("/config", get(|| async { Redirect::to("/config/listeners") }))
         .route("/config/tenants/{id}/networks", post(allow_network))
-        .route("/config/connections", get(connections))
-        .route("/config/connections/{name}/test", post(test_connection))
-        .route("/config/connections/{name}/start", post(start_connection))
-        .route("/config/connections/{name}/stop", post(stop_connection))
         .route("/config/login", get(login_settings).post(save_login_settings))
         .route("/config/volumes", get(volumes))
         .route("/config/volumes/{id}/close", post(close_volume))
@@ -757,52 +753,6 @@ async fn allow_network(
 ) -> PageResult {
     crate::api::allow_network(&console, &who, id, &f.cidr).await?;
     Ok(Redirect::to("/config/listeners").into_response())
-}
-
-async fn connections(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
-    who.require_system_admin()?;
-    render_connections(&console, &who, None, false, None).await
-}
-
-pub(crate) async fn render_connections(
-    console: &Console,
-    who: &Principal,
-    tested: Option<&str>,
-    ok: bool,
-    result: Option<String>,
-) -> PageResult {
-    let list: Vec<minijinja::Value> = console
-        .sources
-        .connections()
-        .into_iter()
-        .map(|c| {
-            let mailboxes: Vec<crate::MailboxStatus> =
-                console.sources.mailboxes(&c.name).into_iter().map(Into::into).collect();
-            let m365 = c.kind == "Microsoft 365";
-            context! { name => c.name, kind => c.kind, settings => c.settings, mailboxes, m365, job => crate::JobState::from(c.job) }
-        })
-        .collect();
-    let html =
-        page(console, Some(who), "config_connections.html", context! { connections => list, tested, ok, result })?;
-    Ok(html.into_response())
-}
-
-async fn test_connection(State(console): State<Arc<Console>>, who: Principal, Path(name): Path<String>) -> PageResult {
-    let outcome = crate::api::test_connection(&console, &who, &name).await?;
-    render_connections(&console, &who, Some(&name), outcome.ok, Some(outcome.detail)).await
-}
-
-async fn start_connection(State(console): State<Arc<Console>>, who: Principal, Path(name): Path<String>) -> PageResult {
-    match crate::api::start_source(&console, &who, &name).await {
-        Ok(detail) => render_connections(&console, &who, Some(&name), true, Some(detail)).await,
-        Err(WebError::BadRequest(e)) => render_connections(&console, &who, Some(&name), false, Some(e)).await,
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn stop_connection(State(console): State<Arc<Console>>, who: Principal, Path(name): Path<String>) -> PageResult {
-    let detail = console.archive.admin().stop_source(&who.actor(), console.sources.as_ref(), &name).await?;
-    render_connections(&console, &who, Some(&name), true, Some(detail)).await
 }
 
 async fn login_settings(
