@@ -734,3 +734,45 @@ fn imap_connections_in_coffer_toml_seed_the_catalog_and_a_console_edit_stands_un
     let (_, tested) = call(&server, &key, "POST", "/connections/journal/test", None);
     assert_eq!(tested["ok"], true, "{tested}");
 }
+
+/// The guide's set-up in headless Chromium: an Office 365 connection made in the console, its
+/// certificate through Update Manifest (the fake's portal takes the updated manifest), Test,
+/// Synchronize (the fake then holds a subscription for the mailbox in scope), and an IMAP
+/// connection signing in with OAuth2 through that connection's certificate (the journal mailbox
+/// is archived). Screenshots go to target/e2e-screenshots.
+#[test]
+fn the_guides_office_365_and_imap_oauth2_connections_are_set_up_in_chromium() {
+    let c = Coffer::new();
+    let fake = coffer_testkit::microsoft::FakeMicrosoft::start(
+        "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "5f1f4d1b-7e25-4a2a-9c37-0d1a3e0c9a11",
+    );
+    fake.add_user("alice@contoso.com");
+    let (_introspection, d, _) = dovecot_with_tokens(&c);
+    d.deliver("journal", None, &journal_report(0).0);
+    c.user_with_key("admin", "administrator", &[]);
+    let http = free_port();
+    let server =
+        common::Server::start_at(&c, free_port(), &format!("127.0.0.1:{http}"), &[("COFFER_SMTP__TLS", "off")]);
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../e2e-screenshots");
+    let status = coffer_testkit::peer("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/connections.mjs"))
+        .env("BASE", format!("http://{}", server.http))
+        .env("PASSWORD", common::PASSWORD)
+        .env("FAKE", &fake.base)
+        .env("TENANT_ID", &fake.tenant_id)
+        .env("CLIENT_ID", &fake.client_id)
+        .env("IMAP_PORT", d.imaps.to_string())
+        .env("CA_FILE", d.root.join("cert.pem"))
+        .env("ARTIFACTS", &artifacts)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the browser flow failed (its output says where)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fake.subscriptions().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(fake.subscriptions().len(), 1, "synchronize subscribed the one mailbox in scope");
+    assert_eq!(common::wait_for_count(&c, "default", "subject:journal", 1), 1, "the OAuth2 connection archived");
+    assert_eq!(d.count("journal", "INBOX"), 0);
+}

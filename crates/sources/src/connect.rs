@@ -15,7 +15,7 @@ pub fn graph(archive: &Archive, c: &M365Config) -> Result<Graph, ArchiveError> {
     let certs = archive.certs();
     let pem = certs.certificate_pem(&c.certificate).map_err(|_| {
         ArchiveError::Invalid(format!(
-            "m365 {}: no certificate {:?} (make it with `coffer m365 manifest --alias {}`)",
+            "m365 {}: no certificate {:?}: make it with Update Manifest (Configuration → Connections) or `coffer m365 manifest --alias {}`",
             c.name, c.certificate, c.certificate
         ))
     })?;

@@ -175,6 +175,7 @@ impl FakeMicrosoft {
             .route("/v1.0/users/{user}/contactFolders", get(contact_folders))
             .route("/v1.0/users/{user}/contactFolders/{folder}/contacts/delta", get(folder_contacts_delta))
             .route("/v1.0/subscriptions", post(subscribe))
+            .route("/portal/manifest", get(portal_manifest).post(portal_upload))
             .route("/v1.0/subscriptions/{id}", axum::routing::patch(renew))
             .with_state(state.clone());
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -189,15 +190,7 @@ impl FakeMicrosoft {
     /// The administrator uploads a manifest: its `keyCredentials` become the certificates the
     /// app trusts.
     pub fn upload_manifest(&self, manifest: &Value) {
-        let mut s = self.state.lock().unwrap();
-        s.trusted = manifest["keyCredentials"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|k| k["type"] == "AsymmetricX509Cert" && k["usage"] == "Verify")
-            .filter_map(|k| STANDARD.decode(k["key"].as_str()?).ok())
-            .collect();
-        s.manifest = manifest.clone();
+        upload(&mut self.state.lock().unwrap(), manifest);
     }
 
     pub fn add_user(&self, upn: &str) -> String {
@@ -909,6 +902,32 @@ fn post_json(url: &str, body: &Value) -> u16 {
         Err(ureq::Error::Status(code, _)) => code,
         Err(_) => 0,
     }
+}
+
+/// The Azure portal's manifest editor (App registrations → the app → Manifest): Download gives
+/// the manifest; Upload replaces it, and its `keyCredentials` become the certificates the app
+/// trusts. A browser test does there what an administrator does in the portal.
+async fn portal_manifest(State(state): State<Arc<Mutex<FakeState>>>) -> Response {
+    axum::Json(state.lock().unwrap().manifest.clone()).into_response()
+}
+
+async fn portal_upload(State(state): State<Arc<Mutex<FakeState>>>, body: axum::body::Bytes) -> Response {
+    let Ok(manifest) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not a manifest").into_response();
+    };
+    upload(&mut state.lock().unwrap(), &manifest);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn upload(s: &mut FakeState, manifest: &Value) {
+    s.trusted = manifest["keyCredentials"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|k| k["type"] == "AsymmetricX509Cert" && k["usage"] == "Verify")
+        .filter_map(|k| STANDARD.decode(k["key"].as_str()?).ok())
+        .collect();
+    s.manifest = manifest.clone();
 }
 
 /// Creating a subscription: Graph first POSTs `?validationToken=…` to the notification URL and

@@ -435,7 +435,11 @@ async fn outcome(
 ) -> Result<Response, PageError> {
     let name = form.name.trim().to_owned();
     match done {
-        Ok(result) => Ok(render(console, who, Shown::outcome(&name, true, result)).await?),
+        Ok(result) => {
+            // Saved either way; one that could not start is shown as a failure, with why.
+            let started = console.sources.connection(&name).is_none_or(|c| c.job.state != "not started");
+            Ok(render(console, who, Shown::outcome(&name, started, result)).await?)
+        }
         Err(WebError::BadRequest(why)) => {
             let shown = Shown { error: Some(why), editing, typed: Some(form.without_secrets()), ..Default::default() };
             Ok(render(console, who, shown).await?)
