@@ -36,6 +36,8 @@ pub struct Actor {
     pub visibility: Option<Visibility>,
     /// Bcc and envelope recipients are shown only to roles allowed to see them.
     pub sees_bcc: bool,
+    /// Reads mail of every tenant (a system administrator searching all tenants; `across_tenants`).
+    pub all_tenants: bool,
 }
 
 impl Actor {
@@ -58,6 +60,7 @@ impl Actor {
             system: false,
             visibility: None,
             sees_bcc: true,
+            all_tenants: false,
         }
     }
 
@@ -77,6 +80,7 @@ impl Actor {
             visibility: (!whole_tenant)
                 .then(|| Visibility { addresses: user.addresses.clone(), mailboxes: user.addresses.clone() }),
             sees_bcc: whole_tenant,
+            all_tenants: false,
         }
     }
 }
@@ -86,7 +90,26 @@ impl Actor {
     /// rules and holds, audited in its log; what spans tenants stays theirs.
     pub fn working_in(self, tenant: Tenant) -> Result<Actor, ArchiveError> {
         self.require_system_admin()?;
-        Ok(Actor { tenant, ..self })
+        Ok(Actor { tenant, all_tenants: false, ..self })
+    }
+
+    /// The same administrator of the default tenant reading the mail of every tenant (search,
+    /// view, export); what it writes stays in its own tenant.
+    pub fn across_tenants(self) -> Result<Actor, ArchiveError> {
+        self.require_system_admin()?;
+        Ok(Actor { all_tenants: true, ..self })
+    }
+
+    /// Whether this actor reads mail of that tenant: the one place that widens reading beyond
+    /// the actor's tenant.
+    pub fn reads(&self, tenant_id: i64) -> bool {
+        tenant_id == self.tenant.id || self.all_tenants
+    }
+
+    /// What a search by this actor covers: its tenant (or every tenant), and for a user only
+    /// their own mail.
+    pub fn scope(&self) -> Scope {
+        Scope { tenant: (!self.all_tenants).then_some(self.tenant.id as u64), visible_to: self.visibility.clone() }
     }
 }
 
@@ -115,6 +138,10 @@ pub struct MessageSummary {
     pub archived_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snippet: Option<String>,
+    pub tenant_id: i64,
+    /// The tenant's name, in a search across tenants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -361,16 +388,10 @@ impl Archive {
     ) -> Result<SearchPage, ArchiveError> {
         let index = self.index.clone();
         index.reload()?;
-        let request = SearchRequest {
-            query: query.to_owned(),
-            scope: Scope { tenant: actor.tenant.id as u64, visible_to: actor.visibility.clone() },
-            limit,
-            offset,
-            sort,
-            snippets,
-        };
+        let request = SearchRequest { query: query.to_owned(), scope: actor.scope(), limit, offset, sort, snippets };
         let results = blocking(move || index.search(&request)).await??;
-        self.audit(actor, "search", &format!("{query} → {} results", results.total)).await?;
+        let across = if actor.all_tenants { " (all tenants)" } else { "" };
+        self.audit(actor, "search", &format!("{query} → {} results{across}", results.total)).await?;
         let ids: Vec<i64> = results.hits.iter().map(|h| h.id as i64).collect();
         let mut snippets: HashMap<i64, String> =
             results.hits.into_iter().filter_map(|h| h.snippet.map(|s| (h.id as i64, s.fragment))).collect();
@@ -379,7 +400,10 @@ impl Archive {
         for summary in &mut summaries {
             summary.snippet = snippets.remove(&summary.id);
         }
-        let not_yet_indexed = self.catalog.index_queue_len_of(actor.tenant.id).await?;
+        let not_yet_indexed = match actor.all_tenants {
+            true => self.catalog.index_queue_len().await?,
+            false => self.catalog.index_queue_len_of(actor.tenant.id).await?,
+        };
         Ok(SearchPage { total: results.total, offset, messages: summaries, not_yet_indexed })
     }
 
@@ -392,7 +416,7 @@ impl Archive {
     pub async fn matching_ids(&self, actor: &Actor, query: &str) -> Result<Vec<i64>, ArchiveError> {
         let index = self.index.clone();
         index.reload()?;
-        let scope = Scope { tenant: actor.tenant.id as u64, visible_to: actor.visibility.clone() };
+        let scope = actor.scope();
         let query = query.to_owned();
         let ids = blocking(move || index.all_ids(&query, &scope)).await??;
         Ok(ids.into_iter().map(|id| id as i64).collect())
@@ -403,13 +427,20 @@ impl Archive {
         let rows = self.catalog.messages(ids).await?;
         let mut recipients = self.catalog.recipients(ids).await?;
         let mut placements = self.catalog.placements(ids).await?;
+        // Across tenants, each message says whose it is.
+        let names: HashMap<i64, String> = match actor.all_tenants {
+            true => self.catalog.tenants().await?.into_iter().map(|t| (t.id, t.name)).collect(),
+            false => HashMap::new(),
+        };
         Ok(rows
             .into_iter()
-            .filter(|r| r.tenant_id == actor.tenant.id)
+            .filter(|r| actor.reads(r.tenant_id))
             .filter_map(|r| {
                 let rc = recipients.remove(&r.id).unwrap_or_default();
                 let pl = placements.remove(&r.id).unwrap_or_default();
-                visible(actor, &r, &rc, &pl).then(|| summary(actor, r, rc, pl))
+                let mut s = visible(actor, &r, &rc, &pl).then(|| summary(actor, r, rc, pl))?;
+                s.tenant = names.get(&s.tenant_id).cloned();
+                Some(s)
             })
             .collect())
     }
@@ -419,7 +450,7 @@ impl Archive {
         let Some(found) = self.summaries(actor, &[id]).await?.pop() else {
             return Err(self.missing(actor, id).await);
         };
-        self.audit(actor, "view", &format!("message {id}")).await?;
+        self.audit_read(actor, found.tenant_id, "view", &format!("message {id}")).await?;
         Ok(found)
     }
 
@@ -427,13 +458,15 @@ impl Archive {
     /// a copy without the fields that name them, marked as such (`coffer_mail::redact`).
     pub async fn raw(&self, actor: &Actor, id: i64) -> Result<Vec<u8>, ArchiveError> {
         let (summary, raw) = self.visible_original(actor, id).await?;
+        let tenant = summary.tenant_id;
         if actor.sees_bcc {
-            self.audit(actor, "download", &format!("message {id} ({} bytes)", raw.len())).await?;
+            self.audit_read(actor, tenant, "download", &format!("message {id} ({} bytes)", raw.len())).await?;
             return Ok(raw);
         }
         let copy =
             blocking(move || coffer_mail::redact::redact_blind(&raw, &format!("SHA-256 {}", summary.sha256))).await?;
-        self.audit(actor, "download", &format!("message {id} (redacted copy, {} bytes)", copy.len())).await?;
+        let detail = format!("message {id} (redacted copy, {} bytes)", copy.len());
+        self.audit_read(actor, tenant, "download", &detail).await?;
         Ok(copy)
     }
 
@@ -444,13 +477,14 @@ impl Archive {
         id: i64,
     ) -> Result<(MessageSummary, coffer_mail::view::MessageView), ArchiveError> {
         let (summary, raw) = self.visible_original(actor, id).await?;
+        let tenant = summary.tenant_id;
         let mut view = blocking(move || coffer_mail::view::view(&raw)).await?;
         if !actor.sees_bcc {
             // The header block of a sent copy can carry the Bcc line, a delivered copy the address
             // it was delivered to.
             view.headers.retain(|(name, value)| !coffer_mail::redact::is_blind_field(name, value.as_bytes()));
         }
-        self.audit(actor, "view", &format!("message {id}")).await?;
+        self.audit_read(actor, tenant, "view", &format!("message {id}")).await?;
         Ok((summary, view))
     }
 
@@ -462,6 +496,7 @@ impl Archive {
         index: usize,
     ) -> Result<(coffer_mail::view::AttachmentInfo, Vec<u8>), ArchiveError> {
         let (summary, raw) = self.visible_original(actor, id).await?;
+        let tenant = summary.tenant_id;
         let sees_bcc = actor.sees_bcc;
         let found = blocking(move || {
             let (info, bytes) = coffer_mail::view::attachment(&raw, index)?;
@@ -477,7 +512,8 @@ impl Archive {
         })
         .await?
         .ok_or(ArchiveError::NotFound)?;
-        self.audit(actor, "download", &format!("message {id} attachment {index} ({})", found.0.name)).await?;
+        let detail = format!("message {id} attachment {index} ({})", found.0.name);
+        self.audit_read(actor, tenant, "download", &detail).await?;
         Ok(found)
     }
 
@@ -492,7 +528,7 @@ impl Archive {
         let Some(summary) = self.summaries(actor, &[id]).await?.pop() else {
             return Err(self.missing(actor, id).await);
         };
-        let row = self.catalog.message(actor.tenant.id, id).await?.ok_or(ArchiveError::NotFound)?;
+        let row = self.catalog.message(summary.tenant_id, id).await?.ok_or(ArchiveError::NotFound)?;
         Ok((summary, self.read_original(&row).await?))
     }
 
@@ -513,6 +549,17 @@ impl Archive {
         let store = self.store.clone();
         let location = location_of(row);
         blocking(move || store.read(&location)).await?.map_err(Into::into)
+    }
+
+    /// Records a reading of a message of `tenant_id`; one of another tenant (a search across
+    /// tenants) is also recorded in that tenant's log, so its auditors see who read its mail.
+    async fn audit_read(&self, actor: &Actor, tenant_id: i64, action: &str, detail: &str) -> Result<(), ArchiveError> {
+        self.audit(actor, action, detail).await?;
+        if tenant_id != actor.tenant.id {
+            let detail = format!("{detail} (by {} of tenant {}, across tenants)", actor.name, actor.tenant.name);
+            self.catalog.audit(Some(tenant_id), &actor.name, &actor.ip, action, &detail).await?;
+        }
+        Ok(())
     }
 
     /// Records an action in the hash-chained audit log, with who did it and from where.
@@ -818,6 +865,8 @@ fn summary(
         source: row.source,
         archived_at: rfc3339(row.archived_at),
         snippet: None,
+        tenant_id: row.tenant_id,
+        tenant: None,
     }
 }
 

@@ -62,6 +62,7 @@ async fn journal_report_with_bcc_is_visible_to_the_bcc_recipient_and_auditors_no
             system: false,
             visibility: Some(coffer_archive::Visibility { addresses: vec![address.into()], mailboxes: vec![] }),
             sees_bcc: false,
+            all_tenants: false,
         };
         assert!(t.ids_as(&user("dave@contoso.com"), "numbers").await.contains(&id), "{}", t.label);
         assert!(t.ids_as(&user("nobody@contoso.com"), "numbers").await.is_empty(), "{}", t.label);

@@ -15,7 +15,8 @@ use crate::{IndexError, Result};
 /// addresses takes part or that sit in one of their mailboxes.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
-    pub tenant: u64,
+    /// None: every tenant (a system administrator's search across tenants).
+    pub tenant: Option<u64>,
     /// None: the whole tenant (administrators, auditors).
     pub visible_to: Option<Visibility>,
 }
@@ -386,13 +387,11 @@ impl SearchIndex {
         let term = |field, text: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::Basic))
         };
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(Term::from_field_u64(f.tenant, scope.tenant), IndexRecordOption::Basic)),
-            ),
-            (Occur::Must, user_query),
-        ];
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, user_query)];
+        if let Some(tenant) = scope.tenant {
+            let tenant = TermQuery::new(Term::from_field_u64(f.tenant, tenant), IndexRecordOption::Basic);
+            clauses.push((Occur::Must, Box::new(tenant)));
+        }
         if let Some(v) = &scope.visible_to {
             let mut visible: Vec<(Occur, Box<dyn Query>)> = Vec::new();
             for a in &v.addresses {

@@ -178,6 +178,10 @@ pub struct SearchParams {
     pub offset: Option<usize>,
     /// `date` (newest first, the default), `oldest`, `relevance` or `size` (largest first).
     pub sort: Option<String>,
+    /// Every tenant's mail, each result tagged with its tenant (administrators of the default
+    /// tenant only; 403 for anyone else).
+    #[serde(default)]
+    pub all_tenants: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -221,6 +225,9 @@ pub struct ApiMessage {
     pub source: String,
     pub archived_at: String,
     pub snippet: Option<String>,
+    /// The tenant's name, in a search across tenants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl From<MessageSummary> for ApiMessage {
@@ -248,6 +255,7 @@ impl From<MessageSummary> for ApiMessage {
             source: m.source,
             archived_at: m.archived_at,
             snippet: m.snippet,
+            tenant: m.tenant,
         }
     }
 }
@@ -268,7 +276,8 @@ async fn search(
     };
     let limit = p.limit.unwrap_or(50).clamp(1, 500);
     let offset = p.offset.unwrap_or(0);
-    let page = console.archive.search(&who.actor(), &p.q, limit, offset, sort, true).await?;
+    let actor = if p.all_tenants { who.actor().across_tenants()? } else { who.actor() };
+    let page = console.archive.search(&actor, &p.q, limit, offset, sort, true).await?;
     Ok(Json(SearchResult {
         total: page.total,
         offset: page.offset,

@@ -21,8 +21,8 @@ use crate::{ClientAddr, Console, WebError};
 pub const SESSION_COOKIE: &str = "coffer_session";
 /// The sign-on form's own CSRF token (double submit: cookie and form field must agree).
 pub const SIGNON_COOKIE: &str = "coffer_signon";
-/// The tenant an administrator of the default tenant works in (its id); honoured only for such
-/// a session, never for an API key.
+/// The tenant an administrator of the default tenant works in (its id, or `all` to read every
+/// tenant's mail); honoured only for such a session, never for an API key.
 pub const TENANT_COOKIE: &str = "coffer_tenant";
 
 /// The signed-in user of a request.
@@ -36,11 +36,22 @@ pub struct Principal {
     pub ip: String,
     /// Another tenant an administrator of the default tenant works in (Tenants → Work here).
     pub working: Option<Tenant>,
+    /// An administrator of the default tenant reading every tenant's mail (Tenants → Search all
+    /// tenants).
+    pub all_tenants: bool,
 }
 
 impl Principal {
     fn from_account(account: Account, csrf: Option<String>, ip: String) -> Principal {
-        Principal { user: account.user, role: account.role, tenant: account.tenant, csrf, ip, working: None }
+        Principal {
+            user: account.user,
+            role: account.role,
+            tenant: account.tenant,
+            csrf,
+            ip,
+            working: None,
+            all_tenants: false,
+        }
     }
 
     /// The archive service's view of this user: rights and visibility follow the role.
@@ -48,6 +59,7 @@ impl Principal {
         let home = Actor::account(&self.user, self.role, self.tenant.clone(), &self.ip);
         match &self.working {
             Some(t) => home.clone().working_in(t.clone()).unwrap_or(home),
+            None if self.all_tenants => home.clone().across_tenants().unwrap_or(home),
             None => home,
         }
     }
@@ -156,11 +168,13 @@ async fn resolve(console: &Console, mut req: Request) -> Result<Request, WebErro
     };
     // Working in another tenant: only for an administrator of the default tenant, and only a
     // tenant that exists; anything else in the cookie changes nothing.
-    if let Some(id) = cookie(req.headers(), TENANT_COOKIE).and_then(|v| v.parse::<i64>().ok())
-        && id != principal.tenant.id
+    if let Some(choice) = cookie(req.headers(), TENANT_COOKIE)
         && principal.home_actor().is_system_admin()
     {
-        principal.working = console.archive.tenant_by_id(id).await?;
+        match choice.parse::<i64>() {
+            Ok(id) if id != principal.tenant.id => principal.working = console.archive.tenant_by_id(id).await?,
+            _ => principal.all_tenants = choice == "all",
+        }
     }
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if unsafe_method {

@@ -60,6 +60,7 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/config/tenants/{id}", post(edit_tenant))
         .route("/config/tenants/{id}/work", post(work_in_tenant))
         .route("/config/tenants/leave", post(leave_tenant))
+        .route("/config/tenants/all", post(search_all_tenants))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/o365", get(webhook_get).post(webhook))
@@ -1155,9 +1156,22 @@ async fn work_in_tenant(State(console): State<Arc<Console>>, who: Principal, Pat
     Ok(crate::auth::redirect_with_cookies("/search", &[cookie]))
 }
 
+/// Reads every tenant's mail (administrators of the default tenant): a cookie the session
+/// honours; audited.
+async fn search_all_tenants(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
+    let home = who.home_actor();
+    let across = home.clone().across_tenants()?;
+    console.archive.audit(&across, "configuration", "reading all tenants").await?;
+    let cookie = crate::auth::set_cookie(&console, crate::auth::TENANT_COOKIE, "all", None);
+    Ok(crate::auth::redirect_with_cookies("/search", &[cookie]))
+}
+
 async fn leave_tenant(State(console): State<Arc<Console>>, who: Principal) -> PageResult {
     if let Some(t) = &who.working {
         console.archive.audit(&who.home_actor(), "configuration", &format!("back from tenant {}", t.name)).await?;
+    }
+    if who.all_tenants {
+        console.archive.audit(&who.home_actor(), "configuration", "back from reading all tenants").await?;
     }
     let cookie = crate::auth::set_cookie(&console, crate::auth::TENANT_COOKIE, "", Some(0));
     Ok(crate::auth::redirect_with_cookies("/search", &[cookie]))

@@ -57,6 +57,7 @@ pub fn page(console: &Console, who: Option<&Principal>, name: &str, ctx: Value) 
             auditor => p.role >= Role::Auditor, admin => p.role >= Role::Administrator,
             system_admin => p.require_system_admin().is_ok(),
             working => p.working.as_ref().map(|t| t.name.clone()),
+            all_tenants => p.all_tenants,
         }
     });
     let csrf = who.and_then(|p| p.csrf.clone()).unwrap_or_default();

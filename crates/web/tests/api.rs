@@ -808,3 +808,54 @@ fn an_administrator_of_the_default_tenant_works_in_another_and_a_forged_tenant_c
     let forged = bob.post_form(&format!("/config/tenants/{northwind}/work"), &[("csrf", &bob_csrf)]);
     assert_eq!(forged.status, 403);
 }
+
+#[test]
+fn an_administrator_of_the_default_tenant_searches_all_tenants_with_each_result_tagged_and_nobody_else_can() {
+    let site = Site::start();
+    let fabrikam = site.runtime.block_on(site.archive.tenant(Some("fabrikam"))).unwrap().id;
+    let mut browser = site.browser("admin", PASSWORD);
+    let csrf = browser.csrf();
+    assert!(!browser.get("/search?q=secret").text().contains("Fabrikam secret"), "one tenant at a time by default");
+    assert!(browser.get("/config/tenants").text().contains("id=\"search-all-tenants\""));
+
+    let all = browser.post_form("/config/tenants/all", &[("csrf", &csrf)]);
+    assert_eq!(all.status, 303, "{}", all.text());
+    let page = browser.get("/search?q=secret+OR+numbers").text();
+    assert!(page.contains("id=\"working-tenant\">all tenants<"), "the header says so");
+    assert!(page.contains("Fabrikam secret") && page.contains("Q3 numbers"), "both tenants' mail: {page}");
+    assert!(
+        page.contains("<td class=\"tenant\">fabrikam</td>") && page.contains("<td class=\"tenant\">default</td>"),
+        "each result is tagged with its tenant"
+    );
+    // Reading another tenant's message is recorded in that tenant's audit log too.
+    let id = site.id("fabrikam");
+    assert_eq!(browser.get(&format!("/messages/{id}")).status, 200);
+    let theirs = site.runtime.block_on(site.catalog.audit_entries(Some(fabrikam), 100)).unwrap();
+    assert!(
+        theirs.iter().any(|e| e.actor == "admin"
+            && e.action == "view"
+            && e.detail == format!("message {id} (by admin of tenant default, across tenants)")),
+        "{theirs:?}"
+    );
+    let leave = browser.post_form("/config/tenants/leave", &[("csrf", &csrf)]);
+    assert_eq!(leave.status, 303);
+    assert!(!browser.get("/search?q=secret").text().contains("Fabrikam secret"));
+    assert_eq!(browser.get(&format!("/messages/{id}")).status, 404, "back in one tenant, the other's mail is gone");
+
+    // The API: asked for, by a system administrator's key only.
+    let admin = site.api("administrator");
+    let found = admin.get("/api/v1/search?q=secret&all_tenants=true").json();
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["messages"][0]["tenant"], "fabrikam", "{found}");
+    assert!(admin.get("/api/v1/search?q=numbers").json()["messages"][0].get("tenant").is_none());
+    assert_eq!(site.api("auditor").get("/api/v1/search?q=secret&all_tenants=true").status, 403);
+    assert_eq!(site.api("user").get("/api/v1/search?q=secret&all_tenants=true").status, 403);
+
+    // A user who sets the cookie by hand sees what they saw before; they cannot ask for it.
+    let mut bob = site.browser("bob", PASSWORD);
+    bob.cookies.insert("coffer_tenant".into(), "all".into());
+    let page = bob.get("/search?q=secret+OR+numbers").text();
+    assert!(!page.contains("Fabrikam secret") && !page.contains("working-tenant"), "{page}");
+    let bob_csrf = bob.csrf();
+    assert_eq!(bob.post_form("/config/tenants/all", &[("csrf", &bob_csrf)]).status, 403);
+}
