@@ -27,8 +27,9 @@ pub struct ConnectionInfo {
 /// One source job as the supervisor keeps it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobState {
-    /// `running`, `waiting` (for its next run), `backing off` (after failures), `stopped`, or
-    /// `on demand` (runs only when started, as a Microsoft 365 import).
+    /// `running`, `waiting` (for its next run), `backing off` (after failures), `stopped`,
+    /// `on demand` (runs only when started, as a Microsoft 365 import), `not started` (with why)
+    /// or `disabled`.
     pub state: String,
     pub runs: u64,
     /// Failed runs since the last success.
@@ -41,6 +42,9 @@ pub struct JobState {
     pub last_error: Option<String>,
     /// What the current (or last) run did so far, in words.
     pub progress: String,
+    /// While a run reads: what still waits at the source, in words (e.g. `3,800 messages
+    /// waiting in INBOX`).
+    pub backlog: Option<String>,
 }
 
 /// One mailbox of a Microsoft 365 connection.

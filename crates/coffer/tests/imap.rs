@@ -776,3 +776,45 @@ fn the_guides_office_365_and_imap_oauth2_connections_are_set_up_in_chromium() {
     assert_eq!(common::wait_for_count(&c, "default", "subject:journal", 1), 1, "the OAuth2 connection archived");
     assert_eq!(d.count("journal", "INBOX"), 0);
 }
+
+/// While a poll reads a large journal mailbox, the connection shows its backlog: the messages
+/// still waiting on the server, counting down; between polls there is none.
+#[test]
+fn a_poll_through_a_large_mailbox_shows_its_backlog_counting_down() {
+    let c = Coffer::new();
+    let d = Dovecot::start(&c.dir.path().join("dovecot"));
+    // Written straight into the Maildir: two thousand reports arrive before the first poll.
+    d.deliver("journal", None, &journal_report(0).0);
+    let new = d.root.join("mail/journal/Maildir/new");
+    for i in 1..2000 {
+        std::fs::write(new.join(format!("{i}.coffer-test:2,")), journal_report(i).0).unwrap();
+    }
+    let owned = Command::new("chown").args(["-R", "vmail:vmail", new.to_str().unwrap()]).status().unwrap();
+    assert!(owned.success());
+    std::fs::write(
+        c.dir.path().join("coffer.toml"),
+        config(&d, "journal", "journal", "imaps", "journal") + "poll_interval_secs = 600\n",
+    )
+    .unwrap();
+    let key = c.user_with_key("admin", "administrator", &[]);
+    let server = common::Server::start(&c, &[]);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let last = loop {
+        let (_, conn) = call(&server, &key, "GET", "/connections/journal", None);
+        let job = conn["job"].clone();
+        if let Some(b) = job["backlog"].as_str() {
+            let n: usize = b.split(' ').next().unwrap().parse().unwrap();
+            assert!(b.ends_with("messages waiting in INBOX"), "{b}");
+            seen.push(n);
+        }
+        if job["state"] == "waiting" || std::time::Instant::now() > deadline {
+            break job;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(last["progress"].as_str().unwrap().contains("archived 2000"), "{last}");
+    assert!(last["backlog"].is_null(), "no backlog between polls: {last}");
+    assert!(!seen.is_empty(), "the backlog was shown while the poll ran");
+    assert!(seen.iter().all(|n| *n <= 2000) && seen.windows(2).all(|w| w[1] <= w[0]), "counting down: {seen:?}");
+}

@@ -62,11 +62,28 @@ pub struct Poller {
     /// When set, XOAUTH2/OAUTHBEARER tokens come from here instead of `token_url`.
     pub token_source: Option<TokenSource>,
     token: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
+    /// While a poll reads a folder: the folder, and how many of its messages above the cursor
+    /// are still on the server.
+    backlog: std::sync::Mutex<Option<(String, usize)>>,
 }
 
 impl Poller {
     pub fn new(config: ImapConfig, tenant: i64, pipeline: Pipeline, state: SourceState) -> Poller {
-        Poller { config, tenant, pipeline, state, token_source: None, token: Default::default() }
+        Poller {
+            config,
+            tenant,
+            pipeline,
+            state,
+            token_source: None,
+            token: Default::default(),
+            backlog: Default::default(),
+        }
+    }
+
+    /// What the poll in progress still has to read: the folder and its messages waiting on the
+    /// server; None between polls.
+    pub fn backlog(&self) -> Option<(String, usize)> {
+        self.backlog.lock().unwrap().clone()
     }
 }
 
@@ -105,6 +122,7 @@ impl Poller {
     /// listener `imap:<name>`.
     pub async fn poll_once(&self) -> Result<PollReport, ImapError> {
         let result = self.visit(Visit::Poll).await.map(|v| v.report);
+        *self.backlog.lock().unwrap() = None;
         let figures: &[(&str, usize)] = match &result {
             Ok(r) => &[
                 ("fetched", r.fetched),
@@ -308,6 +326,13 @@ impl Poller {
             },
             None => 0,
         };
+        // How many wait above the cursor (only for the console's backlog; the loop below is
+        // driven by UIDs alone).
+        let waiting = match last + 1 < uid_next {
+            true => session.uid_search(format!("UID {}:*", last + 1)).await?.into_iter().filter(|u| *u > last).count(),
+            false => 0,
+        };
+        *self.backlog.lock().unwrap() = Some((folder.to_owned(), waiting));
         while last + 1 < uid_next {
             let upper = last.saturating_add(BATCH).min(uid_next.saturating_sub(1));
             let fetched: Vec<(u32, Vec<u8>)> = session
@@ -378,6 +403,9 @@ impl Poller {
             }
             last = upper.max(fetched.iter().map(|(uid, _)| *uid).max().unwrap_or(0));
             self.state.set_cursor(&c.name, folder, &format!("{validity}:{last}")).await?;
+            if let Some((_, n)) = self.backlog.lock().unwrap().as_mut() {
+                *n = n.saturating_sub(fetched.len());
+            }
         }
         Ok(())
     }

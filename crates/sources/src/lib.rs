@@ -474,11 +474,14 @@ impl SourceControl for Supervisor {
             .lock()
             .unwrap()
             .iter()
-            .map(|j| ConnectionInfo {
-                name: j.name.clone(),
-                kind: j.kind.into(),
-                settings: j.settings.clone(),
-                job: j.state.lock().unwrap().clone(),
+            .map(|j| {
+                let mut job = j.state.lock().unwrap().clone();
+                if let Work::Imap { poller, .. } = &j.work
+                    && job.state == "running"
+                {
+                    job.backlog = poller.backlog().map(|(folder, n)| format!("{n} messages waiting in {folder}"));
+                }
+                ConnectionInfo { name: j.name.clone(), kind: j.kind.into(), settings: j.settings.clone(), job }
             })
             .collect()
     }

@@ -100,7 +100,7 @@ impl Default for WebConfig {
 }
 
 /// A connection's job: `running`, `waiting` (for its next run), `backing off` (after failures),
-/// `stopped`, or `on demand` (runs when started).
+/// `stopped`, `on demand` (runs when started), `not started` (with why) or `disabled`.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct JobState {
     pub state: String,
@@ -113,6 +113,8 @@ pub struct JobState {
     pub next_run: Option<String>,
     pub last_error: Option<String>,
     pub progress: String,
+    /// While a run reads: what still waits at the source, in words.
+    pub backlog: Option<String>,
 }
 
 impl From<coffer_archive::sources::JobState> for JobState {
@@ -127,6 +129,7 @@ impl From<coffer_archive::sources::JobState> for JobState {
             next_run: at(j.next_run),
             last_error: j.last_error,
             progress: j.progress,
+            backlog: j.backlog,
         }
     }
 }
