@@ -739,15 +739,21 @@ fn imap_connections_in_coffer_toml_seed_the_catalog_and_a_console_edit_stands_un
 /// certificate through Update Manifest (the fake's portal takes the updated manifest), Test,
 /// Synchronize (the fake then holds a subscription for the mailbox in scope), and an IMAP
 /// connection signing in with OAuth2 through that connection's certificate (the journal mailbox
-/// is archived). Screenshots go to target/e2e-screenshots.
+/// is archived); then Entra ID sign-in with that certificate, admin consent, and a role assignment
+/// through Lookup after which that person signs in as an administrator. Screenshots go to
+/// target/e2e-screenshots.
 #[test]
-fn the_guides_office_365_and_imap_oauth2_connections_are_set_up_in_chromium() {
+fn the_guides_office_365_imap_oauth2_and_entra_sign_in_are_set_up_in_chromium() {
     let c = Coffer::new();
     let fake = coffer_testkit::microsoft::FakeMicrosoft::start(
         "72f988bf-86f1-41af-91ab-2d7cd011db47",
         "5f1f4d1b-7e25-4a2a-9c37-0d1a3e0c9a11",
     );
-    fake.add_user("alice@contoso.com");
+    let alice = fake.add_user("alice@contoso.com");
+    let group = fake.add_to_group(&alice, "Archive Admins");
+    fake.sign_in_as(serde_json::json!({
+        "sub": "s1", "oid": alice, "preferred_username": "alice@contoso.com", "groups": [group],
+    }));
     let (_introspection, d, _) = dovecot_with_tokens(&c);
     d.deliver("journal", None, &journal_report(0).0);
     c.user_with_key("admin", "administrator", &[]);
@@ -764,10 +770,12 @@ fn the_guides_office_365_and_imap_oauth2_connections_are_set_up_in_chromium() {
         .env("CLIENT_ID", &fake.client_id)
         .env("IMAP_PORT", d.imaps.to_string())
         .env("CA_FILE", d.root.join("cert.pem"))
+        .env("GROUP", &group)
         .env("ARTIFACTS", &artifacts)
         .status()
         .unwrap();
     assert!(status.success(), "the browser flow failed (its output says where)");
+    assert!(fake.admin_consented(), "the administrator granted the app's permissions");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while fake.subscriptions().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));

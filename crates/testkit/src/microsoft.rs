@@ -48,6 +48,8 @@ struct FakeState {
     scopes: Vec<String>,
     /// The claims of whoever signs in at the authorize endpoint next.
     browser_user: Value,
+    /// A tenant administrator granted the app's permissions (`/adminconsent`).
+    consented: bool,
     codes: HashMap<String, PendingCode>,
     subscription_lifetime: i64,
     in_flight: HashMap<String, usize>,
@@ -161,6 +163,7 @@ impl FakeMicrosoft {
             .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery))
             .route("/{tenant}/discovery/v2.0/keys", get(keys))
             .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
+            .route("/{tenant}/adminconsent", get(admin_consent))
             .route("/v1.0/users", get(users))
             .route("/v1.0/users/{user}", get(user))
             .route("/v1.0/users/{user}/memberOf", get(member_of))
@@ -390,6 +393,11 @@ impl FakeMicrosoft {
 
     /// Who signs in at the authorize endpoint (the ID token's claims: sub, oid, preferred_username,
     /// name, roles, groups, wids; `tid` defaults to the tenant).
+    /// Whether an administrator granted the app's permissions through `/adminconsent`.
+    pub fn admin_consented(&self) -> bool {
+        self.state.lock().unwrap().consented
+    }
+
     pub fn sign_in_as(&self, claims: Value) {
         self.state.lock().unwrap().browser_user = claims;
     }
@@ -1188,6 +1196,39 @@ async fn authorize(State(state): State<Arc<Mutex<FakeState>>>, RawQuery(raw): Ra
     let state_param = url::form_urlencoded::byte_serialize(q.get("state").map(String::as_str).unwrap_or("").as_bytes())
         .collect::<String>();
     let location = format!("{redirect}?code={code}&state={state_param}&session_state=fake");
+    (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+/// The admin-consent page: the administrator (the one chosen with `sign_in_as`) grants the app's
+/// permissions for the tenant, and the browser goes back to the redirect URI with
+/// `admin_consent=True` and the tenant, as Microsoft's documented flow does.
+async fn admin_consent(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(tenant): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q = query(&raw);
+    let mut s = state.lock().unwrap();
+    if tenant != s.tenant_id || q.get("client_id") != Some(&s.client_id) {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "AADSTS700016: Application not found in the directory.",
+        );
+    }
+    let Some(redirect) = q.get("redirect_uri").filter(|r| !r.is_empty()) else {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AADSTS900144: The request body must contain redirect_uri.",
+        );
+    };
+    s.consented = true;
+    let state_param = q
+        .get("state")
+        .map(|v| format!("&state={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
+        .unwrap_or_default();
+    let location = format!("{redirect}?admin_consent=True&tenant={tenant}{state_param}");
     (StatusCode::FOUND, [("location", location)]).into_response()
 }
 

@@ -134,5 +134,5 @@ async fn assign_page(
     Form(a): Form<NewAssignment>,
 ) -> Result<Response, PageError> {
     assign(&console, &who, a).await?;
-    Ok(Redirect::to("/config/login#assignments").into_response())
+    Ok(Redirect::to("/config/login#new-role-assignment").into_response())
 }

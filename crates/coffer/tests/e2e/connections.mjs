@@ -1,12 +1,14 @@
 // The guide's connection set-up in the console, as a new administrator does it: an Office 365
 // connection (its form, Update Manifest with the manifest from the Azure portal, Test,
 // Synchronize), then an IMAP connection signing in with OAuth2 through that connection's
-// certificate, and Test. The Rust test `imap` runs Coffer, Dovecot and the Microsoft fake, then
-// this script, then checks what the fake and the archive saw.
+// certificate, and Test; then Configuration → Login with Entra ID and that certificate, Request
+// admin consent, and a role assignment through Lookup, after which that person signs in as an
+// administrator. The Rust test `imap` runs Coffer, Dovecot and the Microsoft fake, then this
+// script, then checks what the fake and the archive saw.
 import fs from 'node:fs';
 import { accessible, ARTIFACTS, browser, expect, shot } from './browser.mjs';
 
-const { BASE, PASSWORD, FAKE, TENANT_ID, CLIENT_ID, IMAP_PORT, CA_FILE } = process.env;
+const { BASE, PASSWORD, FAKE, TENANT_ID, CLIENT_ID, IMAP_PORT, CA_FILE, GROUP } = process.env;
 
 // Opens a <details> section by its summary, unless the page showed it open already.
 async function unfold(details) {
@@ -97,6 +99,45 @@ try {
   expect(!(await page.content()).includes('client_state='), 'no secret is shown');
   await shot(page, 'connections', [1366, 390]);
   await accessible(page, 'connections');
+
+  // Configuration → Login: Entra ID, the client authenticated by the connection's certificate.
+  await page.goto(`${BASE}/config/login`);
+  const login = page.locator('#login-settings');
+  await login.locator('input[name=enabled]').check();
+  await login.locator('select[name=provider]').selectOption('entra');
+  await login.locator('input[name=entra_tenant_id]').fill(TENANT_ID);
+  await login.locator('input[name=login_host]').fill(FAKE);
+  await login.locator('input[name=client_id]').fill(CLIENT_ID);
+  await login.locator('select[name=client_auth]').selectOption('certificate');
+  await login.locator('select[name=certificate_alias]').selectOption('m365');
+  await login.locator('input[name=callback_path]').fill('/authorize.do');
+  await login.locator('button[type=submit]').click();
+  await page.waitForSelector('#issuer');
+  expect((await page.textContent('#issuer')) === `${FAKE}/${TENANT_ID}/v2.0`, 'the issuer ID tokens are checked against is shown');
+  const [consent] = await Promise.all([context.waitForEvent('page'), page.click('#admin-consent')]);
+  await consent.waitForURL(/\/config\/login\?consent=granted/);
+  expect((await consent.textContent('main')).includes('Admin consent was granted.'), 'Request admin consent comes back granted');
+  await consent.close();
+
+  // New role assignment → Lookup: alice's group, given the administrator role.
+  await page.fill('#lookup-form input[name=lookup]', 'alice@contoso.com');
+  await page.click('#lookup-form button[type=submit]');
+  await page.waitForSelector('#lookup-result');
+  const row = page.locator('#lookup-result tr', { hasText: 'group Archive Admins' });
+  await row.locator('select[name=role]').selectOption('administrator');
+  await row.locator('button').click();
+  await page.waitForSelector('#login-settings');
+  expect((await page.inputValue('textarea[name=assignments]')).startsWith(`groups ${GROUP} administrator`), 'the assignment goes first');
+  await shot(page, 'login-entra', [1366, 390]);
+
+  // Alice signs in with Entra ID and is an administrator through her group.
+  const alice = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+  const alicePage = await alice.newPage();
+  await alicePage.goto(`${BASE}/signon`);
+  await alicePage.click('#sso');
+  await alicePage.waitForURL(`${BASE}/search`);
+  expect((await alicePage.textContent('header .role')) === 'administrator', 'alice signs in as an administrator');
+  await alice.close();
 } finally {
   await browser.close();
 }
