@@ -13,6 +13,14 @@ if ! command -v swaks >/dev/null || ! command -v postfix >/dev/null || ! command
     libauthen-sasl-perl dovecot-imapd dovecot-core >/dev/null
 fi
 
+# The reference readers of Outlook files the PST/MSG import is checked against: readpst
+# (pst-utils) and msgconvert (libemail-outlook-message-perl).
+if ! command -v readpst >/dev/null || ! command -v msgconvert >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends pst-utils libemail-outlook-message-perl libemail-address-perl >/dev/null
+fi
+
 # The console's end-to-end tests: Debian's Chromium (driven by playwright-core), an OpenID provider
 # (oidc-provider) from npm, schemathesis and requests from PyPI.
 if ! command -v chromium >/dev/null; then

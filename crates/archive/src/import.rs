@@ -1,5 +1,7 @@
-//! File import: EML files and folders of them, mbox files (mboxo, mboxrd, Content-Length) and
-//! Maildir (cur/new; Maildir++ subfolders become folders). Parsing runs on all cores; commits go
+//! File import: EML files and folders of them, mbox files (mboxo, mboxrd, Content-Length),
+//! Maildir (cur/new; Maildir++ subfolders become folders) and Outlook data files (PST, Unicode
+//! format: each item rebuilt as MIME by `coffer-outlook`, in its folder, with the file's SHA-256
+//! and the item's node id as where it came from). Parsing runs on all cores; commits go
 //! through the same pipeline as every other source, so re-running an import adds nothing.
 
 use std::path::{Path, PathBuf};
@@ -21,8 +23,9 @@ pub struct ImportOptions {
     /// Unwrap Exchange journal reports (and reports attached to bounces). On by default: an
     /// administrator importing files knows where they come from.
     pub journal: bool,
-    /// Archive files that are not mail by their content (a PST, a PDF) as single messages instead
-    /// of refusing the import.
+    /// Take every file whole, as one message: files that are not mail by their content (a PDF)
+    /// are archived as they are instead of refusing the import, and a PST is kept as it is
+    /// instead of read item by item.
     pub as_eml: bool,
 }
 
@@ -59,6 +62,7 @@ pub enum ImportEvent<'a> {
 enum Input {
     Eml { path: PathBuf, folder: String },
     Mbox { path: PathBuf, folder: String },
+    Pst { path: PathBuf, folder: String },
 }
 
 /// Messages prepared per batch handed from the parsing threads to the committer.
@@ -152,7 +156,8 @@ fn inputs(paths: &[PathBuf], options: &ImportOptions) -> Result<Vec<Input>, Arch
     let mut inputs = Vec::new();
     let mut not_mail = Vec::new();
     for path in paths {
-        discover(path, "", &mut inputs, &mut not_mail).map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
+        discover(path, "", options.as_eml, &mut inputs, &mut not_mail)
+            .map_err(|e| ArchiveError::Io(path.display().to_string(), e))?;
     }
     if !not_mail.is_empty() && !options.as_eml {
         return Err(ArchiveError::Invalid(refusal(&not_mail)));
@@ -168,24 +173,30 @@ fn read_all(
     pipeline: &Pipeline,
     tx: tokio::sync::mpsc::Sender<Batch>,
 ) -> (u64, Vec<(String, String)>) {
-    // (origin, bytes, folder, read from an mbox: a Google Takeout mbox files by its labels)
-    let mut pending: Vec<(String, Vec<u8>, String, bool)> = Vec::new();
+    let mut pending: Vec<Found> = Vec::new();
     let mut pending_bytes = 0usize;
     let mut total = 0u64;
     let mut failures = Vec::new();
     let limit = pipeline.max_message_bytes();
-    let flush = |pending: &mut Vec<(String, Vec<u8>, String, bool)>| -> bool {
+    let flush = |pending: &mut Vec<Found>| -> bool {
         // Taken per batch, so a dictionary trained meanwhile is used from the next batch on.
         let compressor = pipeline.compressor();
-        let bytes = pending.iter().map(|(_, raw, _, _)| raw.len() as u64).sum();
+        let bytes = pending.iter().map(|f| f.raw.len() as u64).sum();
         let batch = std::mem::take(pending)
             .into_par_iter()
-            .map(|(origin, raw, folder, mbox)| {
+            .map(|Found { origin, raw, folder, mbox, pst }| {
                 // Gmail's labels are its folders: the first is the message's placement, the
                 // others are more (the mbox's own name says nothing then).
                 let labels = if mbox { coffer_mail::mbox::gmail_labels(&raw) } else { Vec::new() };
                 let Some((first, more)) = labels.split_first() else {
-                    let sub = submission(options, raw, &folder);
+                    let mut sub = submission(options, raw, &folder);
+                    if let Some((mailbox, item)) = pst {
+                        // The file's owner, unless the import names one.
+                        if options.mailbox.is_none() {
+                            sub.placement = Some((mailbox, sub.placement.map(|(_, f)| f).unwrap_or_default()));
+                        }
+                        sub.origin.item = Some(item);
+                    }
                     return (origin, prepare(sub, limit, &compressor));
                 };
                 let sub = submission(options, raw, first);
@@ -201,16 +212,10 @@ fn read_all(
             .collect();
         tx.blocking_send((batch, bytes)).is_ok()
     };
-    let mut push = |origin: String,
-                    raw: Vec<u8>,
-                    folder: &str,
-                    mbox: bool,
-                    pending: &mut Vec<_>,
-                    pending_bytes: &mut usize|
-     -> bool {
-        total += raw.len() as u64;
-        *pending_bytes += raw.len();
-        pending.push((origin, raw, folder.to_owned(), mbox));
+    let mut push = |found: Found, pending: &mut Vec<_>, pending_bytes: &mut usize| -> bool {
+        total += found.raw.len() as u64;
+        *pending_bytes += found.raw.len();
+        pending.push(found);
         if pending.len() >= BATCH_MESSAGES || *pending_bytes >= BATCH_BYTES {
             *pending_bytes = 0;
             return flush(pending);
@@ -221,7 +226,8 @@ fn read_all(
         match &input {
             Input::Eml { path, folder } => match std::fs::read(path) {
                 Ok(raw) => {
-                    if !push(path.display().to_string(), raw, folder, false, &mut pending, &mut pending_bytes) {
+                    let found = Found::new(path.display().to_string(), raw, folder, false);
+                    if !push(found, &mut pending, &mut pending_bytes) {
                         return (total, failures);
                     }
                 }
@@ -246,9 +252,46 @@ fn read_all(
                 };
                 for (n, message) in coffer_mail::mbox::Mbox::new(&map).enumerate() {
                     let origin = format!("{}#{}", path.display(), n + 1);
-                    if !push(origin, message.into_owned(), folder, true, &mut pending, &mut pending_bytes) {
+                    if !push(Found::new(origin, message.into_owned(), folder, true), &mut pending, &mut pending_bytes) {
                         return (total, failures);
                     }
+                }
+            }
+            Input::Pst { path, folder } => {
+                let hash = match file_sha256(path) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        failures.push((path.display().to_string(), e.to_string()));
+                        continue;
+                    }
+                };
+                let mut owner = String::new();
+                let mut going = true;
+                let read = coffer_outlook::read_pst(path, &mut |event| {
+                    match event {
+                        coffer_outlook::PstEvent::Store { display_name } => owner = display_name,
+                        coffer_outlook::PstEvent::Item(item) => {
+                            let origin = format!("{}#node-{:x}", path.display(), item.node);
+                            for problem in &item.problems {
+                                failures.push((origin.clone(), problem.clone()));
+                            }
+                            let mut found = Found::new(origin, item.mime, &join(folder, &item.folder), false);
+                            found.pst = Some((owner.clone(), (format!("pst:{hash}"), format!("{:x}", item.node))));
+                            going = push(found, &mut pending, &mut pending_bytes);
+                        }
+                        coffer_outlook::PstEvent::Damaged { folder: f, node, why } => {
+                            let at = node.map(|n| format!("#node-{n:x}")).unwrap_or_default();
+                            let place = if f.is_empty() { String::new() } else { format!(" (folder {f})") };
+                            failures.push((format!("{}{at}{place}", path.display()), format!("not read: {why}")));
+                        }
+                    }
+                    going
+                });
+                if let Err(e) = read {
+                    failures.push((path.display().to_string(), e.to_string()));
+                }
+                if !going {
+                    return (total, failures);
                 }
             }
         }
@@ -257,6 +300,34 @@ fn read_all(
         flush(&mut pending);
     }
     (total, failures)
+}
+
+/// A message found in an input, on its way to the parsing threads.
+struct Found {
+    /// Where it came from, for the summary (`file`, `file#3`, `file#node-200024`).
+    origin: String,
+    raw: Vec<u8>,
+    folder: String,
+    /// Read from an mbox: a Google Takeout mbox files it by its labels.
+    mbox: bool,
+    /// From a PST: the store's owner (its display name) and the item's id (`pst:<SHA-256 of the
+    /// file>`, node id).
+    pst: Option<(String, (String, String))>,
+}
+
+impl Found {
+    fn new(origin: String, raw: Vec<u8>, folder: &str, mbox: bool) -> Found {
+        Found { origin, raw, folder: folder.to_owned(), mbox, pst: None }
+    }
+}
+
+/// The SHA-256 of a file, read in pieces.
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hash = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hash)?;
+    Ok(hex::encode(hash.finalize()))
 }
 
 fn submission(options: &ImportOptions, raw: Vec<u8>, discovered: &str) -> Submission {
@@ -283,12 +354,10 @@ fn submission(options: &ImportOptions, raw: Vec<u8>, discovered: &str) -> Submis
 /// its mail in.
 pub fn not_mail(head: &[u8]) -> Option<&'static str> {
     const CFB: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
-    if head.starts_with(b"!BDN") {
-        return Some(if head.get(8..10) == Some(b"SO") {
-            "an Outlook offline folder file (OST); Coffer cannot read it yet: convert it with `readpst -e -o DIR FILE` (Debian's pst-utils) and import DIR"
-        } else {
-            "an Outlook data file (PST); Coffer cannot read it yet: convert it with `readpst -e -o DIR FILE` (Debian's pst-utils) and import DIR"
-        });
+    if is_ost(head) {
+        return Some(
+            "an Outlook offline folder file (OST); Coffer cannot read it yet: convert it with `readpst -e -o DIR FILE` (Debian's pst-utils) and import DIR",
+        );
     }
     if head.starts_with(CFB) {
         return Some(
@@ -305,6 +374,15 @@ pub fn not_mail(head: &[u8]) -> Option<&'static str> {
         return Some("a PDF document, not mail");
     }
     None
+}
+
+/// An Outlook data file (PST), by its magic and client signature.
+fn is_pst(head: &[u8]) -> bool {
+    head.starts_with(b"!BDN") && head.get(8..10) == Some(b"SM")
+}
+
+fn is_ost(head: &[u8]) -> bool {
+    head.starts_with(b"!BDN") && head.get(8..10) == Some(b"SO")
 }
 
 /// The refusal of an import that found files that are not mail: each named, with what to do.
@@ -330,6 +408,7 @@ fn refusal(not_mail: &[(PathBuf, &str)]) -> String {
 fn discover(
     path: &Path,
     folder: &str,
+    as_eml: bool,
     out: &mut Vec<Input>,
     not_mail: &mut Vec<(PathBuf, &'static str)>,
 ) -> std::io::Result<()> {
@@ -343,7 +422,9 @@ fn discover(
         if let Some(what) = self::not_mail(&head[..n]) {
             not_mail.push((path.into(), what));
         }
-        if !is_eml && coffer_mail::mbox::looks_like_mbox(&head[..n]) {
+        if is_pst(&head[..n]) && !as_eml {
+            out.push(Input::Pst { path: path.into(), folder: folder.into() });
+        } else if !is_eml && coffer_mail::mbox::looks_like_mbox(&head[..n]) {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             out.push(Input::Mbox { path: path.into(), folder: join(folder, &name) });
         } else {
@@ -360,7 +441,7 @@ fn discover(
             continue;
         }
         let sub = if entry.is_dir() { join(folder, &name) } else { folder.to_owned() };
-        discover(&entry, &sub, out, not_mail)?;
+        discover(&entry, &sub, as_eml, out, not_mail)?;
     }
     Ok(())
 }

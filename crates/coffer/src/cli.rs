@@ -42,8 +42,9 @@ pub enum Command {
         /// Archive Exchange journal reports as they are instead of unwrapping their originals.
         #[arg(long)]
         no_journal: bool,
-        /// Archive files that are not mail by their content (Outlook PST/OST/.msg, zip, PDF) as
-        /// single messages, flagged unparseable, instead of refusing the import.
+        /// Take every file whole, as one message: files that are not mail by their content
+        /// (Outlook OST/.msg, zip, PDF) are archived as they are, flagged unparseable, instead of
+        /// refusing the import, and a PST is kept as it is instead of read item by item.
         #[arg(long)]
         as_eml: bool,
         /// Print one line per message: stored or duplicate, its id, SHA-256 and origin.

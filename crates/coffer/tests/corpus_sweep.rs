@@ -50,12 +50,12 @@ fn every_corpus_file_is_archived_and_comes_back_byte_exact() {
         std::os::unix::fs::symlink(path, &link).unwrap();
         source_of.insert(link.display().to_string(), path.clone());
     }
-    // Without --as-eml, the Outlook files refuse the whole import, each named by what it is,
-    // whatever its name, before anything is stored.
+    // Without --as-eml, the Outlook items (.msg) refuse the whole import, each named by what it
+    // is, whatever its name, before anything is stored (the PSTs would be read item by item).
     let refused = c.run(&["import", "--no-journal", staging.to_str().unwrap()]);
     let why = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "an import holding PST files is refused");
-    assert!(why.contains("nothing was imported") && why.contains("(PST)") && why.contains("readpst"), "{why}");
+    assert!(!refused.status.success(), "an import holding .msg files is refused");
+    assert!(why.contains("nothing was imported") && why.contains("(.msg)") && why.contains("msgconvert"), "{why}");
     assert!(why.contains("--as-eml"), "the refusal says how to keep such files as they are: {why}");
     assert_eq!(c.count(""), 0, "nothing was stored by the refused import");
 

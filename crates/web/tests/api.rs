@@ -664,13 +664,13 @@ fn an_upload_that_is_not_mail_or_does_not_unpack_safely_is_refused_before_anythi
     let admin = site.api("administrator");
     let before = admin.get("/api/v1/search?q=").json()["total"].as_u64().unwrap();
 
-    let mut pst = b"!BDN\0\0\0\0SM\x17\0".to_vec();
-    pst.resize(4096, 0);
-    let refused = admin.upload("/api/v1/imports?name=archive.eml", &pst);
+    let mut ost = b"!BDN\0\0\0\0SO\x17\0".to_vec();
+    ost.resize(4096, 0);
+    let refused = admin.upload("/api/v1/imports?name=archive.eml", &ost);
     assert_eq!(refused.status, 400, "{}", refused.text());
     let why = refused.json()["error"].as_str().unwrap().to_owned();
     assert!(
-        why.contains("archive.eml: an Outlook data file (PST)") && why.contains("readpst"),
+        why.contains("archive.eml: an Outlook offline folder file (OST)") && why.contains("readpst"),
         "named by content, not name: {why}"
     );
     assert!(!why.contains("spool"), "the refusal names the upload, not the server's paths: {why}");
@@ -694,8 +694,8 @@ fn an_upload_that_is_not_mail_or_does_not_unpack_safely_is_refused_before_anythi
     let unknown = admin.upload("/api/v1/imports?name=a.eml&tenant=nowhere", message(1, "nowhere").as_bytes());
     assert_eq!(unknown.status, 400, "{}", unknown.text());
 
-    // The PST kept as it is, when asked.
-    let kept = admin.upload("/api/v1/imports?name=archive.pst&as_eml=true", &pst);
+    // The OST kept as it is, when asked.
+    let kept = admin.upload("/api/v1/imports?name=archive.ost&as_eml=true", &ost);
     assert_eq!(kept.status, 202, "{}", kept.text());
     let job = finished(&site, kept.json()["id"].as_u64().unwrap());
     assert_eq!(job["imported"].as_u64(), Some(1), "{job}");
@@ -704,7 +704,7 @@ fn an_upload_that_is_not_mail_or_does_not_unpack_safely_is_refused_before_anythi
     assert_eq!(
         admin.get("/api/v1/search?q=").json()["total"].as_u64().unwrap(),
         before + 1,
-        "only the kept PST was stored"
+        "only the kept OST was stored"
     );
     assert_eq!(std::fs::read_dir(site.archive.data_dir().join("spool/imports")).map(|d| d.count()).unwrap_or(0), 0);
 }

@@ -1,0 +1,212 @@
+//! PST import against Debian's readpst, the reference reader, on the shared corpus: for each file
+//! the same items in the same folders, the same subjects, recipient counts and attachment names,
+//! computed live from readpst's output.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::Coffer;
+
+/// What readpst wrote for one item: its folder (relative to the output directory), and for a
+/// message its subject, how many To/Cc addresses and which attachment names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Seen {
+    folder: String,
+    subject: Option<String>,
+    recipients: usize,
+    attachments: Vec<String>,
+}
+
+/// A header field's value, unfolded (first occurrence, in the top header block only).
+fn field(raw: &str, name: &str) -> Option<String> {
+    let head = raw.split("\r\n\r\n").next().unwrap_or(raw).split("\n\n").next().unwrap_or(raw);
+    let mut value: Option<String> = None;
+    for line in head.lines() {
+        match &mut value {
+            Some(v) if line.starts_with([' ', '\t']) => v.push_str(line.trim_end_matches('\r')),
+            Some(_) => break,
+            None => {
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case(name)
+                {
+                    value = Some(v.trim().trim_end_matches('\r').to_owned());
+                }
+            }
+        }
+    }
+    value
+}
+
+/// The `filename="…"` parameters of a message's parts, sorted.
+fn attachment_names(raw: &str) -> Vec<String> {
+    let mut names: Vec<String> =
+        raw.split("filename=\"").skip(1).filter_map(|rest| rest.split('"').next().map(str::to_owned)).collect();
+    names.sort();
+    names
+}
+
+fn count_addresses(raw: &str) -> usize {
+    ["To", "Cc"].iter().filter_map(|f| field(raw, f)).map(|v| v.matches('@').count()).sum()
+}
+
+fn readpst(pst: &Path, out: &Path) -> Vec<Seen> {
+    std::fs::create_dir_all(out).unwrap();
+    let status = coffer_testkit::peer("readpst")
+        .args(["-q", "-e", "-b", "-o", out.to_str().unwrap(), pst.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "readpst {}", pst.display());
+    let mut seen = Vec::new();
+    let mut stack = vec![out.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            // The first component is the store's name, which Coffer keeps as the mailbox (lower case).
+            let folder = path.parent().unwrap().strip_prefix(out).unwrap().to_string_lossy().into_owned();
+            let folder = match folder.split_once('/') {
+                Some((store, rest)) => format!("{}/{rest}", store.to_lowercase()),
+                None => folder.to_lowercase(),
+            };
+            let raw = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            let message = path.extension().is_some_and(|e| e == "eml");
+            seen.push(Seen {
+                folder,
+                subject: if message { field(&raw, "Subject") } else { None },
+                recipients: if message { count_addresses(&raw) } else { 0 },
+                attachments: if message { attachment_names(&raw) } else { Vec::new() },
+            });
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// What Coffer archived from the file, seen the same way.
+fn coffer(c: &Coffer) -> Vec<(Seen, String)> {
+    let mut seen: Vec<(Seen, String)> = c
+        .json("", 1000)
+        .iter()
+        .map(|m| {
+            let id = m["id"].as_i64().unwrap().to_string();
+            let raw = String::from_utf8_lossy(&c.command().args(["show", "--raw", &id]).output().unwrap().stdout)
+                .into_owned();
+            let placement = &m["placements"][0];
+            let folder = [placement["mailbox"].as_str().unwrap_or(""), placement["folder"].as_str().unwrap_or("")]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            let class = field(&raw, "X-MS-Message-Class").unwrap_or_else(|| "IPM.Note".into());
+            let message = class.starts_with("IPM.Note");
+            let to_cc = m["to"].as_array().unwrap().len() + m["cc"].as_array().unwrap().len();
+            let s = Seen {
+                folder,
+                subject: if message { m["subject"].as_str().map(str::to_owned) } else { None },
+                recipients: if message { to_cc } else { 0 },
+                attachments: if message { attachment_names(&raw) } else { Vec::new() },
+            };
+            (s, class)
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
+fn corpus_psts() -> Option<Vec<PathBuf>> {
+    let dir = coffer_testkit::corpus_dir()?.join("pst");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pst"))
+        .collect();
+    files.sort();
+    Some(files)
+}
+
+#[test]
+fn each_corpus_pst_imports_the_items_folders_subjects_recipients_and_attachments_readpst_finds() {
+    let Some(files) = corpus_psts() else { return };
+    let mut failures_by_file = BTreeMap::new();
+    for pst in &files {
+        let c = Coffer::new();
+        let expected = readpst(pst, &c.dir.path().join("readpst"));
+        let out = c.command().args(["import", "--no-journal", pst.to_str().unwrap()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(matches!(out.status.code(), Some(0 | 2)), "{}: {stderr}", pst.display());
+        let got = coffer(&c);
+        let name = pst.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            got.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+            expected,
+            "{name}: items, folders, subjects, recipient counts and attachment names as readpst finds them"
+        );
+        failures_by_file.insert(name, stderr);
+
+        // Importing the same file again adds nothing.
+        let again = c.command().args(["import", "--no-journal", pst.to_str().unwrap()]).output().unwrap();
+        let again = String::from_utf8_lossy(&again.stderr);
+        assert!(again.contains("imported 0,"), "{}: {again}", pst.display());
+    }
+    // The 200-recipient message keeps all 200.
+    let c = Coffer::new();
+    c.ok(&[
+        "import",
+        "--no-journal",
+        files.iter().find(|f| f.ends_with("ruby-msg__200_recipients.pst")).unwrap().to_str().unwrap(),
+    ]);
+    let m = &c.json("subject:recipients", 10)[0];
+    assert_eq!(m["to"].as_array().unwrap().len(), 200, "{m}");
+
+    // What cannot be read is named, and the rest comes in: the distribution list whose sub-node
+    // tree is missing, and the attached message outlook-pst cannot open.
+    let dist = &failures_by_file["java-libpst__dist-list.pst"];
+    assert!(dist.contains("#node-200024") && dist.contains("not read: Missing Sub-Node Tree"), "{dist}");
+    let nested = &failures_by_file["ruby-msg__msgInMsg.pst"];
+    assert!(nested.contains("an attached message could not be read"), "{nested}");
+}
+
+#[test]
+fn a_truncated_pst_imports_what_is_whole_and_names_what_is_not_without_a_panic() {
+    let Some(files) = corpus_psts() else { return };
+    let file = files.iter().find(|f| f.ends_with("ruby-msg__attachAndInline.pst")).unwrap();
+    let whole = std::fs::read(file).unwrap();
+    let reference = Coffer::new();
+    let complete: Vec<String> =
+        common::receipts(&reference.ok(&["import", "-v", "--no-journal", file.to_str().unwrap()]))
+            .into_iter()
+            .map(|(_, _, sha, _)| sha)
+            .collect();
+    assert_eq!(complete.len(), 1);
+    for keep in [600, whole.len() / 4, whole.len() / 2, whole.len() * 3 / 4] {
+        let c = Coffer::new();
+        let cut = c.dir.path().join("cut.pst");
+        std::fs::write(&cut, &whole[..keep]).unwrap();
+        let out = c.command().args(["import", "-v", "--no-journal", cut.to_str().unwrap()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{keep} bytes: {stderr}");
+        // What came in is exactly what the whole file gives; what did not is named.
+        let stored = common::receipts(&String::from_utf8_lossy(&out.stdout));
+        assert!(stored.iter().all(|(_, _, sha, _)| complete.contains(sha)), "{keep} bytes: only whole items");
+        match out.status.code() {
+            Some(0) => assert_eq!(stored.len(), 1, "{keep} bytes: {stderr}"),
+            Some(2) => assert!(stderr.contains("failed: ") && stderr.contains("cut.pst"), "{keep} bytes: {stderr}"),
+            other => panic!("{keep} bytes: exit {other:?}: {stderr}"),
+        }
+    }
+    // With only its header, the file is not readable, and the import says so.
+    let c = Coffer::new();
+    let cut = c.dir.path().join("cut.pst");
+    std::fs::write(&cut, &whole[..600]).unwrap();
+    let stderr = String::from_utf8_lossy(
+        &c.command().args(["import", "--no-journal", cut.to_str().unwrap()]).output().unwrap().stderr,
+    )
+    .into_owned();
+    assert!(stderr.contains("not a readable Outlook data file"), "{stderr}");
+}
