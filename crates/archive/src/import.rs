@@ -63,6 +63,7 @@ enum Input {
     Eml { path: PathBuf, folder: String },
     Mbox { path: PathBuf, folder: String },
     Pst { path: PathBuf, folder: String },
+    Msg { path: PathBuf, folder: String },
 }
 
 /// Messages prepared per batch handed from the parsing threads to the committer.
@@ -184,19 +185,17 @@ fn read_all(
         let bytes = pending.iter().map(|f| f.raw.len() as u64).sum();
         let batch = std::mem::take(pending)
             .into_par_iter()
-            .map(|Found { origin, raw, folder, mbox, pst }| {
+            .map(|Found { origin, raw, folder, mbox, owner, item }| {
                 // Gmail's labels are its folders: the first is the message's placement, the
                 // others are more (the mbox's own name says nothing then).
                 let labels = if mbox { coffer_mail::mbox::gmail_labels(&raw) } else { Vec::new() };
                 let Some((first, more)) = labels.split_first() else {
                     let mut sub = submission(options, raw, &folder);
-                    if let Some((mailbox, item)) = pst {
-                        // The file's owner, unless the import names one.
-                        if options.mailbox.is_none() {
-                            sub.placement = Some((mailbox, sub.placement.map(|(_, f)| f).unwrap_or_default()));
-                        }
-                        sub.origin.item = Some(item);
+                    // A PST's owner, unless the import names one.
+                    if let Some(owner) = owner.filter(|_| options.mailbox.is_none()) {
+                        sub.placement = Some((owner, sub.placement.map(|(_, f)| f).unwrap_or_default()));
                     }
+                    sub.origin.item = item;
                     return (origin, prepare(sub, limit, &compressor));
                 };
                 let sub = submission(options, raw, first);
@@ -276,7 +275,8 @@ fn read_all(
                                 failures.push((origin.clone(), problem.clone()));
                             }
                             let mut found = Found::new(origin, item.mime, &join(folder, &item.folder), false);
-                            found.pst = Some((owner.clone(), (format!("pst:{hash}"), format!("{:x}", item.node))));
+                            found.owner = Some(owner.clone());
+                            found.item = Some((format!("pst:{hash}"), format!("{:x}", item.node)));
                             going = push(found, &mut pending, &mut pending_bytes);
                         }
                         coffer_outlook::PstEvent::Damaged { folder: f, node, why } => {
@@ -292,6 +292,21 @@ fn read_all(
                 }
                 if !going {
                     return (total, failures);
+                }
+            }
+            Input::Msg { path, folder } => {
+                let read = file_sha256(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|hash| Ok((hash, coffer_outlook::read_msg(path).map_err(|e| e.to_string())?)));
+                match read {
+                    Ok((hash, (_, mime))) => {
+                        let mut found = Found::new(path.display().to_string(), mime, folder, false);
+                        found.item = Some((format!("msg:{hash}"), "item".into()));
+                        if !push(found, &mut pending, &mut pending_bytes) {
+                            return (total, failures);
+                        }
+                    }
+                    Err(why) => failures.push((path.display().to_string(), why)),
                 }
             }
         }
@@ -310,14 +325,15 @@ struct Found {
     folder: String,
     /// Read from an mbox: a Google Takeout mbox files it by its labels.
     mbox: bool,
-    /// From a PST: the store's owner (its display name) and the item's id (`pst:<SHA-256 of the
-    /// file>`, node id).
-    pst: Option<(String, (String, String))>,
+    /// From a PST: the store's owner (its display name), the mailbox unless the import names one.
+    owner: Option<String>,
+    /// From an Outlook file: where in it (`pst:<SHA-256 of the file>`, node id; `msg:<SHA-256>`).
+    item: Option<(String, String)>,
 }
 
 impl Found {
     fn new(origin: String, raw: Vec<u8>, folder: &str, mbox: bool) -> Found {
-        Found { origin, raw, folder: folder.to_owned(), mbox, pst: None }
+        Found { origin, raw, folder: folder.to_owned(), mbox, owner: None, item: None }
     }
 }
 
@@ -352,17 +368,17 @@ fn submission(options: &ImportOptions, raw: Vec<u8>, discovered: &str) -> Submis
 
 /// What a file is when its first bytes say it is not mail, whatever its name, and how to bring
 /// its mail in.
+/// The signature of a compound file (OLE): Outlook items (.msg), old Office documents.
+const CFB: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+
 pub fn not_mail(head: &[u8]) -> Option<&'static str> {
-    const CFB: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
     if is_ost(head) {
         return Some(
             "an Outlook offline folder file (OST); Coffer cannot read it yet: convert it with `readpst -e -o DIR FILE` (Debian's pst-utils) and import DIR",
         );
     }
     if head.starts_with(CFB) {
-        return Some(
-            "an Outlook item (.msg) or another OLE document; convert a .msg with `msgconvert FILE` (Debian's libemail-outlook-message-perl) and import the .eml it writes",
-        );
+        return Some("an OLE compound document (an old Office file?) that is not an Outlook item, not mail");
     }
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return Some("a zip archive; unpack it and import the folder (the console's Import unpacks a zip itself)");
@@ -419,11 +435,18 @@ fn discover(
         let is_eml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("eml"));
         let mut head = [0u8; 512];
         let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head)?;
-        if let Some(what) = self::not_mail(&head[..n]) {
+        let pst = !as_eml && is_pst(&head[..n]);
+        let msg = !as_eml && head[..n].starts_with(CFB) && coffer_outlook::is_msg(path);
+        if !pst
+            && !msg
+            && let Some(what) = self::not_mail(&head[..n])
+        {
             not_mail.push((path.into(), what));
         }
-        if is_pst(&head[..n]) && !as_eml {
+        if pst {
             out.push(Input::Pst { path: path.into(), folder: folder.into() });
+        } else if msg {
+            out.push(Input::Msg { path: path.into(), folder: folder.into() });
         } else if !is_eml && coffer_mail::mbox::looks_like_mbox(&head[..n]) {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             out.push(Input::Mbox { path: path.into(), folder: join(folder, &name) });

@@ -50,12 +50,19 @@ fn every_corpus_file_is_archived_and_comes_back_byte_exact() {
         std::os::unix::fs::symlink(path, &link).unwrap();
         source_of.insert(link.display().to_string(), path.clone());
     }
-    // Without --as-eml, the Outlook items (.msg) refuse the whole import, each named by what it
-    // is, whatever its name, before anything is stored (the PSTs would be read item by item).
+    // Without --as-eml, files that are not mail (the PDF, the old Word documents) refuse the whole
+    // import, each named by what it is, whatever its name, before anything is stored (the PST and
+    // .msg files would be read item by item).
     let refused = c.run(&["import", "--no-journal", staging.to_str().unwrap()]);
     let why = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "an import holding .msg files is refused");
-    assert!(why.contains("nothing was imported") && why.contains("(.msg)") && why.contains("msgconvert"), "{why}");
+    assert!(!refused.status.success(), "an import holding a PDF is refused");
+    assert!(why.contains("nothing was imported") && why.contains("a PDF document, not mail"), "{why}");
+    assert!(why.contains("OLE compound document"), "{why}");
+    for line in why.lines().filter(|l| l.contains("staging/")) {
+        let link = line.trim().split(": ").next().unwrap();
+        let source = &source_of[link];
+        assert!(!source.extension().is_some_and(|e| e == "pst" || e == "msg"), "Outlook files are read: {line}");
+    }
     assert!(why.contains("--as-eml"), "the refusal says how to keep such files as they are: {why}");
     assert_eq!(c.count(""), 0, "nothing was stored by the refused import");
 

@@ -1,16 +1,21 @@
-//! Outlook data files (PST, Unicode format) read for import: the folders under the store's
-//! IPM subtree, each message rebuilt as MIME. Where the item kept its transport headers (mail
-//! that came in over the internet), they head the rebuilt message; otherwise the headers are made
-//! from the item's properties (sender, To/Cc/Bcc from the recipient table, subject, dates,
-//! Message-ID). The body is the HTML and plain text the item holds; attachments come as parts,
-//! an attached message (Outlook's "item" attachment) as a `message/rfc822` part built the same way.
+//! Outlook files read for import: data files (PST, Unicode format; the folders under the
+//! store's IPM subtree) and single items (`.msg`), each item read into one model ([`item::Item`])
+//! and rebuilt as MIME. Where the item kept its transport headers (mail that came in over the
+//! internet), they head the rebuilt message; otherwise the headers are made from its properties
+//! (sender, To/Cc/Bcc from the recipient table, subject, dates, Message-ID). The body is the HTML
+//! and plain text the item holds; attachments come as parts, an attached message (Outlook's
+//! "item" attachment) as a `message/rfc822` part built the same way.
 //!
-//! The reading is `outlook-pst`'s (Microsoft's crate): it reads nodes on demand, so a large file
-//! is not held in memory. A damaged folder or item is reported and skipped; the rest is read.
+//! A PST is read by `outlook-pst` (Microsoft's crate), which reads nodes on demand, so a large
+//! file is not held in memory; a `.msg` by `cfb`. A damaged folder, item or attachment is
+//! reported and skipped; the rest is read.
 
+mod item;
 mod mime;
+mod msg;
 mod pst;
 
+pub use msg::{is_msg, read_msg};
 pub use pst::{PstEvent, PstItem, read_pst};
 
 #[derive(Debug, thiserror::Error)]

@@ -33,6 +33,9 @@ pub fn mailbox(name: &str, address: &str) -> String {
     match (name.is_empty() || name == address, address.is_empty()) {
         (true, true) => String::new(),
         (true, false) => address.to_owned(),
+        (false, true) if name.bytes().all(|b| (0x20..0x7F).contains(&b)) => {
+            format!("\"{}\"", name.replace(['"', '\\'], ""))
+        }
         (false, true) => word(name),
         (false, false) => {
             let ascii = name.bytes().all(|b| (0x20..0x7F).contains(&b));

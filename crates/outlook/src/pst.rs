@@ -1,7 +1,7 @@
 //! Walking a PST: the folders under the IPM subtree (depth-first, each node once), every item of
-//! each folder rebuilt as MIME.
+//! each folder read into an [`Item`] and rebuilt as MIME.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -15,7 +15,7 @@ use outlook_pst::ndb::node_id::NodeId;
 use outlook_pst::{AnsiPstFile, UnicodePstFile};
 
 use crate::OutlookError;
-use crate::mime::{Part, filename_params, mailbox, without_structure, word};
+use crate::item::{Attached, AttachedData, Item, Props, Value, text};
 
 /// Folders nest at most this deep; a deeper (or looping) hierarchy is damaged.
 const MAX_DEPTH: usize = 64;
@@ -132,39 +132,35 @@ fn item(store: &Rc<UnicodeStore>, node: u32) -> Result<(String, Vec<u8>, Vec<Str
     let id = store.properties().make_entry_id(NodeId::from(node)).map_err(|e| e.to_string())?;
     let message = UnicodeMessage::read(store.clone(), &id, None).map_err(|e| e.to_string())?;
     let mut problems = Vec::new();
-    let attachments = attachments(&message, &format!("{node:x}"), &mut problems);
-    let class = text(message.properties().get(0x001A)).unwrap_or_else(|| "IPM.Note".into());
-    Ok((class, build(message.as_ref(), attachments, &format!("{node:x}")), problems))
+    let mut item = plain_item(message.as_ref());
+    item.attachments = attachments(&message, &mut problems);
+    Ok((item.class(), item.mime(&format!("{node:x}")), problems))
 }
 
-fn text(v: Option<&PropertyValue>) -> Option<String> {
-    match v? {
-        PropertyValue::Unicode(u) => Some(u.to_string()),
-        PropertyValue::String8(s) => Some(s.to_string()),
-        _ => None,
-    }
-    .map(|s| s.trim_end_matches('\0').to_owned())
+fn value(v: &PropertyValue) -> Option<Value> {
+    Some(match v {
+        PropertyValue::Unicode(u) => Value::Text(u.to_string()),
+        PropertyValue::String8(s) => Value::Text(s.to_string()),
+        PropertyValue::Binary(b) => Value::Bytes(b.buffer().to_vec()),
+        PropertyValue::Integer32(i) => Value::Int(*i),
+        PropertyValue::Boolean(b) => Value::Bool(*b),
+        PropertyValue::Time(t) => Value::Time(*t),
+        _ => return None,
+    })
 }
 
-fn time(v: Option<&PropertyValue>) -> Option<String> {
-    let PropertyValue::Time(filetime) = v? else { return None };
-    // 100-nanosecond intervals since 1601-01-01.
-    let secs = filetime / 10_000_000 - 11_644_473_600;
-    let at = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
-    at.format(&time::format_description::well_known::Rfc2822).ok()
-}
-
-/// A table's rows as property id → value.
-fn rows(table: &dyn TableContext) -> Vec<(u32, HashMap<u16, PropertyValue>)> {
+/// A table's rows as their ids and properties.
+fn rows(table: &dyn TableContext) -> Vec<(u32, Props)> {
     let context = table.context();
     table
         .rows_matrix()
         .map(|row| {
-            let mut values = HashMap::new();
+            let mut values = Props::new();
             if let Ok(columns) = row.columns(context) {
-                for (column, value) in context.columns().iter().zip(columns) {
-                    if let Some(value) = value
-                        && let Ok(v) = table.read_column(&value, column.prop_type())
+                for (column, cell) in context.columns().iter().zip(columns) {
+                    if let Some(cell) = cell
+                        && let Ok(v) = table.read_column(&cell, column.prop_type())
+                        && let Some(v) = value(&v)
                     {
                         values.insert(column.prop_id(), v);
                     }
@@ -175,183 +171,45 @@ fn rows(table: &dyn TableContext) -> Vec<(u32, HashMap<u16, PropertyValue>)> {
         .collect()
 }
 
-/// To (1), Cc (2) and Bcc (3) recipients as `Name <address>`.
-fn recipients(message: &dyn Message) -> [Vec<String>; 3] {
-    let mut out: [Vec<String>; 3] = Default::default();
-    let Some(table) = message.recipient_table() else { return out };
-    for (_, r) in rows(table.as_ref()) {
-        let kind = match r.get(&0x0C15) {
-            Some(PropertyValue::Integer32(k)) => *k & 0xF,
-            _ => 1,
-        };
-        let address = text(r.get(&0x39FE)).or_else(|| text(r.get(&0x3003))).unwrap_or_default();
-        let name = text(r.get(&0x3001)).unwrap_or_default();
-        if let Some(list) = out.get_mut((kind as usize).saturating_sub(1)) {
-            list.push(mailbox(&name, &address));
-        }
-    }
-    out
+/// A message's properties and recipients (its attachments are read apart: see `attachments`).
+fn plain_item(message: &dyn Message) -> Item {
+    let props = message.properties().iter().filter_map(|(id, v)| Some((*id, value(v)?))).collect();
+    let recipients = message.recipient_table().map(|t| rows(t.as_ref()).into_iter().map(|(_, r)| r).collect());
+    Item { props, recipients: recipients.unwrap_or_default(), attachments: Vec::new() }
 }
 
-/// The header block of the rebuilt message: the transport headers it came with, or fields made
-/// from its properties.
-fn head(message: &dyn Message) -> Vec<u8> {
-    let p = message.properties();
-    let [to, cc, bcc] = recipients(message);
-    if let Some(transport) = text(p.get(0x007D)).filter(|h| h.contains(':')) {
-        let mut head = without_structure(&transport);
-        // A sent copy's Bcc recipients are only in its recipient table.
-        let has_bcc = transport.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:"));
-        if !bcc.is_empty() && !has_bcc {
-            head.extend_from_slice(format!("Bcc: {}\r\n", bcc.join(",\r\n ")).as_bytes());
-        }
-        return head;
-    }
-    let mut fields: Vec<String> = Vec::new();
-    let sender_name = text(p.get(0x0042)).or_else(|| text(p.get(0x0C1A))).unwrap_or_default();
-    let sender = text(p.get(0x5D01))
-        .or_else(|| text(p.get(0x0065)).filter(|a| a.contains('@')))
-        .or_else(|| text(p.get(0x0C1F)).filter(|a| a.contains('@')))
-        .unwrap_or_default();
-    let from = mailbox(&sender_name, &sender);
-    if !from.is_empty() {
-        fields.push(format!("From: {from}"));
-    }
-    for (name, list) in [("To", &to), ("Cc", &cc), ("Bcc", &bcc)] {
-        if !list.is_empty() {
-            fields.push(format!("{name}: {}", list.join(",\r\n ")));
-        }
-    }
-    if let Some(subject) = text(p.get(0x0037)) {
-        // An ANSI-era subject may start with a prefix-length marker (0x01, length).
-        let subject = match subject.strip_prefix('\u{1}') {
-            Some(rest) => rest.chars().skip(1).collect(),
-            None => subject,
-        };
-        fields.push(format!("Subject: {}", word(&subject)));
-    }
-    if let Some(date) = time(p.get(0x0039)).or_else(|| time(p.get(0x0E06))).or_else(|| time(p.get(0x3007))) {
-        fields.push(format!("Date: {date}"));
-    }
-    for (id, name) in [(0x1035, "Message-ID"), (0x1042, "In-Reply-To"), (0x1039, "References")] {
-        if let Some(v) = text(p.get(id)).filter(|v| !v.trim().is_empty()) {
-            fields.push(format!("{name}: {}", v.replace(['\r', '\n'], " ")));
-        }
-    }
-    let class = text(p.get(0x001A)).unwrap_or_else(|| "IPM.Note".into());
-    if class != "IPM.Note" {
-        fields.push(format!("X-MS-Message-Class: {}", word(&class)));
-    }
-    let mut out = Vec::new();
-    for f in fields {
-        out.extend_from_slice(f.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// The charset of an HTML body kept as bytes, from the item's internet code page.
-fn charset(code_page: Option<&PropertyValue>) -> &'static str {
-    match code_page {
-        Some(PropertyValue::Integer32(cp)) => match cp {
-            1250 => "windows-1250",
-            1251 => "windows-1251",
-            1252 => "windows-1252",
-            1253 => "windows-1253",
-            1254 => "windows-1254",
-            1255 => "windows-1255",
-            1256 => "windows-1256",
-            932 => "shift_jis",
-            936 => "gb2312",
-            949 => "ks_c_5601-1987",
-            950 => "big5",
-            20127 => "us-ascii",
-            28591 => "iso-8859-1",
-            28592 => "iso-8859-2",
-            28605 => "iso-8859-15",
-            50220..=50222 => "iso-2022-jp",
-            51932 => "euc-jp",
-            _ => "utf-8",
-        },
-        _ => "utf-8",
-    }
-}
-
-/// The message: head, then body (plain and HTML as alternatives) and attachments.
-fn build(message: &dyn Message, attachments: Vec<Part>, boundary: &str) -> Vec<u8> {
-    let p = message.properties();
-    let plain = text(p.get(0x1000)).map(|t| Part::leaf("text/plain; charset=utf-8", Vec::new(), t.as_bytes()));
-    let html = match p.get(0x1013) {
-        Some(PropertyValue::Binary(b)) => {
-            let charset = charset(p.get(0x3FDE));
-            Some(Part::leaf(&format!("text/html; charset={charset}"), Vec::new(), b.buffer()))
-        }
-        other => text(other).map(|h| Part::leaf("text/html; charset=utf-8", Vec::new(), h.as_bytes())),
-    };
-    let body = match (plain, html) {
-        (Some(plain), Some(html)) => Part::multipart("alternative", &format!("=_alt_{boundary}"), vec![plain, html]),
-        (Some(one), None) | (None, Some(one)) => one,
-        (None, None) => Part::leaf("text/plain; charset=utf-8", Vec::new(), b""),
-    };
-    let top = if attachments.is_empty() {
-        body
-    } else {
-        let mut parts = vec![body];
-        parts.extend(attachments);
-        Part::multipart("mixed", &format!("=_mix_{boundary}"), parts)
-    };
-    top.into_message(&head(message))
-}
-
-/// The attachments of a message read from the file, as parts; an attached message is rebuilt
-/// the same way (without its own attachments: `outlook-pst` hands an attached message over
-/// without the means to read them). One that cannot be read is left out and said so.
-fn attachments(message: &Rc<UnicodeMessage>, boundary: &str, problems: &mut Vec<String>) -> Vec<Part> {
+/// The attachments of a message read from the file; an attached message comes without its own
+/// attachments (`outlook-pst` hands it over without the means to read them). One that cannot be
+/// read is left out and said so.
+fn attachments(message: &Rc<UnicodeMessage>, problems: &mut Vec<String>) -> Vec<Attached> {
     let Some(table) = message.attachment_table() else { return Vec::new() };
-    let mut parts = Vec::new();
+    let mut out = Vec::new();
     for (row, listed) in rows(table.as_ref()) {
         let attachment = match UnicodeAttachment::read(message.clone(), NodeId::from(row), None) {
             Ok(a) => a,
             Err(e) => {
                 // What the attachment table says of it, so the summary can name it.
-                let name = text(listed.get(&0x3707)).or_else(|| text(listed.get(&0x3704)));
                 let what = match listed.get(&0x3705) {
-                    Some(PropertyValue::Integer32(5)) => "an attached message".to_owned(),
-                    _ => name.map_or_else(|| format!("attachment {row:x}"), |n| format!("attachment {n}")),
+                    Some(Value::Int(5)) => "an attached message".to_owned(),
+                    _ => text(&listed, 0x3707)
+                        .or_else(|| text(&listed, 0x3704))
+                        .map_or_else(|| format!("attachment {row:x}"), |n| format!("attachment {n}")),
                 };
                 problems.push(format!("{what} could not be read ({e}); the message came in without it"));
                 continue;
             }
         };
-        let p = attachment.properties();
-        let name = text(p.get(0x3707))
-            .or_else(|| text(p.get(0x3704)))
-            .or_else(|| text(p.get(0x3001)))
-            .unwrap_or_else(|| format!("attachment-{row:x}"));
-        let content_id = text(p.get(0x3712)).filter(|c| !c.trim().is_empty());
-        let hidden = matches!(p.get(0x7FFE), Some(PropertyValue::Boolean(true)));
-        let disposition = if content_id.is_some() && hidden { "inline" } else { "attachment" };
-        let mut extra = vec![format!("Content-Disposition: {disposition}; {}", filename_params(&name))];
-        if let Some(cid) = &content_id {
-            extra.push(format!("Content-ID: <{}>", cid.trim_matches(['<', '>'])));
-        }
-        match attachment.data() {
-            Some(AttachmentData::Binary(b)) => {
-                let mime_type = text(p.get(0x370E))
-                    .filter(|t| t.contains('/') && !t.contains(['\r', '\n', ';']))
-                    .unwrap_or_else(|| "application/octet-stream".into());
-                parts.push(Part::leaf(
-                    &format!("{mime_type}; name=\"{}\"", name.replace(['"', '\\', '\r', '\n'], "_")),
-                    extra,
-                    b.buffer(),
-                ));
+        let props: Props = attachment.properties().iter().filter_map(|(id, v)| Some((*id, value(v)?))).collect();
+        let data = match attachment.data() {
+            Some(AttachmentData::Binary(b)) => AttachedData::Bytes(b.buffer().to_vec()),
+            Some(AttachmentData::Message(inner)) => AttachedData::Message(Box::new(plain_item(inner.as_ref()))),
+            None => {
+                let name = text(&props, 0x3707).unwrap_or_else(|| format!("{row:x}"));
+                problems.push(format!("attachment {name} holds no data; the message came in without it"));
+                continue;
             }
-            Some(AttachmentData::Message(inner)) => {
-                let inner_boundary = format!("{boundary}_{row:x}");
-                parts.push(Part::message(extra, build(inner.as_ref(), Vec::new(), &inner_boundary)));
-            }
-            None => problems.push(format!("attachment {name} holds no data; the message came in without it")),
-        }
+        };
+        out.push(Attached { props, data });
     }
-    parts
+    out
 }
