@@ -106,6 +106,12 @@ pub fn prepare(sub: Submission, max_message_bytes: u64, compressor: &Compressor)
     };
     let doc = coffer_mail::parse(&original);
     flags.insert(doc.flags);
+    // Rebuilt from an Outlook file: the file import names such items `pst:<hash>` / `msg:<hash>`.
+    match sub.origin.item.as_ref().map(|(container, _)| container.split(':').next().unwrap_or("")) {
+        Some("pst") => flags.insert(Flags::FROM_PST),
+        Some("msg") => flags.insert(Flags::FROM_MSG),
+        _ => {}
+    }
 
     let mut recipients = Vec::new();
     let mut add = |kind: &str, address: &str, name: Option<&str>, via: String| {

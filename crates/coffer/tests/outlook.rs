@@ -155,7 +155,7 @@ fn each_corpus_pst_imports_the_items_folders_subjects_recipients_and_attachments
         let again = String::from_utf8_lossy(&again.stderr);
         assert!(again.contains("imported 0,"), "{}: {again}", pst.display());
     }
-    // The 200-recipient message keeps all 200.
+    // The 200-recipient message keeps all 200; every item is tagged as rebuilt from a PST.
     let c = Coffer::new();
     c.ok(&[
         "import",
@@ -164,6 +164,7 @@ fn each_corpus_pst_imports_the_items_folders_subjects_recipients_and_attachments
     ]);
     let m = &c.json("subject:recipients", 10)[0];
     assert_eq!(m["to"].as_array().unwrap().len(), 200, "{m}");
+    assert_eq!(c.count("tag:from-pst"), 1);
 
     // What cannot be read is named, and the rest comes in: the distribution list whose sub-node
     // tree is missing, and the attached message outlook-pst cannot open.
@@ -272,6 +273,7 @@ fn each_corpus_msg_imports_its_sender_recipients_subject_body_and_attachments_as
                 bodies += 1;
             }
         }
+        assert_eq!(c.count("tag:from-msg"), 1, "{name}: tagged as rebuilt from a .msg");
         // Importing it again adds nothing.
         let again = c.command().args(["import", "--no-journal", msg.to_str().unwrap()]).output().unwrap();
         assert!(String::from_utf8_lossy(&again.stderr).contains("imported 0,"));

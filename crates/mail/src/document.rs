@@ -22,6 +22,11 @@ impl Flags {
     pub const TEXT_TRUNCATED: Flags = Flags(8);
     /// Looked like a journal report but had no original message inside; archived as the report itself.
     pub const JOURNAL_MALFORMED: Flags = Flags(16);
+    /// Rebuilt from an item of an Outlook data file (PST): its MIME is Coffer's, made from the
+    /// item's properties and transport headers; the file's hash and the node id say where.
+    pub const FROM_PST: Flags = Flags(32);
+    /// Rebuilt from an Outlook item file (.msg).
+    pub const FROM_MSG: Flags = Flags(64);
 
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
@@ -37,6 +42,8 @@ impl Flags {
             (Self::JOURNALED, "journaled"),
             (Self::TEXT_TRUNCATED, "text-truncated"),
             (Self::JOURNAL_MALFORMED, "journal-malformed"),
+            (Self::FROM_PST, "from-pst"),
+            (Self::FROM_MSG, "from-msg"),
         ]
         .into_iter()
         .filter(|(f, _)| self.contains(*f))

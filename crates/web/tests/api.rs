@@ -859,3 +859,22 @@ fn an_administrator_of_the_default_tenant_searches_all_tenants_with_each_result_
     let bob_csrf = bob.csrf();
     assert_eq!(bob.post_form("/config/tenants/all", &[("csrf", &bob_csrf)]).status, 403);
 }
+
+#[test]
+fn an_uploaded_pst_is_imported_item_by_item_into_its_folders() {
+    let Some(corpus) = coffer_testkit::corpus_dir() else { return };
+    let site = Site::start();
+    let admin = site.api("administrator");
+    let pst = std::fs::read(corpus.join("pst/ruby-msg__attachAndInline.pst")).unwrap();
+    let accepted = admin.upload("/api/v1/imports?name=mail.pst", &pst);
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let job = finished(&site, accepted.json()["id"].as_u64().unwrap());
+    assert_eq!((job["imported"].as_u64(), job["failed"].as_u64()), (Some(1), Some(0)), "{job}");
+    site.runtime.block_on(site.archive.indexer().run_until_idle()).unwrap();
+    let found = admin.get("/api/v1/search?q=tag:from-pst").json();
+    assert_eq!(found["total"], 1, "{found}");
+    let m = &found["messages"][0];
+    assert_eq!(m["subject"], "Attach and inline");
+    assert_eq!(m["placements"][0]["mailbox"], "attachandinline", "the store's name is the mailbox: {m}");
+    assert_eq!(m["has_attachment"], true);
+}
