@@ -178,13 +178,21 @@ fn plain_item(message: &dyn Message) -> Item {
     Item { props, recipients: recipients.unwrap_or_default(), attachments: Vec::new() }
 }
 
-/// The attachments of a message read from the file; an attached message comes without its own
-/// attachments (`outlook-pst` hands it over without the means to read them). One that cannot be
-/// read is left out and said so.
+/// The attachments of a message read from the file. One that cannot be read is left out and said
+/// so. An attached message (method 5) is not opened: `outlook-pst` 1.2 reads it while holding its
+/// file lock and would wait on itself for ever (microsoft/outlook-pst-rs#65), so it is named as
+/// left out instead.
 fn attachments(message: &Rc<UnicodeMessage>, problems: &mut Vec<String>) -> Vec<Attached> {
     let Some(table) = message.attachment_table() else { return Vec::new() };
     let mut out = Vec::new();
     for (row, listed) in rows(table.as_ref()) {
+        if listed.get(&0x3705) == Some(&Value::Int(5)) {
+            problems.push(
+                "an attached message (an Outlook item attached to it) is not read yet; the message came in without it"
+                    .to_owned(),
+            );
+            continue;
+        }
         let attachment = match UnicodeAttachment::read(message.clone(), NodeId::from(row), None) {
             Ok(a) => a,
             Err(e) => {
@@ -203,6 +211,7 @@ fn attachments(message: &Rc<UnicodeMessage>, problems: &mut Vec<String>) -> Vec<
         let data = match attachment.data() {
             Some(AttachmentData::Binary(b)) => AttachedData::Bytes(b.buffer().to_vec()),
             Some(AttachmentData::Message(inner)) => AttachedData::Message(Box::new(plain_item(inner.as_ref()))),
+
             None => {
                 let name = text(&props, 0x3707).unwrap_or_else(|| format!("{row:x}"));
                 problems.push(format!("attachment {name} holds no data; the message came in without it"));
