@@ -17,7 +17,8 @@ struct Seen {
     folder: String,
     subject: Option<String>,
     recipients: usize,
-    attachments: Vec<String>,
+    /// Name and size of each attachment.
+    attachments: Vec<(String, usize)>,
 }
 
 /// A header field's value, unfolded (first occurrence, in the top header block only).
@@ -40,12 +41,25 @@ fn field(raw: &str, name: &str) -> Option<String> {
     value
 }
 
-/// The `filename="…"` parameters of a message's parts, sorted.
-fn attachment_names(raw: &str) -> Vec<String> {
-    let mut names: Vec<String> =
-        raw.split("filename=\"").skip(1).filter_map(|rest| rest.split('"').next().map(str::to_owned)).collect();
-    names.sort();
-    names
+/// The attachments of a message, as (`filename="…"` of the part, decoded size), sorted; the part
+/// must be base64 (both readers write attachments so).
+fn attachment_names(raw: &str) -> Vec<(String, usize)> {
+    use base64::Engine;
+    let mut found: Vec<(String, usize)> = raw
+        .split("filename=\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let name = rest.split('"').next()?.to_owned();
+            // The part's body: after the blank line ending its header, up to the next boundary.
+            let body = rest.split_once("\r\n\r\n").or_else(|| rest.split_once("\n\n"))?.1;
+            let encoded: String =
+                body.lines().take_while(|l| !l.starts_with("--")).flat_map(|l| l.trim().chars()).collect();
+            let size = base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()).map_or(0, |b| b.len());
+            Some((name, size))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 fn count_addresses(raw: &str) -> usize {
@@ -148,6 +162,9 @@ fn each_corpus_pst_imports_the_items_folders_subjects_recipients_and_attachments
             expected,
             "{name}: items, folders, subjects, recipient counts and attachment names as readpst finds them"
         );
+        for (s, _) in &got {
+            assert!(s.attachments.iter().all(|(_, size)| *size > 0), "{name}: sizes decoded: {s:?}");
+        }
         failures_by_file.insert(name, stderr);
 
         // Importing the same file again adds nothing.
