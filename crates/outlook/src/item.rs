@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::mime::{Part, filename_params, mailbox, without_structure, word};
+use crate::rtf::RtfBody;
 
 /// A property's value, as far as rebuilding needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,8 +141,8 @@ impl Item {
     /// item always makes the same bytes).
     pub fn mime(&self, boundary: &str) -> Vec<u8> {
         let p = &self.props;
-        let plain = text(p, 0x1000).map(|t| Part::leaf("text/plain; charset=utf-8", Vec::new(), t.as_bytes()));
-        let html = match p.get(&0x1013) {
+        let mut plain = text(p, 0x1000).map(|t| Part::leaf("text/plain; charset=utf-8", Vec::new(), t.as_bytes()));
+        let mut html = match p.get(&0x1013) {
             Some(Value::Bytes(b)) => {
                 let charset = charset(int(p, 0x3FDE));
                 Some(Part::leaf(&format!("text/html; charset={charset}"), Vec::new(), b))
@@ -149,6 +150,16 @@ impl Item {
             Some(Value::Text(h)) => Some(Part::leaf("text/html; charset=utf-8", Vec::new(), h.as_bytes())),
             _ => None,
         };
+        // A body kept as compressed RTF gives the HTML it encapsulates, or its text.
+        if let (Some(Value::Bytes(compressed)), true) = (p.get(&0x1009), html.is_none()) {
+            match crate::rtf::body(compressed) {
+                Some(RtfBody::Html(h)) => html = Some(Part::leaf("text/html; charset=utf-8", Vec::new(), h.as_bytes())),
+                Some(RtfBody::Text(t)) if plain.is_none() => {
+                    plain = Some(Part::leaf("text/plain; charset=utf-8", Vec::new(), t.as_bytes()))
+                }
+                _ => {}
+            }
+        }
         let body = match (plain, html) {
             (Some(plain), Some(html)) => {
                 Part::multipart("alternative", &format!("=_alt_{boundary}"), vec![plain, html])

@@ -14,6 +14,7 @@ mod item;
 mod mime;
 mod msg;
 mod pst;
+mod rtf;
 
 pub use msg::{is_msg, read_msg};
 pub use pst::{PstEvent, PstItem, read_pst};
