@@ -266,38 +266,49 @@ fn read_all(
                 };
                 let mut owner = String::new();
                 let mut going = true;
-                let read = coffer_outlook::read_pst(path, &mut |event| {
-                    match event {
-                        coffer_outlook::PstEvent::Store { display_name } => owner = display_name,
-                        coffer_outlook::PstEvent::Item(item) => {
-                            let origin = format!("{}#node-{:x}", path.display(), item.node);
-                            for problem in &item.problems {
-                                failures.push((origin.clone(), problem.clone()));
+                // A reader that trips over damaged data in a hostile file stops this file only:
+                // what it read stays, and the summary names the file.
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    coffer_outlook::read_pst(path, &mut |event| {
+                        match event {
+                            coffer_outlook::PstEvent::Store { display_name } => owner = display_name,
+                            coffer_outlook::PstEvent::Item(item) => {
+                                let origin = format!("{}#node-{:x}", path.display(), item.node);
+                                for problem in &item.problems {
+                                    failures.push((origin.clone(), problem.clone()));
+                                }
+                                let mut found = Found::new(origin, item.mime, &join(folder, &item.folder), false);
+                                found.owner = Some(owner.clone());
+                                found.item = Some((format!("pst:{hash}"), format!("{:x}", item.node)));
+                                going = push(found, &mut pending, &mut pending_bytes);
                             }
-                            let mut found = Found::new(origin, item.mime, &join(folder, &item.folder), false);
-                            found.owner = Some(owner.clone());
-                            found.item = Some((format!("pst:{hash}"), format!("{:x}", item.node)));
-                            going = push(found, &mut pending, &mut pending_bytes);
+                            coffer_outlook::PstEvent::Damaged { folder: f, node, why } => {
+                                let at = node.map(|n| format!("#node-{n:x}")).unwrap_or_default();
+                                let place = if f.is_empty() { String::new() } else { format!(" (folder {f})") };
+                                failures.push((format!("{}{at}{place}", path.display()), format!("not read: {why}")));
+                            }
                         }
-                        coffer_outlook::PstEvent::Damaged { folder: f, node, why } => {
-                            let at = node.map(|n| format!("#node-{n:x}")).unwrap_or_default();
-                            let place = if f.is_empty() { String::new() } else { format!(" (folder {f})") };
-                            failures.push((format!("{}{at}{place}", path.display()), format!("not read: {why}")));
-                        }
-                    }
-                    going
-                });
-                if let Err(e) = read {
-                    failures.push((path.display().to_string(), e.to_string()));
+                        going
+                    })
+                }));
+                match read {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => failures.push((path.display().to_string(), e.to_string())),
+                    Err(_) => failures.push((
+                        path.display().to_string(),
+                        "the PST reader stopped on damaged data; the items before it came in".to_owned(),
+                    )),
                 }
                 if !going {
                     return (total, failures);
                 }
             }
             Input::Msg { path, folder } => {
-                let read = file_sha256(path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|hash| Ok((hash, coffer_outlook::read_msg(path).map_err(|e| e.to_string())?)));
+                let read = file_sha256(path).map_err(|e| e.to_string()).and_then(|hash| {
+                    let read = std::panic::catch_unwind(|| coffer_outlook::read_msg(path))
+                        .map_err(|_| "the .msg reader stopped on damaged data".to_owned())?;
+                    Ok((hash, read.map_err(|e| e.to_string())?))
+                });
                 match read {
                     Ok((hash, (_, mime))) => {
                         let mut found = Found::new(path.display().to_string(), mime, folder, false);
