@@ -19,6 +19,36 @@ struct Seen {
     recipients: usize,
     /// Name and size of each attachment.
     attachments: Vec<(String, usize)>,
+    /// A contact's or an appointment's fields both readers write alike (N, EMAIL; SUMMARY,
+    /// DTSTART, DTEND), as `NAME:value`. (FN differs by design: readpst writes Outlook's "file
+    /// as", Coffer the display name.)
+    card: Vec<String>,
+}
+
+/// The vCard / iCalendar fields compared, parameters left out.
+fn card_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.trim_end_matches('\r').split_once(':')?;
+            let name = name.split(';').next()?;
+            ["N", "EMAIL", "SUMMARY", "DTSTART", "DTEND"].contains(&name).then(|| format!("{name}:{value}"))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The decoded body of the message's text/vcard or text/calendar part (base64 in Coffer's).
+fn card_part(raw: &str) -> String {
+    use base64::Engine;
+    let Some(at) = raw.find("Content-Type: text/vcard").or_else(|| raw.find("Content-Type: text/calendar")) else {
+        return String::new();
+    };
+    let part = &raw[at..];
+    let Some((_, body)) = part.split_once("\r\n\r\n") else { return String::new() };
+    let encoded: String = body.lines().take_while(|l| !l.starts_with("--")).flat_map(|l| l.trim().chars()).collect();
+    String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(encoded).unwrap_or_default()).into_owned()
 }
 
 /// A header field's value, unfolded (first occurrence, in the top header block only).
@@ -95,6 +125,7 @@ fn readpst(pst: &Path, out: &Path) -> Vec<Seen> {
                 subject: if message { field(&raw, "Subject") } else { None },
                 recipients: if message { count_addresses(&raw) } else { 0 },
                 attachments: if message { attachment_names(&raw) } else { Vec::new() },
+                card: if message { Vec::new() } else { card_lines(&raw) },
             });
         }
     }
@@ -126,6 +157,7 @@ fn coffer(c: &Coffer) -> Vec<(Seen, String)> {
                 subject: if message { m["subject"].as_str().map(str::to_owned) } else { None },
                 recipients: if message { to_cc } else { 0 },
                 attachments: if message { attachment_names(&raw) } else { Vec::new() },
+                card: if message { Vec::new() } else { card_lines(&card_part(&raw)) },
             };
             (s, class)
         })

@@ -24,8 +24,21 @@ pub type Props = HashMap<u16, Value>;
 #[derive(Debug, Clone, Default)]
 pub struct Item {
     pub props: Props,
+    /// The named properties rebuilding knows (`email1`, `start`, …; see `named`).
+    pub named: HashMap<&'static str, Value>,
     pub recipients: Vec<Props>,
     pub attachments: Vec<Attached>,
+}
+
+impl Item {
+    /// Keeps the named properties among `props` that `names` (the file's map) knows.
+    pub fn name_properties(&mut self, names: &HashMap<u16, &'static str>) {
+        for (id, v) in &self.props {
+            if let Some(name) = names.get(id) {
+                self.named.insert(name, v.clone());
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +75,15 @@ fn date(props: &Props, id: u16) -> Option<String> {
 }
 
 impl Item {
+    /// The subject, without the prefix-length marker (0x01, length) it may start with.
+    fn subject(&self) -> Option<String> {
+        let subject = text(&self.props, 0x0037)?;
+        Some(match subject.strip_prefix('\u{1}') {
+            Some(rest) => rest.chars().skip(1).collect(),
+            None => subject,
+        })
+    }
+
     /// The MAPI message class (`IPM.Note`, `IPM.Contact`, …).
     pub fn class(&self) -> String {
         text(&self.props, 0x001A).unwrap_or_else(|| "IPM.Note".into())
@@ -109,12 +131,7 @@ impl Item {
                 fields.push(format!("{name}: {}", list.join(",\r\n ")));
             }
         }
-        if let Some(subject) = text(p, 0x0037) {
-            // A subject may start with a prefix-length marker (0x01, length).
-            let subject = match subject.strip_prefix('\u{1}') {
-                Some(rest) => rest.chars().skip(1).collect(),
-                None => subject,
-            };
+        if let Some(subject) = self.subject() {
             fields.push(format!("Subject: {}", word(&subject)));
         }
         if let Some(d) = date(p, 0x0039).or_else(|| date(p, 0x0E06)).or_else(|| date(p, 0x3007)) {
@@ -160,12 +177,19 @@ impl Item {
                 _ => {}
             }
         }
-        let body = match (plain, html) {
-            (Some(plain), Some(html)) => {
-                Part::multipart("alternative", &format!("=_alt_{boundary}"), vec![plain, html])
+        let class = self.class();
+        let body = if class.starts_with("IPM.Contact") {
+            Part::leaf("text/vcard; charset=utf-8", Vec::new(), self.vcard().as_bytes())
+        } else if class.starts_with("IPM.Appointment") {
+            Part::leaf("text/calendar; charset=utf-8; method=PUBLISH", Vec::new(), self.icalendar(boundary).as_bytes())
+        } else {
+            match (plain, html) {
+                (Some(plain), Some(html)) => {
+                    Part::multipart("alternative", &format!("=_alt_{boundary}"), vec![plain, html])
+                }
+                (Some(one), None) | (None, Some(one)) => one,
+                (None, None) => Part::leaf("text/plain; charset=utf-8", Vec::new(), b""),
             }
-            (Some(one), None) | (None, Some(one)) => one,
-            (None, None) => Part::leaf("text/plain; charset=utf-8", Vec::new(), b""),
         };
         let top = if self.attachments.is_empty() {
             body
@@ -177,6 +201,105 @@ impl Item {
             Part::multipart("mixed", &format!("=_mix_{boundary}"), parts)
         };
         top.into_message(&self.head())
+    }
+}
+
+/// A vCard or iCalendar text value, escaped.
+fn escaped(v: &str) -> String {
+    v.replace('\\', "\\\\").replace(';', "\\;").replace(',', "\\,").replace("\r\n", "\\n").replace('\n', "\\n")
+}
+
+fn utc(filetime: i64) -> Option<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(filetime / 10_000_000 - 11_644_473_600).ok()?;
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    at.format(&f).ok()
+}
+
+impl Item {
+    fn named_text(&self, name: &str) -> Option<String> {
+        match self.named.get(name)? {
+            Value::Text(t) => Some(t.trim_end_matches('\0').to_owned()).filter(|t| !t.is_empty()),
+            _ => None,
+        }
+    }
+
+    fn named_time(&self, name: &str) -> Option<String> {
+        match self.named.get(name)? {
+            Value::Time(t) => utc(*t),
+            _ => None,
+        }
+    }
+
+    /// A contact as vCard 3.0 (RFC 2426).
+    fn vcard(&self) -> String {
+        let p = &self.props;
+        let t = |id| text(p, id).unwrap_or_default();
+        let name = text(p, 0x3001).or_else(|| self.subject()).unwrap_or_default();
+        let mut lines = vec!["BEGIN:VCARD".to_owned(), "VERSION:3.0".into(), format!("FN:{}", escaped(&name))];
+        lines.push(format!(
+            "N:{};{};{};{};{}",
+            escaped(&t(0x3A11)),
+            escaped(&t(0x3A06)),
+            escaped(&t(0x3A44)),
+            escaped(&t(0x3A45)),
+            escaped(&t(0x3A05))
+        ));
+        if let Some(org) = text(p, 0x3A16) {
+            lines.push(format!("ORG:{}", escaped(&org)));
+        }
+        if let Some(title) = text(p, 0x3A17) {
+            lines.push(format!("TITLE:{}", escaped(&title)));
+        }
+        for key in ["email1", "email2", "email3"] {
+            if let Some(email) = self.named_text(key) {
+                lines.push(format!("EMAIL;TYPE=INTERNET:{}", escaped(&email)));
+            }
+        }
+        for (id, kind) in [(0x3A08, "WORK,VOICE"), (0x3A09, "HOME,VOICE"), (0x3A1C, "CELL"), (0x3A24, "WORK,FAX")] {
+            if let Some(number) = text(p, id) {
+                lines.push(format!("TEL;TYPE={kind}:{}", escaped(&number)));
+            }
+        }
+        if let Some(note) = text(p, 0x1000).filter(|n| !n.trim().is_empty()) {
+            lines.push(format!("NOTE:{}", escaped(&note)));
+        }
+        lines.push("END:VCARD".into());
+        lines.join("\r\n") + "\r\n"
+    }
+
+    /// An appointment as an iCalendar event (RFC 5545); `uid` makes its UID when it has no
+    /// Message-ID.
+    fn icalendar(&self, uid: &str) -> String {
+        let p = &self.props;
+        let uid = text(p, 0x1035).unwrap_or_else(|| format!("{uid}@outlook-import.coffer"));
+        let mut lines = vec![
+            "BEGIN:VCALENDAR".to_owned(),
+            "VERSION:2.0".into(),
+            "PRODID:-//Coffer//Outlook import//EN".into(),
+            "BEGIN:VEVENT".into(),
+            format!("UID:{}", escaped(uid.trim_matches(['<', '>']))),
+        ];
+        if let Some(Value::Time(created)) = p.get(&0x3007)
+            && let Some(stamp) = utc(*created)
+        {
+            lines.push(format!("DTSTAMP:{stamp}"));
+        }
+        if let Some(subject) = self.subject() {
+            lines.push(format!("SUMMARY:{}", escaped(&subject)));
+        }
+        if let Some(location) = self.named_text("location") {
+            lines.push(format!("LOCATION:{}", escaped(&location)));
+        }
+        for (key, field) in [("start", "DTSTART"), ("end", "DTEND")] {
+            if let Some(at) = self.named_time(key) {
+                lines.push(format!("{field}:{at}"));
+            }
+        }
+        if let Some(body) = text(p, 0x1000).filter(|n| !n.trim().is_empty()) {
+            lines.push(format!("DESCRIPTION:{}", escaped(&body)));
+        }
+        lines.extend(["END:VEVENT".into(), "END:VCALENDAR".into()]);
+        lines.join("\r\n") + "\r\n"
     }
 }
 

@@ -13,6 +13,7 @@
 mod item;
 mod mime;
 mod msg;
+mod named;
 mod pst;
 mod rtf;
 

@@ -4,6 +4,7 @@
 //! (`__attach_version1.0_#n`; an attached message is a storage of its own), read into an
 //! [`Item`].
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -27,8 +28,12 @@ pub fn is_msg(path: &Path) -> bool {
 /// Reads a `.msg` file: its class and its MIME.
 pub fn read_msg(path: &Path) -> Result<(String, Vec<u8>), OutlookError> {
     let mut file = cfb::open(path).map_err(|e| OutlookError::Unreadable(e.to_string()))?;
+    // Named properties (a contact's addresses, an appointment's times), mapped once per file.
+    let mut stream =
+        |name: &str| read_stream(&mut file, &Path::new("/__nameid_version1.0").join(name)).unwrap_or_default();
+    let names = crate::named::resolve(&stream("__substg1.0_00020102"), &stream("__substg1.0_00030102"));
     // The top message's property stream has a 32-byte header.
-    let item = storage(&mut file, Path::new("/"), 32, 0, None)?;
+    let item = storage(&mut file, Path::new("/"), 32, 0, None, &names)?;
     Ok((item.class(), item.mime("msg")))
 }
 
@@ -74,6 +79,7 @@ fn storage(
     header: usize,
     depth: usize,
     code_page: Option<i32>,
+    names: &HashMap<u16, &'static str>,
 ) -> Result<Item, OutlookError> {
     let mut props = Props::new();
     // Fixed-size values: 16-byte entries (tag, flags, 8 bytes of value) after the header.
@@ -127,17 +133,18 @@ fn storage(
                 },
             );
         } else if name.starts_with("__recip_version1.0_#") && recipients.len() < MAX_CHILDREN {
-            recipients.push(storage(file, &path, 8, depth, code_page)?.props);
+            recipients.push(storage(file, &path, 8, depth, code_page, names)?.props);
         } else if name.starts_with("__attach_version1.0_#") && attachments.len() < MAX_CHILDREN {
-            attachments.push((path.clone(), storage(file, &path, 8, depth, code_page)?.props));
+            attachments.push((path.clone(), storage(file, &path, 8, depth, code_page, names)?.props));
         }
     }
-    let mut item = Item { props, recipients, attachments: Vec::new() };
+    let mut item = Item { props, recipients, ..Default::default() };
+    item.name_properties(names);
     for (path, props) in attachments {
         let data = match (props.get(&0x3701), depth < MAX_DEPTH) {
             (Some(Value::Bytes(b)), _) => AttachedData::Bytes(b.clone()),
             (_, true) if file.is_storage(path.join("__substg1.0_3701000D")) => {
-                let inner = storage(file, &path.join("__substg1.0_3701000D"), 24, depth + 1, code_page)?;
+                let inner = storage(file, &path.join("__substg1.0_3701000D"), 24, depth + 1, code_page, names)?;
                 AttachedData::Message(Box::new(inner))
             }
             _ => continue,

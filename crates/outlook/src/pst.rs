@@ -1,7 +1,7 @@
 //! Walking a PST: the folders under the IPM subtree (depth-first, each node once), every item of
 //! each folder read into an [`Item`] and rebuilt as MIME.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -68,14 +68,32 @@ pub fn read_pst(path: &Path, on: &mut dyn FnMut(PstEvent) -> bool) -> Result<(),
         .ipm_sub_tree_entry_id()
         .and_then(|id| store.open_folder(&id))
         .map_err(|e| OutlookError::Unreadable(format!("its top folder (the IPM subtree): {e}")))?;
+    // The map of named properties (a contact's addresses, an appointment's times): without it,
+    // items still come in, without those.
+    let names = store
+        .named_property_map()
+        .map(|map| {
+            let stream = |id| match map.properties().get(id) {
+                Some(PropertyValue::Binary(b)) => b.buffer().to_vec(),
+                _ => Vec::new(),
+            };
+            crate::named::resolve(&stream(0x0002), &stream(0x0003))
+        })
+        .unwrap_or_default();
     let mut seen = HashSet::new();
-    walk(&store, top.as_ref(), "", 0, &mut seen, on);
+    walk(&Reader { store, names }, top.as_ref(), "", 0, &mut seen, on);
     Ok(())
+}
+
+/// The open file and its map of named properties.
+struct Reader {
+    store: Rc<UnicodeStore>,
+    names: HashMap<u16, &'static str>,
 }
 
 /// One folder's items, then its subfolders; false when `on` asked to stop.
 fn walk(
-    store: &Rc<UnicodeStore>,
+    reader: &Reader,
     folder: &dyn Folder,
     path: &str,
     depth: usize,
@@ -85,7 +103,7 @@ fn walk(
     if let Some(contents) = folder.contents_table() {
         for row in contents.rows_matrix() {
             let node = u32::from(row.id());
-            let event = match item(store, node) {
+            let event = match item(reader, node) {
                 Ok((class, mime, problems)) => {
                     PstEvent::Item(PstItem { folder: path.to_owned(), node, class, mime, problems })
                 }
@@ -106,6 +124,7 @@ fn walk(
             }
             continue;
         }
+        let store = &reader.store;
         let opened = store.properties().make_entry_id(NodeId::from(node)).and_then(|id| store.open_folder(&id));
         let sub = match opened {
             Ok(sub) => sub,
@@ -120,7 +139,7 @@ fn walk(
         let name = sub.properties().display_name().unwrap_or_else(|_| format!("folder {node}"));
         let name = name.replace('/', "∕");
         let child = if path.is_empty() { name } else { format!("{path}/{name}") };
-        if !walk(store, sub.as_ref(), &child, depth + 1, seen, on) {
+        if !walk(reader, sub.as_ref(), &child, depth + 1, seen, on) {
             return false;
         }
     }
@@ -128,12 +147,13 @@ fn walk(
 }
 
 /// One item, read and rebuilt: its class, its MIME, and what of it could not be read.
-fn item(store: &Rc<UnicodeStore>, node: u32) -> Result<(String, Vec<u8>, Vec<String>), String> {
+fn item(reader: &Reader, node: u32) -> Result<(String, Vec<u8>, Vec<String>), String> {
+    let store = &reader.store;
     let id = store.properties().make_entry_id(NodeId::from(node)).map_err(|e| e.to_string())?;
     let message = UnicodeMessage::read(store.clone(), &id, None).map_err(|e| e.to_string())?;
     let mut problems = Vec::new();
-    let mut item = plain_item(message.as_ref());
-    item.attachments = attachments(&message, &mut problems);
+    let mut item = plain_item(message.as_ref(), &reader.names);
+    item.attachments = attachments(&message, &reader.names, &mut problems);
     Ok((item.class(), item.mime(&format!("{node:x}")), problems))
 }
 
@@ -172,17 +192,23 @@ fn rows(table: &dyn TableContext) -> Vec<(u32, Props)> {
 }
 
 /// A message's properties and recipients (its attachments are read apart: see `attachments`).
-fn plain_item(message: &dyn Message) -> Item {
+fn plain_item(message: &dyn Message, names: &HashMap<u16, &'static str>) -> Item {
     let props = message.properties().iter().filter_map(|(id, v)| Some((*id, value(v)?))).collect();
     let recipients = message.recipient_table().map(|t| rows(t.as_ref()).into_iter().map(|(_, r)| r).collect());
-    Item { props, recipients: recipients.unwrap_or_default(), attachments: Vec::new() }
+    let mut item = Item { props, recipients: recipients.unwrap_or_default(), ..Default::default() };
+    item.name_properties(names);
+    item
 }
 
 /// The attachments of a message read from the file. One that cannot be read is left out and said
 /// so. An attached message (method 5) is not opened: `outlook-pst` 1.2 reads it while holding its
 /// file lock and would wait on itself for ever (microsoft/outlook-pst-rs#65), so it is named as
 /// left out instead.
-fn attachments(message: &Rc<UnicodeMessage>, problems: &mut Vec<String>) -> Vec<Attached> {
+fn attachments(
+    message: &Rc<UnicodeMessage>,
+    names: &HashMap<u16, &'static str>,
+    problems: &mut Vec<String>,
+) -> Vec<Attached> {
     let Some(table) = message.attachment_table() else { return Vec::new() };
     let mut out = Vec::new();
     for (row, listed) in rows(table.as_ref()) {
@@ -210,7 +236,7 @@ fn attachments(message: &Rc<UnicodeMessage>, problems: &mut Vec<String>) -> Vec<
         let props: Props = attachment.properties().iter().filter_map(|(id, v)| Some((*id, value(v)?))).collect();
         let data = match attachment.data() {
             Some(AttachmentData::Binary(b)) => AttachedData::Bytes(b.buffer().to_vec()),
-            Some(AttachmentData::Message(inner)) => AttachedData::Message(Box::new(plain_item(inner.as_ref()))),
+            Some(AttachmentData::Message(inner)) => AttachedData::Message(Box::new(plain_item(inner.as_ref(), names))),
 
             None => {
                 let name = text(&props, 0x3707).unwrap_or_else(|| format!("{row:x}"));
