@@ -161,7 +161,8 @@ impl Item {
         let mut plain = text(p, 0x1000).map(|t| Part::leaf("text/plain; charset=utf-8", Vec::new(), t.as_bytes()));
         let mut html = match p.get(&0x1013) {
             Some(Value::Bytes(b)) => {
-                let charset = charset(int(p, 0x3FDE));
+                // Kept as bytes in the item's internet code page.
+                let charset = int(p, 0x3FDE).and_then(|cp| code_page(cp.into())).unwrap_or(encoding_rs::UTF_8).name();
                 Some(Part::leaf(&format!("text/html; charset={charset}"), Vec::new(), b))
             }
             Some(Value::Text(h)) => Some(Part::leaf("text/html; charset=utf-8", Vec::new(), h.as_bytes())),
@@ -338,28 +339,28 @@ impl Attached {
     }
 }
 
-/// The charset of an HTML body kept as bytes, from the item's internet code page.
-fn charset(code_page: Option<i32>) -> &'static str {
-    match code_page {
-        Some(1250) => "windows-1250",
-        Some(1251) => "windows-1251",
-        Some(1252) => "windows-1252",
-        Some(1253) => "windows-1253",
-        Some(1254) => "windows-1254",
-        Some(1255) => "windows-1255",
-        Some(1256) => "windows-1256",
-        Some(932) => "shift_jis",
-        Some(936) => "gb2312",
-        Some(949) => "ks_c_5601-1987",
-        Some(950) => "big5",
-        Some(20127) => "us-ascii",
-        Some(28591) => "iso-8859-1",
-        Some(28592) => "iso-8859-2",
-        Some(28605) => "iso-8859-15",
-        Some(50220..=50222) => "iso-2022-jp",
-        Some(51932) => "euc-jp",
-        _ => "utf-8",
-    }
+/// The encoding of a Windows code page Outlook records (`PidTagInternetCodepage`,
+/// `PidTagMessageCodepage`, RTF's `\ansicpg`); None for one not known here.
+pub fn code_page(code_page: i64) -> Option<&'static encoding_rs::Encoding> {
+    Some(match code_page {
+        65001 => encoding_rs::UTF_8,
+        1250 => encoding_rs::WINDOWS_1250,
+        1251 => encoding_rs::WINDOWS_1251,
+        1252 | 28591 | 20127 => encoding_rs::WINDOWS_1252,
+        1253 => encoding_rs::WINDOWS_1253,
+        1254 => encoding_rs::WINDOWS_1254,
+        1255 => encoding_rs::WINDOWS_1255,
+        1256 => encoding_rs::WINDOWS_1256,
+        932 => encoding_rs::SHIFT_JIS,
+        936 => encoding_rs::GBK,
+        949 => encoding_rs::EUC_KR,
+        950 => encoding_rs::BIG5,
+        28592 => encoding_rs::ISO_8859_2,
+        28605 => encoding_rs::ISO_8859_15,
+        50220..=50222 => encoding_rs::ISO_2022_JP,
+        20932 | 51932 => encoding_rs::EUC_JP,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -50,23 +50,7 @@ fn read_stream(file: &mut Compound, path: &Path) -> Result<Vec<u8>, OutlookError
 
 /// Strings in 8-bit code pages: the message's code page, or Windows-1252.
 fn decode8(bytes: &[u8], code_page: Option<i32>) -> String {
-    let encoding = match code_page {
-        Some(65001) => encoding_rs::UTF_8,
-        Some(932) => encoding_rs::SHIFT_JIS,
-        Some(936) => encoding_rs::GBK,
-        Some(949) => encoding_rs::EUC_KR,
-        Some(950) => encoding_rs::BIG5,
-        Some(1250) => encoding_rs::WINDOWS_1250,
-        Some(1251) => encoding_rs::WINDOWS_1251,
-        Some(1253) => encoding_rs::WINDOWS_1253,
-        Some(1254) => encoding_rs::WINDOWS_1254,
-        Some(1255) => encoding_rs::WINDOWS_1255,
-        Some(1256) => encoding_rs::WINDOWS_1256,
-        Some(20932 | 51932) => encoding_rs::EUC_JP,
-        Some(50220..=50222) => encoding_rs::ISO_2022_JP,
-        Some(28592) => encoding_rs::ISO_8859_2,
-        _ => encoding_rs::WINDOWS_1252,
-    };
+    let encoding = code_page.and_then(|cp| crate::item::code_page(cp.into())).unwrap_or(encoding_rs::WINDOWS_1252);
     encoding.decode(bytes).0.trim_end_matches('\0').to_owned()
 }
 

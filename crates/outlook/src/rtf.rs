@@ -176,20 +176,7 @@ fn starts_with(chars: &[char], at: usize, word: &str) -> bool {
 }
 
 fn decode(bytes: &[u8], code_page: u32) -> String {
-    let encoding = match code_page {
-        65001 => encoding_rs::UTF_8,
-        932 => encoding_rs::SHIFT_JIS,
-        936 => encoding_rs::GBK,
-        949 => encoding_rs::EUC_KR,
-        950 => encoding_rs::BIG5,
-        1250 => encoding_rs::WINDOWS_1250,
-        1251 => encoding_rs::WINDOWS_1251,
-        1253 => encoding_rs::WINDOWS_1253,
-        1254 => encoding_rs::WINDOWS_1254,
-        1255 => encoding_rs::WINDOWS_1255,
-        1256 => encoding_rs::WINDOWS_1256,
-        _ => encoding_rs::WINDOWS_1252,
-    };
+    let encoding = crate::item::code_page(code_page.into()).unwrap_or(encoding_rs::WINDOWS_1252);
     encoding.decode(bytes).0.into_owned()
 }
 

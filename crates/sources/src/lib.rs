@@ -31,7 +31,7 @@ pub use coffer_archive::connections::Definitions;
 
 enum Work {
     /// Polled on a schedule, and woken by IDLE in between.
-    Imap { poller: Poller, interval: Duration },
+    Imap { poller: Box<Poller>, interval: Duration },
     /// Runs when started (the historical import; it resumes where the last one stopped).
     M365 { importer: Arc<Importer> },
     /// A connection that could not be built (a missing certificate, say): listed with why.
@@ -299,7 +299,7 @@ async fn build(archive: &Archive, c: &Connection, defs: &Definitions, pipeline: 
     let built = match c {
         Connection::Imap(i) => connect::poller(archive, &defs.m365, i, pipeline.clone()).await.map(|poller| {
             let interval = Duration::from_secs(i.poll_interval_secs.max(1));
-            bare(job(&i.name, "IMAP", describe(c), Work::Imap { poller, interval }))
+            bare(job(&i.name, "IMAP", describe(c), Work::Imap { poller: Box::new(poller), interval }))
         }),
         Connection::M365(m) => build_m365(archive, m, pipeline).await,
     };
