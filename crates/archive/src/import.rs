@@ -176,16 +176,17 @@ fn read_all(
 ) -> (u64, Vec<(String, String)>) {
     let mut pending: Vec<Found> = Vec::new();
     let mut pending_bytes = 0usize;
-    let mut total = 0u64;
+    // Shared by the closures below: bytes of the inputs read so far.
+    let total = std::cell::Cell::new(0u64);
     let mut failures = Vec::new();
     let limit = pipeline.max_message_bytes();
     let flush = |pending: &mut Vec<Found>| -> bool {
         // Taken per batch, so a dictionary trained meanwhile is used from the next batch on.
         let compressor = pipeline.compressor();
-        let bytes = pending.iter().map(|f| f.raw.len() as u64).sum();
+        let bytes = pending.iter().map(|f| f.read).sum();
         let batch = std::mem::take(pending)
             .into_par_iter()
-            .map(|Found { origin, raw, folder, mbox, owner, item }| {
+            .map(|Found { origin, raw, folder, mbox, owner, item, .. }| {
                 // Gmail's labels are its folders: the first is the message's placement, the
                 // others are more (the mbox's own name says nothing then).
                 let labels = if mbox { coffer_mail::mbox::gmail_labels(&raw) } else { Vec::new() };
@@ -211,8 +212,8 @@ fn read_all(
             .collect();
         tx.blocking_send((batch, bytes)).is_ok()
     };
-    let mut push = |found: Found, pending: &mut Vec<_>, pending_bytes: &mut usize| -> bool {
-        total += found.raw.len() as u64;
+    let push = |found: Found, pending: &mut Vec<_>, pending_bytes: &mut usize| -> bool {
+        total.set(total.get() + found.read);
         *pending_bytes += found.raw.len();
         pending.push(found);
         if pending.len() >= BATCH_MESSAGES || *pending_bytes >= BATCH_BYTES {
@@ -227,7 +228,7 @@ fn read_all(
                 Ok(raw) => {
                     let found = Found::new(path.display().to_string(), raw, folder, false);
                     if !push(found, &mut pending, &mut pending_bytes) {
-                        return (total, failures);
+                        return (total.get(), failures);
                     }
                 }
                 Err(e) => failures.push((path.display().to_string(), e.to_string())),
@@ -252,7 +253,7 @@ fn read_all(
                 for (n, message) in coffer_mail::mbox::Mbox::new(&map).enumerate() {
                     let origin = format!("{}#{}", path.display(), n + 1);
                     if !push(Found::new(origin, message.into_owned(), folder, true), &mut pending, &mut pending_bytes) {
-                        return (total, failures);
+                        return (total.get(), failures);
                     }
                 }
             }
@@ -266,12 +267,18 @@ fn read_all(
                 };
                 let mut owner = String::new();
                 let mut going = true;
+                // Progress goes by the file's bytes: each item accounts for its share of them.
+                let size = std::fs::metadata(path).map_or(0, |m| m.len());
+                let (mut share, mut accounted) = (0u64, 0u64);
                 // A reader that trips over damaged data in a hostile file stops this file only:
                 // what it read stays, and the summary names the file.
                 let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     coffer_outlook::read_pst(path, &mut |event| {
                         match event {
-                            coffer_outlook::PstEvent::Store { display_name } => owner = display_name,
+                            coffer_outlook::PstEvent::Store { display_name, items } => {
+                                owner = display_name;
+                                share = size / items.max(1) as u64;
+                            }
                             coffer_outlook::PstEvent::Item(item) => {
                                 let origin = format!("{}#node-{:x}", path.display(), item.node);
                                 for problem in &item.problems {
@@ -279,6 +286,8 @@ fn read_all(
                                 }
                                 let mut found = Found::new(origin, item.mime, &join(folder, &item.folder), false);
                                 found.owner = Some(owner.clone());
+                                found.read = share.min(size - accounted);
+                                accounted += found.read;
                                 found.item = Some((format!("pst:{hash}"), format!("{:x}", item.node)));
                                 going = push(found, &mut pending, &mut pending_bytes);
                             }
@@ -291,6 +300,12 @@ fn read_all(
                         going
                     })
                 }));
+                // The rest of the file (what damaged items and the rounding left) is read too.
+                let rest = size - accounted;
+                total.set(total.get() + rest);
+                if rest > 0 && tx.blocking_send((Vec::new(), rest)).is_err() {
+                    return (total.get(), failures);
+                }
                 match read {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => failures.push((path.display().to_string(), e.to_string())),
@@ -300,7 +315,7 @@ fn read_all(
                     )),
                 }
                 if !going {
-                    return (total, failures);
+                    return (total.get(), failures);
                 }
             }
             Input::Msg { path, folder } => {
@@ -314,7 +329,7 @@ fn read_all(
                         let mut found = Found::new(path.display().to_string(), mime, folder, false);
                         found.item = Some((format!("msg:{hash}"), "item".into()));
                         if !push(found, &mut pending, &mut pending_bytes) {
-                            return (total, failures);
+                            return (total.get(), failures);
                         }
                     }
                     Err(why) => failures.push((path.display().to_string(), why)),
@@ -325,7 +340,7 @@ fn read_all(
     if !pending.is_empty() {
         flush(&mut pending);
     }
-    (total, failures)
+    (total.get(), failures)
 }
 
 /// A message found in an input, on its way to the parsing threads.
@@ -340,11 +355,14 @@ struct Found {
     owner: Option<String>,
     /// From an Outlook file: where in it (`pst:<SHA-256 of the file>`, node id; `msg:<SHA-256>`).
     item: Option<(String, String)>,
+    /// The bytes of the input it accounts for (for progress): its own, or a PST item's share.
+    read: u64,
 }
 
 impl Found {
     fn new(origin: String, raw: Vec<u8>, folder: &str, mbox: bool) -> Found {
-        Found { origin, raw, folder: folder.to_owned(), mbox, owner: None, item: None }
+        let read = raw.len() as u64;
+        Found { origin, raw, folder: folder.to_owned(), mbox, owner: None, item: None, read }
     }
 }
 

@@ -35,9 +35,11 @@ pub struct PstItem {
 }
 
 pub enum PstEvent {
-    /// First: the store's own name (Outlook shows it as the top folder).
+    /// First: the store's own name (Outlook shows it as the top folder) and how many items its
+    /// folders list (for progress).
     Store {
         display_name: String,
+        items: usize,
     },
     Item(PstItem),
     /// A folder or item that could not be read; the others are.
@@ -60,14 +62,15 @@ pub fn read_pst(path: &Path, on: &mut dyn FnMut(PstEvent) -> bool) -> Result<(),
     };
     let store = UnicodeStore::read(Rc::new(file)).map_err(|e| OutlookError::Unreadable(e.to_string()))?;
     let display_name = store.properties().display_name().unwrap_or_default();
-    if !on(PstEvent::Store { display_name }) {
-        return Ok(());
-    }
     let top = store
         .properties()
         .ipm_sub_tree_entry_id()
         .and_then(|id| store.open_folder(&id))
         .map_err(|e| OutlookError::Unreadable(format!("its top folder (the IPM subtree): {e}")))?;
+    let items = count(&store, top.as_ref(), 0, &mut HashSet::new());
+    if !on(PstEvent::Store { display_name, items }) {
+        return Ok(());
+    }
     // The map of named properties (a contact's addresses, an appointment's times): without it,
     // items still come in, without those.
     let names = store
@@ -83,6 +86,23 @@ pub fn read_pst(path: &Path, on: &mut dyn FnMut(PstEvent) -> bool) -> Result<(),
     let mut seen = HashSet::new();
     walk(&Reader { store, names }, top.as_ref(), "", 0, &mut seen, on);
     Ok(())
+}
+
+/// The items the folders list, counted from their contents tables alone.
+fn count(store: &Rc<UnicodeStore>, folder: &dyn Folder, depth: usize, seen: &mut HashSet<u32>) -> usize {
+    let mut n = folder.contents_table().map_or(0, |t| t.rows_matrix().count());
+    let Some(hierarchy) = folder.hierarchy_table() else { return n };
+    for row in hierarchy.rows_matrix() {
+        let node = u32::from(row.id());
+        if depth >= MAX_DEPTH || !seen.insert(node) {
+            continue;
+        }
+        let opened = store.properties().make_entry_id(NodeId::from(node)).and_then(|id| store.open_folder(&id));
+        if let Ok(sub) = opened {
+            n += count(store, sub.as_ref(), depth + 1, seen);
+        }
+    }
+    n
 }
 
 /// The open file and its map of named properties.

@@ -870,6 +870,7 @@ fn an_uploaded_pst_is_imported_item_by_item_into_its_folders() {
     assert_eq!(accepted.status, 202, "{}", accepted.text());
     let job = finished(&site, accepted.json()["id"].as_u64().unwrap());
     assert_eq!((job["imported"].as_u64(), job["failed"].as_u64()), (Some(1), Some(0)), "{job}");
+    assert_eq!(job["read"].as_u64(), Some(pst.len() as u64), "progress goes by the file's bytes: {job}");
     site.runtime.block_on(site.archive.indexer().run_until_idle()).unwrap();
     let found = admin.get("/api/v1/search?q=tag:from-pst").json();
     assert_eq!(found["total"], 1, "{found}");
