@@ -18,7 +18,12 @@ const MAX_DEPTH: usize = 8;
 /// At most this many recipients or attachments per storage.
 const MAX_CHILDREN: usize = 100_000;
 
-type Compound = cfb::CompoundFile<std::fs::File>;
+/// An open `.msg` and what may still be read from it: its streams together may hold at most
+/// twice the file's size (a crafted file can point many streams at the same sectors).
+struct Compound {
+    file: cfb::CompoundFile<std::fs::File>,
+    budget: u64,
+}
 
 /// Whether the file is an Outlook item (a compound file with a message's property stream).
 pub fn is_msg(path: &Path) -> bool {
@@ -27,7 +32,9 @@ pub fn is_msg(path: &Path) -> bool {
 
 /// Reads a `.msg` file: its class and its MIME.
 pub fn read_msg(path: &Path) -> Result<(String, Vec<u8>), OutlookError> {
-    let mut file = cfb::open(path).map_err(|e| OutlookError::Unreadable(e.to_string()))?;
+    let size = std::fs::metadata(path).map_err(unreadable)?.len();
+    let file = cfb::open(path).map_err(unreadable)?;
+    let mut file = Compound { file, budget: size.saturating_mul(2) + (64 << 10) };
     // Named properties (a contact's addresses, an appointment's times), mapped once per file.
     let mut stream =
         |name: &str| read_stream(&mut file, &Path::new("/__nameid_version1.0").join(name)).unwrap_or_default();
@@ -42,9 +49,17 @@ fn unreadable(e: impl std::fmt::Display) -> OutlookError {
 }
 
 fn read_stream(file: &mut Compound, path: &Path) -> Result<Vec<u8>, OutlookError> {
-    let stream = file.open_stream(path).map_err(unreadable)?;
+    let stream = file.file.open_stream(path).map_err(unreadable)?;
+    if stream.len() > file.budget.min(MAX_STREAM) {
+        return Err(OutlookError::Unreadable(format!(
+            "{} claims {} bytes, more than the file holds",
+            path.display(),
+            stream.len()
+        )));
+    }
     let mut data = Vec::new();
     stream.take(MAX_STREAM).read_to_end(&mut data).map_err(unreadable)?;
+    file.budget -= data.len() as u64;
     Ok(data)
 }
 
@@ -87,6 +102,7 @@ fn storage(
     let mut recipients = Vec::new();
     let mut attachments: Vec<(PathBuf, Props)> = Vec::new();
     let entries: Vec<(String, PathBuf, bool)> = file
+        .file
         .read_storage(dir)
         .map_err(unreadable)?
         .map(|e| (e.name().to_owned(), e.path().to_owned(), e.is_stream()))
@@ -127,7 +143,7 @@ fn storage(
     for (path, props) in attachments {
         let data = match (props.get(&0x3701), depth < MAX_DEPTH) {
             (Some(Value::Bytes(b)), _) => AttachedData::Bytes(b.clone()),
-            (_, true) if file.is_storage(path.join("__substg1.0_3701000D")) => {
+            (_, true) if file.file.is_storage(path.join("__substg1.0_3701000D")) => {
                 let inner = storage(file, &path.join("__substg1.0_3701000D"), 24, depth + 1, code_page, names)?;
                 AttachedData::Message(Box::new(inner))
             }
@@ -136,4 +152,73 @@ fn storage(
         item.attachments.push(Attached { props, data });
     }
     Ok(item)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn utf16(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    }
+
+    /// A property stream: `header` bytes, then one fixed-size property per (tag, value).
+    fn properties(header: usize, fixed: &[(u32, [u8; 8])]) -> Vec<u8> {
+        let mut out = vec![0u8; header];
+        for (tag, value) in fixed {
+            out.extend(tag.to_le_bytes());
+            out.extend(6u32.to_le_bytes());
+            out.extend(value);
+        }
+        out
+    }
+
+    fn write(c: &mut cfb::CompoundFile<std::fs::File>, path: &str, data: &[u8]) {
+        c.create_stream(path).unwrap().write_all(data).unwrap();
+    }
+
+    #[test]
+    fn a_msg_gives_its_sender_recipients_bcc_body_and_attachment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("item.msg");
+        let mut c = cfb::create(&path).unwrap();
+        write(
+            &mut c,
+            "/__properties_version1.0",
+            &properties(32, &[(0x0E06_0040, 133_000_000_000_000_000i64.to_le_bytes())]),
+        );
+        write(&mut c, "/__substg1.0_001A001F", &utf16("IPM.Note"));
+        write(&mut c, "/__substg1.0_0037001F", &utf16("Prüfbericht Q3"));
+        write(&mut c, "/__substg1.0_0C1A001F", &utf16("Alice"));
+        write(&mut c, "/__substg1.0_5D01001F", &utf16("alice@contoso.com"));
+        write(&mut c, "/__substg1.0_1000001F", &utf16("The numbers are in."));
+        for (n, (kind, address)) in [(1, "bob@contoso.com"), (3, "dave@contoso.com")].iter().enumerate() {
+            let r = format!("/__recip_version1.0_#{n:08X}");
+            c.create_storage(&r).unwrap();
+            write(
+                &mut c,
+                &format!("{r}/__properties_version1.0"),
+                &properties(8, &[(0x0C15_0003, (*kind as i64).to_le_bytes())]),
+            );
+            write(&mut c, &format!("{r}/__substg1.0_39FE001F"), &utf16(address));
+        }
+        let a = "/__attach_version1.0_#00000000";
+        c.create_storage(a).unwrap();
+        write(&mut c, &format!("{a}/__properties_version1.0"), &properties(8, &[(0x3705_0003, 1i64.to_le_bytes())]));
+        write(&mut c, &format!("{a}/__substg1.0_3707001F"), &utf16("q3.csv"));
+        write(&mut c, &format!("{a}/__substg1.0_370E001F"), &utf16("text/csv"));
+        write(&mut c, &format!("{a}/__substg1.0_37010102"), b"region,total\r\nnorth,42\r\n");
+        c.flush().unwrap();
+        drop(c);
+
+        assert!(is_msg(&path));
+        let (class, mime) = read_msg(&path).unwrap();
+        let text = String::from_utf8(mime).unwrap();
+        assert_eq!(class, "IPM.Note");
+        assert!(text.starts_with("From: \"Alice\" <alice@contoso.com>\r\nTo: bob@contoso.com\r\nBcc: dave@contoso.com\r\nSubject: =?UTF-8?B?"), "{text}");
+        assert!(text.contains("Content-Type: text/csv; name=\"q3.csv\""), "{text}");
+        assert!(text.contains("cmVnaW9uLHRvdGFsDQpub3J0aCw0Mg0K"), "the attachment's bytes, in base64: {text}");
+    }
 }
