@@ -84,7 +84,8 @@ pub fn read_pst(path: &Path, on: &mut dyn FnMut(PstEvent) -> bool) -> Result<(),
         })
         .unwrap_or_default();
     let mut seen = HashSet::new();
-    walk(&Reader { store, names }, top.as_ref(), "", 0, &mut seen, on);
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    walk(&Reader { store, size, names }, top.as_ref(), "", 0, &mut seen, on);
     Ok(())
 }
 
@@ -105,9 +106,10 @@ fn count(store: &Rc<UnicodeStore>, folder: &dyn Folder, depth: usize, seen: &mut
     n
 }
 
-/// The open file and its map of named properties.
+/// The open file, its size and its map of named properties.
 struct Reader {
     store: Rc<UnicodeStore>,
+    size: u64,
     names: HashMap<u16, &'static str>,
 }
 
@@ -173,7 +175,7 @@ fn item(reader: &Reader, node: u32) -> Result<(String, Vec<u8>, Vec<String>), St
     let message = UnicodeMessage::read(store.clone(), &id, None).map_err(|e| e.to_string())?;
     let mut problems = Vec::new();
     let mut item = plain_item(message.as_ref(), &reader.names);
-    item.attachments = attachments(&message, &reader.names, &mut problems);
+    item.attachments = attachments(&message, reader, &mut problems);
     Ok((item.class(), item.mime(&format!("{node:x}")), problems))
 }
 
@@ -224,11 +226,8 @@ fn plain_item(message: &dyn Message, names: &HashMap<u16, &'static str>) -> Item
 /// so. An attached message (method 5) is not opened: `outlook-pst` 1.2 reads it while holding its
 /// file lock and would wait on itself for ever (microsoft/outlook-pst-rs#65), so it is named as
 /// left out instead.
-fn attachments(
-    message: &Rc<UnicodeMessage>,
-    names: &HashMap<u16, &'static str>,
-    problems: &mut Vec<String>,
-) -> Vec<Attached> {
+fn attachments(message: &Rc<UnicodeMessage>, reader: &Reader, problems: &mut Vec<String>) -> Vec<Attached> {
+    let names = &reader.names;
     let Some(table) = message.attachment_table() else { return Vec::new() };
     let mut out = Vec::new();
     for (row, listed) in rows(table.as_ref()) {
@@ -237,6 +236,13 @@ fn attachments(
                 "an attached message (an Outlook item attached to it) is not read yet; the message came in without it"
                     .to_owned(),
             );
+            continue;
+        }
+        // An attachment cannot be larger than the file that holds it: one that says so is not read.
+        if let Some(Value::Int(size)) = listed.get(&0x0E20)
+            && u64::try_from(*size).is_ok_and(|size| size > reader.size)
+        {
+            problems.push(format!("attachment {row:x} claims {size} bytes, more than the file holds; left out"));
             continue;
         }
         let attachment = match UnicodeAttachment::read(message.clone(), NodeId::from(row), None) {
