@@ -180,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn a_msg_gives_its_sender_recipients_bcc_body_and_attachment() {
+    fn a_msg_gives_its_sender_recipients_bcc_body_attachment_and_attached_item() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("item.msg");
         let mut c = cfb::create(&path).unwrap();
@@ -210,6 +210,15 @@ mod tests {
         write(&mut c, &format!("{a}/__substg1.0_3707001F"), &utf16("q3.csv"));
         write(&mut c, &format!("{a}/__substg1.0_370E001F"), &utf16("text/csv"));
         write(&mut c, &format!("{a}/__substg1.0_37010102"), b"region,total\r\nnorth,42\r\n");
+        // An Outlook item attached to it: its own storage, with a 24-byte property header.
+        let e = "/__attach_version1.0_#00000001";
+        c.create_storage(e).unwrap();
+        write(&mut c, &format!("{e}/__properties_version1.0"), &properties(8, &[(0x3705_0003, 5i64.to_le_bytes())]));
+        let inner = format!("{e}/__substg1.0_3701000D");
+        c.create_storage(&inner).unwrap();
+        write(&mut c, &format!("{inner}/__properties_version1.0"), &properties(24, &[]));
+        write(&mut c, &format!("{inner}/__substg1.0_0037001F"), &utf16("Inner plans"));
+        write(&mut c, &format!("{inner}/__substg1.0_1000001F"), &utf16("Forwarded as an item."));
         c.flush().unwrap();
         drop(c);
 
@@ -220,5 +229,7 @@ mod tests {
         assert!(text.starts_with("From: \"Alice\" <alice@contoso.com>\r\nTo: bob@contoso.com\r\nBcc: dave@contoso.com\r\nSubject: =?UTF-8?B?"), "{text}");
         assert!(text.contains("Content-Type: text/csv; name=\"q3.csv\""), "{text}");
         assert!(text.contains("cmVnaW9uLHRvdGFsDQpub3J0aCw0Mg0K"), "the attachment's bytes, in base64: {text}");
+        let attached = text.split("Content-Type: message/rfc822").nth(1).expect("the attached item is a message part");
+        assert!(attached.contains("Subject: Inner plans\r\n"), "{attached}");
     }
 }
