@@ -83,6 +83,18 @@ try {
     await page.click('#leave-tenant');
     await page.waitForURL(`${BASE}/search`);
     expect((await page.locator('#working-tenant').count()) === 0, 'back in the home tenant');
+    // Search all tenants: each result tagged with its tenant, then back.
+    await page.goto(`${BASE}/config/tenants`);
+    await page.click('#search-all-tenants');
+    await page.waitForURL(`${BASE}/search`);
+    expect((await page.textContent('#working-tenant')) === 'all tenants', 'the header says all tenants are read');
+    await page.fill('#q', 'subject:quarterly');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForSelector('#results tbody tr');
+    expect((await page.textContent('#results tbody td.tenant')).trim() === 'default', 'each result is tagged with its tenant');
+    await shot(page, 'search-all-tenants', [1366, 390]);
+    await page.click('#leave-tenant');
+    await page.waitForURL(`${BASE}/search`);
     await page.goto(`${BASE}/audit`);
     const audit = await page.textContent('#audit');
     expect(audit.includes('tenant northwind added'), 'the change is in the audit log');
