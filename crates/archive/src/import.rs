@@ -465,11 +465,15 @@ fn discover(
         let mut head = [0u8; 512];
         let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut head)?;
         let pst = !as_eml && is_pst(&head[..n]);
-        let msg = !as_eml && head[..n].starts_with(CFB) && coffer_outlook::is_msg(path);
-        if !pst
-            && !msg
-            && let Some(what) = self::not_mail(&head[..n])
-        {
+        let compound = (!as_eml && head[..n].starts_with(CFB)).then(|| coffer_outlook::compound_kind(path));
+        let msg = compound == Some(coffer_outlook::CompoundKind::OutlookItem);
+        let what = match compound {
+            Some(coffer_outlook::CompoundKind::Damaged) => {
+                Some("a compound (OLE) file whose directory cannot be read: a damaged .msg or Office document")
+            }
+            _ => self::not_mail(&head[..n]),
+        };
+        if let Some(what) = what.filter(|_| !pst && !msg) {
             not_mail.push((path.into(), what));
         }
         if pst {

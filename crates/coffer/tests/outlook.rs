@@ -329,3 +329,22 @@ fn each_corpus_msg_imports_its_sender_recipients_subject_body_and_attachments_as
     }
     assert!(bodies >= 2, "bodies compared: {bodies}");
 }
+
+#[test]
+fn a_damaged_msg_is_named_as_such_and_kept_whole_when_asked() {
+    let Some(corpus) = coffer_testkit::corpus_dir() else { return };
+    let c = Coffer::new();
+    let whole = std::fs::read(corpus.join("msg/ruby-msg__note.msg")).unwrap();
+    let cut = c.dir.path().join("note.msg");
+    std::fs::write(&cut, &whole[..1024]).unwrap();
+    let out = c.command().args(["import", "--no-journal", cut.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("note.msg: a compound (OLE) file whose directory cannot be read: a damaged .msg"),
+        "{stderr}"
+    );
+    assert_eq!(c.count(""), 0, "nothing was stored");
+    c.ok(&["import", "--no-journal", "--as-eml", cut.to_str().unwrap()]);
+    assert_eq!(c.count("tag:unparseable"), 1, "kept as it is, flagged");
+}

@@ -17,7 +17,7 @@ mod named;
 mod pst;
 mod rtf;
 
-pub use msg::{is_msg, read_msg};
+pub use msg::{CompoundKind, compound_kind, read_msg};
 pub use pst::{PstEvent, PstItem, read_pst};
 
 #[derive(Debug, thiserror::Error)]

@@ -25,9 +25,23 @@ struct Compound {
     budget: u64,
 }
 
-/// Whether the file is an Outlook item (a compound file with a message's property stream).
-pub fn is_msg(path: &Path) -> bool {
-    cfb::open(path).is_ok_and(|c| c.is_stream("/__properties_version1.0"))
+/// What a compound (OLE) file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompoundKind {
+    /// An Outlook item: a message's property stream at the top.
+    OutlookItem,
+    /// Another compound document (an old Office file, say).
+    Other,
+    /// Its directory cannot be read.
+    Damaged,
+}
+
+pub fn compound_kind(path: &Path) -> CompoundKind {
+    match cfb::open(path) {
+        Ok(c) if c.is_stream("/__properties_version1.0") => CompoundKind::OutlookItem,
+        Ok(_) => CompoundKind::Other,
+        Err(_) => CompoundKind::Damaged,
+    }
 }
 
 /// Reads a `.msg` file: its class and its MIME.
@@ -222,7 +236,7 @@ mod tests {
         c.flush().unwrap();
         drop(c);
 
-        assert!(is_msg(&path));
+        assert_eq!(compound_kind(&path), CompoundKind::OutlookItem);
         let (class, mime) = read_msg(&path).unwrap();
         let text = String::from_utf8(mime).unwrap();
         assert_eq!(class, "IPM.Note");
