@@ -127,18 +127,20 @@ pub fn document(
         length: row.record.length as u32,
     };
     let read = || match store.read(&location) {
-        Ok(raw) => coffer_mail::parse(&raw),
+        Ok(raw) => Some(raw),
         Err(e) => {
             // Still findable by its catalog facts; `coffer verify` names the damage.
             tracing::warn!(message = row.id, error = %e, "indexing without text: the original could not be read");
-            Default::default()
+            None
         }
     };
+    let mut raw = None;
     let owned;
     let parsed = match parsed {
         Some(p) => p,
         None => {
-            owned = read();
+            raw = read();
+            owned = raw.as_deref().map(coffer_mail::parse).unwrap_or_default();
             &owned
         }
     };
@@ -168,6 +170,31 @@ pub fn document(
             filenames.push(n.clone());
         }
     }
+    // The text of attached documents (the index may lag; the acknowledgement never waits for this).
+    let mut tags: Vec<String> = coffer_mail::Flags(row.flags as u32).names().into_iter().map(str::to_owned).collect();
+    let mut filetypes = Vec::new();
+    // Only for what may be a document: pictures, sound and film hold no text to extract here.
+    let media = |t: &str| ["image/", "audio/", "video/"].iter().any(|m| t.starts_with(m));
+    if parsed.attachments.iter().any(|a| a.text.is_none() && !media(&a.content_type)) {
+        let raw = raw.or_else(read).unwrap_or_default();
+        for (info, bytes) in coffer_mail::view::document_attachments(&raw) {
+            let Some(found) = coffer_extract::extract(&bytes) else { continue };
+            filetypes.push(found.filetype.to_owned());
+            match found.text {
+                Ok(text) => {
+                    attachment_text.push_str(&text);
+                    attachment_text.push('\n');
+                }
+                Err(why) => {
+                    tracing::info!(message = row.id, attachment = %info.name, %why, "attachment text not extracted");
+                    tags.push("extraction-failed".into());
+                }
+            }
+        }
+        filetypes.sort();
+        filetypes.dedup();
+        tags.dedup();
+    }
     IndexDocument {
         id: row.id as u64,
         tenant: row.tenant_id as u64,
@@ -185,7 +212,8 @@ pub fn document(
         message_id: row.message_id.clone(),
         placements: placements.iter().map(|p| (p.mailbox.clone(), p.folder.clone())).collect(),
         participants: crate::service::participants(row, recipients),
-        tags: coffer_mail::Flags(row.flags as u32).names().into_iter().map(str::to_owned).collect(),
+        tags,
+        filetypes,
         has_attachment: row.has_attachment,
     }
 }

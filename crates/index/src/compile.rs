@@ -111,6 +111,7 @@ fn term(field: Option<Field>, value: &Value, f: &Fields, scoped: Option<&Visibil
             })),
         },
         Some(Field::Tag) => raw_query(f.tag, value, |v| v.trim().to_lowercase()),
+        Some(Field::Filetype) => raw_query(f.filetype, value, |v| v.trim().trim_start_matches('.').to_lowercase()),
         Some(Field::Has) => match value.text().to_ascii_lowercase().as_str() {
             "attachment" | "attachments" => {
                 Box::new(TermQuery::new(Term::from_field_u64(f.has_attachment, 1), IndexRecordOption::Basic))

@@ -27,6 +27,7 @@ pub enum Field {
     Mailbox,
     Folder,
     Tag,
+    Filetype,
     Has,
     Size,
     After,
@@ -52,6 +53,7 @@ impl Field {
             "mailbox" => Field::Mailbox,
             "folder" => Field::Folder,
             "tag" | "tags" => Field::Tag,
+            "filetype" => Field::Filetype,
             "has" => Field::Has,
             "size" => Field::Size,
             "after" => Field::After,
@@ -63,7 +65,7 @@ impl Field {
 }
 
 pub const FIELD_NAMES: &str = "from to cc bcc envelope recipient participant subject body attachment filename \
-                               message-id mailbox folder tag has size after before date";
+                               message-id mailbox folder tag filetype has size after before date";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {

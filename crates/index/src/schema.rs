@@ -32,6 +32,8 @@ pub struct IndexDocument {
     /// user's search is confined to these and their mailboxes, as every single-message read is.
     pub participants: Vec<String>,
     pub tags: Vec<String>,
+    /// The detected types of its attachments (`pdf`, `docx`, …), for `filetype:`.
+    pub filetypes: Vec<String>,
     pub has_attachment: bool,
 }
 
@@ -67,6 +69,7 @@ pub struct Fields {
     pub placed: Field,
     pub participant: Field,
     pub tag: Field,
+    pub filetype: Field,
     pub preview: Field,
 }
 
@@ -100,6 +103,7 @@ impl Fields {
             placed: b.add_text_field("placed", STRING),
             participant: b.add_text_field("participant", STRING),
             tag: b.add_text_field("tag", STRING),
+            filetype: b.add_text_field("filetype", STRING),
             preview: b.add_text_field("preview", STORED),
         };
         (b.build(), fields)
@@ -151,6 +155,9 @@ impl Fields {
         }
         for t in &d.tags {
             doc.add_text(self.tag, t.trim().to_lowercase());
+        }
+        for t in &d.filetypes {
+            doc.add_text(self.filetype, t);
         }
         let preview: String =
             d.body.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(PREVIEW_CHARS).collect();

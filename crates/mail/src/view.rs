@@ -196,6 +196,30 @@ pub fn attachment(raw: &[u8], index: usize) -> Option<(AttachmentInfo, Vec<u8>)>
     .flatten()
 }
 
+/// Every attachment that is not an attached message, decoded, in one parse (for the indexer's
+/// extraction of documents).
+pub fn document_attachments(raw: &[u8]) -> Vec<(AttachmentInfo, Vec<u8>)> {
+    std::panic::catch_unwind(|| {
+        let Some(message) = MessageParser::default().parse(raw) else { return Vec::new() };
+        message
+            .attachments()
+            .enumerate()
+            .filter(|(_, part)| !matches!(part.body, PartType::Message(_)))
+            .map(|(index, part)| {
+                let bytes = part.contents().to_vec();
+                let info = AttachmentInfo {
+                    index,
+                    name: attachment_name(part, index),
+                    content_type: content_type(part),
+                    size: bytes.len(),
+                };
+                (info, bytes)
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 fn content_type(part: &mail_parser::MessagePart) -> String {
     part.content_type()
         .map(|ct| match ct.subtype() {

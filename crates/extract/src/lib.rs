@@ -1,0 +1,214 @@
+//! The text of attached documents, for the index (never on the acknowledgement path: the indexer
+//! calls this). A document's type is detected by its content, not its name: Office Open XML
+//! (DOCX, XLSX, PPTX) and OpenDocument (ODT, ODS, ODP) are zips of XML, read here with hard
+//! limits on entries and expanded size, so a zip bomb is refused, not expanded; reading is linear
+//! in what is read, so nothing here can loop. Other types are only named (`filetype:`).
+
+use std::io::{Cursor, Read};
+
+/// How far a document's zip is read.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    entries: usize,
+    /// Bytes expanded from one entry, and from all read together.
+    entry: u64,
+    total: u64,
+}
+
+const LIMITS: Limits = Limits { entries: 10_000, entry: 64 << 20, total: 128 << 20 };
+/// At most this much text per document (the indexer caps it again).
+const MAX_TEXT: usize = 4 << 20;
+
+/// What was found in one attachment.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Extracted {
+    /// The detected type: `docx`, `xlsx`, `pptx`, `odt`, `ods`, `odp`, `pdf`, `zip`, …
+    pub filetype: &'static str,
+    /// The text, or why it could not be had (the attachment is then tagged `extraction-failed`).
+    pub text: Result<String, String>,
+}
+
+/// The type and text of `data`; None when it is of no type known here.
+pub fn extract(data: &[u8]) -> Option<Extracted> {
+    extract_within(data, LIMITS)
+}
+
+fn extract_within(data: &[u8], limits: Limits) -> Option<Extracted> {
+    if data.starts_with(b"%PDF-") {
+        return Some(Extracted { filetype: "pdf", text: Ok(String::new()) });
+    }
+    if data.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
+        return Some(Extracted { filetype: "ole", text: Ok(String::new()) });
+    }
+    if !data.starts_with(b"PK\x03\x04") {
+        return None;
+    }
+    let mut zip = match zip::ZipArchive::new(Cursor::new(data)) {
+        Ok(z) => z,
+        Err(e) => return Some(Extracted { filetype: "zip", text: Err(format!("not a readable zip: {e}")) }),
+    };
+    if zip.len() > limits.entries {
+        let why = format!("{} entries, more than {}", zip.len(), limits.entries);
+        return Some(Extracted { filetype: "zip", text: Err(why) });
+    }
+    let names: Vec<String> = zip.file_names().map(str::to_owned).collect();
+    let has = |n: &str| names.iter().any(|e| e == n);
+    let mut budget = limits.total;
+    let (filetype, parts): (&'static str, Vec<String>) = if has("word/document.xml") {
+        let mut parts = vec!["word/document.xml".to_owned()];
+        parts.extend(sorted(&names, |n| {
+            n.starts_with("word/header")
+                || n.starts_with("word/footer")
+                || n == "word/footnotes.xml"
+                || n == "word/endnotes.xml"
+        }));
+        ("docx", parts)
+    } else if has("xl/workbook.xml") {
+        let mut parts = sorted(&names, |n| n == "xl/sharedStrings.xml");
+        parts.extend(sorted(&names, |n| n.starts_with("xl/worksheets/sheet") && n.ends_with(".xml")));
+        ("xlsx", parts)
+    } else if has("ppt/presentation.xml") {
+        let slides = |n: &str| {
+            (n.starts_with("ppt/slides/slide") || n.starts_with("ppt/notesSlides/notesSlide")) && n.ends_with(".xml")
+        };
+        ("pptx", sorted(&names, slides))
+    } else if has("mimetype") && has("content.xml") {
+        let mimetype = match read(&mut zip, "mimetype", limits.entry, &mut budget) {
+            Ok(m) => String::from_utf8_lossy(&m).trim().to_owned(),
+            Err(e) => return Some(Extracted { filetype: "zip", text: Err(e) }),
+        };
+        let filetype = match mimetype.as_str() {
+            "application/vnd.oasis.opendocument.text" => "odt",
+            "application/vnd.oasis.opendocument.spreadsheet" => "ods",
+            "application/vnd.oasis.opendocument.presentation" => "odp",
+            _ => return Some(Extracted { filetype: "zip", text: Ok(String::new()) }),
+        };
+        (filetype, vec!["content.xml".to_owned()])
+    } else {
+        return Some(Extracted { filetype: "zip", text: Ok(String::new()) });
+    };
+    let mut text = String::new();
+    for part in parts {
+        let xml = match read(&mut zip, &part, limits.entry, &mut budget) {
+            Ok(x) => x,
+            Err(e) => return Some(Extracted { filetype, text: Err(e) }),
+        };
+        if let Err(e) = xml_text(&xml, filetype == "xlsx", &mut text) {
+            return Some(Extracted { filetype, text: Err(format!("{part}: {e}")) });
+        }
+        if text.len() >= MAX_TEXT {
+            break;
+        }
+    }
+    Some(Extracted { filetype, text: Ok(text) })
+}
+
+fn sorted(names: &[String], keep: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut out: Vec<String> = names.iter().filter(|n| keep(n)).cloned().collect();
+    // slide2 before slide10.
+    out.sort_by_key(|n| (n.len(), n.clone()));
+    out
+}
+
+/// One entry, expanded within the limits.
+fn read(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    entry_limit: u64,
+    budget: &mut u64,
+) -> Result<Vec<u8>, String> {
+    let entry = zip.by_name(name).map_err(|e| format!("{name}: {e}"))?;
+    let limit = entry_limit.min(*budget);
+    let mut out = Vec::new();
+    entry.take(limit + 1).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+    if out.len() as u64 > limit {
+        return Err(format!("{name} expands past {limit} bytes (a zip bomb?): not read"));
+    }
+    *budget -= out.len() as u64;
+    Ok(out)
+}
+
+/// The text of an XML part: text nodes, a line break after each paragraph or row. In a
+/// spreadsheet's sheets, a cell's value is text unless it points into the shared strings.
+fn xml_text(xml: &[u8], sheet: bool, out: &mut String) -> Result<(), String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut buf = Vec::new();
+    let mut shared_index = false;
+    loop {
+        match reader.read_event_into(&mut buf).map_err(|e| e.to_string())? {
+            Event::Eof => return Ok(()),
+            Event::Start(e) if sheet && e.local_name().as_ref() == b"c" => {
+                shared_index = e.attributes().flatten().any(|a| a.key.as_ref() == b"t" && a.value.as_ref() == b"s");
+            }
+            Event::Text(t) => {
+                if !(sheet && shared_index) {
+                    let text = t.unescape().map_err(|e| e.to_string())?;
+                    out.push_str(&text);
+                    out.push(' ');
+                }
+            }
+            Event::End(e) => {
+                let name = e.local_name();
+                if matches!(name.as_ref(), b"p" | b"row" | b"tr" | b"h") {
+                    out.push('\n');
+                }
+                if name.as_ref() == b"c" {
+                    shared_index = false;
+                }
+            }
+            _ => {}
+        }
+        buf.clear();
+        if out.len() >= MAX_TEXT {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        let mut zip = zip::ZipWriter::new(&mut out);
+        for (name, data) in entries {
+            zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_spreadsheet_gives_its_shared_strings_and_values_not_the_string_indexes() {
+        let xlsx = zip_of(&[
+            ("xl/workbook.xml", b"<workbook/>"),
+            ("xl/sharedStrings.xml", b"<sst><si><t>Revenue &amp; costs</t></si></sst>"),
+            (
+                "xl/worksheets/sheet1.xml",
+                b"<worksheet><sheetData><row><c t=\"s\"><v>0</v></c><c><v>4242</v></c></row></sheetData></worksheet>",
+            ),
+        ]);
+        let found = extract(&xlsx).unwrap();
+        assert_eq!(found.filetype, "xlsx");
+        let text = found.text.unwrap();
+        assert!(text.contains("Revenue & costs") && text.contains("4242") && !text.contains(" 0 "), "{text:?}");
+    }
+
+    #[test]
+    fn an_entry_that_expands_past_the_limit_is_refused_not_read() {
+        let bomb = zip_of(&[("word/document.xml", &vec![b' '; 2 << 20])]);
+        assert!(bomb.len() < 64 << 10, "it compresses well: {}", bomb.len());
+        let limits = Limits { entries: 10, entry: 1 << 20, total: 4 << 20 };
+        let found = extract_within(&bomb, limits).unwrap();
+        assert_eq!(found.filetype, "docx");
+        assert!(found.text.unwrap_err().contains("zip bomb"));
+        let many: Vec<(String, Vec<u8>)> = (0..11).map(|i| (format!("f{i}"), Vec::new())).collect();
+        let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+        assert!(extract_within(&zip_of(&many), limits).unwrap().text.unwrap_err().contains("entries"));
+    }
+}
