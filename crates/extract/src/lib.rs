@@ -141,12 +141,10 @@ fn xml_text(xml: &[u8], sheet: bool, out: &mut String) -> Result<(), String> {
             Event::Start(e) if sheet && e.local_name().as_ref() == b"c" => {
                 shared_index = e.attributes().flatten().any(|a| a.key.as_ref() == b"t" && a.value.as_ref() == b"s");
             }
-            Event::Text(t) => {
-                if !(sheet && shared_index) {
-                    let text = t.unescape().map_err(|e| e.to_string())?;
-                    out.push_str(&text);
-                    out.push(' ');
-                }
+            Event::Text(t) if !(sheet && shared_index) => {
+                let text = t.unescape().map_err(|e| e.to_string())?;
+                out.push_str(&text);
+                out.push(' ');
             }
             Event::End(e) => {
                 let name = e.local_name();
