@@ -1,6 +1,7 @@
 //! Search inside attached documents: the test kit's documents of each type carry a unique word;
 //! each word finds exactly its message, by a bare search and by `attachment:`, and `filetype:`
-//! counts are exact; a document that cannot be read is tagged and its message still found.
+//! counts are exact; a document that cannot be read is tagged and its message still found; a part
+//! written after the closing boundary is found by its text.
 
 mod common;
 
@@ -88,7 +89,18 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
     for (i, (subject, name, content_type, data)) in messages.iter().enumerate() {
         std::fs::write(dir.join(format!("{i}.eml")), message(subject, name, content_type, data)).unwrap();
     }
+    // A mailer's bug: the second attachment after the closing boundary.
+    std::fs::write(
+        dir.join("stray.eml"),
+        "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: Stray part\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=xyz\r\n\r\n--xyz\r\nContent-Type: text/plain\r\n\r\nBody.\r\n\
+         --xyz--\r\n--xyz\r\nContent-Type: text/plain; name=late.txt\r\nContent-Disposition: attachment; \
+         filename=late.txt\r\n\r\nplatypuslate\r\n--xyz--\r\n",
+    )
+    .unwrap();
     c.ok(&["import", "--no-journal", dir.to_str().unwrap()]);
+    let late = c.json("attachment:platypuslate", 10);
+    assert_eq!((late.len(), late[0]["subject"].as_str()), (1, Some("Stray part")), "recovered for the index");
 
     for (word, subject) in [
         ("quokkadocx", "Contract draft"),

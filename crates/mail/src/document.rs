@@ -174,47 +174,77 @@ fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
     }
     let inline = crate::view::inline_images(&message);
     for (_, part) in message.attachments().enumerate().filter(|(i, _)| !inline.contains(i)) {
-        let content_type = part
-            .content_type()
-            .map(|ct| match ct.subtype() {
-                Some(sub) => format!("{}/{}", ct.ctype(), sub),
-                None => ct.ctype().to_owned(),
-            })
-            .unwrap_or_else(|| "application/octet-stream".into())
-            .to_ascii_lowercase();
-        let mut name = part.attachment_name().map(str::to_owned);
-        let mut text = None;
-        match &part.body {
-            PartType::Text(t) => text = Some(budget.take(t)),
-            PartType::Html(h) => text = Some(budget.take(&mail_parser::decoders::html::html_to_text(h))),
-            PartType::Message(inner) => {
-                // An attached message is searchable by its subject and text, like MailStore does.
-                let subject = inner.subject().unwrap_or_default();
-                if name.is_none() && !subject.is_empty() {
-                    name = Some(format!("{subject}.eml"));
-                }
-                let mut inner_text = subject.to_owned();
-                for i in 0..inner.text_body_count() {
-                    if let Some(t) = inner.body_text(i) {
-                        inner_text.push('\n');
-                        inner_text.push_str(&t);
-                    }
-                }
-                text = Some(budget.take(&inner_text));
+        doc.attachments.push(attachment(part, &mut budget));
+    }
+    // Parts a mailer wrote after the closing boundary: strict parsers drop them; they are read
+    // here for the index (the original bytes stay as they are) and the message is flagged.
+    if let Some(trailing) = after_closing_boundary(raw, &message) {
+        let wrapped =
+            [format!("Content-Type: multipart/mixed; boundary=\"{}\"\r\n\r\n", trailing.0).as_bytes(), trailing.1]
+                .concat();
+        if let Some(recovered) = MessageParser::default().parse(&wrapped[..]) {
+            let parts: Vec<_> =
+                recovered.parts.iter().skip(1).filter(|p| !matches!(p.body, PartType::Multipart(_))).collect();
+            if !parts.is_empty() {
+                doc.flags.insert(Flags::MALFORMED);
             }
-            _ => {}
+            for part in parts {
+                doc.attachments.push(attachment(part, &mut budget));
+            }
         }
-        doc.attachments.push(Attachment {
-            name,
-            content_type,
-            size: part.contents().len(),
-            text: text.filter(|t| !t.is_empty()),
-        });
     }
     if budget.truncated {
         doc.flags.insert(Flags::TEXT_TRUNCATED);
     }
     doc
+}
+
+/// The top-level boundary and what follows its closing delimiter, when that holds more parts.
+fn after_closing_boundary<'a>(raw: &'a [u8], message: &mail_parser::Message) -> Option<(String, &'a [u8])> {
+    let boundary = message.content_type()?.attribute("boundary")?.to_owned();
+    let close = format!("\n--{boundary}--");
+    let at = memchr::memmem::find(raw, close.as_bytes())? + close.len();
+    let rest = &raw[at..];
+    let open = format!("\n--{boundary}");
+    let start = memchr::memmem::find(rest, open.as_bytes())?;
+    // The first delimiter line of the stray parts (a delimiter, not a second close).
+    let after = rest.get(start + open.len()..)?;
+    (after.starts_with(b"\r\n") || after.starts_with(b"\n")).then(|| (boundary, &rest[start..]))
+}
+
+/// One attachment as the index sees it: its name, type, size and the text it holds.
+fn attachment(part: &mail_parser::MessagePart, budget: &mut TextBudget) -> Attachment {
+    let content_type = part
+        .content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_owned(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+        .to_ascii_lowercase();
+    let mut name = part.attachment_name().map(str::to_owned);
+    let mut text = None;
+    match &part.body {
+        PartType::Text(t) => text = Some(budget.take(t)),
+        PartType::Html(h) => text = Some(budget.take(&mail_parser::decoders::html::html_to_text(h))),
+        PartType::Message(inner) => {
+            // An attached message is searchable by its subject and text, like MailStore does.
+            let subject = inner.subject().unwrap_or_default();
+            if name.is_none() && !subject.is_empty() {
+                name = Some(format!("{subject}.eml"));
+            }
+            let mut inner_text = subject.to_owned();
+            for i in 0..inner.text_body_count() {
+                if let Some(t) = inner.body_text(i) {
+                    inner_text.push('\n');
+                    inner_text.push_str(&t);
+                }
+            }
+            text = Some(budget.take(&inner_text));
+        }
+        _ => {}
+    }
+    Attachment { name, content_type, size: part.contents().len(), text: text.filter(|t| !t.is_empty()) }
 }
 
 /// RFC 5322 field names are printable ASCII without a colon; without one such header, what the
@@ -301,6 +331,26 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_part_written_after_the_closing_boundary_is_recovered_for_the_index_and_flagged() {
+        let raw = b"From: a@contoso.com\r\nSubject: Stray part\r\nContent-Type: multipart/mixed; boundary=\"xyz\"\r\n\r\n\
+--xyz\r\nContent-Type: text/plain\r\n\r\nThe body.\r\n\
+--xyz\r\nContent-Type: text/plain; name=first.txt\r\nContent-Disposition: attachment; filename=first.txt\r\n\r\nfirst attachment\r\n\
+--xyz--\r\n\
+--xyz\r\nContent-Type: text/plain; name=second.txt\r\nContent-Disposition: attachment; filename=second.txt\r\n\r\nplatypusrecovered words\r\n\
+--xyz--\r\n";
+        let doc = parse(raw);
+        let names: Vec<_> = doc.attachments.iter().filter_map(|a| a.name.as_deref()).collect();
+        assert_eq!(names, ["first.txt", "second.txt"]);
+        assert!(doc.attachments[1].text.as_deref().unwrap_or("").contains("platypusrecovered"), "{doc:?}");
+        assert!(doc.flags.contains(Flags::MALFORMED));
+        // A well-formed message recovers nothing.
+        let cut = std::str::from_utf8(raw).unwrap().split("--xyz--\r\n").next().unwrap().to_owned() + "--xyz--\r\n";
+        let doc = parse(cut.as_bytes());
+        assert_eq!(doc.attachments.len(), 1);
+        assert!(!doc.flags.contains(Flags::MALFORMED));
     }
 
     #[test]
