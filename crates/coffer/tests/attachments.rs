@@ -1,4 +1,5 @@
-//! Search inside attached documents: the test kit's documents of each type carry a unique word;
+//! Search inside attached documents (Office Open XML, OpenDocument, RTF in a non-Latin code page,
+//! a zip holding a DOCX and a text file): the test's documents each carry a unique word;
 //! each word finds exactly its message, by a bare search and by `attachment:`, and `filetype:`
 //! counts are exact; a document that cannot be read is tagged and its message still found; a part
 //! written after the closing boundary is found by its text.
@@ -63,6 +64,19 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
             "<office:document-content><office:text><text:p>dingoodt</text:p></office:text></office:document-content>",
         ),
     ]);
+    // A DOCX and a text file inside a zip; an RTF in a Greek code page.
+    let inner_docx = zip_of(&[("word/document.xml", "<w:t>kookaburrazip</w:t>")]);
+    let mut archive = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut archive);
+        zip.start_file("contracts/inner.docx", zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(&inner_docx).unwrap();
+        zip.start_file("readme.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(b"wallabytxt").unwrap();
+        zip.finish().unwrap();
+    }
+    let rtf =
+        br"{\rtf1\ansi\ansicpg1253{\fonttbl{\f0 Arial;}}\f0 \'ca\'e1\'eb\'e7\'ec\'dd\'f1\'e1 report\par}".to_vec();
     let c = Coffer::new();
     let dir = c.dir.path().join("mail");
     std::fs::create_dir_all(&dir).unwrap();
@@ -85,6 +99,8 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
             "application/octet-stream".into(),
             zip_of(&[("word/document.xml", "<w:t>echidnarenamed</w:t>")]),
         ),
+        ("Archive", "bundle.zip", "application/zip".into(), archive.into_inner()),
+        ("Greek memo", "memo.rtf", "application/rtf".into(), rtf),
     ];
     for (i, (subject, name, content_type, data)) in messages.iter().enumerate() {
         std::fs::write(dir.join(format!("{i}.eml")), message(subject, name, content_type, data)).unwrap();
@@ -111,6 +127,9 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
         ("bilbynote", "Board slides"),
         ("dingoodt", "Minutes"),
         ("echidnarenamed", "Renamed"),
+        ("kookaburrazip", "Archive"),
+        ("wallabytxt", "Archive"),
+        ("καλημέρα", "Greek memo"),
     ] {
         for query in [word.to_owned(), format!("attachment:{word}")] {
             let found = c.json(&query, 10);
@@ -120,7 +139,7 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
     }
     assert_eq!(c.count("0 subject:budget"), 0, "a shared-string index is not text");
     // By content: the renamed document is a docx; the broken one is only a zip.
-    for (filetype, n) in [("docx", 2), ("xlsx", 1), ("pptx", 1), ("odt", 1), ("zip", 1), ("pdf", 0)] {
+    for (filetype, n) in [("docx", 2), ("xlsx", 1), ("pptx", 1), ("odt", 1), ("zip", 2), ("rtf", 1), ("pdf", 0)] {
         assert_eq!(c.count(&format!("filetype:{filetype}")), n, "filetype:{filetype}");
     }
     let failed = c.json("tag:extraction-failed", 10);

@@ -1,10 +1,37 @@
 //! The text of attached documents, for the index (never on the acknowledgement path: the indexer
 //! calls this). A document's type is detected by its content, not its name: Office Open XML
-//! (DOCX, XLSX, PPTX) and OpenDocument (ODT, ODS, ODP) are zips of XML, read here with hard
-//! limits on entries and expanded size, so a zip bomb is refused, not expanded; reading is linear
-//! in what is read, so nothing here can loop. Other types are only named (`filetype:`).
+//! (DOCX, XLSX, PPTX) and OpenDocument (ODT, ODS, ODP) are zips of XML; a plain zip's entries are
+//! read in turn (documents in it too, [`MAX_NESTING`] deep); RTF through [`rtf`]. Zips are read
+//! with hard limits on entries and expanded size, so a zip bomb is refused, not expanded; reading
+//! is linear in what is read, so nothing here can loop. Other types are only named (`filetype:`).
 
 use std::io::{Cursor, Read};
+
+pub mod rtf;
+
+/// The encoding of a Windows code page Outlook records (`PidTagInternetCodepage`,
+/// `PidTagMessageCodepage`, RTF's `\ansicpg`); None for one not known here.
+pub fn code_page(code_page: i64) -> Option<&'static encoding_rs::Encoding> {
+    Some(match code_page {
+        65001 => encoding_rs::UTF_8,
+        1250 => encoding_rs::WINDOWS_1250,
+        1251 => encoding_rs::WINDOWS_1251,
+        1252 | 28591 | 20127 => encoding_rs::WINDOWS_1252,
+        1253 => encoding_rs::WINDOWS_1253,
+        1254 => encoding_rs::WINDOWS_1254,
+        1255 => encoding_rs::WINDOWS_1255,
+        1256 => encoding_rs::WINDOWS_1256,
+        932 => encoding_rs::SHIFT_JIS,
+        936 => encoding_rs::GBK,
+        949 => encoding_rs::EUC_KR,
+        950 => encoding_rs::BIG5,
+        28592 => encoding_rs::ISO_8859_2,
+        28605 => encoding_rs::ISO_8859_15,
+        50220..=50222 => encoding_rs::ISO_2022_JP,
+        20932 | 51932 => encoding_rs::EUC_JP,
+        _ => return None,
+    })
+}
 
 /// How far a document's zip is read.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +43,8 @@ struct Limits {
 }
 
 const LIMITS: Limits = Limits { entries: 10_000, entry: 64 << 20, total: 128 << 20 };
+/// Zips inside zips, at most this deep.
+const MAX_NESTING: usize = 3;
 /// At most this much text per document (the indexer caps it again).
 const MAX_TEXT: usize = 4 << 20;
 
@@ -30,10 +59,17 @@ pub struct Extracted {
 
 /// The type and text of `data`; None when it is of no type known here.
 pub fn extract(data: &[u8]) -> Option<Extracted> {
-    extract_within(data, LIMITS)
+    extract_within(data, LIMITS, 0)
 }
 
-fn extract_within(data: &[u8], limits: Limits) -> Option<Extracted> {
+fn extract_within(data: &[u8], limits: Limits, depth: usize) -> Option<Extracted> {
+    if data.starts_with(b"{\\rtf") {
+        let text = match rtf::convert(&String::from_utf8_lossy(data)) {
+            rtf::RtfBody::Html(html) => mail_parser::decoders::html::html_to_text(&html),
+            rtf::RtfBody::Text(text) => text,
+        };
+        return Some(Extracted { filetype: "rtf", text: Ok(text) });
+    }
     if data.starts_with(b"%PDF-") {
         return Some(Extracted { filetype: "pdf", text: Ok(String::new()) });
     }
@@ -85,7 +121,7 @@ fn extract_within(data: &[u8], limits: Limits) -> Option<Extracted> {
         };
         (filetype, vec!["content.xml".to_owned()])
     } else {
-        return Some(Extracted { filetype: "zip", text: Ok(String::new()) });
+        return Some(Extracted { filetype: "zip", text: entries(&mut zip, &names, limits, depth, &mut budget) });
     };
     let mut text = String::new();
     for part in parts {
@@ -101,6 +137,37 @@ fn extract_within(data: &[u8], limits: Limits) -> Option<Extracted> {
         }
     }
     Some(Extracted { filetype, text: Ok(text) })
+}
+
+/// A plain zip's entries in turn: documents (and zips, [`MAX_NESTING`] deep) by their text, text
+/// files as they are, the rest by nothing; the limits hold for all of them together.
+fn entries(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    names: &[String],
+    limits: Limits,
+    depth: usize,
+    budget: &mut u64,
+) -> Result<String, String> {
+    let mut text = String::new();
+    for name in names.iter().filter(|n| !n.ends_with('/')) {
+        let data = read(zip, name, limits.entry, budget)?;
+        let inner = if depth < MAX_NESTING {
+            extract_within(&data, Limits { total: *budget, ..limits }, depth + 1)
+        } else {
+            None
+        };
+        match inner {
+            Some(Extracted { text: Ok(t), .. }) => text.push_str(&t),
+            Some(Extracted { text: Err(e), .. }) => return Err(format!("{name}: {e}")),
+            None if !data[..data.len().min(1024)].contains(&0) => text.push_str(&String::from_utf8_lossy(&data)),
+            None => {}
+        }
+        text.push('\n');
+        if text.len() >= MAX_TEXT {
+            break;
+        }
+    }
+    Ok(text)
 }
 
 fn sorted(names: &[String], keep: impl Fn(&str) -> bool) -> Vec<String> {
@@ -202,11 +269,11 @@ mod tests {
         let bomb = zip_of(&[("word/document.xml", &vec![b' '; 2 << 20])]);
         assert!(bomb.len() < 64 << 10, "it compresses well: {}", bomb.len());
         let limits = Limits { entries: 10, entry: 1 << 20, total: 4 << 20 };
-        let found = extract_within(&bomb, limits).unwrap();
+        let found = extract_within(&bomb, limits, 0).unwrap();
         assert_eq!(found.filetype, "docx");
         assert!(found.text.unwrap_err().contains("zip bomb"));
         let many: Vec<(String, Vec<u8>)> = (0..11).map(|i| (format!("f{i}"), Vec::new())).collect();
         let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
-        assert!(extract_within(&zip_of(&many), limits).unwrap().text.unwrap_err().contains("entries"));
+        assert!(extract_within(&zip_of(&many), limits, 0).unwrap().text.unwrap_err().contains("entries"));
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::mime::{Part, filename_params, mailbox, without_structure, word};
-use crate::rtf::RtfBody;
+use coffer_extract::rtf::RtfBody;
 
 /// A property's value, as far as rebuilding needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,7 +162,10 @@ impl Item {
         let mut html = match p.get(&0x1013) {
             Some(Value::Bytes(b)) => {
                 // Kept as bytes in the item's internet code page.
-                let charset = int(p, 0x3FDE).and_then(|cp| code_page(cp.into())).unwrap_or(encoding_rs::UTF_8).name();
+                let charset = int(p, 0x3FDE)
+                    .and_then(|cp| coffer_extract::code_page(cp.into()))
+                    .unwrap_or(encoding_rs::UTF_8)
+                    .name();
                 Some(Part::leaf(&format!("text/html; charset={charset}"), Vec::new(), b))
             }
             Some(Value::Text(h)) => Some(Part::leaf("text/html; charset=utf-8", Vec::new(), h.as_bytes())),
@@ -337,30 +340,6 @@ impl Attached {
             AttachedData::Message(inner) => Part::message(extra, inner.mime(boundary)),
         }
     }
-}
-
-/// The encoding of a Windows code page Outlook records (`PidTagInternetCodepage`,
-/// `PidTagMessageCodepage`, RTF's `\ansicpg`); None for one not known here.
-pub fn code_page(code_page: i64) -> Option<&'static encoding_rs::Encoding> {
-    Some(match code_page {
-        65001 => encoding_rs::UTF_8,
-        1250 => encoding_rs::WINDOWS_1250,
-        1251 => encoding_rs::WINDOWS_1251,
-        1252 | 28591 | 20127 => encoding_rs::WINDOWS_1252,
-        1253 => encoding_rs::WINDOWS_1253,
-        1254 => encoding_rs::WINDOWS_1254,
-        1255 => encoding_rs::WINDOWS_1255,
-        1256 => encoding_rs::WINDOWS_1256,
-        932 => encoding_rs::SHIFT_JIS,
-        936 => encoding_rs::GBK,
-        949 => encoding_rs::EUC_KR,
-        950 => encoding_rs::BIG5,
-        28592 => encoding_rs::ISO_8859_2,
-        28605 => encoding_rs::ISO_8859_15,
-        50220..=50222 => encoding_rs::ISO_2022_JP,
-        20932 | 51932 => encoding_rs::EUC_JP,
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ fn read_stream(file: &mut Compound, path: &Path) -> Result<Vec<u8>, OutlookError
 
 /// Strings in 8-bit code pages: the message's code page, or Windows-1252.
 fn decode8(bytes: &[u8], code_page: Option<i32>) -> String {
-    let encoding = code_page.and_then(|cp| crate::item::code_page(cp.into())).unwrap_or(encoding_rs::WINDOWS_1252);
+    let encoding = code_page.and_then(|cp| coffer_extract::code_page(cp.into())).unwrap_or(encoding_rs::WINDOWS_1252);
     encoding.decode(bytes).0.trim_end_matches('\0').to_owned()
 }
 
