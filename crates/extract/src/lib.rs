@@ -59,10 +59,12 @@ pub struct Extracted {
 
 /// The type and text of `data`; None when it is of no type known here.
 pub fn extract(data: &[u8]) -> Option<Extracted> {
-    extract_within(data, LIMITS, 0)
+    extract_within(data, LIMITS, 0, &mut LIMITS.total.clone())
 }
 
-fn extract_within(data: &[u8], limits: Limits, depth: usize) -> Option<Extracted> {
+/// `budget`: the bytes that may still be expanded for the whole attachment, zips inside it
+/// included (a zip of zips shares one budget, so nesting cannot multiply it).
+fn extract_within(data: &[u8], limits: Limits, depth: usize, budget: &mut u64) -> Option<Extracted> {
     if data.starts_with(b"{\\rtf") {
         let text = match rtf::convert(&String::from_utf8_lossy(data)) {
             rtf::RtfBody::Html(html) => mail_parser::decoders::html::html_to_text(&html),
@@ -89,7 +91,6 @@ fn extract_within(data: &[u8], limits: Limits, depth: usize) -> Option<Extracted
     }
     let names: Vec<String> = zip.file_names().map(str::to_owned).collect();
     let has = |n: &str| names.iter().any(|e| e == n);
-    let mut budget = limits.total;
     let (filetype, parts): (&'static str, Vec<String>) = if has("word/document.xml") {
         let mut parts = vec!["word/document.xml".to_owned()];
         parts.extend(sorted(&names, |n| {
@@ -109,7 +110,7 @@ fn extract_within(data: &[u8], limits: Limits, depth: usize) -> Option<Extracted
         };
         ("pptx", sorted(&names, slides))
     } else if has("mimetype") && has("content.xml") {
-        let mimetype = match read(&mut zip, "mimetype", limits.entry, &mut budget) {
+        let mimetype = match read(&mut zip, "mimetype", limits.entry, budget) {
             Ok(m) => String::from_utf8_lossy(&m).trim().to_owned(),
             Err(e) => return Some(Extracted { filetype: "zip", text: Err(e) }),
         };
@@ -121,11 +122,11 @@ fn extract_within(data: &[u8], limits: Limits, depth: usize) -> Option<Extracted
         };
         (filetype, vec!["content.xml".to_owned()])
     } else {
-        return Some(Extracted { filetype: "zip", text: entries(&mut zip, &names, limits, depth, &mut budget) });
+        return Some(Extracted { filetype: "zip", text: entries(&mut zip, &names, limits, depth, budget) });
     };
     let mut text = String::new();
     for part in parts {
-        let xml = match read(&mut zip, &part, limits.entry, &mut budget) {
+        let xml = match read(&mut zip, &part, limits.entry, budget) {
             Ok(x) => x,
             Err(e) => return Some(Extracted { filetype, text: Err(e) }),
         };
@@ -151,11 +152,7 @@ fn entries(
     let mut text = String::new();
     for name in names.iter().filter(|n| !n.ends_with('/')) {
         let data = read(zip, name, limits.entry, budget)?;
-        let inner = if depth < MAX_NESTING {
-            extract_within(&data, Limits { total: *budget, ..limits }, depth + 1)
-        } else {
-            None
-        };
+        let inner = if depth < MAX_NESTING { extract_within(&data, limits, depth + 1, budget) } else { None };
         match inner {
             Some(Extracted { text: Ok(t), .. }) => text.push_str(&t),
             Some(Extracted { text: Err(e), .. }) => return Err(format!("{name}: {e}")),
@@ -269,11 +266,26 @@ mod tests {
         let bomb = zip_of(&[("word/document.xml", &vec![b' '; 2 << 20])]);
         assert!(bomb.len() < 64 << 10, "it compresses well: {}", bomb.len());
         let limits = Limits { entries: 10, entry: 1 << 20, total: 4 << 20 };
-        let found = extract_within(&bomb, limits, 0).unwrap();
+        let found = extract_within(&bomb, limits, 0, &mut limits.total.clone()).unwrap();
         assert_eq!(found.filetype, "docx");
         assert!(found.text.unwrap_err().contains("zip bomb"));
         let many: Vec<(String, Vec<u8>)> = (0..11).map(|i| (format!("f{i}"), Vec::new())).collect();
         let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
-        assert!(extract_within(&zip_of(&many), limits, 0).unwrap().text.unwrap_err().contains("entries"));
+        assert!(
+            extract_within(&zip_of(&many), limits, 0, &mut limits.total.clone())
+                .unwrap()
+                .text
+                .unwrap_err()
+                .contains("entries")
+        );
+    }
+
+    #[test]
+    fn zips_inside_a_zip_share_one_budget() {
+        let inner = zip_of(&[("big.txt", &vec![b' '; 3 << 19])]);
+        let outer = zip_of(&[("a.zip", &inner), ("b.zip", &inner), ("c.zip", &inner)]);
+        let limits = Limits { entries: 10, entry: 2 << 20, total: 4 << 20 };
+        let found = extract_within(&outer, limits, 0, &mut limits.total.clone()).unwrap();
+        assert!(found.text.unwrap_err().contains("zip bomb"), "three 1.5 MiB entries pass a 4 MiB budget only once");
     }
 }

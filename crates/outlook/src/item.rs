@@ -324,7 +324,8 @@ impl Attached {
             None => extra.push(format!("Content-Disposition: {disposition}")),
         }
         if let Some(cid) = &content_id {
-            extra.push(format!("Content-ID: <{}>", cid.trim_matches(['<', '>'])));
+            let cid: String = cid.chars().filter(|c| !c.is_control() && !"<>".contains(*c)).collect();
+            extra.push(format!("Content-ID: <{cid}>"));
         }
         match &self.data {
             AttachedData::Bytes(b) => {

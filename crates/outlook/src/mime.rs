@@ -27,8 +27,11 @@ pub fn word(value: &str) -> String {
         .join("\r\n ")
 }
 
-/// `Name <address>`, or the address alone, or the name alone when there is no address.
+/// `Name <address>`, or the address alone, or the name alone when there is no address. What the
+/// file says is not trusted to be an address: line breaks, controls and angle brackets are left
+/// out, so no value can end its field and start another.
 pub fn mailbox(name: &str, address: &str) -> String {
+    let address: String = address.chars().filter(|c| !c.is_control() && !"<>\"".contains(*c)).collect();
     let (name, address) = (name.trim(), address.trim());
     match (name.is_empty() || name == address, address.is_empty()) {
         (true, true) => String::new(),
@@ -158,6 +161,7 @@ mod tests {
         assert!(encoded.starts_with("=?UTF-8?B?"));
         assert_eq!(mailbox("Bob", "bob@contoso.com"), "\"Bob\" <bob@contoso.com>");
         assert_eq!(mailbox("bob@contoso.com", "bob@contoso.com"), "bob@contoso.com");
+        assert_eq!(mailbox("", "x@contoso.com>\r\nBcc: <eve@evil.example"), "x@contoso.comBcc: eve@evil.example");
     }
 
     #[test]

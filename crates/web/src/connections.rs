@@ -50,12 +50,15 @@ pub struct ApiConnection {
     pub config: Connection,
 }
 
-/// The connections as configured, each with its job (a console whose process runs no sources
-/// says when it will run).
+/// The connections as configured, each with its job.
 async fn all(console: &Console, who: &Principal) -> Result<Vec<ApiConnection>, WebError> {
     let defs = console.archive.admin().connections(&who.actor()).await?;
-    Ok(defs
-        .all()
+    Ok(with_jobs(console, &defs))
+}
+
+/// Each connection with its job (a console whose process runs no sources says when it will run).
+fn with_jobs(console: &Console, defs: &Definitions) -> Vec<ApiConnection> {
+    defs.all()
         .map(|config| {
             let job = match console.sources.connection(config.name()) {
                 Some(info) => info.job.into(),
@@ -67,7 +70,7 @@ async fn all(console: &Console, who: &Principal) -> Result<Vec<ApiConnection>, W
             let settings = config.describe().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
             ApiConnection { name: config.name().to_owned(), kind: config.kind().into(), settings, job, config }
         })
-        .collect())
+        .collect()
 }
 
 async fn one(console: &Console, who: &Principal, name: &str) -> Result<ApiConnection, WebError> {
@@ -384,8 +387,7 @@ impl Shown {
 pub(crate) async fn render(console: &Console, who: &Principal, shown: Shown) -> Result<Response, WebError> {
     who.require_system_admin()?;
     let defs: Definitions = console.archive.admin().connections(&who.actor()).await?;
-    let list: Vec<minijinja::Value> = all(console, who)
-        .await?
+    let list: Vec<minijinja::Value> = with_jobs(console, &defs)
         .into_iter()
         .map(|c| {
             let mailboxes: Vec<crate::MailboxStatus> =
