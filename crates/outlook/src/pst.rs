@@ -159,7 +159,10 @@ fn walk(
             }
         };
         let name = sub.properties().display_name().unwrap_or_else(|_| format!("folder {node}"));
-        let name = name.replace('/', "∕");
+        // A folder's name as a path component: no separator, no controls, at most 255 characters
+        // (the file says what it likes; the placement's path stays bounded, MAX_DEPTH deep).
+        let name: String =
+            name.chars().filter(|c| !c.is_control()).map(|c| if c == '/' { '∕' } else { c }).take(255).collect();
         let child = if path.is_empty() { name } else { format!("{path}/{name}") };
         if !walk(reader, sub.as_ref(), &child, depth + 1, seen, on) {
             return false;
