@@ -77,12 +77,23 @@ pub fn request(digest: &[u8; 32], nonce: u64) -> Vec<u8> {
             hashed_message: OctetString::new(digest.to_vec()).expect("a 32-byte octet string"),
         },
         req_policy: None,
-        nonce: Some(Int::new(&nonce.to_be_bytes()).expect("an 8-byte integer")),
+        nonce: Some(nonce_int(nonce)),
         cert_req: true,
         extensions: None,
     }
     .to_der()
     .expect("a TimeStampReq encodes")
+}
+
+/// `nonce` as a DER INTEGER in its fewest bytes: a leading zero byte is kept only before a byte
+/// whose top bit is set, as DER requires (a TSA rejects the request otherwise).
+fn nonce_int(nonce: u64) -> Int {
+    let bytes = nonce.to_be_bytes();
+    let mut start = 0;
+    while start < bytes.len() - 1 && bytes[start] == 0 && bytes[start + 1] < 0x80 {
+        start += 1;
+    }
+    Int::new(&bytes[start..]).expect("at most 8 bytes")
 }
 
 /// The token (DER) out of a TimeStampResp, when the TSA granted it.
@@ -316,7 +327,16 @@ pub fn load_anchors(path: &std::path::Path) -> Result<Vec<Certificate>, ArchiveE
 
 /// Asks the TSA for a token over `digest`, and checks it before it is kept.
 fn fetch(config: &TimestampConfig, url: &str, anchors: &[Certificate], digest: &[u8; 32]) -> Result<Vec<u8>, String> {
-    let nonce = rand::random::<u64>() >> 1; // positive as a DER INTEGER
+    fetch_with_nonce(config, url, anchors, digest, rand::random::<u64>() >> 1) // positive as a DER INTEGER
+}
+
+fn fetch_with_nonce(
+    config: &TimestampConfig,
+    url: &str,
+    anchors: &[Certificate],
+    digest: &[u8; 32],
+    nonce: u64,
+) -> Result<Vec<u8>, String> {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(config.timeout_seconds.max(1))).build();
     let response = agent
         .post(url)
@@ -335,7 +355,7 @@ fn fetch(config: &TimestampConfig, url: &str, anchors: &[Certificate], digest: &
     }
     let token = token_of_response(&body)?;
     let checked = check(&token, digest, anchors)?;
-    if checked.nonce != Some(Int::new(&nonce.to_be_bytes()).map_err(|e| e.to_string())?) {
+    if checked.nonce != Some(nonce_int(nonce)) {
         return Err("the token does not carry the nonce of our request (a replayed answer)".into());
     }
     Ok(token)
@@ -482,4 +502,24 @@ pub fn check_all(found: &[coffer_store::FoundTimestamp], config: &TimestampConfi
         }
     }
     (proofs, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nonce_whose_first_byte_is_zero_is_matched_in_the_tsas_token() {
+        let tsa = coffer_testkit::tsa::LocalTsa::start();
+        let config = TimestampConfig {
+            tsa_url: Some(tsa.url.clone()),
+            ca_file: Some(tsa.ca_file.clone()),
+            ..TimestampConfig::default()
+        };
+        let anchors = load_anchors(&tsa.ca_file).unwrap();
+        for nonce in [0x0012_3456_789a_bcde, 0x0000_0000_0000_0001, 0x0080_0000_0000_0000, 0x7fff_ffff_ffff_ffff] {
+            let token = fetch_with_nonce(&config, &tsa.url, &anchors, &[7; 32], nonce);
+            assert!(token.is_ok(), "nonce {nonce:#x}: {token:?}");
+        }
+    }
 }
