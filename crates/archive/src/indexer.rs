@@ -19,6 +19,7 @@ pub struct Indexer {
     pub(crate) catalog: Catalog,
     pub(crate) store: Arc<Store>,
     pub(crate) index: Arc<dyn SearchBackend>,
+    pub(crate) extractor: coffer_extract::Extractor,
 }
 
 /// One message to index: its catalog row, recipients, placements and, when ingest parsed it just
@@ -69,10 +70,13 @@ impl Indexer {
             .collect();
         let store = self.store.clone();
         let index = self.index.clone();
+        let extractor = self.extractor.clone();
         let count = work.len();
         blocking(move || {
-            let docs: Vec<IndexDocument> =
-                work.par_iter().map(|(row, r, p, parsed)| document(&store, row, r, p, parsed.as_deref())).collect();
+            let docs: Vec<IndexDocument> = work
+                .par_iter()
+                .map(|(row, r, p, parsed)| document(&store, &extractor, row, r, p, parsed.as_deref()))
+                .collect();
             index.remove(&removed)?;
             index.apply(&docs)
         })
@@ -115,6 +119,7 @@ impl Indexer {
 /// unless ingest already did).
 pub fn document(
     store: &Store,
+    extractor: &coffer_extract::Extractor,
     row: &MessageRow,
     recipients: &[RecipientRow],
     placements: &[PlacementRow],
@@ -174,11 +179,10 @@ pub fn document(
     let mut tags: Vec<String> = coffer_mail::Flags(row.flags as u32).names().into_iter().map(str::to_owned).collect();
     let mut filetypes = Vec::new();
     // Only for what may be a document: pictures, sound and film hold no text to extract here.
-    let media = |t: &str| ["image/", "audio/", "video/"].iter().any(|m| t.starts_with(m));
-    if parsed.attachments.iter().any(|a| a.text.is_none() && !media(&a.content_type)) {
+    if parsed.attachments.iter().any(|a| a.documents) {
         let raw = raw.or_else(read).unwrap_or_default();
         for (info, bytes) in coffer_mail::view::document_attachments(&raw) {
-            let Some(found) = coffer_extract::extract(&bytes) else { continue };
+            let Some(found) = extractor.extract(&bytes) else { continue };
             filetypes.push(found.filetype.to_owned());
             match found.text {
                 Ok(text) => {

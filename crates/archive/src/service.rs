@@ -337,6 +337,7 @@ impl Archive {
             catalog: self.catalog.clone(),
             store: self.store.clone(),
             index: self.index.clone(),
+            extractor: coffer_extract::Extractor::new(&self.config.extract),
         }
     }
 

@@ -20,9 +20,17 @@ use coffer_archive::{Actor, Archive};
 use cli::{Cli, Command};
 use config::Config;
 
+/// The argument that makes this binary the indexer's extraction worker (not a user command).
+const EXTRACT_WORKER: &str = "extract-worker";
+
 fn main() -> ExitCode {
     // Everything Coffer writes (catalog, index, certificates, exports) is for its owner alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    // The indexer's extraction worker (one attachment, stdin to stdout, under the limits its
+    // parent set): before anything else starts, so that it holds no runtime and no files.
+    if std::env::args_os().nth(1).is_some_and(|a| a == EXTRACT_WORKER) {
+        return coffer_extract::worker::serve();
+    }
     let cli = Cli::parse();
     let filter = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
     tracing_subscriber::fmt()
@@ -44,6 +52,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(cli.config.as_deref())?;
+    // Attachments are read by this same binary, in a worker process with limits.
+    config.archive.extract.worker = std::env::current_exe().ok().map(|exe| (exe, vec![EXTRACT_WORKER.into()]));
     if let Some(data) = cli.data {
         config.archive.data_dir = data;
     }

@@ -146,3 +146,147 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["subject"], "Broken attachment");
 }
+
+/// A PDF of one page whose content stream is `content`; `objects` follow as objects 5, 6, ….
+fn pdf(content: &[u8], resources: &str, objects: &[Vec<u8>]) -> Vec<u8> {
+    let mut objs: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources {resources} >>")
+            .into_bytes(),
+        pdf_stream(content, ""),
+    ];
+    objs.extend_from_slice(objects);
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objs.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(o);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = out.len();
+    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objs.len() + 1).as_bytes());
+    for o in offsets {
+        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objs.len() + 1).as_bytes(),
+    );
+    out
+}
+
+/// A Flate-compressed stream object with `dictionary` entries beside its length and filter.
+fn pdf_stream(data: &[u8], dictionary: &str) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(data).unwrap();
+    let z = z.finish().unwrap();
+    let mut out = format!("<< /Length {} /Filter /FlateDecode {dictionary}>>\nstream\n", z.len()).into_bytes();
+    out.extend_from_slice(&z);
+    out.extend_from_slice(b"\nendstream");
+    out
+}
+
+/// A form that paints the form `next` twice (the last paints nothing): `depth` of them paint
+/// 2^depth times, a loop in all but name.
+fn laughing_forms(depth: usize) -> Vec<Vec<u8>> {
+    const FORM: &str = "/Type /XObject /Subtype /Form /BBox [0 0 10 10] ";
+    (0..depth)
+        .map(|i| match i + 1 == depth {
+            true => pdf_stream(b"q Q", FORM),
+            false => pdf_stream(b"/X Do /X Do", &format!("{FORM}/Resources << /XObject << /X {} 0 R >> >> ", i + 6)),
+        })
+        .collect()
+}
+
+/// A message whose only attachment is the message `inner`.
+fn forwarding(subject: &str, inner: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "From: carol@contoso.com\r\nTo: dave@contoso.com\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=outer\r\n\r\n--outer\r\nContent-Type: text/plain\r\n\r\n\
+         Forwarded.\r\n--outer\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(inner);
+    out.extend_from_slice(b"\r\n--outer--\r\n");
+    out
+}
+
+#[test]
+fn pdfs_are_searched_in_a_limited_worker_and_a_bomb_a_crash_and_a_loop_are_stopped_and_tagged() {
+    // A PDF as browsers write them (fonts embedded, text through a ToUnicode map), inside an
+    // attached message.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("report.html"), "<h1>Quarterly report</h1><p>The echidnapdf clause.</p>").unwrap();
+    let printed = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer"])
+        .arg(format!("--user-data-dir={}", work.path().join("profile").display()))
+        .arg(format!("--print-to-pdf={}", work.path().join("report.pdf").display()))
+        .arg(work.path().join("report.html"))
+        .output()
+        .expect("Debian's chromium (scripts/test-env.sh installs it)");
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let report = std::fs::read(work.path().join("report.pdf")).unwrap();
+    let helvetica = "<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >>";
+    let plain = pdf(b"BT /F1 12 Tf 72 700 Td (platypuspdf here) Tj ET", helvetica, &[]);
+    // 768 MiB of spaces in a file of less than 1 MB: past the worker's memory.
+    let bomb =
+        pdf(&[b"BT /F1 12 Tf 72 700 Td (bomb) Tj ET\n".as_slice(), &vec![b' '; 3 << 28]].concat(), helvetica, &[]);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    // A form that paints itself: the parser recurses until its stack runs out.
+    let recursive = pdf(
+        b"/X Do",
+        "<< /XObject << /X 5 0 R >> >>",
+        &[pdf_stream(
+            b"/X Do",
+            "/Type /XObject /Subtype /Form /BBox [0 0 10 10] /Resources << /XObject << /X 5 0 R >> >> ",
+        )],
+    );
+    // Forty forms, each painting the next twice: 2^40 paints in a few kilobytes.
+    let looping = pdf(b"/X Do", "<< /XObject << /X 5 0 R >> >>", &laughing_forms(40));
+
+    let c = Coffer::new();
+    let dir = c.dir.path().join("mail");
+    std::fs::create_dir_all(&dir).unwrap();
+    let inner = message("Quarterly report", "report.pdf", "application/pdf", &report);
+    std::fs::write(dir.join("0.eml"), forwarding("Fwd: the report", &inner)).unwrap();
+    for (i, (subject, data)) in
+        [("Signed scan", &plain), ("Bomb", &bomb), ("Recursive", &recursive), ("Looping", &looping)].iter().enumerate()
+    {
+        std::fs::write(
+            dir.join(format!("{}.eml", i + 1)),
+            message(subject, &format!("{i}.pdf"), "application/pdf", data),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("9.eml"), message("After them", "notes.pdf", "application/pdf", &plain)).unwrap();
+    let out = c
+        .command()
+        .env("COFFER_EXTRACT__TIME_LIMIT_SECONDS", "2")
+        .env("COFFER_EXTRACT__MEMORY_LIMIT_MIB", "512")
+        .args(["import", "--no-journal", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    for (query, subjects) in [
+        ("echidnapdf", vec!["Fwd: the report"]),
+        ("attachment:echidnapdf", vec!["Fwd: the report"]),
+        ("platypuspdf", vec!["After them", "Signed scan"]),
+        ("attachment:platypuspdf", vec!["After them", "Signed scan"]),
+    ] {
+        let mut found: Vec<String> =
+            c.json(query, 10).iter().map(|m| m["subject"].as_str().unwrap().to_owned()).collect();
+        found.sort();
+        assert_eq!(found, subjects, "{query}");
+    }
+    assert_eq!(c.count("filetype:pdf"), 6);
+    // Each stopped by a limit, tagged, and still found by its subject; the indexer went on.
+    let mut failed: Vec<String> =
+        c.json("tag:extraction-failed", 10).iter().map(|m| m["subject"].as_str().unwrap().to_owned()).collect();
+    failed.sort();
+    assert_eq!(failed, ["Bomb", "Looping", "Recursive"]);
+    for subject in ["bomb", "looping", "recursive"] {
+        assert_eq!(c.count(&format!("subject:{subject}")), 1, "{subject}");
+    }
+}

@@ -1,13 +1,18 @@
 //! The text of attached documents, for the index (never on the acknowledgement path: the indexer
 //! calls this). A document's type is detected by its content, not its name: Office Open XML
 //! (DOCX, XLSX, PPTX) and OpenDocument (ODT, ODS, ODP) are zips of XML; a plain zip's entries are
-//! read in turn (documents in it too, [`MAX_NESTING`] deep); RTF through [`rtf`]. Zips are read
-//! with hard limits on entries and expanded size, so a zip bomb is refused, not expanded; reading
-//! is linear in what is read, so nothing here can loop. Other types are only named (`filetype:`).
+//! read in turn (documents in it too, [`MAX_NESTING`] deep); RTF through [`rtf`]; PDF through
+//! `pdf-extract`. Zips are read with hard limits on entries and expanded size, so a zip bomb is
+//! refused, not expanded. The PDF parser has no such limits and can loop, exhaust memory or
+//! crash on a hostile file, so it runs only in a [`worker`] process with time and memory limits;
+//! in-process ([`extract`]) a PDF is only named (`filetype:`).
 
 use std::io::{Cursor, Read};
 
 pub mod rtf;
+pub mod worker;
+
+pub use worker::{ExtractConfig, Extractor};
 
 /// The encoding of a Windows code page Outlook records (`PidTagInternetCodepage`,
 /// `PidTagMessageCodepage`, RTF's `\ansicpg`); None for one not known here.
@@ -40,9 +45,11 @@ struct Limits {
     /// Bytes expanded from one entry, and from all read together.
     entry: u64,
     total: u64,
+    /// In a worker process, where the parsers without limits of their own (PDF) may run.
+    isolated: bool,
 }
 
-const LIMITS: Limits = Limits { entries: 10_000, entry: 64 << 20, total: 128 << 20 };
+const LIMITS: Limits = Limits { entries: 10_000, entry: 64 << 20, total: 128 << 20, isolated: false };
 /// Zips inside zips, at most this deep.
 const MAX_NESTING: usize = 3;
 /// At most this much text per document (the indexer caps it again).
@@ -57,10 +64,30 @@ pub struct Extracted {
     pub text: Result<String, String>,
 }
 
-/// The type and text of `data`; None when it is of no type known here.
+/// The type and text of `data`; None when it is of no type known here. In this process: a PDF
+/// is named, not read (see [`Extractor`] for the worker that reads it).
 pub fn extract(data: &[u8]) -> Option<Extracted> {
     extract_within(data, LIMITS, 0, &mut LIMITS.total.clone())
 }
+
+/// As [`extract`], PDFs read too: only for a process the caller has limited ([`worker::serve`]).
+fn extract_isolated(data: &[u8]) -> Option<Extracted> {
+    let limits = Limits { isolated: true, ..LIMITS };
+    extract_within(data, limits, 0, &mut limits.total.clone())
+}
+
+/// The type `data` shows in its first bytes, without parsing it: what a worker is asked to read.
+fn sniff(data: &[u8]) -> Option<&'static str> {
+    [(&b"{\\rtf"[..], "rtf"), (b"%PDF-", "pdf"), (&OLE_MAGIC[..], "ole"), (b"PK\x03\x04", "zip")]
+        .into_iter()
+        .find(|(magic, _)| data.starts_with(magic))
+        .map(|(_, filetype)| filetype)
+}
+
+const OLE_MAGIC: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+
+/// Every type [`Extracted::filetype`] may hold.
+const FILETYPES: [&str; 10] = ["docx", "xlsx", "pptx", "odt", "ods", "odp", "rtf", "pdf", "zip", "ole"];
 
 /// `budget`: the bytes that may still be expanded for the whole attachment, zips inside it
 /// included (a zip of zips shares one budget, so nesting cannot multiply it).
@@ -73,9 +100,10 @@ fn extract_within(data: &[u8], limits: Limits, depth: usize, budget: &mut u64) -
         return Some(Extracted { filetype: "rtf", text: Ok(text) });
     }
     if data.starts_with(b"%PDF-") {
-        return Some(Extracted { filetype: "pdf", text: Ok(String::new()) });
+        let text = if limits.isolated { pdf_text(data) } else { Ok(String::new()) };
+        return Some(Extracted { filetype: "pdf", text });
     }
-    if data.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
+    if data.starts_with(&OLE_MAGIC) {
         return Some(Extracted { filetype: "ole", text: Ok(String::new()) });
     }
     if !data.starts_with(b"PK\x03\x04") {
@@ -163,6 +191,23 @@ fn entries(
         if text.len() >= MAX_TEXT {
             break;
         }
+    }
+    Ok(text)
+}
+
+/// A PDF's text, page by page. Its parser allocates what the file claims and follows its
+/// references without bounds: call only where the process is limited.
+fn pdf_text(data: &[u8]) -> Result<String, String> {
+    let pages = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(data))
+        .map_err(|_| "the PDF parser failed on this file".to_owned())?
+        .map_err(|e| format!("not a readable PDF: {e}"))?;
+    let mut text = String::new();
+    for page in pages {
+        if text.len() + page.len() > MAX_TEXT {
+            break;
+        }
+        text.push_str(&page);
+        text.push('\n');
     }
     Ok(text)
 }
@@ -265,7 +310,7 @@ mod tests {
     fn an_entry_that_expands_past_the_limit_is_refused_not_read() {
         let bomb = zip_of(&[("word/document.xml", &vec![b' '; 2 << 20])]);
         assert!(bomb.len() < 64 << 10, "it compresses well: {}", bomb.len());
-        let limits = Limits { entries: 10, entry: 1 << 20, total: 4 << 20 };
+        let limits = Limits { entries: 10, entry: 1 << 20, total: 4 << 20, isolated: false };
         let found = extract_within(&bomb, limits, 0, &mut limits.total.clone()).unwrap();
         assert_eq!(found.filetype, "docx");
         assert!(found.text.unwrap_err().contains("zip bomb"));
@@ -284,7 +329,7 @@ mod tests {
     fn zips_inside_a_zip_share_one_budget() {
         let inner = zip_of(&[("big.txt", &vec![b' '; 3 << 19])]);
         let outer = zip_of(&[("a.zip", &inner), ("b.zip", &inner), ("c.zip", &inner)]);
-        let limits = Limits { entries: 10, entry: 2 << 20, total: 4 << 20 };
+        let limits = Limits { entries: 10, entry: 2 << 20, total: 4 << 20, isolated: false };
         let found = extract_within(&outer, limits, 0, &mut limits.total.clone()).unwrap();
         assert!(found.text.unwrap_err().contains("zip bomb"), "three 1.5 MiB entries pass a 4 MiB budget only once");
     }

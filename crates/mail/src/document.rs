@@ -66,6 +66,9 @@ pub struct Attachment {
     pub size: usize,
     /// Decoded text of text-like attachments (text/*, HTML, attached messages).
     pub text: Option<String>,
+    /// A document the indexer reads the text of (not text, picture, sound or film), or an
+    /// attached message that holds one.
+    pub documents: bool,
 }
 
 /// The searchable view of one original message. Built by [`parse`]; the original bytes stay the
@@ -224,6 +227,7 @@ fn attachment(part: &mail_parser::MessagePart, budget: &mut TextBudget) -> Attac
         .to_ascii_lowercase();
     let mut name = part.attachment_name().map(str::to_owned);
     let mut text = None;
+    let documents = is_document(part);
     match &part.body {
         PartType::Text(t) => text = Some(budget.take(t)),
         PartType::Html(h) => text = Some(budget.take(&mail_parser::decoders::html::html_to_text(h))),
@@ -244,7 +248,27 @@ fn attachment(part: &mail_parser::MessagePart, budget: &mut TextBudget) -> Attac
         }
         _ => {}
     }
-    Attachment { name, content_type, size: part.contents().len(), text: text.filter(|t| !t.is_empty()) }
+    Attachment { name, content_type, size: part.contents().len(), text: text.filter(|t| !t.is_empty()), documents }
+}
+
+/// Whether `part` is, or (as an attached message, [`crate::view::MAX_NESTED_MESSAGES`] deep)
+/// holds, a document whose text only an extractor can read.
+fn is_document(part: &mail_parser::MessagePart) -> bool {
+    fn within(part: &mail_parser::MessagePart, depth: usize) -> bool {
+        match &part.body {
+            PartType::Text(_) | PartType::Html(_) | PartType::Multipart(_) => false,
+            PartType::Message(inner) => {
+                depth < crate::view::MAX_NESTED_MESSAGES && inner.attachments().any(|p| within(p, depth + 1))
+            }
+            PartType::Binary(_) | PartType::InlineBinary(_) => {
+                let media = part
+                    .content_type()
+                    .is_some_and(|ct| ["image", "audio", "video"].iter().any(|m| ct.ctype().eq_ignore_ascii_case(m)));
+                !media
+            }
+        }
+    }
+    within(part, 0)
 }
 
 /// RFC 5322 field names are printable ASCII without a colon; without one such header, what the

@@ -2,7 +2,7 @@
 //! attachments, numbered in the order [`crate::parse`] lists them. The HTML is returned as the
 //! sender wrote it; making it safe to show is the front end's job.
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageView {
@@ -196,26 +196,33 @@ pub fn attachment(raw: &[u8], index: usize) -> Option<(AttachmentInfo, Vec<u8>)>
     .flatten()
 }
 
+/// Attached messages inside attached messages are read this deep for their documents.
+pub const MAX_NESTED_MESSAGES: usize = 3;
+
 /// Every attachment that is not an attached message, decoded, in one parse (for the indexer's
-/// extraction of documents).
+/// extraction of documents); those of attached messages too, named `<message>.eml/<name>`.
 pub fn document_attachments(raw: &[u8]) -> Vec<(AttachmentInfo, Vec<u8>)> {
+    fn collect(message: &Message, prefix: &str, depth: usize, out: &mut Vec<(AttachmentInfo, Vec<u8>)>) {
+        for (index, part) in message.attachments().enumerate() {
+            let name = format!("{prefix}{}", attachment_name(part, index));
+            match &part.body {
+                PartType::Message(inner) if depth < MAX_NESTED_MESSAGES => {
+                    collect(inner, &format!("{name}/"), depth + 1, out)
+                }
+                PartType::Message(_) => {}
+                _ => {
+                    let bytes = part.contents().to_vec();
+                    let info = AttachmentInfo { index, name, content_type: content_type(part), size: bytes.len() };
+                    out.push((info, bytes));
+                }
+            }
+        }
+    }
     std::panic::catch_unwind(|| {
         let Some(message) = MessageParser::default().parse(raw) else { return Vec::new() };
-        message
-            .attachments()
-            .enumerate()
-            .filter(|(_, part)| !matches!(part.body, PartType::Message(_)))
-            .map(|(index, part)| {
-                let bytes = part.contents().to_vec();
-                let info = AttachmentInfo {
-                    index,
-                    name: attachment_name(part, index),
-                    content_type: content_type(part),
-                    size: bytes.len(),
-                };
-                (info, bytes)
-            })
-            .collect()
+        let mut out = Vec::new();
+        collect(&message, "", 0, &mut out);
+        out
     })
     .unwrap_or_default()
 }

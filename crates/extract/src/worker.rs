@@ -1,0 +1,191 @@
+//! Extraction in a worker process. A parser that meets a hostile document may loop, allocate
+//! what the file claims, or crash; in a child process with a CPU-time and address-space limit
+//! (and a wall-clock limit the parent enforces) that costs one attachment, never the indexer.
+//! The worker is the `coffer` binary itself (`coffer extract-worker`): it reads one attachment
+//! on stdin and writes its type, outcome and text on stdout.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
+
+use crate::{Extracted, FILETYPES, MAX_TEXT};
+
+/// `[extract]` in coffer.toml: the limits of each attachment's extraction.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ExtractConfig {
+    /// Seconds one attachment may take, in CPU time and on the clock.
+    pub time_limit_seconds: u64,
+    /// Memory (address space) of the worker reading one attachment, in MiB.
+    pub memory_limit_mib: u64,
+    /// The worker's program and arguments; set by the binary (itself), not by the file. Unset,
+    /// extraction stays in the process and PDFs are only named.
+    #[serde(skip)]
+    pub worker: Option<(PathBuf, Vec<OsString>)>,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        ExtractConfig { time_limit_seconds: 30, memory_limit_mib: 1024, worker: None }
+    }
+}
+
+/// Where attachments are read: in this process (bounded parsers only) or in a worker.
+#[derive(Debug, Clone)]
+pub enum Extractor {
+    InProcess,
+    Worker(Worker),
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    program: PathBuf,
+    args: Vec<OsString>,
+    time: Duration,
+    memory: u64,
+}
+
+impl Extractor {
+    pub fn new(config: &ExtractConfig) -> Extractor {
+        match &config.worker {
+            None => Extractor::InProcess,
+            Some((program, args)) => Extractor::Worker(Worker {
+                program: program.clone(),
+                args: args.clone(),
+                time: Duration::from_secs(config.time_limit_seconds.max(1)),
+                memory: config.memory_limit_mib.max(64) << 20,
+            }),
+        }
+    }
+
+    /// The type and text of one attachment; None when it is of no type known here.
+    pub fn extract(&self, data: &[u8]) -> Option<Extracted> {
+        match self {
+            Extractor::InProcess => crate::extract(data),
+            Extractor::Worker(worker) => {
+                let filetype = crate::sniff(data)?;
+                match worker.run(data) {
+                    Ok(found) => found,
+                    Err(why) => Some(Extracted { filetype, text: Err(why) }),
+                }
+            }
+        }
+    }
+}
+
+/// What the worker may write: the text and its two header lines.
+const MAX_OUTPUT: u64 = MAX_TEXT as u64 + 64 * 1024;
+/// What the worker reads: more than any message Coffer accepts.
+const MAX_INPUT: u64 = 512 << 20;
+
+impl Worker {
+    fn run(&self, data: &[u8]) -> Result<Option<Extracted>, String> {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let (memory, cpu) = (self.memory, self.time.as_secs());
+        // SAFETY: between fork and exec only system calls are made (no allocation, no locks).
+        unsafe {
+            command.pre_exec(move || {
+                use rustix::process::{Resource, Rlimit, Signal, set_parent_process_death_signal, setrlimit};
+                setrlimit(Resource::As, Rlimit { current: Some(memory), maximum: Some(memory) })?;
+                setrlimit(Resource::Cpu, Rlimit { current: Some(cpu), maximum: Some(cpu + 1) })?;
+                set_parent_process_death_signal(Some(Signal::KILL))?;
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| format!("the extraction worker could not start: {e}"))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        let output = std::thread::scope(|scope| {
+            // A worker that dies early closes its stdin: the write fails, and the exit says why.
+            scope.spawn(move || {
+                let _ = stdin.write_all(data);
+            });
+            let reader = scope.spawn(move || {
+                let mut out = Vec::new();
+                let _ = (&mut stdout).take(MAX_OUTPUT).read_to_end(&mut out);
+                out
+            });
+            let status = match child.wait_timeout(self.time) {
+                Ok(Some(status)) => status,
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("took longer than {} s: stopped", self.time.as_secs()));
+                }
+                Err(e) => return Err(format!("waiting for the extraction worker: {e}")),
+            };
+            if !status.success() {
+                return Err(match status.signal() {
+                    Some(24) => format!("used more than {} s of CPU: stopped", self.time.as_secs()),
+                    Some(_) => {
+                        format!("the parser crashed (or needed more than {} MiB of memory): stopped", self.memory >> 20)
+                    }
+                    None => "the parser failed on this file".into(),
+                });
+            }
+            Ok(reader.join().unwrap_or_default())
+        })?;
+        parse_output(&output)
+    }
+}
+
+/// The worker's answer: nothing (no known type), or `filetype\n`, `ok\n` or `err <why>\n`, text.
+fn parse_output(output: &[u8]) -> Result<Option<Extracted>, String> {
+    if output.is_empty() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(output);
+    let mut lines = text.splitn(3, '\n');
+    let (Some(filetype), Some(outcome)) = (lines.next(), lines.next()) else {
+        return Err("the extraction worker's answer is cut short".into());
+    };
+    let filetype = FILETYPES
+        .into_iter()
+        .find(|t| *t == filetype)
+        .ok_or_else(|| "the extraction worker named an unknown type".to_owned())?;
+    let text = match outcome.strip_prefix("err ") {
+        Some(why) => Err(why.to_owned()),
+        None if outcome == "ok" => Ok(lines.next().unwrap_or_default().to_owned()),
+        None => return Err("the extraction worker's answer is not understood".into()),
+    };
+    Ok(Some(Extracted { filetype, text }))
+}
+
+/// The worker's side (`coffer extract-worker`): one attachment from stdin, the answer to stdout.
+pub fn serve() -> ExitCode {
+    let mut data = Vec::new();
+    if std::io::stdin().take(MAX_INPUT).read_to_end(&mut data).is_err() {
+        return ExitCode::FAILURE;
+    }
+    let answer = match crate::extract_isolated(&data) {
+        None => String::new(),
+        Some(Extracted { filetype, text: Ok(text) }) => format!("{filetype}\nok\n{text}"),
+        Some(Extracted { filetype, text: Err(why) }) => format!("{filetype}\nerr {}\n", why.replace('\n', " ")),
+    };
+    match std::io::stdout().lock().write_all(answer.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workers_answer_is_read_back_and_a_garbled_one_is_refused() {
+        let found = parse_output(b"pdf\nok\nline one\nline two").unwrap().unwrap();
+        assert_eq!((found.filetype, found.text), ("pdf", Ok("line one\nline two".to_owned())));
+        let failed = parse_output(b"docx\nerr word/document.xml: bad\n").unwrap().unwrap();
+        assert_eq!(failed.text, Err("word/document.xml: bad".to_owned()));
+        assert_eq!(parse_output(b"").unwrap(), None);
+        assert!(parse_output(b"exe\nok\n").is_err());
+        assert!(parse_output(b"pdf").is_err());
+    }
+}
