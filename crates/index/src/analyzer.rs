@@ -4,7 +4,7 @@
 //! `Müller`, `MÜLLER` and `muller` meet.
 
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, TextAnalyzer, Token, TokenStream, Tokenizer,
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 
 /// The name text fields are registered under.
@@ -16,6 +16,81 @@ pub fn analyzer() -> TextAnalyzer {
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
         .build()
+}
+
+/// Text is stemmed only in the languages Snowball has a stemmer for, each term marked with its
+/// language (`en:invoic`, `de:rechnung`), so that stems of different languages never meet.
+const STEMMED: [(whatlang::Lang, Language, &str); 16] = [
+    (whatlang::Lang::Eng, Language::English, "en"),
+    (whatlang::Lang::Deu, Language::German, "de"),
+    (whatlang::Lang::Fra, Language::French, "fr"),
+    (whatlang::Lang::Spa, Language::Spanish, "es"),
+    (whatlang::Lang::Ita, Language::Italian, "it"),
+    (whatlang::Lang::Por, Language::Portuguese, "pt"),
+    (whatlang::Lang::Nld, Language::Dutch, "nl"),
+    (whatlang::Lang::Swe, Language::Swedish, "sv"),
+    (whatlang::Lang::Dan, Language::Danish, "da"),
+    (whatlang::Lang::Nob, Language::Norwegian, "no"),
+    (whatlang::Lang::Fin, Language::Finnish, "fi"),
+    (whatlang::Lang::Hun, Language::Hungarian, "hu"),
+    (whatlang::Lang::Ron, Language::Romanian, "ro"),
+    (whatlang::Lang::Rus, Language::Russian, "ru"),
+    (whatlang::Lang::Tur, Language::Turkish, "tr"),
+    (whatlang::Lang::Ell, Language::Greek, "el"),
+];
+
+/// Language detection reads this much of a text: enough to tell, and cheap on long documents.
+const DETECT_BYTES: usize = 4096;
+
+fn stemming(language: Language) -> TextAnalyzer {
+    TextAnalyzer::builder(WordTokenizer)
+        .filter(RemoveLongFilter::limit(64))
+        .filter(LowerCaser)
+        .filter(Stemmer::new(language))
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+/// The stemmed terms of `text`, in the language it is written in, separated by spaces (the
+/// stemmed field splits on those); nothing when its language has no stemmer or is unclear.
+pub fn stemmed_terms(text: &str) -> String {
+    let mut sample = &text[..text.len().min(DETECT_BYTES)];
+    while !text.is_char_boundary(sample.len()) {
+        sample = &sample[..sample.len() - 1];
+    }
+    let Some(info) = whatlang::detect(sample) else { return String::new() };
+    let Some(&(_, language, code)) = STEMMED.iter().find(|(lang, _, _)| *lang == info.lang()) else {
+        return String::new();
+    };
+    let mut analyzer = stemming(language);
+    let mut stream = analyzer.token_stream(text);
+    let mut out = String::new();
+    while stream.advance() {
+        out.push_str(code);
+        out.push(':');
+        out.push_str(&stream.token().text);
+        out.push(' ');
+    }
+    out
+}
+
+/// What `~word` looks for: the word's stem in each language with a stemmer.
+pub fn stemmed_query_terms(word: &str) -> Vec<String> {
+    let mut out: Vec<String> = STEMMED
+        .iter()
+        .flat_map(|&(_, language, code)| {
+            let mut analyzer = stemming(language);
+            let mut stream = analyzer.token_stream(word);
+            let mut terms = Vec::new();
+            while stream.advance() {
+                terms.push(format!("{code}:{}", stream.token().text));
+            }
+            terms
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The analyzed tokens of a piece of text (what a query word or phrase turns into).

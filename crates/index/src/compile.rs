@@ -58,6 +58,16 @@ fn term(field: Option<Field>, value: &Value, f: &Fields, scoped: Option<&Visibil
             list.iter().copied().filter(|x| !hide_blind || (*x != f.bcc && *x != f.envelope)).collect();
         if visible.is_empty() { Box::new(EmptyQuery) as Q } else { address_query(&visible, value) }
     };
+    if let Value::Stemmed(word) = value {
+        return match field {
+            None => Ok(any_of(analyzer::stemmed_query_terms(word).iter().map(|t| {
+                Box::new(TermQuery::new(Term::from_field_text(f.stemmed, t), IndexRecordOption::WithFreqs)) as Q
+            }))),
+            Some(_) => {
+                Err(bad("~", word, "~ searches subject, body and attachments together: write ~word without a field"))
+            }
+        };
+    }
     Ok(match field {
         None => {
             let mut clauses: Vec<(Occur, Q)> = vec![

@@ -8,6 +8,7 @@
 //! subject:invoice body:… attachment:… filename:report.pdf message-id:<…> mailbox:… folder:Inbox/Projects tag:…
 //! has:attachment size:>1M after:2024-01-01 before:2024-07-01 date:2024-03
 //! a OR b   -word   NOT from:x   ( … )   prefix*
+//! ~invoice                    inflected forms too (invoices, invoiced), in the text's language
 //! ```
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,12 +74,14 @@ pub enum Value {
     Phrase(String),
     /// `budg*`: the text before the star.
     Prefix(String),
+    /// `~invoice`: the word's stem in the stemmed text (subject, body and attachments).
+    Stemmed(String),
 }
 
 impl Value {
     pub fn text(&self) -> &str {
         match self {
-            Value::Word(s) | Value::Phrase(s) | Value::Prefix(s) => s,
+            Value::Word(s) | Value::Phrase(s) | Value::Prefix(s) | Value::Stemmed(s) => s,
         }
     }
 }
@@ -230,8 +233,9 @@ fn lex(input: &str) -> Result<Vec<Token>, QueryError> {
                 i += 1;
                 continue;
             }
-            match text.strip_suffix('*') {
-                Some(prefix) if !prefix.is_empty() => Value::Prefix(prefix.to_owned()),
+            match (text.strip_suffix('*'), text.strip_prefix('~')) {
+                (Some(prefix), _) if !prefix.is_empty() => Value::Prefix(prefix.to_owned()),
+                (_, Some(word)) if !word.is_empty() => Value::Stemmed(word.to_owned()),
                 _ => Value::Word(text),
             }
         };

@@ -70,6 +70,9 @@ pub struct Fields {
     pub participant: Field,
     pub tag: Field,
     pub filetype: Field,
+    /// Subject, body and attachment text stemmed in their language (`~word`), terms marked with
+    /// it: `en:invoic`.
+    pub stemmed: Field,
     pub preview: Field,
 }
 
@@ -104,6 +107,14 @@ impl Fields {
             participant: b.add_text_field("participant", STRING),
             tag: b.add_text_field("tag", STRING),
             filetype: b.add_text_field("filetype", STRING),
+            stemmed: b.add_text_field(
+                "stemmed",
+                TextOptions::default().set_indexing_options(
+                    TextFieldIndexing::default()
+                        .set_tokenizer("whitespace")
+                        .set_index_option(IndexRecordOption::WithFreqs),
+                ),
+            ),
             preview: b.add_text_field("preview", STORED),
         };
         (b.build(), fields)
@@ -130,6 +141,10 @@ impl Fields {
         doc.add_text(self.subject, &d.subject);
         doc.add_text(self.body, &d.body);
         doc.add_text(self.attachment, &d.attachment_text);
+        // The message's text and its attachments' may be in different languages.
+        let mut stemmed = analyzer::stemmed_terms(&format!("{}\n{}", d.subject, d.body));
+        stemmed.push_str(&analyzer::stemmed_terms(&d.attachment_text));
+        doc.add_text(self.stemmed, stemmed);
         for name in &d.filenames {
             doc.add_text(self.filename, name);
         }

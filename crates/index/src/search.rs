@@ -433,3 +433,62 @@ fn set_aside(dir: &Path) -> Result<std::path::PathBuf> {
     std::fs::rename(dir, &aside).map_err(|e| IndexError::Io(dir.display().to_string(), e))?;
     Ok(aside)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::IndexDocument;
+
+    fn ids(index: &SearchIndex, query: &str) -> Vec<u64> {
+        let mut ids = index.all_ids(query, &Scope::default()).unwrap();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn stemmed_search_finds_inflected_forms_in_english_and_german_and_exact_search_does_not() {
+        let index = SearchIndex::in_memory();
+        let doc = |id: u64, subject: &str, body: &str, attachment: &str| IndexDocument {
+            id,
+            subject: subject.into(),
+            body: body.into(),
+            attachment_text: attachment.into(),
+            ..Default::default()
+        };
+        index
+            .apply(&[
+                doc(
+                    1,
+                    "Overdue payments",
+                    "The invoices we sent in March were never paid, and the auditors are asking questions.",
+                    "",
+                ),
+                doc(
+                    2,
+                    "Zahlungserinnerung",
+                    "Die Rechnungen vom März wurden nicht bezahlt. Bitte prüfen Sie die Häuser und die Verträge.",
+                    "",
+                ),
+                // An English message with a German attachment: each text in its own language.
+                doc(
+                    3,
+                    "Contract",
+                    "Please find the signed contract attached for your records and review it soon.",
+                    "Der Vertrag wurde von beiden Parteien unterschrieben und gilt ab dem ersten Januar.",
+                ),
+            ])
+            .unwrap();
+        index.reload().unwrap();
+        assert_eq!(ids(&index, "~invoice"), [1]);
+        assert_eq!(ids(&index, "invoice"), Vec::<u64>::new(), "exact search finds the word as written");
+        assert_eq!(ids(&index, "~payment"), [1]);
+        assert_eq!(ids(&index, "~asked"), [1]);
+        assert_eq!(ids(&index, "~Rechnung"), [2]);
+        assert_eq!(ids(&index, "Rechnung"), Vec::<u64>::new());
+        assert_eq!(ids(&index, "~Haus"), [2], "Häuser is a form of Haus");
+        assert_eq!(ids(&index, "~Verträgen"), [2, 3], "the attachment's German is stemmed as German");
+        assert_eq!(ids(&index, "~contracts"), [3]);
+        assert_eq!(ids(&index, "~invoice subject:overdue"), [1]);
+        assert!(index.all_ids("subject:~invoice", &Scope::default()).is_err(), "~ goes without a field");
+    }
+}
