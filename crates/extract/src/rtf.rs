@@ -6,6 +6,36 @@
 /// Groups nest at most this deep; deeper is not RTF a program wrote.
 const MAX_DEPTH: usize = 256;
 
+/// Compressed RTF ([MS-OXRTFCP], Outlook's `PidTagRtfCompressed`, in PST, .msg and TNEF) may
+/// decompress to at most this much, and to at most this many times its size (LZFu expands by
+/// well under that): a header claiming more is refused, not allocated.
+const MAX_RTF: u32 = 64 << 20;
+const MAX_EXPANSION: u32 = 32;
+
+/// The RTF a compressed RTF property holds; None when it is not readable.
+pub fn decompress(compressed: &[u8]) -> Option<String> {
+    let header = compressed.get(..16)?;
+    let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap_or_default());
+    let (size, raw, kind) = (word(0), word(4), word(8));
+    let stored = (compressed.len() - 16) as u32;
+    let sane = raw <= MAX_RTF
+        && size as usize + 4 == compressed.len()
+        && match kind {
+            0x75465A4C => raw <= stored.saturating_mul(MAX_EXPANSION).max(4096),
+            0x414C454D => raw <= stored,
+            _ => false,
+        };
+    if !sane {
+        return None;
+    }
+    compressed_rtf::decompress_rtf(compressed).ok()
+}
+
+/// The body a compressed RTF property holds: the HTML it encapsulates, or its text.
+pub fn compressed_body(compressed: &[u8]) -> Option<RtfBody> {
+    decompress(compressed).map(|rtf| convert(&rtf))
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum RtfBody {
     Html(String),
@@ -160,6 +190,19 @@ fn decode(bytes: &[u8], code_page: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compressed_rtf_header_claiming_more_than_the_data_can_hold_is_refused_not_allocated() {
+        let mut data = vec![0u8; 32];
+        data[0..4].copy_from_slice(&28u32.to_le_bytes());
+        data[4..8].copy_from_slice(&(1u32 << 30).to_le_bytes());
+        data[8..12].copy_from_slice(&0x75465A4Cu32.to_le_bytes());
+        assert_eq!(compressed_body(&data), None);
+        assert_eq!(compressed_body(&data[..8]), None);
+        data[8..12].copy_from_slice(&0x414C454Du32.to_le_bytes());
+        data[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(compressed_body(&data), None, "uncompressed, but longer than what follows");
+    }
 
     #[test]
     fn html_encapsulated_in_rtf_comes_back_out() {

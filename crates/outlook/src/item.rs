@@ -173,7 +173,7 @@ impl Item {
         };
         // A body kept as compressed RTF gives the HTML it encapsulates, or its text.
         if let (Some(Value::Bytes(compressed)), true) = (p.get(&0x1009), html.is_none()) {
-            match crate::rtf::body(compressed) {
+            match coffer_extract::rtf::compressed_body(compressed) {
                 Some(RtfBody::Html(h)) => html = Some(Part::leaf("text/html; charset=utf-8", Vec::new(), h.as_bytes())),
                 Some(RtfBody::Text(t)) if plain.is_none() => {
                     plain = Some(Part::leaf("text/plain; charset=utf-8", Vec::new(), t.as_bytes()))

@@ -15,7 +15,6 @@ mod mime;
 mod msg;
 mod named;
 mod pst;
-mod rtf;
 
 pub use msg::{CompoundKind, compound_kind, read_msg};
 pub use pst::{PstEvent, PstItem, read_pst};
