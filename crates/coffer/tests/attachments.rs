@@ -1,8 +1,10 @@
 //! Search inside attached documents (Office Open XML, OpenDocument, RTF in a non-Latin code page,
-//! a zip holding a DOCX and a text file): the test's documents each carry a unique word;
-//! each word finds exactly its message, by a bare search and by `attachment:`, and `filetype:`
-//! counts are exact; a document that cannot be read is tagged and its message still found; a part
-//! written after the closing boundary is found by its text.
+//! a zip holding a DOCX and a text file, PDFs — one printed by Chromium inside an attached
+//! message —, a real winmail.dat): the test's documents each carry a unique word; each word finds
+//! exactly its message, by a bare search and by `attachment:`, and `filetype:` counts are exact; a
+//! document that cannot be read (a broken zip, a PDF bomb, a PDF that crashes or loops its parser)
+//! is tagged and its message still found; a part written after the closing boundary is found by
+//! its text.
 
 mod common;
 
@@ -288,5 +290,33 @@ fn pdfs_are_searched_in_a_limited_worker_and_a_bomb_a_crash_and_a_loop_are_stopp
     assert_eq!(failed, ["Bomb", "Looping", "Recursive"]);
     for subject in ["bomb", "looping", "recursive"] {
         assert_eq!(c.count(&format!("subject:{subject}")), 1, "{subject}");
+    }
+}
+
+#[test]
+fn a_winmail_dat_is_opened_and_its_body_its_attachments_and_the_pdf_among_them_are_found() {
+    // A real TNEF stream from MimeKit's tests: an RTF body and a Word file, a PDF and a web page.
+    let corpus = std::env::var("COFFER_CORPUS_DIR").expect("COFFER_CORPUS_DIR (scripts/test-env.sh sets it)");
+    let tnef =
+        std::fs::read(std::path::Path::new(&corpus).join("mimekit/UnitTests/TestData/tnef/MAPI_ATTACH_DATA_OBJ.tnef"))
+            .unwrap();
+    let c = Coffer::new();
+    let dir = c.dir.path().join("mail");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("0.eml"), message("VIA Nytt", "winmail.dat", "application/ms-tnef", &tnef)).unwrap();
+    std::fs::write(dir.join("1.eml"), message("Unrelated", "notes.txt", "text/plain", b"nothing to see")).unwrap();
+    c.ok(&["import", "--no-journal", dir.to_str().unwrap()]);
+    for query in [
+        // The RTF body.
+        "plisséskjørt",
+        // The PDF's text (the web page has it too).
+        "attachment:oljemessen",
+        // An attachment's name inside the stream.
+        "attachment:VIA_Nytt_1402.pdf",
+        "filetype:tnef",
+    ] {
+        let found = c.json(query, 10);
+        assert_eq!(found.len(), 1, "{query}");
+        assert_eq!(found[0]["subject"], "VIA Nytt", "{query}");
     }
 }

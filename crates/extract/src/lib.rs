@@ -10,6 +10,7 @@
 use std::io::{Cursor, Read};
 
 pub mod rtf;
+pub mod tnef;
 pub mod worker;
 
 pub use worker::{ExtractConfig, Extractor};
@@ -78,16 +79,22 @@ fn extract_isolated(data: &[u8]) -> Option<Extracted> {
 
 /// The type `data` shows in its first bytes, without parsing it: what a worker is asked to read.
 fn sniff(data: &[u8]) -> Option<&'static str> {
-    [(&b"{\\rtf"[..], "rtf"), (b"%PDF-", "pdf"), (&OLE_MAGIC[..], "ole"), (b"PK\x03\x04", "zip")]
-        .into_iter()
-        .find(|(magic, _)| data.starts_with(magic))
-        .map(|(_, filetype)| filetype)
+    [
+        (&b"{\\rtf"[..], "rtf"),
+        (b"%PDF-", "pdf"),
+        (&OLE_MAGIC[..], "ole"),
+        (b"PK\x03\x04", "zip"),
+        (&tnef::SIGNATURE, "tnef"),
+    ]
+    .into_iter()
+    .find(|(magic, _)| data.starts_with(magic))
+    .map(|(_, filetype)| filetype)
 }
 
 const OLE_MAGIC: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
 
 /// Every type [`Extracted::filetype`] may hold.
-const FILETYPES: [&str; 10] = ["docx", "xlsx", "pptx", "odt", "ods", "odp", "rtf", "pdf", "zip", "ole"];
+const FILETYPES: [&str; 11] = ["docx", "xlsx", "pptx", "odt", "ods", "odp", "rtf", "pdf", "zip", "ole", "tnef"];
 
 /// `budget`: the bytes that may still be expanded for the whole attachment, zips inside it
 /// included (a zip of zips shares one budget, so nesting cannot multiply it).
@@ -102,6 +109,9 @@ fn extract_within(data: &[u8], limits: Limits, depth: usize, budget: &mut u64) -
     if data.starts_with(b"%PDF-") {
         let text = if limits.isolated { pdf_text(data) } else { Ok(String::new()) };
         return Some(Extracted { filetype: "pdf", text });
+    }
+    if data.starts_with(&tnef::SIGNATURE) {
+        return Some(Extracted { filetype: "tnef", text: tnef_text(data, limits, depth, budget) });
     }
     if data.starts_with(&OLE_MAGIC) {
         return Some(Extracted { filetype: "ole", text: Ok(String::new()) });
@@ -180,14 +190,49 @@ fn entries(
     let mut text = String::new();
     for name in names.iter().filter(|n| !n.ends_with('/')) {
         let data = read(zip, name, limits.entry, budget)?;
-        let inner = if depth < MAX_NESTING { extract_within(&data, limits, depth + 1, budget) } else { None };
-        match inner {
-            Some(Extracted { text: Ok(t), .. }) => text.push_str(&t),
-            Some(Extracted { text: Err(e), .. }) => return Err(format!("{name}: {e}")),
-            None if !data[..data.len().min(1024)].contains(&0) => text.push_str(&String::from_utf8_lossy(&data)),
-            None => {}
+        contained(&data, limits, depth, budget, &mut text).map_err(|e| format!("{name}: {e}"))?;
+        if text.len() >= MAX_TEXT {
+            break;
         }
-        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// A file inside another (a zip's entry, a TNEF attachment): a document or a zip by its text
+/// ([`MAX_NESTING`] deep), a text file as it is, anything else by nothing.
+fn contained(data: &[u8], limits: Limits, depth: usize, budget: &mut u64, text: &mut String) -> Result<(), String> {
+    let inner = if depth < MAX_NESTING { extract_within(data, limits, depth + 1, budget) } else { None };
+    match inner {
+        Some(Extracted { text: Ok(t), .. }) => text.push_str(&t),
+        Some(Extracted { text: Err(e), .. }) => return Err(e),
+        None if !data[..data.len().min(1024)].contains(&0) => text.push_str(&String::from_utf8_lossy(data)),
+        None => {}
+    }
+    text.push('\n');
+    Ok(())
+}
+
+/// A TNEF stream's body and its attachments: their names, and their text as [`contained`] reads it.
+fn tnef_text(data: &[u8], limits: Limits, depth: usize, budget: &mut u64) -> Result<String, String> {
+    let found = tnef::read(data)?;
+    let mut text = match found.body {
+        Some(tnef::Body::CompressedRtf(compressed)) => match rtf::compressed_body(&compressed) {
+            Some(rtf::RtfBody::Html(html)) => mail_parser::decoders::html::html_to_text(&html),
+            Some(rtf::RtfBody::Text(text)) => text,
+            None => String::new(),
+        },
+        Some(tnef::Body::Html(html)) => mail_parser::decoders::html::html_to_text(&String::from_utf8_lossy(&html)),
+        Some(tnef::Body::Text(text)) => text,
+        None => String::new(),
+    };
+    text.push('\n');
+    for attachment in &found.attachments {
+        if let Some(name) = &attachment.name {
+            text.push_str(name);
+            text.push('\n');
+        }
+        let name = attachment.name.as_deref().unwrap_or("an attachment");
+        contained(&attachment.data, limits, depth, budget, &mut text).map_err(|e| format!("{name}: {e}"))?;
         if text.len() >= MAX_TEXT {
             break;
         }
