@@ -21,6 +21,15 @@ if ! command -v readpst >/dev/null || ! command -v msgconvert >/dev/null; then
   apt-get install -y -qq --no-install-recommends pst-utils libemail-outlook-message-perl libemail-address-perl >/dev/null
 fi
 
+# The writer of the legacy Office files (DOC, XLS, PPT) the attachment search is checked on:
+# LibreOffice, without its desktop parts.
+if ! command -v soffice >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends libreoffice-writer-nogui libreoffice-calc-nogui \
+    libreoffice-impress-nogui >/dev/null
+fi
+
 # The console's end-to-end tests: Debian's Chromium (driven by playwright-core), an OpenID provider
 # (oidc-provider) from npm, schemathesis and requests from PyPI.
 if ! command -v chromium >/dev/null; then

@@ -320,3 +320,81 @@ fn a_winmail_dat_is_opened_and_its_body_its_attachments_and_the_pdf_among_them_a
         assert_eq!(found[0]["subject"], "VIA Nytt", "{query}");
     }
 }
+
+/// `source` (named `name`) converted by LibreOffice to `format` (`doc`, `xls`, `ppt`).
+fn libreoffice(dir: &std::path::Path, name: &str, source: &str, format: &str) -> Vec<u8> {
+    std::fs::write(dir.join(name), source).unwrap();
+    let filter = match format {
+        "doc" => "doc:MS Word 97",
+        "xls" => "xls:MS Excel 97",
+        _ => "ppt:MS PowerPoint 97",
+    };
+    let out = std::process::Command::new("soffice")
+        .args(["--headless", "--convert-to", filter, "--outdir"])
+        .arg(dir)
+        .arg(dir.join(name))
+        .env("HOME", dir)
+        .output()
+        .expect("LibreOffice (scripts/test-env.sh installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stem = name.rsplit_once('.').unwrap().0;
+    std::fs::read(dir.join(format!("{stem}.{format}"))).unwrap()
+}
+
+#[test]
+fn words_in_legacy_word_excel_and_powerpoint_files_find_their_message() {
+    let work = tempfile::tempdir().unwrap();
+    let doc = libreoffice(
+        work.path(),
+        "letter.html",
+        "<html><body><p>The bandicootdoc clause.</p><p>Zahlung für Straße.</p></body></html>",
+        "doc",
+    );
+    let xls = libreoffice(work.path(), "figures.csv", "region,amount\ncapybaraxls,314159\n", "xls");
+    let ppt = libreoffice(
+        work.path(),
+        "deck.fodp",
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<office:document xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+ xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0"
+ xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"
+ xmlns:presentation="urn:oasis:names:tc:opendocument:xmlns:presentation:1.0"
+ xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0" office:version="1.2"
+ office:mimetype="application/vnd.oasis.opendocument.presentation"><office:body><office:presentation>
+<draw:page draw:name="one"><draw:frame svg:x="2cm" svg:y="2cm" svg:width="20cm" svg:height="3cm">
+<draw:text-box><text:p>The pangolinppt slide</text:p></draw:text-box></draw:frame>
+<presentation:notes><draw:frame svg:x="2cm" svg:y="2cm" svg:width="20cm" svg:height="3cm">
+<draw:text-box><text:p>A quollnote in the notes</text:p></draw:text-box></draw:frame></presentation:notes>
+</draw:page></office:presentation></office:body></office:document>"#,
+        "ppt",
+    );
+    let c = Coffer::new();
+    let dir = c.dir.path().join("mail");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, (subject, name, data)) in
+        [("Letter", "letter.doc", &doc), ("Figures", "figures.xls", &xls), ("Deck", "deck.ppt", &ppt)]
+            .iter()
+            .enumerate()
+    {
+        std::fs::write(dir.join(format!("{i}.eml")), message(subject, name, "application/octet-stream", data)).unwrap();
+    }
+    c.ok(&["import", "--no-journal", dir.to_str().unwrap()]);
+    for (word, subject) in [
+        ("bandicootdoc", "Letter"),
+        ("straße", "Letter"),
+        ("capybaraxls", "Figures"),
+        ("314159", "Figures"),
+        ("pangolinppt", "Deck"),
+        ("quollnote", "Deck"),
+    ] {
+        for query in [word.to_owned(), format!("attachment:{word}")] {
+            let found = c.json(&query, 10);
+            assert_eq!(found.len(), 1, "{query}");
+            assert_eq!(found[0]["subject"], subject, "{query}");
+        }
+    }
+    for filetype in ["doc", "xls", "ppt"] {
+        assert_eq!(c.count(&format!("filetype:{filetype}")), 1, "filetype:{filetype}");
+    }
+    assert_eq!(c.count("click"), 0, "a master slide's placeholder text is not the author's");
+}

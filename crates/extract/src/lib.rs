@@ -9,6 +9,7 @@
 
 use std::io::{Cursor, Read};
 
+mod office;
 pub mod rtf;
 pub mod tnef;
 pub mod worker;
@@ -94,7 +95,8 @@ fn sniff(data: &[u8]) -> Option<&'static str> {
 const OLE_MAGIC: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
 
 /// Every type [`Extracted::filetype`] may hold.
-const FILETYPES: [&str; 11] = ["docx", "xlsx", "pptx", "odt", "ods", "odp", "rtf", "pdf", "zip", "ole", "tnef"];
+const FILETYPES: [&str; 14] =
+    ["docx", "xlsx", "pptx", "odt", "ods", "odp", "doc", "xls", "ppt", "rtf", "pdf", "zip", "ole", "tnef"];
 
 /// `budget`: the bytes that may still be expanded for the whole attachment, zips inside it
 /// included (a zip of zips shares one budget, so nesting cannot multiply it).
@@ -114,7 +116,11 @@ fn extract_within(data: &[u8], limits: Limits, depth: usize, budget: &mut u64) -
         return Some(Extracted { filetype: "tnef", text: tnef_text(data, limits, depth, budget) });
     }
     if data.starts_with(&OLE_MAGIC) {
-        return Some(Extracted { filetype: "ole", text: Ok(String::new()) });
+        if !limits.isolated {
+            return Some(Extracted { filetype: "ole", text: Ok(String::new()) });
+        }
+        let (filetype, text) = office::extract(data);
+        return Some(Extracted { filetype, text });
     }
     if !data.starts_with(b"PK\x03\x04") {
         return None;
