@@ -177,5 +177,5 @@ fn powerpoint(ole: &mut Ole) -> Result<String, String> {
         }
         at += len;
     }
-    Ok(text.replace('\r', "\n").replace('\u{0b}', "\n"))
+    Ok(text.replace(['\r', '\u{0b}'], "\n"))
 }
