@@ -29,7 +29,9 @@ fn main() -> ExitCode {
     // The indexer's extraction worker (one attachment, stdin to stdout, under the limits its
     // parent set): before anything else starts, so that it holds no runtime and no files.
     if std::env::args_os().nth(1).is_some_and(|a| a == EXTRACT_WORKER) {
-        return coffer_extract::worker::serve();
+        return coffer_extract::worker::serve(|item| {
+            coffer_outlook::read_msg_bytes(item.to_vec()).ok().map(|(_, mime)| mime)
+        });
     }
     let cli = Cli::parse();
     let filter = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };

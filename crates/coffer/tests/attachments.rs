@@ -294,16 +294,19 @@ fn pdfs_are_searched_in_a_limited_worker_and_a_bomb_a_crash_and_a_loop_are_stopp
 }
 
 #[test]
-fn a_winmail_dat_is_opened_and_its_body_its_attachments_and_the_pdf_among_them_are_found() {
-    // A real TNEF stream from MimeKit's tests: an RTF body and a Word file, a PDF and a web page.
+fn a_winmail_dat_and_an_attached_outlook_item_are_opened_and_what_they_hold_is_found() {
+    // A real TNEF stream from MimeKit's tests: an RTF body and a Word file, a PDF and a web page;
+    // a real .msg from ruby-msg's.
     let corpus = std::env::var("COFFER_CORPUS_DIR").expect("COFFER_CORPUS_DIR (scripts/test-env.sh sets it)");
-    let tnef =
-        std::fs::read(std::path::Path::new(&corpus).join("mimekit/UnitTests/TestData/tnef/MAPI_ATTACH_DATA_OBJ.tnef"))
-            .unwrap();
+    let corpus = std::path::Path::new(&corpus);
+    let tnef = std::fs::read(corpus.join("mimekit/UnitTests/TestData/tnef/MAPI_ATTACH_DATA_OBJ.tnef")).unwrap();
+    let item = std::fs::read(corpus.join("msg/ruby-msg__test_Blammo.msg")).unwrap();
     let c = Coffer::new();
     let dir = c.dir.path().join("mail");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("0.eml"), message("VIA Nytt", "winmail.dat", "application/ms-tnef", &tnef)).unwrap();
+    std::fs::write(dir.join("2.eml"), message("Forwarded item", "Blammo.msg", "application/vnd.ms-outlook", &item))
+        .unwrap();
     std::fs::write(dir.join("1.eml"), message("Unrelated", "notes.txt", "text/plain", b"nothing to see")).unwrap();
     c.ok(&["import", "--no-journal", dir.to_str().unwrap()]);
     for query in [
@@ -318,6 +321,12 @@ fn a_winmail_dat_is_opened_and_its_body_its_attachments_and_the_pdf_among_them_a
         let found = c.json(query, 10);
         assert_eq!(found.len(), 1, "{query}");
         assert_eq!(found[0]["subject"], "VIA Nytt", "{query}");
+    }
+    // The Outlook item: its sender, subject and body.
+    for query in ["attachment:triplenickel", "attachment:blammoblammo", "attachment:blam", "filetype:msg"] {
+        let found = c.json(query, 10);
+        assert_eq!(found.len(), 1, "{query}");
+        assert_eq!(found[0]["subject"], "Forwarded item", "{query}");
     }
 }
 

@@ -49,9 +49,14 @@ struct Limits {
     total: u64,
     /// In a worker process, where the parsers without limits of their own (PDF) may run.
     isolated: bool,
+    /// Turns an Outlook item (`.msg`) into MIME; given by the worker's caller, which knows how.
+    outlook: Option<OutlookReader>,
 }
 
-const LIMITS: Limits = Limits { entries: 10_000, entry: 64 << 20, total: 128 << 20, isolated: false };
+/// Turns an Outlook item (`.msg`) into its MIME, None when it cannot.
+pub type OutlookReader = fn(&[u8]) -> Option<Vec<u8>>;
+
+const LIMITS: Limits = Limits { entries: 10_000, entry: 64 << 20, total: 128 << 20, isolated: false, outlook: None };
 /// Zips inside zips, at most this deep.
 const MAX_NESTING: usize = 3;
 /// At most this much text per document (the indexer caps it again).
@@ -72,9 +77,10 @@ pub fn extract(data: &[u8]) -> Option<Extracted> {
     extract_within(data, LIMITS, 0, &mut LIMITS.total.clone())
 }
 
-/// As [`extract`], PDFs read too: only for a process the caller has limited ([`worker::serve`]).
-fn extract_isolated(data: &[u8]) -> Option<Extracted> {
-    let limits = Limits { isolated: true, ..LIMITS };
+/// As [`extract`], PDFs, OLE files and Outlook items read too: only for a process the caller
+/// has limited ([`worker::serve`]).
+fn extract_isolated(data: &[u8], outlook: OutlookReader) -> Option<Extracted> {
+    let limits = Limits { isolated: true, outlook: Some(outlook), ..LIMITS };
     extract_within(data, limits, 0, &mut limits.total.clone())
 }
 
@@ -95,8 +101,8 @@ fn sniff(data: &[u8]) -> Option<&'static str> {
 const OLE_MAGIC: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
 
 /// Every type [`Extracted::filetype`] may hold.
-const FILETYPES: [&str; 14] =
-    ["docx", "xlsx", "pptx", "odt", "ods", "odp", "doc", "xls", "ppt", "rtf", "pdf", "zip", "ole", "tnef"];
+const FILETYPES: [&str; 15] =
+    ["docx", "xlsx", "pptx", "odt", "ods", "odp", "doc", "xls", "ppt", "msg", "rtf", "pdf", "zip", "ole", "tnef"];
 
 /// `budget`: the bytes that may still be expanded for the whole attachment, zips inside it
 /// included (a zip of zips shares one budget, so nesting cannot multiply it).
@@ -120,6 +126,13 @@ fn extract_within(data: &[u8], limits: Limits, depth: usize, budget: &mut u64) -
             return Some(Extracted { filetype: "ole", text: Ok(String::new()) });
         }
         let (filetype, text) = office::extract(data);
+        if filetype == "msg" {
+            let text = match limits.outlook.and_then(|read| read(data)) {
+                Some(mime) => message_text(&mime, limits, depth, budget),
+                None => Err("not a readable Outlook item".into()),
+            };
+            return Some(Extracted { filetype, text });
+        }
         return Some(Extracted { filetype, text });
     }
     if !data.starts_with(b"PK\x03\x04") {
@@ -216,6 +229,54 @@ fn contained(data: &[u8], limits: Limits, depth: usize, budget: &mut u64, text: 
     }
     text.push('\n');
     Ok(())
+}
+
+/// An attached message's text: its subject, sender and recipients, body, and attachments as
+/// [`contained`] reads them (attached messages within it in turn).
+fn message_text(mime: &[u8], limits: Limits, depth: usize, budget: &mut u64) -> Result<String, String> {
+    use mail_parser::MimeHeaders;
+    let message = mail_parser::MessageParser::default().parse(mime).ok_or("the item's message cannot be parsed")?;
+    let mut text = String::new();
+    text.push_str(message.subject().unwrap_or_default());
+    text.push('\n');
+    for address in [message.from(), message.to(), message.cc()].into_iter().flatten() {
+        for a in address.iter() {
+            for part in [a.name(), a.address()].into_iter().flatten() {
+                text.push_str(part);
+                text.push(' ');
+            }
+        }
+    }
+    text.push('\n');
+    for i in 0..message.text_body_count() {
+        if let Some(body) = message.body_text(i) {
+            text.push_str(&body);
+            text.push('\n');
+        }
+    }
+    for part in message.attachments() {
+        if let Some(name) = part.attachment_name() {
+            text.push_str(name);
+            text.push('\n');
+        }
+        let bytes = match &part.body {
+            mail_parser::PartType::Message(inner) => inner.raw_message(),
+            _ => part.contents(),
+        };
+        match &part.body {
+            mail_parser::PartType::Message(_) if depth < MAX_NESTING => {
+                text.push_str(&message_text(bytes, limits, depth + 1, budget)?)
+            }
+            mail_parser::PartType::Text(t) => text.push_str(t),
+            mail_parser::PartType::Html(h) => text.push_str(&mail_parser::decoders::html::html_to_text(h)),
+            _ => contained(bytes, limits, depth, budget, &mut text)?,
+        }
+        text.push('\n');
+        if text.len() >= MAX_TEXT {
+            break;
+        }
+    }
+    Ok(text)
 }
 
 /// A TNEF stream's body and its attachments: their names, and their text as [`contained`] reads it.
@@ -361,7 +422,7 @@ mod tests {
     fn an_entry_that_expands_past_the_limit_is_refused_not_read() {
         let bomb = zip_of(&[("word/document.xml", &vec![b' '; 2 << 20])]);
         assert!(bomb.len() < 64 << 10, "it compresses well: {}", bomb.len());
-        let limits = Limits { entries: 10, entry: 1 << 20, total: 4 << 20, isolated: false };
+        let limits = Limits { entries: 10, entry: 1 << 20, total: 4 << 20, ..LIMITS };
         let found = extract_within(&bomb, limits, 0, &mut limits.total.clone()).unwrap();
         assert_eq!(found.filetype, "docx");
         assert!(found.text.unwrap_err().contains("zip bomb"));
@@ -380,7 +441,7 @@ mod tests {
     fn zips_inside_a_zip_share_one_budget() {
         let inner = zip_of(&[("big.txt", &vec![b' '; 3 << 19])]);
         let outer = zip_of(&[("a.zip", &inner), ("b.zip", &inner), ("c.zip", &inner)]);
-        let limits = Limits { entries: 10, entry: 2 << 20, total: 4 << 20, isolated: false };
+        let limits = Limits { entries: 10, entry: 2 << 20, total: 4 << 20, ..LIMITS };
         let found = extract_within(&outer, limits, 0, &mut limits.total.clone()).unwrap();
         assert!(found.text.unwrap_err().contains("zip bomb"), "three 1.5 MiB entries pass a 4 MiB budget only once");
     }

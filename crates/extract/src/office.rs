@@ -10,13 +10,17 @@ use crate::MAX_TEXT;
 
 type Ole<'a> = cfb::CompoundFile<Cursor<&'a [u8]>>;
 
-/// The type and text of an OLE compound file; `ole` (named only) when it is none of the three.
+/// The type and text of an OLE compound file; `ole` (named only) when it is none of the three;
+/// `msg` (an Outlook item, with no text: the caller reads it) when it holds a message's
+/// properties.
 pub fn extract(data: &[u8]) -> (&'static str, Result<String, String>) {
     let mut ole = match cfb::CompoundFile::open(Cursor::new(data)) {
         Ok(ole) => ole,
         Err(e) => return ("ole", Err(format!("not a readable compound file: {e}"))),
     };
-    if ole.is_stream("/WordDocument") {
+    if ole.is_stream("/__properties_version1.0") {
+        ("msg", Ok(String::new()))
+    } else if ole.is_stream("/WordDocument") {
         ("doc", word(&mut ole))
     } else if ole.is_stream("/Workbook") || ole.is_stream("/Book") {
         ("xls", excel(data))

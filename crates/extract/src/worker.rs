@@ -158,12 +158,13 @@ fn parse_output(output: &[u8]) -> Result<Option<Extracted>, String> {
 }
 
 /// The worker's side (`coffer extract-worker`): one attachment from stdin, the answer to stdout.
-pub fn serve() -> ExitCode {
+/// `outlook` reads an attached Outlook item (the caller's Outlook reader).
+pub fn serve(outlook: crate::OutlookReader) -> ExitCode {
     let mut data = Vec::new();
     if std::io::stdin().take(MAX_INPUT).read_to_end(&mut data).is_err() {
         return ExitCode::FAILURE;
     }
-    let answer = match crate::extract_isolated(&data) {
+    let answer = match crate::extract_isolated(&data, outlook) {
         None => String::new(),
         Some(Extracted { filetype, text: Ok(text) }) => format!("{filetype}\nok\n{text}"),
         Some(Extracted { filetype, text: Err(why) }) => format!("{filetype}\nerr {}\n", why.replace('\n', " ")),

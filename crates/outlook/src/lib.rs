@@ -16,7 +16,7 @@ mod msg;
 mod named;
 mod pst;
 
-pub use msg::{CompoundKind, compound_kind, read_msg};
+pub use msg::{CompoundKind, compound_kind, read_msg, read_msg_bytes};
 pub use pst::{PstEvent, PstItem, read_pst};
 
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ const MAX_CHILDREN: usize = 100_000;
 /// An open `.msg` and what may still be read from it: its streams together may hold at most
 /// twice the file's size (a crafted file can point many streams at the same sectors).
 struct Compound {
-    file: cfb::CompoundFile<std::fs::File>,
+    file: cfb::CompoundFile<std::io::Cursor<Vec<u8>>>,
     budget: u64,
 }
 
@@ -46,8 +46,13 @@ pub fn compound_kind(path: &Path) -> CompoundKind {
 
 /// Reads a `.msg` file: its class and its MIME.
 pub fn read_msg(path: &Path) -> Result<(String, Vec<u8>), OutlookError> {
-    let size = std::fs::metadata(path).map_err(unreadable)?.len();
-    let file = cfb::open(path).map_err(unreadable)?;
+    read_msg_bytes(std::fs::read(path).map_err(unreadable)?)
+}
+
+/// Reads a `.msg` held in memory (an attachment): its class and its MIME.
+pub fn read_msg_bytes(data: Vec<u8>) -> Result<(String, Vec<u8>), OutlookError> {
+    let size = data.len() as u64;
+    let file = cfb::CompoundFile::open(std::io::Cursor::new(data)).map_err(unreadable)?;
     let mut file = Compound { file, budget: size.saturating_mul(2) + (64 << 10) };
     // Named properties (a contact's addresses, an appointment's times), mapped once per file.
     let mut stream =
