@@ -79,6 +79,16 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
     }
     let rtf =
         br"{\rtf1\ansi\ansicpg1253{\fonttbl{\f0 Arial;}}\f0 \'ca\'e1\'eb\'e7\'ec\'dd\'f1\'e1 report\par}".to_vec();
+    // A gzipped tar, as GNU tar writes it, of a text file and a DOCX.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("b")).unwrap();
+    std::fs::write(work.path().join("b/notes.txt"), "numbattar").unwrap();
+    std::fs::write(work.path().join("b/offer.docx"), zip_of(&[("word/document.xml", "<w:t>bettongtgz</w:t>")]))
+        .unwrap();
+    let tar =
+        std::process::Command::new("tar").arg("czf").arg("bundle.tar.gz").arg("b").current_dir(work.path()).status();
+    assert!(tar.unwrap().success());
+    let tarball = std::fs::read(work.path().join("bundle.tar.gz")).unwrap();
     let c = Coffer::new();
     let dir = c.dir.path().join("mail");
     std::fs::create_dir_all(&dir).unwrap();
@@ -103,6 +113,7 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
         ),
         ("Archive", "bundle.zip", "application/zip".into(), archive.into_inner()),
         ("Greek memo", "memo.rtf", "application/rtf".into(), rtf),
+        ("Tarball", "bundle.tar.gz", "application/gzip".into(), tarball),
     ];
     for (i, (subject, name, content_type, data)) in messages.iter().enumerate() {
         std::fs::write(dir.join(format!("{i}.eml")), message(subject, name, content_type, data)).unwrap();
@@ -132,6 +143,8 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
         ("kookaburrazip", "Archive"),
         ("wallabytxt", "Archive"),
         ("καλημέρα", "Greek memo"),
+        ("numbattar", "Tarball"),
+        ("bettongtgz", "Tarball"),
     ] {
         for query in [word.to_owned(), format!("attachment:{word}")] {
             let found = c.json(&query, 10);
@@ -141,7 +154,9 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
     }
     assert_eq!(c.count("0 subject:budget"), 0, "a shared-string index is not text");
     // By content: the renamed document is a docx; the broken one is only a zip.
-    for (filetype, n) in [("docx", 2), ("xlsx", 1), ("pptx", 1), ("odt", 1), ("zip", 2), ("rtf", 1), ("pdf", 0)] {
+    for (filetype, n) in
+        [("docx", 2), ("xlsx", 1), ("pptx", 1), ("odt", 1), ("zip", 2), ("rtf", 1), ("gzip", 1), ("pdf", 0)]
+    {
         assert_eq!(c.count(&format!("filetype:{filetype}")), n, "filetype:{filetype}");
     }
     let failed = c.json("tag:extraction-failed", 10);

@@ -92,17 +92,28 @@ fn sniff(data: &[u8]) -> Option<&'static str> {
         (&OLE_MAGIC[..], "ole"),
         (b"PK\x03\x04", "zip"),
         (&tnef::SIGNATURE, "tnef"),
+        (&GZIP_MAGIC, "gzip"),
     ]
     .into_iter()
     .find(|(magic, _)| data.starts_with(magic))
     .map(|(_, filetype)| filetype)
+    .or(is_tar(data).then_some("tar"))
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1F, 0x8B];
+
+/// A tar archive's first header names its format at byte 257 (POSIX `ustar`, GNU `ustar  `).
+fn is_tar(data: &[u8]) -> bool {
+    data.get(257..262) == Some(b"ustar")
 }
 
 const OLE_MAGIC: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
 
 /// Every type [`Extracted::filetype`] may hold.
-const FILETYPES: [&str; 15] =
-    ["docx", "xlsx", "pptx", "odt", "ods", "odp", "doc", "xls", "ppt", "msg", "rtf", "pdf", "zip", "ole", "tnef"];
+const FILETYPES: [&str; 17] = [
+    "docx", "xlsx", "pptx", "odt", "ods", "odp", "doc", "xls", "ppt", "msg", "rtf", "pdf", "zip", "tar", "gzip", "ole",
+    "tnef",
+];
 
 /// `budget`: the bytes that may still be expanded for the whole attachment, zips inside it
 /// included (a zip of zips shares one budget, so nesting cannot multiply it).
@@ -134,6 +145,12 @@ fn extract_within(data: &[u8], limits: Limits, depth: usize, budget: &mut u64) -
             return Some(Extracted { filetype, text });
         }
         return Some(Extracted { filetype, text });
+    }
+    if data.starts_with(&GZIP_MAGIC) {
+        return Some(Extracted { filetype: "gzip", text: gzip_text(data, limits, depth, budget) });
+    }
+    if is_tar(data) {
+        return Some(Extracted { filetype: "tar", text: tar_text(data, limits, depth, budget) });
     }
     if !data.starts_with(b"PK\x03\x04") {
         return None;
@@ -272,6 +289,51 @@ fn message_text(mime: &[u8], limits: Limits, depth: usize, budget: &mut u64) -> 
             _ => contained(bytes, limits, depth, budget, &mut text)?,
         }
         text.push('\n');
+        if text.len() >= MAX_TEXT {
+            break;
+        }
+    }
+    Ok(text)
+}
+
+/// A gzip stream's content, expanded within the attachment's budget, read as [`contained`] reads
+/// a file (a tar inside it, most often).
+fn gzip_text(data: &[u8], limits: Limits, depth: usize, budget: &mut u64) -> Result<String, String> {
+    let limit = limits.entry.min(*budget);
+    let mut content = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .take(limit + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| format!("not a readable gzip stream: {e}"))?;
+    if content.len() as u64 > limit {
+        return Err(format!("expands past {limit} bytes (a gzip bomb?): not read"));
+    }
+    *budget -= content.len() as u64;
+    let mut text = String::new();
+    contained(&content, limits, depth, budget, &mut text)?;
+    Ok(text)
+}
+
+/// A tar archive's files in turn, as [`contained`] reads them, within the zip limits.
+fn tar_text(data: &[u8], limits: Limits, depth: usize, budget: &mut u64) -> Result<String, String> {
+    let mut archive = tar::Archive::new(data);
+    let mut text = String::new();
+    let entries = archive.entries().map_err(|e| format!("not a readable tar archive: {e}"))?;
+    for (i, entry) in entries.enumerate() {
+        if i >= limits.entries {
+            return Err(format!("more than {} entries", limits.entries));
+        }
+        let mut entry = entry.map_err(|e| format!("not a readable tar archive: {e}"))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+        // The entry is read from the attachment itself: its size is bounded by it.
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).map_err(|e| format!("{name}: {e}"))?;
+        text.push_str(&name);
+        text.push('\n');
+        contained(&content, limits, depth, budget, &mut text).map_err(|e| format!("{name}: {e}"))?;
         if text.len() >= MAX_TEXT {
             break;
         }
@@ -435,6 +497,38 @@ mod tests {
                 .unwrap_err()
                 .contains("entries")
         );
+    }
+
+    #[test]
+    fn every_type_the_reader_knows_is_sent_to_the_worker_and_gzip_and_tar_are_read_in_turn() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(9);
+        header.set_cksum();
+        tar.append_data(&mut header, "a.txt", &b"wombattar"[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let samples: [&[u8]; 8] = [
+            b"{\\rtf1 text}",
+            b"%PDF-1.4 broken",
+            &OLE_MAGIC,
+            &zip_of(&[("a.txt", b"x")]),
+            &[tnef::SIGNATURE.as_slice(), &[0, 0]].concat(),
+            &gz,
+            &tar,
+            b"plain text",
+        ];
+        for data in samples {
+            // What the worker would find, the parent must send it (the type it names is a guess
+            // for when the worker fails: `ole` for a Word file).
+            let found = extract_isolated(data, |_| None);
+            assert_eq!(sniff(data).is_some(), found.is_some(), "{:?}", &data[..data.len().min(8)]);
+        }
+        for data in [&gz, &tar] {
+            assert!(extract_isolated(data, |_| None).unwrap().text.unwrap().contains("wombattar"));
+        }
     }
 
     #[test]
