@@ -115,6 +115,11 @@ impl Indexer {
     }
 }
 
+/// The start of an attachment's text, enough for a snippet (the index cuts it again).
+fn preview(text: &str) -> String {
+    text.chars().take(coffer_index::PREVIEW_CHARS * 4).collect()
+}
+
 /// The index document of one message: catalog facts plus the text of the original (parsed here
 /// unless ingest already did).
 pub fn document(
@@ -165,11 +170,13 @@ pub fn document(
         }
     }
     let mut attachment_text = String::new();
+    let mut attachment_previews = Vec::new();
     let mut filenames = Vec::new();
     for a in &parsed.attachments {
         if let Some(t) = &a.text {
             attachment_text.push_str(t);
             attachment_text.push('\n');
+            attachment_previews.push((a.name.clone().unwrap_or_else(|| "attachment".into()), preview(t)));
         }
         if let Some(n) = &a.name {
             filenames.push(n.clone());
@@ -186,6 +193,7 @@ pub fn document(
             filetypes.push(found.filetype.to_owned());
             match found.text {
                 Ok(text) => {
+                    attachment_previews.push((info.name.clone(), preview(&text)));
                     attachment_text.push_str(&text);
                     attachment_text.push('\n');
                 }
@@ -212,6 +220,7 @@ pub fn document(
         subject: row.subject.clone().unwrap_or_default(),
         body: parsed.body.clone(),
         attachment_text,
+        attachment_previews,
         filenames,
         message_id: row.message_id.clone(),
         placements: placements.iter().map(|p| (p.mailbox.clone(), p.folder.clone())).collect(),

@@ -138,10 +138,46 @@ pub struct MessageSummary {
     pub archived_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snippet: Option<String>,
+    /// The snippet cut where the query's words show: the matched parts are marked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snippet_parts: Vec<SnippetPart>,
+    /// The attachment the snippet comes from (None: the body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snippet_attachment: Option<String>,
     pub tenant_id: i64,
     /// The tenant's name, in a search across tenants.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+}
+
+/// A piece of a snippet: text the query matched, or text around it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnippetPart {
+    pub text: String,
+    pub matched: bool,
+}
+
+impl SnippetPart {
+    /// A snippet's fragment cut at its matched byte ranges (as the index gives them).
+    fn parts(snippet: &coffer_index::Snippet) -> Vec<SnippetPart> {
+        let fragment = &snippet.fragment;
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for range in &snippet.highlighted {
+            let (Some(before), Some(matched)) = (fragment.get(at..range.start), fragment.get(range.clone())) else {
+                break;
+            };
+            if !before.is_empty() {
+                parts.push(SnippetPart { text: before.to_owned(), matched: false });
+            }
+            parts.push(SnippetPart { text: matched.to_owned(), matched: true });
+            at = range.end;
+        }
+        if let Some(rest) = fragment.get(at..).filter(|r| !r.is_empty()) {
+            parts.push(SnippetPart { text: rest.to_owned(), matched: false });
+        }
+        parts
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -394,12 +430,18 @@ impl Archive {
         let across = if actor.all_tenants { " (all tenants)" } else { "" };
         self.audit(actor, "search", &format!("{query} → {} results{across}", results.total)).await?;
         let ids: Vec<i64> = results.hits.iter().map(|h| h.id as i64).collect();
-        let mut snippets: HashMap<i64, String> =
-            results.hits.into_iter().filter_map(|h| h.snippet.map(|s| (h.id as i64, s.fragment))).collect();
+        let mut snippets: HashMap<i64, coffer_index::Snippet> =
+            results.hits.into_iter().filter_map(|h| h.snippet.map(|s| (h.id as i64, s))).collect();
         // `summaries` drops what the actor may not see; a snippet goes only with its own message.
         let mut summaries = self.summaries(actor, &ids).await?;
         for summary in &mut summaries {
-            summary.snippet = snippets.remove(&summary.id);
+            if let Some(snippet) = snippets.remove(&summary.id) {
+                if !snippet.highlighted.is_empty() {
+                    summary.snippet_parts = SnippetPart::parts(&snippet);
+                }
+                summary.snippet_attachment = snippet.attachment;
+                summary.snippet = Some(snippet.fragment);
+            }
         }
         let not_yet_indexed = match actor.all_tenants {
             true => self.catalog.index_queue_len().await?,
@@ -866,6 +908,8 @@ fn summary(
         source: row.source,
         archived_at: rfc3339(row.archived_at),
         snippet: None,
+        snippet_parts: Vec::new(),
+        snippet_attachment: None,
         tenant_id: row.tenant_id,
         tenant: None,
     }

@@ -24,6 +24,9 @@ pub struct IndexDocument {
     pub subject: String,
     pub body: String,
     pub attachment_text: String,
+    /// The start of each attachment's text, with its name, for snippets (at most
+    /// [`ATTACHMENT_PREVIEWS`] of [`PREVIEW_CHARS`] each are kept).
+    pub attachment_previews: Vec<(String, String)>,
     pub filenames: Vec<String>,
     pub message_id: Option<String>,
     /// Where the message is filed: (mailbox, folder path).
@@ -43,8 +46,12 @@ pub struct Address {
     pub name: Option<String>,
 }
 
-/// Characters of body text kept in the index for snippets.
+/// Characters of body text, and of each attachment's, kept in the index for snippets.
 pub const PREVIEW_CHARS: usize = 300;
+/// Attachments whose text start is kept for snippets.
+pub const ATTACHMENT_PREVIEWS: usize = 3;
+/// Between an attachment's name and its text in a stored preview (names hold no controls).
+pub const NAME_END: char = '\u{1f}';
 
 #[derive(Clone)]
 pub struct Fields {
@@ -74,6 +81,8 @@ pub struct Fields {
     /// it: `en:invoic`.
     pub stemmed: Field,
     pub preview: Field,
+    /// `name` [`NAME_END`] `text start`, one value per attachment with text.
+    pub attachment_preview: Field,
 }
 
 impl Fields {
@@ -116,6 +125,7 @@ impl Fields {
                 ),
             ),
             preview: b.add_text_field("preview", STORED),
+            attachment_preview: b.add_text_field("attachment_preview", STORED),
         };
         (b.build(), fields)
     }
@@ -174,11 +184,29 @@ impl Fields {
         for t in &d.filetypes {
             doc.add_text(self.filetype, t);
         }
-        let preview: String =
-            d.body.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(PREVIEW_CHARS).collect();
-        doc.add_text(self.preview, preview);
+        doc.add_text(self.preview, preview(&d.body));
+        for (name, text) in d.attachment_previews.iter().filter(|(_, t)| !t.trim().is_empty()).take(ATTACHMENT_PREVIEWS)
+        {
+            let name: String = name.chars().filter(|c| !c.is_control()).collect();
+            doc.add_text(self.attachment_preview, format!("{name}{NAME_END}{}", preview(text)));
+        }
         doc
     }
+}
+
+/// The first [`PREVIEW_CHARS`] characters of `text`, its runs of white space made one space.
+fn preview(text: &str) -> String {
+    let mut out = String::new();
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.len() >= PREVIEW_CHARS * 4 {
+            break;
+        }
+    }
+    out.chars().take(PREVIEW_CHARS).collect()
 }
 
 /// The terms an address is found by: the whole address, its local part and the pieces of it, its

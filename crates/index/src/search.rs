@@ -87,6 +87,8 @@ pub struct Snippet {
     pub fragment: String,
     /// Byte ranges of `fragment` that matched.
     pub highlighted: Vec<std::ops::Range<usize>>,
+    /// The attachment the fragment comes from; None for the body.
+    pub attachment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -335,9 +337,12 @@ impl SearchIndex {
             Sort::Relevance => searcher.search(&query, &(Count, TopDocs::with_limit(limit).and_offset(req.offset)))?,
         };
         let snippets = if req.snippets && !matches!(expr, Expr::All) {
-            let mut g = SnippetGenerator::create(&searcher, &*query, self.fields.body)?;
-            g.set_max_num_chars(200);
-            Some(g)
+            let generator = |field| -> Result<SnippetGenerator> {
+                let mut g = SnippetGenerator::create(&searcher, &*query, field)?;
+                g.set_max_num_chars(200);
+                Ok(g)
+            };
+            Some((generator(self.fields.body)?, generator(self.fields.attachment)?))
         } else {
             None
         };
@@ -412,15 +417,37 @@ impl SearchIndex {
         ids.first(address.doc_id).ok_or(IndexError::Corrupt("a document without an id"))
     }
 
-    fn snippet(&self, searcher: &Searcher, address: DocAddress, g: &SnippetGenerator) -> Result<Snippet> {
+    /// Where the query's words show: the body's start, else an attachment's (named), else the
+    /// body's start as it is.
+    fn snippet(
+        &self,
+        searcher: &Searcher,
+        address: DocAddress,
+        (body, attachment): &(SnippetGenerator, SnippetGenerator),
+    ) -> Result<Snippet> {
         let doc: TantivyDocument = searcher.doc(address)?;
         let preview = doc.get_first(self.fields.preview).and_then(|v| v.as_str()).unwrap_or_default();
-        let s = g.snippet(preview);
-        if s.fragment().is_empty() {
-            let fragment: String = preview.chars().take(200).collect();
-            return Ok(Snippet { fragment, highlighted: Vec::new() });
+        let s = body.snippet(preview);
+        if !s.highlighted().is_empty() {
+            return Ok(Snippet {
+                fragment: s.fragment().to_owned(),
+                highlighted: s.highlighted().to_vec(),
+                attachment: None,
+            });
         }
-        Ok(Snippet { fragment: s.fragment().to_owned(), highlighted: s.highlighted().to_vec() })
+        for stored in doc.get_all(self.fields.attachment_preview).filter_map(|v| v.as_str()) {
+            let Some((name, text)) = stored.split_once(crate::schema::NAME_END) else { continue };
+            let s = attachment.snippet(text);
+            if !s.highlighted().is_empty() {
+                return Ok(Snippet {
+                    fragment: s.fragment().to_owned(),
+                    highlighted: s.highlighted().to_vec(),
+                    attachment: Some(name.to_owned()),
+                });
+            }
+        }
+        let fragment: String = preview.chars().take(200).collect();
+        Ok(Snippet { fragment, highlighted: Vec::new(), attachment: None })
     }
 }
 
@@ -443,6 +470,48 @@ mod tests {
         let mut ids = index.all_ids(query, &Scope::default()).unwrap();
         ids.sort();
         ids
+    }
+
+    #[test]
+    fn a_snippet_marks_the_words_found_in_the_body_or_else_in_an_attachment_it_names() {
+        let index = SearchIndex::in_memory();
+        let attachment = "The platypus clause binds both parties from the first of January.";
+        index
+            .apply(&[
+                IndexDocument {
+                    id: 1,
+                    body: "Please see the attached contract.".into(),
+                    attachment_text: attachment.into(),
+                    attachment_previews: vec![
+                        ("notes.txt".into(), "Nothing here.".into()),
+                        ("contract.pdf".into(), attachment.into()),
+                    ],
+                    ..Default::default()
+                },
+                IndexDocument { id: 2, body: "A platypus in the body.".into(), ..Default::default() },
+            ])
+            .unwrap();
+        let search = |query: &str| {
+            let request = SearchRequest {
+                query: query.into(),
+                scope: Scope::default(),
+                limit: 10,
+                offset: 0,
+                sort: Sort::Oldest,
+                snippets: true,
+            };
+            index.search(&request).unwrap().hits
+        };
+        let hits = search("platypus");
+        let (a, b) = (hits[0].snippet.clone().unwrap(), hits[1].snippet.clone().unwrap());
+        assert_eq!(a.attachment.as_deref(), Some("contract.pdf"));
+        assert_eq!(a.highlighted.iter().map(|r| &a.fragment[r.clone()]).collect::<Vec<_>>(), ["platypus"]);
+        assert_eq!(b.attachment, None);
+        assert_eq!(b.highlighted.iter().map(|r| &b.fragment[r.clone()]).collect::<Vec<_>>(), ["platypus"]);
+        // A word of the body only: the body's snippet, marked.
+        let hits = search("contract");
+        let c = hits[0].snippet.clone().unwrap();
+        assert_eq!((c.attachment, c.highlighted.len()), (None, 1));
     }
 
     #[test]

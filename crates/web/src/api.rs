@@ -54,7 +54,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         crate::manifest::manifest_api,
     ),
     components(schemas(
-        Me, SearchResult, ApiMessage, ApiPlacement, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
+        Me, SearchResult, ApiMessage, ApiPlacement, ApiSnippetPart, ApiFolder, ExportRequest, Status, ApiVolume, ApiTenant, ApiUser,
         NewUserRequest, UserChange, NewTenantRequest, TenantChange, CertificateRequest, ApiCertificate, LoginConfig, ApiAuditEntry,
         ApiKeyRequest, ApiKeyCreated, ApiKey, TestOutcome, ApiError, ApiRole, crate::connections::ApiConnection, coffer_archive::connections::Connection, coffer_archive::connections::ImapConfig, coffer_archive::connections::M365Config, coffer_archive::connections::Security, coffer_archive::connections::AuthMethod, coffer_archive::connections::Mode, crate::JobState, crate::settings::OidcSettings,
         ApiRoleAssignment, ApiTraffic, crate::MailboxStatus, Network, TenantCreated, CertificateCreated, UserCreated,
@@ -203,6 +203,13 @@ pub struct ApiPlacement {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct ApiSnippetPart {
+    pub text: String,
+    /// The query matched this piece.
+    pub matched: bool,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct ApiMessage {
     pub id: i64,
     pub message_id: Option<String>,
@@ -224,7 +231,14 @@ pub struct ApiMessage {
     pub flags: Vec<String>,
     pub source: String,
     pub archived_at: String,
+    /// Where the query's words show (the body's start, or an attachment's).
     pub snippet: Option<String>,
+    /// The snippet in pieces, the matched ones marked; empty when nothing in it matched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snippet_parts: Vec<ApiSnippetPart>,
+    /// The attachment the snippet comes from; absent for the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snippet_attachment: Option<String>,
     /// The tenant's name, in a search across tenants.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
@@ -255,6 +269,12 @@ impl From<MessageSummary> for ApiMessage {
             source: m.source,
             archived_at: m.archived_at,
             snippet: m.snippet,
+            snippet_parts: m
+                .snippet_parts
+                .into_iter()
+                .map(|p| ApiSnippetPart { text: p.text, matched: p.matched })
+                .collect(),
+            snippet_attachment: m.snippet_attachment,
             tenant: m.tenant,
         }
     }

@@ -879,3 +879,32 @@ fn an_uploaded_pst_is_imported_item_by_item_into_its_folders() {
     assert_eq!(m["placements"][0]["mailbox"], "attachandinline", "the store's name is the mailbox: {m}");
     assert_eq!(m["has_attachment"], true);
 }
+
+#[test]
+fn a_snippet_marks_the_words_found_and_names_the_attachment_they_are_in_escaped() {
+    let site = Site::start();
+    let raw = b"From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: The contract\r\n\
+Date: Fri, 05 Jul 2024 09:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nSee the attached terms.\r\n--b\r\nContent-Type: text/plain; \
+name=\"<img src=x onerror=alert(1)>.txt\"\r\nContent-Disposition: attachment; \
+filename=\"<img src=x onerror=alert(1)>.txt\"\r\n\r\nThe quokkaclause binds <b>both</b> parties.\r\n--b--\r\n";
+    site.add(raw, false, None);
+    let found = site.api("user").get("/api/v1/search?q=quokkaclause").json();
+    let m = &found["messages"][0];
+    assert_eq!(m["snippet_attachment"], "<img src=x onerror=alert(1)>.txt", "{found}");
+    let parts = m["snippet_parts"].as_array().unwrap();
+    let marked: Vec<&str> =
+        parts.iter().filter(|p| p["matched"] == true).map(|p| p["text"].as_str().unwrap()).collect();
+    assert_eq!(marked, ["quokkaclause"], "{found}");
+    let whole: String = parts.iter().map(|p| p["text"].as_str().unwrap()).collect();
+    assert_eq!(whole, m["snippet"].as_str().unwrap(), "the parts make up the snippet");
+    // A word of the body: the body's snippet, no attachment named.
+    let body = site.api("user").get("/api/v1/search?q=terms").json();
+    assert!(body["messages"][0].get("snippet_attachment").is_none(), "{body}");
+
+    let page = site.browser("bob", PASSWORD).get("/search?q=quokkaclause").text();
+    assert!(page.contains("<mark>quokkaclause</mark>"), "{page}");
+    assert!(page.contains("in &lt;img src=x onerror=alert(1)&gt;.txt:"), "the name is escaped: {page}");
+    assert!(page.contains("&lt;b&gt;both&lt;&#x2f;b&gt;") || page.contains("&lt;b&gt;both&lt;/b&gt;"), "{page}");
+    assert!(!page.contains("<img src=x"), "{page}");
+}
