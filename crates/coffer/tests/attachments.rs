@@ -230,7 +230,7 @@ fn forwarding(subject: &str, inner: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn pdfs_are_searched_in_a_limited_worker_and_a_bomb_a_crash_and_a_loop_are_stopped_and_tagged() {
+fn pdfs_are_searched_in_a_limited_worker_and_pdf_and_zip_bombs_a_crash_and_a_loop_are_stopped_and_tagged() {
     // A PDF as browsers write them (fonts embedded, text through a ToUnicode map), inside an
     // attached message.
     let work = tempfile::tempdir().unwrap();
@@ -261,14 +261,34 @@ fn pdfs_are_searched_in_a_limited_worker_and_a_bomb_a_crash_and_a_loop_are_stopp
     );
     // Forty forms, each painting the next twice: 2^40 paints in a few kilobytes.
     let looping = pdf(b"/X Do", "<< /XObject << /X 5 0 R >> >>", &laughing_forms(40));
+    // A zip whose one entry expands to 100 MiB: past the 64 MiB an entry may expand to.
+    let zip_bomb = {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut zip = zip::ZipWriter::new(&mut out);
+        zip.start_file("word/document.xml", zip::write::SimpleFileOptions::default()).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..100 {
+            zip.write_all(&zeros).unwrap();
+        }
+        zip.finish().unwrap();
+        out.into_inner()
+    };
+    assert!(zip_bomb.len() < 1 << 20, "{}", zip_bomb.len());
 
     let c = Coffer::new();
     let dir = c.dir.path().join("mail");
     std::fs::create_dir_all(&dir).unwrap();
     let inner = message("Quarterly report", "report.pdf", "application/pdf", &report);
     std::fs::write(dir.join("0.eml"), forwarding("Fwd: the report", &inner)).unwrap();
-    for (i, (subject, data)) in
-        [("Signed scan", &plain), ("Bomb", &bomb), ("Recursive", &recursive), ("Looping", &looping)].iter().enumerate()
+    for (i, (subject, data)) in [
+        ("Signed scan", &plain),
+        ("Bomb", &bomb),
+        ("Recursive", &recursive),
+        ("Looping", &looping),
+        ("Zipped", &zip_bomb),
+    ]
+    .iter()
+    .enumerate()
     {
         std::fs::write(
             dir.join(format!("{}.eml", i + 1)),
@@ -302,8 +322,8 @@ fn pdfs_are_searched_in_a_limited_worker_and_a_bomb_a_crash_and_a_loop_are_stopp
     let mut failed: Vec<String> =
         c.json("tag:extraction-failed", 10).iter().map(|m| m["subject"].as_str().unwrap().to_owned()).collect();
     failed.sort();
-    assert_eq!(failed, ["Bomb", "Looping", "Recursive"]);
-    for subject in ["bomb", "looping", "recursive"] {
+    assert_eq!(failed, ["Bomb", "Looping", "Recursive", "Zipped"]);
+    for subject in ["bomb", "looping", "recursive", "zipped"] {
         assert_eq!(c.count(&format!("subject:{subject}")), 1, "{subject}");
     }
 }
