@@ -30,6 +30,13 @@ if ! command -v soffice >/dev/null; then
     libreoffice-impress-nogui >/dev/null
 fi
 
+# OCR of attached pictures: Tesseract with its English data.
+if ! command -v tesseract >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-eng >/dev/null
+fi
+
 # The console's end-to-end tests: Debian's Chromium (driven by playwright-core), an OpenID provider
 # (oidc-provider) from npm, schemathesis and requests from PyPI.
 if ! command -v chromium >/dev/null; then

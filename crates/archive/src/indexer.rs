@@ -24,7 +24,10 @@ pub struct Indexer {
 
 /// One message to index: its catalog row, recipients, placements and, when ingest parsed it just
 /// now, the parse.
-type Work = (MessageRow, Vec<RecipientRow>, Vec<PlacementRow>, Option<Arc<ArchivedDocument>>);
+type Work = (MessageRow, Vec<RecipientRow>, Vec<PlacementRow>, Option<Arc<ArchivedDocument>>, Vec<OcrText>);
+
+/// What OCR read from one picture of a message: its part number, name and text.
+pub type OcrText = (i64, String, String);
 
 /// Messages indexed per index commit.
 const BATCH: i64 = 2000;
@@ -56,6 +59,7 @@ impl Indexer {
         let removed: Vec<u64> = ids.iter().filter(|id| !present.contains(id)).map(|&id| id as u64).collect();
         let mut recipients = self.catalog.recipients(&ids).await?;
         let mut placements = self.catalog.placements(&ids).await?;
+        let mut ocr = self.catalog.ocr_texts(&ids).await?;
         let work: Vec<Work> = rows
             .into_iter()
             .map(|r| {
@@ -65,6 +69,7 @@ impl Indexer {
                     recipients.remove(&id).unwrap_or_default(),
                     placements.remove(&id).unwrap_or_default(),
                     self.parsed.take(id),
+                    ocr.remove(&id).unwrap_or_default(),
                 )
             })
             .collect();
@@ -72,15 +77,25 @@ impl Indexer {
         let index = self.index.clone();
         let extractor = self.extractor.clone();
         let count = work.len();
-        blocking(move || {
-            let docs: Vec<IndexDocument> = work
+        let read_pictures = extractor.ocr_enabled();
+        let for_ocr = blocking(move || {
+            let docs: Vec<(IndexDocument, bool)> = work
                 .par_iter()
-                .map(|(row, r, p, parsed)| document(&store, &extractor, row, r, p, parsed.as_deref()))
+                .map(|(row, r, p, parsed, ocr)| document(&store, &extractor, row, r, p, parsed.as_deref(), ocr))
                 .collect();
             index.remove(&removed)?;
-            index.apply(&docs)
+            let for_ocr: Vec<i64> = docs
+                .iter()
+                .zip(&work)
+                .filter(|((_, pictures), (.., ocr))| read_pictures && *pictures && ocr.is_empty())
+                .map(|(_, (row, ..))| row.id)
+                .collect();
+            let docs: Vec<IndexDocument> = docs.into_iter().map(|(d, _)| d).collect();
+            index.apply(&docs).map(|()| for_ocr)
         })
         .await??;
+        // Pictures are read after: the message is searchable by everything else meanwhile.
+        self.catalog.ocr_queue_add(&for_ocr).await?;
         self.catalog.index_queue_done(&lease).await?;
         Ok(count)
     }
@@ -115,13 +130,23 @@ impl Indexer {
     }
 }
 
+/// Where a message's original lies in the volumes.
+pub(crate) fn location(row: &MessageRow) -> Location {
+    Location {
+        volume: row.record.volume.clone(),
+        segment: row.record.segment as u32,
+        offset: row.record.offset as u64,
+        length: row.record.length as u32,
+    }
+}
+
 /// The start of an attachment's text, enough for a snippet (the index cuts it again).
 fn preview(text: &str) -> String {
     text.chars().take(coffer_index::PREVIEW_CHARS * 4).collect()
 }
 
 /// The index document of one message: catalog facts plus the text of the original (parsed here
-/// unless ingest already did).
+/// unless ingest already did) and what OCR read from its pictures; and whether it has pictures.
 pub fn document(
     store: &Store,
     extractor: &coffer_extract::Extractor,
@@ -129,13 +154,9 @@ pub fn document(
     recipients: &[RecipientRow],
     placements: &[PlacementRow],
     parsed: Option<&ArchivedDocument>,
-) -> IndexDocument {
-    let location = Location {
-        volume: row.record.volume.clone(),
-        segment: row.record.segment as u32,
-        offset: row.record.offset as u64,
-        length: row.record.length as u32,
-    };
+    ocr: &[OcrText],
+) -> (IndexDocument, bool) {
+    let location = location(row);
     let read = || match store.read(&location) {
         Ok(raw) => Some(raw),
         Err(e) => {
@@ -182,6 +203,12 @@ pub fn document(
             filenames.push(n.clone());
         }
     }
+    for (_, name, text) in ocr.iter().filter(|(_, _, t)| !t.trim().is_empty()) {
+        attachment_previews.push((name.clone(), preview(text)));
+        attachment_text.push_str(text);
+        attachment_text.push('\n');
+    }
+    let pictures = parsed.attachments.iter().any(|a| a.content_type.starts_with("image/"));
     // The text of attached documents (the index may lag; the acknowledgement never waits for this).
     let mut tags: Vec<String> = coffer_mail::Flags(row.flags as u32).names().into_iter().map(str::to_owned).collect();
     let mut filetypes = Vec::new();
@@ -207,7 +234,7 @@ pub fn document(
         filetypes.dedup();
         tags.dedup();
     }
-    IndexDocument {
+    let document = IndexDocument {
         id: row.id as u64,
         tenant: row.tenant_id as u64,
         date: row.date,
@@ -228,5 +255,6 @@ pub fn document(
         tags,
         filetypes,
         has_attachment: row.has_attachment,
-    }
+    };
+    (document, pictures)
 }

@@ -377,6 +377,28 @@ impl Archive {
         }
     }
 
+    /// The reader of attached pictures (OCR); None when `[extract] ocr` is off.
+    pub fn ocr(&self) -> Option<crate::ocr::Ocr> {
+        let extractor = coffer_extract::Extractor::new(&self.config.extract);
+        extractor.ocr_enabled().then(|| crate::ocr::Ocr {
+            catalog: self.catalog.clone(),
+            store: self.store.clone(),
+            extractor,
+        })
+    }
+
+    /// Indexes until idle, then reads the pictures OCR waits for and indexes what it read: for
+    /// the commands that finish with everything searchable.
+    pub async fn index_until_idle(&self) -> Result<usize, ArchiveError> {
+        let mut indexed = self.indexer().run_until_idle().await?;
+        if let Some(ocr) = self.ocr()
+            && ocr.run_until_idle().await? > 0
+        {
+            indexed += self.indexer().run_until_idle().await?;
+        }
+        Ok(indexed)
+    }
+
     /// Keeps the index caught up in the background: shortly after commits, and every few seconds.
     pub fn spawn_indexer(&self) -> tokio::task::JoinHandle<()> {
         let indexer = self.indexer();
@@ -683,7 +705,7 @@ impl Archive {
             other => other?,
         }
         self.catalog.index_queue_all().await?;
-        let n = self.indexer().run_until_idle().await?;
+        let n = self.index_until_idle().await?;
         self.close().await?;
         Ok(Reindexed::Done(n))
     }

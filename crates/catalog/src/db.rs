@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "index_queue_leases", include_str!("../migrations/0008_index_queue_leases.sql")),
     (9, "evidence_marks", include_str!("../migrations/0009_evidence_marks.sql")),
     (10, "retention", include_str!("../migrations/0010_retention.sql")),
+    (11, "ocr", include_str!("../migrations/0011_ocr.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

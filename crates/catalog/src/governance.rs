@@ -704,7 +704,7 @@ pub(crate) async fn put_hold(
 /// A deletion as its tombstone tells it: the message's rows go, its certificate stays (recorded:
 /// its keys are destroyed next, by whoever applies it).
 pub(crate) async fn apply_deletion(tx: &mut sqlx::Transaction<'static, sqlx::Any>, d: &Deletion) -> Result<()> {
-    for table in ["recipients", "placements", "source_items"] {
+    for table in ["recipients", "placements", "source_items", "ocr_text", "ocr_queue"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE message = $1")).bind(d.message).execute(&mut **tx).await?;
     }
     sqlx::query("DELETE FROM arrival_records WHERE message = $1").bind(d.message).execute(&mut **tx).await?;

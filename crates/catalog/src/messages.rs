@@ -542,6 +542,79 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The text OCR read from each message's pictures: (part, picture's name, text), by message.
+    /// A message with an entry has been read (its pictures may have held no text).
+    pub async fn ocr_texts(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<(i64, String, String)>>> {
+        let rows = self
+            .rows_for(
+                ids,
+                "SELECT message, part, name, text FROM ocr_text WHERE message IN ({}) ORDER BY message, part",
+            )
+            .await?;
+        let mut out: HashMap<i64, Vec<(i64, String, String)>> = HashMap::new();
+        for row in rows {
+            out.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?));
+        }
+        Ok(out)
+    }
+
+    /// Queues messages whose pictures OCR should read.
+    pub async fn ocr_queue_add(&self, ids: &[i64]) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "INSERT INTO ocr_queue (message) VALUES {} ON CONFLICT (message) DO NOTHING",
+                rows_of(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// The next messages OCR should read, oldest first.
+    pub async fn ocr_queue_next(&self, limit: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT message FROM ocr_queue ORDER BY message LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    pub async fn ocr_queue_len(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM ocr_queue").fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
+    /// What OCR read from a message's pictures: kept, the message leaves the OCR queue and is
+    /// queued for indexing with it. A message deleted meanwhile keeps nothing.
+    pub async fn ocr_done(&self, message: i64, texts: &[(i64, String, String)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM ocr_queue WHERE message = $1").bind(message).execute(&mut *tx).await?;
+        let exists = sqlx::query("SELECT 1 FROM messages WHERE id = $1").bind(message).fetch_optional(&mut *tx).await?;
+        if exists.is_some() {
+            for (part, name, text) in texts {
+                sqlx::query(
+                    "INSERT INTO ocr_text (message, part, name, text) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (message, part) DO UPDATE SET name = $3, text = $4",
+                )
+                .bind(message)
+                .bind(*part)
+                .bind(name)
+                .bind(text)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(&format!("INSERT INTO index_queue (message) VALUES ($1) {REQUEUE}"))
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Runs `sql` (whose `{}` stands for the id list) over `ids` in chunks the databases accept.
     async fn rows_for(&self, ids: &[i64], sql: &str) -> Result<Vec<AnyRow>> {
         let mut rows = Vec::new();

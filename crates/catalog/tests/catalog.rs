@@ -340,3 +340,38 @@ async fn a_deletion_decided_against_the_holds_before_a_new_one_is_refused_and_a_
     })
     .await;
 }
+
+#[tokio::test]
+async fn ocr_keeps_what_it_read_queues_the_message_for_indexing_and_keeps_nothing_of_a_deleted_message() {
+    for_each_database(async |c: Catalog| {
+        let t = c.default_tenant().await.unwrap();
+        let batch: Vec<_> = (0..2)
+            .map(|i| (message(t.id, &format!("o{i}"), &[("to", "bob@contoso.com")], "Inbox"), record(i)))
+            .collect();
+        let ids: Vec<i64> = commit(&c, &batch)
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| match o {
+                CommitOutcome::Stored { id } => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let lease = c.index_queue_take("i", 10, 60).await.unwrap();
+        c.index_queue_done(&lease).await.unwrap();
+        c.ocr_queue_add(&ids).await.unwrap();
+        c.ocr_queue_add(&ids[..1]).await.unwrap();
+        assert_eq!(c.ocr_queue_next(10).await.unwrap(), ids, "queued once each");
+        c.ocr_done(ids[0], &[(1, "scan.png".into(), "wombat".into())]).await.unwrap();
+        assert_eq!(c.ocr_queue_next(10).await.unwrap(), ids[1..]);
+        let texts = c.ocr_texts(&ids).await.unwrap();
+        assert_eq!(texts[&ids[0]], [(1, "scan.png".to_owned(), "wombat".to_owned())]);
+        assert!(!texts.contains_key(&ids[1]));
+        assert_eq!(c.index_queue_take("i", 10, 60).await.unwrap().ids, ids[..1], "indexed again with its text");
+        // A message that is gone when OCR finishes keeps nothing.
+        c.ocr_done(999_999, &[(1, "x.png".into(), "secret".into())]).await.unwrap();
+        assert!(c.ocr_texts(&[999_999]).await.unwrap().is_empty());
+        assert_eq!(c.ocr_queue_len().await.unwrap(), 1);
+    })
+    .await;
+}

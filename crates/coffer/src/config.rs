@@ -39,6 +39,7 @@ impl Config {
             .merge(Env::prefixed("COFFER_").split("__"))
             .extract()
             .context("configuration is invalid (check coffer.toml and COFFER_* variables; nested keys use __, e.g. COFFER_SMTP__LISTEN)")?;
+        config.archive.extract.check().map_err(|e| anyhow::anyhow!(e))?;
         for c in &config.m365 {
             anyhow::ensure!(
                 (1..=32).contains(&c.parallel_mailboxes),

@@ -248,7 +248,7 @@ pub async fn import(
         loop {
             if indexer.run_once().await? == 0 {
                 if imported.load(std::sync::atomic::Ordering::Acquire) {
-                    return indexer.run_until_idle().await;
+                    return archive.index_until_idle().await;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

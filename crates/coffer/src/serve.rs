@@ -16,6 +16,8 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let archive = Arc::new(open(&config, true).await?);
     let pipeline = archive.pipeline();
     let indexer = archive.spawn_indexer();
+    // Pictures are read (OCR, when on) after plain indexing, from a queue of their own.
+    let ocr = archive.ocr().map(|o| o.spawn());
     let timestamper = archive.timestamper()?.map(|t| t.spawn());
     // Runs asked for beside this process, and the daily schedule.
     let retention = archive.spawn_retention();
@@ -57,6 +59,9 @@ pub async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
     }
     indexer.abort();
+    if let Some(o) = ocr {
+        o.abort();
+    }
     retention.abort();
     if let Some(t) = timestamper {
         t.abort();

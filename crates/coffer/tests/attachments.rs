@@ -442,3 +442,49 @@ fn words_in_legacy_word_excel_and_powerpoint_files_find_their_message() {
     }
     assert_eq!(c.count("click"), 0, "a master slide's placeholder text is not the author's");
 }
+
+#[test]
+fn with_ocr_on_a_pictures_text_is_found_after_plain_indexing_and_kept_and_with_it_off_it_is_not_read() {
+    // A picture of text, as Chromium draws it.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("scan.html"),
+        "<body style=\"margin:40px;font:48px sans-serif\">The wombatscan invoice 4711</body>",
+    )
+    .unwrap();
+    let drawn = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=900,200"])
+        .arg(format!("--user-data-dir={}", work.path().join("profile").display()))
+        .arg(format!("--screenshot={}", work.path().join("scan.png").display()))
+        .arg(work.path().join("scan.html"))
+        .output()
+        .expect("Debian's chromium (scripts/test-env.sh installs it)");
+    assert!(drawn.status.success(), "{}", String::from_utf8_lossy(&drawn.stderr));
+    let png = std::fs::read(work.path().join("scan.png")).unwrap();
+
+    let c = Coffer::new();
+    let dir = c.dir.path().join("mail");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("0.eml"), message("Scanned invoice", "scan.png", "image/png", &png)).unwrap();
+    c.ok(&["import", "--no-journal", dir.to_str().unwrap()]);
+    assert_eq!(c.count("subject:scanned"), 1);
+    assert_eq!(c.count("wombatscan"), 0, "OCR is off by default");
+
+    let reindex = |ocr: &str| {
+        let out = c.command().env("COFFER_EXTRACT__OCR", ocr).args(["reindex"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    reindex("true");
+    for query in ["wombatscan", "attachment:wombatscan", "attachment:4711"] {
+        let found = c.json(query, 10);
+        assert_eq!(found.len(), 1, "{query}");
+        assert_eq!(found[0]["subject"], "Scanned invoice");
+    }
+    // What OCR read is kept: indexed again with OCR off, the picture's words are still found.
+    reindex("false");
+    assert_eq!(c.count("wombatscan"), 1);
+
+    let bad = c.command().env("COFFER_EXTRACT__OCR_LANGUAGES", "eng -psm 0").args(["reindex"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ocr_languages"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

@@ -102,6 +102,23 @@ fn sniff(data: &[u8]) -> Option<&'static str> {
 
 const GZIP_MAGIC: [u8; 2] = [0x1F, 0x8B];
 
+/// The picture format `data` is in, by its first bytes: what OCR may read.
+pub fn picture(data: &[u8]) -> Option<&'static str> {
+    let riff_webp = data.starts_with(b"RIFF") && data.get(8..12) == Some(b"WEBP");
+    [
+        (&b"\x89PNG\r\n\x1a\n"[..], "png"),
+        (b"\xFF\xD8\xFF", "jpeg"),
+        (b"II*\0", "tiff"),
+        (b"MM\0*", "tiff"),
+        (b"GIF8", "gif"),
+        (b"BM", "bmp"),
+    ]
+    .into_iter()
+    .find(|(magic, _)| data.starts_with(magic))
+    .map(|(_, kind)| kind)
+    .or(riff_webp.then_some("webp"))
+}
+
 /// A tar archive's first header names its format at byte 257 (POSIX `ustar`, GNU `ustar  `).
 fn is_tar(data: &[u8]) -> bool {
     data.get(257..262) == Some(b"ustar")

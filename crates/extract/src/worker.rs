@@ -23,6 +23,11 @@ pub struct ExtractConfig {
     pub time_limit_seconds: u64,
     /// Memory (address space) of the worker reading one attachment, in MiB.
     pub memory_limit_mib: u64,
+    /// Read the text of attached pictures with Tesseract (Debian's `tesseract-ocr`), in a queue
+    /// of its own after plain indexing.
+    pub ocr: bool,
+    /// Tesseract's languages, `+` between them (`eng+deu`; each needs its `tesseract-ocr-*` package).
+    pub ocr_languages: String,
     /// The worker's program and arguments; set by the binary (itself), not by the file. Unset,
     /// extraction stays in the process and PDFs are only named.
     #[serde(skip)]
@@ -31,7 +36,28 @@ pub struct ExtractConfig {
 
 impl Default for ExtractConfig {
     fn default() -> Self {
-        ExtractConfig { time_limit_seconds: 30, memory_limit_mib: 1024, worker: None }
+        ExtractConfig {
+            time_limit_seconds: 30,
+            memory_limit_mib: 1024,
+            ocr: false,
+            ocr_languages: "eng".into(),
+            worker: None,
+        }
+    }
+}
+
+impl ExtractConfig {
+    /// Checks what the file says; the error says how to fix it.
+    pub fn check(&self) -> Result<(), String> {
+        let languages = &self.ocr_languages;
+        let fine = !languages.is_empty()
+            && languages.split('+').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        if !fine {
+            return Err(format!(
+                "[extract] ocr_languages = {languages:?}: give Tesseract's language codes joined by +, like \"eng+deu\""
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -48,6 +74,8 @@ pub struct Worker {
     args: Vec<OsString>,
     time: Duration,
     memory: u64,
+    /// Tesseract's languages, when OCR is on.
+    ocr: Option<String>,
 }
 
 impl Extractor {
@@ -59,6 +87,7 @@ impl Extractor {
                 args: args.clone(),
                 time: Duration::from_secs(config.time_limit_seconds.max(1)),
                 memory: config.memory_limit_mib.max(64) << 20,
+                ocr: config.ocr.then(|| config.ocr_languages.clone()),
             }),
         }
     }
@@ -69,12 +98,31 @@ impl Extractor {
             Extractor::InProcess => crate::extract(data),
             Extractor::Worker(worker) => {
                 let filetype = crate::sniff(data)?;
-                match worker.run(data) {
+                match worker.limited(&worker.program, &worker.args, data).and_then(|out| parse_output(&out)) {
                     Ok(found) => found,
                     Err(why) => Some(Extracted { filetype, text: Err(why) }),
                 }
             }
         }
+    }
+
+    /// Whether pictures are read ([`Extractor::ocr`]).
+    pub fn ocr_enabled(&self) -> bool {
+        matches!(self, Extractor::Worker(Worker { ocr: Some(_), .. }))
+    }
+
+    /// The text Tesseract reads in a picture (PNG, JPEG, TIFF, GIF, BMP, WebP), under the same
+    /// limits as any extraction; None when OCR is off or `data` is no picture it reads.
+    pub fn ocr(&self, data: &[u8]) -> Option<Result<String, String>> {
+        let Extractor::Worker(worker) = self else { return None };
+        let languages = worker.ocr.as_ref()?;
+        crate::picture(data)?;
+        let args: Vec<OsString> = ["stdin", "stdout", "-l", languages].iter().map(OsString::from).collect();
+        Some(
+            worker
+                .limited(std::path::Path::new("tesseract"), &args, data)
+                .map(|out| String::from_utf8_lossy(&out).into_owned()),
+        )
     }
 }
 
@@ -84,9 +132,16 @@ const MAX_OUTPUT: u64 = MAX_TEXT as u64 + 64 * 1024;
 const MAX_INPUT: u64 = 512 << 20;
 
 impl Worker {
-    fn run(&self, data: &[u8]) -> Result<Option<Extracted>, String> {
-        let mut command = Command::new(&self.program);
-        command.args(&self.args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+    /// Runs `program` on `data` (its stdin) under the limits; its stdout.
+    fn limited(&self, program: &std::path::Path, args: &[OsString], data: &[u8]) -> Result<Vec<u8>, String> {
+        let mut command = Command::new(program);
+        // One thread: OCR must not take both cores from the server.
+        command
+            .args(args)
+            .env("OMP_THREAD_LIMIT", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         let (memory, cpu) = (self.memory, self.time.as_secs());
         // SAFETY: between fork and exec only system calls are made (no allocation, no locks).
         unsafe {
@@ -98,7 +153,7 @@ impl Worker {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|e| format!("the extraction worker could not start: {e}"))?;
+        let mut child = command.spawn().map_err(|e| format!("{} could not start: {e}", program.display()))?;
         let mut stdin = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
         let output = std::thread::scope(|scope| {
@@ -131,7 +186,7 @@ impl Worker {
             }
             Ok(reader.join().unwrap_or_default())
         })?;
-        parse_output(&output)
+        Ok(output)
     }
 }
 
