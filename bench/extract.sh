@@ -29,12 +29,12 @@ python3 - "$COFFER_CORPUS_DIR/spamassassin-public" "$WORK/src" "$PER_TYPE" <<'EO
 import email, email.policy, html, os, sys
 corpus, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 os.makedirs(out)
-files = sorted(f for f in os.listdir(corpus) if f.endswith('.eml'))
+files = sorted(os.path.join(d, f) for d, _, names in os.walk(corpus) for f in names if f.endswith('.eml'))
 texts, chunk = [], []
-for name in files:
-    msg = email.message_from_binary_file(open(os.path.join(corpus, name), 'rb'), policy=email.policy.default)
-    part = msg.get_body(preferencelist=('plain',))
+for path in files:
     try:
+        msg = email.message_from_binary_file(open(path, 'rb'), policy=email.policy.default)
+        part = msg.get_body(preferencelist=('plain',))
         body = part.get_content() if part else ''
     except Exception:
         continue
