@@ -54,11 +54,11 @@ fn stemming(language: Language) -> TextAnalyzer {
 /// The stemmed terms of `text`, in the language it is written in, separated by spaces (the
 /// stemmed field splits on those); nothing when its language has no stemmer or is unclear.
 pub fn stemmed_terms(text: &str) -> String {
-    let mut sample = &text[..text.len().min(DETECT_BYTES)];
-    while !text.is_char_boundary(sample.len()) {
-        sample = &sample[..sample.len() - 1];
+    let mut end = text.len().min(DETECT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    let Some(info) = whatlang::detect(sample) else { return String::new() };
+    let Some(info) = whatlang::detect(&text[..end]) else { return String::new() };
     let Some(&(_, language, code)) = STEMMED.iter().find(|(lang, _, _)| *lang == info.lang()) else {
         return String::new();
     };
@@ -216,7 +216,7 @@ fn is_cjk(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::tokens;
+    use super::*;
 
     #[test]
     fn words_of_any_script_are_lowercased_and_folded() {
@@ -243,5 +243,14 @@ mod tests {
         assert_eq!(tokens("東京会議"), ["東京", "京会", "会議"]);
         assert_eq!(tokens("会 議"), ["会", "議"]);
         assert_eq!(tokens("予算report"), ["予算", "report"]);
+    }
+
+    #[test]
+    fn a_text_whose_detection_sample_ends_inside_a_character_is_stemmed_without_panicking() {
+        let text = format!("{}ï and the invoices that were paid", "a".repeat(DETECT_BYTES - 1));
+        assert!(!text.is_char_boundary(DETECT_BYTES));
+        stemmed_terms(&text);
+        let english = format!("{} The invoices were paid.", "The auditors asked about the payments. ".repeat(120));
+        assert!(stemmed_terms(&english).contains("en:invoic "));
     }
 }

@@ -503,7 +503,8 @@ mod tests {
             index.search(&request).unwrap().hits
         };
         let hits = search("platypus");
-        let (a, b) = (hits[0].snippet.clone().unwrap(), hits[1].snippet.clone().unwrap());
+        let of = |id: u64| hits.iter().find(|h| h.id == id).and_then(|h| h.snippet.clone()).unwrap();
+        let (a, b) = (of(1), of(2));
         assert_eq!(a.attachment.as_deref(), Some("contract.pdf"));
         assert_eq!(a.highlighted.iter().map(|r| &a.fragment[r.clone()]).collect::<Vec<_>>(), ["platypus"]);
         assert_eq!(b.attachment, None);
