@@ -8,7 +8,7 @@ use std::sync::Arc;
 use coffer_catalog::{Catalog, MessageRow, PlacementRow, RecipientRow};
 use coffer_index::{Address, IndexDocument, SearchBackend};
 use coffer_mail::ArchivedDocument;
-use coffer_store::{Location, Store};
+use coffer_store::Store;
 use rayon::prelude::*;
 
 use crate::ArchiveError;
@@ -120,23 +120,20 @@ impl Indexer {
 
     /// Indexes until the queue is empty; returns the number of messages indexed.
     pub async fn run_until_idle(&self) -> Result<usize, ArchiveError> {
-        let mut total = 0;
-        loop {
-            match self.run_once().await? {
-                0 => return Ok(total),
-                n => total += n,
-            }
-        }
+        until_idle(|| self.run_once()).await
     }
 }
 
-/// Where a message's original lies in the volumes.
-pub(crate) fn location(row: &MessageRow) -> Location {
-    Location {
-        volume: row.record.volume.clone(),
-        segment: row.record.segment as u32,
-        offset: row.record.offset as u64,
-        length: row.record.length as u32,
+/// Runs `turn` until it finds nothing to do; the sum of what it did.
+pub(crate) async fn until_idle<F: Future<Output = Result<usize, ArchiveError>>>(
+    mut turn: impl FnMut() -> F,
+) -> Result<usize, ArchiveError> {
+    let mut total = 0;
+    loop {
+        match turn().await? {
+            0 => return Ok(total),
+            n => total += n,
+        }
     }
 }
 
@@ -156,7 +153,7 @@ pub fn document(
     parsed: Option<&ArchivedDocument>,
     ocr: &[OcrText],
 ) -> (IndexDocument, bool) {
-    let location = location(row);
+    let location = crate::service::location_of(row);
     let read = || match store.read(&location) {
         Ok(raw) => Some(raw),
         Err(e) => {

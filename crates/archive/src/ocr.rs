@@ -11,8 +11,9 @@ use coffer_catalog::Catalog;
 use coffer_store::Store;
 
 use crate::ArchiveError;
-use crate::indexer::{OcrText, location};
+use crate::indexer::OcrText;
 use crate::service::blocking;
+use crate::service::location_of;
 
 /// Messages read per turn (each may hold several pictures).
 const BATCH: i64 = 8;
@@ -34,7 +35,7 @@ impl Ocr {
                 self.catalog.ocr_done(*id, &[]).await?;
                 continue;
             };
-            let (store, extractor, at) = (self.store.clone(), self.extractor.clone(), location(row));
+            let (store, extractor, at) = (self.store.clone(), self.extractor.clone(), location_of(row));
             let id = *id;
             let texts = blocking(move || -> Vec<OcrText> {
                 let raw = match store.read(&at) {
@@ -68,13 +69,7 @@ impl Ocr {
 
     /// Reads until the OCR queue is empty; how many messages it read.
     pub async fn run_until_idle(&self) -> Result<usize, ArchiveError> {
-        let mut total = 0;
-        loop {
-            match self.run_once().await? {
-                0 => return Ok(total),
-                n => total += n,
-            }
-        }
+        crate::indexer::until_idle(|| self.run_once()).await
     }
 
     /// Keeps reading in the background, a few seconds after the queue was last found empty.
