@@ -30,11 +30,11 @@ if ! command -v soffice >/dev/null; then
     libreoffice-impress-nogui >/dev/null
 fi
 
-# OCR of attached pictures: Tesseract with its English data.
-if ! command -v tesseract >/dev/null; then
+# OCR of attached pictures and scanned PDFs: Tesseract with its English data, poppler's pdftoppm.
+if ! command -v tesseract >/dev/null || ! command -v pdftoppm >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-eng >/dev/null
+  apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-eng poppler-utils >/dev/null
 fi
 
 # The console's end-to-end tests: Debian's Chromium (driven by playwright-core), an OpenID provider

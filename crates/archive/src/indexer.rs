@@ -205,7 +205,7 @@ pub fn document(
         attachment_text.push_str(text);
         attachment_text.push('\n');
     }
-    let pictures = parsed.attachments.iter().any(|a| a.content_type.starts_with("image/"));
+    let mut pictures = parsed.attachments.iter().any(|a| a.content_type.starts_with("image/"));
     // The text of attached documents (the index may lag; the acknowledgement never waits for this).
     let mut tags: Vec<String> = coffer_mail::Flags(row.flags as u32).names().into_iter().map(str::to_owned).collect();
     let mut filetypes = Vec::new();
@@ -217,6 +217,8 @@ pub fn document(
             filetypes.push(found.filetype.to_owned());
             match found.text {
                 Ok(text) => {
+                    // A PDF without text is a scan: its pages are pictures for OCR.
+                    pictures |= found.filetype == "pdf" && coffer_extract::scanned(&text);
                     attachment_previews.push((info.name.clone(), preview(&text)));
                     attachment_text.push_str(&text);
                     attachment_text.push('\n');

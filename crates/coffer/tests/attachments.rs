@@ -444,7 +444,7 @@ fn words_in_legacy_word_excel_and_powerpoint_files_find_their_message() {
 }
 
 #[test]
-fn with_ocr_on_a_pictures_text_is_found_after_plain_indexing_and_kept_and_with_it_off_it_is_not_read() {
+fn with_ocr_on_the_text_of_a_picture_and_of_a_scanned_pdf_is_found_after_plain_indexing_and_kept() {
     // A picture of text, as Chromium draws it.
     let work = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -461,24 +461,59 @@ fn with_ocr_on_a_pictures_text_is_found_after_plain_indexing_and_kept_and_with_i
         .expect("Debian's chromium (scripts/test-env.sh installs it)");
     assert!(drawn.status.success(), "{}", String::from_utf8_lossy(&drawn.stderr));
     let png = std::fs::read(work.path().join("scan.png")).unwrap();
+    // A scanned letter: a PDF whose page is a picture of text (another one), no text in it.
+    std::fs::write(
+        work.path().join("letter.html"),
+        "<body style=\"margin:40px;font:48px sans-serif\">Dear bilbyscan committee</body>",
+    )
+    .unwrap();
+    let page = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=900,200"])
+        .arg(format!("--user-data-dir={}", work.path().join("profile").display()))
+        .arg(format!("--screenshot={}", work.path().join("letter.png").display()))
+        .arg(work.path().join("letter.html"))
+        .output()
+        .unwrap();
+    assert!(page.status.success());
+    std::fs::write(
+        work.path().join("scan.html"),
+        "<body style=\"margin:0\"><img src=\"letter.png\" width=\"700\"></body>",
+    )
+    .unwrap();
+    let printed = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer"])
+        .arg(format!("--user-data-dir={}", work.path().join("profile").display()))
+        .arg(format!("--print-to-pdf={}", work.path().join("scan.pdf").display()))
+        .arg(work.path().join("scan.html"))
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let scanned = std::fs::read(work.path().join("scan.pdf")).unwrap();
 
     let c = Coffer::new();
     let dir = c.dir.path().join("mail");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("0.eml"), message("Scanned invoice", "scan.png", "image/png", &png)).unwrap();
+    std::fs::write(dir.join("1.eml"), message("Scanned letter", "letter.pdf", "application/pdf", &scanned)).unwrap();
     c.ok(&["import", "--no-journal", dir.to_str().unwrap()]);
-    assert_eq!(c.count("subject:scanned"), 1);
+    assert_eq!(c.count("subject:invoice"), 1);
     assert_eq!(c.count("wombatscan"), 0, "OCR is off by default");
+    assert_eq!(c.count("bilbyscan"), 0, "the scan's PDF holds no text");
 
     let reindex = |ocr: &str| {
         let out = c.command().env("COFFER_EXTRACT__OCR", ocr).args(["reindex"]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     reindex("true");
-    for query in ["wombatscan", "attachment:wombatscan", "attachment:4711"] {
+    for (query, subject) in [
+        ("wombatscan", "Scanned invoice"),
+        ("attachment:wombatscan", "Scanned invoice"),
+        ("attachment:4711", "Scanned invoice"),
+        ("attachment:bilbyscan", "Scanned letter"),
+    ] {
         let found = c.json(query, 10);
         assert_eq!(found.len(), 1, "{query}");
-        assert_eq!(found[0]["subject"], "Scanned invoice");
+        assert_eq!(found[0]["subject"], subject, "{query}");
     }
     // What OCR read is kept: indexed again with OCR off, the picture's words are still found.
     reindex("false");

@@ -102,6 +102,11 @@ fn sniff(data: &[u8]) -> Option<&'static str> {
 
 const GZIP_MAGIC: [u8; 2] = [0x1F, 0x8B];
 
+/// Whether a PDF whose text is `text` is a scan (pictures of pages, no text to speak of).
+pub fn scanned(text: &str) -> bool {
+    text.chars().filter(|c| c.is_alphanumeric()).nth(15).is_none()
+}
+
 /// The picture format `data` is in, by its first bytes: what OCR may read.
 pub fn picture(data: &[u8]) -> Option<&'static str> {
     let riff_webp = data.starts_with(b"RIFF") && data.get(8..12) == Some(b"WEBP");

@@ -111,18 +111,54 @@ impl Extractor {
         matches!(self, Extractor::Worker(Worker { ocr: Some(_), .. }))
     }
 
-    /// The text Tesseract reads in a picture (PNG, JPEG, TIFF, GIF, BMP, WebP), under the same
-    /// limits as any extraction; None when OCR is off or `data` is no picture it reads.
+    /// The text Tesseract reads in a picture (PNG, JPEG, TIFF, GIF, BMP, WebP), or in the pages
+    /// of a scanned PDF (drawn by poppler's `pdftoppm`, at most [`MAX_SCANNED_PAGES`]), under the
+    /// same limits as any extraction; None when OCR is off or `data` is neither.
     pub fn ocr(&self, data: &[u8]) -> Option<Result<String, String>> {
         let Extractor::Worker(worker) = self else { return None };
-        let languages = worker.ocr.as_ref()?;
+        worker.ocr.as_ref()?;
+        if data.starts_with(b"%PDF-") {
+            return match self.extract(data) {
+                Some(crate::Extracted { text: Ok(text), .. }) if crate::scanned(&text) => Some(worker.ocr_pages(data)),
+                _ => None,
+            };
+        }
         crate::picture(data)?;
+        Some(worker.ocr_picture(data))
+    }
+}
+
+/// Pages of a scanned PDF read by OCR, at most.
+pub const MAX_SCANNED_PAGES: usize = 50;
+
+impl Worker {
+    fn ocr_picture(&self, data: &[u8]) -> Result<String, String> {
+        let languages = self.ocr.as_deref().unwrap_or("eng");
         let args: Vec<OsString> = ["stdin", "stdout", "-l", languages].iter().map(OsString::from).collect();
-        Some(
-            worker
-                .limited(std::path::Path::new("tesseract"), &args, data)
-                .map(|out| String::from_utf8_lossy(&out).into_owned()),
-        )
+        self.limited(std::path::Path::new("tesseract"), &args, data)
+            .map(|out| String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Each page drawn at 150 dpi into a folder of its own, then read.
+    fn ocr_pages(&self, pdf: &[u8]) -> Result<String, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("a folder for the pages: {e}"))?;
+        let root = dir.path().join("page");
+        let last = MAX_SCANNED_PAGES.to_string();
+        let args: Vec<OsString> =
+            vec!["-r".into(), "150".into(), "-l".into(), last.into(), "-png".into(), "-".into(), root.into()];
+        self.limited(std::path::Path::new("pdftoppm"), &args, pdf)?;
+        let mut pages: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        pages.sort();
+        let mut text = String::new();
+        for page in pages {
+            let picture = std::fs::read(&page).map_err(|e| e.to_string())?;
+            text.push_str(&self.ocr_picture(&picture)?);
+            text.push('\n');
+        }
+        Ok(text)
     }
 }
 
