@@ -3,8 +3,8 @@
 //! message —, a real winmail.dat): the test's documents each carry a unique word; each word finds
 //! exactly its message, by a bare search and by `attachment:`, and `filetype:` counts are exact; a
 //! document that cannot be read (a broken zip, a PDF bomb, a PDF that crashes or loops its parser)
-//! is tagged and its message still found; a part written after the closing boundary is found by
-//! its text.
+//! is tagged and its message still found; a part written after the closing boundary, or under a
+//! boundary other than the declared one, is found by its text.
 
 mod common;
 
@@ -127,9 +127,29 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
          filename=late.txt\r\n\r\nplatypuslate\r\n--xyz--\r\n",
     )
     .unwrap();
+    // Another: the header declares one boundary, the body uses another; a DOCX under it.
+    let docx = base64::engine::general_purpose::STANDARD
+        .encode(zip_of(&[("word/document.xml", "<w:document><w:t>quolldocx</w:t></w:document>")]));
+    std::fs::write(
+        dir.join("mismatched.eml"),
+        format!(
+            "From: alice@contoso.com\r\nTo: bob@contoso.com\r\nSubject: Mismatched boundary\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=declared\r\n\r\nThis is a multi-part message.\r\n\
+             --actual\r\nContent-Type: text/plain\r\n\r\nquollbody\r\n--actual\r\nContent-Type: application/octet-stream; \
+             name=terms.docx\r\nContent-Disposition: attachment; filename=terms.docx\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{docx}\r\n--actual--\r\n"
+        ),
+    )
+    .unwrap();
     c.ok(&["import", "--no-journal", dir.to_str().unwrap()]);
     let late = c.json("attachment:platypuslate", 10);
     assert_eq!((late.len(), late[0]["subject"].as_str()), (1, Some("Stray part")), "recovered for the index");
+    for query in ["quollbody", "attachment:quolldocx", "filename:terms.docx"] {
+        let found = c.json(query, 10);
+        assert_eq!(found.len(), 1, "{query}");
+        assert_eq!(found[0]["subject"], "Mismatched boundary", "{query}");
+    }
+    assert_eq!(c.count("tag:malformed"), 2, "both recovered messages are flagged");
 
     for (word, subject) in [
         ("quokkadocx", "Contract draft"),
@@ -155,7 +175,7 @@ fn words_in_attached_office_and_opendocument_files_find_their_message_and_filety
     assert_eq!(c.count("0 subject:budget"), 0, "a shared-string index is not text");
     // By content: the renamed document is a docx; the broken one is only a zip.
     for (filetype, n) in
-        [("docx", 2), ("xlsx", 1), ("pptx", 1), ("odt", 1), ("zip", 2), ("rtf", 1), ("gzip", 1), ("pdf", 0)]
+        [("docx", 3), ("xlsx", 1), ("pptx", 1), ("odt", 1), ("zip", 2), ("rtf", 1), ("gzip", 1), ("pdf", 0)]
     {
         assert_eq!(c.count(&format!("filetype:{filetype}")), n, "filetype:{filetype}");
     }

@@ -169,31 +169,37 @@ fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
     doc.reply_to = mailboxes(message.reply_to());
     doc.subject = eight_bit_header(raw, &message, "Subject").or_else(|| message.subject().map(str::to_owned));
 
+    // Parts a strict parser drops are read here for the index (the original bytes stay as they
+    // are) and the message is flagged.
+    let stray = stray_parts(raw, &message);
+    let recovered = stray.as_ref().and_then(|s| MessageParser::default().parse(&s.wrapped[..]));
+    let leaves = |p: &&mail_parser::MessagePart| !matches!(p.body, PartType::Multipart(_));
+    let stray_leaves = recovered.as_ref().map_or(0, |r| r.parts.iter().skip(1).filter(leaves).count());
+    if stray_leaves > 0 {
+        doc.flags.insert(Flags::MALFORMED);
+    }
+    // Under a mismatched boundary the parser missed the whole structure: the recovered one
+    // stands in for it, its text parts the body as they would have been.
+    let structure = match (&stray, &recovered) {
+        (Some(stray), Some(recovered)) if stray.mismatched && stray_leaves > 0 => recovered,
+        _ => &message,
+    };
+
     let mut budget = TextBudget::new();
-    for i in 0..message.text_body_count() {
-        if let Some(text) = message.body_text(i) {
+    for i in 0..structure.text_body_count() {
+        if let Some(text) = structure.body_text(i) {
             budget.push(&mut doc.body, &text);
         }
     }
-    let inline = crate::view::inline_images(&message);
-    for (_, part) in message.attachments().enumerate().filter(|(i, _)| !inline.contains(i)) {
+    let inline = crate::view::inline_images(structure);
+    for (_, part) in structure.attachments().enumerate().filter(|(i, _)| !inline.contains(i)) {
         doc.attachments.push(attachment(part, &mut budget));
     }
-    // Parts a mailer wrote after the closing boundary: strict parsers drop them; they are read
-    // here for the index (the original bytes stay as they are) and the message is flagged.
-    if let Some(trailing) = after_closing_boundary(raw, &message) {
-        let wrapped =
-            [format!("Content-Type: multipart/mixed; boundary=\"{}\"\r\n\r\n", trailing.0).as_bytes(), trailing.1]
-                .concat();
-        if let Some(recovered) = MessageParser::default().parse(&wrapped[..]) {
-            let parts: Vec<_> =
-                recovered.parts.iter().skip(1).filter(|p| !matches!(p.body, PartType::Multipart(_))).collect();
-            if !parts.is_empty() {
-                doc.flags.insert(Flags::MALFORMED);
-            }
-            for part in parts {
-                doc.attachments.push(attachment(part, &mut budget));
-            }
+    if let (Some(stray), Some(recovered)) = (&stray, &recovered)
+        && !stray.mismatched
+    {
+        for part in recovered.parts.iter().skip(1).filter(leaves) {
+            doc.attachments.push(attachment(part, &mut budget));
         }
     }
     if budget.truncated {
@@ -202,17 +208,75 @@ fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
     doc
 }
 
-/// The top-level boundary and what follows its closing delimiter, when that holds more parts.
-fn after_closing_boundary<'a>(raw: &'a [u8], message: &mail_parser::Message) -> Option<(String, &'a [u8])> {
-    let boundary = message.content_type()?.attribute("boundary")?.to_owned();
-    let close = format!("\n--{boundary}--");
-    let at = memchr::memmem::find(raw, close.as_bytes())? + close.len();
-    let rest = &raw[at..];
-    let open = format!("\n--{boundary}");
-    let start = memchr::memmem::find(rest, open.as_bytes())?;
-    // The first delimiter line of the stray parts (a delimiter, not a second close).
-    let after = rest.get(start + open.len()..)?;
-    (after.starts_with(b"\r\n") || after.starts_with(b"\n")).then(|| (boundary, &rest[start..]))
+/// Parts of a multipart message that its declared boundary does not reach: written after its
+/// closing delimiter, or delimited by a boundary other than the declared one (a common mailer
+/// bug; strict parsers drop them, piler finds them).
+pub(crate) struct StrayParts {
+    /// The stray parts under a multipart/mixed header of their own boundary, ready to parse.
+    pub wrapped: Vec<u8>,
+    /// The declared boundary delimits nothing: these are all the message's parts.
+    pub mismatched: bool,
+}
+
+/// The stray parts of a parsed message, if it has any.
+pub(crate) fn stray_parts(raw: &[u8], message: &mail_parser::Message) -> Option<StrayParts> {
+    let content_type = message.content_type()?;
+    if !content_type.ctype().eq_ignore_ascii_case("multipart") {
+        return None;
+    }
+    let declared = content_type.attribute("boundary")?;
+    let open = format!("\n--{declared}");
+    let body = raw.get(message.root_part().raw_body_offset() as usize..)?;
+    let (boundary, parts, mismatched) = match memchr::memmem::find(body, open.as_bytes()) {
+        None => {
+            let (boundary, at) = body_boundary(body)?;
+            (boundary, &body[at..], true)
+        }
+        Some(first) => {
+            let close = format!("\n--{declared}--");
+            let at = first + memchr::memmem::find(&body[first..], close.as_bytes())? + close.len();
+            let rest = &body[at..];
+            let start = memchr::memmem::find(rest, open.as_bytes())?;
+            // The first delimiter line of the stray parts (a delimiter, not a second close).
+            let after = rest.get(start + open.len()..)?;
+            if !(after.starts_with(b"\r\n") || after.starts_with(b"\n")) {
+                return None;
+            }
+            (declared.to_owned(), &rest[start..], false)
+        }
+    };
+    let header = format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n");
+    Some(StrayParts { wrapped: [header.as_bytes(), parts].concat(), mismatched })
+}
+
+/// The boundary a body's delimiter lines use, and where the first of them starts (at its line
+/// break): a line `--token` of boundary characters (RFC 2046) followed by a header field line.
+fn body_boundary(body: &[u8]) -> Option<(String, usize)> {
+    let mut at = 0;
+    // Only the first lines are looked at: a delimiter comes before the first part.
+    for _ in 0..1000 {
+        let end = memchr::memchr(b'\n', &body[at..]).map_or(body.len(), |n| at + n);
+        let line = body[at..end].strip_suffix(b"\r").unwrap_or(&body[at..end]);
+        if let Some(token) = line.strip_prefix(b"--") {
+            let bchar = |b: &u8| b.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(b);
+            let next_start = (end + 1).min(body.len());
+            let next_end = memchr::memchr(b'\n', &body[next_start..]).map_or(body.len(), |n| next_start + n);
+            let next = &body[next_start..next_end];
+            let is_header = next.iter().position(|&b| b == b':').is_some_and(|colon| {
+                std::str::from_utf8(&next[..colon]).is_ok_and(is_field_name)
+            });
+            if (1..=70).contains(&token.len()) && token.iter().all(bchar) && !token.ends_with(b" ") && is_header {
+                // The delimiter starts at the line break before it (a body's first line has none).
+                let start = at.checked_sub(1).map_or(0, |n| if n > 0 && body[n - 1] == b'\r' { n - 1 } else { n });
+                return Some((String::from_utf8_lossy(token).into_owned(), start));
+            }
+        }
+        if end >= body.len() {
+            return None;
+        }
+        at = end + 1;
+    }
+    None
 }
 
 /// One attachment as the index sees it: its name, type, size and the text it holds.
@@ -375,6 +439,31 @@ mod tests {
         let doc = parse(cut.as_bytes());
         assert_eq!(doc.attachments.len(), 1);
         assert!(!doc.flags.contains(Flags::MALFORMED));
+    }
+
+    #[test]
+    fn parts_under_a_boundary_other_than_the_declared_one_are_recovered_for_the_index_and_flagged() {
+        // The header declares one boundary, the body delimits its parts with another (a mailer
+        // that rewrote one and not the other): a strict parser sees one unreadable preamble.
+        let raw = b"From: a@contoso.com\r\nSubject: Mismatched\r\nContent-Type: multipart/mixed; boundary=\"declared\"\r\n\r\n\
+This is a multi-part message in MIME format.\r\n\
+--actual\r\nContent-Type: text/plain\r\n\r\nThe quokkabody text.\r\n\
+--actual\r\nContent-Type: text/plain; name=terms.txt\r\nContent-Disposition: attachment; filename=terms.txt\r\n\r\nwombatterms apply\r\n\
+--actual--\r\n";
+        let doc = parse(raw);
+        let names: Vec<_> = doc.attachments.iter().filter_map(|a| a.name.as_deref()).collect();
+        assert_eq!(names, ["terms.txt"], "{doc:?}");
+        assert_eq!(doc.attachments.len(), 1, "{doc:?}");
+        assert!(doc.attachments[0].text.as_deref().unwrap_or("").contains("wombatterms"), "{doc:?}");
+        assert!(doc.body.contains("quokkabody"), "{doc:?}");
+        assert!(!doc.body.contains("wombatterms"), "the attachment is not read as body: {doc:?}");
+        assert!(doc.flags.contains(Flags::MALFORMED));
+        // A line that merely starts with two dashes is not taken for a boundary.
+        let raw = b"From: a@contoso.com\r\nContent-Type: multipart/mixed; boundary=\"declared\"\r\n\r\n\
+-- \r\nA signature, not a part.\r\n";
+        let doc = parse(raw);
+        assert!(!doc.flags.contains(Flags::MALFORMED), "{doc:?}");
+        assert!(doc.attachments.iter().all(|a| a.name.is_none()), "{doc:?}");
     }
 
     #[test]

@@ -221,7 +221,25 @@ pub fn document_attachments(raw: &[u8]) -> Vec<(AttachmentInfo, Vec<u8>)> {
     std::panic::catch_unwind(|| {
         let Some(message) = MessageParser::default().parse(raw) else { return Vec::new() };
         let mut out = Vec::new();
-        collect(&message, "", 0, &mut out);
+        // Parts the declared boundary misses are read as the index reads them (see `parse`).
+        let stray = crate::document::stray_parts(raw, &message);
+        let recovered = stray.as_ref().and_then(|s| MessageParser::default().parse(&s.wrapped[..]));
+        let mismatched = stray.as_ref().is_some_and(|s| s.mismatched);
+        match recovered {
+            Some(recovered) if mismatched => collect(&recovered, "", 0, &mut out),
+            recovered => {
+                collect(&message, "", 0, &mut out);
+                if let Some(recovered) = recovered {
+                    let mut more = Vec::new();
+                    collect(&recovered, "", 0, &mut more);
+                    let offset = out.len();
+                    out.extend(more.into_iter().map(|(mut info, bytes)| {
+                        info.index += offset;
+                        (info, bytes)
+                    }));
+                }
+            }
+        }
         out
     })
     .unwrap_or_default()
