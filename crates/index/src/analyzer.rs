@@ -39,8 +39,17 @@ const STEMMED: [(whatlang::Lang, Language, &str); 16] = [
     (whatlang::Lang::Ell, Language::Greek, "el"),
 ];
 
-/// Language detection reads this much of a text: enough to tell, and cheap on long documents.
-const DETECT_BYTES: usize = 4096;
+/// Language detection reads this much of a text: some 150 words, enough for whatlang's trigrams
+/// to tell (its cost grows with the sample: 4 KiB made it the indexer's largest single cost).
+const DETECT_BYTES: usize = 1024;
+
+/// Tells the languages with a stemmer apart; the others are not scored (scoring every language
+/// whatlang knows made detection the indexer's largest single cost). A text in another language
+/// of the same script is stemmed as its nearest neighbour: only `~word` searches see that.
+fn detector() -> &'static whatlang::Detector {
+    static DETECTOR: std::sync::OnceLock<whatlang::Detector> = std::sync::OnceLock::new();
+    DETECTOR.get_or_init(|| whatlang::Detector::with_allowlist(STEMMED.iter().map(|(lang, _, _)| *lang).collect()))
+}
 
 fn stemming(language: Language) -> TextAnalyzer {
     TextAnalyzer::builder(WordTokenizer)
@@ -51,27 +60,82 @@ fn stemming(language: Language) -> TextAnalyzer {
         .build()
 }
 
-/// The stemmed terms of `text`, in the language it is written in, separated by spaces (the
-/// stemmed field splits on those); nothing when its language has no stemmer or is unclear.
+/// The stemmed terms of `text`, in the language it is written in, each once, separated by spaces
+/// (the stemmed field splits on those); nothing when its language has no stemmer or is unclear.
+/// Each stem is listed once: `~word` finds whether a form occurs, not how often (the exact fields
+/// rank by frequency), and this keeps the second copy of the text cheap to index.
 pub fn stemmed_terms(text: &str) -> String {
     let mut end = text.len().min(DETECT_BYTES);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let Some(info) = whatlang::detect(&text[..end]) else { return String::new() };
-    let Some(&(_, language, code)) = STEMMED.iter().find(|(lang, _, _)| *lang == info.lang()) else {
-        return String::new();
-    };
-    let mut analyzer = stemming(language);
-    let mut stream = analyzer.token_stream(text);
-    let mut out = String::new();
-    while stream.advance() {
-        out.push_str(code);
-        out.push(':');
-        out.push_str(&stream.token().text);
-        out.push(' ');
+    let Some(lang) = detector().detect_lang(&text[..end]) else { return String::new() };
+    let Some(slot) = STEMMED.iter().position(|(l, _, _)| *l == lang) else { return String::new() };
+    STEMS.with_borrow_mut(|caches| {
+        let cache = &mut caches[slot];
+        cache.generation += 1;
+        let mut lower = TextAnalyzer::builder(WordTokenizer).filter(RemoveLongFilter::limit(64)).filter(LowerCaser).build();
+        let mut stream = lower.token_stream(text);
+        let mut out = String::new();
+        while stream.advance() {
+            let id = cache.stem_of(slot, &stream.token().text);
+            if cache.listed[id] != cache.generation {
+                cache.listed[id] = cache.generation;
+                out.push_str(&cache.stems[id]);
+                out.push(' ');
+            }
+        }
+        out
+    })
+}
+
+/// Words repeat across messages far more than they vary: each indexing thread keeps, per
+/// language, the stem of every lowercased word it has met (up to [`STEM_CACHE_WORDS`]).
+#[derive(Default)]
+struct StemCache {
+    /// A lowercased word to the index of its stem.
+    words: std::collections::HashMap<String, usize>,
+    /// A stem to its index.
+    ids: std::collections::HashMap<String, usize>,
+    /// The stems, marked with their language (`en:invoic`).
+    stems: Vec<String>,
+    /// The text (its `generation`) that last listed each stem.
+    listed: Vec<u64>,
+    generation: u64,
+}
+
+const STEM_CACHE_WORDS: usize = 200_000;
+
+thread_local! {
+    static STEMS: std::cell::RefCell<Vec<StemCache>> =
+        std::cell::RefCell::new(STEMMED.iter().map(|_| StemCache::default()).collect());
+}
+
+impl StemCache {
+    fn stem_of(&mut self, slot: usize, word: &str) -> usize {
+        if let Some(&id) = self.words.get(word) {
+            return id;
+        }
+        if self.words.len() >= STEM_CACHE_WORDS {
+            let generation = self.generation;
+            *self = StemCache { generation, ..StemCache::default() };
+        }
+        let (_, language, code) = STEMMED[slot];
+        let mut analyzer = stemming(language);
+        let mut stream = analyzer.token_stream(word);
+        let stem = if stream.advance() { format!("{code}:{}", stream.token().text) } else { format!("{code}:{word}") };
+        let id = match self.ids.get(&stem) {
+            Some(&id) => id,
+            None => {
+                self.stems.push(stem.clone());
+                self.listed.push(0);
+                self.ids.insert(stem, self.stems.len() - 1);
+                self.stems.len() - 1
+            }
+        };
+        self.words.insert(word.to_owned(), id);
+        id
     }
-    out
 }
 
 /// What `~word` looks for: the word's stem in each language with a stemmer.
@@ -243,6 +307,15 @@ mod tests {
         assert_eq!(tokens("東京会議"), ["東京", "京会", "会議"]);
         assert_eq!(tokens("会 議"), ["会", "議"]);
         assert_eq!(tokens("予算report"), ["予算", "report"]);
+    }
+
+    #[test]
+    fn each_stem_is_listed_once_per_text_and_again_in_the_next_text() {
+        let text = "The auditors asked about the invoices. The invoice was paid, and the invoices were filed.";
+        let terms = stemmed_terms(text);
+        assert_eq!(terms.matches("en:invoic ").count(), 1, "{terms}");
+        assert!(terms.contains("en:auditor ") && terms.contains("en:file "), "{terms}");
+        assert_eq!(stemmed_terms(text), terms, "the next text lists it again");
     }
 
     #[test]
