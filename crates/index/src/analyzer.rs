@@ -74,7 +74,8 @@ pub fn stemmed_terms(text: &str) -> String {
     STEMS.with_borrow_mut(|caches| {
         let cache = &mut caches[slot];
         cache.generation += 1;
-        let mut lower = TextAnalyzer::builder(WordTokenizer).filter(RemoveLongFilter::limit(64)).filter(LowerCaser).build();
+        let mut lower =
+            TextAnalyzer::builder(WordTokenizer).filter(RemoveLongFilter::limit(64)).filter(LowerCaser).build();
         let mut stream = lower.token_stream(text);
         let mut out = String::new();
         while stream.advance() {

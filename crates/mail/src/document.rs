@@ -262,9 +262,10 @@ fn body_boundary(body: &[u8]) -> Option<(String, usize)> {
             let next_start = (end + 1).min(body.len());
             let next_end = memchr::memchr(b'\n', &body[next_start..]).map_or(body.len(), |n| next_start + n);
             let next = &body[next_start..next_end];
-            let is_header = next.iter().position(|&b| b == b':').is_some_and(|colon| {
-                std::str::from_utf8(&next[..colon]).is_ok_and(is_field_name)
-            });
+            let is_header = next
+                .iter()
+                .position(|&b| b == b':')
+                .is_some_and(|colon| std::str::from_utf8(&next[..colon]).is_ok_and(is_field_name));
             if (1..=70).contains(&token.len()) && token.iter().all(bchar) && !token.ends_with(b" ") && is_header {
                 // The delimiter starts at the line break before it (a body's first line has none).
                 let start = at.checked_sub(1).map_or(0, |n| if n > 0 && body[n - 1] == b'\r' { n - 1 } else { n });
