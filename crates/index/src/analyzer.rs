@@ -311,6 +311,13 @@ mod tests {
     }
 
     #[test]
+    fn text_in_a_script_without_a_stemmer_adds_no_stems() {
+        assert_eq!(stemmed_terms("季度报告和财务数据已经发送给审计师，请在周五之前确认。"), "");
+        assert_eq!(stemmed_terms("تم إرسال التقرير الفصلي والبيانات المالية إلى المدققين"), "");
+        assert!(stemmed_terms("Die Rechnungen wurden gestern an die Prüfer geschickt.").contains("de:rechnung "));
+    }
+
+    #[test]
     fn each_stem_is_listed_once_per_text_and_again_in_the_next_text() {
         let text = "The auditors asked about the invoices. The invoice was paid, and the invoices were filed.";
         let terms = stemmed_terms(text);
