@@ -250,7 +250,8 @@ pub(crate) fn stray_parts(raw: &[u8], message: &mail_parser::Message) -> Option<
 }
 
 /// The boundary a body's delimiter lines use, and where the first of them starts (at its line
-/// break): a line `--token` of boundary characters (RFC 2046) followed by a header field line.
+/// break): a line `--token` of boundary characters (RFC 2046) followed by a header field line, that
+/// comes again later.
 fn body_boundary(body: &[u8]) -> Option<(String, usize)> {
     let mut at = 0;
     // Only the first lines are looked at: a delimiter comes before the first part.
@@ -266,7 +267,15 @@ fn body_boundary(body: &[u8]) -> Option<(String, usize)> {
                 .iter()
                 .position(|&b| b == b':')
                 .is_some_and(|colon| std::str::from_utf8(&next[..colon]).is_ok_and(is_field_name));
-            if (1..=70).contains(&token.len()) && token.iter().all(bchar) && !token.ends_with(b" ") && is_header {
+            // A boundary delimits more than once (the next part or the close): a one-off line
+            // such as a forwarded message's "-----Original Message-----" is not one.
+            let again = memchr::memmem::find(&body[end..], [b"\n", line].concat().as_slice()).is_some();
+            if (1..=70).contains(&token.len())
+                && token.iter().all(bchar)
+                && !token.ends_with(b" ")
+                && is_header
+                && again
+            {
                 // The delimiter starts at the line break before it (a body's first line has none).
                 let start = at.checked_sub(1).map_or(0, |n| if n > 0 && body[n - 1] == b'\r' { n - 1 } else { n });
                 return Some((String::from_utf8_lossy(token).into_owned(), start));
@@ -459,6 +468,15 @@ This is a multi-part message in MIME format.\r\n\
         assert!(doc.body.contains("quokkabody"), "{doc:?}");
         assert!(!doc.body.contains("wombatterms"), "the attachment is not read as body: {doc:?}");
         assert!(doc.flags.contains(Flags::MALFORMED));
+        // Nor is a forwarded message's separator, though a header line follows it: a boundary
+        // delimits more than once (the parts, then the close).
+        let raw = b"From: a@contoso.com\r\nContent-Type: multipart/mixed; boundary=\"declared\"\r\n\r\n\
+Please see below, kangaroopreamble.\r\n\r\n-----Original Message-----\r\nFrom: b@contoso.com\r\n\
+Subject: older\r\n\r\nThe older text.\r\n";
+        let doc = parse(raw);
+        assert!(!doc.flags.contains(Flags::MALFORMED), "{doc:?}");
+        let text: String = doc.attachments.iter().filter_map(|a| a.text.clone()).collect::<String>() + &doc.body;
+        assert!(text.contains("kangaroopreamble"), "nothing is lost from the index: {doc:?}");
         // A line that merely starts with two dashes is not taken for a boundary.
         let raw = b"From: a@contoso.com\r\nContent-Type: multipart/mixed; boundary=\"declared\"\r\n\r\n\
 -- \r\nA signature, not a part.\r\n";
