@@ -39,8 +39,7 @@ const STEMMED: [(whatlang::Lang, Language, &str); 16] = [
     (whatlang::Lang::Ell, Language::Greek, "el"),
 ];
 
-/// Language detection reads this much of a text: some 150 words, enough for whatlang's trigrams
-/// to tell (its cost grows with the sample: 4 KiB made it the indexer's largest single cost).
+/// Language detection reads this much of a text: some 150 words, enough for whatlang's trigrams.
 const DETECT_BYTES: usize = 1024;
 
 /// Tells the languages with a stemmer apart; the others are not scored (scoring every language
@@ -72,6 +71,12 @@ pub fn stemmed_terms(text: &str) -> String {
     let Some(lang) = detector().detect_lang(&text[..end]) else { return String::new() };
     let Some(slot) = STEMMED.iter().position(|(l, _, _)| *l == lang) else { return String::new() };
     STEMS.with_borrow_mut(|caches| {
+        // The words of all languages together are bounded, whatever words a sender makes up.
+        if caches.iter().map(|c| c.words.len()).sum::<usize>() >= STEM_CACHE_WORDS {
+            for cache in caches.iter_mut() {
+                cache.clear();
+            }
+        }
         let cache = &mut caches[slot];
         cache.generation += 1;
         let mut lower =
@@ -91,7 +96,8 @@ pub fn stemmed_terms(text: &str) -> String {
 }
 
 /// Words repeat across messages far more than they vary: each indexing thread keeps, per
-/// language, the stem of every lowercased word it has met (up to [`STEM_CACHE_WORDS`]).
+/// language, the stem of every lowercased word it has met (up to [`STEM_CACHE_WORDS`] words, of
+/// at most 64 bytes each, in all languages together; then it starts over).
 #[derive(Default)]
 struct StemCache {
     /// A lowercased word to the index of its stem.
@@ -105,7 +111,7 @@ struct StemCache {
     generation: u64,
 }
 
-const STEM_CACHE_WORDS: usize = 200_000;
+const STEM_CACHE_WORDS: usize = 50_000;
 
 thread_local! {
     static STEMS: std::cell::RefCell<Vec<StemCache>> =
@@ -113,13 +119,18 @@ thread_local! {
 }
 
 impl StemCache {
+    /// Forgets every word; the generation goes on, so no stem counts as listed in this text.
+    fn clear(&mut self) {
+        let generation = self.generation;
+        *self = StemCache { generation, ..StemCache::default() };
+    }
+
     fn stem_of(&mut self, slot: usize, word: &str) -> usize {
         if let Some(&id) = self.words.get(word) {
             return id;
         }
         if self.words.len() >= STEM_CACHE_WORDS {
-            let generation = self.generation;
-            *self = StemCache { generation, ..StemCache::default() };
+            self.clear();
         }
         let (_, language, code) = STEMMED[slot];
         let mut analyzer = stemming(language);

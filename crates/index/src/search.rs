@@ -217,13 +217,16 @@ impl SearchIndex {
     /// Adds or replaces documents (by message id) and commits. The first call takes the index's
     /// write lock, which one process holds at a time.
     pub fn apply(&self, docs: &[IndexDocument]) -> Result<()> {
-        // Analysis (stemming above all) runs on every core; the writer takes them in order.
-        let built: Vec<_> = docs.par_iter().map(|d| (d.id, self.fields.document(d))).collect();
         let mut guard = self.writer.lock().unwrap();
         let writer = self.writer_in(&mut guard)?;
-        for (id, document) in built {
-            writer.delete_term(Term::from_field_u64(self.fields.id, id));
-            writer.add_document(document)?;
+        // Analysis (stemming above all) runs on every core, a few documents at a time so that
+        // their analysed copies stay few; the writer takes them in order.
+        for chunk in docs.chunks(64) {
+            let built: Vec<_> = chunk.par_iter().map(|d| (d.id, self.fields.document(d))).collect();
+            for (id, document) in built {
+                writer.delete_term(Term::from_field_u64(self.fields.id, id));
+                writer.add_document(document)?;
+            }
         }
         writer.commit()?;
         self.current().reader.reload()?;

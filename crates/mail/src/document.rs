@@ -178,10 +178,9 @@ fn parse_unguarded(raw: &[u8]) -> ArchivedDocument {
     if stray_leaves > 0 {
         doc.flags.insert(Flags::MALFORMED);
     }
-    // Under a mismatched boundary the parser missed the whole structure: the recovered one
-    // stands in for it, its text parts the body as they would have been.
+    // The recovered structure's text parts are then the body, as they would have been.
     let structure = match (&stray, &recovered) {
-        (Some(stray), Some(recovered)) if stray.mismatched && stray_leaves > 0 => recovered,
+        (Some(stray), Some(recovered)) if stray.replaces_structure(recovered) => recovered,
         _ => &message,
     };
 
@@ -216,6 +215,14 @@ pub(crate) struct StrayParts {
     pub wrapped: Vec<u8>,
     /// The declared boundary delimits nothing: these are all the message's parts.
     pub mismatched: bool,
+}
+
+impl StrayParts {
+    /// Whether `recovered` (these parts, parsed) stands in for the message's own structure: under
+    /// a mismatched boundary the parser missed all of it, so the recovered parts are the message.
+    pub fn replaces_structure(&self, recovered: &mail_parser::Message) -> bool {
+        self.mismatched && recovered.parts.iter().skip(1).any(|p| !matches!(p.body, PartType::Multipart(_)))
+    }
 }
 
 /// The stray parts of a parsed message, if it has any.
@@ -254,6 +261,9 @@ pub(crate) fn stray_parts(raw: &[u8], message: &mail_parser::Message) -> Option<
 /// comes again later.
 fn body_boundary(body: &[u8]) -> Option<(String, usize)> {
     let mut at = 0;
+    // Each candidate is looked for again in the rest of the body: a few, so that a body of many
+    // such lines costs a few passes, not one per line.
+    let mut candidates = 0;
     // Only the first lines are looked at: a delimiter comes before the first part.
     for _ in 0..1000 {
         let end = memchr::memchr(b'\n', &body[at..]).map_or(body.len(), |n| at + n);
@@ -267,18 +277,18 @@ fn body_boundary(body: &[u8]) -> Option<(String, usize)> {
                 .iter()
                 .position(|&b| b == b':')
                 .is_some_and(|colon| std::str::from_utf8(&next[..colon]).is_ok_and(is_field_name));
-            // A boundary delimits more than once (the next part or the close): a one-off line
-            // such as a forwarded message's "-----Original Message-----" is not one.
-            let again = memchr::memmem::find(&body[end..], [b"\n", line].concat().as_slice()).is_some();
-            if (1..=70).contains(&token.len())
-                && token.iter().all(bchar)
-                && !token.ends_with(b" ")
-                && is_header
-                && again
-            {
-                // The delimiter starts at the line break before it (a body's first line has none).
-                let start = at.checked_sub(1).map_or(0, |n| if n > 0 && body[n - 1] == b'\r' { n - 1 } else { n });
-                return Some((String::from_utf8_lossy(token).into_owned(), start));
+            if (1..=70).contains(&token.len()) && token.iter().all(bchar) && !token.ends_with(b" ") && is_header {
+                candidates += 1;
+                if candidates > 8 {
+                    return None;
+                }
+                // A boundary delimits more than once (the next part or the close): a one-off
+                // line such as a forwarded message's "-----Original Message-----" is not one.
+                if memchr::memmem::find(&body[end..], [b"\n", line].concat().as_slice()).is_some() {
+                    // The delimiter starts at the line break before it (a body's first line has none).
+                    let start = at.checked_sub(1).map_or(0, |n| if n > 0 && body[n - 1] == b'\r' { n - 1 } else { n });
+                    return Some((String::from_utf8_lossy(token).into_owned(), start));
+                }
             }
         }
         if end >= body.len() {

@@ -224,9 +224,10 @@ pub fn document_attachments(raw: &[u8]) -> Vec<(AttachmentInfo, Vec<u8>)> {
         // Parts the declared boundary misses are read as the index reads them (see `parse`).
         let stray = crate::document::stray_parts(raw, &message);
         let recovered = stray.as_ref().and_then(|s| MessageParser::default().parse(&s.wrapped[..]));
-        let mismatched = stray.as_ref().is_some_and(|s| s.mismatched);
         match recovered {
-            Some(recovered) if mismatched => collect(&recovered, "", 0, &mut out),
+            Some(recovered) if stray.as_ref().is_some_and(|s| s.replaces_structure(&recovered)) => {
+                collect(&recovered, "", 0, &mut out)
+            }
             recovered => {
                 collect(&message, "", 0, &mut out);
                 if let Some(recovered) = recovered {
